@@ -1,0 +1,1 @@
+"""Operational agents: one Temporal activity per agent, grouped by task queue."""

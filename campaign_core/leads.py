@@ -1,0 +1,384 @@
+"""Leads intake: turn a user's CSV or JSON Lines file into validated, de-duplicated leads.
+
+This is the campaign's DataCoordinator. Everything downstream (research, drafting,
+approval, delivery) keys on a lead's id, and delivery must happen exactly once per
+person, so intake is where identity is decided: the normalised email address is the
+lead, duplicates are merged here rather than discovered later as double sends, and
+the id is derived from (campaign, email) so that re-importing the same file yields
+the same ids.
+
+Bad rows are not fatal. A spreadsheet with one typo should not block a campaign of a
+thousand leads, so each bad row is rejected with its row number and a reason the user
+can act on, and the rest go on. Only a file that cannot be read at all, or that has
+no usable row, is an error (`LeadsFileError`), because then there is nothing to run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "KNOWN_FIELDS",
+    "MAX_VALUE_LENGTH",
+    "IntakeResult",
+    "Lead",
+    "LeadsFileError",
+    "RejectedRow",
+    "lead_id_for",
+    "normalise_email",
+    "parse_lead_rows",
+    "read_leads_file",
+]
+
+KNOWN_FIELDS: tuple[str, ...] = (
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "website",
+    "timezone",
+    "notes",
+)
+"""Columns that map onto `Lead` attributes; every other column goes to `Lead.custom`."""
+
+MAX_VALUE_LENGTH = 2000
+"""Longest accepted cell. Longer values are almost always a broken export (a whole
+document pasted into a cell, a runaway quote) and would bloat every prompt built from
+the lead, so the row is rejected instead of silently truncated."""
+
+_JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+_CSV_SUFFIXES = frozenset({".csv"})
+_REASONS_IN_MESSAGE = 5
+_JSON_SCALARS = (str, int, float, bool)
+
+
+class Lead(BaseModel):
+    """One person to contact, after normalisation and merging of duplicate rows."""
+
+    lead_id: str
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    title: str | None = None
+    website: str | None = None
+    timezone: str | None = None
+    notes: str | None = None
+    custom: dict[str, str] = Field(default_factory=dict)
+    rows: list[int] = Field(default_factory=list)
+
+
+class RejectedRow(BaseModel):
+    """A source row that was left out, with a reason naming the offending field."""
+
+    row: int
+    error: str
+
+
+class IntakeResult(BaseModel):
+    """The accepted leads (in order of first appearance) and the rows left out."""
+
+    leads: list[Lead]
+    rejected: list[RejectedRow]
+
+
+class LeadsFileError(Exception):
+    """The leads file as a whole is unusable; the message names the file and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"leads file {str(path)!r}: {reason}")
+
+
+def normalise_email(raw: str) -> str:
+    """Return the canonical form of an address, which is the lead's identity.
+
+    Surrounding whitespace and letter case are artefacts of how the list was typed or
+    exported, not different people, so they are removed. Unicode is put in NFC form so
+    that the same visible address always hashes to the same lead id.
+    """
+    return unicodedata.normalize("NFC", raw.strip().lower())
+
+
+def lead_id_for(campaign_id: str, email: str) -> str:
+    """Derive the lead id from the campaign and the (normalised) email address.
+
+    The id is a pure function of its inputs so that re-running intake, or importing
+    the same person twice, can never create a second lead (and so a second send);
+    the campaign is part of it so one person in two campaigns has two separate leads.
+    """
+    digest = hashlib.sha256(f"{campaign_id}\n{normalise_email(email)}".encode()).hexdigest()
+    return f"ld_{digest[:16]}"
+
+
+def _normalise_key(raw: str) -> str:
+    """Map a header such as " First  Name " to the field name "first_name"."""
+    return "_".join(raw.strip().lower().split())
+
+
+def _clean_row(
+    values: Mapping[str, object],
+) -> tuple[dict[str, str], list[str]]:
+    """Normalise one row's keys and values; return the non-empty values and the errors.
+
+    Every problem in the row is collected rather than stopping at the first, so that
+    the user can fix a row in one go.
+    """
+    cleaned: dict[str, str] = {}
+    errors: list[str] = []
+    seen: set[str] = set()
+    for raw_key, raw_value in values.items():
+        key = _normalise_key(str(raw_key))
+        if not key:
+            # Spreadsheets export trailing unnamed columns; they carry nothing usable.
+            continue
+        if key in seen:
+            errors.append(f"{key}: given more than once")
+            continue
+        seen.add(key)
+        if raw_value is None:
+            continue
+        if isinstance(raw_value, Mapping | list | tuple):
+            errors.append(f"{key}: nested {type(raw_value).__name__} values are not allowed")
+            continue
+        if not isinstance(raw_value, _JSON_SCALARS):
+            errors.append(f"{key}: unsupported value of type {type(raw_value).__name__}")
+            continue
+        text = str(raw_value).strip()
+        if not text:
+            continue
+        if len(text) > MAX_VALUE_LENGTH:
+            errors.append(f"{key}: value is {len(text)} characters long (limit {MAX_VALUE_LENGTH})")
+            continue
+        cleaned[key] = text
+    return cleaned, errors
+
+
+def _check_email(cleaned: Mapping[str, str], errors: list[str]) -> str | None:
+    """Return the normalised email of a row, or None after recording why it is unusable."""
+    raw = cleaned.get("email")
+    if raw is None:
+        if not any(e.startswith("email:") for e in errors):
+            errors.append("email: missing")
+        return None
+    email = normalise_email(raw)
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        errors.append(f"email: {raw!r} is not a valid address ({exc})")
+        return None
+    return email
+
+
+def _check_timezone(cleaned: Mapping[str, str], errors: list[str]) -> None:
+    """Record an error if the row names a time zone that send scheduling could not use."""
+    tz = cleaned.get("timezone")
+    if tz is None:
+        return
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(f"timezone: unknown time zone {tz!r}")
+
+
+class _Intake:
+    """Accumulates accepted leads (merging duplicates) and rejected rows, in order."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        self.leads: dict[str, Lead] = {}
+        self.rejected: list[RejectedRow] = []
+
+    def reject(self, row: int, error: str) -> None:
+        self.rejected.append(RejectedRow(row=row, error=error))
+
+    def add(self, row: int, values: Mapping[str, object]) -> None:
+        """Validate one row and either merge it into its lead or reject it."""
+        cleaned, errors = _clean_row(values)
+        email = _check_email(cleaned, errors)
+        _check_timezone(cleaned, errors)
+        if errors or email is None:
+            self.reject(row, "; ".join(errors))
+            return
+        known = {k: v for k, v in cleaned.items() if k in KNOWN_FIELDS and k != "email"}
+        custom = {k: v for k, v in cleaned.items() if k not in KNOWN_FIELDS}
+        lead = self.leads.get(email)
+        if lead is None:
+            self.leads[email] = Lead(
+                lead_id=lead_id_for(self.campaign_id, email),
+                email=email,
+                custom=custom,
+                rows=[row],
+                **known,
+            )
+            return
+        # A duplicate: earlier rows win, later rows only fill what was left empty.
+        updates: dict[str, object] = {k: v for k, v in known.items() if getattr(lead, k) is None}
+        updates["custom"] = {**custom, **lead.custom}
+        updates["rows"] = [*lead.rows, row]
+        self.leads[email] = lead.model_copy(update=updates)
+
+    def result(self) -> IntakeResult:
+        return IntakeResult(leads=list(self.leads.values()), rejected=self.rejected)
+
+
+def parse_lead_rows(
+    rows: Iterable[tuple[int, Mapping[str, object]]], campaign_id: str
+) -> IntakeResult:
+    """Validate and merge already-parsed rows, each paired with the row number to report.
+
+    This is the format-independent core, usable by callers that get rows from
+    somewhere other than a file (an API request, a database export).
+    """
+    intake = _Intake(campaign_id)
+    for row, values in rows:
+        intake.add(row, values)
+    return intake.result()
+
+
+def _read_text(path: Path) -> str:
+    """Read the file as UTF-8, tolerating the BOM that spreadsheet programs write."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise LeadsFileError(path, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise LeadsFileError(path, "is a directory, not a file") from exc
+    except OSError as exc:
+        raise LeadsFileError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LeadsFileError(
+            path,
+            f"is not UTF-8 text (invalid byte at offset {exc.start}); "
+            "save it as UTF-8 CSV or JSON Lines",
+        ) from exc
+
+
+def _is_json_lines(path: Path, text: str) -> bool:
+    """Decide the format from the extension, sniffing the content for other names."""
+    suffix = path.suffix.lower()
+    if suffix in _JSONL_SUFFIXES:
+        return True
+    if suffix in _CSV_SUFFIXES:
+        return False
+    return text.lstrip()[:1] == "{"
+
+
+def _feed_json_lines(path: Path, text: str, intake: _Intake) -> None:
+    """Feed each non-blank line of a JSON Lines text to the intake, numbered from 1."""
+    # Split on "\n" only: str.splitlines() would also split on U+2028 and similar,
+    # which JSON allows unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        try:
+            value: object = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            intake.reject(number, f"line is not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(value, dict):
+            intake.reject(number, f"line is not a JSON object (got {_json_type(value)})")
+            continue
+        intake.add(number, value)
+
+
+def _json_type(value: object) -> str:
+    """Name a parsed JSON value's type the way the user wrote it, for messages."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (row number, cells) for each non-blank CSV record.
+
+    The row number is the line on which the record starts, taken from the reader's
+    line count, so a quoted cell spanning several lines does not shift the numbers
+    reported for the rows after it.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise LeadsFileError(path, f"is not valid CSV at line {start} ({exc})") from exc
+        if any(cell.strip() for cell in cells):
+            yield start, cells
+
+
+def _feed_csv(path: Path, text: str, intake: _Intake) -> None:
+    """Feed each CSV data row to the intake, keyed by the normalised header names."""
+    records = _csv_records(path, text)
+    header_record = next(records, None)
+    if header_record is None:
+        raise LeadsFileError(path, "is empty")
+    _, header_cells = header_record
+    header = [_normalise_key(cell) for cell in header_cells]
+    if "email" not in header:
+        shown = ", ".join(repr(cell) for cell in header_cells)
+        raise LeadsFileError(path, f"has no 'email' column (header row: {shown})")
+    duplicates = sorted({name for name in header if name and header.count(name) > 1})
+    if duplicates:
+        raise LeadsFileError(path, f"has duplicate columns: {', '.join(duplicates)}")
+    width = len(header)
+    for row, cells in records:
+        extra = [cell for cell in cells[width:] if cell.strip()]
+        if extra:
+            # More cells than headers means the row is misaligned (usually an unquoted
+            # comma); accepting it would put values under the wrong fields.
+            intake.reject(row, f"row has {len(cells)} cells but the header has {width}")
+            continue
+        values = {name: cell for name, cell in zip(header, cells, strict=False) if name}
+        intake.add(row, values)
+
+
+def read_leads_file(path: Path, campaign_id: str) -> IntakeResult:
+    """Read a CSV or JSON Lines leads file into validated, merged leads.
+
+    Bad rows are returned in `rejected`; a file that cannot be read, or that has no
+    valid row at all, raises `LeadsFileError` with the file name and the reasons.
+    """
+    text = _read_text(path)
+    if not text.strip():
+        raise LeadsFileError(path, "is empty")
+    intake = _Intake(campaign_id)
+    if _is_json_lines(path, text):
+        _feed_json_lines(path, text, intake)
+    else:
+        _feed_csv(path, text, intake)
+    result = intake.result()
+    if not result.leads:
+        if not result.rejected:
+            raise LeadsFileError(path, "has a header but no data rows")
+        reasons = "; ".join(
+            f"row {r.row}: {r.error}" for r in result.rejected[:_REASONS_IN_MESSAGE]
+        )
+        more = len(result.rejected) - _REASONS_IN_MESSAGE
+        if more > 0:
+            reasons += f"; and {more} more"
+        raise LeadsFileError(path, f"has no valid row ({reasons})")
+    return result

@@ -1,0 +1,155 @@
+"""Workflow and API data shapes shared by workflows, activities and the control plane.
+
+Workflows carry ids and counters only; lead data, passages and drafts stay in the
+store. These models are the inputs, signals and query answers that do travel
+through Temporal history.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 72 * 3600
+
+
+class Stage(StrEnum):
+    """A campaign's stage, as `campaign status` reports it."""
+
+    DRAFTING = "drafting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DELIVERING = "delivering"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class Channel(StrEnum):
+    OUTBOX = "outbox"
+    SMTP = "smtp"
+    WEBHOOK = "webhook"
+
+
+class CampaignInput(BaseModel):
+    """The campaign workflow's input: settings of the run, never the leads themselves."""
+
+    campaign_id: str
+    name: str
+    channel: Channel = Channel.OUTBOX
+    approval_timeout_seconds: int = Field(default=DEFAULT_APPROVAL_TIMEOUT_SECONDS, gt=0)
+    queue_prefix: str = ""
+    window: int = Field(default=200, ge=1, le=1000, description="Lead orchestrators in flight.")
+    page_size: int = Field(default=100, ge=1, le=1000)
+    use_search_attributes: bool = True
+
+
+class LeadInput(BaseModel):
+    campaign_id: str
+    lead_id: str
+    queue_prefix: str = ""
+
+
+class LeadResult(BaseModel):
+    lead_id: str
+    status: str  # "drafted" | "failed"
+    error: str | None = None
+
+
+class DeliveryInput(BaseModel):
+    campaign_id: str
+    channel: Channel = Channel.OUTBOX
+    queue_prefix: str = ""
+    page_size: int = Field(default=100, ge=1, le=1000)
+
+
+class DeliveryOutcome(BaseModel):
+    """What one delivery attempt decided for one lead."""
+
+    lead_id: str
+    status: str  # "sent" | "suppressed" | "failed"
+    message_id: str | None = None
+    error: str | None = None
+
+
+class DeliveryResult(BaseModel):
+    sent: int = 0
+    suppressed: int = 0
+    failed: int = 0
+
+
+class Approval(BaseModel):
+    """The approval signal: all drafts (no lead ids) or only the listed leads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_ids: list[str] | None = None
+    by: str = Field(default="unknown", min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(default="unknown", min_length=1, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Counts(BaseModel):
+    leads: int = 0
+    drafted: int = 0
+    draft_failed: int = 0
+    approved: int = 0
+    suppressed: int = 0
+    sent: int = 0
+    send_failed: int = 0
+
+
+class CampaignStatus(BaseModel):
+    campaign_id: str
+    stage: Stage
+    counts: Counts = Field(default_factory=Counts)
+
+
+class PageRequest(BaseModel):
+    """Keyset pagination over a campaign's leads: ids after `after`, at most `limit`."""
+
+    campaign_id: str
+    after: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class StoreDraftInput(BaseModel):
+    campaign_id: str
+    lead_id: str
+    envelope_id: str
+
+
+class LeadFailure(BaseModel):
+    campaign_id: str
+    lead_id: str
+    error: str
+
+
+class StageUpdate(BaseModel):
+    campaign_id: str
+    stage: Stage
+
+
+class Decision(BaseModel):
+    """An approval or rejection as recorded in the store, with its author."""
+
+    campaign_id: str
+    decision_id: str
+    decision: str  # "approve" | "reject"
+    lead_ids: list[str] | None = None
+    by: str
+    note: str | None = None
+
+
+class DeliverInput(BaseModel):
+    campaign_id: str
+    lead_id: str
+    channel: Channel = Channel.OUTBOX
+    step: int = 1

@@ -1,0 +1,99 @@
+"""Settings from the environment and `.env`, with the names the contract promises.
+
+One pydantic-settings model so every process (CLI, API, worker) reads configuration
+the same way; secrets are `SecretStr` so they never show up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_UI_URL = "http://localhost:8233"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, each field under its contract name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
+    temporal_ui_url: str | None = Field(default=None, alias="TEMPORAL_UI_URL")
+    campaign_home: Path = Field(default=Path(".campaign"), alias="CAMPAIGN_HOME")
+    store_url: str | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
+    supabase_url: str | None = Field(default=None, alias="SUPABASE_URL")
+    supabase_key: SecretStr | None = Field(default=None, alias="SUPABASE_KEY")
+    llm_provider: str | None = Field(default=None, alias="CAMPAIGN_LLM_PROVIDER")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    llm_model: str = Field(default="gpt-4o-mini", alias="CAMPAIGN_LLM_MODEL")
+    llm_rate_limit: float = Field(default=5.0, gt=0, alias="CAMPAIGN_LLM_RATE_LIMIT")
+    smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
+    mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
+    webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
+    api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
+    webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
+    public_url: str = Field(default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL")
+    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    task_queue_prefix: str = Field(
+        default="",
+        alias="CAMPAIGN_TASK_QUEUE_PREFIX",
+        validation_alias=AliasChoices("CAMPAIGN_TASK_QUEUE_PREFIX"),
+        description="Prefix for every task queue, so several deployments can share a namespace.",
+    )
+
+    @cached_property
+    def dev_file(self) -> Path:
+        """Where a running `campaign dev` records its addresses."""
+        return self.campaign_home / "dev.json"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.campaign_home / "outbox"
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The store to use: explicit URL, else the embedded SQLite file."""
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{(self.campaign_home / 'campaign.db').resolve()}"
+
+    def _dev_info(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.dev_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    @property
+    def resolved_temporal_address(self) -> str:
+        """`TEMPORAL_ADDRESS`, else the frontend a running `campaign dev` recorded."""
+        if self.temporal_address:
+            return self.temporal_address
+        return self._dev_info().get("address", "localhost:7233")
+
+    @property
+    def resolved_ui_url(self) -> str:
+        """`TEMPORAL_UI_URL`, else the UI a running `campaign dev` recorded."""
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        return self._dev_info().get("ui_url", DEFAULT_UI_URL).rstrip("/")
+
+    @property
+    def resolved_llm_provider(self) -> str:
+        if self.llm_provider:
+            return self.llm_provider
+        return "openai" if self.openai_api_key else "offline"
+
+
+def load_settings() -> Settings:
+    """Read settings now (not at import), so tests and subcommands see the current env."""
+    return Settings()

