@@ -28,7 +28,7 @@ def _first_sentence(text: str) -> str:
     return (match.group(1) if match else body[:200]).strip()
 
 
-def offline_draft(lead: Lead, brief: str, passages: list[dict[str, Any]]) -> dict[str, Any]:
+def offline_draft(lead: Lead, passages: list[dict[str, Any]]) -> dict[str, Any]:
     """A deterministic, personalised message built from the lead and its passages."""
     greeting = f"Hi {lead.first_name}," if lead.first_name else "Hello,"
     who = lead.company or lead.email.split("@", 1)[1]
@@ -40,8 +40,8 @@ def offline_draft(lead: Lead, brief: str, passages: list[dict[str, Any]]) -> dic
     for passage in passages[:2]:
         lines += ["", f"{_first_sentence(str(passage['text']))} [{passage['passage_id']}]"]
         citations.append(str(passage["passage_id"]))
-    ask = _first_sentence(brief) if brief.strip() else "Would a short call next week be useful?"
-    lines += ["", ask, "", "Best regards"]
+    lines += ["", "Would a 20-minute call next week be useful to see whether this fits?", "",
+              "Best regards"]
     subject = f"An idea for {who}"[:120]
     return {"subject": subject, "body": "\n".join(lines), "citations": citations}
 
@@ -59,7 +59,7 @@ class CopywriterAgent(Agent):
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
         passages = await self.store.get_retrieval(inp.campaign_id, inp.lead_id)
         brief = str(campaign.get("brief") or "")
-        draft = offline_draft(lead, brief, passages)
+        draft = offline_draft(lead, passages)
         record = Record(
             kind="draft",
             key=f"{inp.lead_id}:1",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from activities.base import Agent, permanent
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
+
+
+#: CRLF line ends (RFC 5322) and no folding of long URLs into encoded words.
+MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 
 def header_safe(value: str) -> str:
@@ -32,7 +37,7 @@ def render_message(
     unsubscribe_url: str,
 ) -> EmailMessage:
     """An RFC 5322 message whose Message-ID is derived from the message key."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MAIL_POLICY)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "campaign.local"
     msg["Message-ID"] = f"<{key}@{domain}>"
     msg["Date"] = formatdate(localtime=False, usegmt=True)

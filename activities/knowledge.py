@@ -108,9 +108,9 @@ def kb_hash(root: Path) -> str:
 
 
 def lead_query(lead: Lead, brief: str) -> str:
-    """What to look for: the lead's own fields first, then the brief."""
-    fields = [lead.company, lead.title, lead.notes, *lead.custom.values()]
-    return " ".join(f for f in fields if f) + " " + brief
+    """What to look for: the lead's own fields, weighted above the brief they share."""
+    fields = " ".join(f for f in (lead.company, lead.title, lead.notes, *lead.custom.values()) if f)
+    return f"{fields} {fields} {fields} {brief}"
 
 
 class KnowledgeAgent(Agent):

@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,12 +30,8 @@ def _now() -> str:
 
 def _migrations() -> list[tuple[int, str]]:
     """(version, sql) for every migration file shipped with the package, in order."""
-    folder = resources.files("campaign_core") / "migrations"
-    out = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return out
+    folder = Path(__file__).resolve().parent / "migrations"
+    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in sorted(folder.glob("*.sql"))]
 
 
 class SqliteStore:

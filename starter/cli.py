@@ -38,7 +38,7 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("campaign")
 T = TypeVar("T")
 
@@ -228,6 +228,8 @@ def reject(
 
 def report_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("lead", "email", "draft", "delivery", "message id / error")
+    for column in table.columns:
+        column.overflow = "fold"
     for r in rows:
         table.add_row(r["lead_id"], r["email"], r["draft_status"], r["delivery_status"],
                       r["message_id"] or r["error"] or "")
