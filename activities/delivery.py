@@ -22,7 +22,6 @@ from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
 
-
 #: CRLF line ends (RFC 5322) and no folding of long URLs into encoded words.
 MAIL_POLICY = SMTP.clone(max_line_length=998)
 
@@ -81,13 +80,18 @@ class DeliveryAgent(Agent):
             raise permanent("NotFound", f"no approved draft for lead {inp.lead_id}")
         common = {"message_key": key, "campaign_id": inp.campaign_id, "lead_id": inp.lead_id,
                   "step": inp.step, "channel": inp.channel.value}
+
+        async def mark(status: str, message_id: str | None = None) -> None:
+            await self.store.upsert_delivery(
+                message_key=key, campaign_id=inp.campaign_id, lead_id=inp.lead_id, step=inp.step,
+                channel=inp.channel.value, status=status, message_id=message_id)
         # Suppression is checked now, at the moment of sending, not when drafting.
         if await self.store.is_suppressed(lead.email):
-            await self.store.upsert_delivery(**common, status="suppressed")
+            await mark("suppressed")
             return DeliveryOutcome(lead_id=inp.lead_id, status="suppressed")
         if inp.channel is not Channel.OUTBOX:
             raise permanent("InvalidInput", f"channel {inp.channel.value!r} is not available yet")
-        await self.store.upsert_delivery(**common, status="sending")
+        await mark("sending")
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         msg = render_message(
             key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
@@ -96,7 +100,7 @@ class DeliveryAgent(Agent):
         )
         path = write_outbox(self.settings.outbox_dir, key, msg)
         message_id = str(msg["Message-ID"])
-        await self.store.upsert_delivery(**common, status="sent", message_id=message_id)
+        await mark("sent", message_id)
         record = Record(
             kind="delivery", key=key,
             data={"status": "sent", "message_id": message_id, "file": path.name},

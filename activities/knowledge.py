@@ -8,6 +8,7 @@ never rebuilt per lead.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import math
@@ -26,10 +27,10 @@ from campaign_core.models import LeadInput
 KB_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
 _WORD = re.compile(r"[a-z0-9]+")
 _TAG = re.compile(r"<[^>]+>")
-_STOP = frozenset(
-    "a an and are as at be by for from has have in is it its of on or our that the this to "
-    "we with you your".split()
-)
+_STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
+    "it", "its", "of", "on", "or", "our", "that", "the", "this", "to", "we", "with", "you", "your",
+})
 
 
 def tokens(text: str) -> list[str]:
@@ -144,7 +145,7 @@ class KnowledgeAgent(Agent):
             root = Path(campaign["kb_dir"])
             if not root.is_dir():
                 raise permanent("InvalidInput", f"knowledge base {root} is not a directory")
-            kb_key, index = self.index_for(root)
+            kb_key, index = await asyncio.to_thread(self.index_for, root)
             query = lead_query(lead, campaign.get("brief", ""))
             for chunk, score in index.search(query, self.top_k):
                 passages.append({

@@ -90,9 +90,9 @@ async def stack_for_demo(settings: Settings) -> AsyncIterator[tuple[CampaignMana
 
 
 async def wait_for(mgr: CampaignManager, cid: str, stages: set[Stage], total: int,
-                   label: str, field: str, timeout: float = 600) -> CampaignStatus:
+                   label: str, field: str, limit_s: float = 600) -> CampaignStatus:
     """Show a progress bar until the campaign reaches one of `stages`."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -106,7 +106,7 @@ async def wait_for(mgr: CampaignManager, cid: str, stages: set[Stage], total: in
             if st.stage in stages:
                 return st
             if time.monotonic() > deadline:
-                raise TimeoutError(f"campaign {cid} still {st.stage.value} after {timeout:.0f}s")
+                raise TimeoutError(f"campaign {cid} still {st.stage.value} after {limit_s:.0f}s")
             await asyncio.sleep(0.3)
 
 

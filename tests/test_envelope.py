@@ -15,13 +15,13 @@ T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 def prov(**kw: object) -> Provenance:
     base = dict(source="kb:pricing.md", agent="knowledge", created_at=T0,
                 inputs_digest=digest({"a": 1}))
-    return Provenance(**{**base, **kw})  # type: ignore[arg-type]
+    return Provenance(**{**base, **kw})
 
 
 def meta(**kw: object) -> EnvelopeMetadata:
     base = dict(campaign_id="c1", run_id="r1", agent="knowledge.retrieve", agent_version="1",
                 attempt=1, started_at=T0, ended_at=T0 + timedelta(seconds=1))
-    return EnvelopeMetadata(**{**base, **kw})  # type: ignore[arg-type]
+    return EnvelopeMetadata(**{**base, **kw})
 
 
 def test_record_without_provenance_is_rejected() -> None:

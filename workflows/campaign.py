@@ -127,7 +127,8 @@ class CampaignWorkflow:
             self._counts.leads += len(page)
             for lead_id in page:
                 if len(pending) >= inp.window:
-                    _, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    pending = set(rest)
                 pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
             if len(page) < inp.page_size:
                 break

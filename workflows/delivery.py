@@ -66,7 +66,8 @@ class DeliveryOrchestrator:
             )
             for lead_id in page:
                 if len(pending) >= IN_FLIGHT:
-                    _, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    pending = set(rest)
                 pending.add(asyncio.create_task(self._send(inp, lead_id)))
             if len(page) < inp.page_size:
                 break
