@@ -37,7 +37,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console(soft_wrap=True)
+# Piped output is read by scripts and logs: don't squeeze tables into 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("campaign")
 T = TypeVar("T")

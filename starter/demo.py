@@ -28,7 +28,7 @@ from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
 from campaign_core.store import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
-from starter.cli import report_table
+from starter.cli import out, report_table
 from starter.devstack import embedded_stack, free_port, port_free
 from starter.manager import CampaignManager
 from worker_main import run_workers
@@ -146,7 +146,7 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
         else:
             await mgr.reject(cid, by="demo", reason="declined at the demo prompt")
             st = await wait_for(mgr, cid, DONE, len(drafts), "Rejecting", "sent")
-        Console().print(report_table(await mgr.report(cid)))
+        out.print(report_table(await mgr.report(cid)))
         console.print(f"Stage: [bold]{st.stage.value}[/]; sent {st.counts.sent}, "
                       f"suppressed {st.counts.suppressed}, failed {st.counts.send_failed}")
         console.print(f"Outbox: {settings.outbox_dir.resolve()}")

@@ -124,6 +124,8 @@ class CampaignManager:
         a lead's id is derived from its campaign and email.
         """
         check_campaign_id(campaign_id)
+        if channel is not Channel.OUTBOX:
+            raise BadInput(f"--channel: {channel.value!r} is not available yet; use outbox")
         if kb_dir is not None and not kb_dir.is_dir():
             raise BadInput(f"--kb: {kb_dir} is not a directory")
         if not intake.leads:

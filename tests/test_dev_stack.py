@@ -1,0 +1,112 @@
+"""`campaign dev` as a user runs it: a real subprocess with server, UI and workers.
+
+Checks that it prints the UI address, that other commands find it through
+dev.json, that the campaign and each lead's orchestration can be found through the
+Web UI's own API, that SIGTERM stops it cleanly, and that history survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from starter.devstack import free_port
+from tests.conftest import KB
+from tests.test_cli_e2e import cli, cli_json, wait_stage
+
+pytestmark = pytest.mark.slow
+
+CAMPAIGN = str(Path(sys.executable).parent / "campaign")
+
+
+class DevProcess:
+    def __init__(self, env: dict[str, str], home: Path) -> None:
+        self.env, self.home = env, home
+        self.port, self.ui_port = free_port(), free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+
+    async def start(self) -> str:
+        self.proc = await asyncio.create_subprocess_exec(
+            CAMPAIGN, "dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
+            env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(90):
+            while True:
+                line = (await self.proc.stdout.readline()).decode()
+                assert line, f"campaign dev exited early: {''.join(self.lines)}"
+                self.lines.append(line)
+                if line.startswith("Temporal Web UI:"):
+                    return line.split(":", 1)[1].strip()
+
+    async def stop(self) -> int:
+        assert self.proc is not None and self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            rest = await self.proc.stdout.read()
+            self.lines.append(rest.decode())
+            return await self.proc.wait()
+
+
+@pytest.fixture
+def dev_cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "CAMPAIGN_"))}
+    env.update({"CAMPAIGN_HOME": str(home), "NO_COLOR": "1"})
+    return env
+
+
+async def test_dev_runs_campaign_shows_it_in_ui_and_stops_cleanly(dev_cli_env, home, tmp_path):
+    leads = tmp_path / "leads.csv"
+    leads.write_text("email,company,title\nana@example.com,Northwind,CTO\nbo@example.org,Ledgerly,VP Sales\n")
+    dev = DevProcess(dev_cli_env, home)
+    ui = await dev.start()
+    try:
+        assert ui == f"http://127.0.0.1:{dev.ui_port}"
+        recorded = json.loads((home / "dev.json").read_text())
+        assert recorded["address"] == f"127.0.0.1:{dev.port}" and recorded["ui_url"] == ui
+        # No TEMPORAL_ADDRESS: the CLI finds the dev server through dev.json.
+        started = await cli_json(dev_cli_env, "start", "--leads", str(leads), "--kb", str(KB),
+                                 "--id", "dev-e2e")
+        assert started["ui_url"].startswith(ui + "/namespaces/default/workflows/")
+        await wait_stage(dev_cli_env, "dev-e2e", {"awaiting_approval"})
+        code, _, err = await cli(dev_cli_env, "approve", "dev-e2e")
+        assert code == 0, err
+        status = await wait_stage(dev_cli_env, "dev-e2e", {"completed", "failed"})
+        assert status["counts"]["sent"] == 2
+        async with httpx.AsyncClient(base_url=ui, timeout=10) as http:
+            page = await http.get(f"/namespaces/default/workflows/{quote(started['workflow_id'], safe='')}")
+            assert page.status_code == 200 and "<html" in page.text.lower()
+            found = await http.get("/api/v1/namespaces/default/workflows",
+                                   params={"query": 'CampaignId="dev-e2e"'})
+            found.raise_for_status()
+            runs = {(e["execution"]["workflowId"], e["type"]["name"])
+                    for e in found.json()["executions"]}
+        types = sorted(t for _, t in runs)
+        assert types == ["CampaignWorkflow", "DeliveryOrchestrator",
+                         "LeadOrchestrator", "LeadOrchestrator"], runs
+    finally:
+        code = await dev.stop()
+    assert code == 0, "".join(dev.lines)
+    assert not (home / "dev.json").exists()
+    assert "stopped" in "".join(dev.lines)
+
+    code, _, err = await cli(dev_cli_env, "status", "dev-e2e")
+    assert code == 3 and "campaign dev" in err  # nothing is running now
+
+    dev = DevProcess(dev_cli_env, home)
+    await dev.start()
+    try:
+        status = await cli_json(dev_cli_env, "status", "dev-e2e")
+        assert status["stage"] == "completed"  # history and store survived the restart
+    finally:
+        assert await dev.stop() == 0
