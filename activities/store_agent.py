@@ -11,8 +11,10 @@ from temporalio import activity
 from activities.base import Agent, permanent
 from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.models import (
+    ApprovedLead,
     Decision,
     LeadFailure,
+    LeadIdsCheck,
     LeadInput,
     PageRequest,
     StageUpdate,
@@ -107,6 +109,21 @@ class StoreAgent(Agent):
         await self.keep(self.envelope(inp.campaign_id, [record], started), None, inp.decision)
         return approved
 
-    @activity.defn(name="list_approved_lead_ids")
-    async def list_approved_lead_ids(self, page: PageRequest) -> list[str]:
-        return await self.store.list_approved_lead_ids(page.campaign_id, page.after, page.limit)
+    @activity.defn(name="list_approved_leads")
+    async def list_approved_leads(self, page: PageRequest) -> list[ApprovedLead]:
+        """A page of approved leads with the zone their send window is computed in."""
+        ids = await self.store.list_approved_lead_ids(page.campaign_id, page.after, page.limit)
+        out = []
+        for lead_id in ids:
+            lead = await self.store.get_lead(page.campaign_id, lead_id)
+            out.append(ApprovedLead(lead_id=lead_id, timezone=lead.timezone if lead else None))
+        return out
+
+    @activity.defn(name="check_lead_ids")
+    async def check_lead_ids(self, check: LeadIdsCheck) -> list[str]:
+        """The ids in `check` that have no draft in the campaign (so cannot be approved)."""
+        unknown = []
+        for lead_id in check.lead_ids:
+            if await self.store.get_draft(check.campaign_id, lead_id) is None:
+                unknown.append(lead_id)
+        return unknown

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from campaign_core.send_window import SendWindow
+
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 72 * 3600
 
 
@@ -24,12 +26,52 @@ class Stage(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Channel(StrEnum):
     OUTBOX = "outbox"
     SMTP = "smtp"
     WEBHOOK = "webhook"
+
+
+class Counts(BaseModel):
+    leads: int = 0
+    drafted: int = 0
+    draft_failed: int = 0
+    approved: int = 0
+    suppressed: int = 0
+    sent: int = 0
+    send_failed: int = 0
+
+
+class Approval(BaseModel):
+    """The approval signal/update: all drafts (no lead ids) or only the listed leads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_ids: list[str] | None = None
+    by: str = Field(default="unknown", min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(default="unknown", min_length=1, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class CampaignCarry(BaseModel):
+    """What a campaign run hands to its continuation: a cursor and counters, no lead data."""
+
+    after: str | None = None
+    counts: Counts = Field(default_factory=Counts)
+    runs: int = 1
+    paused: bool = False
+    cancelled: bool = False
+    approval: Approval | None = None
+    rejection: Rejection | None = None
 
 
 class CampaignInput(BaseModel):
@@ -39,10 +81,16 @@ class CampaignInput(BaseModel):
     name: str
     channel: Channel = Channel.OUTBOX
     approval_timeout_seconds: int = Field(default=DEFAULT_APPROVAL_TIMEOUT_SECONDS, gt=0)
+    send_window: SendWindow | None = None
     queue_prefix: str = ""
     window: int = Field(default=200, ge=1, le=1000, description="Lead orchestrators in flight.")
     page_size: int = Field(default=100, ge=1, le=1000)
+    leads_per_run: int = Field(
+        default=1000, ge=1, description="Leads one run starts before it continues as new."
+    )
+    sends_per_run: int = Field(default=1000, ge=1)
     use_search_attributes: bool = True
+    carry: CampaignCarry | None = None
 
 
 class LeadInput(BaseModel):
@@ -55,13 +103,14 @@ class LeadResult(BaseModel):
     lead_id: str
     status: str  # "drafted" | "failed"
     error: str | None = None
+    error_type: str | None = None
 
 
-class DeliveryInput(BaseModel):
-    campaign_id: str
-    channel: Channel = Channel.OUTBOX
-    queue_prefix: str = ""
-    page_size: int = Field(default=100, ge=1, le=1000)
+class ApprovedLead(BaseModel):
+    """What delivery needs to plan a send: the id and the zone of its send window."""
+
+    lead_id: str
+    timezone: str | None = None
 
 
 class DeliveryOutcome(BaseModel):
@@ -79,37 +128,26 @@ class DeliveryResult(BaseModel):
     failed: int = 0
 
 
-class Approval(BaseModel):
-    """The approval signal: all drafts (no lead ids) or only the listed leads."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lead_ids: list[str] | None = None
-    by: str = Field(default="unknown", min_length=1, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
-
-
-class Rejection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = Field(default="unknown", min_length=1, max_length=200)
-    reason: str | None = Field(default=None, max_length=2000)
-
-
-class Counts(BaseModel):
-    leads: int = 0
-    drafted: int = 0
-    draft_failed: int = 0
-    approved: int = 0
-    suppressed: int = 0
-    sent: int = 0
-    send_failed: int = 0
+class DeliveryInput(BaseModel):
+    campaign_id: str
+    channel: Channel = Channel.OUTBOX
+    queue_prefix: str = ""
+    page_size: int = Field(default=100, ge=1, le=1000)
+    send_window: SendWindow | None = None
+    in_flight: int = Field(default=50, ge=1, le=500)
+    sends_per_run: int = Field(default=1000, ge=1)
+    after: str | None = None
+    result: DeliveryResult = Field(default_factory=DeliveryResult)
+    runs: int = 1
+    paused: bool = False
 
 
 class CampaignStatus(BaseModel):
     campaign_id: str
     stage: Stage
     counts: Counts = Field(default_factory=Counts)
+    paused: bool = False
+    error: str | None = None
 
 
 class PageRequest(BaseModel):
@@ -153,3 +191,8 @@ class DeliverInput(BaseModel):
     lead_id: str
     channel: Channel = Channel.OUTBOX
     step: int = 1
+
+
+class LeadIdsCheck(BaseModel):
+    campaign_id: str
+    lead_ids: list[str]

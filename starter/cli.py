@@ -22,6 +22,7 @@ from rich.table import Table
 
 from campaign_core.leads import LeadsFileError, read_leads_file
 from campaign_core.models import Channel
+from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store import StoreError, open_store
 from campaign_core.temporal import TemporalUnreachable
@@ -133,6 +134,10 @@ def start(
     channel: Channel = typer.Option(Channel.OUTBOX, help="Delivery channel."),
     campaign_id: str | None = typer.Option(None, "--id", help="Idempotent campaign id."),
     approval_timeout: str = typer.Option("72h", "--approval-timeout", help="e.g. 72h, 3d."),
+    send_window: str | None = typer.Option(
+        None, "--send-window", help="Send only then, in each lead's time zone: '09:00-17:00 Mon-Fri'."
+    ),
+    timezone: str = typer.Option("UTC", "--timezone", help="Zone for leads without one."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
@@ -144,6 +149,13 @@ def start(
         except (OSError, UnicodeDecodeError) as exc:
             fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
 
+    window = None
+    if send_window is not None:
+        try:
+            window = SendWindow.parse(send_window, timezone)
+        except ValueError as exc:
+            fail(2, f"--send-window/--timezone: {exc}")
+
     async def go() -> None:
         mgr = manager()
         timeout = parse_duration(approval_timeout)
@@ -154,7 +166,7 @@ def start(
             err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
         result = await mgr.start(
             intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
-            campaign_id=cid, approval_timeout_seconds=timeout,
+            campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
         )
         if as_json:
             emit_json(result.to_json())
@@ -211,9 +223,8 @@ def approve(
     note: str | None = typer.Option(None, "--note"),
 ) -> None:
     """Approve every draft, or only the listed leads (the rest are not sent)."""
-    run(manager().approve(campaign_id, lead_ids=lead or None, by=by, note=note))
-    scope = f"{len(lead)} lead(s)" if lead else "all drafts"
-    err.print(f"Approved {scope} of {campaign_id}; delivery starts now.")
+    approved = run(manager().approve(campaign_id, lead_ids=lead or None, by=by, note=note))
+    err.print(f"Approved {approved} draft(s) of {campaign_id}; delivery starts now.")
 
 
 @app.command()
@@ -225,6 +236,27 @@ def reject(
     """Reject the campaign: nothing is sent."""
     run(manager().reject(campaign_id, by=by, reason=reason))
     err.print(f"Rejected {campaign_id}: nothing will be sent.")
+
+
+@app.command()
+def pause(campaign_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Hold a campaign: no new lead is drafted and nothing is sent until resumed."""
+    run(manager().control(campaign_id, "pause"))
+    err.print(f"Paused {campaign_id}: what is in flight finishes, nothing new starts.")
+
+
+@app.command()
+def resume(campaign_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Continue a paused campaign."""
+    run(manager().control(campaign_id, "resume"))
+    err.print(f"Resumed {campaign_id}.")
+
+
+@app.command()
+def cancel(campaign_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Stop a campaign: nothing further is drafted or sent."""
+    run(manager().control(campaign_id, "cancel"))
+    err.print(f"Cancelling {campaign_id}: nothing further will be sent.")
 
 
 def report_table(rows: list[dict[str, Any]]) -> Table:

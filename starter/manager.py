@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -30,6 +35,7 @@ from campaign_core.models import (
     Stage,
 )
 from campaign_core.registry import FLOWS, queue_name
+from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store import Store, open_store
 from campaign_core.temporal import connect
@@ -116,7 +122,8 @@ class CampaignManager:
         self, intake: IntakeResult, *, name: str, brief: str = "", kb_dir: Path | None = None,
         channel: Channel = Channel.OUTBOX, campaign_id: str,
         approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-        window: int = 200,
+        window: int = 200, send_window: SendWindow | None = None,
+        leads_per_run: int = 1000,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
@@ -152,6 +159,8 @@ class CampaignManager:
                 CampaignInput(campaign_id=cid, name=name, channel=channel,
                               approval_timeout_seconds=approval_timeout_seconds,
                               queue_prefix=self.queue_prefix, window=window,
+                              send_window=send_window, leads_per_run=leads_per_run,
+                              sends_per_run=leads_per_run,
                               use_search_attributes=self.use_search_attributes),
                 id=wid,
                 task_queue=queue_name(flow.queue, self.queue_prefix),
@@ -160,7 +169,8 @@ class CampaignManager:
                 static_details=(
                     f"**Campaign** `{cid}`\n\n* leads: {len(leads)}\n* channel: {channel.value}\n"
                     f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
-                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}"
+                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
+                    f"* send window: {send_window.describe() if send_window else 'any time'}"
                 ),
                 search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
                 if self.use_search_attributes else None,
@@ -188,19 +198,23 @@ class CampaignManager:
         if campaign is None and exec_status is None:
             raise NotFound(f"unknown campaign {campaign_id!r}")
         stage = Stage(campaign["stage"]) if campaign else Stage.FAILED
+        paused, error = False, None
         if exec_status == WorkflowExecutionStatus.RUNNING:
             handle = await self._handle(campaign_id)
             try:
                 live: CampaignStatus = await handle.query(
                     "status", result_type=CampaignStatus, rpc_timeout=timedelta(seconds=10)
                 )
-                stage = live.stage
+                stage, paused, error = live.stage, live.paused, live.error
             except RPCError:
                 pass  # no worker answering right now: the stored stage is the next best
+        elif exec_status == WorkflowExecutionStatus.CANCELED:
+            stage = Stage.CANCELLED
         elif exec_status not in (None, WorkflowExecutionStatus.COMPLETED):
             stage = Stage.FAILED
         counts = await self.store.counts(campaign_id)
-        return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts)
+        return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
+                              paused=paused, error=error)
 
     async def drafts(self, campaign_id: str) -> list[dict[str, Any]]:
         await self._require(campaign_id)
@@ -220,33 +234,44 @@ class CampaignManager:
             raise NotFound(f"unknown campaign {campaign_id!r}")
         return campaign
 
-    async def _awaiting(self, campaign_id: str) -> None:
-        status = await self.status(campaign_id)
-        if status.stage is not Stage.AWAITING_APPROVAL:
-            hint = " wait until drafting is done" if status.stage is Stage.DRAFTING else ""
-            raise BadInput(
-                f"campaign {campaign_id!r} is {status.stage.value}, not awaiting_approval;{hint}"
-                if hint else
-                f"campaign {campaign_id!r} is {status.stage.value}: it takes no decision now"
-            )
+    async def _running_handle(self, campaign_id: str, action: str) -> WorkflowHandle[Any, Any]:
+        """The campaign's handle if it still runs; else a BadInput naming its stage."""
+        await self._require(campaign_id)
+        exec_status = await self._describe_status(campaign_id)
+        if exec_status != WorkflowExecutionStatus.RUNNING:
+            status = await self.status(campaign_id)
+            raise BadInput(f"campaign {campaign_id!r} is {status.stage.value}: cannot {action} it")
+        return await self._handle(campaign_id)
+
+    async def _update(self, campaign_id: str, name: str, arg: Any) -> Any:
+        handle = await self._running_handle(campaign_id, name)
+        try:
+            return await handle.execute_update(name, arg)
+        except WorkflowUpdateFailedError as err:
+            cause: BaseException | None = err.cause
+            while getattr(cause, "cause", None) is not None:
+                cause = getattr(cause, "cause", None)
+            raise BadInput(str(cause or err)) from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
         note: str | None = None,
-    ) -> None:
-        """Signal approval of all drafts, or only of `lead_ids` (each must have a draft)."""
-        await self._require(campaign_id)
-        await self._awaiting(campaign_id)
-        if lead_ids:
-            drafted = {d["lead_id"] for d in await self.store.list_drafts(campaign_id)}
-            unknown = [lid for lid in lead_ids if lid not in drafted]
-            if unknown:
-                raise BadInput(f"--lead: no draft for lead id(s) {', '.join(unknown)}")
-        handle = await self._handle(campaign_id)
-        await handle.signal("approve", Approval(lead_ids=lead_ids or None, by=by, note=note))
+    ) -> int:
+        """Approve all drafts, or only `lead_ids`; returns how many drafts are approved.
+
+        Goes through the workflow's `approve` Update, so a decision the workflow would
+        refuse (still drafting, already decided, unknown lead ids) is refused here with
+        the workflow's own message.
+        """
+        approval = Approval(lead_ids=lead_ids or None, by=by, note=note)
+        return int(await self._update(campaign_id, "approve", approval))
 
     async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
-        await self._require(campaign_id)
-        await self._awaiting(campaign_id)
-        handle = await self._handle(campaign_id)
-        await handle.signal("reject", Rejection(by=by, reason=reason))
+        await self._update(campaign_id, "reject", Rejection(by=by, reason=reason))
+
+    async def control(self, campaign_id: str, action: str) -> None:
+        """pause, resume or cancel a running campaign (a signal; takes effect at once)."""
+        if action not in {"pause", "resume", "cancel"}:
+            raise BadInput(f"unknown action {action!r}")
+        handle = await self._running_handle(campaign_id, action)
+        await handle.signal(action)

@@ -2,8 +2,11 @@
 
 It reads lead ids from the store page by page and runs one LeadOrchestrator child
 per lead in a sliding window, so lead data never travels through history and the
-pending-children limit is never approached. The approval gate is a signal waited
-on durably with the campaign's approval timeout; nothing is sent before approval.
+pending-children limit is never approached. After a fixed number of leads (or
+when Temporal suggests it) it drains the window and continues as new, carrying
+only a cursor and counters. The approval gate is a signal (or an Update of the
+same name, for callers who want a synchronous answer) waited on durably with the
+campaign's approval timeout; nothing is sent before approval.
 """
 
 from __future__ import annotations
@@ -13,18 +16,19 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
     from campaign_core.models import (
         Approval,
+        CampaignCarry,
         CampaignInput,
         CampaignStatus,
-        Counts,
         Decision,
         DeliveryInput,
         DeliveryResult,
+        LeadIdsCheck,
         LeadInput,
         LeadResult,
         PageRequest,
@@ -38,6 +42,9 @@ with workflow.unsafe.imports_passed_through():
 CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
 CAMPAIGN_STAGE = SearchAttributeKey.for_keyword("CampaignStage")
 FLOW = SearchAttributeKey.for_keyword("Flow")
+
+#: Error types that mean the whole campaign cannot go on (e.g. a bad LLM key).
+CAMPAIGN_FATAL = {"LLMAuthError"}
 
 
 def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -> (
@@ -53,40 +60,137 @@ def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -
 @workflow.defn(name="CampaignWorkflow")
 class CampaignWorkflow:
     def __init__(self) -> None:
-        self._campaign_id = ""
+        self._inp: CampaignInput | None = None
         self._stage = Stage.DRAFTING
-        self._counts = Counts()
-        self._approval: Approval | None = None
-        self._rejection: Rejection | None = None
+        self._carry = CampaignCarry()
+        self._error: str | None = None
+        self._decision_recorded = False
+        self._delivery_running = False
 
-    # -- messages ------------------------------------------------------------------
+    # -- decisions -------------------------------------------------------------------
+
+    @property
+    def _decided(self) -> bool:
+        return self._carry.approval is not None or self._carry.rejection is not None
+
+    def _check_decidable(self) -> None:
+        """Why a decision cannot be taken now, as a message for the person who tried."""
+        cid = self._inp.campaign_id if self._inp else "?"
+        if self._decided:
+            who = self._carry.approval.by if self._carry.approval else (
+                self._carry.rejection.by if self._carry.rejection else "?")
+            raise ValueError(f"campaign {cid!r} has already been decided (by {who})")
+        if self._stage is Stage.DRAFTING:
+            c = self._carry.counts
+            raise ValueError(
+                f"campaign {cid!r} is still drafting ({c.drafted + c.draft_failed} of "
+                f"{c.leads} leads done so far); decide once it is awaiting_approval"
+            )
+        if self._stage is not Stage.AWAITING_APPROVAL:
+            raise ValueError(f"campaign {cid!r} is {self._stage.value}: it takes no decision now")
 
     @workflow.signal(name="approve")
-    def approve(self, approval: Approval) -> None:
+    def approve_signal(self, approval: Approval) -> None:
         """Approve every draft, or only `lead_ids`. The first decision wins."""
-        if self._approval is None and self._rejection is None:
-            self._approval = approval
+        if self._decided:
+            workflow.logger.warning("ignoring a second decision")
         else:
-            workflow.logger.warning("ignoring a second decision on %s", self._campaign_id)
+            self._carry.approval = approval
 
     @workflow.signal(name="reject")
-    def reject(self, rejection: Rejection) -> None:
-        """Reject the campaign: nothing is sent."""
-        if self._approval is None and self._rejection is None:
-            self._rejection = rejection
+    def reject_signal(self, rejection: Rejection) -> None:
+        """Reject the campaign: nothing is sent. The first decision wins."""
+        if self._decided:
+            workflow.logger.warning("ignoring a second decision")
         else:
-            workflow.logger.warning("ignoring a second decision on %s", self._campaign_id)
+            self._carry.rejection = rejection
+
+    @workflow.update(name="approve")
+    async def approve_update(self, approval: Approval) -> int:
+        """Approve synchronously; returns how many drafts were approved."""
+        assert self._inp is not None
+        if approval.lead_ids:
+            unknown = await call_agent(
+                "check_lead_ids",
+                LeadIdsCheck(campaign_id=self._inp.campaign_id, lead_ids=approval.lead_ids),
+                result_type=list[str], prefix=self._inp.queue_prefix, summary="check lead ids",
+            )
+            if unknown:
+                raise ApplicationError(
+                    f"no draft for lead id(s) {', '.join(unknown[:20])}", type="InvalidInput"
+                )
+        self._check_decidable()
+        self._carry.approval = approval
+        await workflow.wait_condition(lambda: self._decision_recorded)
+        return self._carry.counts.approved
+
+    @approve_update.validator
+    def _validate_approve(self, approval: Approval) -> None:
+        self._check_decidable()
+
+    @workflow.update(name="reject")
+    async def reject_update(self, rejection: Rejection) -> str:
+        self._check_decidable()
+        self._carry.rejection = rejection
+        await workflow.wait_condition(lambda: self._decision_recorded)
+        return self._stage.value
+
+    @reject_update.validator
+    def _validate_reject(self, rejection: Rejection) -> None:
+        self._check_decidable()
+
+    # -- control ---------------------------------------------------------------------
+
+    async def _forward(self, name: str) -> None:
+        """Pass pause/resume/cancel on to the delivery orchestrator while it runs."""
+        if self._delivery_running and self._inp is not None:
+            handle = workflow.get_external_workflow_handle(
+                delivery_workflow_id(self._inp.campaign_id))
+            await handle.signal(name)
+
+    @workflow.signal(name="pause")
+    async def pause(self) -> None:
+        """Hold: start no new lead and send nothing until resumed."""
+        self._carry.paused = True
+        self._details()
+        await self._forward("pause")
+
+    @workflow.signal(name="resume")
+    async def resume(self) -> None:
+        self._carry.paused = False
+        self._details()
+        await self._forward("resume")
+
+    @workflow.signal(name="cancel")
+    async def cancel(self) -> None:
+        """Stop drafting and sending; what is in flight finishes so the record stays whole."""
+        self._carry.cancelled = True
+        await self._forward("cancel")
 
     @workflow.query(name="status")
     def status(self) -> CampaignStatus:
-        return CampaignStatus(campaign_id=self._campaign_id, stage=self._stage,
-                              counts=self._counts)
+        return CampaignStatus(
+            campaign_id=self._inp.campaign_id if self._inp else "",
+            stage=self._stage, counts=self._carry.counts, paused=self._carry.paused,
+            error=self._error,
+        )
 
-    # -- helpers -------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------
 
-    async def _set_stage(self, inp: CampaignInput, stage: Stage, details: str) -> None:
+    def _details(self, note: str = "") -> None:
+        c = self._carry.counts
+        paused = " — **paused**" if self._carry.paused else ""
+        workflow.set_current_details(
+            f"**{self._stage.value}**{paused}\n\n"
+            f"leads {c.leads} · drafted {c.drafted} · failed {c.draft_failed} · "
+            f"approved {c.approved} · sent {c.sent} · suppressed {c.suppressed} · "
+            f"send failed {c.send_failed} · run {self._carry.runs}"
+            + (f"\n\n{note}" if note else "")
+        )
+
+    async def _set_stage(self, inp: CampaignInput, stage: Stage, note: str) -> None:
         self._stage = stage
-        workflow.set_current_details(f"**{stage.value}**: {details}")
+        self._details(note)
         if inp.use_search_attributes:
             workflow.upsert_search_attributes([CAMPAIGN_STAGE.value_set(stage.value)])
         await call_agent("set_stage", StageUpdate(campaign_id=inp.campaign_id, stage=stage),
@@ -94,6 +198,7 @@ class CampaignWorkflow:
                          summary=f"stage → {stage.value}")
 
     async def _draft_lead(self, inp: CampaignInput, lead_id: str) -> None:
+        counts = self._carry.counts
         try:
             result: LeadResult = await workflow.execute_child_workflow(
                 "LeadOrchestrator",
@@ -103,99 +208,149 @@ class CampaignWorkflow:
                 task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
                 result_type=LeadResult,
                 static_summary=f"Lead {lead_id} of campaign {inp.campaign_id}",
+                static_details=f"store → retrieve → write → store draft, for lead `{lead_id}`",
                 search_attributes=search_attributes(inp.campaign_id, "lead")
                 if inp.use_search_attributes else None,
             )
         except ChildWorkflowError as err:
             workflow.logger.warning("lead orchestrator %s failed: %s", lead_id, err)
-            self._counts.draft_failed += 1
+            counts.draft_failed += 1
             return
         if result.status == "drafted":
-            self._counts.drafted += 1
+            counts.drafted += 1
         else:
-            self._counts.draft_failed += 1
+            counts.draft_failed += 1
+            if result.error_type in CAMPAIGN_FATAL and self._error is None:
+                self._error = result.error or result.error_type
+        self._details()
 
     async def _draft_all(self, inp: CampaignInput) -> None:
-        after: str | None = None
+        """Start a child per lead, `inp.window` at a time; may continue as new."""
+        carry = self._carry
         pending: set[asyncio.Task[None]] = set()
-        while True:
+        started = 0
+        while not (carry.cancelled or self._error):
             page = await call_agent(
                 "list_lead_ids",
-                PageRequest(campaign_id=inp.campaign_id, after=after, limit=inp.page_size),
+                PageRequest(campaign_id=inp.campaign_id, after=carry.after, limit=inp.page_size),
                 result_type=list[str], prefix=inp.queue_prefix, summary="next page of leads",
             )
-            self._counts.leads += len(page)
             for lead_id in page:
+                await workflow.wait_condition(
+                    lambda: not carry.paused or carry.cancelled or self._error is not None)
+                if carry.cancelled or self._error:
+                    break
                 if len(pending) >= inp.window:
                     _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     pending = set(rest)
                 pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
-            if len(page) < inp.page_size:
+                carry.counts.leads += 1
+                carry.after = lead_id
+                started += 1
+            if len(page) < inp.page_size or carry.cancelled or self._error:
                 break
-            after = page[-1]
+            if started >= inp.leads_per_run or workflow.info().is_continue_as_new_suggested():
+                if pending:
+                    await workflow.wait(pending)
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not (carry.cancelled or self._error):
+                    next_carry = carry.model_copy(update={"runs": carry.runs + 1})
+                    workflow.continue_as_new(inp.model_copy(update={"carry": next_carry}))
         if pending:
             await workflow.wait(pending)
 
-    # -- the run -------------------------------------------------------------------
+    async def _record(self, inp: CampaignInput, decision: str, by: str, note: str | None,
+                      lead_ids: list[str] | None = None) -> int:
+        approved = await call_agent(
+            "record_decision",
+            Decision(campaign_id=inp.campaign_id, decision_id=str(workflow.uuid4()),
+                     decision=decision, lead_ids=lead_ids, by=by, note=note),
+            result_type=int, prefix=inp.queue_prefix, summary=f"{decision} by {by}",
+        )
+        return approved
+
+    # -- the run ---------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignStatus:
-        self._campaign_id = inp.campaign_id
-        await self._set_stage(inp, Stage.DRAFTING, f"drafting campaign {inp.name!r}")
+        self._inp = inp
+        if inp.carry is not None:
+            self._carry = inp.carry.model_copy(deep=True)
+        else:
+            await self._set_stage(inp, Stage.DRAFTING, f"drafting campaign {inp.name!r}")
+        self._details()
         await self._draft_all(inp)
-        c = self._counts
+        if self._error:
+            await self._set_stage(inp, Stage.FAILED, self._error)
+            raise ApplicationError(f"campaign {inp.campaign_id} stopped: {self._error}",
+                                   type="CampaignFailed", non_retryable=True)
+        if self._carry.cancelled:
+            await self._set_stage(inp, Stage.CANCELLED, "cancelled while drafting; nothing sent")
+            return self.status()
+
+        c = self._carry.counts
         await self._set_stage(
             inp, Stage.AWAITING_APPROVAL,
-            f"{c.drafted} drafted, {c.draft_failed} failed; waiting for approve/reject",
+            f"{c.drafted} drafted, {c.draft_failed} failed; waiting for approve/reject "
+            f"(expires after {timedelta(seconds=inp.approval_timeout_seconds)})",
         )
         try:
             await workflow.wait_condition(
-                lambda: self._approval is not None or self._rejection is not None,
+                lambda: self._decided or self._carry.cancelled,
                 timeout=timedelta(seconds=inp.approval_timeout_seconds),
                 timeout_summary="approval timeout",
             )
         except TimeoutError:
             await self._set_stage(inp, Stage.EXPIRED, "no decision before the approval timeout")
             return self.status()
-
-        decision_id = str(workflow.uuid4())
-        if self._rejection is not None:
-            await call_agent(
-                "record_decision",
-                Decision(campaign_id=inp.campaign_id, decision_id=decision_id,
-                         decision="reject", by=self._rejection.by, note=self._rejection.reason),
-                result_type=int, prefix=inp.queue_prefix,
-                summary=f"rejected by {self._rejection.by}",
-            )
-            await self._set_stage(inp, Stage.REJECTED, f"rejected by {self._rejection.by}")
+        if self._carry.cancelled and not self._decided:
+            await self._set_stage(inp, Stage.CANCELLED, "cancelled before a decision")
             return self.status()
 
-        assert self._approval is not None
-        approval = self._approval
-        self._counts.approved = await call_agent(
-            "record_decision",
-            Decision(campaign_id=inp.campaign_id, decision_id=decision_id, decision="approve",
-                     lead_ids=approval.lead_ids, by=approval.by, note=approval.note),
-            result_type=int, prefix=inp.queue_prefix, summary=f"approved by {approval.by}",
-        )
+        rejection, approval = self._carry.rejection, self._carry.approval
+        if rejection is not None:
+            await self._record(inp, "reject", rejection.by, rejection.reason)
+            self._decision_recorded = True
+            await self._set_stage(inp, Stage.REJECTED, f"rejected by {rejection.by}")
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self.status()
+
+        assert approval is not None
+        self._carry.counts.approved = await self._record(
+            inp, "approve", approval.by, approval.note, approval.lead_ids)
+        self._decision_recorded = True
         await self._set_stage(inp, Stage.DELIVERING,
-                              f"{self._counts.approved} approved by {approval.by}")
-        result: DeliveryResult = await workflow.execute_child_workflow(
+                              f"{self._carry.counts.approved} approved by {approval.by}")
+        result = await self._deliver(inp)
+        c = self._carry.counts
+        c.sent, c.suppressed, c.send_failed = result.sent, result.suppressed, result.failed
+        final = Stage.CANCELLED if self._carry.cancelled else Stage.COMPLETED
+        await self._set_stage(
+            inp, final, f"sent {result.sent}, suppressed {result.suppressed}, failed {result.failed}"
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.status()
+
+    async def _deliver(self, inp: CampaignInput) -> DeliveryResult:
+        window = inp.send_window.describe() if inp.send_window else "any time"
+        handle = await workflow.start_child_workflow(
             "DeliveryOrchestrator",
             DeliveryInput(campaign_id=inp.campaign_id, channel=inp.channel,
-                          queue_prefix=inp.queue_prefix, page_size=inp.page_size),
+                          queue_prefix=inp.queue_prefix, page_size=inp.page_size,
+                          send_window=inp.send_window, sends_per_run=inp.sends_per_run,
+                          paused=self._carry.paused),
             id=delivery_workflow_id(inp.campaign_id),
             task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
             result_type=DeliveryResult,
             static_summary=f"Delivery of campaign {inp.campaign_id} via {inp.channel.value}",
+            static_details=f"approved drafts only; suppression checked at send time; "
+                           f"send window: {window}",
             search_attributes=search_attributes(inp.campaign_id, "delivery")
             if inp.use_search_attributes else None,
         )
-        self._counts.sent = result.sent
-        self._counts.suppressed = result.suppressed
-        self._counts.send_failed = result.failed
-        await self._set_stage(
-            inp, Stage.COMPLETED,
-            f"sent {result.sent}, suppressed {result.suppressed}, failed {result.failed}",
-        )
-        return self.status()
+        self._delivery_running = True
+        try:
+            result: DeliveryResult = await handle
+        finally:
+            self._delivery_running = False
+        return result

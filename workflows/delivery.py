@@ -1,8 +1,11 @@
-"""DeliveryOrchestrator: sends a campaign's approved drafts.
+"""DeliveryOrchestrator: sends a campaign's approved drafts, inside their send windows.
 
-It pages approved lead ids from the store (never carrying them all in history)
-and keeps a bounded number of sends in flight; the delivery agent makes each send
-exactly-once, so a retry here is always safe.
+It pages approved leads from the store (never carrying them all in history), waits
+with a durable timer for each lead's send window in the lead's own time zone,
+keeps a bounded number of sends in flight, and continues as new after a fixed
+number of sends so no run's history grows without bound. The delivery agent makes
+each send exactly-once, so a retry here is always safe. Pause, resume and cancel
+arrive as signals (forwarded by the campaign).
 """
 
 from __future__ import annotations
@@ -14,26 +17,78 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from campaign_core.models import (
+        ApprovedLead,
         DeliverInput,
         DeliveryInput,
         DeliveryOutcome,
         DeliveryResult,
         PageRequest,
     )
+    from campaign_core.send_window import next_open
     from workflows.agents import call_agent
     from workflows.lead import failure_reason
-
-IN_FLIGHT = 50
 
 
 @workflow.defn(name="DeliveryOrchestrator")
 class DeliveryOrchestrator:
     def __init__(self) -> None:
         self._result = DeliveryResult()
+        self._paused = False
+        self._cancelled = False
+        self._waiting_for_window = 0
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
         return self._result
+
+    @workflow.signal(name="pause")
+    def pause(self) -> None:
+        self._paused = True
+
+    @workflow.signal(name="resume")
+    def resume(self) -> None:
+        self._paused = False
+
+    @workflow.signal(name="cancel")
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def _details(self) -> None:
+        r = self._result
+        state = " (paused)" if self._paused else ""
+        workflow.set_current_details(
+            f"sent {r.sent}, suppressed {r.suppressed}, failed {r.failed}; "
+            f"{self._waiting_for_window} waiting for their send window{state}"
+        )
+
+    async def _wait_for_window(self, inp: DeliveryInput, lead: ApprovedLead) -> None:
+        """Sleep (durably) until the lead's send window opens; no-op without a window."""
+        if inp.send_window is None:
+            return
+        now = workflow.now()
+        opens = next_open(now, inp.send_window, lead.timezone)
+        if opens > now:
+            self._waiting_for_window += 1
+            self._details()
+            try:
+                await workflow.sleep(opens - now, summary=f"send window for {lead.lead_id}")
+            finally:
+                self._waiting_for_window -= 1
+
+    async def _deliver(self, inp: DeliveryInput, lead: ApprovedLead, slots: asyncio.Semaphore) -> None:
+        while True:
+            await self._wait_for_window(inp, lead)
+            await workflow.wait_condition(lambda: not self._paused or self._cancelled)
+            if self._cancelled:
+                return
+            async with slots:
+                window = inp.send_window
+                if window is not None and next_open(workflow.now(), window, lead.timezone) > (
+                    workflow.now()
+                ):
+                    continue  # the window closed while this send was queued
+                await self._send(inp, lead.lead_id)
+                return
 
     async def _send(self, inp: DeliveryInput, lead_id: str) -> None:
         try:
@@ -53,29 +108,44 @@ class DeliveryOrchestrator:
             self._result.suppressed += 1
         else:
             self._result.failed += 1
+        self._details()
 
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
-        after: str | None = None
+        self._result = inp.result.model_copy()
+        self._paused = inp.paused
+        slots = asyncio.Semaphore(inp.in_flight)
+        after = inp.after
         pending: set[asyncio.Task[None]] = set()
-        while True:
+        started = 0
+        max_pending = max(inp.in_flight, inp.page_size) * 2
+        while not self._cancelled:
             page = await call_agent(
-                "list_approved_lead_ids",
+                "list_approved_leads",
                 PageRequest(campaign_id=inp.campaign_id, after=after, limit=inp.page_size),
-                result_type=list[str], prefix=inp.queue_prefix, summary="next approved leads",
+                result_type=list[ApprovedLead], prefix=inp.queue_prefix,
+                summary="next approved leads",
             )
-            for lead_id in page:
-                if len(pending) >= IN_FLIGHT:
+            for lead in page:
+                if len(pending) >= max_pending:
                     _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     pending = set(rest)
-                pending.add(asyncio.create_task(self._send(inp, lead_id)))
+                pending.add(asyncio.create_task(self._deliver(inp, lead, slots)))
+                started += 1
+            if page:
+                after = page[-1].lead_id
             if len(page) < inp.page_size:
                 break
-            after = page[-1]
+            if started >= inp.sends_per_run or workflow.info().is_continue_as_new_suggested():
+                if pending:
+                    await workflow.wait(pending)
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._cancelled:
+                    workflow.continue_as_new(inp.model_copy(update={
+                        "after": after, "result": self._result, "runs": inp.runs + 1,
+                        "paused": self._paused,
+                    }))
         if pending:
             await workflow.wait(pending)
-        r = self._result
-        workflow.set_current_details(
-            f"sent {r.sent}, suppressed {r.suppressed}, failed {r.failed}"
-        )
-        return r
+        self._details()
+        return self._result

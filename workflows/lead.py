@@ -24,6 +24,12 @@ def failure_reason(err: ActivityError) -> str:
     return str(cause or err)[:500]
 
 
+def failure_type(err: ActivityError) -> str | None:
+    """The ApplicationError type behind an activity failure, e.g. 'LLMAuthError'."""
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
 @workflow.defn(name="LeadOrchestrator")
 class LeadOrchestrator:
     def __init__(self) -> None:
@@ -63,7 +69,8 @@ class LeadOrchestrator:
                 LeadFailure(campaign_id=inp.campaign_id, lead_id=inp.lead_id, error=reason),
                 result_type=type(None), prefix=p, summary=f"record failure of {inp.lead_id}",
             )
-            return LeadResult(lead_id=inp.lead_id, status="failed", error=reason)
+            return LeadResult(lead_id=inp.lead_id, status="failed", error=reason,
+                              error_type=failure_type(err))
         self._step = "drafted"
         workflow.set_current_details(f"drafted: {draft.summary}")
         return LeadResult(lead_id=inp.lead_id, status="drafted")
