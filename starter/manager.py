@@ -101,7 +101,7 @@ class CampaignManager:
     ) -> None:
         self.settings = settings
         self._client = client
-        self.store = store or open_store(settings.resolved_store_url)
+        self.store = store or open_store(settings)
         self.queue_prefix = settings.task_queue_prefix if queue_prefix is None else queue_prefix
         self.use_search_attributes = use_search_attributes
 
@@ -123,7 +123,7 @@ class CampaignManager:
         channel: Channel = Channel.OUTBOX, campaign_id: str,
         approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         window: int = 200, send_window: SendWindow | None = None,
-        leads_per_run: int = 1000,
+        leads_per_run: int = 1000, page_size: int = 100,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
@@ -160,7 +160,7 @@ class CampaignManager:
                               approval_timeout_seconds=approval_timeout_seconds,
                               queue_prefix=self.queue_prefix, window=window,
                               send_window=send_window, leads_per_run=leads_per_run,
-                              sends_per_run=leads_per_run,
+                              sends_per_run=leads_per_run, page_size=page_size,
                               use_search_attributes=self.use_search_attributes),
                 id=wid,
                 task_queue=queue_name(flow.queue, self.queue_prefix),

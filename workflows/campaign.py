@@ -332,6 +332,8 @@ class CampaignWorkflow:
         return self.status()
 
     async def _deliver(self, inp: CampaignInput) -> DeliveryResult:
+        if self._carry.cancelled:
+            return DeliveryResult()
         window = inp.send_window.describe() if inp.send_window else "any time"
         handle = await workflow.start_child_workflow(
             "DeliveryOrchestrator",
@@ -349,6 +351,11 @@ class CampaignWorkflow:
             if inp.use_search_attributes else None,
         )
         self._delivery_running = True
+        # Control signals that arrived while the child was being started.
+        if self._carry.cancelled:
+            await handle.signal("cancel")
+        elif self._carry.paused:
+            await handle.signal("pause")
         try:
             result: DeliveryResult = await handle
         finally:

@@ -71,7 +71,11 @@ class DeliveryOrchestrator:
             self._waiting_for_window += 1
             self._details()
             try:
-                await workflow.sleep(opens - now, summary=f"send window for {lead.lead_id}")
+                # A durable timer that a cancel cuts short.
+                await workflow.wait_condition(lambda: self._cancelled, timeout=opens - now,
+                                              timeout_summary=f"send window for {lead.lead_id}")
+            except TimeoutError:
+                pass
             finally:
                 self._waiting_for_window -= 1
 
