@@ -1,0 +1,112 @@
+"""Re-record the workflow histories that the replay test checks.
+
+Run `.venv/bin/python -m tests.histories.record` after a deliberate, compatible
+change to workflow code (or when adding a workflow); it runs real campaigns with
+the real agents on the time-skipping server and writes one JSON history per
+workflow run into this folder. Commit the files: CI replays them, so a change that
+would break campaigns already running fails the build. A change that is *meant* to
+alter history must be versioned with `workflow.patched(...)` instead of re-recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from datetime import time, timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import CampaignStatus, Stage
+from campaign_core.send_window import SendWindow
+from campaign_core.settings import Settings
+from campaign_core.sqlite_store import SqliteStore
+from campaign_core.temporal import test_server_path
+from starter.manager import CampaignManager
+from worker_main import build_workers
+
+HERE = Path(__file__).resolve().parent
+KB = HERE.parent.parent / "starter" / "demo_data" / "kb"
+LEADS = [
+    {"email": f"person{i}@example.com", "first_name": f"P{i}", "company": f"Co {i}",
+     "title": "CTO", "timezone": "Europe/Berlin" if i % 2 else None}
+    for i in range(5)
+]
+
+
+async def wait_stage(client: Client, cid: str, stage: Stage) -> None:
+    handle = client.get_workflow_handle(campaign_workflow_id(cid))
+    for _ in range(600):
+        st = await handle.query("status", result_type=CampaignStatus)
+        if st.stage is stage:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{cid} never reached {stage}")
+
+
+async def save(client: Client, workflow_id: str, name: str, first_run: bool = False) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    if first_run:
+        info = (await handle.describe()).raw_description.workflow_execution_info
+        handle = client.get_workflow_handle(workflow_id, run_id=info.first_run_id)
+    history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"wrote {name}.json ({len(history.events)} events)")
+
+
+async def main() -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=test_server_path())
+    home = Path(tempfile.mkdtemp())
+    settings = Settings(CAMPAIGN_HOME=home)
+    store = SqliteStore(home / "campaign.db")
+    await store.migrate()
+    mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix="rec-",
+                          use_search_attributes=False)
+    now = await env.get_current_time()
+    opens = now + timedelta(days=1)
+    window = SendWindow(start=time(0), end=time(23, 59),
+                        days=[opens.weekday(), (opens.weekday() + 1) % 7], timezone="UTC")
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(env.client, store, settings, prefix="rec-"):
+            await stack.enter_async_context(w)
+        # Approved, with a send window, small pages and continue-as-new.
+        intake = parse_lead_rows(enumerate(LEADS, start=2), "rec-approve")
+        await mgr.start(intake, name="approve", kb_dir=KB, campaign_id="rec-approve",
+                        send_window=window, leads_per_run=2, page_size=2)
+        await wait_stage(env.client, "rec-approve", Stage.AWAITING_APPROVAL)
+        await mgr.approve("rec-approve", by="recorder", note="recorded")
+        await wait_stage(env.client, "rec-approve", Stage.DELIVERING)
+        await env.sleep(timedelta(days=1, hours=1))
+        await wait_stage(env.client, "rec-approve", Stage.COMPLETED)
+        lead_id = intake.leads[0].lead_id
+        await save(env.client, campaign_workflow_id("rec-approve"), "campaign_first_run", True)
+        await save(env.client, campaign_workflow_id("rec-approve"), "campaign_approved")
+        await save(env.client, lead_workflow_id("rec-approve", lead_id), "lead_drafted")
+        await save(env.client, delivery_workflow_id("rec-approve"), "delivery_first_run", True)
+        await save(env.client, delivery_workflow_id("rec-approve"), "delivery_windowed")
+        # Rejected.
+        intake = parse_lead_rows(enumerate(LEADS[:2], start=2), "rec-reject")
+        await mgr.start(intake, name="reject", kb_dir=KB, campaign_id="rec-reject")
+        await wait_stage(env.client, "rec-reject", Stage.AWAITING_APPROVAL)
+        await mgr.reject("rec-reject", by="recorder", reason="recorded")
+        await wait_stage(env.client, "rec-reject", Stage.REJECTED)
+        await save(env.client, campaign_workflow_id("rec-reject"), "campaign_rejected")
+        # Expired.
+        intake = parse_lead_rows(enumerate(LEADS[:1], start=2), "rec-expire")
+        await mgr.start(intake, name="expire", campaign_id="rec-expire",
+                        approval_timeout_seconds=3600)
+        await wait_stage(env.client, "rec-expire", Stage.AWAITING_APPROVAL)
+        await env.sleep(timedelta(hours=2))
+        await wait_stage(env.client, "rec-expire", Stage.EXPIRED)
+        await save(env.client, campaign_workflow_id("rec-expire"), "campaign_expired")
+    await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
