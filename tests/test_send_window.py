@@ -12,8 +12,8 @@ from campaign_core.send_window import SendWindow, next_open, parse_days
 BUSINESS = SendWindow(start=time(9), end=time(17), days=[0, 1, 2, 3, 4], timezone="UTC")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_inside_the_window_sends_now() -> None:
