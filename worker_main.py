@@ -73,7 +73,8 @@ def build_workers(
             for a in AGENTS.values() if a.queue == q.name
         ]
         workflows = [_resolve(f.impl) for f in FLOWS.values() if f.queue == q.name]
-        rate = settings.llm_rate_limit if q.name == "llm" else q.rate_per_second
+        rate = {"llm": settings.llm_rate_limit, "delivery": settings.send_rate_limit}.get(
+            q.name, q.rate_per_second)
         workers.append(Worker(
             client,
             task_queue=queue_name(q.name, prefix),
@@ -91,8 +92,10 @@ async def run_workers(
     client: Client, settings: Settings, queues: Iterable[str] | None, stop: asyncio.Event
 ) -> None:
     """Run until `stop` is set, then shut every worker down gracefully."""
-    store = open_store(settings.resolved_store_url)
-    await store.migrate()
+    store = open_store(settings)
+    # The embedded store migrates itself; a shared one must already be current
+    # (`campaign db migrate`): a worker never changes a schema other workers use.
+    await store.ensure_schema()
     workers = build_workers(client, store, settings, queues=queues)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
@@ -100,6 +103,7 @@ async def run_workers(
     await stop.wait()
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
+    await store.close()
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

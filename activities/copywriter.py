@@ -1,24 +1,153 @@
-"""The copywriter agent. This skeleton ships the offline template writer.
+"""The copywriter agent: one personalised draft per lead, from an LLM or a template.
 
-The offline writer is deterministic and uses the retrieved passages, so the whole
-pipeline runs without an API key; its provenance says `offline-template` as the
-model, so nobody mistakes its output for an LLM's.
+With `CAMPAIGN_LLM_PROVIDER=openai` (the default when OPENAI_API_KEY is set) it asks
+any OpenAI-compatible endpoint for structured output (`DraftOutput`: subject, body,
+personal points, citations to passage ids) through the `openai` SDK. Without a key
+the deterministic offline template writer runs instead, labelled `offline-template`
+in provenance so nobody mistakes its output for an LLM's.
+
+Why it is built the way it is:
+
+- **Prompts are versioned files** (`activities/prompts/<name>.md`); the file's hash
+  and the rendered prompt's hash go into every draft, so any draft can be traced to
+  the exact instructions that produced it.
+- **Guardrails are code** (`activities.guardrails`): an output that fails them gets
+  one repair call carrying the reasons, then the lead fails with those reasons as a
+  non-retryable `GuardrailViolation`.
+- **No paid call twice.** Every completed LLM call is written to the audit log
+  before anything else can fail, and the finished draft carries its prompt hash and
+  model. A retry, a replay or a re-run first looks in the lead's audit trail: a
+  draft for the same (prompt hash, model, lead) is returned as is, and a call whose
+  exact request was already answered is not sent again.
+- **Temporal owns retries**: provider failures are classified in
+  `activities.llm_client` (retryable with Retry-After, or not), and long calls
+  heartbeat.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import string
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
+import openai
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
 from activities.base import Agent, permanent
+from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft
+from activities.llm_client import cost_usd, make_client, provider_call
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
+from campaign_core.settings import Settings
+from campaign_core.store import Store
 
 OFFLINE_MODEL = "offline-template"
 TEMPLATE_VERSION = "offline-v1"
+PROMPT_NAME = "copywriter_v1"
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PROVIDERS = ("openai", "offline")
+#: Longest passage text put into a prompt; passages are chunks, this only bounds outliers.
+PASSAGE_PROMPT_CHARS = 1500
+#: The offline writer's own fixed sentences: numbers in them need no citation.
+OFFLINE_ASK = "Would a 20-minute call next week be useful to see whether this fits?"
+
+_SECTION = re.compile(r"(?m)^\[(system|user|repair)\]\s*$")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A versioned prompt file split into its `[system]`, `[user]` and `[repair]` sections."""
+
+    name: str
+    sha256: str
+    sections: dict[str, str]
+
+    @classmethod
+    def load(cls, name: str, folder: Path = PROMPTS_DIR) -> PromptTemplate:
+        raw = (folder / f"{name}.md").read_text(encoding="utf-8")
+        parts = _SECTION.split(re.sub(r"(?s)\A\s*<!--.*?-->", "", raw))
+        sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+        missing = {"system", "user", "repair"} - set(sections)
+        if missing:
+            raise ValueError(f"prompt {name}: missing section(s) {', '.join(sorted(missing))}")
+        return cls(name, "sha256:" + sha256(raw.encode()).hexdigest(), sections)
+
+    def render(self, section: str, **values: str) -> str:
+        return string.Template(self.sections[section]).substitute(values)
+
+
+@cache
+def prompt_template(name: str = PROMPT_NAME) -> PromptTemplate:
+    return PromptTemplate.load(name)
+
+
+def lead_block(lead: Lead) -> str:
+    """The lead as the model sees it: personalisation fields only, never the email address."""
+    fields = {"first_name": lead.first_name, "last_name": lead.last_name, "company": lead.company,
+              "title": lead.title, "website": lead.website, "notes": lead.notes, **lead.custom}
+    lines = [f"{k}: {' '.join(str(v).split())}" for k, v in fields.items() if v]
+    return "\n".join(lines) or "(no details beyond the address)"
+
+
+def passages_block(passages: list[dict[str, Any]]) -> str:
+    if not passages:
+        return "(none: make no product claims)"
+    return "\n\n".join(
+        f'<passage id="{p["passage_id"]}" source="{p.get("source", "")}">\n'
+        f"{str(p.get('text', ''))[:PASSAGE_PROMPT_CHARS]}\n</passage>"
+        for p in passages
+    )
+
+
+class CallOutcome(BaseModel):
+    """One answered LLM request, as kept in the audit log (the raw output, not just the parse)."""
+
+    request_hash: str
+    purpose: str  # "draft" | "repair"
+    model: str
+    content: str | None = None
+    refusal: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    response_id: str | None = None
+
+
+def interpret(outcome: CallOutcome) -> tuple[DraftOutput | None, str | None]:
+    """The draft in an answer, or why there is none (the reason goes to the repair call)."""
+    if outcome.refusal:
+        return None, f"the model refused: {outcome.refusal[:200]}"
+    if outcome.finish_reason == "length":
+        return None, "the output was cut off at the token limit: write a shorter draft"
+    if outcome.finish_reason == "content_filter":
+        return None, "the provider's content filter stopped the output"
+    if not outcome.content:
+        return None, "the output was empty"
+    try:
+        return DraftOutput.model_validate_json(outcome.content), None
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'output'}: {e['msg']}" for e in exc.errors()[:5])
+        return None, f"the output is not valid JSON for the draft schema ({errors})"
+
+
+def judge(
+    outcome: CallOutcome, *, passages: list[dict[str, Any]], lead: Lead, brief: str
+) -> tuple[DraftOutput | None, list[str]]:
+    """The answer's draft and every guardrail reason against it (none: it may be kept)."""
+    draft, malformed = interpret(outcome)
+    if draft is None:
+        return None, [malformed or "the output was empty"]
+    return draft, check_draft(draft, passages=passages, lead=lead, brief=brief)
 
 
 def _first_sentence(text: str) -> str:
@@ -28,26 +157,63 @@ def _first_sentence(text: str) -> str:
     return (match.group(1) if match else body[:200]).strip()
 
 
-def offline_draft(lead: Lead, passages: list[dict[str, Any]]) -> dict[str, Any]:
-    """A deterministic, personalised message built from the lead and its passages."""
+def offline_draft(lead: Lead, passages: list[dict[str, Any]], brief: str = "") -> DraftOutput:
+    """A deterministic, personalised message built from the lead and its passages.
+
+    It cites up to two passages inline and stays inside the brief's word limit.
+    """
     greeting = f"Hi {lead.first_name}," if lead.first_name else "Hello,"
     who = lead.company or lead.email.split("@", 1)[1]
     role = f" as {lead.title}" if lead.title else ""
-    lines = [greeting, ""]
-    lines.append(f"I am reaching out because teams like {who} often face the problems our "
-                 f"customers brought to us, and your work{role} sits right where they show up.")
-    citations = []
+    intro = (f"I am reaching out because teams like {who} often face the problems our "
+             f"customers brought to us, and your work{role} sits right where they show up.")
+    closing = ["", OFFLINE_ASK, "", "Best regards"]
+    lines = [greeting, "", intro]
+    limit = BriefRules.from_brief(brief).max_words
+    citations: list[Citation] = []
     for passage in passages[:2]:
-        lines += ["", f"{_first_sentence(str(passage['text']))} [{passage['passage_id']}]"]
-        citations.append(str(passage["passage_id"]))
-    lines += ["", "Would a 20-minute call next week be useful to see whether this fits?", "",
-              "Best regards"]
-    subject = f"An idea for {who}"[:120]
-    return {"subject": subject, "body": "\n".join(lines), "citations": citations}
+        sentence = _first_sentence(str(passage["text"]))
+        candidate = [*lines, "", f"{sentence} [{passage['passage_id']}]"]
+        if len(" ".join(candidate + closing).split()) > limit and citations:
+            break
+        lines = candidate
+        citations.append(Citation(passage_id=str(passage["passage_id"]), claim=sentence))
+    points = [p for p in (lead.first_name, lead.company, lead.title) if p]
+    return DraftOutput(subject=f"An idea for {who}"[:120], body="\n".join(lines + closing),
+                       personal_points=points, citations=citations)
+
+
+def _envelope(entry: dict[str, Any]) -> dict[str, Any]:
+    """An audit row's envelope as a dict, whichever way the store backend returned it."""
+    env = entry.get("envelope") or {}
+    parsed = json.loads(env) if isinstance(env, str | bytes) else env
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _find(history: list[dict[str, Any]], kind: str, key: str, value: str, model: str) -> (
+    tuple[dict[str, Any], dict[str, Any]] | None
+):
+    """The newest (audit entry, record) of `kind` whose data[key] == value for `model`."""
+    for entry in reversed(history):
+        for record in _envelope(entry).get("records", []):
+            data = record.get("data", {})
+            if record.get("kind") == kind and data.get(key) == value and data.get("model") == model:
+                return entry, record
+    return None
 
 
 class CopywriterAgent(Agent):
     name = "copywriter"
+    version = "2"
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        super().__init__(store, settings)
+        self.provider = settings.resolved_llm_provider
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"CAMPAIGN_LLM_PROVIDER={self.provider!r}: use one of {', '.join(PROVIDERS)}")
+        self.model = settings.llm_model if self.provider == "openai" else OFFLINE_MODEL
+        self.prompt = prompt_template()
+        self._client = make_client(settings) if self.provider == "openai" else None
 
     @activity.defn(name="write_draft")
     async def write_draft(self, inp: LeadInput) -> EnvelopeRef:
@@ -59,17 +225,180 @@ class CopywriterAgent(Agent):
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
         passages = await self.store.get_retrieval(inp.campaign_id, inp.lead_id)
         brief = str(campaign.get("brief") or "")
-        draft = offline_draft(lead, passages)
-        record = Record(
-            kind="draft",
-            key=f"{inp.lead_id}:1",
-            data={**draft, "step": 1, "template": TEMPLATE_VERSION},
-            provenance=self.provenance(
-                "llm:offline",
-                {"lead": lead.model_dump(mode="json"), "brief": digest(brief),
-                 "passages": [p["passage_id"] for p in passages], "template": TEMPLATE_VERSION},
-                model=OFFLINE_MODEL,
-            ),
-        )
+        history = await self.store.audit(inp.campaign_id, inp.lead_id)
+        if self._client is None:
+            return await self._write_offline(inp, lead, passages, brief, history, started)
+        return await self._write_llm(inp, lead, passages, brief, history, started)
+
+    # -- offline ---------------------------------------------------------------------
+
+    async def _write_offline(
+        self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
+        history: list[dict[str, Any]], started: datetime,
+    ) -> EnvelopeRef:
+        inputs = {"lead": lead.model_dump(mode="json"), "brief": digest(brief),
+                  "passages": [p["passage_id"] for p in passages], "template": TEMPLATE_VERSION}
+        prompt_hash = digest(inputs)
+        cached = self._cached_draft(history, prompt_hash)
+        if cached is not None:
+            return cached
+        draft = offline_draft(lead, passages, brief)
+        reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
+        if reasons:  # deterministic: a repair would produce the same text
+            raise permanent("GuardrailViolation", "guardrail: " + "; ".join(reasons))
+        data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
+                                template_hash=None, calls=[], cached_calls=0)
+        record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
+                        provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL))
         env = self.envelope(inp.campaign_id, [record], started)
-        return await self.keep(env, inp.lead_id, f"draft '{draft['subject']}'")
+        return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
+
+    # -- LLM -------------------------------------------------------------------------
+
+    def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Everything that determines the answer; its digest is the request's identity."""
+        return {"model": self.model, "messages": messages, "max_completion_tokens":
+                self.settings.llm_max_output_tokens, "schema": DraftOutput.model_json_schema()}
+
+    async def _write_llm(
+        self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
+        history: list[dict[str, Any]], started: datetime,
+    ) -> EnvelopeRef:
+        messages = [
+            {"role": "system", "content": self.prompt.render("system")},
+            {"role": "user", "content": self.prompt.render(
+                "user", brief=brief.strip() or "(no brief)", lead=lead_block(lead),
+                passages=passages_block(passages))},
+        ]
+        request = self._request(messages)
+        prompt_hash = digest(request)
+        cached = self._cached_draft(history, prompt_hash)
+        if cached is not None:
+            activity.logger.info("lead %s: draft for prompt %s already written", inp.lead_id,
+                                 prompt_hash[:19])
+            return cached
+
+        first, was_cached = await self._complete(inp, request, "draft", history)
+        reused = int(was_cached)
+        calls = [first]
+        draft, reasons = judge(first, passages=passages, lead=lead, brief=brief)
+        if reasons:
+            # One repair: the model sees its own answer and exactly what was wrong with it.
+            repair = self._request([
+                *messages,
+                {"role": "assistant", "content": first.content or first.refusal or "(no output)"},
+                {"role": "user", "content": self.prompt.render(
+                    "repair", reasons="\n".join(f"- {r}" for r in reasons))},
+            ])
+            second, reused_again = await self._complete(inp, repair, "repair", history)
+            calls.append(second)
+            reused += reused_again
+            draft, reasons = judge(second, passages=passages, lead=lead, brief=brief)
+            if reasons:
+                raise permanent("GuardrailViolation",
+                                "guardrail (after one repair attempt): " + "; ".join(reasons))
+        assert draft is not None
+        data = self._draft_data(draft, prompt_hash=prompt_hash, template=self.prompt.name,
+                                template_hash=self.prompt.sha256, calls=calls, cached_calls=reused)
+        record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
+                        provenance=self.provenance(f"llm:{self.provider}", self._request(messages),
+                                                   model=self.model))
+        env = self.envelope(inp.campaign_id, [record], started)
+        return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
+
+    async def _complete(
+        self, inp: LeadInput, request: dict[str, Any], purpose: str, history: list[dict[str, Any]]
+    ) -> tuple[CallOutcome, bool]:
+        """Answer `request`: from the audit log if it was answered before, else one paid call."""
+        request_hash = digest(request)
+        found = _find(history, "llm_call", "request_hash", request_hash, self.model)
+        if found is not None:
+            return CallOutcome.model_validate(found[1]["data"]), True
+        assert self._client is not None
+        started = now_utc()
+        raw = await provider_call(
+            self._client.chat.completions.with_raw_response.parse(
+                model=self.model, messages=request["messages"],
+                response_format=DraftOutput,
+                max_completion_tokens=self.settings.llm_max_output_tokens,
+            ),
+            what="LLM", settings=self.settings, details=f"{purpose} for lead {inp.lead_id}",
+        )
+        outcome = self._outcome(raw, request_hash, purpose)
+        # Recorded at once: from here on a retry reuses this answer instead of paying again.
+        record = Record(
+            kind="llm_call", key=f"{inp.lead_id}:{purpose}:{request_hash[7:23]}",
+            data=outcome.model_dump(),
+            provenance=self.provenance(f"llm:{self.provider}", request, model=self.model),
+        )
+        await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
+                        f"LLM {purpose} call, {outcome.prompt_tokens}+{outcome.completion_tokens} tokens")
+        return outcome, False
+
+    def _outcome(self, raw: Any, request_hash: str, purpose: str) -> CallOutcome:
+        """What came back, whether or not the SDK could parse it into `DraftOutput`."""
+        try:
+            completion = raw.parse()
+            choice = completion.choices[0]
+            usage = completion.usage
+            content, refusal = choice.message.content, choice.message.refusal
+            finish, response_id = choice.finish_reason, completion.id
+            prompt_tokens = usage.prompt_tokens if usage else 0
+            completion_tokens = usage.completion_tokens if usage else 0
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError,
+                ValidationError, ValueError):
+            # The SDK refused to parse it; keep the raw answer so the repair and the audit see it.
+            body: dict[str, Any] = raw.http_response.json()
+            choice_raw = (body.get("choices") or [{}])[0]
+            message = choice_raw.get("message") or {}
+            content, refusal = message.get("content"), message.get("refusal")
+            finish, response_id = choice_raw.get("finish_reason"), body.get("id")
+            usage_raw = body.get("usage") or {}
+            prompt_tokens = int(usage_raw.get("prompt_tokens") or 0)
+            completion_tokens = int(usage_raw.get("completion_tokens") or 0)
+        return CallOutcome(
+            request_hash=request_hash, purpose=purpose, model=self.model, content=content,
+            refusal=refusal, finish_reason=finish, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, response_id=response_id,
+            cost_usd=cost_usd(self.model, self.settings, prompt_tokens, completion_tokens),
+        )
+
+    # -- shared ----------------------------------------------------------------------
+
+    def _cached_draft(self, history: list[dict[str, Any]], prompt_hash: str) -> EnvelopeRef | None:
+        found = _find(history, "draft", "prompt_hash", prompt_hash, self.model)
+        if found is None:
+            return None
+        entry, record = found
+        return EnvelopeRef(envelope_id=entry["envelope_id"], agent=entry["agent"],
+                           record_count=len(_envelope(entry).get("records", [])),
+                           summary=f"draft '{record['data'].get('subject', '')}' (already written)")
+
+    def _draft_data(
+        self, draft: DraftOutput, *, prompt_hash: str, template: str, template_hash: str | None,
+        calls: list[CallOutcome], cached_calls: int,
+    ) -> dict[str, Any]:
+        """The draft record: the text, what it cites, and what it took to produce it."""
+        prompt_tokens = sum(c.prompt_tokens for c in calls)
+        completion_tokens = sum(c.completion_tokens for c in calls)
+        costs = [c.cost_usd for c in calls]
+        return {
+            "subject": draft.subject.strip(),
+            "body": draft.body.strip(),
+            "citations": list(dict.fromkeys(c.passage_id for c in draft.citations)),
+            "claims": [c.model_dump() for c in draft.citations],
+            "personal_points": draft.personal_points,
+            "step": 1,
+            "template": template,
+            "template_hash": template_hash,
+            "prompt_hash": prompt_hash,
+            "provider": self.provider,
+            "model": self.model,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "cost_usd": None if None in costs else round(sum(c or 0.0 for c in costs), 8),
+            "llm_calls": len(calls),
+            "cached_calls": cached_calls,
+            "repaired": len(calls) > 1,
+            "guardrails": "passed",
+        }

@@ -1,156 +1,200 @@
 """The RAG agent: finds the knowledge-base passages that fit a lead and the brief.
 
 A knowledge base is a folder of Markdown, text and HTML files, split into chunks
-by heading (or paragraph) with stable ids. This skeleton scores chunks with a small
-BM25; the index is built once per knowledge-base content hash and kept in memory,
-never rebuilt per lead.
+with stable ids (`activities.retrieval.chunking`). Chunks are ranked with BM25
+(`bm25s`) by default; when CAMPAIGN_EMBEDDING_MODEL is set, dense retrieval with
+OpenAI-compatible embeddings is added and the two rankings are fused by reciprocal
+rank. The index is built once per knowledge-base content hash (and embedding
+model) and kept in memory, never per lead: concurrent first requests wait for the
+one build instead of each starting their own. The agent stores the top passages
+(ids, scores, source paths, text) and returns only the envelope reference, so the
+workflow carries ids, not documents.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import html
-import math
-import re
-from collections import Counter
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from temporalio import activity
 
 from activities.base import Agent, permanent
+from activities.llm_client import heartbeating, make_client
+from activities.retrieval.chunking import Chunk, chunk_file, chunk_kb, kb_files, kb_hash, kb_signature
+from activities.retrieval.dense import DenseIndex, Embedder, EmbeddingCache, rrf
+from activities.retrieval.lexical import LexicalIndex, tokens
 from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
+from campaign_core.settings import Settings
+from campaign_core.store import Store
 
-KB_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
-_WORD = re.compile(r"[a-z0-9]+")
-_TAG = re.compile(r"<[^>]+>")
-_STOP = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
-    "it", "its", "of", "on", "or", "our", "that", "the", "this", "to", "we", "with", "you", "your",
-})
+__all__ = [
+    "Chunk",
+    "KnowledgeAgent",
+    "KnowledgeIndex",
+    "chunk_file",
+    "dense_query",
+    "kb_files",
+    "kb_hash",
+    "lead_query",
+    "tokens",
+]
 
-
-def tokens(text: str) -> list[str]:
-    return [t for t in _WORD.findall(text.lower()) if t not in _STOP and len(t) > 1]
+#: How many candidates each ranking contributes to the fusion.
+CANDIDATES = 20
+#: Indexes kept in memory (one per knowledge-base version in use).
+MAX_INDEXES = 4
+LEXICAL_MODEL = "bm25"
+#: Weight of the brief's BM25 score next to the lead's own fields (1.0).
+BRIEF_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
-class Chunk:
-    chunk_id: str
-    source: str
-    title: str
-    text: str
+class Hit:
+    """A ranked chunk with the scores that put it there."""
 
-
-def chunk_file(path: Path, root: Path) -> list[Chunk]:
-    """Split one file into chunks: Markdown by heading, others by blank-line paragraph."""
-    raw = path.read_text(encoding="utf-8", errors="replace")
-    rel = path.relative_to(root).as_posix()
-    if path.suffix.lower() in {".html", ".htm"}:
-        raw = html.unescape(_TAG.sub("\n", raw))
-    if path.suffix.lower() in {".md", ".markdown"}:
-        parts = re.split(r"(?m)^(?=#{1,3} )", raw)
-    else:
-        parts = re.split(r"\n\s*\n", raw)
-    chunks = []
-    for index, part in enumerate(p.strip() for p in parts):
-        if not part:
-            continue
-        title = part.splitlines()[0].lstrip("# ").strip()[:120]
-        chunk_id = f"{rel}#{index}-" + hashlib.sha256(part.encode()).hexdigest()[:8]
-        chunks.append(Chunk(chunk_id, rel, title, part))
-    return chunks
+    chunk: Chunk
+    score: float
+    bm25: float | None
+    dense: float | None
 
 
 class KnowledgeIndex:
-    """BM25 over the chunks of one knowledge base."""
+    """BM25 over one knowledge base's chunks, plus dense vectors when configured."""
 
-    def __init__(self, chunks: list[Chunk], k1: float = 1.5, b: float = 0.75) -> None:
+    def __init__(self, chunks: list[Chunk], dense: DenseIndex | None = None,
+                 model: str = LEXICAL_MODEL) -> None:
         self.chunks = chunks
-        self.k1, self.b = k1, b
-        self.tfs = [Counter(tokens(c.title + " " + c.text)) for c in chunks]
-        self.lengths = [sum(tf.values()) for tf in self.tfs]
-        self.avg = (sum(self.lengths) / len(self.lengths)) if chunks else 0.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(chunks)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.lexical = LexicalIndex(chunks)
+        self.dense = dense
+        self.model = model
 
-    def search(self, query: str, top_k: int = 3) -> list[tuple[Chunk, float]]:
-        q = set(tokens(query))
-        scored = []
-        for chunk, tf, length in zip(self.chunks, self.tfs, self.lengths, strict=True):
-            score = 0.0
-            for term in q & tf.keys():
-                f = tf[term]
-                norm = f + self.k1 * (1 - self.b + self.b * length / (self.avg or 1))
-                score += self.idf[term] * f * (self.k1 + 1) / norm
-            if score > 0:
-                scored.append((chunk, score))
-        scored.sort(key=lambda cs: (-cs[1], cs[0].chunk_id))
-        return scored[:top_k]
+    def search(self, query: str | list[tuple[str, float]], top_k: int = 3,
+               query_vector: np.ndarray | None = None) -> list[Hit]:
+        lexical = self.lexical.search(query, CANDIDATES)
+        if self.dense is None or query_vector is None:
+            return [Hit(self.chunks[i], s, s, None) for i, s in lexical[:top_k]]
+        dense = self.dense.search(query_vector, CANDIDATES)
+        fused = rrf([[i for i, _ in lexical], [i for i, _ in dense]])
+        bm25, cos = dict(lexical), dict(dense)
+        order = sorted(fused, key=lambda i: (-fused[i], self.chunks[i].chunk_id))[:top_k]
+        return [Hit(self.chunks[i], fused[i], bm25.get(i), cos.get(i)) for i in order]
 
 
-def kb_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in KB_SUFFIXES)
+def lead_fields(lead: Lead) -> str:
+    """The lead's own words: what personalises retrieval."""
+    return " ".join(f for f in (lead.title, lead.company, lead.notes, *lead.custom.values()) if f)
 
 
-def kb_hash(root: Path) -> str:
-    """Content hash of a knowledge base: the cache key of its index."""
-    h = hashlib.sha256()
-    for path in kb_files(root):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
+def lead_query(lead: Lead, brief: str) -> list[tuple[str, float]]:
+    """What to look for: the lead's own fields, with the brief only as a tie-breaker.
+
+    The brief is the same for every lead and usually long; weighted equally it would
+    pull every lead towards the same generic passages. A lead with no fields at all
+    is matched on the brief alone.
+    """
+    fields = lead_fields(lead)
+    return [(fields, 1.0), (brief, BRIEF_WEIGHT)] if fields else [(brief, 1.0)]
 
 
-def lead_query(lead: Lead, brief: str) -> str:
-    """What to look for: the lead's own fields, weighted above the brief they share."""
-    fields = " ".join(f for f in (lead.company, lead.title, lead.notes, *lead.custom.values()) if f)
-    return f"{fields} {fields} {fields} {brief}"
+def dense_query(lead: Lead, brief: str) -> str:
+    """The text embedded for a lead: its fields, or the brief when it has none."""
+    return lead_fields(lead) or brief
 
 
 class KnowledgeAgent(Agent):
     name = "knowledge"
-    top_k = 3
+    version = "2"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._indexes: dict[str, KnowledgeIndex] = {}
+    def __init__(self, store: Store, settings: Settings) -> None:
+        super().__init__(store, settings)
+        self.top_k = settings.retrieval_top_k
+        self._indexes: OrderedDict[str, KnowledgeIndex] = OrderedDict()
+        self._hashes: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+        self._build_lock = asyncio.Lock()
         self.builds = 0  # how many indexes were built; read by tests and benchmarks
+        self.embedder: Embedder | None = None
+        if settings.embedding_model:
+            self.embedder = Embedder(
+                make_client(settings), settings.embedding_model,
+                EmbeddingCache(settings.campaign_home / "embeddings.db"), settings)
 
-    def index_for(self, root: Path) -> tuple[str, KnowledgeIndex]:
-        key = kb_hash(root)
-        if key not in self._indexes:
-            chunks = [c for path in kb_files(root) for c in chunk_file(path, root)]
-            self._indexes[key] = KnowledgeIndex(chunks)
-            self.builds += 1
-        return key, self._indexes[key]
+    @property
+    def model_label(self) -> str:
+        """What provenance names as the retrieval model."""
+        return f"{LEXICAL_MODEL}+{self.embedder.model}" if self.embedder else LEXICAL_MODEL
+
+    def _content_hash(self, root: Path) -> str:
+        """The folder's content hash, re-read only when a file's size or mtime changed."""
+        signature = kb_signature(root)
+        known = self._hashes.get(str(root))
+        if known is None or known[0] != signature:
+            known = (signature, kb_hash(root))
+            self._hashes[str(root)] = known
+        return known[1]
+
+    async def index_for(self, root: Path) -> tuple[str, KnowledgeIndex]:
+        """The index of this knowledge-base version, built on first use only."""
+        key = f"{await asyncio.to_thread(self._content_hash, root)}:{self.model_label}"
+        index = self._indexes.get(key)
+        if index is None:
+            async with self._build_lock:  # the first caller builds; the others wait for it
+                index = self._indexes.get(key)
+                if index is None:
+                    index = await self._build(root)
+                    self._indexes[key] = index
+                    self.builds += 1
+                    while len(self._indexes) > MAX_INDEXES:
+                        self._indexes.popitem(last=False)
+        self._indexes.move_to_end(key)
+        return key, index
+
+    async def _build(self, root: Path) -> KnowledgeIndex:
+        chunks = await asyncio.to_thread(chunk_kb, root)
+        index = await asyncio.to_thread(KnowledgeIndex, chunks, None, self.model_label)
+        if self.embedder is not None and chunks:
+            vectors = await self.embedder.embed([c.search_text for c in chunks])
+            index.dense = DenseIndex(vectors)
+        activity.logger.info("built the index of %s: %d chunks (%s)", root, len(chunks),
+                             self.model_label)
+        return index
 
     @activity.defn(name="retrieve_knowledge")
     async def retrieve_knowledge(self, inp: LeadInput) -> EnvelopeRef:
         """Store the top passages for the lead; return only the envelope reference."""
+        # Heartbeats cover waiting for another lead's index build and embedding calls.
+        return await heartbeating(self._retrieve(inp), details=f"retrieving for {inp.lead_id}")
+
+    async def _retrieve(self, inp: LeadInput) -> EnvelopeRef:
         started = now_utc()
         campaign = await self.store.get_campaign(inp.campaign_id)
         lead = await self.store.get_lead(inp.campaign_id, inp.lead_id)
         if campaign is None or lead is None:
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
-        passages: list[dict[str, object]] = []
+        passages: list[dict[str, Any]] = []
         kb_key = "none"
         if campaign.get("kb_dir"):
             root = Path(campaign["kb_dir"])
             if not root.is_dir():
                 raise permanent("InvalidInput", f"knowledge base {root} is not a directory")
-            kb_key, index = await asyncio.to_thread(self.index_for, root)
-            query = lead_query(lead, campaign.get("brief", ""))
-            for chunk, score in index.search(query, self.top_k):
+            kb_key, index = await self.index_for(root)
+            brief = str(campaign.get("brief") or "")
+            query = lead_query(lead, brief)
+            vector = None
+            if self.embedder is not None and index.dense is not None:
+                vector = (await self.embedder.embed([dense_query(lead, brief)]))[0]
+            for hit in index.search(query, self.top_k, vector):
                 passages.append({
-                    "passage_id": chunk.chunk_id, "source": chunk.source, "title": chunk.title,
-                    "text": chunk.text, "score": round(score, 4),
+                    "passage_id": hit.chunk.chunk_id, "source": hit.chunk.source,
+                    "title": hit.chunk.title, "text": hit.chunk.text,
+                    "score": round(hit.score, 6),
+                    "scores": {"bm25": None if hit.bm25 is None else round(hit.bm25, 4),
+                               "dense": None if hit.dense is None else round(hit.dense, 4)},
                 })
         records = [
             Record(
@@ -158,7 +202,7 @@ class KnowledgeAgent(Agent):
                 key=str(p["passage_id"]),
                 data={k: v for k, v in p.items() if k != "text"},
                 provenance=self.provenance(
-                    f"kb:{p['source']}", {"kb": kb_key, "lead": inp.lead_id}, model="bm25"
+                    f"kb:{p['source']}", {"kb": kb_key, "lead": inp.lead_id}, model=self.model_label
                 ),
             )
             for p in passages

@@ -18,7 +18,12 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 #: Error types no retry can fix: raised as non-retryable ApplicationErrors.
-PERMANENT_ERRORS = ["InvalidInput", "NotFound", "GuardrailViolation"]
+#: `LLMAuthError` (401/403: a bad key) is also what the campaign workflow turns into one
+#: campaign-level error; `LLMRequestRejected` is any other 4xx the provider will never accept.
+#: `StoreError` is a row the store rejects (constraint, malformed data); a store that is
+#: down raises `StoreUnavailable` instead, which stays retryable.
+PERMANENT_ERRORS = ["InvalidInput", "NotFound", "GuardrailViolation", "LLMAuthError",
+                    "LLMRequestRejected", "StoreError"]
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,14 @@ AGENTS: dict[str, AgentSpec] = {
         _store("check_lead_ids", "find lead ids that have no draft"),
         AgentSpec("retrieve_knowledge", "knowledge",
                   "activities.knowledge:KnowledgeAgent.retrieve_knowledge",
-                  timedelta(minutes=2), _AGENT_RETRY,
-                  description="find the knowledge-base passages relevant to a lead"),
+                  # Long enough for a first index build that embeds the whole knowledge base;
+                  # heartbeats (also while waiting for another lead's build) catch a dead worker.
+                  timedelta(minutes=5), _AGENT_RETRY, heartbeat=timedelta(seconds=30),
+                  description="find the knowledge-base passages relevant to a lead (BM25, +dense)"),
+        # Up to two LLM calls (draft + one repair), each bounded by CAMPAIGN_LLM_TIMEOUT.
         AgentSpec("write_draft", "llm", "activities.copywriter:CopywriterAgent.write_draft",
                   timedelta(minutes=3), _AGENT_RETRY, heartbeat=timedelta(seconds=30),
-                  description="write a personalised message"),
+                  description="write a personalised message (LLM with guardrails, or offline)"),
         AgentSpec("deliver_message", "delivery",
                   "activities.delivery:DeliveryAgent.deliver_message",
                   timedelta(minutes=1), _DELIVERY_RETRY,

@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     llm_model: str = Field(default="gpt-4o-mini", alias="CAMPAIGN_LLM_MODEL")
     llm_rate_limit: float = Field(default=5.0, gt=0, alias="CAMPAIGN_LLM_RATE_LIMIT")
+    llm_timeout_seconds: float = Field(
+        default=60.0, gt=0, alias="CAMPAIGN_LLM_TIMEOUT",
+        description="Per-request timeout of one LLM or embeddings call; a timeout is retried.",
+    )
+    llm_max_output_tokens: int = Field(default=800, gt=0, alias="CAMPAIGN_LLM_MAX_TOKENS")
+    llm_price_input: float | None = Field(
+        default=None, ge=0, alias="CAMPAIGN_LLM_PRICE_INPUT",
+        description="USD per million prompt tokens; overrides the built-in price table.",
+    )
+    llm_price_output: float | None = Field(
+        default=None, ge=0, alias="CAMPAIGN_LLM_PRICE_OUTPUT",
+        description="USD per million completion tokens; overrides the built-in price table.",
+    )
+    embedding_model: str | None = Field(
+        default=None, alias="CAMPAIGN_EMBEDDING_MODEL",
+        description="When set, retrieval adds dense search with this OpenAI-compatible "
+        "embedding model, fused with BM25 by reciprocal rank.",
+    )
+    retrieval_top_k: int = Field(default=3, ge=1, le=20, alias="CAMPAIGN_RETRIEVAL_TOP_K")
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
     webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
@@ -48,6 +67,11 @@ class Settings(BaseSettings):
         alias="CAMPAIGN_TASK_QUEUE_PREFIX",
         validation_alias=AliasChoices("CAMPAIGN_TASK_QUEUE_PREFIX"),
         description="Prefix for every task queue, so several deployments can share a namespace.",
+    )
+
+    send_rate_limit: float = Field(
+        default=10.0, gt=0, alias="CAMPAIGN_SEND_RATE_LIMIT",
+        description="Messages sent per second, across all workers (the delivery queue's limit).",
     )
 
     @cached_property

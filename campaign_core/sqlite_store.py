@@ -1,8 +1,14 @@
 """The embedded SQLite store: the default backend, one file under CAMPAIGN_HOME.
 
 WAL mode and a busy timeout make it safe for many concurrent activities in one
-worker process and for the CLI reading while workers write. Each call opens its
-own short-lived connection in a worker thread so the event loop never blocks.
+worker process and for the CLI reading while workers write: readers never block,
+and each write is one short `BEGIN IMMEDIATE` transaction that waits its turn for
+the file's single write lock instead of failing. Each call opens its own
+connection in a worker thread so the event loop never blocks and no connection is
+ever shared between threads.
+
+Being embedded (one machine, one file, no other process to surprise) it migrates
+itself on first use unless told not to.
 """
 
 from __future__ import annotations
@@ -12,34 +18,66 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
-from campaign_core.store import SCHEMA_VERSION, StoreError
+from campaign_core.store import (
+    SCHEMA_VERSION,
+    TIME_COLUMNS,
+    StoreError,
+    check_version,
+    draft_row,
+    iso,
+    migrations,
+    normalise_address,
+    now_utc,
+    parse_envelope,
+    parse_json,
+    parse_lead,
+    plain_row,
+    report_rows,
+    trace_fields,
+)
 
 T = TypeVar("T")
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return now_utc().isoformat(timespec="microseconds")
 
 
-def _migrations() -> list[tuple[int, str]]:
-    """(version, sql) for every migration file shipped with the package, in order."""
-    folder = Path(__file__).resolve().parent / "migrations"
-    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in sorted(folder.glob("*.sql"))]
+def split_statements(sql: str) -> Iterator[str]:
+    """The statements of a SQL script, so a migration can run inside our own transaction.
+
+    (`executescript` would commit any open transaction first, losing the write lock
+    that keeps two processes from applying the same migration at once.)
+    """
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
+        yield buf
 
 
 class SqliteStore:
     """`Store` on a SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, auto_migrate: bool = True) -> None:
         self.path = Path(path)
-        self._migrated = False
+        self.auto_migrate = auto_migrate
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -54,9 +92,16 @@ class SqliteStore:
         finally:
             conn.close()
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if not self._migrated:
-            await self.migrate()
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection], T], table: str | None = None, key: str | None = None
+    ) -> T:
+        """Run `fn` in one write transaction in a thread; bad rows become StoreError.
+
+        `database is locked` and I/O errors stay `sqlite3.OperationalError`, which
+        Temporal retries; integrity and binding errors never succeed on retry.
+        """
+        if not self._ready:
+            await self.ensure_schema()
 
         def call() -> T:
             with self._conn() as conn:
@@ -65,9 +110,10 @@ class SqliteStore:
                     result = fn(conn)
                     conn.execute("COMMIT")
                     return result
-                except sqlite3.IntegrityError as exc:
-                    conn.execute("ROLLBACK")
-                    raise StoreError(f"constraint violated: {exc}") from exc
+                except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError) as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise StoreError(f"rejected by the store: {exc}", table=table, key=key) from exc
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -77,39 +123,72 @@ class SqliteStore:
 
     # -- schema -----------------------------------------------------------------
 
-    async def migrate(self) -> int:
-        """Apply every migration not yet applied; re-applying is a no-op."""
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if not exists:
+            return 0
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply every migration not yet applied (up to `target`); re-applying is a no-op.
+
+        All pending migrations run in one `BEGIN IMMEDIATE` transaction, so two
+        processes starting at once apply each migration once, and a failure leaves
+        the store at its previous version.
+        """
+        target = SCHEMA_VERSION if target is None else target
 
         def apply() -> int:
             with self._conn() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
-                for version, sql in _migrations():
-                    if version in done:
-                        continue
-                    conn.executescript("BEGIN;" + sql + ";COMMIT;")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
                     conn.execute(
-                        "INSERT INTO schema_version(version, applied_at) VALUES (?, ?)",
-                        (version, _now()),
+                        "CREATE TABLE IF NOT EXISTS schema_version "
+                        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
                     )
-                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                return int(row[0] or 0)
+                    done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
+                    for m in migrations("sqlite"):
+                        if m.version in done or m.version > target:
+                            continue
+                        for statement in split_statements(m.sql):
+                            conn.execute(statement)
+                        conn.execute(
+                            "INSERT INTO schema_version(version, applied_at) VALUES (?, ?) "
+                            "ON CONFLICT(version) DO NOTHING", (m.version, _now()))
+                    version = self._version(conn)
+                    conn.execute("COMMIT")
+                    return version
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
 
         version = await asyncio.to_thread(apply)
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})"
-            )
-        self._migrated = True
+            check_version(version, str(self.path))
+        self._ready = version == SCHEMA_VERSION
         return version
 
     async def schema_version(self) -> int:
-        return await self._run(
-            lambda c: int(c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
-        )
+        def read() -> int:
+            with self._conn() as conn:
+                return self._version(conn)
+
+        return await asyncio.to_thread(read)
+
+    async def ensure_schema(self) -> int:
+        """Migrate (the default for the embedded store) or refuse an outdated schema."""
+        if self.auto_migrate:
+            version = await self.migrate()
+        else:
+            version = check_version(await self.schema_version(), str(self.path))
+        self._ready = True
+        return version
+
+    async def close(self) -> None:
+        """Nothing to release: every call has its own connection."""
 
     # -- campaigns and leads ----------------------------------------------------
 
@@ -122,38 +201,51 @@ class SqliteStore:
             "INSERT INTO campaigns(campaign_id, name, brief, channel, kb_dir, workflow_id, "
             "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(campaign_id) DO NOTHING",
             (campaign_id, name, brief, channel, kb_dir, workflow_id, now, now),
-        ))
+        ), "campaigns", campaign_id)
 
     async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None:
         row = await self._run(lambda c: c.execute(
             "SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone())
-        return dict(row) if row else None
+        return plain_row(dict(row)) if row else None
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run(lambda c: c.execute(
             "UPDATE campaigns SET stage = ?, updated_at = ? WHERE campaign_id = ?",
-            (stage, _now(), campaign_id)))
+            (stage, _now(), campaign_id)), "campaigns", campaign_id)
 
     async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int:
         now = _now()
 
+        sql = ("INSERT INTO leads(campaign_id, lead_id, email, data, created_at, updated_at) "
+               "VALUES (?,?,?,?,?,?) ON CONFLICT(campaign_id, lead_id) DO UPDATE SET "
+               "data = excluded.data, updated_at = excluded.updated_at")
+        rows = [(campaign_id, lead.lead_id, lead.email, lead.model_dump_json(), now, now)
+                for lead in leads]
+
         def write(c: sqlite3.Connection) -> int:
-            c.executemany(
-                "INSERT INTO leads(campaign_id, lead_id, email, data, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(campaign_id, lead_id) DO UPDATE SET "
-                "data = excluded.data, updated_at = excluded.updated_at",
-                [(campaign_id, lead.lead_id, lead.email, lead.model_dump_json(), now, now)
-                 for lead in leads],
-            )
+            try:
+                c.executemany(sql, rows)
+            except sqlite3.IntegrityError as exc:
+                # SQLite does not say which row of a batch failed: find it, to name it.
+                # (Re-running the rows before it is harmless: they are upserts, and the
+                # whole transaction is rolled back anyway.)
+                for row in rows:
+                    try:
+                        c.execute(sql, row)
+                    except sqlite3.IntegrityError as one:
+                        raise StoreError(f"rejected by the store: {one}", table="leads",
+                                         key=f"{campaign_id}/{row[1]}") from one
+                raise StoreError(f"rejected by the store: {exc}", table="leads",
+                                 key=campaign_id) from exc
             return len(leads)
 
-        return await self._run(write)
+        return await self._run(write, "leads", campaign_id)
 
     async def get_lead(self, campaign_id: str, lead_id: str) -> Lead | None:
         row = await self._run(lambda c: c.execute(
             "SELECT data FROM leads WHERE campaign_id = ? AND lead_id = ?",
             (campaign_id, lead_id)).fetchone())
-        return Lead.model_validate_json(row[0]) if row else None
+        return parse_lead(row[0], f"{campaign_id}/{lead_id}") if row else None
 
     async def list_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
         rows = await self._run(lambda c: c.execute(
@@ -167,23 +259,29 @@ class SqliteStore:
         await self._run(lambda c: c.execute(
             "UPDATE leads SET draft_status = ?, error = ?, updated_at = ? "
             "WHERE campaign_id = ? AND lead_id = ?",
-            (status, error, _now(), campaign_id, lead_id)))
+            (status, error, _now(), campaign_id, lead_id)), "leads", f"{campaign_id}/{lead_id}")
 
     # -- envelopes, retrievals, drafts -------------------------------------------
 
     async def save_envelope(self, envelope: Envelope, lead_id: str | None = None) -> str:
         eid = envelope.envelope_id
         m = envelope.metadata
+        t = {k: iso(v) if k in TIME_COLUMNS else v for k, v in trace_fields(envelope).items()}
         await self._run(lambda c: c.execute(
-            "INSERT INTO audit_log(envelope_id, campaign_id, lead_id, agent, envelope, created_at) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT(envelope_id) DO NOTHING",
-            (eid, m.campaign_id, lead_id, m.agent, envelope.model_dump_json(), _now())))
+            "INSERT INTO audit_log(envelope_id, campaign_id, lead_id, agent, envelope, created_at, "
+            "run_id, attempt, agent_version, started_at, ended_at, duration_ms, record_count, "
+            "outcome, inputs_digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(envelope_id) DO NOTHING",
+            (eid, m.campaign_id, lead_id, m.agent, envelope.model_dump_json(), _now(),
+             t["run_id"], t["attempt"], t["agent_version"], t["started_at"], t["ended_at"],
+             t["duration_ms"], t["record_count"], t["outcome"], t["inputs_digest"])),
+            "audit_log", eid)
         return eid
 
     async def get_envelope(self, envelope_id: str) -> Envelope | None:
         row = await self._run(lambda c: c.execute(
             "SELECT envelope FROM audit_log WHERE envelope_id = ?", (envelope_id,)).fetchone())
-        return Envelope.model_validate_json(row[0]) if row else None
+        return parse_envelope(row[0], envelope_id) if row else None
 
     async def save_retrieval(
         self, campaign_id: str, lead_id: str, passages: list[dict[str, Any]], envelope_id: str
@@ -192,13 +290,14 @@ class SqliteStore:
             "INSERT INTO retrievals(campaign_id, lead_id, passages, envelope_id, created_at) "
             "VALUES (?,?,?,?,?) ON CONFLICT(campaign_id, lead_id) DO UPDATE SET "
             "passages = excluded.passages, envelope_id = excluded.envelope_id",
-            (campaign_id, lead_id, json.dumps(passages), envelope_id, _now())))
+            (campaign_id, lead_id, json.dumps(passages, default=str), envelope_id, _now())),
+            "retrievals", f"{campaign_id}/{lead_id}")
 
     async def get_retrieval(self, campaign_id: str, lead_id: str) -> list[dict[str, Any]]:
         row = await self._run(lambda c: c.execute(
             "SELECT passages FROM retrievals WHERE campaign_id = ? AND lead_id = ?",
             (campaign_id, lead_id)).fetchone())
-        return list(json.loads(row[0])) if row else []
+        return list(parse_json(row[0], "retrievals", f"{campaign_id}/{lead_id}")) if row else []
 
     async def upsert_draft(
         self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
@@ -211,29 +310,22 @@ class SqliteStore:
             "body = excluded.body, citations = excluded.citations, "
             "provenance = excluded.provenance, envelope_id = excluded.envelope_id",
             (campaign_id, lead_id, step, subject, body, json.dumps(citations),
-             json.dumps(provenance, default=str), envelope_id, _now())))
-
-    @staticmethod
-    def _draft_row(row: sqlite3.Row) -> dict[str, Any]:
-        d = dict(row)
-        d["citations"] = json.loads(d["citations"])
-        d["provenance"] = json.loads(d["provenance"])
-        d["approved"] = bool(d["approved"])
-        return d
+             json.dumps(provenance, default=str), envelope_id, _now())),
+            "drafts", f"{campaign_id}/{lead_id}/{step}")
 
     async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]:
         rows = await self._run(lambda c: c.execute(
             "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
             "WHERE d.campaign_id = ? ORDER BY l.created_at, d.lead_id, d.step",
             (campaign_id,)).fetchall())
-        return [self._draft_row(r) for r in rows]
+        return [draft_row(dict(r)) for r in rows]
 
     async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
         row = await self._run(lambda c: c.execute(
             "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
             "WHERE d.campaign_id = ? AND d.lead_id = ? AND d.step = ?",
             (campaign_id, lead_id, step)).fetchone())
-        return self._draft_row(row) if row else None
+        return draft_row(dict(row)) if row else None
 
     # -- approvals and delivery ---------------------------------------------------
 
@@ -262,7 +354,7 @@ class SqliteStore:
                             (campaign_id,)).fetchone()
             return int(row[0])
 
-        return await self._run(write)
+        return await self._run(write, "approvals", f"{campaign_id}/{decision_id}")
 
     async def list_approved_lead_ids(
         self, campaign_id: str, after: str | None, limit: int
@@ -281,20 +373,20 @@ class SqliteStore:
             c.executemany(
                 "INSERT INTO suppressions(email, reason, created_at) VALUES (?,?,?) "
                 "ON CONFLICT(email) DO NOTHING",
-                [(e.strip().lower(), reason, now) for e in emails])
+                [(normalise_address(e), reason, now) for e in emails])
             return c.total_changes - before
 
-        return await self._run(write)
+        return await self._run(write, "suppressions", f"{len(emails)} address(es)")
 
     async def is_suppressed(self, email: str) -> bool:
         row = await self._run(lambda c: c.execute(
-            "SELECT 1 FROM suppressions WHERE email = ?", (email.strip().lower(),)).fetchone())
+            "SELECT 1 FROM suppressions WHERE email = ?", (normalise_address(email),)).fetchone())
         return row is not None
 
     async def get_delivery(self, message_key: str) -> dict[str, Any] | None:
         row = await self._run(lambda c: c.execute(
             "SELECT * FROM deliveries WHERE message_key = ?", (message_key,)).fetchone())
-        return dict(row) if row else None
+        return plain_row(dict(row)) if row else None
 
     async def upsert_delivery(
         self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
@@ -308,7 +400,7 @@ class SqliteStore:
             "message_id = COALESCE(excluded.message_id, deliveries.message_id), "
             "error = excluded.error, updated_at = excluded.updated_at",
             (message_key, campaign_id, lead_id, step, channel, status, message_id, error, now,
-             now)))
+             now)), "deliveries", message_key)
 
     # -- read models ---------------------------------------------------------------
 
@@ -337,7 +429,6 @@ class SqliteStore:
     async def report(self, campaign_id: str) -> list[dict[str, Any]]:
         """One row per lead with its final outcome, in the contract's shape."""
         campaign = await self.get_campaign(campaign_id)
-        stage = campaign["stage"] if campaign else None
         rows = await self._run(lambda c: c.execute(
             "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, "
             "d.approved, x.status AS delivery, x.message_id, x.error AS delivery_error "
@@ -346,26 +437,7 @@ class SqliteStore:
             "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
             "AND x.step = 1 WHERE l.campaign_id = ? ORDER BY l.created_at, l.lead_id",
             (campaign_id,)).fetchall())
-        decided = stage in {"delivering", "completed", "rejected", "expired"}
-        out = []
-        for r in rows:
-            draft_status = "drafted" if r["draft_status"] == "drafted" else (
-                "failed" if r["draft_status"] == "failed" else "pending")
-            if r["delivery"] in {"sent", "suppressed", "failed"}:
-                delivery = r["delivery"]
-            elif draft_status == "failed" or (decided and not r["approved"]):
-                delivery = "not_approved"
-            else:
-                delivery = "pending"
-            out.append({
-                "lead_id": r["lead_id"], "email": r["email"],
-                "draft_status": "failed" if draft_status == "failed" else "drafted"
-                if draft_status == "drafted" else "pending",
-                "delivery_status": delivery,
-                "message_id": r["message_id"],
-                "error": r["delivery_error"] or r["draft_error"],
-            })
-        return out
+        return report_rows([dict(r) for r in rows], campaign["stage"] if campaign else None)
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audit_log WHERE campaign_id = ?"
@@ -373,5 +445,11 @@ class SqliteStore:
         if lead_id:
             sql += " AND lead_id = ?"
             args += (lead_id,)
-        rows = await self._run(lambda c: c.execute(sql + " ORDER BY created_at", args).fetchall())
-        return [{**dict(r), "envelope": json.loads(r["envelope"])} for r in rows]
+        rows = await self._run(
+            lambda c: c.execute(sql + " ORDER BY created_at, envelope_id", args).fetchall())
+        out = []
+        for r in rows:
+            row = plain_row(dict(r)) or {}
+            row["envelope"] = parse_json(row["envelope"], "audit_log", row["envelope_id"])
+            out.append(row)
+        return out

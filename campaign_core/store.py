@@ -1,32 +1,91 @@
 """The store interface every agent and the control plane use, and how to open one.
 
-Activities never talk to a database directly: they call a `Store`, so the backend
-(SQLite by default; Postgres and Supabase later) is a setting, not a code change.
+Activities never talk to a database directly: they call a `Store`, so the backend is
+a setting, not a code change:
+
+- SQLite (`sqlite:///PATH`, the embedded default under CAMPAIGN_HOME),
+- PostgreSQL (`CAMPAIGN_STORE_URL=postgresql://...`, also a Supabase project's database),
+- Supabase's REST API (only `SUPABASE_URL` and `SUPABASE_KEY` set).
+
 Every write is an idempotent upsert by natural key, so a retried activity never
-duplicates a row.
+duplicates a row. Two kinds of failure are kept apart on purpose, because Temporal
+treats them differently:
+
+- a store that is down or busy raises `StoreUnavailable` (naming the store) or its
+  driver's own error: ordinary exceptions, so the activity is retried until the
+  store is back and no lead fails for an outage;
+- a row the store will never accept (a constraint violation, a malformed row)
+  raises `StoreError` naming the table and the key: retrying cannot help, so an
+  agent should turn it into a non-retryable error rather than retry it forever.
+
+The schema is versioned by numbered SQL migrations shipped in this package (one
+folder per dialect, same numbers in both). The embedded SQLite store migrates itself
+on first use; shared stores (PostgreSQL, Supabase) refuse a schema older than the
+code and ask for `campaign db migrate`, so that upgrading one worker never changes a
+database under the others.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from campaign_core.envelope import Envelope
+from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from campaign_core.settings import Settings
+
+#: The schema this code reads and writes: the highest migration number shipped.
+SCHEMA_VERSION = 2
+
+#: Stages after which a draft that was not approved will never be sent.
+DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
 
 
 class StoreError(Exception):
-    """A store problem no retry will fix (bad row, constraint); names table and key."""
+    """A store problem no retry will fix (bad row, constraint, wrong schema).
+
+    `table` and `key` say which row, so that an operator can find it; both are also
+    in the message, which is what ends up in Temporal's failure and the lead's error.
+    """
+
+    def __init__(self, message: str, *, table: str | None = None, key: str | None = None) -> None:
+        if table is not None:
+            message = f"{table}[{key}]: {message}" if key else f"{table}: {message}"
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now: retryable, and says which store and why.
+
+    Deliberately not a StoreError: Temporal retries it like any ordinary exception,
+    so a database that is down delays leads instead of failing them.
+    """
 
 
 class Store(Protocol):
     """What the engine needs from its durable record."""
 
-    async def migrate(self) -> int: ...
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply pending migrations (up to `target`, default all); return the version."""
+        ...
 
     async def schema_version(self) -> int: ...
+
+    async def ensure_schema(self) -> int:
+        """Make sure the schema is the code's: embedded stores migrate, shared ones refuse."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store may be used again afterwards (it reconnects)."""
+        ...
 
     async def upsert_campaign(
         self, *, campaign_id: str, name: str, brief: str, channel: str,
@@ -95,12 +154,221 @@ class Store(Protocol):
         ...
 
 
-def open_store(url: str) -> Store:
-    """The store for a URL: `sqlite:///path` (embedded default)."""
+# -- migrations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file; the number is the schema version it brings the store to."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The migrations shipped for `dialect` ("sqlite" or "postgres"), in order.
+
+    They are package data next to this module, so they are found the same way in a
+    checkout, an editable install and an installed wheel (which pip always unpacks).
+    """
+    folder = Path(__file__).resolve().parent / "migrations" / dialect
+    found = [
+        Migration(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8"))
+        for f in folder.glob("[0-9]*.sql")
+    ]
+    return sorted(found, key=lambda m: m.version)
+
+
+def check_version(version: int, where: str, *, how_to_migrate: str = "run `campaign db migrate`") -> int:
+    """Refuse a schema that is not the code's, saying what to do; return it otherwise."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {where} has schema version {version}, newer than this code "
+            f"({SCHEMA_VERSION}): upgrade campaign-engine"
+        )
+    if version < SCHEMA_VERSION:
+        state = "no campaign schema yet" if version == 0 else (
+            f"schema version {version}, older than this code's ({SCHEMA_VERSION})")
+        raise StoreError(f"store {where} has {state}: {how_to_migrate}")
+    return version
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for messages and logs: the password is never shown."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+# -- helpers every backend shares -------------------------------------------------------------
+
+
+def now_utc() -> datetime:
+    """Wall-clock time of a write (the store is only called from activities and the CLI)."""
+    return datetime.now(UTC)
+
+
+#: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
+TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at"})
+
+
+def iso(value: Any) -> Any:
+    """A timestamp as ISO 8601 text in UTC with microseconds, whatever the backend returned.
+
+    SQLite holds the text we wrote, psycopg returns datetimes and PostgREST returns
+    Postgres's JSON rendering (which drops trailing zeros): one shape keeps sorting
+    and comparing times the same on every backend. Anything else is returned as is.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def normalise_address(email: str) -> str:
+    """Suppressions are keyed like leads: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def trace_fields(envelope: Envelope) -> dict[str, Any]:
+    """The node trace lifted out of an envelope into audit-log columns (schema 2).
+
+    `outcome` lists each record's kind, with its `status` where it has one
+    (`delivery:sent`, `lead:drafting`); `inputs_digest` is the records' shared
+    inputs digest, or a digest of their distinct digests when they differ.
+    """
+    m = envelope.metadata
+    outcomes: list[str] = []
+    for r in envelope.records:
+        status = r.data.get("status")
+        label = f"{r.kind}:{status}" if isinstance(status, str) and status else r.kind
+        if label not in outcomes:
+            outcomes.append(label)
+    digests = sorted({r.provenance.inputs_digest for r in envelope.records})
+    return {
+        "run_id": m.run_id,
+        "attempt": m.attempt,
+        "agent_version": m.agent_version,
+        "started_at": m.started_at.astimezone(UTC),
+        "ended_at": m.ended_at.astimezone(UTC),
+        "duration_ms": round((m.ended_at - m.started_at).total_seconds() * 1000),
+        "record_count": len(envelope.records),
+        "outcome": ",".join(outcomes) or None,
+        "inputs_digest": digests[0] if len(digests) == 1 else (digest(digests) if digests else None),
+    }
+
+
+def parse_json(value: Any, table: str, key: str) -> Any:
+    """A JSON column's value: parsed when stored as text (SQLite), as is otherwise."""
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise StoreError(f"malformed JSON in stored row: {exc}", table=table, key=key) from exc
+
+
+def parse_lead(value: Any, key: str) -> Lead:
+    """A stored lead, or StoreError naming it if the row no longer fits the model."""
+    try:
+        return Lead.model_validate(parse_json(value, "leads", key))
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise StoreError(f"malformed lead row: {exc}", table="leads", key=key) from exc
+
+
+def parse_envelope(value: Any, key: str) -> Envelope:
+    """A stored envelope, or StoreError naming it if the row no longer fits the model."""
+    try:
+        return Envelope.model_validate(parse_json(value, "audit_log", key))
+    except ValueError as exc:
+        raise StoreError(f"malformed envelope row: {exc}", table="audit_log", key=key) from exc
+
+
+def draft_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A draft as every backend returns it: JSON parsed, `approved` a bool, times as text."""
+    key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
+    d = plain_row(row) or {}
+    d["citations"] = parse_json(d["citations"], "drafts", key)
+    d["provenance"] = parse_json(d["provenance"], "drafts", key)
+    d["approved"] = bool(d["approved"])
+    return d
+
+
+def plain_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row with timestamps as ISO strings, so callers see one shape on every backend."""
+    if row is None:
+        return None
+    return {k: iso(v) if k in TIME_COLUMNS else v for k, v in row.items()}
+
+
+def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[dict[str, Any]]:
+    """One outcome per lead, in the contract's shape, from the joined store rows.
+
+    Each input row has: lead_id, email, draft_status, draft_error, approved,
+    delivery, message_id, delivery_error. Shared so that every backend reports the
+    same outcome for the same facts.
+    """
+    decided = stage in DECIDED_STAGES
+    out = []
+    for r in rows:
+        draft_status = r["draft_status"] if r["draft_status"] in {"drafted", "failed"} else "pending"
+        if r["delivery"] in {"sent", "suppressed", "failed"}:
+            delivery = r["delivery"]
+        elif draft_status == "failed" or (decided and not r["approved"]):
+            delivery = "not_approved"
+        else:
+            delivery = "pending"
+        out.append({
+            "lead_id": r["lead_id"],
+            "email": r["email"],
+            "draft_status": draft_status,
+            "delivery_status": delivery,
+            "message_id": r["message_id"],
+            "error": r["delivery_error"] or r["draft_error"],
+        })
+    return out
+
+
+# -- choosing a backend ---------------------------------------------------------------------
+
+
+def open_store(target: str | Settings, *, auto_migrate: bool | None = None) -> Store:
+    """The store for a URL or for the settings; nothing is connected until first use.
+
+    With settings: `CAMPAIGN_STORE_URL` if set, else Supabase's REST API when both
+    `SUPABASE_URL` and `SUPABASE_KEY` are set, else the embedded SQLite file.
+    URLs: `sqlite:///PATH`, `postgresql://...` (or `postgres://...`).
+    `auto_migrate` overrides the backend's default (SQLite migrates itself; shared
+    stores only check the version).
+    """
+    if not isinstance(target, str):
+        settings = target
+        if not settings.store_url and settings.supabase_url and settings.supabase_key:
+            from campaign_core.supabase_store import SupabaseStore
+
+            return SupabaseStore(settings.supabase_url, settings.supabase_key.get_secret_value())
+        target = settings.resolved_store_url
+    url = target
     if url.startswith("sqlite:///"):
         from campaign_core.sqlite_store import SqliteStore
 
-        return SqliteStore(url.removeprefix("sqlite:///"))
+        return SqliteStore(url.removeprefix("sqlite:///"),
+                           auto_migrate=True if auto_migrate is None else auto_migrate)
+    if url.startswith(("postgresql://", "postgres://")):
+        from campaign_core.postgres_store import PostgresStore
+
+        return PostgresStore(url, auto_migrate=bool(auto_migrate))
     raise StoreError(
-        f"unsupported store URL scheme in {url.split(':', 1)[0]!r}: use sqlite:///PATH"
+        f"unsupported store URL scheme {url.split(':', 1)[0]!r} in CAMPAIGN_STORE_URL: "
+        "use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
     )

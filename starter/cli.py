@@ -103,7 +103,10 @@ def dev(
     """Start the embedded Temporal dev server (persistent, with UI) and all workers."""
     from starter.devstack import run_dev
 
-    run(run_dev(load_settings(), port=port, ui_port=ui_port, with_workers=not no_worker))
+    settings = load_settings()
+    if not no_worker:
+        run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
+    run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker))
 
 
 @app.command()
@@ -314,21 +317,32 @@ def suppress(emails: list[str] = typer.Argument(..., metavar="EMAIL...")) -> Non
     from campaign_core.leads import normalise_email
 
     async def go() -> int:
-        store = open_store(load_settings().resolved_store_url)
-        return await store.add_suppressions([normalise_email(e) for e in emails], "manual")
+        store = open_store(load_settings())
+        try:
+            return await store.add_suppressions([normalise_email(e) for e in emails], "manual")
+        finally:
+            await store.close()
 
     added = run(go())
     err.print(f"{added} address(es) added to the suppression list ({len(emails) - added} already there)")
 
 
+async def migrate_store(settings: Settings) -> tuple[str, int, int]:
+    """Bring the configured store to the code's schema: (store, version before, after)."""
+    store = open_store(settings)
+    try:
+        before = await store.schema_version()
+        return repr(store), before, await store.migrate()
+    finally:
+        await store.close()
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply the SQL migrations to the configured store."""
-
-    async def go() -> int:
-        return await open_store(load_settings().resolved_store_url).migrate()
-
-    err.print(f"store at schema version {run(go())}")
+    """Apply the SQL migrations to the configured store (SQLite or PostgreSQL)."""
+    where, before, after = run(migrate_store(load_settings()))
+    change = "already up to date" if before == after else f"migrated from version {before}"
+    err.print(f"{where}: schema version {after} ({change})", highlight=False)
 
 
 @app.command()

@@ -112,8 +112,9 @@ async def wait_for(mgr: CampaignManager, cid: str, stages: set[Stage], total: in
 
 async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> None:
     home = settings.campaign_home
-    store = open_store(settings.resolved_store_url)
-    await store.migrate()
+    store = open_store(settings)
+    await store.migrate()  # like `campaign dev`, the demo keeps its store current
+    await store.close()
     cid = f"demo-{uuid.uuid4().hex[:8]}"
     leads_file = sample_leads(home / "demo" / "leads.csv", n_leads)
     intake = read_leads_file(leads_file, cid)

@@ -1,5 +1,12 @@
--- Schema version 1: the campaign engine's durable record.
+-- Schema version 1 (SQLite): the campaign engine's durable record.
 -- Natural keys everywhere so that every write is an idempotent upsert.
+-- The PostgreSQL twin with the same version number is ../postgres/0001_init.sql.
+-- Each migration records its own version, so it is complete however it is applied.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version         INTEGER PRIMARY KEY,
+    applied_at      TEXT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS campaigns (
     campaign_id     TEXT PRIMARY KEY,
@@ -89,3 +96,6 @@ CREATE TABLE IF NOT EXISTS audit_log (
     created_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_campaign ON audit_log(campaign_id, lead_id);
+
+INSERT INTO schema_version(version, applied_at)
+VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT(version) DO NOTHING;

@@ -1,0 +1,182 @@
+"""Checks every draft must pass before it can reach a person's review queue.
+
+They are code, not prompt text, because a model can ignore an instruction but not
+a check: a draft that cites a passage nobody retrieved, keeps a `{first_name}`
+placeholder or states a number the knowledge base does not support is caught here
+whatever the prompt said. The copywriter gives the model one repair attempt with
+the reasons, then fails the lead with them (`GuardrailViolation`).
+
+Each check returns human-readable reasons, because the same text is sent back to
+the model as repair instructions and shown to the user as the lead's error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from campaign_core.leads import Lead
+
+SUBJECT_MAX_CHARS = 120
+BODY_MIN_WORDS = 15
+BODY_MAX_WORDS = 300
+BODY_MAX_CHARS = 4000
+#: Share of a citation's claim words that must appear in the body.
+CLAIM_OVERLAP = 0.5
+
+
+class Citation(BaseModel):
+    """One claim of the body and the retrieved passage that supports it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    passage_id: str = Field(description="The id of one of the passages given in the prompt.")
+    claim: str = Field(description="The sentence or phrase of the body that this passage supports.")
+
+
+class DraftOutput(BaseModel):
+    """The copywriter's structured output: what the model must return, field by field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(description="Email subject line, plain text, one line.")
+    body: str = Field(description="Email body, plain text, greeting to sign-off.")
+    personal_points: list[str] = Field(
+        description="The facts about this lead that the message uses to personalise it.")
+    citations: list[Citation] = Field(
+        description="Every factual claim of the body with the passage id that supports it.")
+
+
+#: Unfilled template slots a model (or a template) can leave behind.
+PLACEHOLDERS = [
+    re.compile(r"\{\{[^{}]*\}\}"),                                # {{ first_name }}
+    re.compile(r"\{\s*[A-Za-z_][\w .-]{0,40}\}"),                  # {first_name}, {Company}
+    re.compile(r"\$\{[^}]*\}"),                                    # ${name}
+    re.compile(r"%\([a-z_]+\)s"),                                  # %(name)s
+    re.compile(r"\[(?:[A-Z][A-Za-z]*|[A-Z]{2,})(?:[ _-][A-Za-z]+){0,3}\]"),  # [Company], [First Name]
+    re.compile(r"<(?:[a-z]+_[a-z_]+|first ?name|last ?name|company|name|title)>", re.I),
+    re.compile(r"\b(?:INSERT|TODO|TBD|XXX)\b"),
+    re.compile(r"\blorem ipsum\b", re.I),
+]
+#: An inline citation marker in a body: `[kb/file.md#3-1a2b3c4d]`.
+INLINE_CITATION = re.compile(r"\[([^\[\]\s]+#[^\[\]\s]+)\]")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
+    "it", "its", "of", "on", "or", "our", "that", "the", "this", "to", "we", "with", "you", "your",
+})
+_WORD_LIMIT = re.compile(
+    r"\b(?:under|below|fewer than|less than|at most|no more than|max(?:imum)?(?: of)?|up to|"
+    r"within)\s+(\d{1,4})\s+words\b", re.I)
+_CITATION_DEMAND = re.compile(
+    r"\bcit(?:e|es|ed|ing|ation|ations)\b|\bsource(?:d|s)?\s+(?:every|each|all)\b", re.I)
+
+
+@dataclass(frozen=True)
+class BriefRules:
+    """What the brief asks for that code can check."""
+
+    max_words: int = BODY_MAX_WORDS
+    citations_required: bool = False
+
+    @classmethod
+    def from_brief(cls, brief: str) -> BriefRules:
+        limits = [int(n) for n in _WORD_LIMIT.findall(brief)]
+        return cls(
+            max_words=min([*limits, BODY_MAX_WORDS]) if limits else BODY_MAX_WORDS,
+            citations_required=bool(_CITATION_DEMAND.search(brief)),
+        )
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def placeholders(text: str) -> list[str]:
+    """Every unfilled placeholder in `text`, in order of appearance."""
+    text = INLINE_CITATION.sub(" ", text)
+    spans = sorted(((m.start(), m.end()) for p in PLACEHOLDERS for m in p.finditer(text)),
+                   key=lambda se: (se[0], -se[1]))
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:  # `{x}` inside `${x}` or `{{ x }}` is the same placeholder
+        if not any(s <= start and end <= e for s, e in kept):
+            kept.append((start, end))
+    return [text[s:e] for s, e in kept]
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(INLINE_CITATION.sub(" ", text)))
+
+
+def _lead_text(lead: Lead) -> str:
+    fields = (lead.first_name, lead.last_name, lead.company, lead.title, lead.website, lead.notes)
+    return " ".join([*(f for f in fields if f), *lead.custom.values()])
+
+
+def check_draft(
+    draft: DraftOutput,
+    *,
+    passages: list[dict[str, object]],
+    lead: Lead,
+    brief: str,
+    grounding: Iterable[str] = (),
+) -> list[str]:
+    """Every reason `draft` may not be shown to a reviewer; empty when it passes.
+
+    `grounding` is extra text whose numbers a draft may repeat without a citation
+    (e.g. the offline template's own fixed sentences).
+    """
+    rules = BriefRules.from_brief(brief)
+    reasons: list[str] = []
+    subject, body = draft.subject.strip(), draft.body.strip()
+    if not subject:
+        reasons.append("the subject is empty")
+    elif len(subject) > SUBJECT_MAX_CHARS:
+        reasons.append(f"the subject has {len(subject)} characters; at most {SUBJECT_MAX_CHARS}")
+    if "\n" in subject:
+        reasons.append("the subject must be one line")
+    words = word_count(body)
+    if words < BODY_MIN_WORDS:
+        reasons.append(f"the body has {words} words; at least {BODY_MIN_WORDS}")
+    elif words > rules.max_words:
+        reasons.append(f"the body has {words} words; the limit is {rules.max_words}")
+    if len(body) > BODY_MAX_CHARS:
+        reasons.append(f"the body has {len(body)} characters; at most {BODY_MAX_CHARS}")
+    for where, text in (("subject", subject), ("body", body)):
+        found = placeholders(text)
+        if found:
+            shown = ", ".join(dict.fromkeys(found))
+            reasons.append(f"the {where} has unfilled placeholders: {shown}")
+
+    by_id = {str(p["passage_id"]): p for p in passages}
+    cited = [c.passage_id for c in draft.citations] + INLINE_CITATION.findall(body)
+    unknown = [pid for pid in dict.fromkeys(cited) if pid not in by_id]
+    for pid in unknown:
+        reasons.append(f"citation {pid!r} is not one of the retrieved passages "
+                       f"({', '.join(by_id) or 'none were retrieved'})")
+    body_words = set(_content_words(body))
+    for c in draft.citations:
+        claim = _content_words(c.claim)
+        if not claim:
+            reasons.append(f"the citation of {c.passage_id!r} does not say which claim it supports")
+        elif sum(w in body_words for w in claim) / len(claim) < CLAIM_OVERLAP:
+            reasons.append(f"the claim cited to {c.passage_id!r} ({c.claim[:80]!r}) is not in the body")
+
+    if rules.citations_required:
+        if by_id and not draft.citations:
+            reasons.append("the brief requires every claim to cite a passage, and there are no citations")
+        cited_text = " ".join(str(by_id[pid].get("text", "")) for pid in cited if pid in by_id)
+        allowed = _numbers(" ".join([cited_text, brief, _lead_text(lead), *grounding]))
+        loose = sorted(_numbers(INLINE_CITATION.sub(" ", body)) - allowed, key=lambda n: (len(n), n))
+        if loose:
+            reasons.append("the body states figures no cited passage supports: " + ", ".join(loose)
+                           + " (cite the passage they come from or leave them out)")
+    return reasons

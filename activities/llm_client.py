@@ -1,0 +1,204 @@
+"""Talking to an OpenAI-compatible endpoint the way a Temporal activity must.
+
+Temporal owns retrying, so the `openai` client is built with `max_retries=0`: a
+client that retried on its own would hide failures from the retry policy, double
+the rate-limit pressure and could run past the activity's timeout. Instead every
+provider failure is translated here into an `ApplicationError` that tells Temporal
+what to do:
+
+- 408, 409, 429, 5xx, timeouts and connection errors are retryable; a
+  `Retry-After` (or `retry-after-ms`) header becomes the next attempt's delay
+  (`next_retry_delay`), so a rate-limited provider is not hammered;
+- 401 and 403 mean the key is wrong: `LLMAuthError`, not retryable, and the
+  campaign workflow turns it into one campaign-level error instead of one per lead;
+- any other 4xx (400, 404, 422, ...) is `LLMRequestRejected`, not retryable:
+  sending the same request again cannot succeed.
+
+Long calls heartbeat (`heartbeating`), so a heartbeat timeout detects a dead worker
+quickly while a slow but healthy LLM call is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import openai
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from campaign_core.settings import Settings
+
+T = TypeVar("T")
+
+#: Error types raised here; the non-retryable ones are listed in registry.PERMANENT_ERRORS.
+AUTH_ERROR = "LLMAuthError"
+REJECTED_ERROR = "LLMRequestRejected"
+RATE_LIMITED = "LLMRateLimited"
+UNAVAILABLE = "LLMUnavailable"
+TIMEOUT = "LLMTimeout"
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+AUTH_STATUS = frozenset({401, 403})
+#: A provider asking for more than this is capped: the retry policy's attempts still bound
+#: the total, and a lead should not sleep for an hour because of one odd header.
+MAX_RETRY_AFTER = timedelta(minutes=5)
+#: Heartbeat period when the activity has no heartbeat timeout of its own.
+DEFAULT_HEARTBEAT_EVERY = 10.0
+
+#: USD per million (prompt, completion) tokens, matched by the longest model-name prefix.
+#: Prices change: CAMPAIGN_LLM_PRICE_INPUT / _OUTPUT override this table.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+}
+
+
+def make_client(settings: Settings) -> openai.AsyncOpenAI:
+    """An async client for the configured endpoint with the SDK's own retries off."""
+    if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
+        raise ValueError(
+            "OPENAI_API_KEY is not set: it is needed for CAMPAIGN_LLM_PROVIDER=openai and for "
+            "CAMPAIGN_EMBEDDING_MODEL (any non-empty value for a local endpoint that ignores it)"
+        )
+    return openai.AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url or None,
+        max_retries=0,
+        timeout=settings.llm_timeout_seconds,
+    )
+
+
+def price_per_mtok(model: str, settings: Settings) -> tuple[float, float] | None:
+    """(input, output) USD per million tokens for `model`, or None when unknown."""
+    if settings.llm_price_input is not None or settings.llm_price_output is not None:
+        return (settings.llm_price_input or 0.0, settings.llm_price_output or 0.0)
+    matches = [name for name in PRICES if model.startswith(name)]
+    return PRICES[max(matches, key=len)] if matches else None
+
+
+def cost_usd(model: str, settings: Settings, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """What a call cost, or None when the model's price is unknown (never a guess)."""
+    price = price_per_mtok(model, settings)
+    if price is None:
+        return None
+    return round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000, 8)
+
+
+def retry_after(headers: Any) -> timedelta | None:
+    """The delay a provider asked for: `retry-after-ms`, or `retry-after` in seconds or as a date."""
+    if headers is None:
+        return None
+    delay: float | None = None
+    raw_ms = headers.get("retry-after-ms")
+    raw = headers.get("retry-after")
+    try:
+        if raw_ms is not None:
+            delay = float(raw_ms) / 1000
+        elif raw is not None:
+            delay = float(raw)
+    except ValueError:
+        delay = None
+    if delay is None and raw:
+        try:
+            when = email.utils.parsedate_to_datetime(str(raw))
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            delay = (when - datetime.now(UTC)).total_seconds()
+    if delay is None or delay <= 0:
+        return None
+    return min(timedelta(seconds=delay), MAX_RETRY_AFTER)
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """Provider messages may echo (part of) the key; never let it reach a log or the store."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:300]
+
+
+def _provider_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return exc.message
+
+
+def classify(exc: BaseException, *, what: str = "LLM", secret: str | None = None) -> ApplicationError:
+    """The ApplicationError that tells Temporal whether and when to retry `exc`."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ApplicationError(f"{what} call timed out", type=TIMEOUT)
+    if isinstance(exc, openai.APIConnectionError):
+        return ApplicationError(f"{what} endpoint unreachable: {_scrub(str(exc), secret)}",
+                                type=UNAVAILABLE)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in AUTH_STATUS:
+            # The provider's text can quote the key; name the setting instead.
+            return ApplicationError(
+                f"{what} provider refused the credentials (HTTP {status}): check OPENAI_API_KEY "
+                "and OPENAI_BASE_URL",
+                type=AUTH_ERROR, non_retryable=True,
+            )
+        detail = _scrub(_provider_message(exc), secret)
+        if status in RETRYABLE_STATUS or status >= 500:
+            delay = retry_after(exc.response.headers)
+            kind = RATE_LIMITED if status == 429 else UNAVAILABLE
+            wait = f", retry after {delay.total_seconds():g}s" if delay else ""
+            return ApplicationError(f"{what} HTTP {status}{wait}: {detail}", type=kind,
+                                    next_retry_delay=delay)
+        return ApplicationError(f"{what} rejected the request (HTTP {status}): {detail}",
+                                type=REJECTED_ERROR, non_retryable=True)
+    raise TypeError(f"not a provider error: {exc!r}")
+
+
+PROVIDER_ERRORS = (openai.APIConnectionError, openai.APIStatusError)
+
+
+async def heartbeating(aw: Awaitable[T], *, details: str = "waiting for the provider") -> T:
+    """Await `aw` while heartbeating, so long provider calls survive the heartbeat timeout.
+
+    The period is a third of the activity's heartbeat timeout; outside an activity the
+    awaitable is simply awaited. If the activity is cancelled, so is the call.
+    """
+    if not activity.in_activity():
+        return await aw
+    timeout = activity.info().heartbeat_timeout
+    every = timeout.total_seconds() / 3 if timeout else DEFAULT_HEARTBEAT_EVERY
+    task: asyncio.Future[T] = asyncio.ensure_future(aw)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=max(every, 0.01))
+            if done:
+                return task.result()
+            activity.heartbeat(details)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def provider_call(
+    aw: Awaitable[T], *, what: str, settings: Settings, details: str = "waiting for the provider"
+) -> T:
+    """Run one provider call with heartbeats, translating its failures for Temporal."""
+    secret = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    try:
+        return await heartbeating(aw, details=details)
+    except PROVIDER_ERRORS as exc:
+        raise classify(exc, what=what, secret=secret) from None

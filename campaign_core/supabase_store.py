@@ -1,0 +1,479 @@
+"""The Supabase REST store: the same schema, reached through PostgREST with the `supabase` client.
+
+Chosen when only `SUPABASE_URL` and `SUPABASE_KEY` are set: a team on Supabase's
+hosted API need not open its database port to the workers. Use the service key
+(the `service_role` bypasses the row-level security the migrations switch on);
+the anon key sees nothing, by design.
+
+How the Store's guarantees carry over to REST:
+
+- Idempotent upserts are PostgREST upserts: `POST /rest/v1/<table>?on_conflict=<natural
+  key>` with `Prefer: resolution=merge-duplicates` (update) or `ignore-duplicates`
+  (keep the first). Only the columns sent are updated, so a column that must keep its
+  first value (`created_at`, a delivery's `message_id`) is simply not sent.
+- There is no multi-statement transaction over REST. Each write is one statement,
+  and a write that takes several (an approval: record it, mark drafts, count) is a
+  sequence of idempotent steps, so a retried activity converges on the same rows.
+- Reads page with `offset`/`limit` until an empty page, so a project's `max_rows`
+  cap never truncates a report silently.
+- A project that cannot be reached raises `StoreUnavailable`, one that answers 5xx
+  the client's `APIError`: ordinary exceptions, so Temporal retries. A row Postgres rejects
+  (SQLSTATE class 22 or 23) or a body PostgREST cannot read becomes `StoreError`
+  with the table and key. The client's own GET retries are off: Temporal owns retries.
+- DDL cannot go over REST, so this store never migrates: it refuses a schema older
+  than the code and says how to apply `supabase/migrations/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from postgrest.types import CountMethod, ReturnMethod
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from campaign_core.envelope import Envelope
+from campaign_core.leads import Lead
+from campaign_core.models import Counts
+from campaign_core.store import (
+    SCHEMA_VERSION,
+    TIME_COLUMNS,
+    StoreError,
+    StoreUnavailable,
+    check_version,
+    draft_row,
+    iso,
+    normalise_address,
+    now_utc,
+    parse_envelope,
+    parse_lead,
+    plain_row,
+    report_rows,
+    trace_fields,
+)
+
+HOW_TO_MIGRATE = (
+    "apply supabase/migrations/ with the Supabase CLI (`supabase db push`), or run "
+    "`campaign db migrate` with CAMPAIGN_STORE_URL set to the project's Postgres connection string"
+)
+
+#: PostgREST's own "cannot read the request body" code; SQLSTATE classes 22 and 23.
+_REJECTED_CODES = ("PGRST102",)
+_REJECTED_CLASSES = ("22", "23")
+
+Query = Any  # a postgrest request builder; its classes differ per operation
+MINIMAL = ReturnMethod.minimal  # writes return no rows: less traffic, nothing to parse
+
+
+def _now() -> str:
+    return now_utc().isoformat(timespec="microseconds")
+
+
+class SupabaseStore:
+    """`Store` over Supabase's REST API (PostgREST)."""
+
+    def __init__(
+        self, url: str, key: str, *, transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0, batch_size: int = 500, page_size: int = 1000,
+    ) -> None:
+        """`transport` replaces the network (tests); `batch_size` rows go in one upsert;
+        `page_size` rows are asked for per page (Supabase caps pages at `max_rows`)."""
+        self.url = url.rstrip("/")
+        self._key = key
+        self.transport = transport
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.page_size = page_size
+        self._client: AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SupabaseStore({self.url!r})"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _db(self) -> AsyncClient:
+        """The client for the running loop (HTTP connections belong to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
+            self._client = await acreate_client(self.url, self._key, options=AsyncClientOptions(
+                httpx_client=self._http, postgrest_client_retry=False,
+                auto_refresh_token=False, persist_session=False,
+            ))
+            self._loop = loop
+        return self._client
+
+    async def _ready_db(self) -> AsyncClient:
+        db = await self._db()
+        if not self._ready:
+            await self.ensure_schema()
+        return db
+
+    async def close(self) -> None:
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            await http.aclose()
+
+    async def _run(
+        self, build: Callable[[AsyncClient], Query], table: str, key: str | None = None
+    ) -> Any:
+        """Execute one request; rows PostgREST or Postgres reject -> StoreError(table, key)."""
+        db = await self._ready_db()
+        return await self._execute(build(db), table, key)
+
+    async def _execute(self, query: Query, table: str, key: str | None) -> Any:
+        try:
+            return await query.execute()
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"store {self.url} is not reachable: "
+                                   f"{exc.__class__.__name__}: {exc}") from exc
+        except APIError as exc:
+            code = str(exc.code or "")
+            if code in _REJECTED_CODES or (len(code) == 5 and code[:2] in _REJECTED_CLASSES):
+                detail = f" ({exc.details})" if exc.details else ""
+                raise StoreError(f"rejected by the store: {code} {exc.message}{detail}",
+                                 table=table, key=key) from exc
+            raise
+
+    async def _pages(
+        self, table: str, columns: str, where: Callable[[Query], Query], order: list[str]
+    ) -> list[dict[str, Any]]:
+        """Every row matching `where`, page by page, in a total `order`."""
+        db = await self._ready_db()
+        rows: list[dict[str, Any]] = []
+        while True:
+            q = where(db.table(table).select(columns))
+            for col in order:
+                q = q.order(col)
+            page = (await self._execute(q.range(len(rows), len(rows) + self.page_size - 1),
+                                        table, None)).data
+            if not page:
+                return rows
+            rows.extend(page)
+
+    async def _count(self, table: str, where: Callable[[Query], Query]) -> int:
+        res = await self._run(
+            lambda db: where(db.table(table).select("*", count=CountMethod.exact, head=True)), table)
+        return int(res.count or 0)
+
+    # -- schema -----------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        db = await self._db()
+        try:
+            res = await self._execute(
+                db.table("schema_version").select("version").order("version", desc=True).limit(1),
+                "schema_version", None)
+        except APIError as exc:
+            if exc.code in {"42P01", "PGRST205"}:  # no such table (Postgres, PostgREST >= 12)
+                return 0
+            raise
+        return int(res.data[0]["version"]) if res.data else 0
+
+    async def ensure_schema(self) -> int:
+        """Refuse a schema that is not the code's: REST cannot run migrations.
+
+        Version 0 has a second possible cause worth naming: with the anon key,
+        row-level security hides the `schema_version` rows, so the schema looks absent.
+        """
+        version = await self.schema_version()
+        if version == 0:
+            raise StoreError(
+                f"store {self.url} shows no campaign schema: {HOW_TO_MIGRATE}. If the migrations "
+                "are applied, SUPABASE_KEY must be the service key (row-level security hides "
+                "every row from the anon key)")
+        check_version(version, self.url, how_to_migrate=HOW_TO_MIGRATE)
+        self._ready = True
+        return version
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Cannot apply DDL over REST: succeed if already current, else say how to migrate."""
+        version = await self.schema_version()
+        if version >= (SCHEMA_VERSION if target is None else target):
+            return check_version(version, self.url, how_to_migrate=HOW_TO_MIGRATE)
+        raise StoreError(f"store {self.url} is at schema version {version}; the REST API cannot "
+                         f"migrate it: {HOW_TO_MIGRATE}")
+
+    # -- campaigns and leads ----------------------------------------------------
+
+    async def upsert_campaign(
+        self, *, campaign_id: str, name: str, brief: str, channel: str,
+        kb_dir: str | None, workflow_id: str,
+    ) -> None:
+        row = {"campaign_id": campaign_id, "name": name, "brief": brief, "channel": channel,
+               "kb_dir": kb_dir, "workflow_id": workflow_id}
+        await self._run(lambda db: db.table("campaigns").upsert(
+            row, on_conflict="campaign_id", ignore_duplicates=True, returning=MINIMAL),
+            "campaigns", campaign_id)
+
+    async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        res = await self._run(lambda db: db.table("campaigns").select("*")
+                              .eq("campaign_id", campaign_id).limit(1), "campaigns", campaign_id)
+        return plain_row(res.data[0]) if res.data else None
+
+    async def set_stage(self, campaign_id: str, stage: str) -> None:
+        await self._run(lambda db: db.table("campaigns").update(
+            {"stage": stage, "updated_at": _now()}, returning=MINIMAL)
+            .eq("campaign_id", campaign_id), "campaigns", campaign_id)
+
+    async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int:
+        """Upsert in batches; a batch is one statement, so duplicates in it are merged first."""
+        unique = list({lead.lead_id: lead for lead in leads}.values())
+        now = _now()
+        for i in range(0, len(unique), self.batch_size):
+            batch = [{"campaign_id": campaign_id, "lead_id": lead.lead_id, "email": lead.email,
+                      "data": lead.model_dump(mode="json"), "updated_at": now}
+                     for lead in unique[i:i + self.batch_size]]
+            await self._upsert("leads", batch, "campaign_id,lead_id", campaign_id)
+        return len(leads)
+
+    async def _upsert(self, table: str, rows: list[dict[str, Any]], on_conflict: str, key: str) -> None:
+        await self._run(lambda db: db.table(table).upsert(
+            rows, on_conflict=on_conflict, returning=MINIMAL), table, key)
+
+    async def get_lead(self, campaign_id: str, lead_id: str) -> Lead | None:
+        key = f"{campaign_id}/{lead_id}"
+        res = await self._run(lambda db: db.table("leads").select("data")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id).limit(1),
+                              "leads", key)
+        return parse_lead(res.data[0]["data"], key) if res.data else None
+
+    async def list_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
+        def build(db: AsyncClient) -> Query:
+            q = db.table("leads").select("lead_id").eq("campaign_id", campaign_id)
+            if after:
+                q = q.gt("lead_id", after)
+            return q.order("lead_id").limit(limit)
+
+        res = await self._run(build, "leads", campaign_id)
+        return [r["lead_id"] for r in res.data]
+
+    async def set_lead_status(
+        self, campaign_id: str, lead_id: str, status: str, error: str | None = None
+    ) -> None:
+        await self._run(lambda db: db.table("leads").update(
+            {"draft_status": status, "error": error, "updated_at": _now()}, returning=MINIMAL)
+            .eq("campaign_id", campaign_id).eq("lead_id", lead_id),
+            "leads", f"{campaign_id}/{lead_id}")
+
+    # -- envelopes, retrievals, drafts -------------------------------------------
+
+    async def save_envelope(self, envelope: Envelope, lead_id: str | None = None) -> str:
+        eid = envelope.envelope_id
+        m = envelope.metadata
+        row = {"envelope_id": eid, "campaign_id": m.campaign_id, "lead_id": lead_id,
+               "agent": m.agent, "envelope": envelope.model_dump(mode="json"),
+               **{k: iso(v) if k in TIME_COLUMNS else v for k, v in trace_fields(envelope).items()}}
+        await self._run(lambda db: db.table("audit_log").upsert(
+            row, on_conflict="envelope_id", ignore_duplicates=True, returning=MINIMAL),
+            "audit_log", eid)
+        return eid
+
+    async def get_envelope(self, envelope_id: str) -> Envelope | None:
+        res = await self._run(lambda db: db.table("audit_log").select("envelope")
+                              .eq("envelope_id", envelope_id).limit(1), "audit_log", envelope_id)
+        return parse_envelope(res.data[0]["envelope"], envelope_id) if res.data else None
+
+    async def save_retrieval(
+        self, campaign_id: str, lead_id: str, passages: list[dict[str, Any]], envelope_id: str
+    ) -> None:
+        row = {"campaign_id": campaign_id, "lead_id": lead_id, "passages": passages,
+               "envelope_id": envelope_id}
+        await self._run(lambda db: db.table("retrievals").upsert(
+            row, on_conflict="campaign_id,lead_id", returning=MINIMAL),
+            "retrievals", f"{campaign_id}/{lead_id}")
+
+    async def get_retrieval(self, campaign_id: str, lead_id: str) -> list[dict[str, Any]]:
+        res = await self._run(lambda db: db.table("retrievals").select("passages")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id).limit(1),
+                              "retrievals", f"{campaign_id}/{lead_id}")
+        return list(res.data[0]["passages"]) if res.data else []
+
+    async def upsert_draft(
+        self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
+        citations: list[str], provenance: dict[str, Any], envelope_id: str,
+    ) -> None:
+        row = {"campaign_id": campaign_id, "lead_id": lead_id, "step": step, "subject": subject,
+               "body": body, "citations": citations, "provenance": provenance,
+               "envelope_id": envelope_id}
+        await self._run(lambda db: db.table("drafts").upsert(
+            row, on_conflict="campaign_id,lead_id,step", returning=MINIMAL),
+            "drafts", f"{campaign_id}/{lead_id}/{step}")
+
+    async def _emails(self, campaign_id: str, lead_ids: list[str] | None = None) -> dict[str, Any]:
+        """lead_id -> (created_at, email) for the campaign (or the given leads): for joins."""
+        def where(q: Query) -> Query:
+            q = q.eq("campaign_id", campaign_id)
+            return q.in_("lead_id", lead_ids) if lead_ids is not None else q
+
+        rows = await self._pages("leads", "lead_id,email,created_at", where, ["lead_id"])
+        return {r["lead_id"]: r for r in rows}
+
+    async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+        drafts, leads = await asyncio.gather(
+            self._pages("drafts", "*", lambda q: q.eq("campaign_id", campaign_id),
+                        ["lead_id", "step"]),
+            self._emails(campaign_id))
+        joined = [{**d, "email": leads[d["lead_id"]]["email"]} for d in drafts if d["lead_id"] in leads]
+        joined.sort(key=lambda d: (iso(leads[d["lead_id"]]["created_at"]), d["lead_id"], d["step"]))
+        return [draft_row(d) for d in joined]
+
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
+        key = f"{campaign_id}/{lead_id}/{step}"
+        res = await self._run(lambda db: db.table("drafts").select("*").eq("campaign_id", campaign_id)
+                              .eq("lead_id", lead_id).eq("step", step).limit(1), "drafts", key)
+        if not res.data:
+            return None
+        leads = await self._emails(campaign_id, [lead_id])
+        if lead_id not in leads:
+            return None
+        return draft_row({**res.data[0], "email": leads[lead_id]["email"]})
+
+    # -- approvals and delivery ---------------------------------------------------
+
+    async def record_decision(
+        self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
+        by: str, note: str | None,
+    ) -> int:
+        """Record who decided what; on approval mark the drafts approved. Returns how many.
+
+        Three idempotent requests instead of one transaction: a retry after a partial
+        failure repeats them and ends in the same state.
+        """
+        key = f"{campaign_id}/{decision_id}"
+        row = {"campaign_id": campaign_id, "decision_id": decision_id, "decision": decision,
+               "lead_ids": lead_ids, "decided_by": by, "note": note}
+        await self._run(lambda db: db.table("approvals").upsert(
+            row, on_conflict="campaign_id,decision_id", ignore_duplicates=True,
+            returning=MINIMAL), "approvals", key)
+        if decision != "approve":
+            return 0
+        if lead_ids is None:
+            await self._run(lambda db: db.table("drafts").update(
+                {"approved": True}, returning=MINIMAL).eq("campaign_id", campaign_id),
+                "drafts", campaign_id)
+        else:
+            for i in range(0, len(lead_ids), 100):  # keep the URL short
+                await self._approve(campaign_id, lead_ids[i:i + 100])
+        return await self._count(
+            "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True))
+
+    async def _approve(self, campaign_id: str, lead_ids: list[str]) -> None:
+        await self._run(lambda db: db.table("drafts").update({"approved": True}, returning=MINIMAL)
+                        .eq("campaign_id", campaign_id).in_("lead_id", lead_ids),
+                        "drafts", campaign_id)
+
+    async def list_approved_lead_ids(
+        self, campaign_id: str, after: str | None, limit: int
+    ) -> list[str]:
+        """Distinct lead ids (a lead may have several approved steps), `limit` at most."""
+        ids: list[str] = []
+        cursor = after
+        while len(ids) < limit:
+            def build(db: AsyncClient, cursor: str | None = cursor) -> Query:
+                q = db.table("drafts").select("lead_id").eq("campaign_id", campaign_id).is_(
+                    "approved", True)
+                if cursor:
+                    q = q.gt("lead_id", cursor)
+                return q.order("lead_id").order("step").limit(limit)
+
+            rows = (await self._run(build, "drafts", campaign_id)).data
+            for r in rows:
+                if not ids or ids[-1] != r["lead_id"]:
+                    ids.append(r["lead_id"])
+            if len(rows) < limit:
+                break
+            cursor = rows[-1]["lead_id"]  # that lead is counted; skip its other steps
+        return ids[:limit]
+
+    async def add_suppressions(self, emails: list[str], reason: str) -> int:
+        """New addresses only are returned by an ignore-duplicates upsert: that is the count."""
+        rows = [{"email": e, "reason": reason}
+                for e in dict.fromkeys(normalise_address(e) for e in emails)]
+        if not rows:
+            return 0
+        res = await self._run(lambda db: db.table("suppressions").upsert(
+            rows, on_conflict="email", ignore_duplicates=True, returning=ReturnMethod.representation),
+            "suppressions", f"{len(rows)} address(es)")
+        return len(res.data)
+
+    async def is_suppressed(self, email: str) -> bool:
+        res = await self._run(lambda db: db.table("suppressions").select("email")
+                              .eq("email", normalise_address(email)).limit(1), "suppressions")
+        return bool(res.data)
+
+    async def get_delivery(self, message_key: str) -> dict[str, Any] | None:
+        res = await self._run(lambda db: db.table("deliveries").select("*")
+                              .eq("message_key", message_key).limit(1), "deliveries", message_key)
+        return plain_row(res.data[0]) if res.data else None
+
+    async def upsert_delivery(
+        self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
+        status: str, message_id: str | None = None, error: str | None = None,
+    ) -> None:
+        row: dict[str, Any] = {
+            "message_key": message_key, "campaign_id": campaign_id, "lead_id": lead_id,
+            "step": step, "channel": channel, "status": status, "error": error,
+            "updated_at": _now(),
+        }
+        if message_id is not None:  # not sent at all: an earlier message_id is kept
+            row["message_id"] = message_id
+        await self._run(lambda db: db.table("deliveries").upsert(
+            row, on_conflict="message_key", returning=MINIMAL), "deliveries", message_key)
+
+    # -- read models ---------------------------------------------------------------
+
+    async def counts(self, campaign_id: str) -> Counts:
+        def on(table: str, **eq: Any) -> Awaitable[int]:
+            def where(q: Query) -> Query:
+                q = q.eq("campaign_id", campaign_id)
+                for col, value in eq.items():
+                    q = q.is_(col, value) if isinstance(value, bool) else q.eq(col, value)
+                return q
+
+            return self._count(table, where)
+
+        values = await asyncio.gather(
+            on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
+            on("drafts", approved=True), on("deliveries", status="suppressed"),
+            on("deliveries", status="sent"), on("deliveries", status="failed"))
+        return Counts(**dict(zip(
+            ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed"],
+            values, strict=True)))
+
+    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+        """One row per lead with its final outcome: three paged reads joined here."""
+        campaign, leads, drafts, deliveries = await asyncio.gather(
+            self.get_campaign(campaign_id),
+            self._pages("leads", "lead_id,email,draft_status,error,created_at",
+                        lambda q: q.eq("campaign_id", campaign_id), ["lead_id"]),
+            self._pages("drafts", "lead_id,approved",
+                        lambda q: q.eq("campaign_id", campaign_id).eq("step", 1), ["lead_id"]),
+            self._pages("deliveries", "lead_id,status,message_id,error,message_key",
+                        lambda q: q.eq("campaign_id", campaign_id).eq("step", 1),
+                        ["lead_id", "message_key"]))
+        approved = {d["lead_id"]: d["approved"] for d in drafts}
+        sent = {x["lead_id"]: x for x in deliveries}
+        leads.sort(key=lambda r: (iso(r["created_at"]), r["lead_id"]))
+        rows = [{
+            "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
+            "draft_error": r["error"], "approved": approved.get(r["lead_id"]),
+            "delivery": sent.get(r["lead_id"], {}).get("status"),
+            "message_id": sent.get(r["lead_id"], {}).get("message_id"),
+            "delivery_error": sent.get(r["lead_id"], {}).get("error"),
+        } for r in leads]
+        return report_rows(rows, campaign["stage"] if campaign else None)
+
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
+        def where(q: Query) -> Query:
+            q = q.eq("campaign_id", campaign_id)
+            return q.eq("lead_id", lead_id) if lead_id else q
+
+        rows = await self._pages("audit_log", "*", where, ["created_at", "envelope_id"])
+        return [plain_row(r) or {} for r in rows]

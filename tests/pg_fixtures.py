@@ -1,0 +1,158 @@
+"""A throwaway PostgreSQL cluster from the installed server binaries, for tests and benchmarks.
+
+Like pytest-postgresql, without the dependency: `initdb` into a temp dir, `pg_ctl
+start` on a free port with its unix socket in that dir, one fresh database per
+test, and everything removed at the end. Postgres refuses to run as root, and CI
+runs as root, so there the server runs as the `postgres` user (`runuser -u
+postgres --`) and the temp dir is handed to that user.
+
+Make the fixtures visible in a test module (pytest only auto-loads conftest.py):
+
+    from tests import pg_fixtures
+    pg_cluster = pg_fixtures.pg_cluster
+    pg_url = pg_fixtures.pg_url
+
+Without server binaries the Postgres tests are skipped locally and fail in CI
+(`CI` set), where `make test` installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_USER = "postgres"
+
+
+def find_pg_bin() -> Path | None:
+    """The newest installed server's bin dir: $CAMPAIGN_PG_BIN, Debian's layout, or PATH."""
+    env = os.environ.get("CAMPAIGN_PG_BIN")
+    candidates = [Path(env)] if env else []
+
+    def version(p: Path) -> float:
+        m = re.search(r"postgresql/(\d+(?:\.\d+)?)/bin", str(p))
+        return float(m.group(1)) if m else 0.0
+
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "pg_ctl").exists():
+            return c
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TempPostgres:
+    """One private cluster: `with TempPostgres() as pg: url = pg.create_database()`."""
+
+    def __init__(self, bin_dir: Path | None = None, *, durable: bool = False) -> None:
+        """`durable=False` turns fsync off: tests need speed, not crash safety.
+        Benchmarks pass `durable=True` so that their figures mean something."""
+        found = bin_dir or find_pg_bin()
+        if found is None:
+            raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found")
+        self.bin = found
+        self.durable = durable
+        self.port = 0
+        self.base = Path(tempfile.mkdtemp(prefix="campaign-pg-"))
+        self.data = self.base / "data"
+        self.log = self.base / "server.log"
+        self._as_postgres = os.geteuid() == 0
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["runuser", "-u", PG_USER, "--", *args] if self._as_postgres else list(args)
+
+    def start(self) -> TempPostgres:
+        if self._as_postgres:
+            try:
+                pw = pwd.getpwnam(PG_USER)
+            except KeyError as exc:
+                raise RuntimeError(f"running as root but there is no {PG_USER!r} user") from exc
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        subprocess.run(
+            self._cmd(str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER, "-A", "trust",
+                      "-E", "UTF8", "--no-sync"),
+            check=True, capture_output=True, text=True,
+        )
+        options = [f"-k {self.base}", "-c listen_addresses=127.0.0.1", "-c max_connections=300"]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        last_error = ""
+        for _ in range(3):  # another process may take the free port before the server does
+            self.port = _free_port()
+            done = subprocess.run(
+                self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                          "-w", "-t", "60", "-o", " ".join([f"-p {self.port}", *options]), "start"),
+                capture_output=True, text=True,
+            )
+            if done.returncode == 0:
+                return self
+            last_error = done.stderr + (self.log.read_text() if self.log.exists() else "")
+        raise RuntimeError(f"PostgreSQL did not start: {last_error[-2000:]}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            subprocess.run(
+                self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
+                capture_output=True, timeout=60,
+            )
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> TempPostgres:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database; returns its URL."""
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[TempPostgres]:
+    """One cluster for the whole session (a start costs about a second)."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        message = ("PostgreSQL server binaries not found (apt-get install postgresql-15, "
+                   "or set CAMPAIGN_PG_BIN)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with TempPostgres(bin_dir) as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_url(pg_cluster: TempPostgres) -> str:
+    """A fresh, empty database for one test."""
+    return pg_cluster.create_database()
