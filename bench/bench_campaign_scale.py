@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -28,26 +26,10 @@ from campaign_core.models import CampaignStatus, Stage
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.sqlite_store import SqliteStore
-from campaign_core.temporal import dev_server_path
+from campaign_core.temporal import dev_server_path, run_history_lengths
 from starter.manager import CampaignManager
 from tests.doubles import fast_agents
 from worker_main import build_workers
-
-
-async def run_lengths(client: Client, workflow_id: str) -> list[int]:
-    """Events in each run of a workflow, following continue-as-new from the first run."""
-    info = (await client.get_workflow_handle(workflow_id).describe()).raw_description
-    run_id: str | None = info.workflow_execution_info.first_run_id
-    lengths = []
-    while run_id:
-        events = [e async for e in client.get_workflow_handle(
-            workflow_id, run_id=run_id).fetch_history_events()]
-        lengths.append(len(events))
-        last = events[-1]
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-                  else None)
-    return lengths
 
 
 async def wait(mgr: CampaignManager, cid: str, stages: set[Stage]) -> CampaignStatus:
@@ -83,8 +65,8 @@ async def main(n: int, window: int) -> None:
         await mgr.approve(cid, by="bench")
         final = await wait(mgr, cid, {Stage.COMPLETED, Stage.FAILED})
         t2 = time.monotonic()
-        campaign_runs = await run_lengths(env.client, campaign_workflow_id(cid))
-        delivery_runs = await run_lengths(env.client, delivery_workflow_id(cid))
+        campaign_runs = await run_history_lengths(env.client, campaign_workflow_id(cid))
+        delivery_runs = await run_history_lengths(env.client, delivery_workflow_id(cid))
     await env.shutdown()
     print(f"leads: {n}, window: {window}")
     print(f"drafting: {t1 - t0:.1f} s ({n / (t1 - t0):.1f} leads/s), "

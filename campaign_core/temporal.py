@@ -61,3 +61,24 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
             f"Temporal is not reachable at {target} ({exc.__class__.__name__}). "
             "Start the embedded stack with `campaign dev` (or set TEMPORAL_ADDRESS)."
         ) from exc
+
+
+async def run_history_lengths(client: Client, workflow_id: str) -> list[int]:
+    """Events in each run of a workflow, following continue-as-new from its first run.
+
+    What the orchestrators promise to keep small; benchmarks and tests read it.
+    """
+    from temporalio.api.enums.v1 import EventType
+
+    info = (await client.get_workflow_handle(workflow_id).describe()).raw_description
+    run_id: str | None = info.workflow_execution_info.first_run_id
+    lengths = []
+    while run_id:
+        events = [e async for e in client.get_workflow_handle(
+            workflow_id, run_id=run_id).fetch_history_events()]
+        lengths.append(len(events))
+        last = events[-1]
+        continued = last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                  if continued else None)
+    return lengths

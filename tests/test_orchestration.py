@@ -24,6 +24,7 @@ from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, LeadInput, PageRequest, Stage
 from campaign_core.send_window import SendWindow
+from campaign_core.temporal import run_history_lengths
 from starter.manager import BadInput, CampaignManager
 from tests.doubles import fast_agents
 
@@ -81,25 +82,6 @@ async def wait_stage(env: WorkflowEnvironment, cid: str, stage: Stage) -> Campai
     raise AssertionError(f"{cid} never reached {stage}: last {st}")
 
 
-async def run_lengths(env: WorkflowEnvironment, workflow_id: str) -> list[int]:
-    """History length of every run of a workflow, following continue-as-new."""
-    lengths = []
-    run_id: str | None = None
-    h = env.client.get_workflow_handle(workflow_id)
-    first = (await h.describe()).raw_description.workflow_execution_info
-    # Walk from the first run of the chain.
-    run_id = first.first_run_id or first.execution.run_id
-    while run_id:
-        events = [e async for e in env.client.get_workflow_handle(
-            workflow_id, run_id=run_id).fetch_history_events()]
-        lengths.append(len(events))
-        last = events[-1]
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-                  else None)
-    return lengths
-
-
 async def test_send_window_two_days_out_delays_two_days_and_no_more(
     ts_env, settings, store, prefix, run_workers
 ):
@@ -137,9 +119,9 @@ async def test_continue_as_new_keeps_counters_exact(ts_env, settings, store, pre
         final = await result_of(handle(ts_env, "c-can"))
     assert final.counts.sent == 23 and final.counts.approved == 23
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 23
-    runs = await run_lengths(ts_env, campaign_workflow_id("c-can"))
+    runs = await run_history_lengths(ts_env.client, campaign_workflow_id("c-can"))
     assert len(runs) >= 2, "the campaign should have continued as new"
-    deliveries = await run_lengths(ts_env, delivery_workflow_id("c-can"))
+    deliveries = await run_history_lengths(ts_env.client, delivery_workflow_id("c-can"))
     assert len(deliveries) >= 2, "delivery should have continued as new"
 
 
@@ -263,7 +245,7 @@ async def test_2500_leads_complete_with_small_histories(ts_env, settings, store,
         final = await result_of(handle(ts_env, "c-scale"))
     assert final.counts.sent == n and len(set(sent)) == n
     for wid in (campaign_workflow_id("c-scale"), delivery_workflow_id("c-scale")):
-        lengths = await run_lengths(ts_env, wid)
+        lengths = await run_history_lengths(ts_env.client, wid)
         assert max(lengths) < 10_000, (wid, lengths)
 
 
