@@ -40,13 +40,19 @@ class Agent:
         self.store = store
         self.settings = settings
 
-    def provenance(self, source: str, inputs: Any, model: str | None = None) -> Provenance:
+    def provenance(
+        self, source: str, inputs: Any, model: str | None = None, *,
+        prompt_hash: str | None = None, tokens: int | None = None, cost_usd: float | None = None,
+    ) -> Provenance:
         return Provenance(
             source=source,
             agent=self.name,
             created_at=now_utc(),
             inputs_digest=digest(inputs),
             model=model,
+            prompt_hash=prompt_hash,
+            tokens=tokens,
+            cost_usd=cost_usd,
         )
 
     def envelope(self, campaign_id: str, records: list[Record], started: datetime) -> Envelope:

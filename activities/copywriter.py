@@ -249,7 +249,8 @@ class CopywriterAgent(Agent):
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
                                 template_hash=None, calls=[], cached_calls=0)
         record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
-                        provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL))
+                        provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL,
+                                                   prompt_hash=prompt_hash, tokens=0, cost_usd=0.0))
         env = self.envelope(inp.campaign_id, [record], started)
         return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
 
@@ -301,8 +302,10 @@ class CopywriterAgent(Agent):
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=self.prompt.name,
                                 template_hash=self.prompt.sha256, calls=calls, cached_calls=reused)
         record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
-                        provenance=self.provenance(f"llm:{self.provider}", self._request(messages),
-                                                   model=self.model))
+                        provenance=self.provenance(
+                            f"llm:{self.provider}", self._request(messages), model=self.model,
+                            prompt_hash=prompt_hash, tokens=data["usage"]["total_tokens"],
+                            cost_usd=data["cost_usd"]))
         env = self.envelope(inp.campaign_id, [record], started)
         return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
 

@@ -31,6 +31,9 @@ class Provenance(BaseModel):
     created_at: datetime
     inputs_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     model: str | None = Field(default=None, description="The LLM (or template) used, if any.")
+    prompt_hash: str | None = Field(default=None, description="Hash of the exact prompt sent.")
+    tokens: int | None = Field(default=None, ge=0, description="LLM tokens, prompt + output.")
+    cost_usd: float | None = Field(default=None, ge=0)
 
 
 class Record(BaseModel):

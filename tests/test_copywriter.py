@@ -126,6 +126,9 @@ async def test_structured_output_is_parsed_into_the_model(store, llm, llm_settin
     assert draft["model"] == "test-model" and draft["provider"] == "openai"
     assert draft["provenance"].model == "test-model"
     assert draft["provenance"].inputs_digest == draft["prompt_hash"]
+    assert draft["provenance"].prompt_hash == draft["prompt_hash"]
+    assert draft["provenance"].tokens == draft["usage"]["total_tokens"] > 0
+    assert draft["provenance"].cost_usd == draft["cost_usd"]
     assert draft["template"] == PROMPT_NAME
     assert draft["template_hash"] == prompt_template().sha256
     usage = draft["usage"]
