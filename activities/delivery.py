@@ -1,70 +1,87 @@
 """The delivery agent: sends one approved message, exactly once in effect.
 
-The message key (campaign, lead, step) is recorded as `sending` before the channel
-is touched and `sent` after; a retry that finds `sent` does nothing. The outbox
-channel writes `<key>.eml` atomically (temp file + rename), so even a crash between
-writing and recording leaves one file with one Message-ID, never two.
+Every message has a deterministic key (campaign, lead, step) and a Message-ID derived
+from it. The delivery row goes `sending` before any channel is touched and `sent`, with
+the Message-ID, after the provider accepted; a retry that finds `sent` (or `suppressed`)
+does nothing. What a retry does when it finds an unfinished row depends on the channel:
+
+* outbox: the file is `<key>.eml`, written atomically, so rewriting it is harmless:
+  one file, one Message-ID, never two.
+* webhook: the retry POSTs again with the same `Idempotency-Key` (the message key) and
+  the same body; the receiver drops the second copy. At least once on the wire,
+  exactly once in effect for a receiver that honours the key.
+* smtp: SMTP has no idempotency key, so the agent records how far it got. The row is
+  `sending` until the server has accepted MAIL FROM and RCPT TO; it becomes
+  `committing` just before DATA (the only command after which the server may queue the
+  message), and `sent` after the server's 250. A retry that finds `sending` knows that
+  no DATA was ever issued for this key, so the server cannot hold the message: it
+  records the attempt and sends. A retry that finds `committing` does not send again:
+  it records the message as `sent`, noting in `error` that the acceptance was not
+  confirmed. An explicit refusal of DATA (4xx/5xx) moves the row back to `sending`.
+
+  The remaining window, honestly: between the `committing` write and the server's
+  reply (the DATA round trip, milliseconds) a crash or a dropped connection leaves the
+  outcome unknown. We resolve it as delivered, so in that window the guarantee is
+  at most once: a message can be lost (if the server never took it) but never
+  duplicated. Should a duplicate ever reach a mailbox anyway (say the store was
+  restored from an old backup), it carries the same `Message-ID` and
+  `X-Campaign-Message-Key`, which receivers and mail clients use to recognise it.
+
+Suppression is checked here, at the moment of sending, not when drafting.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formataddr, formatdate, parseaddr
-from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 
 from activities.base import Agent, permanent
+from activities.channels import (
+    Accepted,
+    ChannelConfigError,
+    ChannelRefused,
+    parse_smtp_url,
+    send_smtp,
+    send_webhook,
+    webhook_payload,
+    write_outbox,
+)
+from activities.rendering import (
+    MAIL_POLICY,
+    header_safe,
+    render_message,
+    unsubscribe_mailto,
+    unsubscribe_url,
+)
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
 
-#: CRLF line ends (RFC 5322) and no folding of long URLs into encoded words.
-MAIL_POLICY = SMTP.clone(max_line_length=998)
+__all__ = ["MAIL_POLICY", "DeliveryAgent", "header_safe", "render_message", "write_outbox"]
 
-
-def header_safe(value: str) -> str:
-    """No CR/LF from lead data may reach a header."""
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
-
-
-def render_message(
-    *, key: str, sender: str, to: str, to_name: str | None, subject: str, body: str,
-    unsubscribe_url: str,
-) -> EmailMessage:
-    """An RFC 5322 message whose Message-ID is derived from the message key."""
-    msg = EmailMessage(policy=MAIL_POLICY)
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "campaign.local"
-    msg["Message-ID"] = f"<{key}@{domain}>"
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
-    msg["From"] = header_safe(sender)
-    msg["To"] = formataddr((header_safe(to_name), to)) if to_name else to
-    msg["Subject"] = header_safe(subject)
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["X-Campaign-Message-Key"] = key
-    msg.set_content(f"{body}\n\n--\nTo stop receiving these messages: {unsubscribe_url}\n")
-    return msg
-
-
-def write_outbox(outbox: Path, key: str, msg: EmailMessage) -> Path:
-    """Write atomically: readers never see a half-written file, retries overwrite."""
-    outbox.mkdir(parents=True, exist_ok=True)
-    target = outbox / f"{key}.eml"
-    fd, tmp = tempfile.mkstemp(dir=outbox, prefix=".tmp-", suffix=".eml")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(bytes(msg))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    return target
+#: The SMTP row state between "server accepted the envelope" and "server accepted DATA".
+COMMITTING = "committing"
+UNCONFIRMED = ("unconfirmed: the worker stopped during DATA; not sent again, "
+               "to avoid a duplicate")
 
 
 class DeliveryAgent(Agent):
     name = "delivery"
+
+    def _check_channel(self, channel: Channel) -> None:
+        """Refuse, permanently, a channel this worker has no configuration for."""
+        if channel is Channel.SMTP:
+            if self.settings.smtp_url is None:
+                raise permanent("InvalidInput", "channel 'smtp' needs CAMPAIGN_SMTP_URL")
+            try:
+                parse_smtp_url(self.settings.smtp_url.get_secret_value())
+            except ChannelConfigError as err:
+                raise permanent("InvalidInput", str(err)) from err
+        elif channel is Channel.WEBHOOK and not self.settings.webhook_url:
+            raise permanent("InvalidInput", "channel 'webhook' needs CAMPAIGN_WEBHOOK_URL")
 
     @activity.defn(name="deliver_message")
     async def deliver_message(self, inp: DeliverInput) -> DeliveryOutcome:
@@ -81,30 +98,73 @@ class DeliveryAgent(Agent):
         common = {"message_key": key, "campaign_id": inp.campaign_id, "lead_id": inp.lead_id,
                   "step": inp.step, "channel": inp.channel.value}
 
-        async def mark(status: str, message_id: str | None = None) -> None:
+        async def mark(status: str, message_id: str | None = None, error: str | None = None) -> None:
             await self.store.upsert_delivery(
                 message_key=key, campaign_id=inp.campaign_id, lead_id=inp.lead_id, step=inp.step,
-                channel=inp.channel.value, status=status, message_id=message_id)
-        # Suppression is checked now, at the moment of sending, not when drafting.
-        if await self.store.is_suppressed(lead.email):
-            await mark("suppressed")
-            return DeliveryOutcome(lead_id=inp.lead_id, status="suppressed")
-        if inp.channel is not Channel.OUTBOX:
-            raise permanent("InvalidInput", f"channel {inp.channel.value!r} is not available yet")
-        await mark("sending")
+                channel=inp.channel.value, status=status, message_id=message_id, error=error)
+
+        async def finish(message_id: str, data: dict[str, Any], error: str | None = None
+                         ) -> DeliveryOutcome:
+            await mark("sent", message_id, error)
+            record = Record(
+                kind="delivery", key=key,
+                data={"status": "sent", "message_id": message_id, "channel": inp.channel.value,
+                      **data},
+                provenance=self.provenance(f"draft:{draft['envelope_id']}", common),
+            )
+            await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
+            return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id)
+
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         msg = render_message(
             key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
             subject=draft["subject"], body=draft["body"],
-            unsubscribe_url=f"{self.settings.public_url.rstrip('/')}/unsubscribe?token={key}",
+            unsubscribe_url=unsubscribe_url(self.settings.public_url, key),
+            mailto=unsubscribe_mailto(self.settings.mail_from, key),
         )
-        path = write_outbox(self.settings.outbox_dir, key, msg)
         message_id = str(msg["Message-ID"])
-        await mark("sent", message_id)
-        record = Record(
-            kind="delivery", key=key,
-            data={"status": "sent", "message_id": message_id, "file": path.name},
-            provenance=self.provenance(f"draft:{draft['envelope_id']}", common),
-        )
-        await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
-        return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id)
+        if done and done["status"] == COMMITTING:
+            # A previous attempt issued DATA and never recorded the reply: see the docstring.
+            return await finish(message_id, {"unconfirmed": True}, UNCONFIRMED)
+        if await self.store.is_suppressed(lead.email):
+            await mark("suppressed")
+            return DeliveryOutcome(lead_id=inp.lead_id, status="suppressed")
+        self._check_channel(inp.channel)
+        attempt = activity.info().attempt
+        await mark("sending", error=(f"attempt {attempt}: retrying an unfinished send"
+                                     if done and done["status"] == "sending" else None))
+        try:
+            accepted = await self._send(inp, key, lead.email, msg, mark)
+        except ChannelRefused as err:
+            if err.permanent:
+                await mark("failed", error=str(err))
+                raise permanent("DeliveryRejected", str(err)) from err
+            raise
+        data: dict[str, Any] = {"provider_id": accepted.provider_id, **accepted.detail}
+        if inp.channel is Channel.OUTBOX:
+            data = {"file": f"{key}.eml"}
+        return await finish(message_id, data)
+
+    async def _send(self, inp: DeliverInput, key: str, recipient: str, msg: EmailMessage,
+                    mark: Callable[..., Awaitable[None]]) -> Accepted:
+        if inp.channel is Channel.OUTBOX:
+            write_outbox(self.settings.outbox_dir, key, msg)
+            return Accepted()
+        if inp.channel is Channel.SMTP:
+            assert self.settings.smtp_url is not None  # checked by _check_channel
+            config = parse_smtp_url(self.settings.smtp_url.get_secret_value())
+
+            async def before_data() -> None:
+                await mark(COMMITTING)
+
+            async def data_refused(reason: str) -> None:
+                await mark("sending", error=reason)
+
+            return await send_smtp(config, msg, recipient=recipient, before_data=before_data,
+                                   data_refused=data_refused)
+        assert self.settings.webhook_url is not None  # checked by _check_channel
+        secret = self.settings.webhook_secret
+        payload = webhook_payload(msg, key=key, campaign_id=inp.campaign_id, lead_id=inp.lead_id,
+                                  step=inp.step, recipient=recipient)
+        return await send_webhook(self.settings.webhook_url, payload, key=key,
+                                  secret=secret.get_secret_value() if secret else None)

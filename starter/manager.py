@@ -131,8 +131,11 @@ class CampaignManager:
         a lead's id is derived from its campaign and email.
         """
         check_campaign_id(campaign_id)
-        if channel is not Channel.OUTBOX:
-            raise BadInput(f"--channel: {channel.value!r} is not available yet; use outbox")
+        if channel is Channel.SMTP and self.settings.smtp_url is None:
+            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
+                           "or smtps:// for TLS)")
+        if channel is Channel.WEBHOOK and not self.settings.webhook_url:
+            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
         if kb_dir is not None and not kb_dir.is_dir():
             raise BadInput(f"--kb: {kb_dir} is not a directory")
         if not intake.leads:

@@ -1,0 +1,83 @@
+"""Rendering of one outgoing email: plain text and HTML, compliant headers, no injection.
+
+Everything that comes from a lead or a draft is untrusted: headers get it only through
+`header_safe` (no CR/LF can reach a header, so no `Bcc:` can be smuggled in), and the
+HTML part gets it only through `html.escape`. The Message-ID is derived from the message
+key, so a duplicate is recognisable downstream whatever channel carried it.
+"""
+
+from __future__ import annotations
+
+import html
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, parseaddr
+from urllib.parse import quote
+
+#: CRLF line ends (RFC 5322) and no folding of long URLs into encoded words.
+MAIL_POLICY = SMTP.clone(max_line_length=998)
+
+FOOTER_TEXT = "To stop receiving these messages: {url}"
+
+
+def header_safe(value: str) -> str:
+    """No CR/LF (or any other line break) from lead data may reach a header."""
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def sender_domain(sender: str) -> str:
+    """The domain of the `CAMPAIGN_FROM` address (used for Message-IDs and the mailto)."""
+    return parseaddr(header_safe(sender))[1].rpartition("@")[2] or "campaign.local"
+
+
+def message_id_for(key: str, sender: str) -> str:
+    """The RFC 5322 Message-ID of the message with this key: the same on every attempt."""
+    return f"<{key}@{sender_domain(sender)}>"
+
+
+def unsubscribe_url(public_url: str, key: str) -> str:
+    """The one-click unsubscribe link (the message key is the token for now)."""
+    return f"{public_url.rstrip('/')}/unsubscribe?token={quote(key, safe='')}"
+
+
+def unsubscribe_mailto(sender: str, key: str) -> str:
+    return f"mailto:unsubscribe@{sender_domain(sender)}?subject={quote('unsubscribe ' + key)}"
+
+
+def _address(name: str | None, email: str) -> Address:
+    addr = header_safe(email)
+    return Address(display_name=header_safe(name) if name else "", addr_spec=addr)
+
+
+def _html_body(body: str, url: str) -> str:
+    paragraphs = [p for p in body.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    parts = ["<p>" + html.escape(p.strip()).replace("\n", "<br>\n") + "</p>" for p in paragraphs]
+    link = html.escape(url, quote=True)
+    footer = (f'<p style="font-size:small;color:#666">To stop receiving these messages: '
+              f'<a href="{link}">{link}</a></p>')
+    return ("<!DOCTYPE html>\n<html><body>\n" + "\n".join(parts)
+            + "\n<hr>\n" + footer + "\n</body></html>\n")
+
+
+def render_message(
+    *, key: str, sender: str, to: str, to_name: str | None, subject: str, body: str,
+    unsubscribe_url: str, mailto: str | None = None,
+) -> EmailMessage:
+    """An RFC 5322 multipart/alternative message whose Message-ID derives from the key."""
+    msg = EmailMessage(policy=MAIL_POLICY)
+    msg["Message-ID"] = message_id_for(key, sender)
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["From"] = header_safe(sender)
+    msg["To"] = _address(to_name, to)
+    msg["Subject"] = header_safe(subject)
+    links = [f"<{header_safe(unsubscribe_url)}>"]
+    if mailto:
+        links.append(f"<{header_safe(mailto)}>")
+    msg["List-Unsubscribe"] = ", ".join(links)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["X-Campaign-Message-Key"] = header_safe(key)
+    text = body.replace("\r\n", "\n").rstrip("\n")
+    msg.set_content(f"{text}\n\n--\n{FOOTER_TEXT.format(url=unsubscribe_url)}\n")
+    msg.add_alternative(_html_body(body, unsubscribe_url), subtype="html")
+    return msg
