@@ -116,7 +116,11 @@ class StoreAgent(Agent):
         out = []
         for lead_id in ids:
             lead = await self.store.get_lead(page.campaign_id, lead_id)
-            out.append(ApprovedLead(lead_id=lead_id, timezone=lead.timezone if lead else None))
+            out.append(ApprovedLead(
+                lead_id=lead_id,
+                timezone=lead.timezone if lead else None,
+                domain=lead.email.rpartition("@")[2] if lead else None,
+            ))
         return out
 
     @activity.defn(name="check_lead_ids")

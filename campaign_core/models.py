@@ -7,6 +7,7 @@ through Temporal history.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +90,8 @@ class CampaignInput(BaseModel):
         default=1000, ge=1, description="Leads one run starts before it continues as new."
     )
     sends_per_run: int = Field(default=1000, ge=1)
+    domain_limit_per_minute: int | None = Field(default=20, ge=1)
+    send_rate_per_second: float | None = Field(default=None, gt=0)
     use_search_attributes: bool = True
     carry: CampaignCarry | None = None
 
@@ -107,10 +110,11 @@ class LeadResult(BaseModel):
 
 
 class ApprovedLead(BaseModel):
-    """What delivery needs to plan a send: the id and the zone of its send window."""
+    """What delivery needs to plan a send: the id, its window's zone, its mail domain."""
 
     lead_id: str
     timezone: str | None = None
+    domain: str | None = Field(default=None, description="Recipient domain, for per-domain pacing.")
 
 
 class DeliveryOutcome(BaseModel):
@@ -136,10 +140,19 @@ class DeliveryInput(BaseModel):
     send_window: SendWindow | None = None
     in_flight: int = Field(default=50, ge=1, le=500)
     sends_per_run: int = Field(default=1000, ge=1)
+    domain_limit_per_minute: int | None = Field(
+        default=20, ge=1, description="At most this many sends a minute to one domain."
+    )
+    send_rate_per_second: float | None = Field(
+        default=None, gt=0, description="Campaign-wide pace, on top of the queue's limit."
+    )
     after: str | None = None
     result: DeliveryResult = Field(default_factory=DeliveryResult)
     runs: int = 1
     paused: bool = False
+    recent_by_domain: dict[str, list[datetime]] = Field(
+        default_factory=dict, description="Sends in the last minute, carried across runs."
+    )
 
 
 class CampaignStatus(BaseModel):

@@ -141,6 +141,10 @@ def start(
         None, "--send-window", help="Send only then, in each lead's time zone: '09:00-17:00 Mon-Fri'."
     ),
     timezone: str = typer.Option("UTC", "--timezone", help="Zone for leads without one."),
+    domain_limit: int = typer.Option(20, "--domain-limit", min=1,
+                                     help="At most this many sends a minute to one domain."),
+    send_rate: float | None = typer.Option(None, "--send-rate", min=0.001,
+                                           help="This campaign's sends per second."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
@@ -170,6 +174,7 @@ def start(
         result = await mgr.start(
             intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
             campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
+            domain_limit_per_minute=domain_limit, send_rate_per_second=send_rate,
         )
         if as_json:
             emit_json(result.to_json())

@@ -124,6 +124,7 @@ class CampaignManager:
         approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         window: int = 200, send_window: SendWindow | None = None,
         leads_per_run: int = 1000, page_size: int = 100,
+        domain_limit_per_minute: int | None = 20, send_rate_per_second: float | None = None,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
@@ -164,6 +165,8 @@ class CampaignManager:
                               queue_prefix=self.queue_prefix, window=window,
                               send_window=send_window, leads_per_run=leads_per_run,
                               sends_per_run=leads_per_run, page_size=page_size,
+                              domain_limit_per_minute=domain_limit_per_minute,
+                              send_rate_per_second=send_rate_per_second,
                               use_search_attributes=self.use_search_attributes),
                 id=wid,
                 task_queue=queue_name(flow.queue, self.queue_prefix),

@@ -8,6 +8,7 @@ a bad LLM key is one campaign-level error.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -257,3 +258,47 @@ async def wait_stage_long(env: WorkflowEnvironment, cid: str, stage: Stage) -> C
             return st
         await asyncio.sleep(0.5)
     raise AssertionError(f"{cid} did not reach {stage}")
+
+
+async def scheduled_sends(env: WorkflowEnvironment, cid: str) -> list[datetime]:
+    """Workflow-clock times at which delivery scheduled each send, across all runs."""
+    times = []
+    async for e in env.client.get_workflow_handle(delivery_workflow_id(cid)).fetch_history_events():
+        if (e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and e.activity_task_scheduled_event_attributes.activity_type.name
+                == "deliver_message"):
+            times.append(e.event_time.ToDatetime(tzinfo=UTC))
+    return sorted(times)
+
+
+async def test_domain_limit_and_campaign_pace_hold(ts_env, settings, store, prefix, run_workers):
+    rows = [{"email": f"p{i}@same.example", "company": "Same"} for i in range(12)]
+    rows += [{"email": f"q{i}@other{i}.example", "company": f"Other {i}"} for i in range(3)]
+    async with run_workers(ts_env.client, overrides=fast_agents(store)):
+        mgr = await start(ts_env, settings, store, prefix, "c-pace", rows,
+                          domain_limit_per_minute=5)
+        await wait_stage(ts_env, "c-pace", Stage.AWAITING_APPROVAL)
+        await mgr.approve("c-pace", by="tester")
+        await wait_stage(ts_env, "c-pace", Stage.DELIVERING)
+        await ts_env.sleep(timedelta(minutes=5))
+        final = await result_of(handle(ts_env, "c-pace"))
+        assert final.counts.sent == 15
+        sends = await scheduled_sends(ts_env, "c-pace")
+        assert len(sends) == 15
+        # Any 60-second span holds at most 5 sends to same.example (+3 to other domains).
+        for i, t in enumerate(sends):
+            in_minute = [u for u in sends[i:] if u < t + timedelta(minutes=1)]
+            assert len(in_minute) <= 5 + 3, (t, in_minute)
+        assert sends[-1] - sends[0] >= timedelta(minutes=2), "12 sends at 5/min take > 2 min"
+
+        rows = [{"email": f"r{i}@d{i}.example", "company": "R"} for i in range(4)]
+        mgr = await start(ts_env, settings, store, prefix, "c-rate", rows,
+                          send_rate_per_second=0.5)
+        await wait_stage(ts_env, "c-rate", Stage.AWAITING_APPROVAL)
+        await mgr.approve("c-rate", by="tester")
+        await wait_stage(ts_env, "c-rate", Stage.DELIVERING)
+        await ts_env.sleep(timedelta(minutes=1))
+        await result_of(handle(ts_env, "c-rate"))
+        sends = await scheduled_sends(ts_env, "c-rate")
+        gaps = [b - a for a, b in itertools.pairwise(sends)]
+        assert len(sends) == 4 and all(g >= timedelta(seconds=2) for g in gaps), gaps

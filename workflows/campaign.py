@@ -340,6 +340,8 @@ class CampaignWorkflow:
             DeliveryInput(campaign_id=inp.campaign_id, channel=inp.channel,
                           queue_prefix=inp.queue_prefix, page_size=inp.page_size,
                           send_window=inp.send_window, sends_per_run=inp.sends_per_run,
+                          domain_limit_per_minute=inp.domain_limit_per_minute,
+                          send_rate_per_second=inp.send_rate_per_second,
                           paused=self._carry.paused),
             id=delivery_workflow_id(inp.campaign_id),
             task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),

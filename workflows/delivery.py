@@ -11,6 +11,8 @@ arrive as signals (forwarded by the campaign).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -29,6 +31,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.lead import failure_reason
 
 
+MINUTE = timedelta(minutes=1)
+
+
 @workflow.defn(name="DeliveryOrchestrator")
 class DeliveryOrchestrator:
     def __init__(self) -> None:
@@ -36,6 +41,8 @@ class DeliveryOrchestrator:
         self._paused = False
         self._cancelled = False
         self._waiting_for_window = 0
+        self._recent: dict[str, list[datetime]] = {}
+        self._next_send_at: datetime | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
@@ -61,6 +68,12 @@ class DeliveryOrchestrator:
             f"{self._waiting_for_window} waiting for their send window{state}"
         )
 
+    async def _sleep(self, duration: timedelta, summary: str) -> None:
+        """A durable timer that a cancel cuts short."""
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._cancelled, timeout=duration,
+                                          timeout_summary=summary)
+
     async def _wait_for_window(self, inp: DeliveryInput, lead: ApprovedLead) -> None:
         """Sleep (durably) until the lead's send window opens; no-op without a window."""
         if inp.send_window is None:
@@ -71,11 +84,7 @@ class DeliveryOrchestrator:
             self._waiting_for_window += 1
             self._details()
             try:
-                # A durable timer that a cancel cuts short.
-                await workflow.wait_condition(lambda: self._cancelled, timeout=opens - now,
-                                              timeout_summary=f"send window for {lead.lead_id}")
-            except TimeoutError:
-                pass
+                await self._sleep(opens - now, f"send window for {lead.lead_id}")
             finally:
                 self._waiting_for_window -= 1
 
@@ -91,8 +100,36 @@ class DeliveryOrchestrator:
                     workflow.now()
                 ):
                     continue  # the window closed while this send was queued
+                if not await self._pace(inp, lead):
+                    return
                 await self._send(inp, lead.lead_id)
                 return
+
+    def _pace_wait(self, inp: DeliveryInput, domain: str | None) -> timedelta:
+        """How long until this send keeps both the campaign pace and the domain limit."""
+        now = workflow.now()
+        wait = timedelta(0)
+        if self._next_send_at is not None:
+            wait = max(wait, self._next_send_at - now)
+        if domain and inp.domain_limit_per_minute:
+            recent = [t for t in self._recent.get(domain, []) if t > now - MINUTE]
+            self._recent[domain] = recent
+            if len(recent) >= inp.domain_limit_per_minute:
+                wait = max(wait, recent[-inp.domain_limit_per_minute] + MINUTE - now)
+        return wait
+
+    async def _pace(self, inp: DeliveryInput, lead: ApprovedLead) -> bool:
+        """Wait (durably) for pacing; record the send slot. False if cancelled meanwhile."""
+        while (wait := self._pace_wait(inp, lead.domain)) > timedelta(0):
+            await self._sleep(wait, "pacing")
+            if self._cancelled:
+                return False
+        now = workflow.now()
+        if lead.domain and inp.domain_limit_per_minute:
+            self._recent.setdefault(lead.domain, []).append(now)
+        if inp.send_rate_per_second:
+            self._next_send_at = now + timedelta(seconds=1 / inp.send_rate_per_second)
+        return True
 
     async def _send(self, inp: DeliveryInput, lead_id: str) -> None:
         try:
@@ -118,6 +155,7 @@ class DeliveryOrchestrator:
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
         self._result = inp.result.model_copy()
         self._paused = inp.paused
+        self._recent = {d: list(ts) for d, ts in inp.recent_by_domain.items()}
         slots = asyncio.Semaphore(inp.in_flight)
         after = inp.after
         pending: set[asyncio.Task[None]] = set()
@@ -148,6 +186,10 @@ class DeliveryOrchestrator:
                     workflow.continue_as_new(inp.model_copy(update={
                         "after": after, "result": self._result, "runs": inp.runs + 1,
                         "paused": self._paused,
+                        "recent_by_domain": {
+                            d: [t for t in ts if t > workflow.now() - MINUTE]
+                            for d, ts in self._recent.items()
+                        },
                     }))
         if pending:
             await workflow.wait(pending)
