@@ -59,7 +59,8 @@ async def main(n: int, window: int) -> None:
                                overrides=fast_agents(store)):
             await stack.enter_async_context(w)
         t0 = time.monotonic()
-        await mgr.start(intake, name=cid, campaign_id=cid, window=window)
+        await mgr.start(intake, name=cid, campaign_id=cid, window=window,
+                        domain_limit_per_minute=None)  # every lead is @example.com
         drafted = await wait(mgr, cid, {Stage.AWAITING_APPROVAL, Stage.FAILED})
         t1 = time.monotonic()
         await mgr.approve(cid, by="bench")
