@@ -31,7 +31,7 @@ from tests.doubles import fast_agents
 
 
 def leads(n: int, tz: str | None = None) -> list[dict[str, Any]]:
-    return [{"email": f"lead{i}@example.com", "company": f"Co {i}", "timezone": tz}
+    return [{"email": f"lead{i}@co{i}.example", "company": f"Co {i}", "timezone": tz}
             for i in range(n)]
 
 
