@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -73,18 +73,25 @@ async def query_status(env: WorkflowEnvironment, cid: str) -> CampaignStatus:
     raise AssertionError("unreachable")
 
 
-async def skip(env: WorkflowEnvironment, total: timedelta, step: timedelta) -> None:
-    """Skip `total` of workflow time in steps, so no single call outlives its RPC deadline
-    while activities run (time stands still while they do) on a busy machine."""
-    left = total
-    while left > timedelta(0):
-        chunk = min(step, left)
+async def finish(env: WorkflowEnvironment, cid: str, step: timedelta,
+                 limit: timedelta = timedelta(minutes=3)) -> CampaignStatus:
+    """Skip workflow time a step at a time until the campaign closes, then its result.
+
+    Small steps keep each skip call well inside its RPC deadline even while activities
+    run (time stands still while they do) on a busy machine; the loop is bounded in
+    real time so a stuck campaign fails the test instead of hanging it.
+    """
+    deadline = datetime.now(UTC) + limit
+    h = handle(env, cid)
+    while datetime.now(UTC) < deadline:
+        if (await h.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return await result_of(h)
         try:
-            await env.sleep(chunk)
+            await env.sleep(step)
         except RPCError as err:
             if "Timeout" not in str(err):
                 raise
-        left -= chunk
+    raise AssertionError(f"{cid} still running after {limit} of real time")
 
 
 async def wait_stage(env: WorkflowEnvironment, cid: str, stage: Stage) -> CampaignStatus:
@@ -110,8 +117,7 @@ async def test_send_window_two_days_out_delays_two_days_and_no_more(
         await wait_stage(ts_env, "c-window", Stage.AWAITING_APPROVAL)
         assert await mgr.approve("c-window", by="tester") == 3
         await wait_stage(ts_env, "c-window", Stage.DELIVERING)
-        await skip(ts_env, timedelta(days=2, hours=1), timedelta(hours=6))  # the timers fire
-        final = await result_of(handle(ts_env, "c-window"))
+        final = await finish(ts_env, "c-window", timedelta(hours=6))  # the timers fire
     assert final.counts.sent == 3
     events = [e async for e in ts_env.client.get_workflow_handle(
         delivery_workflow_id("c-window")).fetch_history_events()]
@@ -294,8 +300,7 @@ async def test_domain_limit_and_campaign_pace_hold(ts_env, settings, store, pref
         await wait_stage(ts_env, "c-pace", Stage.AWAITING_APPROVAL)
         await mgr.approve("c-pace", by="tester")
         await wait_stage(ts_env, "c-pace", Stage.DELIVERING)
-        await skip(ts_env, timedelta(minutes=5), timedelta(seconds=20))
-        final = await result_of(handle(ts_env, "c-pace"))
+        final = await finish(ts_env, "c-pace", timedelta(seconds=20))
         assert final.counts.sent == 15
         sends = await scheduled_sends(ts_env, "c-pace")
         assert len(sends) == 15
@@ -311,8 +316,7 @@ async def test_domain_limit_and_campaign_pace_hold(ts_env, settings, store, pref
         await wait_stage(ts_env, "c-rate", Stage.AWAITING_APPROVAL)
         await mgr.approve("c-rate", by="tester")
         await wait_stage(ts_env, "c-rate", Stage.DELIVERING)
-        await skip(ts_env, timedelta(minutes=1), timedelta(seconds=10))
-        await result_of(handle(ts_env, "c-rate"))
+        await finish(ts_env, "c-rate", timedelta(seconds=5))
         sends = await scheduled_sends(ts_env, "c-rate")
         gaps = [b - a for a, b in itertools.pairwise(sends)]
         assert len(sends) == 4 and all(g >= timedelta(seconds=2) for g in gaps), gaps
