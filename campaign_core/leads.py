@@ -166,6 +166,16 @@ def _clean_row(
     return cleaned, errors
 
 
+def valid_email(raw: str) -> str:
+    """The normalised address, or ValueError saying why it is not one (for CLI/API input)."""
+    email = normalise_email(raw)
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{raw!r} is not a valid address ({exc})") from None
+    return email
+
+
 def _check_email(cleaned: Mapping[str, str], errors: list[str]) -> str | None:
     """Return the normalised email of a row, or None after recording why it is unusable."""
     raw = cleaned.get("email")

@@ -319,12 +319,17 @@ def audit(
 @app.command()
 def suppress(emails: list[str] = typer.Argument(..., metavar="EMAIL...")) -> None:
     """Add addresses to the suppression list (never sent to, in any campaign)."""
-    from campaign_core.leads import normalise_email
+    from campaign_core.leads import valid_email
+
+    try:
+        addresses = [valid_email(e) for e in emails]
+    except ValueError as exc:
+        fail(2, f"suppress: {exc}; nothing was added")
 
     async def go() -> int:
         store = open_store(load_settings())
         try:
-            return await store.add_suppressions([normalise_email(e) for e in emails], "manual")
+            return await store.add_suppressions(addresses, "manual")
         finally:
             await store.close()
 

@@ -147,3 +147,12 @@ async def test_unreachable_temporal_exits_3(cli_env, tmp_path):
     assert code == 3
     assert "campaign dev" in err
     assert out == ""
+
+
+async def test_suppress_validates_every_address_before_adding_any(cli_env, home):
+    code, _, err = await cli(cli_env, "suppress", "Ok@Example.com", "not-an-email")
+    assert code == 2 and "not-an-email" in err and "nothing was added" in err
+    code, _, err = await cli(cli_env, "suppress", " Ok@Example.com ", "second@example.org")
+    assert code == 0 and "2 address(es) added" in err
+    code, _, err = await cli(cli_env, "suppress", "ok@example.com")
+    assert code == 0 and "0 address(es) added" in err and "1 already there" in err
