@@ -50,8 +50,6 @@ from activities.channels import (
     write_outbox,
 )
 from activities.rendering import (
-    MAIL_POLICY,
-    header_safe,
     render_message,
     unsubscribe_mailto,
     unsubscribe_url,
@@ -59,8 +57,6 @@ from activities.rendering import (
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
-
-__all__ = ["MAIL_POLICY", "DeliveryAgent", "header_safe", "render_message", "write_outbox"]
 
 #: The SMTP row state between "server accepted the envelope" and "server accepted DATA".
 COMMITTING = "committing"
