@@ -4,9 +4,11 @@ A knowledge base is a folder of Markdown, text and HTML files, split into chunks
 with stable ids (`activities.retrieval.chunking`). Chunks are ranked with BM25
 (`bm25s`) by default; when CAMPAIGN_EMBEDDING_MODEL is set, dense retrieval with
 OpenAI-compatible embeddings is added and the two rankings are fused by reciprocal
-rank. The index is built once per knowledge-base content hash (and embedding
-model) and kept in memory, never per lead: concurrent first requests wait for the
-one build instead of each starting their own. The agent stores the top passages
+rank. Chunk vectors live in the store (embedded once per text, whichever worker
+asked first) and are searched there when it can (pgvector), in memory otherwise.
+The index is built once per knowledge-base content hash (and embedding model) and
+kept in memory, never per lead: concurrent first requests wait for the one build
+instead of each starting their own. The agent stores the top passages
 (ids, scores, source paths, text) and returns only the envelope reference, so the
 workflow carries ids, not documents.
 """
@@ -25,7 +27,7 @@ from temporalio import activity
 from activities.base import Agent, permanent
 from activities.llm_client import heartbeating, make_client
 from activities.retrieval.chunking import Chunk, chunk_file, chunk_kb, kb_files, kb_hash, kb_signature
-from activities.retrieval.dense import DenseIndex, Embedder, EmbeddingCache, rrf
+from activities.retrieval.dense import DenseIndex, Embedder, rrf, text_hash
 from activities.retrieval.lexical import LexicalIndex, tokens
 from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.leads import Lead
@@ -74,12 +76,13 @@ class KnowledgeIndex:
         self.dense = dense
         self.model = model
 
-    def search(self, query: str | list[tuple[str, float]], top_k: int = 3,
-               query_vector: np.ndarray | None = None) -> list[Hit]:
+    async def search(self, query: str | list[tuple[str, float]], top_k: int = 3,
+                     query_vector: np.ndarray | None = None) -> list[Hit]:
+        """Async because the dense half may be answered by the store (pgvector)."""
         lexical = self.lexical.search(query, CANDIDATES)
         if self.dense is None or query_vector is None:
             return [Hit(self.chunks[i], s, s, None) for i, s in lexical[:top_k]]
-        dense = self.dense.search(query_vector, CANDIDATES)
+        dense = await self.dense.search(query_vector, CANDIDATES)
         fused = rrf([[i for i, _ in lexical], [i for i, _ in dense]])
         bm25, cos = dict(lexical), dict(dense)
         order = sorted(fused, key=lambda i: (-fused[i], self.chunks[i].chunk_id))[:top_k]
@@ -120,9 +123,7 @@ class KnowledgeAgent(Agent):
         self.builds = 0  # how many indexes were built; read by tests and benchmarks
         self.embedder: Embedder | None = None
         if settings.embedding_model:
-            self.embedder = Embedder(
-                make_client(settings), settings.embedding_model,
-                EmbeddingCache(settings.campaign_home / "embeddings.db"), settings)
+            self.embedder = Embedder(make_client(settings), settings.embedding_model, store, settings)
 
     @property
     def model_label(self) -> str:
@@ -158,8 +159,10 @@ class KnowledgeAgent(Agent):
         chunks = await asyncio.to_thread(chunk_kb, root)
         index = await asyncio.to_thread(KnowledgeIndex, chunks, None, self.model_label)
         if self.embedder is not None and chunks:
-            vectors = await self.embedder.embed([c.search_text for c in chunks])
-            index.dense = DenseIndex(vectors)
+            texts = [c.search_text for c in chunks]
+            vectors = await self.embedder.embed(texts)
+            index.dense = DenseIndex(vectors, [text_hash(t) for t in texts], self.embedder.model,
+                                     self.store)
         activity.logger.info("built the index of %s: %d chunks (%s)", root, len(chunks),
                              self.model_label)
         return index
@@ -188,7 +191,7 @@ class KnowledgeAgent(Agent):
             vector = None
             if self.embedder is not None and index.dense is not None:
                 vector = (await self.embedder.embed([dense_query(lead, brief)]))[0]
-            for hit in index.search(query, self.top_k, vector):
+            for hit in await index.search(query, self.top_k, vector):
                 passages.append({
                     "passage_id": hit.chunk.chunk_id, "source": hit.chunk.source,
                     "title": hit.chunk.title, "text": hit.chunk.text,

@@ -6,8 +6,9 @@ Postgres database (the same migrations) the way PostgREST does: `select`, filter
 (`eq`, `neq`, `gt`, `gte`, `lt`, `lte`, `is`, `in`), `order`, `limit`/`offset`,
 `Prefer: count=exact` with `Content-Range`, upserts through
 `json_populate_recordset` with `on_conflict` and `resolution=merge|ignore-duplicates`,
-`PATCH`, `DELETE`, and errors as PostgREST's JSON (`code`, `message`, `details`,
-`hint`). Every request is recorded so tests can check what was asked for.
+`PATCH`, `DELETE`, functions (`POST /rpc/<name>` with named arguments), and errors as
+PostgREST's JSON (`code`, `message`, `details`, `hint`). Every request is recorded so
+tests can check what was asked for.
 
 It is stricter than PostgREST in one way on purpose: an upsert without
 `on_conflict` is refused, because the store must always name its natural key.
@@ -97,6 +98,8 @@ class FakePostgrest:
 
     async def _answer(self, conn: psycopg.AsyncConnection[Any], method: str, table: str,
                       params: httpx.QueryParams, prefer: set[str], body: Any) -> httpx.Response:
+        if table.startswith("rpc/") and method == "POST":
+            return await self._rpc(conn, table.removeprefix("rpc/"), body or {})
         cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",))
         row = await cur.fetchone()
         if not row or not row[0]:
@@ -121,6 +124,32 @@ class FakePostgrest:
             q = sql.SQL("DELETE FROM {t} {where} RETURNING *").format(t=tbl, where=where)
             return await self._write(conn, q, args, representation, 200)
         return httpx.Response(405)
+
+    @staticmethod
+    async def _rpc(conn: psycopg.AsyncConnection[Any], name: str, args: dict[str, Any]
+                   ) -> httpx.Response:
+        """`POST /rpc/<function>` as PostgREST calls it: the JSON body's keys are named
+        arguments, each read as the function's own argument type (`json_to_record`)."""
+        cur = await conn.execute(
+            "SELECT p.proargnames, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t) "
+            "FROM pg_proc p WHERE p.proname = %s AND p.pronamespace = 'public'::regnamespace "
+            "AND p.pronargs = %s", (name, len(args)))
+        row = await cur.fetchone()
+        if row is None or not row[0] or set(row[0][:len(row[1])]) != set(args):
+            return httpx.Response(404, json={
+                "code": "PGRST202", "details": None, "hint": None,
+                "message": f"Could not find the function public.{name} in the schema cache"})
+        names, types = row[0][:len(row[1])], row[1]
+        q = sql.SQL("SELECT coalesce(json_agg(r), '[]'::json) FROM json_to_record(%s::json) "
+                    "AS a({defs}), LATERAL {fn}({call}) AS r").format(
+            defs=sql.SQL(", ").join(sql.SQL("{} " + t).format(sql.Identifier(n))
+                                    for n, t in zip(names, types, strict=True)),
+            fn=sql.Identifier("public", name),
+            call=sql.SQL(", ").join(sql.SQL("{n} => a.{n}").format(n=sql.Identifier(n))
+                                    for n in names))
+        cur = await conn.execute(q, (json.dumps(args),))
+        result = await cur.fetchone()
+        return httpx.Response(200, json=result[0] if result else [])
 
     # -- SQL ---------------------------------------------------------------------
 

