@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.base import Agent
 from campaign_core.registry import AGENTS, FLOWS, QUEUES, WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store import Store, open_store
 from campaign_core.temporal import connect
+from campaign_core.tracing import is_traced
 
 log = logging.getLogger("campaign.worker")
 
@@ -46,6 +48,14 @@ def build_agents(store: Store, settings: Settings) -> dict[str, Agent]:
     return agents
 
 
+def workflow_runner(client: Client) -> WorkflowRunner:
+    """The sandbox; with tracing on, `opentelemetry` passes through it (Temporal's OTel sample)."""
+    if is_traced(client.config()["interceptors"]):
+        return SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
+    return SandboxedWorkflowRunner()
+
+
 def build_workers(
     client: Client,
     store: Store,
@@ -64,6 +74,7 @@ def build_workers(
         raise ValueError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
     agents = agents if agents is not None else build_agents(store, settings)
     overrides = overrides or {}
+    runner = workflow_runner(client)  # the client's converter and interceptors reach every worker
     workers = []
     for q in QUEUES.values():
         if q.name not in wanted:
@@ -80,6 +91,7 @@ def build_workers(
             task_queue=queue_name(q.name, prefix),
             workflows=workflows,
             activities=activities,
+            workflow_runner=runner,
             max_concurrent_activities=q.max_concurrent,
             max_task_queue_activities_per_second=rate,
             # Eager execution would bypass the task-queue rate limits.

@@ -5,21 +5,36 @@
   when the server offers it; `smtps://` for implicit TLS; AUTH when a user is given).
   The transaction is split so the caller can record "committing" after the server has
   accepted the envelope (MAIL/RCPT) and just before DATA: see `activities.delivery`.
+  TLS always verifies the server: its certificate must chain to a trusted CA and name
+  the URL's host. The trusted CAs are the system's (OpenSSL's default paths), so a
+  private CA is added to the system store or named with `SSL_CERT_FILE` /
+  `SSL_CERT_DIR`. There is no switch to skip verification. A password is never sent
+  in clear to another host: if the server offers no STARTTLS and the host is not
+  loopback, the send fails before AUTH.
 * `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed with
   `X-Signature: sha256=<hex HMAC-SHA256 of the body with CAMPAIGN_WEBHOOK_SECRET>` and
   carrying `Idempotency-Key: <message key>`, so the receiver can drop a resend.
 
 Errors: `ChannelRefused` says the provider answered and will never take this message
 (permanent) or asked to try later (retryable); any other exception is a transport
-failure and is retried by the activity's retry policy.
+failure and is retried by the activity's retry policy. `SmtpTlsError` (an untrusted or
+wrong certificate, a failed handshake, no TLS for a password) is such a transport
+failure: it happens before MAIL, so nothing was sent, and it is retried, as an MTA
+defers mail it cannot hand over securely. A certificate being renewed or a CA not yet
+installed is then fixed without losing the campaign; if it never is, the message fails
+when its retries run out, with this error as the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
+import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,6 +121,61 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     )
 
 
+class SmtpTlsError(ConnectionError):
+    """TLS with the SMTP server failed, or would be needed and is not offered.
+
+    Raised before MAIL FROM, so the server holds nothing: a transport failure that the
+    activity retries. The message names host and port, never the URL's password.
+    """
+
+
+@functools.lru_cache(maxsize=4)
+def _default_tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    # create_default_context() reads SSL_CERT_FILE / SSL_CERT_DIR (passed in only to key
+    # the cache): CERT_REQUIRED, hostname checked, TLS 1.2 at least.
+    del cafile, capath
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+
+
+def smtp_tls_context() -> ssl.SSLContext:
+    """The client context for STARTTLS and smtps://: verified against the system CAs."""
+    return _default_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_error(err: BaseException) -> ssl.SSLError | None:
+    """The `ssl.SSLError` behind `err` (aiosmtplib wraps the implicit-TLS one), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _tls_failure(config: SmtpConfig, err: ssl.SSLError) -> SmtpTlsError:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        reason = f"certificate not trusted: {err.verify_message or err.reason}"
+        hint = ("; put in CAMPAIGN_SMTP_URL the host name the certificate is issued for"
+                if "mismatch" in reason.lower() else
+                "; trust its CA in the system store, or name it with SSL_CERT_FILE")
+    else:
+        reason = f"TLS handshake failed: {err.reason or err}"
+        hint = ""
+    return SmtpTlsError(f"SMTP server {config.host}:{config.port}: {reason}{hint}. "
+                        "Nothing was sent; the send is retried.")
+
+
 def _refused(err: aiosmtplib.SMTPResponseException) -> ChannelRefused:
     return ChannelRefused(f"SMTP {err.code}: {err.message}", permanent=500 <= err.code < 600)
 
@@ -125,10 +195,24 @@ async def send_smtp(
     smtp = aiosmtplib.SMTP(
         hostname=config.host, port=config.port, use_tls=config.implicit_tls,
         start_tls=False if config.implicit_tls else None, timeout=SMTP_TIMEOUT_SECONDS,
+        tls_context=await asyncio.to_thread(smtp_tls_context), validate_certs=True,
     )
     try:
-        await smtp.connect()
+        try:
+            await smtp.connect()  # smtp://: STARTTLS here when the server offers it
+        except Exception as err:
+            tls_err = _ssl_error(err)
+            if tls_err is None:
+                raise
+            raise _tls_failure(config, tls_err) from err
+        ssl_object = smtp.get_transport_info("ssl_object")
+        tls_version = ssl_object.version() if isinstance(ssl_object, ssl.SSLObject) else None
         if config.username:
+            if tls_version is None and not _is_loopback(config.host):
+                raise SmtpTlsError(
+                    f"SMTP server {config.host}:{config.port} offers no STARTTLS: not sending "
+                    "the password from CAMPAIGN_SMTP_URL in clear (use smtps:// or a server "
+                    "with STARTTLS). Nothing was sent; the send is retried.")
             await smtp.login(config.username, config.password or "")
         await smtp.mail(sender)
         await smtp.rcpt(recipient)
@@ -143,7 +227,8 @@ async def send_smtp(
             await data_refused(str(refused))
             raise refused from err
         return Accepted(provider_id=response.message or None,
-                        detail={"smtp_code": response.code, "smtp_reply": response.message})
+                        detail={"smtp_code": response.code, "smtp_reply": response.message,
+                                "tls": tls_version})
     finally:
         if smtp.is_connected:
             try:

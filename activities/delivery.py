@@ -57,6 +57,7 @@ from activities.rendering import (
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
+from campaign_core.unsubscribe import Claims, make_token, signing_key
 
 #: The SMTP row state between "server accepted the envelope" and "server accepted DATA".
 COMMITTING = "committing"
@@ -66,6 +67,13 @@ UNCONFIRMED = ("unconfirmed: the worker stopped during DATA; not sent again, "
 
 class DeliveryAgent(Agent):
     name = "delivery"
+    _key: bytes | None = None
+
+    async def _signing_key(self) -> bytes:
+        """The unsubscribe-link key, read once per worker (it never changes)."""
+        if self._key is None:
+            self._key = await signing_key(self.settings, self.store)
+        return self._key
 
     def _check_channel(self, channel: Channel) -> None:
         """Refuse, permanently, a channel this worker has no configuration for."""
@@ -115,7 +123,8 @@ class DeliveryAgent(Agent):
         msg = render_message(
             key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
             subject=draft["subject"], body=draft["body"],
-            unsubscribe_url=unsubscribe_url(self.settings.public_url, key),
+            unsubscribe_url=unsubscribe_url(self.settings.public_url, make_token(
+                await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
             mailto=unsubscribe_mailto(self.settings.mail_from, key),
         )
         message_id = str(msg["Message-ID"])

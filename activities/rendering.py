@@ -36,9 +36,9 @@ def message_id_for(key: str, sender: str) -> str:
     return f"<{key}@{sender_domain(sender)}>"
 
 
-def unsubscribe_url(public_url: str, key: str) -> str:
-    """The one-click unsubscribe link (the message key is the token for now)."""
-    return f"{public_url.rstrip('/')}/unsubscribe?token={quote(key, safe='')}"
+def unsubscribe_url(public_url: str, token: str) -> str:
+    """The one-click unsubscribe link under CAMPAIGN_PUBLIC_URL, with its signed token."""
+    return f"{public_url.rstrip('/')}/unsubscribe?token={quote(token, safe='')}"
 
 
 def unsubscribe_mailto(sender: str, key: str) -> str:

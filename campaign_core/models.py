@@ -73,6 +73,19 @@ class CampaignCarry(BaseModel):
     cancelled: bool = False
     approval: Approval | None = None
     rejection: Rejection | None = None
+    paused_reason: str | None = None
+    added_lead_ids: list[str] = Field(
+        default_factory=list,
+        description="Leads added while drafting (`add-leads`), drafted after the paged ones.",
+    )
+
+
+class AddLeads(BaseModel):
+    """The `add_leads` Update: ids of leads already stored, to draft in this campaign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_ids: list[str] = Field(min_length=1, max_length=5000)
 
 
 class CampaignInput(BaseModel):
@@ -92,6 +105,8 @@ class CampaignInput(BaseModel):
     sends_per_run: int = Field(default=1000, ge=1)
     domain_limit_per_minute: int | None = Field(default=20, ge=1)
     send_rate_per_second: float | None = Field(default=None, gt=0)
+    bounce_threshold: float = Field(default=0.05, gt=0, le=1)
+    bounce_min_sends: int = Field(default=20, ge=1)
     use_search_attributes: bool = True
     carry: CampaignCarry | None = None
 
@@ -130,6 +145,8 @@ class DeliveryResult(BaseModel):
     sent: int = 0
     suppressed: int = 0
     failed: int = 0
+    bounced: int = 0
+    complaints: int = 0
 
 
 class DeliveryInput(BaseModel):
@@ -153,6 +170,14 @@ class DeliveryInput(BaseModel):
     recent_by_domain: dict[str, list[datetime]] = Field(
         default_factory=dict, description="Sends in the last minute, carried across runs."
     )
+    bounce_threshold: float = Field(
+        default=0.05, gt=0, le=1,
+        description="The circuit breaker pauses delivery when bounces pass this share of sends.",
+    )
+    bounce_min_sends: int = Field(
+        default=20, ge=1, description="The breaker only judges a campaign after this many sends."
+    )
+    breaker_tripped: bool = False
 
 
 class CampaignStatus(BaseModel):
@@ -161,6 +186,25 @@ class CampaignStatus(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     paused: bool = False
     error: str | None = None
+    paused_reason: str | None = Field(
+        default=None, description="Why the campaign is paused when a person did not pause it "
+        "(the bounce circuit breaker).",
+    )
+
+
+class DeliveryEventKind(StrEnum):
+    """What a recipient's mail system or the recipient told us after a send."""
+
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class DeliveryEventSignal(BaseModel):
+    """A new (never seen before) bounce or complaint for one of a campaign's messages."""
+
+    kind: DeliveryEventKind
+    lead_id: str | None = None
 
 
 class PageRequest(BaseModel):
@@ -209,3 +253,37 @@ class DeliverInput(BaseModel):
 class LeadIdsCheck(BaseModel):
     campaign_id: str
     lead_ids: list[str]
+
+
+# -- recurring campaigns (Temporal Schedules) ---------------------------------------------
+
+
+class ScheduledCampaignInput(BaseModel):
+    """What every firing of a recurring campaign's schedule starts with: never the leads.
+
+    `campaign` is the campaign's options with the template's id; each firing gives the
+    copy its own id and name, so the leads are stored once, under `template_id`.
+    """
+
+    schedule: str
+    template_id: str
+    campaign: CampaignInput
+
+
+class CopyLeadsInput(BaseModel):
+    """Copy a schedule template's campaign row and leads into a new campaign."""
+
+    template_id: str
+    campaign_id: str
+    name: str
+    schedule: str | None = None
+    page_size: int = Field(default=500, ge=1, le=1000)
+
+
+class ScheduledRun(BaseModel):
+    """What one firing did: the campaign it started (or found already started)."""
+
+    schedule: str
+    campaign_id: str
+    leads: int
+    already_started: bool = False

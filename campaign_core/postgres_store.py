@@ -33,11 +33,13 @@ import contextlib
 import functools
 import json
 import logging
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -45,18 +47,32 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
 from campaign_core.store import (
+    FORGOTTEN_REASON,
+    LEAD_TABLES,
     SCHEMA_VERSION,
+    DerivedHashes,
     StoreError,
     StoreUnavailable,
+    bare_message_id,
     check_version,
+    derived_hashes,
     draft_row,
+    erased_campaigns,
+    erasure_envelope,
+    forget_addresses,
+    forget_pairs,
+    forget_result,
+    log_erasure,
     migrations,
     normalise_address,
+    now_utc,
     parse_envelope,
     parse_lead,
     plain_row,
+    redact,
     redact_url,
     report_rows,
+    subject_digest,
     trace_fields,
 )
 
@@ -110,6 +126,7 @@ class PostgresStore:
         self._guard: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._ready = False
+        self._pgvector: tuple[str | None] | None = None  # (schema,) once looked up
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_url(self.url)!r})"
@@ -457,6 +474,140 @@ class PostgresStore:
                 "error = EXCLUDED.error, updated_at = now()",
                 (message_key, campaign_id, lead_id, step, channel, status, message_id, error))
 
+    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+        mid = bare_message_id(message_id)
+        return plain_row(await self._one(
+            "SELECT * FROM deliveries WHERE message_id IN (%s, %s) LIMIT 1", (mid, f"<{mid}>")))
+
+    async def record_delivery_event(
+        self, *, event_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None,
+        message_key: str | None = None, detail: str | None = None,
+    ) -> bool:
+        async with self._conn("delivery_events", event_id) as c:
+            cur = await c.execute(
+                "INSERT INTO delivery_events(event_id, kind, email, campaign_id, lead_id, "
+                "message_key, source, detail) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                (event_id, kind, normalise_address(email), campaign_id, lead_id, message_key,
+                 source, detail))
+            return cur.rowcount > 0
+
+    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT * FROM delivery_events WHERE campaign_id = %s ORDER BY created_at, event_id",
+            (campaign_id,))
+        return [plain_row(r) or {} for r in rows]
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        async with self._conn("signing_keys", name) as c:
+            await c.execute("INSERT INTO signing_keys(name, secret) VALUES (%s, %s) "
+                            "ON CONFLICT (name) DO NOTHING", (name, candidate))
+            cur = await c.execute("SELECT secret FROM signing_keys WHERE name = %s", (name,))
+            row = await cur.fetchone()
+        assert row is not None
+        return str(row["secret"])
+
+    # -- erasure (`campaign forget`) -------------------------------------------------
+
+    async def forget(
+        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
+    ) -> dict[str, int]:
+        """Erase the person and suppress the address in one transaction.
+
+        What is deleted, redacted and kept: "erasure" in campaign_core/store.py.
+        """
+        addresses = forget_addresses(email)
+        subject = subject_digest(email)
+        at = now_utc()
+        tally: dict[str, Counter[str]] = defaultdict(Counter)
+        pairs_sql = "unnest(%(c)s::text[], %(l)s::text[]) AS f(c, l)"
+        async with self._conn("suppressions", subject, write=True) as c:
+            cur = await c.execute(
+                "INSERT INTO suppressions(email, reason) VALUES (%s, %s) "
+                "ON CONFLICT (email) DO UPDATE SET reason = EXCLUDED.reason "
+                "WHERE suppressions.reason IS DISTINCT FROM EXCLUDED.reason",
+                (addresses[0], FORGOTTEN_REASON))
+            suppressed = max(cur.rowcount, 0)
+            # The lead id the address has in every campaign, and any lead row with it.
+            cur = await c.execute("SELECT campaign_id FROM campaigns")
+            campaigns = [r["campaign_id"] for r in await cur.fetchall()]
+            cur = await c.execute(
+                "SELECT campaign_id, lead_id FROM leads WHERE email = ANY(%s)", (addresses,))
+            pairs = sorted(forget_pairs(addresses[0], campaigns) | {
+                (r["campaign_id"], r["lead_id"]) for r in await cur.fetchall()})
+            ids: dict[str, set[str]] = defaultdict(set)
+            for cid, lid in pairs:
+                ids[cid].add(lid)
+            args = {"c": [p[0] for p in pairs], "l": [p[1] for p in pairs], "a": addresses}
+            hashes: set[str] = set()
+            cur = await c.execute(
+                "SELECT l.campaign_id, l.lead_id, l.data, k.brief FROM leads l "
+                f"JOIN {pairs_sql} ON l.campaign_id = f.c AND l.lead_id = f.l "
+                "LEFT JOIN campaigns k ON k.campaign_id = l.campaign_id", args)
+            for r in await cur.fetchall():
+                hashes |= derived_hashes(derived_text_hashes, r["data"], r["brief"],
+                                         f"{r['campaign_id']}/{r['lead_id']}")
+            # Redact campaign-level audit entries and approvals that name the lead.
+            cur = await c.execute(
+                "SELECT a.envelope_id, a.campaign_id, a.envelope FROM audit_log a "
+                f"JOIN {pairs_sql} ON a.campaign_id = f.c WHERE a.lead_id IS NULL AND "
+                "(strpos(a.envelope::text, f.l) > 0 OR EXISTS (SELECT 1 FROM "
+                "unnest(%(a)s::text[]) AS x(a) WHERE strpos(lower(a.envelope::text), x.a) > 0))",
+                args)
+            entries = {r["envelope_id"]: r for r in await cur.fetchall()}
+            for eid, r in entries.items():
+                clean = redact(r["envelope"], ids[r["campaign_id"]], addresses)
+                await c.execute("UPDATE audit_log SET envelope = %s WHERE envelope_id = %s",
+                                (_json(clean), eid))
+                tally[r["campaign_id"]]["audit_log_redacted"] += 1
+            cur = await c.execute(
+                "SELECT a.campaign_id, a.decision_id, a.lead_ids FROM approvals a "
+                f"JOIN {pairs_sql} ON a.campaign_id = f.c "
+                "WHERE a.lead_ids IS NOT NULL AND strpos(a.lead_ids::text, f.l) > 0", args)
+            decisions = {(r["campaign_id"], r["decision_id"]): r for r in await cur.fetchall()}
+            for (cid, did), r in decisions.items():
+                await c.execute(
+                    "UPDATE approvals SET lead_ids = %s WHERE campaign_id = %s AND decision_id = %s",
+                    (_json(redact(r["lead_ids"], ids[cid], addresses)), cid, did))
+                tally[cid]["approvals"] += 1
+            # Delete the lead's rows, the lead itself last.
+            for table in LEAD_TABLES:
+                cur = await c.execute(
+                    SQL("DELETE FROM {} t USING " + pairs_sql + " WHERE t.campaign_id = f.c "
+                        "AND t.lead_id = f.l RETURNING t.campaign_id").format(Identifier(table)),
+                    args)
+                rows = await cur.fetchall()
+                if table in {"leads", "delivery_events"}:  # by address too
+                    cur = await c.execute(
+                        SQL("DELETE FROM {} WHERE email = ANY(%(a)s) RETURNING campaign_id")
+                        .format(Identifier(table)), args)
+                    rows += await cur.fetchall()
+                for r in rows:
+                    tally[r["campaign_id"] or ""][table] += 1
+            embeddings = 0
+            if hashes:
+                cur = await c.execute("DELETE FROM embeddings WHERE text_hash = ANY(%s)",
+                                      (sorted(hashes),))
+                embeddings = max(cur.rowcount, 0)
+            per = {cid: dict(t) for cid, t in tally.items()}
+            for cid in erased_campaigns(per):
+                env = erasure_envelope(cid, subject, per[cid], at)
+                t = trace_fields(env)
+                await c.execute(
+                    "INSERT INTO audit_log(envelope_id, campaign_id, lead_id, agent, envelope, "
+                    "run_id, attempt, agent_version, started_at, ended_at, duration_ms, "
+                    "record_count, outcome, inputs_digest) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (envelope_id) DO NOTHING",
+                    (env.envelope_id, cid, None, env.metadata.agent,
+                     _json(env.model_dump(mode="json")), t["run_id"], t["attempt"],
+                     t["agent_version"], t["started_at"], t["ended_at"], t["duration_ms"],
+                     t["record_count"], t["outcome"], t["inputs_digest"]))
+        result = forget_result(per, embeddings=embeddings, suppressions=suppressed)
+        log_erasure(redact_url(self.url), subject, result)
+        return result
+
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
@@ -499,3 +650,66 @@ class PostgresStore:
                 "SELECT * FROM audit_log WHERE campaign_id = %s ORDER BY created_at, envelope_id",
                 (campaign_id,))
         return [plain_row(dict(r)) or {} for r in rows]
+
+    # -- embeddings ----------------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        """Vectors by hash; `::real[]` reads pgvector's column and the plain one alike."""
+        unique = list(dict.fromkeys(hashes))
+        if not unique:
+            return {}
+        rows = await self._all(
+            "SELECT text_hash, vector::real[] AS v FROM embeddings "
+            "WHERE model = %s AND text_hash = ANY(%s)", (model, unique))
+        return {r["text_hash"]: list(r["v"]) for r in rows}
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        """One transaction, pipelined; a `real[]` value is cast to `vector` on assignment."""
+        if not vectors:
+            return
+        key = f"{model}: {len(vectors)} vector(s)"
+        async with self._conn("embeddings", key, write=True) as c, c.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO embeddings(model, text_hash, dims, vector) "
+                "VALUES (%s, %s, %s, %s::real[]) ON CONFLICT (model, text_hash) DO NOTHING",
+                [(model, h, len(v), list(v)) for h, v in vectors.items()])
+
+    async def _vector_schema(self) -> str | None:
+        """pgvector's schema when the `embeddings.vector` column is its type, else None.
+
+        Looked up once per store: the extension may live outside the search path
+        (Supabase puts it in `extensions`), so queries name its type and operator.
+        """
+        if self._pgvector is None:
+            row = await self._one(
+                "SELECT n.nspname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                "JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE a.attrelid = to_regclass('embeddings') AND a.attname = 'vector' "
+                "AND t.typname = 'vector'")
+            self._pgvector = (row["nspname"] if row else None,)
+        return self._pgvector[0]
+
+    async def vector_search(
+        self, model: str, query_vector: list[float], hashes: list[str], k: int
+    ) -> list[tuple[str, float]] | None:
+        """Exact cosine search with pgvector's `<=>`, or None without pgvector.
+
+        Only vectors of the query's dimension are compared (`<=>` refuses others);
+        ties are broken by hash, so the order is total.
+        """
+        schema = await self._vector_schema()
+        if schema is None:
+            return None
+        if not hashes or k <= 0:
+            return []
+        query = SQL(
+            "SELECT e.text_hash, 1 - (e.vector OPERATOR({s}.<=>) q.v) AS similarity "
+            "FROM embeddings e, (SELECT %s::real[]::{s}.vector AS v) q "
+            "WHERE e.model = %s AND e.dims = %s AND e.text_hash = ANY(%s) "
+            "ORDER BY e.vector OPERATOR({s}.<=>) q.v, e.text_hash LIMIT %s"
+        ).format(s=Identifier(schema))
+        async with self._conn("embeddings", model) as c:
+            cur = await c.execute(query, (list(query_vector), model, len(query_vector),
+                                          list(dict.fromkeys(hashes)), k))
+            rows = await cur.fetchall()
+        return [(r["text_hash"], float(r["similarity"])) for r in rows]

@@ -130,6 +130,12 @@ AGENTS: dict[str, AgentSpec] = {
                   "activities.delivery:DeliveryAgent.deliver_message",
                   timedelta(minutes=1), _DELIVERY_RETRY,
                   description="send one approved message exactly once"),
+        # Pages through a schedule template's leads; heartbeats carry the cursor so a
+        # retry resumes where the last attempt stopped.
+        AgentSpec("copy_template_leads", "store",
+                  "activities.schedule_agent:ScheduleAgent.copy_template_leads",
+                  timedelta(minutes=30), _STORE_RETRY, heartbeat=timedelta(seconds=60),
+                  description="copy a recurring campaign's template leads into one firing's campaign"),
     )
 }
 
@@ -142,6 +148,8 @@ FLOWS: dict[str, FlowSpec] = {
                  description="one lead: store, retrieve, write, store draft"),
         FlowSpec("delivery", "DeliveryOrchestrator", "workflows.delivery:DeliveryOrchestrator",
                  description="sends the approved drafts of one campaign"),
+        FlowSpec("scheduled", "ScheduledCampaign", "workflows.scheduled:ScheduledCampaign",
+                 description="one firing of a recurring campaign: copy its leads, start it"),
     )
 }
 

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
     webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
     public_url: str = Field(default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL")
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_UNSUBSCRIBE_SECRET",
+        description="Key that signs unsubscribe links; when unset, one is generated once and "
+        "kept in the store, so every worker and API process shares it.",
+    )
     otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     task_queue_prefix: str = Field(
         default="",

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import struct
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +27,23 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
 from campaign_core.store import (
+    FORGOTTEN_REASON,
+    LEAD_TABLES,
     SCHEMA_VERSION,
     TIME_COLUMNS,
+    DerivedHashes,
     StoreError,
+    bare_message_id,
     check_version,
+    derived_hashes,
     draft_row,
+    erased_campaigns,
+    erasure_envelope,
+    forget_addresses,
+    forget_pairs,
+    forget_result,
     iso,
+    log_erasure,
     migrations,
     normalise_address,
     now_utc,
@@ -38,7 +51,9 @@ from campaign_core.store import (
     parse_json,
     parse_lead,
     plain_row,
+    redact,
     report_rows,
+    subject_digest,
     trace_fields,
 )
 
@@ -402,6 +417,48 @@ class SqliteStore:
             (message_key, campaign_id, lead_id, step, channel, status, message_id, error, now,
              now)), "deliveries", message_key)
 
+    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+        mid = bare_message_id(message_id)
+        row = await self._run(lambda c: c.execute(
+            "SELECT * FROM deliveries WHERE message_id IN (?, ?) LIMIT 1",
+            (mid, f"<{mid}>")).fetchone())
+        return plain_row(dict(row)) if row else None
+
+    async def record_delivery_event(
+        self, *, event_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None,
+        message_key: str | None = None, detail: str | None = None,
+    ) -> bool:
+        now = _now()
+
+        def write(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "INSERT INTO delivery_events(event_id, kind, email, campaign_id, lead_id, "
+                "message_key, source, detail, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(event_id) DO NOTHING",
+                (event_id, kind, normalise_address(email), campaign_id, lead_id, message_key,
+                 source, detail, now))
+            return cur.rowcount > 0
+
+        return await self._run(write, "delivery_events", event_id)
+
+    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+        rows = await self._run(lambda c: c.execute(
+            "SELECT * FROM delivery_events WHERE campaign_id = ? ORDER BY created_at, event_id",
+            (campaign_id,)).fetchall())
+        return [plain_row(dict(r)) or {} for r in rows]
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        now = _now()
+
+        def write(c: sqlite3.Connection) -> str:
+            c.execute("INSERT INTO signing_keys(name, secret, created_at) VALUES (?,?,?) "
+                      "ON CONFLICT(name) DO NOTHING", (name, candidate, now))
+            return str(c.execute("SELECT secret FROM signing_keys WHERE name = ?",
+                                 (name,)).fetchone()[0])
+
+        return await self._run(write, "signing_keys", name)
+
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
@@ -453,3 +510,154 @@ class SqliteStore:
             row["envelope"] = parse_json(row["envelope"], "audit_log", row["envelope_id"])
             out.append(row)
         return out
+
+    # -- embeddings ----------------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        """Vectors by hash, read in slices (SQLite caps a statement's parameters)."""
+        unique = list(dict.fromkeys(hashes))
+
+        def read(c: sqlite3.Connection) -> dict[str, list[float]]:
+            found: dict[str, list[float]] = {}
+            for start in range(0, len(unique), 500):
+                part = unique[start:start + 500]
+                rows = c.execute(
+                    "SELECT text_hash, dims, vector FROM embeddings WHERE model = ? AND text_hash "
+                    f"IN ({','.join('?' * len(part))})", [model, *part]).fetchall()
+                found.update({h: _unpack_vector(v, d, f"{model}/{h}") for h, d, v in rows})
+            return found
+
+        return await self._run(read, "embeddings", model) if unique else {}
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        if not vectors:
+            return
+        now = _now()
+        rows = [(model, h, len(v), _pack_vector(v, f"{model}/{h}"), now) for h, v in vectors.items()]
+        await self._run(lambda c: c.executemany(
+            "INSERT INTO embeddings(model, text_hash, dims, vector, created_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(model, text_hash) DO NOTHING", rows),
+            "embeddings", f"{model}: {len(rows)} vector(s)")
+
+    async def vector_search(
+        self, model: str, query_vector: list[float], hashes: list[str], k: int
+    ) -> list[tuple[str, float]] | None:
+        """SQLite has no vector search: the caller searches in memory."""
+        return None
+
+    # -- erasure (`campaign forget`) -------------------------------------------------
+
+    async def forget(
+        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
+    ) -> dict[str, int]:
+        """Erase the person and suppress the address in one transaction.
+
+        What is deleted, redacted and kept: "erasure" in campaign_core/store.py.
+        """
+        addresses = forget_addresses(email)
+        subject = subject_digest(email)
+        at = now_utc()
+        now = at.isoformat(timespec="microseconds")
+        by_address = f"email IN ({','.join('?' * len(addresses))})"
+        of_lead = "(campaign_id, lead_id) IN (SELECT campaign_id, lead_id FROM temp.forget_pairs)"
+
+        def erase(c: sqlite3.Connection) -> dict[str, int]:
+            tally: dict[str, Counter[str]] = defaultdict(Counter)
+            before = c.total_changes
+            c.execute(
+                "INSERT INTO suppressions(email, reason, created_at) VALUES (?,?,?) "
+                "ON CONFLICT(email) DO UPDATE SET reason = excluded.reason "
+                "WHERE suppressions.reason IS NOT excluded.reason",
+                (addresses[0], FORGOTTEN_REASON, now))
+            suppressed = c.total_changes - before
+            # The lead id the address has in every campaign, and any lead row with it.
+            campaigns = [r[0] for r in c.execute("SELECT campaign_id FROM campaigns")]
+            pairs = forget_pairs(addresses[0], campaigns) | {
+                (r[0], r[1]) for r in c.execute(
+                    f"SELECT campaign_id, lead_id FROM leads WHERE {by_address}", addresses)}
+            ids: dict[str, set[str]] = defaultdict(set)
+            for cid, lid in pairs:
+                ids[cid].add(lid)
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS forget_pairs "
+                      "(campaign_id TEXT NOT NULL, lead_id TEXT NOT NULL)")
+            c.execute("DELETE FROM temp.forget_pairs")
+            c.executemany("INSERT INTO temp.forget_pairs VALUES (?, ?)", sorted(pairs))
+            hashes: set[str] = set()
+            for cid, lid, data, brief in c.execute(
+                    "SELECT l.campaign_id, l.lead_id, l.data, c.brief FROM leads l "
+                    "LEFT JOIN campaigns c USING (campaign_id) WHERE (l.campaign_id, l.lead_id) "
+                    "IN (SELECT campaign_id, lead_id FROM temp.forget_pairs)"):
+                hashes |= derived_hashes(derived_text_hashes, data, brief, f"{cid}/{lid}")
+            # Redact campaign-level audit entries and approvals that name the lead.
+            redacted: dict[str, tuple[str, str]] = {}
+            for eid, cid, text in c.execute(
+                    "SELECT a.envelope_id, a.campaign_id, a.envelope FROM audit_log a "
+                    "JOIN temp.forget_pairs f USING (campaign_id) WHERE a.lead_id IS NULL AND "
+                    "(instr(a.envelope, f.lead_id) > 0 OR "
+                    + " OR ".join("instr(lower(a.envelope), ?) > 0" for _ in addresses) + ")",
+                    addresses).fetchall():
+                redacted[eid] = (cid, text)
+            for eid, (cid, text) in redacted.items():
+                clean = redact(parse_json(text, "audit_log", eid), ids[cid], addresses)
+                c.execute("UPDATE audit_log SET envelope = ? WHERE envelope_id = ?",
+                          (json.dumps(clean, ensure_ascii=False), eid))
+                tally[cid]["audit_log_redacted"] += 1
+            decisions = {(r[0], r[1]): r[2] for r in c.execute(
+                "SELECT a.campaign_id, a.decision_id, a.lead_ids FROM approvals a "
+                "JOIN temp.forget_pairs f USING (campaign_id) "
+                "WHERE a.lead_ids IS NOT NULL AND instr(a.lead_ids, f.lead_id) > 0").fetchall()}
+            for (cid, did), text in decisions.items():
+                kept = redact(parse_json(text, "approvals", f"{cid}/{did}"), ids[cid], addresses)
+                c.execute("UPDATE approvals SET lead_ids = ? WHERE campaign_id = ? "
+                          "AND decision_id = ?", (json.dumps(kept), cid, did))
+                tally[cid]["approvals"] += 1
+            # Delete the lead's rows, the lead itself last.
+            for table in LEAD_TABLES:
+                gone = c.execute(f"DELETE FROM {table} WHERE {of_lead} RETURNING campaign_id")
+                rows = gone.fetchall()
+                if table in {"leads", "delivery_events"}:  # by address too (two indexable scans)
+                    rows += c.execute(f"DELETE FROM {table} WHERE {by_address} RETURNING campaign_id",
+                                      addresses).fetchall()
+                for (cid,) in rows:
+                    tally[cid or ""][table] += 1
+            embeddings = 0
+            ordered = sorted(hashes)
+            for start in range(0, len(ordered), 500):
+                part = ordered[start:start + 500]
+                embeddings += c.execute(
+                    f"DELETE FROM embeddings WHERE text_hash IN ({','.join('?' * len(part))})",
+                    part).rowcount
+            c.execute("DROP TABLE temp.forget_pairs")
+            per = {cid: dict(t) for cid, t in tally.items()}
+            for cid in erased_campaigns(per):
+                env = erasure_envelope(cid, subject, per[cid], at)
+                t = {k: iso(v) if k in TIME_COLUMNS else v for k, v in trace_fields(env).items()}
+                c.execute(
+                    "INSERT INTO audit_log(envelope_id, campaign_id, lead_id, agent, envelope, "
+                    "created_at, run_id, attempt, agent_version, started_at, ended_at, duration_ms, "
+                    "record_count, outcome, inputs_digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(envelope_id) DO NOTHING",
+                    (env.envelope_id, cid, None, env.metadata.agent, env.model_dump_json(), now,
+                     t["run_id"], t["attempt"], t["agent_version"], t["started_at"],
+                     t["ended_at"], t["duration_ms"], t["record_count"], t["outcome"],
+                     t["inputs_digest"]))
+            return forget_result(per, embeddings=embeddings, suppressions=suppressed)
+
+        result = await self._run(erase, "suppressions", subject)
+        log_erasure(str(self.path), subject, result)
+        return result
+
+
+def _pack_vector(vector: list[float], key: str) -> bytes:
+    """A vector as little-endian float32 (the precision embeddings carry, and pgvector's)."""
+    try:
+        return struct.pack(f"<{len(vector)}f", *vector)
+    except (struct.error, TypeError) as exc:  # not numbers, or beyond float32
+        raise StoreError(f"rejected by the store: {exc}", table="embeddings", key=key) from exc
+
+
+def _unpack_vector(blob: bytes, dims: int, key: str) -> list[float]:
+    try:
+        return list(struct.unpack(f"<{dims}f", blob))
+    except (struct.error, TypeError) as exc:
+        raise StoreError(f"malformed vector: {exc}", table="embeddings", key=key) from exc

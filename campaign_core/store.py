@@ -27,21 +27,25 @@ database under the others.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from campaign_core.envelope import Envelope, digest
-from campaign_core.leads import Lead
+from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
+from campaign_core.leads import Lead, lead_id_for, normalise_email
 from campaign_core.models import Counts
 
 if TYPE_CHECKING:
     from campaign_core.settings import Settings
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 #: Stages after which a draft that was not approved will never be sent.
 DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
@@ -146,11 +150,67 @@ class Store(Protocol):
         status: str, message_id: str | None = None, error: str | None = None,
     ) -> None: ...
 
+    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+        """The delivery row whose RFC 5322 Message-ID this is (with or without <>)."""
+        ...
+
+    async def record_delivery_event(
+        self, *, event_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None,
+        message_key: str | None = None, detail: str | None = None,
+    ) -> bool:
+        """Record a bounce/complaint/unsubscribe once; True when it was new."""
+        ...
+
+    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]: ...
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        """The shared secret `name`; `candidate` becomes it if none exists yet.
+
+        Concurrent callers with different candidates all get the one that was stored
+        first, so every worker and API process signs and checks with the same key.
+        """
+        ...
+
     async def counts(self, campaign_id: str) -> Counts: ...
 
     async def report(self, campaign_id: str) -> list[dict[str, Any]]: ...
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
+        ...
+
+    # -- embeddings (schema 4) --------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        """The stored vectors of `model` for those text hashes that have one."""
+        ...
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        """Store vectors by text hash; a hash already stored keeps its vector (idempotent)."""
+        ...
+
+    async def vector_search(
+        self, model: str, query_vector: list[float], hashes: list[str], k: int
+    ) -> list[tuple[str, float]] | None:
+        """The `k` hashes among `hashes` most similar to the query, as (hash, cosine), best
+        first; or None when this backend cannot search vectors itself (SQLite, Postgres
+        without pgvector, Supabase without `match_embeddings`): the caller searches in memory.
+        """
+        ...
+
+    # -- erasure (`campaign forget`) ---------------------------------------------------
+
+    async def forget(
+        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
+    ) -> dict[str, int]:
+        """Erase everything the store holds about the person with this address, in every
+        campaign, and suppress the address; returns how many rows each table lost.
+
+        See "erasure" below for what is deleted, what is redacted and what is kept.
+        `derived_text_hashes(lead, brief)` names the text hashes of caches built from
+        the lead (the dense-retrieval query's embedding), which are deleted too.
+        Idempotent: forgetting the same address again erases nothing more.
+        """
         ...
 
 
@@ -233,6 +293,11 @@ def iso(value: Any) -> Any:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value
+
+
+def bare_message_id(message_id: str) -> str:
+    """A Message-ID as stored, without the angle brackets providers often drop or add."""
+    return message_id.strip().removeprefix("<").removesuffix(">")
 
 
 def normalise_address(email: str) -> str:
@@ -337,6 +402,160 @@ def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[dict[str,
             "error": r["delivery_error"] or r["draft_error"],
         })
     return out
+
+
+# -- erasure (`campaign forget`) --------------------------------------------------------------
+#
+# What `Store.forget(email)` does, the same on every backend (in one transaction on SQLite
+# and PostgreSQL; as a sequence of idempotent requests over Supabase's REST API, the
+# suppression first, so a run cut short has already stopped every send and is finished
+# by running it again):
+#
+# - deleted, in every campaign: the person's `leads` rows (the lead JSON: name, company,
+#   notes...), their `drafts`, `retrievals`, `deliveries` (status, Message-ID, provider
+#   errors: nothing is kept, not even an anonymised row, so every count stays consistent
+#   with the leads that remain), `delivery_events` for the address or the lead, their
+#   lead-level `audit_log` entries (envelopes hold the lead and the drafts), and the
+#   `embeddings` of texts derived from the lead (see `derived_text_hashes`);
+# - redacted: the lead's id is removed from `approvals.lead_ids` and from campaign-level
+#   audit entries (approval decisions), and the address is replaced with "[erased]" there;
+# - recorded: one audit entry per campaign the person was in (agent `store.forget`,
+#   record kind `erasure`) with the time, the reason, how many rows were erased and
+#   the sha256 of the normalised address, but nothing else about the person: an
+#   operator can show that an erasure happened and when, not what the data was;
+# - kept: the normalised address in `suppressions`, with the reason "forgotten (erasure
+#   request)". Keeping the address so that it is never contacted again is the standard,
+#   lawful exception: the minimum needed to honour the objection to direct marketing
+#   (GDPR art. 21(3)); without it a later import of the same list would email them again.
+#
+# Rows are found by the lead id the address has in each campaign (`lead_id_for`, a pure
+# function of campaign and address) as well as by the address itself, so rows written
+# after the lead row was gone (an activity in flight during the erasure) are found too
+# by a second run. Not erased, because they are not in the store: Temporal's workflow
+# histories (kept for the namespace's retention period; their payloads are encrypted
+# when CAMPAIGN_ENCRYPTION_KEY is set) and messages already delivered (the `forget`
+# command also deletes the outbox `.eml` files addressed to the person). Free text that
+# mentions the person inside someone else's record (another lead's notes, an approval
+# note) is not searched.
+
+#: The suppression reason `forget` writes (an earlier reason is replaced by this one).
+FORGOTTEN_REASON = "forgotten (erasure request)"
+
+#: What redacted text is replaced with.
+ERASED = "[erased]"
+
+#: The keys of the dict `forget` returns, in order: rows deleted per table, then
+#: `audit_log_redacted` (campaign-level entries redacted), `approvals` (decisions
+#: redacted), `suppressions` (1 when the address was added or its reason changed) and
+#: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
+FORGET_KEYS = ("leads", "drafts", "retrievals", "deliveries", "delivery_events", "audit_log",
+               "embeddings", "audit_log_redacted", "approvals", "suppressions", "campaigns")
+
+#: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
+#: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
+LEAD_TABLES = ("drafts", "retrievals", "deliveries", "audit_log", "delivery_events", "leads")
+
+#: `derived_text_hashes(lead, campaign_brief)`: hashes of cached texts made from the lead.
+DerivedHashes = Callable[[Lead, str], Iterable[str]]
+
+
+def forget_addresses(email: str) -> list[str]:
+    """The forms an address may be stored under: as leads (NFC) and as suppressions."""
+    return list(dict.fromkeys([normalise_email(email), normalise_address(email)]))
+
+
+def subject_digest(email: str) -> str:
+    """The erasure's subject in the audit trail: sha256 of the normalised address.
+
+    Not anonymous (anyone who knows the address can compute it, and the suppression
+    list keeps the address anyway), but it lets an operator answer "was this address
+    erased, and when?" without the trail itself holding the address.
+    """
+    return "sha256:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()
+
+
+def forget_pairs(email: str, campaign_ids: Iterable[str]) -> set[tuple[str, str]]:
+    """(campaign_id, lead_id) the address has in each campaign, whether a lead row exists."""
+    return {(cid, lead_id_for(cid, email)) for cid in campaign_ids}
+
+
+def redact(value: Any, lead_ids: Iterable[str], addresses: Iterable[str]) -> Any:
+    """`value` (parsed JSON) without the lead ids and addresses: list items that are one
+    are dropped (an approval's `lead_ids`), and inside any other text each becomes
+    "[erased]" (addresses case-insensitively)."""
+    ids = frozenset(lead_ids)
+    addresses = list(addresses)
+    pattern = re.compile("|".join(
+        [re.escape(i) for i in sorted(ids, key=len, reverse=True)]
+        + [re.escape(a) for a in addresses]), re.IGNORECASE)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return pattern.sub(ERASED, v)
+        if isinstance(v, list):
+            return [walk(x) for x in v if not (isinstance(x, str) and x in ids)]
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        return v
+
+    return walk(value) if ids or addresses else value
+
+
+def mentions(text: str, lead_ids: Iterable[str], addresses: Iterable[str]) -> bool:
+    """Whether stored text (JSON) names one of the lead ids or addresses."""
+    low = text.lower()
+    return any(i in text for i in lead_ids) or any(a.lower() in low for a in addresses)
+
+
+def erasure_envelope(campaign_id: str, subject: str, rows: dict[str, int],
+                     at: datetime) -> Envelope:
+    """The audit entry that records an erasure in one campaign, without personal data."""
+    data = {"status": "erased", "reason": FORGOTTEN_REASON, "subject": subject,
+            "erased_at": at.astimezone(UTC).isoformat(), "rows": rows}
+    return Envelope(
+        metadata=EnvelopeMetadata(campaign_id=campaign_id, run_id="erasure-request",
+                                  agent="store.forget", agent_version="1", attempt=1,
+                                  started_at=at, ended_at=at),
+        records=[Record(kind="erasure", key=subject, data=data, provenance=Provenance(
+            source="request:erasure", agent="store", created_at=at,
+            inputs_digest=digest([subject, at.isoformat()])))],
+    )
+
+
+def derived_hashes(fn: DerivedHashes | None, data: Any, brief: Any, key: str) -> set[str]:
+    """The cache hashes `fn` derives from a stored lead row; none for a malformed row
+    (which is erased all the same)."""
+    if fn is None:
+        return set()
+    try:
+        lead = parse_lead(data, key)
+    except StoreError:
+        return set()
+    return set(fn(lead, str(brief or "")))
+
+
+def forget_result(per_campaign: dict[str, dict[str, int]], **extra: int) -> dict[str, int]:
+    """The totals `forget` returns, from its per-campaign tallies ("" for rows of no
+    campaign) and the other counts; logs the erasure without the address."""
+    out = dict.fromkeys(FORGET_KEYS, 0)
+    for tally in per_campaign.values():
+        for key, n in tally.items():
+            out[key] += n
+    out.update(extra)
+    out["campaigns"] = sum(1 for cid, t in per_campaign.items() if cid and any(t.values()))
+    return out
+
+
+def erased_campaigns(per_campaign: dict[str, dict[str, int]]) -> list[str]:
+    """The campaigns that held the person's data, each of which gets an erasure entry."""
+    return sorted(cid for cid, t in per_campaign.items() if cid and any(t.values()))
+
+
+def log_erasure(where: str, subject: str, result: dict[str, int]) -> None:
+    """The erasure in the log: the address's digest and the counts, never the address."""
+    logging.getLogger("campaign.store").info(
+        "erasure request: %s erased from %s (%s)", subject, where,
+        ", ".join(f"{k}={v}" for k, v in result.items() if v) or "nothing was stored")
 
 
 # -- choosing a backend ---------------------------------------------------------------------

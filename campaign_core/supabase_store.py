@@ -27,8 +27,10 @@ How the Store's guarantees carry over to REST:
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from postgrest.exceptions import APIError
@@ -39,19 +41,33 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
 from campaign_core.store import (
+    FORGOTTEN_REASON,
+    LEAD_TABLES,
     SCHEMA_VERSION,
     TIME_COLUMNS,
+    DerivedHashes,
     StoreError,
     StoreUnavailable,
+    bare_message_id,
     check_version,
+    derived_hashes,
     draft_row,
+    erased_campaigns,
+    erasure_envelope,
+    forget_addresses,
+    forget_pairs,
+    forget_result,
     iso,
+    log_erasure,
+    mentions,
     normalise_address,
     now_utc,
     parse_envelope,
     parse_lead,
     plain_row,
+    redact,
     report_rows,
+    subject_digest,
     trace_fields,
 )
 
@@ -427,6 +443,173 @@ class SupabaseStore:
         await self._run(lambda db: db.table("deliveries").upsert(
             row, on_conflict="message_key", returning=MINIMAL), "deliveries", message_key)
 
+    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+        mid = bare_message_id(message_id)
+        res = await self._run(lambda db: db.table("deliveries").select("*")
+                              .in_("message_id", [mid, f"<{mid}>"]).limit(1), "deliveries", mid)
+        return plain_row(res.data[0]) if res.data else None
+
+    async def record_delivery_event(
+        self, *, event_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None,
+        message_key: str | None = None, detail: str | None = None,
+    ) -> bool:
+        """An ignore-duplicates upsert returns only new rows: that says whether it was new."""
+        row = {"event_id": event_id, "kind": kind, "email": normalise_address(email),
+               "campaign_id": campaign_id, "lead_id": lead_id, "message_key": message_key,
+               "source": source, "detail": detail}
+        res = await self._run(lambda db: db.table("delivery_events").upsert(
+            row, on_conflict="event_id", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "delivery_events", event_id)
+        return bool(res.data)
+
+    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+        res = await self._run(lambda db: db.table("delivery_events").select("*")
+                              .eq("campaign_id", campaign_id).order("created_at")
+                              .order("event_id"), "delivery_events")
+        return [plain_row(r) or {} for r in res.data]
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        await self._run(lambda db: db.table("signing_keys").upsert(
+            {"name": name, "secret": candidate}, on_conflict="name", ignore_duplicates=True,
+            returning=MINIMAL), "signing_keys", name)
+        res = await self._run(lambda db: db.table("signing_keys").select("secret")
+                              .eq("name", name).limit(1), "signing_keys", name)
+        return str(res.data[0]["secret"])
+
+    # -- erasure (`campaign forget`) -------------------------------------------------
+
+    #: A total order (the primary key) per table, so paged reads miss no row.
+    _KEYS: ClassVar[dict[str, list[str]]] = {
+        "leads": ["campaign_id", "lead_id"], "drafts": ["campaign_id", "lead_id", "step"],
+        "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
+        "audit_log": ["envelope_id"], "delivery_events": ["event_id"]}
+
+    async def forget(
+        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
+    ) -> dict[str, int]:
+        """Erase the person and suppress the address: idempotent requests, no transaction.
+
+        The suppression comes first, so a run cut short has already stopped every send;
+        the lead rows go last, so running it again finds (by address) and finishes what
+        was left. What is deleted, redacted and kept: "erasure" in campaign_core/store.py.
+        """
+        addresses = forget_addresses(email)
+        subject = subject_digest(email)
+        at = now_utc()
+        suppressed = await self._forget_suppress(addresses[0])
+        campaigns = await self._pages("campaigns", "campaign_id", _match(), ["campaign_id"])
+        by_address = await self._pages("leads", "campaign_id,lead_id",
+                                       _match(within={"email": addresses}), self._KEYS["leads"])
+        pairs = forget_pairs(addresses[0], [r["campaign_id"] for r in campaigns]) | {
+            (r["campaign_id"], r["lead_id"]) for r in by_address}
+        ids: dict[str, set[str]] = defaultdict(set)
+        for cid, lid in pairs:
+            ids[cid].add(lid)
+        lead_ids = sorted({lid for _, lid in pairs})
+        # Which of the derived ids have rows, table by table: (campaign, lead ids) to delete.
+        found: dict[str, dict[str, set[str]]] = {}
+        for table in LEAD_TABLES:
+            found[table] = defaultdict(set)
+            for i in range(0, len(lead_ids), 100):
+                part = lead_ids[i:i + 100]
+                rows = await self._pages(table, "campaign_id,lead_id",
+                                         _match(within={"lead_id": part}), self._KEYS[table])
+                for r in rows:
+                    if (r["campaign_id"], r["lead_id"]) in pairs:
+                        found[table][r["campaign_id"]].add(r["lead_id"])
+        events = await self._pages("delivery_events", "event_id,campaign_id",
+                                   _match(within={"email": addresses}), ["event_id"])
+        affected = sorted({cid for rows in found.values() for cid in rows}
+                          | {r["campaign_id"] for r in events if r["campaign_id"]})
+        tally: dict[str, Counter[str]] = defaultdict(Counter)
+        hashes: set[str] = set()
+        if derived_text_hashes is not None:
+            for cid, lids in found["leads"].items():
+                campaign = await self.get_campaign(cid)
+                rows = await self._pages(
+                    "leads", "lead_id,data",
+                    _match(eq={"campaign_id": cid}, within={"lead_id": sorted(lids)}), ["lead_id"])
+                for r in rows:
+                    hashes |= derived_hashes(derived_text_hashes, r["data"],
+                                             (campaign or {}).get("brief"), f"{cid}/{r['lead_id']}")
+        if affected:
+            await self._forget_redact(affected, ids, addresses, tally)
+        # Delete the lead's rows, the lead itself last.
+        for table in LEAD_TABLES:
+            for cid, lids in found[table].items():
+                gone = await self._delete(table, cid, _match(eq={"campaign_id": cid},
+                                                             within={"lead_id": sorted(lids)}))
+                tally[cid][table] += len(gone)
+            if table in {"leads", "delivery_events"}:
+                for r in await self._delete(table, subject, _match(within={"email": addresses})):
+                    tally[r["campaign_id"] or ""][table] += 1
+        embeddings = 0
+        ordered = sorted(hashes)
+        for i in range(0, len(ordered), 100):
+            embeddings += len(await self._delete(
+                "embeddings", subject, _match(within={"text_hash": ordered[i:i + 100]})))
+        per = {cid: dict(t) for cid, t in tally.items()}
+        for cid in erased_campaigns(per):
+            await self.save_envelope(erasure_envelope(cid, subject, per[cid], at), None)
+        result = forget_result(per, embeddings=embeddings, suppressions=suppressed)
+        log_erasure(self.url, subject, result)
+        return result
+
+    async def _forget_suppress(self, address: str) -> int:
+        """Suppress the address as forgotten: 1 if added or its reason changed, else 0."""
+        res = await self._run(lambda db: db.table("suppressions").select("reason")
+                              .eq("email", address).limit(1), "suppressions")
+        if not res.data:
+            return await self.add_suppressions([address], FORGOTTEN_REASON)
+        if res.data[0]["reason"] == FORGOTTEN_REASON:
+            return 0
+        await self._patch("suppressions", address, {"reason": FORGOTTEN_REASON},
+                          _match(eq={"email": address}))
+        return 1
+
+    async def _forget_redact(
+        self, campaigns: list[str], ids: dict[str, set[str]], addresses: list[str],
+        tally: dict[str, Counter[str]],
+    ) -> None:
+        """Remove the lead ids and the address from campaign-level audit entries and
+        approvals of the campaigns the person was in."""
+        for i in range(0, len(campaigns), 100):
+            part = campaigns[i:i + 100]
+            entries = await self._pages(
+                "audit_log", "envelope_id,campaign_id,envelope",
+                _match(within={"campaign_id": part}, null=("lead_id",)), ["envelope_id"])
+            for r in entries:
+                cid, eid = r["campaign_id"], r["envelope_id"]
+                if not mentions(json.dumps(r["envelope"], ensure_ascii=False), ids[cid], addresses):
+                    continue
+                await self._patch("audit_log", eid,
+                                  {"envelope": redact(r["envelope"], ids[cid], addresses)},
+                                  _match(eq={"envelope_id": eid}))
+                tally[cid]["audit_log_redacted"] += 1
+            decisions = await self._pages(
+                "approvals", "campaign_id,decision_id,lead_ids",
+                _match(within={"campaign_id": part}), ["campaign_id", "decision_id"])
+            for r in decisions:
+                cid, did = r["campaign_id"], r["decision_id"]
+                if r["lead_ids"] is None or not mentions(json.dumps(r["lead_ids"]), ids[cid], []):
+                    continue
+                await self._patch("approvals", f"{cid}/{did}",
+                                  {"lead_ids": redact(r["lead_ids"], ids[cid], addresses)},
+                                  _match(eq={"campaign_id": cid, "decision_id": did}))
+                tally[cid]["approvals"] += 1
+
+    async def _delete(self, table: str, key: str, where: Callable[[Query], Query]
+                      ) -> list[dict[str, Any]]:
+        """Delete the matching rows; returns them (to count them)."""
+        res = await self._run(lambda db: where(db.table(table).delete()), table, key)
+        return list(res.data)
+
+    async def _patch(self, table: str, key: str, values: dict[str, Any],
+                     where: Callable[[Query], Query]) -> None:
+        await self._run(lambda db: where(db.table(table).update(values, returning=MINIMAL)),
+                        table, key)
+
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
@@ -477,3 +660,76 @@ class SupabaseStore:
 
         rows = await self._pages("audit_log", "*", where, ["created_at", "envelope_id"])
         return [plain_row(r) or {} for r in rows]
+
+    # -- embeddings ----------------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        """Vectors by hash, 100 hashes a request (keeps the URL short, under `max_rows`)."""
+        unique = list(dict.fromkeys(hashes))
+        found: dict[str, list[float]] = {}
+        for i in range(0, len(unique), 100):
+            part = unique[i:i + 100]
+            def build(db: AsyncClient, part: list[str] = part) -> Query:
+                return (db.table("embeddings").select("text_hash,vector").eq("model", model)
+                        .in_("text_hash", part))
+
+            res = await self._run(build, "embeddings", model)
+            found.update({r["text_hash"]: _vector(r["vector"], f"{model}/{r['text_hash']}")
+                          for r in res.data})
+        return found
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        """Ignore-duplicates upserts, 100 vectors a request (a request body stays small)."""
+        rows = [{"model": model, "text_hash": h, "dims": len(v), "vector": list(v)}
+                for h, v in vectors.items()]
+        for i in range(0, len(rows), 100):
+            batch = rows[i:i + 100]
+            await self._upsert_embeddings(batch, f"{model}: {len(batch)} vector(s)")
+
+    async def _upsert_embeddings(self, rows: list[dict[str, Any]], key: str) -> None:
+        await self._run(lambda db: db.table("embeddings").upsert(
+            rows, on_conflict="model,text_hash", ignore_duplicates=True, returning=MINIMAL),
+            "embeddings", key)
+
+    async def vector_search(
+        self, model: str, query_vector: list[float], hashes: list[str], k: int
+    ) -> list[tuple[str, float]] | None:
+        """pgvector's search through the `match_embeddings` RPC; None where it does not exist
+        (the project has no pgvector), so the caller searches in memory."""
+        if not hashes or k <= 0:
+            return []
+        db = await self._ready_db()
+        params = {"model": model, "query": list(query_vector),
+                  "hashes": list(dict.fromkeys(hashes)), "k": k}
+        try:
+            res = await self._execute(db.rpc("match_embeddings", params), "embeddings", model)
+        except APIError as exc:
+            if exc.code in {"PGRST202", "42883"}:  # no such function (PostgREST, Postgres)
+                return None
+            raise
+        found = [(str(r["text_hash"]), float(r["similarity"])) for r in res.data]
+        return sorted(found, key=lambda hs: (-hs[1], hs[0]))  # the function's order, kept
+
+
+def _match(*, eq: dict[str, Any] | None = None, within: dict[str, list[str]] | None = None,
+           null: tuple[str, ...] = ()) -> Callable[[Query], Query]:
+    """A filter: columns equal to values, within lists of values, or null."""
+    def where(q: Query) -> Query:
+        for col, value in (eq or {}).items():
+            q = q.eq(col, value)
+        for col, values in (within or {}).items():
+            q = q.in_(col, values)
+        for col in null:
+            q = q.is_(col, "null")
+        return q
+
+    return where
+
+
+def _vector(value: Any, key: str) -> list[float]:
+    """A vector as PostgREST returns it: pgvector's text (`"[1,2]"`) or a `real[]` array."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+        return [float(x) for x in parsed]
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"malformed vector: {exc}", table="embeddings", key=key) from exc

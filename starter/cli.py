@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from campaign_core.codec import EncryptionKeyError
 from campaign_core.leads import LeadsFileError, read_leads_file
 from campaign_core.models import Channel
 from campaign_core.send_window import SendWindow
@@ -56,7 +57,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine, mapping failures to the contract's exit codes."""
     try:
         return asyncio.run(coro)
-    except (BadInput, LeadsFileError) as exc:
+    except (BadInput, LeadsFileError, EncryptionKeyError) as exc:
         fail(2, str(exc))
     except TemporalUnreachable as exc:
         fail(3, str(exc))
@@ -123,6 +124,31 @@ def worker(
         fail(2, str(exc))
 
 
+@app.command()
+@with_logging
+def api(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    insecure_dev: bool = typer.Option(
+        False, "--insecure-dev", help="Serve without CAMPAIGN_API_TOKEN (a private machine only)."),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from campaign_core.temporal import data_converter
+    from starter.api import create_app
+
+    settings = load_settings()
+    try:
+        data_converter(settings)  # a malformed CAMPAIGN_ENCRYPTION_KEY stops us here, not later
+        application = create_app(settings, insecure_dev=insecure_dev)
+    except (BadInput, EncryptionKeyError) as exc:
+        fail(2, str(exc))
+    if insecure_dev and settings.api_token is None:
+        log.warning("serving WITHOUT authentication (--insecure-dev): keep this private")
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+
+
 # -- campaigns ------------------------------------------------------------------------
 
 
@@ -183,6 +209,30 @@ def start(
         out.print(f"Campaign [bold]{result.campaign_id}[/] {verb}: "
                   f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected")
         out.print(f"Watch it: {result.ui_url}")
+
+    run(go())
+
+
+@app.command("add-leads")
+@with_logging
+def add_leads(
+    campaign_id: str = typer.Argument(..., metavar="ID"),
+    leads: Path = typer.Option(..., "--leads", help="CSV (with header) or JSON Lines file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add leads to a campaign that is still drafting."""
+
+    async def go() -> None:
+        intake = read_leads_file(leads, campaign_id)
+        for rej in intake.rejected:
+            err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
+        result = await manager().add_leads(campaign_id, intake)
+        if as_json:
+            emit_json(result.to_json())
+            return
+        out.print(f"Campaign [bold]{campaign_id}[/]: {result.leads_accepted} leads added, "
+                  f"{result.leads_already_present} already in it, "
+                  f"{len(result.leads_rejected)} rejected")
 
     run(go())
 
@@ -369,3 +419,11 @@ def demo(
 
 def main() -> None:
     app()
+
+
+# -- commands kept in their own modules --------------------------------------------------------
+
+from starter import cmd_codec, cmd_forget, cmd_schedule  # noqa: E402  (after `app` exists)
+
+for _module in (cmd_forget, cmd_schedule, cmd_codec):
+    _module.register(app)

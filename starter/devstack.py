@@ -19,15 +19,18 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
-from campaign_core.temporal import dev_server_path
+from campaign_core.temporal import client_interceptors, data_converter, dev_server_path
 from worker_main import install_stop_handlers, run_workers
 
 log = logging.getLogger("campaign.dev")
+
+# Where the dev server's Web UI asks `campaign codec-server` (its default port) to decode
+# payloads when CAMPAIGN_ENCRYPTION_KEY is set.
+CODEC_ENDPOINT = "http://127.0.0.1:8081"
 
 
 def port_free(port: int) -> bool:
@@ -59,9 +62,13 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
     home = settings.campaign_home
     home.mkdir(parents=True, exist_ok=True)
     attrs = [SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES]
+    converter = data_converter(settings)  # encrypting when CAMPAIGN_ENCRYPTION_KEY is set
+    extra = ["--ui-codec-endpoint", CODEC_ENDPOINT] if converter.payload_codec else []
     env = await WorkflowEnvironment.start_local(
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter,
+        interceptors=client_interceptors(settings),
+        dev_server_extra_args=extra,
         dev_server_existing_path=dev_server_path(),
         dev_server_database_filename=str((home / "temporal.db").resolve()),
         ip="127.0.0.1",
@@ -92,6 +99,9 @@ async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: 
         print(f"Temporal dev server on {stack.address}", flush=True)
         print(f"Temporal Web UI: {stack.ui_url}", flush=True)
         print(f"State in {settings.campaign_home.resolve()}; Ctrl-C to stop.", flush=True)
+        if settings.encryption_key and settings.encryption_key.get_secret_value().strip():
+            print(f"Payloads are encrypted: run `campaign codec-server` so the UI decodes them "
+                  f"through {CODEC_ENDPOINT}", flush=True)
         if with_workers:
             await run_workers(stack.client, settings, None, stop)
         else:

@@ -23,14 +23,24 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from campaign_core.ids import CAMPAIGN_ID_PATTERN, campaign_workflow_id, new_campaign_id
-from campaign_core.leads import IntakeResult, RejectedRow
+from campaign_core.envelope import digest
+from campaign_core.events import DeliveryEvent, DeliveryEventResult
+from campaign_core.ids import (
+    CAMPAIGN_ID_PATTERN,
+    campaign_workflow_id,
+    message_key,
+    new_campaign_id,
+)
+from campaign_core.leads import IntakeResult, RejectedRow, normalise_email
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    AddLeads,
     Approval,
     CampaignInput,
     CampaignStatus,
     Channel,
+    DeliveryEventKind,
+    DeliveryEventSignal,
     Rejection,
     Stage,
 )
@@ -39,6 +49,7 @@ from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store import Store, open_store
 from campaign_core.temporal import connect
+from campaign_core.unsubscribe import BadToken, read_token, signing_key
 from workflows.campaign import search_attributes
 
 
@@ -71,6 +82,34 @@ def check_campaign_id(campaign_id: str) -> str:
 def campaign_id_for(name: str, given: str | None) -> str:
     """The id a new campaign will have: the one given (checked), else a fresh one."""
     return check_campaign_id(given) if given else new_campaign_id(name)
+
+
+#: Lead ids per `add_leads` Update (the model's limit): keeps each history event small.
+ADD_LEADS_CHUNK = 5000
+
+
+def _root_cause(err: WorkflowUpdateFailedError) -> str:
+    """The workflow's own message for a refused Update (its innermost cause)."""
+    cause: BaseException | None = err.cause
+    while getattr(cause, "cause", None) is not None:
+        cause = getattr(cause, "cause", None)
+    return str(cause or err)
+
+
+@dataclass
+class AddLeadsResult:
+    campaign_id: str
+    leads_accepted: int
+    leads_already_present: int
+    leads_rejected: list[RejectedRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "leads_accepted": self.leads_accepted,
+            "leads_already_present": self.leads_already_present,
+            "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+        }
 
 
 @dataclass
@@ -204,7 +243,7 @@ class CampaignManager:
         if campaign is None and exec_status is None:
             raise NotFound(f"unknown campaign {campaign_id!r}")
         stage = Stage(campaign["stage"]) if campaign else Stage.FAILED
-        paused, error = False, None
+        paused, error, reason = False, None, None
         if exec_status == WorkflowExecutionStatus.RUNNING:
             handle = await self._handle(campaign_id)
             try:
@@ -212,6 +251,7 @@ class CampaignManager:
                     "status", result_type=CampaignStatus, rpc_timeout=timedelta(seconds=10)
                 )
                 stage, paused, error = live.stage, live.paused, live.error
+                reason = live.paused_reason
             except RPCError:
                 pass  # no worker answering right now: the stored stage is the next best
         elif exec_status == WorkflowExecutionStatus.CANCELED:
@@ -220,7 +260,7 @@ class CampaignManager:
             stage = Stage.FAILED
         counts = await self.store.counts(campaign_id)
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
-                              paused=paused, error=error)
+                              paused=paused, error=error, paused_reason=reason)
 
     async def drafts(self, campaign_id: str) -> list[dict[str, Any]]:
         await self._require(campaign_id)
@@ -254,10 +294,7 @@ class CampaignManager:
         try:
             return await handle.execute_update(name, arg)
         except WorkflowUpdateFailedError as err:
-            cause: BaseException | None = err.cause
-            while getattr(cause, "cause", None) is not None:
-                cause = getattr(cause, "cause", None)
-            raise BadInput(str(cause or err)) from err
+            raise BadInput(_root_cause(err)) from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
@@ -275,9 +312,117 @@ class CampaignManager:
     async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
         await self._update(campaign_id, "reject", Rejection(by=by, reason=reason))
 
+    async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
+        """Add leads to a campaign that is still drafting; they are drafted like the rest.
+
+        Leads already in the campaign (same normalised email, hence same id) are not
+        added twice. The new leads are stored first, then handed to the workflow's
+        `add_leads` Update (ids only, in chunks). Should the campaign leave drafting in
+        between, the Update refuses and the stored leads are marked `failed` with the
+        reason, so the record says what happened to every lead.
+        """
+        await self._require(campaign_id)
+        if not intake.leads:
+            raise BadInput("no valid lead to add")
+        handle = await self._running_handle(campaign_id, "add leads to")
+        live: CampaignStatus = await handle.query("status", result_type=CampaignStatus)
+        if live.stage is not Stage.DRAFTING:
+            raise BadInput(f"campaign {campaign_id!r} is {live.stage.value}: leads can be added "
+                           "only while it is drafting")
+        new = [lead for lead in intake.leads
+               if await self.store.get_lead(campaign_id, lead.lead_id) is None]
+        result = AddLeadsResult(campaign_id=campaign_id, leads_accepted=len(new),
+                                leads_already_present=len(intake.leads) - len(new),
+                                leads_rejected=list(intake.rejected))
+        if not new:
+            return result
+        await self.store.upsert_leads(campaign_id, new)
+        ids = [lead.lead_id for lead in new]
+        for start in range(0, len(ids), ADD_LEADS_CHUNK):
+            chunk = ids[start:start + ADD_LEADS_CHUNK]
+            try:
+                await handle.execute_update("add_leads", AddLeads(lead_ids=chunk))
+            except WorkflowUpdateFailedError as err:
+                reason = f"not drafted: {_root_cause(err)}"
+                for lid in ids[start:]:
+                    await self.store.set_lead_status(campaign_id, lid, "failed", reason)
+                raise BadInput(f"{_root_cause(err)} ({len(ids) - start} lead(s) recorded as "
+                               "failed, not drafted)") from err
+        return result
+
     async def control(self, campaign_id: str, action: str) -> None:
         """pause, resume or cancel a running campaign (a signal; takes effect at once)."""
         if action not in {"pause", "resume", "cancel"}:
             raise BadInput(f"unknown action {action!r}")
         handle = await self._running_handle(campaign_id, action)
         await handle.signal(action)
+
+    # -- what recipients tell us ----------------------------------------------------------
+
+    async def unsubscribe(self, token: str) -> str:
+        """Suppress the address an unsubscribe link was made for; returns the address.
+
+        Suppression is checked at the moment of sending, so this stops every pending
+        send to the address, in every campaign, from now on. Idempotent: a second
+        click (or a mail scanner's prefetch) changes nothing.
+        """
+        try:
+            claims = read_token(await signing_key(self.settings, self.store), token)
+        except BadToken as err:
+            raise BadInput(f"token: {err}") from err
+        lead = await self.store.get_lead(claims.campaign_id, claims.lead_id)
+        if lead is None:
+            raise NotFound("token: the message it came from is no longer on record")
+        await self.store.add_suppressions([lead.email], f"unsubscribe ({claims.campaign_id})")
+        key = message_key(claims.campaign_id, claims.lead_id, claims.step)
+        await self.store.record_delivery_event(
+            event_id=f"unsubscribe:{key}", kind=DeliveryEventKind.UNSUBSCRIBE.value,
+            email=lead.email, source="unsubscribe", campaign_id=claims.campaign_id,
+            lead_id=claims.lead_id, message_key=key)
+        return lead.email
+
+    async def delivery_event(self, event: DeliveryEvent, *, source: str) -> DeliveryEventResult:
+        """Record a bounce or complaint, suppress the address, and tell its campaign.
+
+        Hard bounces and complaints suppress the address for every campaign; a soft
+        (temporary) bounce is recorded only. When the event names one of our messages
+        (by Message-ID), its campaign's delivery orchestrator hears of it once, even if
+        the provider delivers the same event twice, and its bounce circuit breaker
+        counts it.
+        """
+        email = normalise_email(event.email)
+        delivery = (await self.store.find_delivery_by_message_id(event.message_id)
+                    if event.message_id else None)
+        campaign_id = delivery["campaign_id"] if delivery else None
+        lead_id = delivery["lead_id"] if delivery else None
+        event_id = event.event_id or "evt_" + digest(
+            [source, event.type.value, email, event.message_id, event.detail]
+        ).removeprefix("sha256:")[:32]
+        counts = event.type is DeliveryEventKind.COMPLAINT or event.permanent
+        new = await self.store.record_delivery_event(
+            event_id=f"{source}:{event_id}", kind=event.type.value, email=email, source=source,
+            campaign_id=campaign_id, lead_id=lead_id,
+            message_key=delivery["message_key"] if delivery else None,
+            detail=(event.detail or "") + ("" if counts else " (soft bounce)") or None)
+        suppressed = False
+        if counts:
+            suppressed = await self.store.add_suppressions(
+                [email], f"{event.type.value} ({source})") > 0
+        signalled = False
+        if new and counts and campaign_id:
+            signalled = await self._tell_campaign(
+                campaign_id, DeliveryEventSignal(kind=event.type, lead_id=lead_id))
+        return DeliveryEventResult(event_id=event_id, duplicate=not new, suppressed=suppressed,
+                                   campaign_id=campaign_id, lead_id=lead_id,
+                                   campaign_notified=signalled)
+
+    async def _tell_campaign(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
+        """Signal a running campaign; False when it is no longer running (nothing to pause)."""
+        handle = await self._handle(campaign_id)
+        try:
+            await handle.signal("delivery_event", signal)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True

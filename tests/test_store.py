@@ -304,6 +304,37 @@ async def test_suppressions_count_new_addresses_only(backend: Backend) -> None:
     assert await backend.rows("suppressions") == 3
 
 
+async def test_delivery_events_are_recorded_once_and_found_by_message_id(backend: Backend) -> None:
+    s = backend.store
+    leads = await new_campaign(s)
+    lid = leads[0].lead_id
+    await s.upsert_delivery(message_key="mk1", campaign_id="c1", lead_id=lid, step=1,
+                            channel="smtp", status="sent", message_id="<mk1@example.org>")
+    for mid in ("<mk1@example.org>", "mk1@example.org", " <mk1@example.org> "):
+        found = await s.find_delivery_by_message_id(mid)
+        assert found is not None and (found["message_key"], found["lead_id"]) == ("mk1", lid)
+    assert await s.find_delivery_by_message_id("<other@example.org>") is None
+    event = {"event_id": "ev-1", "kind": "bounce", "email": "Ana@Example.com", "source": "bounce",
+             "campaign_id": "c1", "lead_id": lid, "message_key": "mk1", "detail": "550 no such user"}
+    assert await s.record_delivery_event(**event) is True
+    assert await s.record_delivery_event(**event) is False  # the provider sent it twice
+    await s.record_delivery_event(event_id="ev-2", kind="complaint", email="bo@example.org",
+                                  source="complaint")  # names no message of ours
+    rows = await s.list_delivery_events("c1")
+    assert [(r["event_id"], r["kind"], r["email"]) for r in rows] == [
+        ("ev-1", "bounce", "ana@example.com")]
+    assert await backend.rows("delivery_events") == 2
+
+
+async def test_a_shared_secret_is_created_once_and_then_kept(backend: Backend) -> None:
+    s = backend.store
+    got = await asyncio.gather(*(s.get_or_create_secret("unsubscribe", f"cand-{i}")
+                                 for i in range(5)))
+    assert len(set(got)) == 1 and got[0].startswith("cand-")
+    assert await s.get_or_create_secret("unsubscribe", "another") == got[0]
+    assert await s.get_or_create_secret("other", "x") == "x"
+
+
 async def test_envelopes_are_stored_once_with_their_node_trace(backend: Backend) -> None:
     s = backend.store
     leads = await new_campaign(s)

@@ -21,11 +21,13 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
     from campaign_core.models import (
+        AddLeads,
         Approval,
         CampaignCarry,
         CampaignInput,
         CampaignStatus,
         Decision,
+        DeliveryEventSignal,
         DeliveryInput,
         DeliveryResult,
         LeadIdsCheck,
@@ -66,6 +68,8 @@ class CampaignWorkflow:
         self._error: str | None = None
         self._decision_recorded = False
         self._delivery_running = False
+        self._paging_done_at_end = False  # drafting finished: too late to add leads
+        self._added: set[str] = set()  # the carry's added_lead_ids, for quick lookups
 
     # -- decisions -------------------------------------------------------------------
 
@@ -139,14 +143,41 @@ class CampaignWorkflow:
     def _validate_reject(self, rejection: Rejection) -> None:
         self._check_decidable()
 
+    # -- more leads ------------------------------------------------------------------
+
+    @workflow.update(name="add_leads")
+    def add_leads(self, more: AddLeads) -> int:
+        """Draft these (already stored) leads too; returns how many were new to the run.
+
+        They are drafted after the paged ones. Paging skips them, so a lead whose id
+        sorts after the cursor is not drafted twice.
+        """
+        fresh = [lid for lid in dict.fromkeys(more.lead_ids) if lid not in self._added]
+        self._carry.added_lead_ids.extend(fresh)
+        self._added.update(fresh)
+        self._details(f"{len(fresh)} lead(s) added")
+        return len(fresh)
+
+    @add_leads.validator
+    def _validate_add_leads(self, more: AddLeads) -> None:
+        cid = self._inp.campaign_id if self._inp else "?"
+        if self._stage is not Stage.DRAFTING or self._paging_done_at_end:
+            raise ValueError(f"campaign {cid!r} is {self._stage.value}: leads can be added "
+                             "only while it is drafting")
+        if self._carry.cancelled or self._error:
+            raise ValueError(f"campaign {cid!r} is stopping: no leads can be added")
+
     # -- control ---------------------------------------------------------------------
 
-    async def _forward(self, name: str) -> None:
-        """Pass pause/resume/cancel on to the delivery orchestrator while it runs."""
+    async def _forward(self, name: str, arg: object = None) -> None:
+        """Pass control signals and delivery events on to the delivery orchestrator."""
         if self._delivery_running and self._inp is not None:
             handle = workflow.get_external_workflow_handle(
                 delivery_workflow_id(self._inp.campaign_id))
-            await handle.signal(name)
+            if arg is None:
+                await handle.signal(name)
+            else:
+                await handle.signal(name, arg)
 
     @workflow.signal(name="pause")
     async def pause(self) -> None:
@@ -158,8 +189,21 @@ class CampaignWorkflow:
     @workflow.signal(name="resume")
     async def resume(self) -> None:
         self._carry.paused = False
+        self._carry.paused_reason = None
         self._details()
         await self._forward("resume")
+
+    @workflow.signal(name="delivery_event")
+    async def delivery_event(self, event: DeliveryEventSignal) -> None:
+        """A bounce or complaint for one of our messages (from the API's webhook)."""
+        await self._forward("delivery_event", event)
+
+    @workflow.signal(name="circuit_breaker")
+    def circuit_breaker(self, reason: str) -> None:
+        """The delivery orchestrator paused itself: record why, for `status` and the UI."""
+        self._carry.paused = True
+        self._carry.paused_reason = reason
+        self._details(reason)
 
     @workflow.signal(name="cancel")
     async def cancel(self) -> None:
@@ -172,7 +216,7 @@ class CampaignWorkflow:
         return CampaignStatus(
             campaign_id=self._inp.campaign_id if self._inp else "",
             stage=self._stage, counts=self._carry.counts, paused=self._carry.paused,
-            error=self._error,
+            error=self._error, paused_reason=self._carry.paused_reason,
         )
 
     # -- helpers ---------------------------------------------------------------------
@@ -236,15 +280,11 @@ class CampaignWorkflow:
                 result_type=list[str], prefix=inp.queue_prefix, summary="next page of leads",
             )
             for lead_id in page:
-                await workflow.wait_condition(
-                    lambda: not carry.paused or carry.cancelled or self._error is not None)
-                if carry.cancelled or self._error:
+                if lead_id in self._added:
+                    carry.after = lead_id  # added while drafting: drafted from that list
+                    continue
+                if not await self._start_lead(inp, lead_id, pending):
                     break
-                if len(pending) >= inp.window:
-                    _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    pending = set(rest)
-                pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
-                carry.counts.leads += 1
                 carry.after = lead_id
                 started += 1
             if len(page) < inp.page_size or carry.cancelled or self._error:
@@ -256,8 +296,36 @@ class CampaignWorkflow:
                 if not (carry.cancelled or self._error):
                     next_carry = carry.model_copy(update={"runs": carry.runs + 1})
                     workflow.continue_as_new(inp.model_copy(update={"carry": next_carry}))
+        # Leads added while drafting, then whatever is still in flight.
+        drained = 0
+        while not (carry.cancelled or self._error):
+            if drained < len(carry.added_lead_ids):
+                if not await self._start_lead(inp, carry.added_lead_ids[drained], pending):
+                    break
+                drained += 1
+                continue
+            if not pending:
+                break
+            done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending.difference_update(done)
+        self._paging_done_at_end = True
         if pending:
             await workflow.wait(pending)
+
+    async def _start_lead(self, inp: CampaignInput, lead_id: str,
+                          pending: set[asyncio.Task[None]]) -> bool:
+        """Start one lead's orchestrator when pause and the window allow; False if stopping."""
+        carry = self._carry
+        await workflow.wait_condition(
+            lambda: not carry.paused or carry.cancelled or self._error is not None)
+        if carry.cancelled or self._error:
+            return False
+        if len(pending) >= inp.window:
+            done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending.difference_update(done)
+        pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
+        carry.counts.leads += 1
+        return True
 
     async def _record(self, inp: CampaignInput, decision: str, by: str, note: str | None,
                       lead_ids: list[str] | None = None) -> int:
@@ -276,6 +344,7 @@ class CampaignWorkflow:
         self._inp = inp
         if inp.carry is not None:
             self._carry = inp.carry.model_copy(deep=True)
+            self._added = set(self._carry.added_lead_ids)
         else:
             await self._set_stage(inp, Stage.DRAFTING, f"drafting campaign {inp.name!r}")
         self._details()
@@ -342,6 +411,8 @@ class CampaignWorkflow:
                           send_window=inp.send_window, sends_per_run=inp.sends_per_run,
                           domain_limit_per_minute=inp.domain_limit_per_minute,
                           send_rate_per_second=inp.send_rate_per_second,
+                          bounce_threshold=inp.bounce_threshold,
+                          bounce_min_sends=inp.bounce_min_sends,
                           paused=self._carry.paused),
             id=delivery_workflow_id(inp.campaign_id),
             task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),

@@ -6,6 +6,14 @@ keeps a bounded number of sends in flight, and continues as new after a fixed
 number of sends so no run's history grows without bound. The delivery agent makes
 each send exactly-once, so a retry here is always safe. Pause, resume and cancel
 arrive as signals (forwarded by the campaign).
+
+Bounces and complaints arrive the same way (`delivery_event`, forwarded by the
+campaign from the HTTP API's webhook). A circuit breaker counts them: once at least
+`bounce_min_sends` messages went out and bounces pass `bounce_threshold` of them, it
+pauses delivery itself and tells the campaign why (`circuit_breaker` signal), so that
+`campaign status` says so; a person's `resume` lifts it. A sender whose bounce rate
+climbs is about to be blocked by every mailbox provider: stopping early protects the
+domain's reputation for every later campaign.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     from campaign_core.models import (
         ApprovedLead,
         DeliverInput,
+        DeliveryEventKind,
+        DeliveryEventSignal,
         DeliveryInput,
         DeliveryOutcome,
         DeliveryResult,
@@ -43,6 +53,8 @@ class DeliveryOrchestrator:
         self._waiting_for_window = 0
         self._recent: dict[str, list[datetime]] = {}
         self._next_send_at: datetime | None = None
+        self._inp: DeliveryInput | None = None
+        self._breaker_tripped = False
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
@@ -55,6 +67,33 @@ class DeliveryOrchestrator:
     @workflow.signal(name="resume")
     def resume(self) -> None:
         self._paused = False
+        self._breaker_tripped = False  # a person looked and chose to go on
+
+    @workflow.signal(name="delivery_event")
+    async def delivery_event(self, event: DeliveryEventSignal) -> None:
+        """Count a bounce or complaint; trip the breaker when bounces pass the threshold."""
+        r = self._result
+        if event.kind is DeliveryEventKind.BOUNCE:
+            r.bounced += 1
+        elif event.kind is DeliveryEventKind.COMPLAINT:
+            r.complaints += 1
+        self._details()
+        inp = self._inp
+        if inp is None or self._breaker_tripped or event.kind is not DeliveryEventKind.BOUNCE:
+            return
+        if r.sent < inp.bounce_min_sends or r.bounced <= inp.bounce_threshold * r.sent:
+            return
+        self._breaker_tripped = True
+        self._paused = True
+        reason = (f"circuit breaker: {r.bounced} bounces in {r.sent} sent "
+                  f"({r.bounced / r.sent:.1%}) is over {inp.bounce_threshold:.0%}; delivery "
+                  f"paused — check the list, then `campaign resume {inp.campaign_id}`")
+        workflow.logger.warning(reason)
+        self._details()
+        parent = workflow.info().parent
+        if parent is not None:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                "circuit_breaker", reason)
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
@@ -62,9 +101,11 @@ class DeliveryOrchestrator:
 
     def _details(self) -> None:
         r = self._result
-        state = " (paused)" if self._paused else ""
+        state = " (paused by the bounce circuit breaker)" if self._breaker_tripped else (
+            " (paused)" if self._paused else "")
         workflow.set_current_details(
-            f"sent {r.sent}, suppressed {r.suppressed}, failed {r.failed}; "
+            f"sent {r.sent}, suppressed {r.suppressed}, failed {r.failed}, "
+            f"bounced {r.bounced}, complaints {r.complaints}; "
             f"{self._waiting_for_window} waiting for their send window{state}"
         )
 
@@ -102,6 +143,8 @@ class DeliveryOrchestrator:
                     continue  # the window closed while this send was queued
                 if not await self._pace(inp, lead):
                     return
+                if self._paused:
+                    continue  # paused (by a person or the breaker) while waiting its turn
                 await self._send(inp, lead.lead_id)
                 return
 
@@ -153,8 +196,10 @@ class DeliveryOrchestrator:
 
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
+        self._inp = inp
         self._result = inp.result.model_copy()
         self._paused = inp.paused
+        self._breaker_tripped = inp.breaker_tripped
         self._recent = {d: list(ts) for d, ts in inp.recent_by_domain.items()}
         slots = asyncio.Semaphore(inp.in_flight)
         after = inp.after
@@ -185,7 +230,7 @@ class DeliveryOrchestrator:
                 if not self._cancelled:
                     workflow.continue_as_new(inp.model_copy(update={
                         "after": after, "result": self._result, "runs": inp.runs + 1,
-                        "paused": self._paused,
+                        "paused": self._paused, "breaker_tripped": self._breaker_tripped,
                         "recent_by_domain": {
                             d: [t for t in ts if t > workflow.now() - MINUTE]
                             for d, ts in self._recent.items()

@@ -1,0 +1,414 @@
+"""The HTTP API (`campaign api`): the CLI's commands over HTTP, plus what the outside calls.
+
+Everything goes through the same `CampaignManager` as the CLI, so a campaign started
+over HTTP is validated, identified and run exactly like one started from a terminal.
+Untrusted input is validated at the boundary by pydantic: an invalid body is a 422
+naming the field, and nothing is started or recorded.
+
+Auth: every route but `/health` and `/unsubscribe` needs
+`Authorization: Bearer $CAMPAIGN_API_TOKEN` (compared in constant time). Webhooks
+also carry `X-Signature: sha256=<hex HMAC of the raw body with CAMPAIGN_WEBHOOK_SECRET>`,
+checked before the body is even parsed. `/unsubscribe` is public by design: the
+signed token in the link is its authorisation (RFC 8058 one-click).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from campaign_core.events import DeliveryEvent, DeliveryEventResult
+from campaign_core.ids import CAMPAIGN_ID_PATTERN
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import CampaignStatus, Channel
+from campaign_core.settings import Settings
+from campaign_core.temporal import TemporalUnreachable
+from starter.manager import (
+    BadInput,
+    CampaignManager,
+    NotFound,
+    campaign_id_for,
+    parse_duration,
+)
+
+log = logging.getLogger("campaign.api")
+
+#: Webhook sources that report what happened to a message after it was sent.
+EVENT_SOURCES = ("bounce", "complaint", "events")
+#: The webhook source that starts a campaign (an external trigger, e.g. a CRM export).
+CAMPAIGN_SOURCE = "campaign"
+#: The most events one webhook call may carry.
+MAX_EVENTS = 1000
+
+
+# -- request and response bodies --------------------------------------------------------------
+
+
+class StartRequest(BaseModel):
+    """`POST /campaigns`: the same choices as `campaign start`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    leads: list[dict[str, Any]] = Field(
+        min_length=1, max_length=100_000,
+        description="Lead rows, as the CSV's columns; `row` in `leads_rejected` is the "
+        "1-based position in this list.",
+    )
+    brief: str = Field(default="", max_length=20_000)
+    channel: Channel = Channel.OUTBOX
+    id: str | None = Field(default=None, pattern=CAMPAIGN_ID_PATTERN,
+                           description="Makes the start idempotent.")
+    approval_timeout: str = Field(default="72h", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$",
+                                  description="e.g. 72h, 3d, 90m.")
+
+
+class StartResponse(BaseModel):
+    campaign_id: str
+    workflow_id: str
+    ui_url: str
+    leads_accepted: int
+    leads_rejected: list[dict[str, Any]]
+
+
+class AddLeadsRequest(BaseModel):
+    """`POST /campaigns/{id}/leads`: more lead rows for a campaign still drafting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    leads: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+
+
+class ApprovalRequest(BaseModel):
+    """`POST /campaigns/{id}/approval`: approve (all, or some leads) or reject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    lead_ids: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
+    by: str = Field(min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ApprovalResponse(BaseModel):
+    campaign_id: str
+    decision: str
+    approved: int | None = None
+
+
+class ControlResponse(BaseModel):
+    campaign_id: str
+    action: str
+
+
+class UnsubscribeResponse(BaseModel):
+    unsubscribed: bool
+
+
+
+
+# -- dependencies -------------------------------------------------------------------------------
+# Module level, not closures: FastAPI resolves annotations against the module's globals.
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def authorised(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 unless the bearer token matches CAMPAIGN_API_TOKEN (constant-time compare)."""
+    token: str | None = request.app.state.token
+    if token is None:
+        return  # --insecure-dev
+    given = creds.credentials if creds is not None else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "missing or wrong bearer token (Authorization: Bearer ...)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_manager(request: Request) -> CampaignManager:
+    managers: dict[str, CampaignManager] = request.app.state.managers
+    return managers["manager"]
+
+
+Manager = Annotated[CampaignManager, Depends(current_manager)]
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings, *, manager: CampaignManager | None = None, insecure_dev: bool = False,
+    manager_factory: Callable[[Settings], CampaignManager] = CampaignManager,
+) -> FastAPI:
+    """The API for `settings`; refuses to exist without a token unless `insecure_dev`."""
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if not token and not insecure_dev:
+        raise BadInput("CAMPAIGN_API_TOKEN is not set: set it (every route but /health and "
+                       "/unsubscribe needs it), or pass --insecure-dev on a private machine")
+    state: dict[str, CampaignManager] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["manager"] = manager or manager_factory(settings)
+        yield
+        if manager is None:
+            await state["manager"].store.close()
+
+    app = FastAPI(
+        title="Campaign engine API",
+        description="Start campaigns, follow them, approve delivery; webhooks for bounces "
+        "and complaints; one-click unsubscribe.",
+        version="1",
+        lifespan=lifespan,
+    )
+
+    app.state.token = token
+    app.state.managers = state
+    auth = [Depends(authorised)]
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, err: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
+    @app.exception_handler(BadInput)
+    async def _conflict(_: Request, err: BadInput) -> JSONResponse:
+        # Valid JSON asking for something the campaign's state refuses (e.g. approving
+        # while drafting, or a second decision): a conflict with that state.
+        return JSONResponse({"detail": str(err)}, status_code=409)
+
+    @app.exception_handler(TemporalUnreachable)
+    async def _unreachable(_: Request, err: TemporalUnreachable) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+    # -- campaigns ------------------------------------------------------------------------
+
+    @app.post("/campaigns", status_code=201, response_model=StartResponse, dependencies=auth,
+              responses={200: {"description": "The campaign with this id already runs"}})
+    async def start_campaign(body: StartRequest, m: Manager, response: Response) -> dict[str, Any]:
+        return await _start(m, body, response)
+
+    @app.get("/campaigns/{campaign_id}", response_model=CampaignStatus, dependencies=auth)
+    async def campaign_status(campaign_id: str, m: Manager) -> CampaignStatus:
+        return await m.status(campaign_id)
+
+    @app.get("/campaigns/{campaign_id}/drafts", dependencies=auth)
+    async def campaign_drafts(campaign_id: str, m: Manager) -> list[dict[str, Any]]:
+        return await m.drafts(campaign_id)
+
+    @app.get("/campaigns/{campaign_id}/report", dependencies=auth)
+    async def campaign_report(campaign_id: str, m: Manager) -> list[dict[str, Any]]:
+        return await m.report(campaign_id)
+
+    @app.post("/campaigns/{campaign_id}/approval", status_code=202,
+              response_model=ApprovalResponse, dependencies=auth)
+    async def campaign_approval(campaign_id: str, body: ApprovalRequest,
+                                m: Manager) -> ApprovalResponse:
+        if body.decision == "approve":
+            n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=body.by, note=body.note)
+            return ApprovalResponse(campaign_id=campaign_id, decision="approve", approved=n)
+        if body.lead_ids:
+            raise HTTPException(422, [{"loc": ["body", "lead_ids"], "type": "value_error",
+                                       "msg": "a rejection is for the whole campaign: "
+                                              "send no lead_ids"}])
+        await m.reject(campaign_id, by=body.by, reason=body.note)
+        return ApprovalResponse(campaign_id=campaign_id, decision="reject")
+
+    @app.post("/campaigns/{campaign_id}/leads", status_code=202, dependencies=auth)
+    async def campaign_add_leads(campaign_id: str, body: AddLeadsRequest,
+                                 m: Manager) -> dict[str, Any]:
+        """Add leads to a campaign that is still drafting (as `campaign add-leads`)."""
+        intake = parse_lead_rows(enumerate(body.leads, start=1), campaign_id)
+        if not intake.leads:
+            raise HTTPException(422, [
+                {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
+                for r in intake.rejected[:100]])
+        return (await m.add_leads(campaign_id, intake)).to_json()
+
+    @app.post("/campaigns/{campaign_id}/{action}", status_code=202,
+              response_model=ControlResponse, dependencies=auth)
+    async def campaign_control(campaign_id: str, action: Literal["pause", "resume", "cancel"],
+                               m: Manager) -> ControlResponse:
+        await m.control(campaign_id, action)
+        return ControlResponse(campaign_id=campaign_id, action=action)
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    @app.post("/webhooks/{source}", dependencies=auth,
+              responses={401: {"description": "X-Signature missing or wrong"}})
+    async def webhook(
+        source: str, request: Request, m: Manager, response: Response,
+        x_signature: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        """External triggers: `bounce`, `complaint`, `events` (delivery events, one or a
+        list) and `campaign` (a start request, as `POST /campaigns`)."""
+        if source not in (*EVENT_SOURCES, CAMPAIGN_SOURCE):
+            raise HTTPException(404, f"/webhooks/{source}: unknown source; use one of "
+                                     f"{', '.join((*EVENT_SOURCES, CAMPAIGN_SOURCE))}")
+        raw = await request.body()
+        _check_signature(settings, raw, x_signature)
+        try:
+            data = json.loads(raw)
+        except ValueError as err:
+            raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid",
+                                       "msg": f"not JSON: {err}"}]) from err
+        if source == CAMPAIGN_SOURCE:
+            try:
+                start = StartRequest.model_validate(data)
+            except ValidationError as err:
+                raise HTTPException(422, _errors(err)) from err
+            response.status_code = 201
+            return await _start(m, start, response)
+        events = _events(data, default_type=source if source != "events" else None)
+        results: list[DeliveryEventResult] = []
+        for event in events:
+            results.append(await m.delivery_event(event, source=source))
+        log.info("webhook %s: %d event(s), %d new", source, len(results),
+                 sum(not r.duplicate for r in results))
+        return [r.model_dump() for r in results]
+
+    # -- unsubscribe ------------------------------------------------------------------------
+
+    @app.get("/unsubscribe", response_class=HTMLResponse)
+    async def unsubscribe_page(m: Manager, token: str = "") -> HTMLResponse:
+        """The link in every message's footer and List-Unsubscribe header."""
+        try:
+            email = await m.unsubscribe(token)
+        except BadInput as err:
+            code = 404 if isinstance(err, NotFound) else 400
+            return HTMLResponse(_page("This link does not work",
+                                      f"{err}. Reply to the message to ask us to stop."), code)
+        return HTMLResponse(_page("You are unsubscribed",
+                                  f"We will send no more messages to {_masked(email)}."))
+
+    @app.post("/unsubscribe", response_model=UnsubscribeResponse)
+    async def unsubscribe_one_click(m: Manager, token: str = "") -> UnsubscribeResponse:
+        """RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`."""
+        try:
+            await m.unsubscribe(token)
+        except NotFound as err:
+            raise HTTPException(404, str(err)) from err
+        except BadInput as err:
+            raise HTTPException(400, str(err)) from err
+        return UnsubscribeResponse(unsubscribed=True)
+
+    # -- health -------------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health(m: Manager) -> JSONResponse:
+        """200 when Temporal and the store both answer; 503 naming the one that does not."""
+        checks: dict[str, str] = {}
+        try:
+            client = await m.client()
+            await client.service_client.check_health()
+            checks["temporal"] = "ok"
+        except Exception as err:  # any failure means "not healthy", reported, not raised
+            checks["temporal"] = f"unreachable: {type(err).__name__}"
+        try:
+            await m.store.schema_version()
+            checks["store"] = "ok"
+        except Exception as err:
+            checks["store"] = f"unreachable: {type(err).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
+                            status_code=200 if ok else 503)
+
+    return app
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def _start(m: CampaignManager, body: StartRequest, response: Response) -> dict[str, Any]:
+    """Validate the leads like the CLI does, then start (idempotently with an id)."""
+    try:
+        timeout = parse_duration(body.approval_timeout)
+    except BadInput as err:
+        raise HTTPException(422, [{"loc": ["body", "approval_timeout"], "type": "value_error",
+                                   "msg": str(err)}]) from err
+    cid = campaign_id_for(body.name, body.id)
+    intake = parse_lead_rows(enumerate(body.leads, start=1), cid)
+    if not intake.leads:
+        raise HTTPException(422, [
+            {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
+            for r in intake.rejected[:100]
+        ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
+    try:
+        result = await m.start(intake, name=body.name, brief=body.brief, channel=body.channel,
+                               campaign_id=cid, approval_timeout_seconds=timeout)
+    except NotFound:
+        raise
+    except BadInput as err:
+        raise HTTPException(422, [{"loc": ["body"], "type": "value_error",
+                                   "msg": str(err)}]) from err
+    if result.already_running:
+        response.status_code = 200
+    return result.to_json()
+
+
+def _check_signature(settings: Settings, raw: bytes, header: str | None) -> None:
+    """401 unless `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>` matches."""
+    if settings.webhook_secret is None:
+        raise HTTPException(401, "webhooks are off: CAMPAIGN_WEBHOOK_SECRET is not set")
+    expected = hmac.new(settings.webhook_secret.get_secret_value().encode(), raw,
+                        hashlib.sha256).hexdigest()
+    given = (header or "").strip()
+    if not given.startswith("sha256=") or not hmac.compare_digest(
+            given.removeprefix("sha256=").lower().encode(), expected.encode()):
+        raise HTTPException(401, "X-Signature does not match the body "
+                                 "(expected sha256=<hex HMAC-SHA256 with CAMPAIGN_WEBHOOK_SECRET>)")
+
+
+def _errors(err: ValidationError, *where: str | int) -> list[dict[str, Any]]:
+    """pydantic's errors, located under `body` as FastAPI does for its own bodies."""
+    return [{"loc": ["body", *where, *e["loc"]], "type": e["type"], "msg": e["msg"]}
+            for e in err.errors(include_url=False, include_input=False)]
+
+
+def _events(data: Any, *, default_type: str | None) -> list[DeliveryEvent]:
+    """One event or a list of them; every invalid one named by its position and field."""
+    items = data if isinstance(data, list) else [data]
+    if len(items) > MAX_EVENTS:
+        raise HTTPException(422, [{"loc": ["body"], "type": "too_long",
+                                   "msg": f"at most {MAX_EVENTS} events per call"}])
+    events: list[DeliveryEvent] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and default_type:
+            item = {"type": default_type, **item}
+        try:
+            events.append(DeliveryEvent.model_validate(item))
+        except ValidationError as err:
+            errors += _errors(err, *([i] if isinstance(data, list) else []))
+    if errors:
+        raise HTTPException(422, errors[:100])
+    return events
+
+
+_EMAIL_USER = re.compile(r"^(.)(.*)(@.*)$")
+
+
+def _masked(email: str) -> str:
+    """a***@example.com: enough for the person to recognise, little for a shoulder-surfer."""
+    return _EMAIL_USER.sub(lambda mt: mt.group(1) + "***" + mt.group(3), email)
+
+
+def _page(title: str, text: str) -> str:
+    t, x = html.escape(title), html.escape(text)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{t}</title></head>\n<body style=\"font-family:sans-serif;max-width:36em;"
+            f'margin:4em auto;padding:0 1em"><h1>{t}</h1><p>{x}</p></body></html>\n')

@@ -1,0 +1,131 @@
+"""`campaign forget EMAIL`: erase a person's data from the store and suppress the address.
+
+For an erasure request (GDPR art. 17, CCPA "right to delete"). The store does the work
+(`Store.forget`, documented under "erasure" in campaign_core/store.py); this command
+validates the address, asks before it does anything that cannot be undone, erases the
+`.eml` copies in the outbox too, and says what went.
+"""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from campaign_core.leads import Lead
+
+FORGET_HELP = "\n\n".join((
+    "Erase a person's data from the store and suppress the address.",
+    "Deletes, in every campaign, the person's lead (name, company, notes...), drafts, retrieved"
+    ' passages, delivery rows, bounce/complaint/unsubscribe events, their audit entries and the'
+    ' embedding of their retrieval query; removes their lead id and address from approval '
+    'decisions; deletes the outbox `.eml` files addressed to them. Each campaign they were in '
+    'gets one audit entry saying that an erasure happened and when, with the sha256 of the '
+    'address, nothing else. The address itself stays on the suppression list ("forgotten '
+    '(erasure request)"), so that no campaign ever emails it again: the lawful exception that '
+    'makes the erasure stick.',
+    'Works on the store alone (Temporal need not run). A campaign that is still running finds '
+    'the lead gone: drafting fails that lead and delivery reports it send_failed (and the '
+    'address is suppressed anyway), while every other lead goes on. An activity in flight at '
+    'that moment may still write a row for the lead: run forget again once the campaign has '
+    "ended (it is idempotent). Temporal's own workflow histories are not in the store; they "
+    "expire with the namespace's retention period.",
+    'Asks for confirmation unless --yes; without a terminal (CI) --yes is required.',
+))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `forget` to the `campaign` app."""
+    app.command("forget", help=FORGET_HELP)(forget)
+
+
+def forget(
+    email: str = typer.Argument(..., metavar="EMAIL", help="The address to erase."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    from campaign_core.leads import valid_email
+    from campaign_core.settings import load_settings
+    from campaign_core.store import FORGOTTEN_REASON, open_store, subject_digest
+    from starter.cli import emit_json, fail, out, run
+
+    try:
+        address = valid_email(email)
+    except ValueError as exc:
+        fail(2, f"forget: {exc}; nothing was erased")
+    if not yes:
+        if not stdin_is_tty():
+            fail(2, f"forget: erasing {address} cannot be undone and there is no terminal to "
+                    "confirm it at: pass --yes")
+        if not typer.confirm(f"Erase everything stored about {address}, in every campaign, "
+                             "and suppress the address?", err=True):
+            fail(1, "forget: not confirmed; nothing was erased")
+    settings = load_settings()
+
+    async def go() -> dict[str, int]:
+        store = open_store(settings)
+        try:
+            return await store.forget(address, derived_text_hashes=lead_text_hashes)
+        finally:
+            await store.close()
+
+    counts = run(go())
+    counts["outbox"] = erase_outbox(settings.outbox_dir, address)
+    doc: dict[str, Any] = {"email": address, "subject": subject_digest(address),
+                           "campaigns": counts.pop("campaigns"), "counts": counts,
+                           "suppressed": True, "reason": FORGOTTEN_REASON}
+    if as_json:
+        emit_json(doc)
+        return
+    erased = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "suppressions")
+    out.print(f"Erased {address} from {doc['campaigns']} campaign(s): "
+              f"{erased or 'nothing was stored about it'}.", highlight=False)
+    out.print(f"It stays on the suppression list ({FORGOTTEN_REASON}), so it is never emailed "
+              "again.", highlight=False)
+    if doc["campaigns"]:
+        out.print(f"Each campaign's audit trail records the erasure as {doc['subject']}.",
+                  highlight=False)
+
+
+def stdin_is_tty() -> bool:
+    """Whether someone can answer the confirmation (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def lead_text_hashes(lead: Lead, brief: str) -> list[str]:
+    """The text hashes of what retrieval embedded for the lead (its own fields).
+
+    When the lead has no fields the query is the campaign's brief, which is no one's
+    personal data and is shared by other leads: that embedding stays.
+    """
+    from activities.knowledge import dense_query
+    from activities.retrieval.dense import text_hash
+
+    query = dense_query(lead, brief)
+    return [text_hash(query)] if query and query != brief else []
+
+
+def erase_outbox(outbox: Path, address: str) -> int:
+    """Delete the outbox `.eml` files addressed to `address`; returns how many."""
+    if not outbox.is_dir():
+        return 0
+    wanted = unicodedata.normalize("NFC", address.strip().lower())
+    parser = BytesParser(policy=policy.default)
+    removed = 0
+    for path in sorted(outbox.glob("*.eml")):
+        try:
+            with path.open("rb") as fh:
+                headers = parser.parse(fh, headersonly=True)
+            recipients = [a.addr_spec for field in ("To", "Cc", "Bcc")
+                          for a in getattr(headers[field], "addresses", ())]
+        except (OSError, ValueError):
+            continue
+        if any(unicodedata.normalize("NFC", r.lower()) == wanted for r in recipients):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,378 @@
+"""ScheduleManager: recurring campaigns on Temporal Schedules (`campaign schedule ...`).
+
+`create` validates the leads like `campaign start`, stores them once under a template
+campaign (`sched-<NAME>-<hex>`: fresh for every creation, so a schedule deleted and
+created again never mixes its old leads into the new ones) and creates the Temporal
+Schedule `campaign-schedule:<NAME>`. Every firing starts a short `ScheduledCampaign`
+workflow that copies the template's leads into a new campaign named after the schedule
+and the firing's time (`<NAME>-YYYYMMDD-HHMMSS`) and starts it as an ordinary campaign.
+
+Policies, and why:
+
+* overlap SKIP. A firing only copies leads and starts the campaign, so it takes
+  seconds; one still running at the next firing means the workers are down, and SKIP
+  keeps a backlog of firings from starting several campaigns to the same people once
+  they return. The campaigns themselves are independent workflows, so a campaign still
+  awaiting approval never holds the next one back: each is approved on its own.
+* catch-up window one hour: after an outage, a firing missed by more than an hour is
+  dropped rather than sent late (a Monday 09:00 campaign should not go out on Wednesday).
+* pause on failure: a firing that fails (its template gone, the store refusing it)
+  pauses the schedule, and `schedule list` shows it, rather than failing every week.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleDescription,
+    ScheduleHandle,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.common import TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from campaign_core.leads import IntakeResult, RejectedRow
+from campaign_core.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    CampaignInput,
+    Channel,
+    ScheduledCampaignInput,
+)
+from campaign_core.registry import FLOWS, queue_name
+from campaign_core.send_window import SendWindow
+from campaign_core.settings import Settings
+from campaign_core.store import Store, open_store
+from campaign_core.temporal import connect
+from starter.manager import BadInput, NotFound
+from workflows.campaign import search_attributes
+from workflows.scheduled import (
+    SCHEDULE_ID_PREFIX,
+    kickoff_workflow_id,
+    schedule_id,
+    scheduled_campaign_id,
+)
+
+T = TypeVar("T")
+
+#: What a schedule name may look like: it becomes part of every campaign id it starts.
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
+#: The memo key holding what `schedule list` and the Web UI show about a schedule.
+MEMO_KEY = "campaign_schedule"
+CATCHUP_WINDOW = timedelta(hours=1)
+#: A firing that could not even start its campaign within this time is dropped.
+FIRING_TIMEOUT = timedelta(days=1)
+NEXT_RUNS_SHOWN = 3
+
+
+def check_schedule_name(name: str) -> str:
+    if not re.match(SCHEDULE_NAME_PATTERN, name):
+        raise BadInput(f"schedule name {name!r} must be 1-40 letters, digits, '.', '_' or '-' "
+                       "(starting with a letter or digit)")
+    return name
+
+
+def template_id_for(name: str) -> str:
+    """A fresh template campaign id for the schedule `name` (read the leads file for it)."""
+    return f"sched-{check_schedule_name(name)}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class ScheduleCreated:
+    name: str
+    schedule_id: str
+    template_id: str
+    cron: str
+    timezone: str
+    paused: bool
+    next_runs: list[datetime]
+    ui_url: str
+    leads_accepted: int
+    leads_rejected: list[RejectedRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "schedule_id": self.schedule_id, "template_id": self.template_id,
+            "cron": self.cron, "timezone": self.timezone, "paused": self.paused,
+            "next_runs": [t.isoformat() for t in self.next_runs], "ui_url": self.ui_url,
+            "leads_accepted": self.leads_accepted,
+            "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+        }
+
+
+@dataclass
+class ScheduleSummary:
+    name: str
+    schedule_id: str
+    cron: str
+    timezone: str
+    paused: bool
+    note: str | None
+    next_runs: list[datetime]
+    recent_campaigns: list[str]
+    template_id: str | None
+    leads: int | None
+    channel: str | None
+    ui_url: str
+    queue_prefix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "schedule_id": self.schedule_id, "cron": self.cron,
+            "timezone": self.timezone, "paused": self.paused, "note": self.note,
+            "next_runs": [t.isoformat() for t in self.next_runs],
+            "recent_campaigns": self.recent_campaigns, "template_id": self.template_id,
+            "leads": self.leads, "channel": self.channel, "ui_url": self.ui_url,
+        }
+
+
+class ScheduleManager:
+    """Creates, lists, pauses, resumes, triggers and deletes recurring campaigns."""
+
+    def __init__(
+        self, settings: Settings, *, client: Client | None = None, store: Store | None = None,
+        queue_prefix: str | None = None, use_search_attributes: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._store = store
+        self._owns_store = store is None
+        self.queue_prefix = settings.task_queue_prefix if queue_prefix is None else queue_prefix
+        self.use_search_attributes = use_search_attributes
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    async def close(self) -> None:
+        """Release the store's connections, if this manager opened them."""
+        if self._store is not None and self._owns_store:
+            await self._store.close()
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await connect(self.settings)
+        return self._client
+
+    def ui_url(self, sid: str) -> str:
+        ns = quote(self.settings.temporal_namespace, safe="")
+        return f"{self.settings.resolved_ui_url}/namespaces/{ns}/schedules/{quote(sid, safe='')}"
+
+    async def _handle(self, name: str) -> ScheduleHandle:
+        check_schedule_name(name)
+        client = await self.client()
+        return client.get_schedule_handle(schedule_id(name))
+
+    async def _known(self, name: str, call: Callable[[ScheduleHandle], Awaitable[T]]) -> T:
+        """`call(handle)`, with an unknown schedule reported as `NotFound` (exit 2)."""
+        handle = await self._handle(name)
+        try:
+            return await call(handle)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"unknown schedule {name!r} (see `campaign schedule list`)") from err
+            raise
+
+    # -- create -------------------------------------------------------------------------
+
+    async def create(
+        self, name: str, intake: IntakeResult, *, template_id: str, cron: str,
+        cron_timezone: str = "UTC", brief: str = "", kb_dir: Path | None = None,
+        channel: Channel = Channel.OUTBOX,
+        approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        send_window: SendWindow | None = None, domain_limit_per_minute: int | None = 20,
+        send_rate_per_second: float | None = None, paused: bool = False,
+        source: str = "",
+    ) -> ScheduleCreated:
+        """Store the leads once under `template_id`, then create the schedule.
+
+        The leads must have been read for `template_id` (`template_id_for`). Nothing is
+        created when the name is taken, the cron expression is invalid or no lead is
+        valid. The schedule is created paused and resumed only once the template is
+        stored, so no firing can find it empty.
+        """
+        check_schedule_name(name)
+        if not template_id.startswith(f"sched-{name}-"):
+            raise BadInput(f"template id {template_id!r} was not made for schedule {name!r}")
+        cron = " ".join(cron.split())
+        if not cron:
+            raise BadInput("--cron: give a cron expression such as '0 9 * * MON'")
+        try:
+            ZoneInfo(cron_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise BadInput(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
+        if channel is Channel.SMTP and self.settings.smtp_url is None:
+            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
+                           "or smtps:// for TLS)")
+        if channel is Channel.WEBHOOK and not self.settings.webhook_url:
+            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
+        if kb_dir is not None and not kb_dir.is_dir():
+            raise BadInput(f"--kb: {kb_dir} is not a directory")
+        if not intake.leads:
+            raise BadInput("no valid lead to schedule campaigns with")
+
+        sid = schedule_id(name)
+        leads = len(intake.leads)
+        campaign = CampaignInput(
+            campaign_id=template_id, name=name, channel=channel,
+            approval_timeout_seconds=approval_timeout_seconds, send_window=send_window,
+            queue_prefix=self.queue_prefix, domain_limit_per_minute=domain_limit_per_minute,
+            send_rate_per_second=send_rate_per_second,
+            use_search_attributes=self.use_search_attributes,
+        )
+        window = send_window.describe() if send_window else "any time"
+        memo = {
+            "name": name, "template_id": template_id, "cron": cron, "timezone": cron_timezone,
+            "leads": leads, "channel": channel.value, "queue_prefix": self.queue_prefix,
+            "approval_timeout": str(timedelta(seconds=approval_timeout_seconds)),
+            "send_window": window, "knowledge_base": kb_dir.name if kb_dir else None,
+            "leads_file": source or None, "created_at": datetime.now(UTC).isoformat(),
+        }
+        summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
+                   f"cron {cron!r} ({cron_timezone})")
+        flow = FLOWS["scheduled"]
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                flow.workflow_type,
+                ScheduledCampaignInput(schedule=name, template_id=template_id, campaign=campaign),
+                id=kickoff_workflow_id(name),
+                task_queue=queue_name(flow.queue, self.queue_prefix),
+                execution_timeout=FIRING_TIMEOUT,
+                static_summary=f"Firing of {summary[0].lower()}{summary[1:]}",
+                static_details=(
+                    f"**Schedule** `{name}` → a new campaign `{name}-YYYYMMDD-HHMMSS`\n\n"
+                    f"* leads: {leads} (template `{template_id}`)\n* channel: {channel.value}\n"
+                    f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
+                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
+                    f"* send window: {window}"
+                ),
+                typed_search_attributes=search_attributes(template_id, "scheduled")
+                if self.use_search_attributes else TypedSearchAttributes.empty,
+            ),
+            spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=cron_timezone),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
+                                  catchup_window=CATCHUP_WINDOW, pause_on_failure=True),
+            state=ScheduleState(paused=True, note=f"being created: {summary}"),
+        )
+        client = await self.client()
+        try:
+            handle = await client.create_schedule(sid, schedule, memo={MEMO_KEY: memo})
+        except ScheduleAlreadyRunningError as exc:
+            raise BadInput(f"schedule {name!r} already exists: delete it first "
+                           f"(`campaign schedule delete {name}`) or choose another name") from exc
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                reason = err.message.removeprefix("Invalid schedule spec: ")
+                raise BadInput(f"--cron {cron!r}: {reason}") from err
+            raise
+        try:
+            await self.store.upsert_campaign(
+                campaign_id=template_id, name=f"{name} (schedule template)", brief=brief,
+                channel=channel.value, kb_dir=str(kb_dir.resolve()) if kb_dir else None,
+                workflow_id=sid,
+            )
+            await self.store.upsert_leads(template_id, list(intake.leads))
+            if paused:
+                await handle.pause(note=f"created paused: {summary}")
+            else:
+                await handle.unpause(note=summary)
+            desc = await handle.describe()
+        except Exception:
+            with contextlib.suppress(RPCError):  # leave no schedule with a missing template
+                await handle.delete()
+            raise
+        return ScheduleCreated(
+            name=name, schedule_id=sid, template_id=template_id, cron=cron,
+            timezone=cron_timezone, paused=paused,
+            next_runs=[] if paused else list(desc.info.next_action_times[:NEXT_RUNS_SHOWN]),
+            ui_url=self.ui_url(sid), leads_accepted=leads, leads_rejected=list(intake.rejected),
+        )
+
+    # -- read ---------------------------------------------------------------------------
+
+    async def _summary(self, desc: ScheduleDescription) -> ScheduleSummary:
+        name = desc.id.removeprefix(SCHEDULE_ID_PREFIX)
+        memo: dict[str, Any] = {}
+        try:
+            value = await desc.memo_value(MEMO_KEY, default={})
+            memo = value if isinstance(value, dict) else {}
+        except Exception:  # a memo this code cannot read: show what the schedule itself says
+            memo = {}
+        spec = desc.schedule.spec
+        state = desc.schedule.state
+        recent = sorted(desc.info.recent_actions, key=lambda a: a.scheduled_at, reverse=True)
+        return ScheduleSummary(
+            name=name, schedule_id=desc.id,
+            cron=str(memo.get("cron") or ", ".join(spec.cron_expressions) or "?"),
+            timezone=str(memo.get("timezone") or spec.time_zone_name or "UTC"),
+            paused=state.paused, note=state.note or None,
+            # Temporal still computes the cron's times while paused; none of them will fire.
+            next_runs=[] if state.paused else list(desc.info.next_action_times[:NEXT_RUNS_SHOWN]),
+            recent_campaigns=[scheduled_campaign_id(name, a.scheduled_at) for a in recent],
+            template_id=memo.get("template_id"), leads=memo.get("leads"),
+            channel=memo.get("channel"), ui_url=self.ui_url(desc.id),
+            queue_prefix=str(memo.get("queue_prefix") or ""),
+        )
+
+    async def describe(self, name: str) -> ScheduleSummary:
+        desc = await self._known(name, lambda h: h.describe())
+        return await self._summary(desc)
+
+    async def list(self) -> list[ScheduleSummary]:
+        """This deployment's recurring campaigns (those with its task-queue prefix), by name.
+
+        The list comes from Temporal's visibility store, which may lag a new schedule
+        by a moment; each entry is then described, so its state is current.
+        """
+        client = await self.client()
+        found: list[ScheduleSummary] = []
+        async for entry in await client.list_schedules():
+            if not entry.id.startswith(SCHEDULE_ID_PREFIX):
+                continue
+            try:
+                desc = await client.get_schedule_handle(entry.id).describe()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    continue  # deleted since it was listed
+                raise
+            summary = await self._summary(desc)
+            if summary.queue_prefix == self.queue_prefix:
+                found.append(summary)
+        return sorted(found, key=lambda s: s.name)
+
+    # -- control ------------------------------------------------------------------------
+
+    async def pause(self, name: str, note: str | None = None) -> None:
+        """No firing until resumed; campaigns already started go on."""
+        await self._known(name, lambda h: h.pause(note=note or "paused by `campaign schedule pause`"))
+
+    async def resume(self, name: str, note: str | None = None) -> None:
+        await self._known(name, lambda h: h.unpause(
+            note=note or "resumed by `campaign schedule resume`"))
+
+    async def trigger(self, name: str) -> None:
+        """Fire now, once, even while paused (a campaign named after this moment)."""
+        await self._known(name, lambda h: h.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL))
+
+    async def delete(self, name: str) -> None:
+        """Delete the schedule. Campaigns it started go on, and its template stays in the
+        store like any campaign's data (`campaign forget` erases a person everywhere)."""
+        await self._known(name, lambda h: h.delete())
