@@ -49,6 +49,7 @@ from activities.channels import (
     webhook_payload,
     write_outbox,
 )
+from activities.llm_client import heartbeating
 from activities.rendering import (
     render_message,
     unsubscribe_mailto,
@@ -139,7 +140,8 @@ class DeliveryAgent(Agent):
         await mark("sending", error=(f"attempt {attempt}: retrying an unfinished send"
                                      if done and done["status"] == "sending" else None))
         try:
-            accepted = await self._send(inp, key, lead.email, msg, mark)
+            accepted = await heartbeating(self._send(inp, key, lead.email, msg, mark),
+                                          details=f"sending via {inp.channel.value}")
         except ChannelRefused as err:
             if err.permanent:
                 await mark("failed", error=str(err))

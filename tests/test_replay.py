@@ -24,7 +24,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_histories_are_present() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
-            "lead_drafted", "delivery_first_run", "delivery_windowed"} <= names
+            "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
+            "delivery_breaker"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

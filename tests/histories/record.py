@@ -1,10 +1,14 @@
 """Re-record the workflow histories that the replay test checks.
 
-Run `.venv/bin/python -m tests.histories.record` after a deliberate, compatible
-change to workflow code (or when adding a workflow); it runs real campaigns with
-the real agents on the time-skipping server and writes one JSON history per
-workflow run into this folder. Commit the files: CI replays them, so a change that
-would break campaigns already running fails the build. A change that is *meant* to
+Run `.venv/bin/python -m tests.histories.record [SCENARIO ...]` after a deliberate,
+compatible change to workflow code (or when adding a workflow); it runs real campaigns
+with the real agents on the time-skipping server and writes one JSON history per
+workflow run into this folder. Scenarios: `basic` (approve with a send window and
+continue-as-new, reject, expire) and `signals` (leads added while drafting, bounces
+tripping the circuit breaker, resume); all by default. Re-record only the scenario you
+added: the older files are what proves new code still replays runs of older code.
+Commit the files: CI replays them, so a change that would break campaigns already
+running fails the build. A change that is *meant* to
 alter history must be versioned with `workflow.patched(...)` instead of re-recording.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 from datetime import time, timedelta
 from pathlib import Path
@@ -22,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import CampaignStatus, Stage
+from campaign_core.models import CampaignStatus, DeliveryEventKind, DeliveryEventSignal, Stage
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.sqlite_store import SqliteStore
@@ -59,7 +64,7 @@ async def save(client: Client, workflow_id: str, name: str, first_run: bool = Fa
     print(f"wrote {name}.json ({len(history.events)} events)")
 
 
-async def main() -> None:
+async def main(scenarios: list[str]) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=test_server_path())
     home = Path(tempfile.mkdtemp())
@@ -75,38 +80,77 @@ async def main() -> None:
     async with contextlib.AsyncExitStack() as stack:
         for w in build_workers(env.client, store, settings, prefix="rec-"):
             await stack.enter_async_context(w)
-        # Approved, with a send window, small pages and continue-as-new.
-        intake = parse_lead_rows(enumerate(LEADS, start=2), "rec-approve")
-        await mgr.start(intake, name="approve", kb_dir=KB, campaign_id="rec-approve",
-                        send_window=window, leads_per_run=2, page_size=2)
-        await wait_stage(env.client, "rec-approve", Stage.AWAITING_APPROVAL)
-        await mgr.approve("rec-approve", by="recorder", note="recorded")
-        await wait_stage(env.client, "rec-approve", Stage.DELIVERING)
-        await env.sleep(timedelta(days=1, hours=1))
-        await wait_stage(env.client, "rec-approve", Stage.COMPLETED)
-        lead_id = intake.leads[0].lead_id
-        await save(env.client, campaign_workflow_id("rec-approve"), "campaign_first_run", True)
-        await save(env.client, campaign_workflow_id("rec-approve"), "campaign_approved")
-        await save(env.client, lead_workflow_id("rec-approve", lead_id), "lead_drafted")
-        await save(env.client, delivery_workflow_id("rec-approve"), "delivery_first_run", True)
-        await save(env.client, delivery_workflow_id("rec-approve"), "delivery_windowed")
-        # Rejected.
-        intake = parse_lead_rows(enumerate(LEADS[:2], start=2), "rec-reject")
-        await mgr.start(intake, name="reject", kb_dir=KB, campaign_id="rec-reject")
-        await wait_stage(env.client, "rec-reject", Stage.AWAITING_APPROVAL)
-        await mgr.reject("rec-reject", by="recorder", reason="recorded")
-        await wait_stage(env.client, "rec-reject", Stage.REJECTED)
-        await save(env.client, campaign_workflow_id("rec-reject"), "campaign_rejected")
-        # Expired.
-        intake = parse_lead_rows(enumerate(LEADS[:1], start=2), "rec-expire")
-        await mgr.start(intake, name="expire", campaign_id="rec-expire",
-                        approval_timeout_seconds=3600)
-        await wait_stage(env.client, "rec-expire", Stage.AWAITING_APPROVAL)
-        await env.sleep(timedelta(hours=2))
-        await wait_stage(env.client, "rec-expire", Stage.EXPIRED)
-        await save(env.client, campaign_workflow_id("rec-expire"), "campaign_expired")
+        if "basic" in scenarios:
+            await basic(env, mgr, window)
+        if "signals" in scenarios:
+            await signals(env, mgr)
     await env.shutdown()
 
 
+async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Leads added while drafting; bounces trip the breaker; a person resumes."""
+    cid = "rec-signals"
+    rows = [{"email": f"s{i}@d{i}.example", "company": f"Co {i}"} for i in range(22)]
+    await mgr.start(parse_lead_rows(enumerate(rows[:20], start=2), cid), name="signals",
+                    campaign_id=cid, send_rate_per_second=0.1, leads_per_run=15, page_size=5)
+    await mgr.control(cid, "pause")
+    await mgr.add_leads(cid, parse_lead_rows(enumerate(rows[20:], start=2), cid))
+    await mgr.control(cid, "resume")
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.DELIVERING)
+    while (await mgr.store.counts(cid)).sent < 20:
+        await env.sleep(timedelta(seconds=10))
+    handle = env.client.get_workflow_handle(campaign_workflow_id(cid))
+    for kind in (DeliveryEventKind.BOUNCE, DeliveryEventKind.COMPLAINT, DeliveryEventKind.BOUNCE,
+                 DeliveryEventKind.BOUNCE):
+        await handle.signal("delivery_event", DeliveryEventSignal(kind=kind))
+    for _ in range(600):
+        if (await mgr.status(cid)).paused_reason:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError("the circuit breaker did not trip")
+    await mgr.control(cid, "resume")
+    await env.sleep(timedelta(minutes=2))
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_added_leads")
+    await save(env.client, delivery_workflow_id(cid), "delivery_breaker")
+
+
+async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWindow) -> None:
+    """Approved (send window, small pages, continue-as-new), rejected, expired."""
+    # Approved, with a send window, small pages and continue-as-new.
+    intake = parse_lead_rows(enumerate(LEADS, start=2), "rec-approve")
+    await mgr.start(intake, name="approve", kb_dir=KB, campaign_id="rec-approve",
+                    send_window=window, leads_per_run=2, page_size=2)
+    await wait_stage(env.client, "rec-approve", Stage.AWAITING_APPROVAL)
+    await mgr.approve("rec-approve", by="recorder", note="recorded")
+    await wait_stage(env.client, "rec-approve", Stage.DELIVERING)
+    await env.sleep(timedelta(days=1, hours=1))
+    await wait_stage(env.client, "rec-approve", Stage.COMPLETED)
+    lead_id = intake.leads[0].lead_id
+    await save(env.client, campaign_workflow_id("rec-approve"), "campaign_first_run", True)
+    await save(env.client, campaign_workflow_id("rec-approve"), "campaign_approved")
+    await save(env.client, lead_workflow_id("rec-approve", lead_id), "lead_drafted")
+    await save(env.client, delivery_workflow_id("rec-approve"), "delivery_first_run", True)
+    await save(env.client, delivery_workflow_id("rec-approve"), "delivery_windowed")
+    # Rejected.
+    intake = parse_lead_rows(enumerate(LEADS[:2], start=2), "rec-reject")
+    await mgr.start(intake, name="reject", kb_dir=KB, campaign_id="rec-reject")
+    await wait_stage(env.client, "rec-reject", Stage.AWAITING_APPROVAL)
+    await mgr.reject("rec-reject", by="recorder", reason="recorded")
+    await wait_stage(env.client, "rec-reject", Stage.REJECTED)
+    await save(env.client, campaign_workflow_id("rec-reject"), "campaign_rejected")
+    # Expired.
+    intake = parse_lead_rows(enumerate(LEADS[:1], start=2), "rec-expire")
+    await mgr.start(intake, name="expire", campaign_id="rec-expire",
+                    approval_timeout_seconds=3600)
+    await wait_stage(env.client, "rec-expire", Stage.AWAITING_APPROVAL)
+    await env.sleep(timedelta(hours=2))
+    await wait_stage(env.client, "rec-expire", Stage.EXPIRED)
+    await save(env.client, campaign_workflow_id("rec-expire"), "campaign_expired")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:] or ["basic", "signals"]))
