@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check clean pg-server
+.PHONY: demo test lint typecheck check clean pg-server browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/campaign demo --auto-approve
 
-test: $(DEV_STAMP) pg-server
+test: $(DEV_STAMP) pg-server browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
@@ -39,6 +39,18 @@ pg-server:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } >/dev/null; \
 	  else \
 	    echo "note: no PostgreSQL server binaries (apt-get install postgresql-15); Postgres store tests will skip"; \
+	  fi; \
+	fi
+
+# The unsubscribe page is checked in a real headless browser (Debian's chromium).
+browser:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (headless browser for the page tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "note: no chromium (apt-get install chromium); the browser test will skip"; \
 	  fi; \
 	fi
 
