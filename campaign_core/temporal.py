@@ -97,21 +97,20 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
 
 
 async def run_history_lengths(client: Client, workflow_id: str) -> list[int]:
-    """Events in each run of a workflow, following continue-as-new from its first run.
+    """Events in each run of a workflow, first run first, across continue-as-new.
 
-    What the orchestrators promise to keep small; benchmarks and tests read it.
+    What the orchestrators promise to keep small; benchmarks and tests read it. Walks
+    back from the latest run through each run's "continued from" link, which every
+    server records in the run's first event (the time-skipping server's describe does
+    not always report the chain's first run).
     """
-    from temporalio.api.enums.v1 import EventType
-
-    info = (await client.get_workflow_handle(workflow_id).describe()).raw_description
-    run_id: str | None = info.workflow_execution_info.first_run_id
-    lengths = []
-    while run_id:
+    lengths: list[int] = []
+    run_id: str | None = None
+    while True:
         events = [e async for e in client.get_workflow_handle(
             workflow_id, run_id=run_id).fetch_history_events()]
         lengths.append(len(events))
-        last = events[-1]
-        continued = last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if continued else None)
-    return lengths
+        started = events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+        if run_id is None:
+            return lengths[::-1]
