@@ -46,6 +46,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import httpx
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.typing import SMTPStatus
 
 SMTP_TIMEOUT_SECONDS = 30.0
 WEBHOOK_TIMEOUT_SECONDS = 20.0
@@ -185,11 +187,12 @@ async def send_smtp(
     before_data: Callable[[], Awaitable[None]],
     data_refused: Callable[[str], Awaitable[None]],
 ) -> Accepted:
-    """Send one message; `before_data` runs after MAIL/RCPT were accepted, before DATA.
+    """Send one message; `before_data` runs once the whole body is on the wire and
+    just before the final `.` that commits the transaction (see `_data`).
 
     If DATA gets an explicit refusal, `data_refused` runs (the server certainly did not
-    take the message) before `ChannelRefused` is raised. A transport failure during DATA
-    raises as is: whether the server queued the message is then unknown.
+    take the message) before `ChannelRefused` is raised. A transport failure after the
+    final `.` raises as is: whether the server queued the message is then unknown.
     """
     sender = parseaddr(str(msg["From"]))[1]
     smtp = aiosmtplib.SMTP(
@@ -219,9 +222,8 @@ async def send_smtp(
     except aiosmtplib.SMTPResponseException as err:
         raise _refused(err) from err
     try:
-        await before_data()
         try:
-            response = await smtp.data(bytes(msg))
+            response = await _data(smtp, bytes(msg), before_final_dot=before_data)
         except aiosmtplib.SMTPResponseException as err:
             refused = _refused(err)
             await data_refused(str(refused))
@@ -235,6 +237,55 @@ async def send_smtp(
                 await smtp.quit()
             except aiosmtplib.SMTPException:
                 smtp.close()
+
+
+async def _data(smtp: aiosmtplib.SMTP, message: bytes, *,
+                before_final_dot: Callable[[], Awaitable[None]]) -> aiosmtplib.SMTPResponse:
+    """DATA with its commit point exposed: `before_final_dot` runs just before the `.`.
+
+    An SMTP server takes a message only when it reads the line with the single `.`; a
+    connection that drops before it (a worker killed mid-body) leaves no message. So
+    the body is sent and flushed to the kernel first, then the caller records that the
+    message is about to be committed, then the three bytes of the terminator go. A
+    worker killed anywhere before that record leaves no message and no record, and the
+    retry sends; killed after it, the terminator is already in the kernel's buffer and
+    reaches the server when the socket is closed. This is aiosmtplib's own
+    `execute_data_command`, split in two (hence the pinned major version).
+    """
+    proto = smtp.protocol
+    if proto is None or proto._command_lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message))
+    async with proto._command_lock:
+        proto._response_pending = True
+        proto.write(b"DATA\r\n")
+        start = await proto.read_response(timeout=SMTP_TIMEOUT_SECONDS)
+        if start.code != SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        try:
+            await _flush_body(proto, body, before_final_dot)
+        except BaseException:
+            smtp.close()  # mid-body: drop the line, so the server discards the message
+            raise
+        proto._response_pending = True
+        proto.write(b".\r\n")
+        response = await proto.read_response(timeout=SMTP_TIMEOUT_SECONDS)
+        if response.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+async def _flush_body(proto: SMTPProtocol, body: bytes,
+                      before_final_dot: Callable[[], Awaitable[None]]) -> None:
+    """Send the body, wait until it has left our buffer, then run the commit hook."""
+    proto.write(body)
+    transport = proto.transport
+    # No event says "write buffer empty" (pause/resume_writing only fire at the
+    # high-water mark), so poll; it is empty at once unless the body is large.
+    while isinstance(transport, asyncio.WriteTransport) and (  # noqa: ASYNC110
+            transport.get_write_buffer_size()):
+        await asyncio.sleep(0.001)
+    await before_final_dot()
 
 
 # -- webhook ---------------------------------------------------------------------------

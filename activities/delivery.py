@@ -10,22 +10,23 @@ does nothing. What a retry does when it finds an unfinished row depends on the c
 * webhook: the retry POSTs again with the same `Idempotency-Key` (the message key) and
   the same body; the receiver drops the second copy. At least once on the wire,
   exactly once in effect for a receiver that honours the key.
-* smtp: SMTP has no idempotency key, so the agent records how far it got. The row is
-  `sending` until the server has accepted MAIL FROM and RCPT TO; it becomes
-  `committing` just before DATA (the only command after which the server may queue the
-  message), and `sent` after the server's 250. A retry that finds `sending` knows that
-  no DATA was ever issued for this key, so the server cannot hold the message: it
+* smtp: SMTP has no idempotency key, so the agent records how far it got. A server
+  takes a message only when it reads the final `.` line of DATA; a connection that
+  drops before it leaves nothing. So the row stays `sending` through MAIL, RCPT and the
+  whole body; it becomes `committing` once the body has left the worker and just
+  before the three bytes of the terminator, and `sent` after the server's 250.
+  A retry that finds `sending` knows the server holds nothing for this key: it
   records the attempt and sends. A retry that finds `committing` does not send again:
   it records the message as `sent`, noting in `error` that the acceptance was not
-  confirmed. An explicit refusal of DATA (4xx/5xx) moves the row back to `sending`.
+  confirmed. An explicit refusal (4xx/5xx) moves the row back to `sending`.
 
-  The remaining window, honestly: between the `committing` write and the server's
-  reply (the DATA round trip, milliseconds) a crash or a dropped connection leaves the
-  outcome unknown. We resolve it as delivered, so in that window the guarantee is
-  at most once: a message can be lost (if the server never took it) but never
-  duplicated. Should a duplicate ever reach a mailbox anyway (say the store was
-  restored from an old backup), it carries the same `Message-ID` and
-  `X-Campaign-Message-Key`, which receivers and mail clients use to recognise it.
+  The remaining window, honestly: between the `committing` write and the terminator
+  reaching the kernel (one `write` of three bytes) a crash would lose the message;
+  after it, the kernel delivers the terminator even if the worker dies. We resolve
+  `committing` as delivered, so the guarantee is exactly once outside that window and
+  at most once inside it; never a duplicate. Should a duplicate ever reach a mailbox
+  anyway (say the store was restored from an old backup), it carries the same
+  `Message-ID` and `X-Campaign-Message-Key`, which receivers use to recognise it.
 
 Suppression is checked here, at the moment of sending, not when drafting.
 """

@@ -151,8 +151,9 @@ async def test_smtp_crash_after_server_accepted_sends_exactly_once(store, settin
     assert row["error"].startswith("unconfirmed")
 
 
-async def test_smtp_crash_before_data_resends_once(store, settings, monkeypatch):
-    """A crash before DATA was issued: the server holds nothing, so the retry sends."""
+async def test_smtp_crash_before_the_final_dot_resends_once(store, settings, monkeypatch):
+    """A crash with the body sent but not the final `.`: the server holds nothing
+    (a transaction counts only once the `.` arrives), so the retry sends, once."""
     cid = "c-early"
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]))
     with smtp_server() as (sink, url):
