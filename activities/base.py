@@ -6,8 +6,11 @@ public method is one activity, named in the registry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,6 +26,10 @@ from campaign_core.envelope import (
 )
 from campaign_core.settings import Settings
 from campaign_core.store import Store
+
+#: Heartbeat period when the activity has no heartbeat timeout (outside tests, rare).
+DEFAULT_HEARTBEAT_EVERY = 10.0
+T = TypeVar("T")
 
 
 def permanent(kind: str, message: str) -> ApplicationError:
@@ -80,3 +87,30 @@ class Agent:
             record_count=len(envelope.records),
             summary=summary,
         )
+
+
+async def heartbeating(aw: Awaitable[T], *, details: str = "waiting for the provider") -> T:
+    """Await `aw` while heartbeating, so long calls survive the heartbeat timeout.
+
+    A short heartbeat timeout is what lets Temporal retry the work of a worker that
+    died quickly; heartbeating while waiting keeps a live but slow call from looking dead.
+
+    The period is a third of the activity's heartbeat timeout; outside an activity the
+    awaitable is simply awaited. If the activity is cancelled, so is the call.
+    """
+    if not activity.in_activity():
+        return await aw
+    timeout = activity.info().heartbeat_timeout
+    every = timeout.total_seconds() / 3 if timeout else DEFAULT_HEARTBEAT_EVERY
+    task: asyncio.Future[T] = asyncio.ensure_future(aw)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=max(every, 0.01))
+            if done:
+                return task.result()
+            activity.heartbeat(details)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

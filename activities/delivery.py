@@ -39,7 +39,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.base import Agent, permanent
+from activities.base import Agent, heartbeating, permanent
 from activities.channels import (
     Accepted,
     ChannelConfigError,
@@ -50,7 +50,6 @@ from activities.channels import (
     webhook_payload,
     write_outbox,
 )
-from activities.llm_client import heartbeating
 from activities.rendering import (
     render_message,
     unsubscribe_mailto,

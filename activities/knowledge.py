@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from temporalio import activity
 
-from activities.base import Agent, permanent
-from activities.llm_client import heartbeating, make_client
+from activities.base import Agent, heartbeating, permanent
+from activities.llm_client import make_client
 from activities.retrieval.chunking import Chunk, chunk_file, chunk_kb, kb_files, kb_hash, kb_signature
 from activities.retrieval.dense import DenseIndex, Embedder, rrf, text_hash
 from activities.retrieval.lexical import LexicalIndex, tokens

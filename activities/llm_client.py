@@ -20,17 +20,15 @@ quickly while a slow but healthy LLM call is left alone.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import openai
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.base import heartbeating
 from campaign_core.settings import Settings
 
 T = TypeVar("T")
@@ -48,7 +46,6 @@ AUTH_STATUS = frozenset({401, 403})
 #: the total, and a lead should not sleep for an hour because of one odd header.
 MAX_RETRY_AFTER = timedelta(minutes=5)
 #: Heartbeat period when the activity has no heartbeat timeout of its own.
-DEFAULT_HEARTBEAT_EVERY = 10.0
 
 #: USD per million (prompt, completion) tokens, matched by the longest model-name prefix.
 #: Prices change: CAMPAIGN_LLM_PRICE_INPUT / _OUTPUT override this table.
@@ -167,30 +164,6 @@ def classify(exc: BaseException, *, what: str = "LLM", secret: str | None = None
 
 
 PROVIDER_ERRORS = (openai.APIConnectionError, openai.APIStatusError)
-
-
-async def heartbeating(aw: Awaitable[T], *, details: str = "waiting for the provider") -> T:
-    """Await `aw` while heartbeating, so long provider calls survive the heartbeat timeout.
-
-    The period is a third of the activity's heartbeat timeout; outside an activity the
-    awaitable is simply awaited. If the activity is cancelled, so is the call.
-    """
-    if not activity.in_activity():
-        return await aw
-    timeout = activity.info().heartbeat_timeout
-    every = timeout.total_seconds() / 3 if timeout else DEFAULT_HEARTBEAT_EVERY
-    task: asyncio.Future[T] = asyncio.ensure_future(aw)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=max(every, 0.01))
-            if done:
-                return task.result()
-            activity.heartbeat(details)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 async def provider_call(
