@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
+from workflows.scheduled import ScheduledCampaign
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -25,13 +26,13 @@ def test_histories_are_present() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
-            "delivery_breaker"} <= names
+            "delivery_breaker", "scheduled_firing"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
     replayer = Replayer(
-        workflows=[CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator],
+        workflows=[CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator, ScheduledCampaign],
         data_converter=pydantic_data_converter,
     )
     history = WorkflowHistory.from_json(path.stem, path.read_text())

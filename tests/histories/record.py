@@ -4,12 +4,13 @@ Run `.venv/bin/python -m tests.histories.record [SCENARIO ...]` after a delibera
 compatible change to workflow code (or when adding a workflow); it runs real campaigns
 with the real agents on the time-skipping server and writes one JSON history per
 workflow run into this folder. Scenarios: `basic` (approve with a send window and
-continue-as-new, reject, expire) and `signals` (leads added while drafting, bounces
-tripping the circuit breaker, resume); all by default. Re-record only the scenario you
-added: the older files are what proves new code still replays runs of older code.
-Commit the files: CI replays them, so a change that would break campaigns already
-running fails the build. A change that is *meant* to
-alter history must be versioned with `workflow.patched(...)` instead of re-recording.
+continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
+tripping the circuit breaker, resume) and `scheduled` (one firing of a recurring
+campaign); all by default. Re-record only the scenario you added: the older files are
+what proves new code still replays runs of older code. Commit the files: CI replays
+them, so a change that would break campaigns already running fails the build. A change
+that is *meant* to alter history must be versioned with `workflow.patched(...)`
+instead of re-recording.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import CampaignStatus, DeliveryEventKind, DeliveryEventSignal, Stage
+from campaign_core.models import (
+    CampaignInput,
+    CampaignStatus,
+    DeliveryEventKind,
+    DeliveryEventSignal,
+    ScheduledCampaignInput,
+    ScheduledRun,
+    Stage,
+)
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.sqlite_store import SqliteStore
@@ -84,6 +93,8 @@ async def main(scenarios: list[str]) -> None:
             await basic(env, mgr, window)
         if "signals" in scenarios:
             await signals(env, mgr)
+        if "scheduled" in scenarios:
+            await scheduled(env, mgr)
     await env.shutdown()
 
 
@@ -116,6 +127,26 @@ async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await wait_stage(env.client, cid, Stage.COMPLETED)
     await save(env.client, campaign_workflow_id(cid), "campaign_added_leads")
     await save(env.client, delivery_workflow_id(cid), "delivery_breaker")
+
+
+async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """One firing of a recurring campaign, started directly (the time-skipping server has
+    no Schedules; the firing falls back to its start time for the campaign's name)."""
+    template = "rec-template"
+    await mgr.store.upsert_campaign(campaign_id=template, name="weekly", brief="Hello.",
+                                    channel="outbox", kb_dir=str(KB), workflow_id="template")
+    await mgr.store.upsert_leads(template, parse_lead_rows(enumerate(LEADS[:2], start=2),
+                                                           template).leads)
+    run: ScheduledRun = await env.client.execute_workflow(
+        "ScheduledCampaign",
+        ScheduledCampaignInput(schedule="weekly", template_id=template, campaign=CampaignInput(
+            campaign_id=template, name="weekly", queue_prefix="rec-",
+            use_search_attributes=False)),
+        id="scheduled-campaign:weekly-rec", task_queue="rec-workflows", result_type=ScheduledRun)
+    await wait_stage(env.client, run.campaign_id, Stage.AWAITING_APPROVAL)
+    await mgr.reject(run.campaign_id, by="recorder", reason="recorded")
+    await wait_stage(env.client, run.campaign_id, Stage.REJECTED)
+    await save(env.client, "scheduled-campaign:weekly-rec", "scheduled_firing")
 
 
 async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWindow) -> None:
@@ -153,4 +184,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:] or ["basic", "signals"]))
+    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled"]))
