@@ -246,9 +246,14 @@ def status(campaign_id: str = typer.Argument(..., metavar="ID"), as_json: bool =
         if as_json:
             emit_json(st.model_dump(mode="json"))
             return
-        out.print(f"[bold]{st.campaign_id}[/]: {st.stage.value}")
+        paused = " [yellow](paused)[/]" if st.paused else ""
+        out.print(f"[bold]{st.campaign_id}[/]: {st.stage.value}{paused}", highlight=False)
         for key, value in st.counts.model_dump().items():
             out.print(f"  {key:<13} {value}")
+        if st.paused_reason:
+            out.print(f"[yellow]{st.paused_reason}[/]", highlight=False)
+        if st.error:
+            out.print(f"[red]error:[/] {st.error}", highlight=False)
 
     run(go())
 
