@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import Stage
+from campaign_core.models import CampaignStatus, Stage
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.unsubscribe import Claims, make_token
@@ -39,7 +39,7 @@ from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
 from tests.doubles import fast_agents
-from tests.test_orchestration import finish, wait_stage
+from tests.test_orchestration import finish, result_of, wait_stage
 
 TOKEN = "test-api-token-1234567890"
 SECRET = "test-webhook-secret"
@@ -233,7 +233,10 @@ async def test_the_campaign_webhook_starts_a_campaign_when_signed(
                                json={"decision": "reject", "by": "ops", "note": "not now"})
         assert no.status_code == 202 and no.json()["decision"] == "reject", no.text
         st = await wait_http_stage(client, "c-hook", "rejected")
-    assert st["counts"]["sent"] == 0
+        # The stage shows before the workflow has closed: let it close while workers run.
+        final = await result_of(ts_env.client.get_workflow_handle(
+            "campaign:c-hook", result_type=CampaignStatus))
+    assert st["counts"]["sent"] == 0 and final.stage is Stage.REJECTED
 
 
 # -- unsubscribe ------------------------------------------------------------------------------
