@@ -70,6 +70,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(1, f"{exc.__class__.__name__}: {exc}")
 
 
+def brief_and_window(brief: str | None, brief_file: Path | None, send_window: str | None,
+                     timezone: str) -> tuple[str | None, SendWindow | None]:
+    """The `--brief`/`--brief-file` text and the parsed `--send-window`, or exit 2 naming
+    the option (shared by `start` and `schedule create`)."""
+    if brief is not None and brief_file is not None:
+        fail(2, "give --brief or --brief-file, not both")
+    if brief_file is not None:
+        try:
+            brief = brief_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
+    window = None
+    if send_window is not None:
+        try:
+            window = SendWindow.parse(send_window, timezone)
+        except ValueError as exc:
+            fail(2, f"--send-window/--timezone: {exc}")
+    return brief, window
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -174,20 +194,7 @@ def start(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
-    if brief is not None and brief_file is not None:
-        fail(2, "give --brief or --brief-file, not both")
-    if brief_file is not None:
-        try:
-            brief = brief_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
-
-    window = None
-    if send_window is not None:
-        try:
-            window = SendWindow.parse(send_window, timezone)
-        except ValueError as exc:
-            fail(2, f"--send-window/--timezone: {exc}")
+    brief, window = brief_and_window(brief, brief_file, send_window, timezone)
 
     async def go() -> None:
         mgr = manager()

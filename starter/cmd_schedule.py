@@ -73,24 +73,11 @@ def create(
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick."""
     from campaign_core.leads import read_leads_file
-    from campaign_core.send_window import SendWindow
-    from starter.cli import emit_json, err, fail, out, run
+    from starter.cli import brief_and_window, emit_json, err, out, run
     from starter.manager import parse_duration
     from starter.schedules import template_id_for
 
-    if brief is not None and brief_file is not None:
-        fail(2, "give --brief or --brief-file, not both")
-    if brief_file is not None:
-        try:
-            brief = brief_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
-    window = None
-    if send_window is not None:
-        try:
-            window = SendWindow.parse(send_window, timezone)
-        except ValueError as exc:
-            fail(2, f"--send-window/--timezone: {exc}")
+    brief, window = brief_and_window(brief, brief_file, send_window, timezone)
 
     async def go() -> None:
         mgr = _manager()
