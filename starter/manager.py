@@ -131,8 +131,10 @@ class StartResult:
         }
 
 
-class CampaignManager:
-    """Starts campaigns, reads their state and passes on people's decisions."""
+class ControlPlane:
+    """What every manager of the control plane holds: settings, the store, and a
+    Temporal client made on first use (so commands that need only the store work
+    while Temporal is down)."""
 
     def __init__(
         self, settings: Settings, *, client: Client | None = None, store: Store | None = None,
@@ -140,7 +142,8 @@ class CampaignManager:
     ) -> None:
         self.settings = settings
         self._client = client
-        self.store = store or open_store(settings)
+        self._owns_store = store is None
+        self.store = store or open_store(settings)  # connects on first use
         self.queue_prefix = settings.task_queue_prefix if queue_prefix is None else queue_prefix
         self.use_search_attributes = use_search_attributes
 
@@ -149,9 +152,22 @@ class CampaignManager:
             self._client = await connect(self.settings)
         return self._client
 
-    def ui_url(self, workflow_id: str) -> str:
+    async def close(self) -> None:
+        """Release the store's connections, if this manager opened the store."""
+        if self._owns_store:
+            await self.store.close()
+
+    def ui_link(self, kind: str, ident: str) -> str:
+        """The Web UI page of a workflow or schedule (`kind`: workflows, schedules)."""
         ns = quote(self.settings.temporal_namespace, safe="")
-        return f"{self.settings.resolved_ui_url}/namespaces/{ns}/workflows/{quote(workflow_id, safe='')}"
+        return f"{self.settings.resolved_ui_url}/namespaces/{ns}/{kind}/{quote(ident, safe='')}"
+
+
+class CampaignManager(ControlPlane):
+    """Starts campaigns, reads their state and passes on people's decisions."""
+
+    def ui_url(self, workflow_id: str) -> str:
+        return self.ui_link("workflows", workflow_id)
 
     async def _handle(self, campaign_id: str) -> WorkflowHandle[Any, Any]:
         client = await self.client()

@@ -30,11 +30,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from temporalio.client import (
-    Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
@@ -57,10 +55,7 @@ from campaign_core.models import (
 )
 from campaign_core.registry import FLOWS, queue_name
 from campaign_core.send_window import SendWindow
-from campaign_core.settings import Settings
-from campaign_core.store import Store, open_store
-from campaign_core.temporal import connect
-from starter.manager import BadInput, NotFound
+from starter.manager import BadInput, ControlPlane, NotFound
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
@@ -142,39 +137,11 @@ class ScheduleSummary:
         }
 
 
-class ScheduleManager:
+class ScheduleManager(ControlPlane):
     """Creates, lists, pauses, resumes, triggers and deletes recurring campaigns."""
 
-    def __init__(
-        self, settings: Settings, *, client: Client | None = None, store: Store | None = None,
-        queue_prefix: str | None = None, use_search_attributes: bool = True,
-    ) -> None:
-        self.settings = settings
-        self._client = client
-        self._store = store
-        self._owns_store = store is None
-        self.queue_prefix = settings.task_queue_prefix if queue_prefix is None else queue_prefix
-        self.use_search_attributes = use_search_attributes
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
-
-    async def close(self) -> None:
-        """Release the store's connections, if this manager opened them."""
-        if self._store is not None and self._owns_store:
-            await self._store.close()
-
-    async def client(self) -> Client:
-        if self._client is None:
-            self._client = await connect(self.settings)
-        return self._client
-
     def ui_url(self, sid: str) -> str:
-        ns = quote(self.settings.temporal_namespace, safe="")
-        return f"{self.settings.resolved_ui_url}/namespaces/{ns}/schedules/{quote(sid, safe='')}"
+        return self.ui_link("schedules", sid)
 
     async def _handle(self, name: str) -> ScheduleHandle:
         check_schedule_name(name)
