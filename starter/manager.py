@@ -157,6 +157,16 @@ class ControlPlane:
         if self._owns_store:
             await self.store.close()
 
+    def check_options(self, channel: Channel, kb_dir: Path | None) -> None:
+        """Refuse (BadInput, exit 2) a channel without its settings or a missing --kb."""
+        if channel is Channel.SMTP and self.settings.smtp_url is None:
+            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
+                           "or smtps:// for TLS)")
+        if channel is Channel.WEBHOOK and not self.settings.webhook_url:
+            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
+        if kb_dir is not None and not kb_dir.is_dir():
+            raise BadInput(f"--kb: {kb_dir} is not a directory")
+
     def ui_link(self, kind: str, ident: str) -> str:
         """The Web UI page of a workflow or schedule (`kind`: workflows, schedules)."""
         ns = quote(self.settings.temporal_namespace, safe="")
@@ -187,13 +197,7 @@ class CampaignManager(ControlPlane):
         a lead's id is derived from its campaign and email.
         """
         check_campaign_id(campaign_id)
-        if channel is Channel.SMTP and self.settings.smtp_url is None:
-            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
-                           "or smtps:// for TLS)")
-        if channel is Channel.WEBHOOK and not self.settings.webhook_url:
-            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
-        if kb_dir is not None and not kb_dir.is_dir():
-            raise BadInput(f"--kb: {kb_dir} is not a directory")
+        self.check_options(channel, kb_dir)
         if not intake.leads:
             raise BadInput("no valid lead to start a campaign with")
         cid = campaign_id

@@ -186,13 +186,7 @@ class ScheduleManager(ControlPlane):
             ZoneInfo(cron_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise BadInput(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
-        if channel is Channel.SMTP and self.settings.smtp_url is None:
-            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
-                           "or smtps:// for TLS)")
-        if channel is Channel.WEBHOOK and not self.settings.webhook_url:
-            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
-        if kb_dir is not None and not kb_dir.is_dir():
-            raise BadInput(f"--kb: {kb_dir} is not a directory")
+        self.check_options(channel, kb_dir)
         if not intake.leads:
             raise BadInput("no valid lead to schedule campaigns with")
 
