@@ -28,7 +28,7 @@ from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
 from campaign_core.store import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
-from starter.cli import out, report_table
+from starter.cli.app import out, report_table
 from starter.devstack import embedded_stack, free_port, port_free
 from starter.manager import CampaignManager
 from worker_main import run_workers
