@@ -1,10 +1,5 @@
-"""`campaign demo`: the whole path on the embedded stack, in one command.
-
-Sample leads and a small knowledge base ship with the package. The demo starts
-the stack (or joins a running `campaign dev`), drafts every lead with a progress
-bar, asks for approval (or approves itself), delivers into the outbox, and prints
-the report and where to read it all in the Temporal Web UI.
-"""
+"""`campaign demo`: the whole path on the embedded stack in one command, with shipped
+sample leads and knowledge base (see docs/architecture/cli.md)."""
 
 from __future__ import annotations
 
