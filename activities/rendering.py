@@ -3,12 +3,15 @@
 Everything that comes from a lead or a draft is untrusted: headers get it only through
 `header_safe` (no CR/LF can reach a header, so no `Bcc:` can be smuggled in), and the
 HTML part gets it only through `html.escape`. The Message-ID is derived from the message
-key, so a duplicate is recognisable downstream whatever channel carried it.
+key, so a duplicate is recognisable downstream whatever channel carried it. Inline
+citation markers (`[kb/file.md#3-1a2b3c4d]`) are for the reviewer: they are removed
+here, whatever wrote the draft, so no channel ever delivers one.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -19,6 +22,22 @@ from urllib.parse import quote
 MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 FOOTER_TEXT = "To stop receiving these messages: {url}"
+
+#: One passage id as chunking makes them (`<path>#<index>-<8 hex>`, the path may hold
+#: spaces), or any other `x#y` token without spaces.
+_CITED_ID = r"(?:[^\[\]#\n,;]+#\d+-[0-9a-f]{8}|[^\[\]\s,;]+#[^\[\]\s,;]+)"
+#: An inline citation marker: one or more ids in brackets, `[a#1-..]` or `[a#1-.., b#2-..]`.
+CITATION_MARKER = re.compile(rf"\[\s*{_CITED_ID}(?:\s*[,;]\s*{_CITED_ID})*\s*\]")
+_MARKER_RUN = rf"{CITATION_MARKER.pattern}(?:[ \t]*{CITATION_MARKER.pattern})*"
+_MARKER_AT_LINE_START = re.compile(rf"(?m)^([ \t]*){_MARKER_RUN}[ \t]*")
+_MARKER_INLINE = re.compile(rf"[ \t]*{_MARKER_RUN}")
+
+
+def strip_citations(text: str) -> str:
+    """The text without inline citation markers, and without the spaces they leave."""
+    text = _MARKER_AT_LINE_START.sub(r"\1", text)
+    text = _MARKER_INLINE.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def header_safe(value: str) -> str:
@@ -70,14 +89,15 @@ def render_message(
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["From"] = header_safe(sender)
     msg["To"] = _address(to_name, to)
-    msg["Subject"] = header_safe(subject)
+    msg["Subject"] = header_safe(strip_citations(subject))
     links = [f"<{header_safe(unsubscribe_url)}>"]
     if mailto:
         links.append(f"<{header_safe(mailto)}>")
     msg["List-Unsubscribe"] = ", ".join(links)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Campaign-Message-Key"] = header_safe(key)
-    text = body.replace("\r\n", "\n").rstrip("\n")
+    body = strip_citations(body.replace("\r\n", "\n"))
+    text = body.rstrip("\n")
     msg.set_content(f"{text}\n\n--\n{FOOTER_TEXT.format(url=unsubscribe_url)}\n")
     msg.add_alternative(_html_body(body, unsubscribe_url), subtype="html")
     return msg
