@@ -69,21 +69,35 @@ def _address(name: str | None, email: str) -> Address:
     return Address(display_name=header_safe(name) if name else "", addr_spec=addr)
 
 
-def _html_body(body: str, url: str) -> str:
+def postal_lines(address: str | None) -> list[str]:
+    """The postal address as footer lines: one per line of the setting, each with its
+    runs of white space collapsed."""
+    if not address:
+        return []
+    return [" ".join(line.split()) for line in address.splitlines() if line.strip()]
+
+
+def _html_body(body: str, url: str, postal: list[str]) -> str:
     paragraphs = [p for p in body.replace("\r\n", "\n").split("\n\n") if p.strip()]
     parts = ["<p>" + html.escape(p.strip()).replace("\n", "<br>\n") + "</p>" for p in paragraphs]
     link = html.escape(url, quote=True)
     footer = (f'<p style="font-size:small;color:#666">To stop receiving these messages: '
               f'<a href="{link}">{link}</a></p>')
+    if postal:
+        footer = ('<p style="font-size:small;color:#666">'
+                  + "<br>\n".join(html.escape(line) for line in postal) + "</p>\n" + footer)
     return ("<!DOCTYPE html>\n<html><body>\n" + "\n".join(parts)
             + "\n<hr>\n" + footer + "\n</body></html>\n")
 
 
 def render_message(
     *, key: str, sender: str, to: str, to_name: str | None, subject: str, body: str,
-    unsubscribe_url: str, mailto: str | None = None,
+    unsubscribe_url: str, mailto: str | None = None, postal_address: str | None = None,
 ) -> EmailMessage:
-    """An RFC 5322 multipart/alternative message whose Message-ID derives from the key."""
+    """An RFC 5322 multipart/alternative message whose Message-ID derives from the key.
+
+    The footer of both parts carries `postal_address` (CAN-SPAM) and the unsubscribe link.
+    """
     msg = EmailMessage(policy=MAIL_POLICY)
     msg["Message-ID"] = message_id_for(key, sender)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
@@ -98,6 +112,8 @@ def render_message(
     msg["X-Campaign-Message-Key"] = header_safe(key)
     body = strip_citations(body.replace("\r\n", "\n"))
     text = body.rstrip("\n")
-    msg.set_content(f"{text}\n\n--\n{FOOTER_TEXT.format(url=unsubscribe_url)}\n")
-    msg.add_alternative(_html_body(body, unsubscribe_url), subtype="html")
+    postal = postal_lines(postal_address)
+    footer = "\n".join([*postal, FOOTER_TEXT.format(url=unsubscribe_url)])
+    msg.set_content(f"{text}\n\n--\n{footer}\n")
+    msg.add_alternative(_html_body(body, unsubscribe_url, postal), subtype="html")
     return msg

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
     webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    postal_address: str | None = Field(
+        default=None, alias="CAMPAIGN_POSTAL_ADDRESS",
+        description="The sender's physical postal address, put in every message's footer "
+        "(CAN-SPAM); required by the smtp and webhook channels.",
+    )
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
     webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
