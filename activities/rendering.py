@@ -1,7 +1,9 @@
 """Rendering of one outgoing email: plain text and HTML, compliant headers, no injection.
 
 Everything that comes from a lead or a draft is untrusted: headers get it only through
-`header_safe` (no CR/LF can reach a header, so no `Bcc:` can be smuggled in), and the
+`header_safe` (no control character can reach a header, and no `=?` either, since the
+email package decodes an encoded word such as `=?utf-8?q?x=0D=0ABcc:...?=` back into a
+real CR/LF when it folds the header, whatever the patch level), and the
 HTML part gets it only through `html.escape`. The Message-ID is derived from the message
 key, so a duplicate is recognisable downstream whatever channel carried it. Inline
 citation markers (`[kb/file.md#3-1a2b3c4d]`) are for the reviewer: they are removed
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -22,6 +25,8 @@ from urllib.parse import quote
 MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 FOOTER_TEXT = "To stop receiving these messages: {url}"
+#: Unicode categories never allowed in a header: controls, line and paragraph separators.
+_UNSAFE = frozenset({"Cc", "Zl", "Zp"})
 
 #: One passage id as chunking makes them (`<path>#<index>-<8 hex>`, the path may hold
 #: spaces), or any other `x#y` token without spaces.
@@ -41,8 +46,14 @@ def strip_citations(text: str) -> str:
 
 
 def header_safe(value: str) -> str:
-    """No CR/LF (or any other line break) from lead data may reach a header."""
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    """A header value with no control character, line break or encoded-word opener.
+
+    Control characters (NUL, CR, LF, ...) and Unicode line separators become spaces and
+    runs of spaces collapse; `=?` becomes `= ?`, so no encoded word given by lead data
+    or a draft is ever decoded into header text.
+    """
+    cleaned = "".join(" " if unicodedata.category(ch) in _UNSAFE else ch for ch in value)
+    return " ".join(cleaned.split()).replace("=?", "= ?")
 
 
 def sender_domain(sender: str) -> str:
