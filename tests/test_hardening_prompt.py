@@ -58,8 +58,12 @@ class InjectingServer(LLMTestServer):
 
 @pytest.fixture
 def llm() -> Iterator[InjectingServer]:
-    with InjectingServer(retry_after=7) as server:
+    server = InjectingServer(retry_after=7)
+    server.start()
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
