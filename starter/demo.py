@@ -30,6 +30,8 @@ from worker_main import run_workers
 
 console = Console(stderr=True)
 DONE = {Stage.COMPLETED, Stage.REJECTED, Stage.EXPIRED, Stage.FAILED}
+#: The demo's footer address when CAMPAIGN_POSTAL_ADDRESS is not set (a sample, like its leads).
+DEMO_POSTAL_ADDRESS = "Relay Demo Inc., 100 Example Avenue, Springfield, IL 62701, USA"
 
 
 def demo_data() -> Path:
@@ -106,6 +108,8 @@ async def wait_for(mgr: CampaignManager, cid: str, stages: set[Stage], total: in
 
 
 async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> None:
+    if not (settings.postal_address or "").strip():
+        settings = settings.model_copy(update={"postal_address": DEMO_POSTAL_ADDRESS})
     home = settings.campaign_home
     store = open_store(settings)
     await store.migrate()  # like `campaign dev`, the demo keeps its store current
