@@ -26,13 +26,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DeliveryAgent
+    from activities.store_agent import StoreAgent
     from campaign_core.models import (
         ApprovedLead,
         DeliverInput,
         DeliveryEventKind,
         DeliveryEventSignal,
         DeliveryInput,
-        DeliveryOutcome,
         DeliveryResult,
         PageRequest,
     )
@@ -177,9 +178,9 @@ class DeliveryOrchestrator:
     async def _send(self, inp: DeliveryInput, lead_id: str) -> None:
         try:
             out = await call_agent(
-                "deliver_message",
+                DeliveryAgent.deliver_message,
                 DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel),
-                result_type=DeliveryOutcome, prefix=inp.queue_prefix,
+                prefix=inp.queue_prefix,
                 summary=f"deliver to lead {lead_id} via {inp.channel.value}",
             )
         except ActivityError as err:
@@ -208,10 +209,9 @@ class DeliveryOrchestrator:
         max_pending = max(inp.in_flight, inp.page_size) * 2
         while not self._cancelled:
             page = await call_agent(
-                "list_approved_leads",
+                StoreAgent.list_approved_leads,
                 PageRequest(campaign_id=inp.campaign_id, after=after, limit=inp.page_size),
-                result_type=list[ApprovedLead], prefix=inp.queue_prefix,
-                summary="next approved leads",
+                prefix=inp.queue_prefix, summary="next approved leads",
             )
             for lead in page:
                 if len(pending) >= max_pending:
