@@ -1,12 +1,8 @@
 """CampaignWorkflow: drafts every lead, waits for a person's decision, delivers.
 
-It reads lead ids from the store page by page and runs one LeadOrchestrator child
-per lead in a sliding window, so lead data never travels through history and the
-pending-children limit is never approached. After a fixed number of leads (or
-when Temporal suggests it) it drains the window and continues as new, carrying
-only a cursor and counters. The approval gate is a signal (or an Update of the
-same name, for callers who want a synchronous answer) waited on durably with the
-campaign's approval timeout; nothing is sent before approval.
+Leads are paged from the store and drafted by one child per lead in a sliding window;
+the run continues as new with only a cursor and counters. Nothing is sent before
+approval. See docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations

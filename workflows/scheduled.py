@@ -1,12 +1,8 @@
 """ScheduledCampaign: what a recurring campaign's Temporal Schedule starts at every firing.
 
-The schedule (`campaign schedule create`) holds only a small input: its name, the id of
-the template campaign whose leads were stored once at creation, and the campaign's
-options. Each firing names its campaign after the schedule and the firing's scheduled
-time, copies the template's leads into that campaign (new lead ids, idempotent
-upserts), starts an ordinary `CampaignWorkflow` as an abandoned child and completes.
-The campaign then lives on its own for as long as its approval takes, and `campaign
-status/drafts/approve ID` work on it like on any other.
+Each firing copies the template campaign's leads into a campaign named after the
+schedule and the firing time, starts it as an abandoned child and completes.
+See docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations
