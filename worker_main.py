@@ -1,16 +1,14 @@
 """Runs the workers: one per task queue in the registry, all built from it.
 
-`python worker_main.py` (or `campaign worker`) connects to TEMPORAL_ADDRESS and
-polls every queue, or only those named with `--queues`. Each queue's concurrency
-and task-queue-wide rate limit come from the registry; the LLM rate from
-CAMPAIGN_LLM_RATE_LIMIT.
+`python worker_main.py` (or `campaign worker`) polls every queue, or only those named
+with `--queues`; each queue's limits come from the registry (the LLM and send rates
+from CAMPAIGN_LLM_RATE_LIMIT and CAMPAIGN_SEND_RATE_LIMIT).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -21,31 +19,44 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.base import Agent
-from campaign_core.registry import AGENTS, FLOWS, QUEUES, WORKFLOW_QUEUE, queue_name
+from campaign_core.registry import (
+    AGENT_CLASSES,
+    AGENTS,
+    QUEUES,
+    WORKFLOW_QUEUE,
+    AgentMethod,
+    AgentSpec,
+    activity_name,
+    queue_name,
+)
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store import Store, open_store
 from campaign_core.temporal import connect
 from campaign_core.tracing import is_traced
+from workflows.campaign import CampaignWorkflow
+from workflows.delivery import DeliveryOrchestrator
+from workflows.lead import LeadOrchestrator
+from workflows.scheduled import ScheduledCampaign
+
+#: Every orchestrator; they all run on the workflow queue.
+WORKFLOWS: tuple[type, ...] = (CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator,
+                               ScheduledCampaign)
 
 log = logging.getLogger("campaign.worker")
 
 
-def _resolve(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def build_agents(store: Store, settings: Settings) -> dict[type[Agent], Agent]:
+    """One instance of every agent class in the registry, sharing the store."""
+    return {cls: cls(store, settings) for cls in AGENT_CLASSES}
 
 
-def build_agents(store: Store, settings: Settings) -> dict[str, Agent]:
-    """One instance per agent class named in the registry, sharing the store."""
-    agents: dict[str, Agent] = {}
-    for spec in AGENTS.values():
-        cls_path = spec.impl.rsplit(".", 1)[0]
-        if cls_path not in agents:
-            agents[cls_path] = _resolve(cls_path)(store, settings)
-    return agents
+def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:
+    """The agent method `fn` bound to the instance of the class that defines it."""
+    for cls, agent in agents.items():
+        if getattr(cls, fn.__name__, None) is fn:
+            bound: AgentMethod = getattr(agent, fn.__name__)
+            return bound
+    raise LookupError(f"no agent instance for {fn.__qualname__}: add its class to AGENT_CLASSES")
 
 
 def workflow_runner(client: Client) -> WorkflowRunner:
@@ -63,10 +74,10 @@ def build_workers(
     *,
     prefix: str | None = None,
     queues: Iterable[str] | None = None,
-    agents: dict[str, Agent] | None = None,
+    agents: dict[type[Agent], Agent] | None = None,
     overrides: dict[str, Callable[..., Any]] | None = None,
 ) -> list[Worker]:
-    """A worker per queue; `overrides` replaces activities by name (test doubles)."""
+    """A worker per queue; `overrides` replaces activities by activity name (test doubles)."""
     prefix = settings.task_queue_prefix if prefix is None else prefix
     wanted = set(queues) if queues else set(QUEUES)
     unknown = wanted - set(QUEUES)
@@ -74,16 +85,24 @@ def build_workers(
         raise ValueError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
     agents = agents if agents is not None else build_agents(store, settings)
     overrides = overrides or {}
+    unknown = set(overrides) - {spec.name for spec in AGENTS.values()}
+    if unknown:
+        raise ValueError(f"overrides for unregistered activities: {', '.join(sorted(unknown))}")
+
+    for name, double in overrides.items():
+        if activity_name(double) != name:
+            raise ValueError(f"the override for {name!r} is registered as {activity_name(double)!r}")
+
+    def implementation(spec: AgentSpec) -> Callable[..., Any]:
+        return overrides.get(spec.name) or bind(spec.activity, agents)
+
     runner = workflow_runner(client)  # the client's converter and interceptors reach every worker
     workers = []
     for q in QUEUES.values():
         if q.name not in wanted:
             continue
-        activities = [
-            overrides.get(a.name) or getattr(agents[a.impl.rsplit(".", 1)[0]], a.impl.rsplit(".", 1)[1])
-            for a in AGENTS.values() if a.queue == q.name
-        ]
-        workflows = [_resolve(f.impl) for f in FLOWS.values() if f.queue == q.name]
+        activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
+        workflows = list(WORKFLOWS) if q.name == WORKFLOW_QUEUE else []
         rate = {"llm": settings.llm_rate_limit, "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)
         workers.append(Worker(

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from activities.knowledge import KnowledgeAgent  # noqa: E402
 from campaign_core.leads import parse_lead_rows  # noqa: E402
 from campaign_core.models import CampaignStatus, Stage  # noqa: E402
 from campaign_core.registry import SEARCH_ATTRIBUTES  # noqa: E402
@@ -108,7 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [per_lead.get(lead["first_name"], 0) for lead in make_leads(args.leads)]
     report = await store.report(cid)
     drafted = sum(r["draft_status"] == "drafted" for r in report)
-    knowledge = agents["activities.knowledge:KnowledgeAgent"]
+    knowledge = agents[KnowledgeAgent]
     return {
         "leads": args.leads,
         "drafted": drafted,

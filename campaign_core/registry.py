@@ -1,21 +1,27 @@
-"""The one registry: flows, agents and task queues.
+"""The registry: task queues and their limits, and each agent's queue, timeouts and retries.
 
-The worker builds every worker from it, the workflows look up an agent's queue,
-timeouts and retry policy in it, and the control plane picks flows from it. Nothing
-about wiring is written anywhere else. This module is plain data so that workflow
-code can import it inside the sandbox.
-
-Task queues do the old Dispatcher's job: `max_concurrent` caps activities per
-worker process, `rate_per_second` is a task-queue-wide limit the Temporal server
-enforces across all workers.
+Entries are keyed by the activity method itself (`StoreAgent.store_lead`), so workflows,
+the worker and this table can only name agents that exist. Workflows import it under
+`workflow.unsafe.imports_passed_through()`; the agent modules it imports have no
+import-time side effects. See docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from temporalio import activity
 from temporalio.common import RetryPolicy
+
+from activities.base import Agent
+from activities.copywriter import CopywriterAgent
+from activities.delivery import DeliveryAgent
+from activities.knowledge import KnowledgeAgent
+from activities.schedule_agent import ScheduleAgent
+from activities.store_agent import StoreAgent
 
 #: Error types no retry can fix: raised as non-retryable ApplicationErrors.
 #: `LLMAuthError` (401/403: a bad key) is also what the campaign workflow turns into one
@@ -25,40 +31,39 @@ from temporalio.common import RetryPolicy
 PERMANENT_ERRORS = ["InvalidInput", "NotFound", "GuardrailViolation", "LLMAuthError",
                     "LLMRequestRejected", "StoreError"]
 
+#: An agent's activity, unbound: `StoreAgent.store_lead`.
+AgentMethod = Callable[..., Awaitable[Any]]
+
+
+def activity_name(fn: AgentMethod) -> str:
+    """The activity type name `fn` is registered under (its `@activity.defn(name=...)`)."""
+    name = activity._Definition.must_from_callable(fn).name
+    assert name is not None, f"{fn!r} is a dynamic activity"
+    return name
+
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A task queue and the limits that make it behave like a dispatcher."""
+    """A task queue and its limits: concurrency per worker, a server-enforced rate."""
 
     name: str
     max_concurrent: int
     rate_per_second: float | None = None
-    description: str = ""
 
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """An operational agent: an activity on its queue with its own timeouts and retries."""
+    """An agent activity on its queue, with its own timeouts and retries."""
 
-    name: str
+    activity: AgentMethod
     queue: str
-    impl: str  # "module:Class.method"; resolved by the worker only
     start_to_close: timedelta
     retry: RetryPolicy
     heartbeat: timedelta | None = None
-    description: str = ""
 
-
-@dataclass(frozen=True)
-class FlowSpec:
-    """An orchestrator: a workflow type started by name from the control plane."""
-
-    name: str
-    workflow_type: str
-    impl: str  # "module:Class"
-    queue: str = "workflows"
-    description: str = ""
-    defaults: dict[str, object] = field(default_factory=dict)
+    @property
+    def name(self) -> str:
+        return activity_name(self.activity)
 
 
 WORKFLOW_QUEUE = "workflows"
@@ -66,11 +71,11 @@ WORKFLOW_QUEUE = "workflows"
 QUEUES: dict[str, QueueSpec] = {
     q.name: q
     for q in (
-        QueueSpec(WORKFLOW_QUEUE, max_concurrent=200, description="orchestrators"),
-        QueueSpec("store", max_concurrent=20, description="reads and writes to the store"),
-        QueueSpec("knowledge", max_concurrent=8, description="retrieval over the knowledge base"),
-        QueueSpec("llm", max_concurrent=8, rate_per_second=5.0, description="LLM copywriter"),
-        QueueSpec("delivery", max_concurrent=4, rate_per_second=10.0, description="sending"),
+        QueueSpec(WORKFLOW_QUEUE, max_concurrent=200),  # orchestrators
+        QueueSpec("store", max_concurrent=20),  # reads and writes to the store
+        QueueSpec("knowledge", max_concurrent=8),  # retrieval over the knowledge base
+        QueueSpec("llm", max_concurrent=8, rate_per_second=5.0),  # the copywriter
+        QueueSpec("delivery", max_concurrent=4, rate_per_second=10.0),  # sending
     )
 }
 
@@ -100,60 +105,52 @@ _DELIVERY_RETRY = RetryPolicy(
 _S = timedelta(seconds=30)
 
 
-def _store(name: str, description: str) -> AgentSpec:
-    return AgentSpec(name, "store", f"activities.store_agent:StoreAgent.{name}", _S, _STORE_RETRY,
-                     description=description)
+def _store(fn: AgentMethod) -> AgentSpec:
+    return AgentSpec(fn, "store", _S, _STORE_RETRY)
 
 
-AGENTS: dict[str, AgentSpec] = {
-    a.name: a
+#: The classes whose methods are agents; the worker makes one instance of each.
+AGENT_CLASSES: tuple[type[Agent], ...] = (
+    StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent,
+)
+
+AGENTS: dict[AgentMethod, AgentSpec] = {
+    a.activity: a
     for a in (
-        _store("store_lead", "mark a lead as being drafted"),
-        _store("list_lead_ids", "page through a campaign's lead ids"),
-        _store("store_draft", "persist the copywriter's draft from its envelope"),
-        _store("record_lead_failure", "record why a lead could not be drafted"),
-        _store("set_stage", "record the campaign's stage"),
-        _store("record_decision", "record an approval or rejection and its author"),
-        _store("list_approved_leads", "page through approved leads and their time zones"),
-        _store("check_lead_ids", "find lead ids that have no draft"),
-        AgentSpec("retrieve_knowledge", "knowledge",
-                  "activities.knowledge:KnowledgeAgent.retrieve_knowledge",
-                  # Long enough for a first index build that embeds the whole knowledge base;
-                  # heartbeats (also while waiting for another lead's build) catch a dead worker.
-                  timedelta(minutes=5), _AGENT_RETRY, heartbeat=timedelta(seconds=30),
-                  description="find the knowledge-base passages relevant to a lead (BM25, +dense)"),
+        _store(StoreAgent.store_lead),
+        _store(StoreAgent.list_lead_ids),
+        _store(StoreAgent.store_draft),
+        _store(StoreAgent.record_lead_failure),
+        _store(StoreAgent.set_stage),
+        _store(StoreAgent.record_decision),
+        _store(StoreAgent.list_approved_leads),
+        _store(StoreAgent.check_lead_ids),
+        # Long enough for a first index build that embeds the whole knowledge base;
+        # heartbeats (also while waiting for another lead's build) catch a dead worker.
+        AgentSpec(KnowledgeAgent.retrieve_knowledge, "knowledge", timedelta(minutes=5),
+                  _AGENT_RETRY, heartbeat=timedelta(seconds=30)),
         # Up to two LLM calls (draft + one repair), each bounded by CAMPAIGN_LLM_TIMEOUT.
-        AgentSpec("write_draft", "llm", "activities.copywriter:CopywriterAgent.write_draft",
-                  timedelta(minutes=3), _AGENT_RETRY, heartbeat=timedelta(seconds=30),
-                  description="write a personalised message (LLM with guardrails, or offline)"),
-        AgentSpec("deliver_message", "delivery",
-                  "activities.delivery:DeliveryAgent.deliver_message",
-                  # The heartbeat lets a send on a worker that died be retried after 20 s
-                  # instead of the full minute; the retry is safe (see activities/delivery).
-                  timedelta(minutes=1), _DELIVERY_RETRY, heartbeat=timedelta(seconds=20),
-                  description="send one approved message exactly once"),
+        AgentSpec(CopywriterAgent.write_draft, "llm", timedelta(minutes=3), _AGENT_RETRY,
+                  heartbeat=timedelta(seconds=30)),
+        # The heartbeat lets a send on a worker that died be retried after 20 s
+        # instead of the full minute; the retry is safe (see activities/delivery).
+        AgentSpec(DeliveryAgent.deliver_message, "delivery", timedelta(minutes=1),
+                  _DELIVERY_RETRY, heartbeat=timedelta(seconds=20)),
         # Pages through a schedule template's leads; heartbeats carry the cursor so a
         # retry resumes where the last attempt stopped.
-        AgentSpec("copy_template_leads", "store",
-                  "activities.schedule_agent:ScheduleAgent.copy_template_leads",
-                  timedelta(minutes=30), _STORE_RETRY, heartbeat=timedelta(seconds=60),
-                  description="copy a recurring campaign's template leads into one firing's campaign"),
+        AgentSpec(ScheduleAgent.copy_template_leads, "store", timedelta(minutes=30),
+                  _STORE_RETRY, heartbeat=timedelta(seconds=60)),
     )
 }
 
-FLOWS: dict[str, FlowSpec] = {
-    f.name: f
-    for f in (
-        FlowSpec("campaign", "CampaignWorkflow", "workflows.campaign:CampaignWorkflow",
-                 description="drafts every lead, waits for approval, delivers"),
-        FlowSpec("lead", "LeadOrchestrator", "workflows.lead:LeadOrchestrator",
-                 description="one lead: store, retrieve, write, store draft"),
-        FlowSpec("delivery", "DeliveryOrchestrator", "workflows.delivery:DeliveryOrchestrator",
-                 description="sends the approved drafts of one campaign"),
-        FlowSpec("scheduled", "ScheduledCampaign", "workflows.scheduled:ScheduledCampaign",
-                 description="one firing of a recurring campaign: copy its leads, start it"),
-    )
-}
+
+def agent_spec(fn: AgentMethod) -> AgentSpec:
+    """The registry entry of the agent method `fn`; a clear error for one never registered."""
+    try:
+        return AGENTS[fn]
+    except KeyError:
+        raise LookupError(f"{getattr(fn, '__qualname__', fn)!r} is not in the registry") from None
+
 
 #: Search attributes every workflow of this project sets (no personal data in them).
 SEARCH_ATTRIBUTES = {"CampaignId": "Keyword", "CampaignStage": "Keyword", "Flow": "Keyword"}

@@ -44,13 +44,13 @@ from campaign_core.models import (
     Rejection,
     Stage,
 )
-from campaign_core.registry import FLOWS, queue_name
+from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store import Store, open_store
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
-from workflows.campaign import search_attributes
+from workflows.campaign import CampaignWorkflow, search_attributes
 
 
 class BadInput(Exception):
@@ -222,10 +222,9 @@ class CampaignManager(ControlPlane):
         )
         leads = intake.leads
         await self.store.upsert_leads(cid, leads)
-        flow = FLOWS["campaign"]
         try:
             await client.start_workflow(
-                flow.workflow_type,
+                CampaignWorkflow.run,
                 CampaignInput(campaign_id=cid, name=name, channel=channel,
                               approval_timeout_seconds=approval_timeout_seconds,
                               queue_prefix=self.queue_prefix, window=window,
@@ -235,7 +234,7 @@ class CampaignManager(ControlPlane):
                               send_rate_per_second=send_rate_per_second,
                               use_search_attributes=self.use_search_attributes),
                 id=wid,
-                task_queue=queue_name(flow.queue, self.queue_prefix),
+                task_queue=queue_name(WORKFLOW_QUEUE, self.queue_prefix),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"Campaign {name!r} ({len(leads)} leads, {channel.value})",
                 static_details=(

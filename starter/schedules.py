@@ -53,12 +53,13 @@ from campaign_core.models import (
     Channel,
     ScheduledCampaignInput,
 )
-from campaign_core.registry import FLOWS, queue_name
+from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from starter.manager import BadInput, ControlPlane, NotFound
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
+    ScheduledCampaign,
     kickoff_workflow_id,
     schedule_id,
     scheduled_campaign_id,
@@ -209,13 +210,12 @@ class ScheduleManager(ControlPlane):
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
-        flow = FLOWS["scheduled"]
         schedule = Schedule(
             action=ScheduleActionStartWorkflow(
-                flow.workflow_type,
+                ScheduledCampaign.run,
                 ScheduledCampaignInput(schedule=name, template_id=template_id, campaign=campaign),
                 id=kickoff_workflow_id(name),
-                task_queue=queue_name(flow.queue, self.queue_prefix),
+                task_queue=queue_name(WORKFLOW_QUEUE, self.queue_prefix),
                 execution_timeout=FIRING_TIMEOUT,
                 static_summary=f"Firing of {summary[0].lower()}{summary[1:]}",
                 static_details=(

@@ -383,7 +383,7 @@ async def test_llm_rate_limit_is_task_queue_wide_and_not_bypassed_by_eager(ts_en
     # Eager execution only ever runs activities on the scheduling workflow's own queue; the
     # workflow queue has eager off and no agent (rate-limited or not) lives on it.
     assert workers[f"x-{WORKFLOW_QUEUE}"]["disable_eager_activity_execution"] is True
-    assert AGENTS["write_draft"].queue == "llm"
+    assert AGENTS[CopywriterAgent.write_draft].queue == "llm"
     assert all(spec.queue != WORKFLOW_QUEUE for spec in AGENTS.values())
 
 

@@ -1,34 +1,34 @@
-"""How orchestrators call agents: by registry name, on the agent's own queue.
+"""How orchestrators call agents: by method reference, on the agent's own queue.
 
-Queue, timeouts and retry policy all come from the registry, so a workflow never
-repeats wiring that the worker also needs.
+`call_agent(StoreAgent.store_lead, inp, ...)` looks up queue, timeouts and retries in
+the registry; the result type comes from the method's annotation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from campaign_core.registry import AGENTS, queue_name
+    from campaign_core.registry import agent_spec, queue_name
 
-T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 async def call_agent(
-    name: str, arg: Any, *, result_type: type[T], prefix: str, summary: str
-) -> T:
-    """Run the agent `name` as an activity and return its typed result."""
-    spec = AGENTS[name]
-    result: T = await workflow.execute_activity(
-        name,
+    activity: Callable[[Any, A], Awaitable[R]], arg: A, *, prefix: str, summary: str
+) -> R:
+    """Run the agent method `activity` (e.g. `StoreAgent.store_lead`) and return its result."""
+    spec = agent_spec(activity)
+    return await workflow.execute_activity_method(
+        activity,
         arg,
         task_queue=queue_name(spec.queue, prefix),
         start_to_close_timeout=spec.start_to_close,
         heartbeat_timeout=spec.heartbeat,
         retry_policy=spec.retry,
-        result_type=result_type,
         summary=summary[:200],
     )
-    return result

@@ -1,12 +1,8 @@
 """CampaignWorkflow: drafts every lead, waits for a person's decision, delivers.
 
-It reads lead ids from the store page by page and runs one LeadOrchestrator child
-per lead in a sliding window, so lead data never travels through history and the
-pending-children limit is never approached. After a fixed number of leads (or
-when Temporal suggests it) it drains the window and continues as new, carrying
-only a cursor and counters. The approval gate is a signal (or an Update of the
-same name, for callers who want a synchronous answer) waited on durably with the
-campaign's approval timeout; nothing is sent before approval.
+Leads are paged from the store and drafted by one child per lead in a sliding window;
+the run continues as new with only a cursor and counters. Nothing is sent before
+approval. See docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.store_agent import StoreAgent
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
     from campaign_core.models import (
         AddLeads,
@@ -32,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         DeliveryResult,
         LeadIdsCheck,
         LeadInput,
-        LeadResult,
         PageRequest,
         Rejection,
         Stage,
@@ -40,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from campaign_core.registry import WORKFLOW_QUEUE, queue_name
     from workflows.agents import call_agent
+    from workflows.delivery import DeliveryOrchestrator
+    from workflows.lead import LeadOrchestrator
 
 CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
 CAMPAIGN_STAGE = SearchAttributeKey.for_keyword("CampaignStage")
@@ -115,9 +113,9 @@ class CampaignWorkflow:
         assert self._inp is not None
         if approval.lead_ids:
             unknown = await call_agent(
-                "check_lead_ids",
+                StoreAgent.check_lead_ids,
                 LeadIdsCheck(campaign_id=self._inp.campaign_id, lead_ids=approval.lead_ids),
-                result_type=list[str], prefix=self._inp.queue_prefix, summary="check lead ids",
+                prefix=self._inp.queue_prefix, summary="check lead ids",
             )
             if unknown:
                 raise ApplicationError(
@@ -237,20 +235,18 @@ class CampaignWorkflow:
         self._details(note)
         if inp.use_search_attributes:
             workflow.upsert_search_attributes([CAMPAIGN_STAGE.value_set(stage.value)])
-        await call_agent("set_stage", StageUpdate(campaign_id=inp.campaign_id, stage=stage),
-                         result_type=type(None), prefix=inp.queue_prefix,
-                         summary=f"stage → {stage.value}")
+        await call_agent(StoreAgent.set_stage, StageUpdate(campaign_id=inp.campaign_id, stage=stage),
+                         prefix=inp.queue_prefix, summary=f"stage → {stage.value}")
 
     async def _draft_lead(self, inp: CampaignInput, lead_id: str) -> None:
         counts = self._carry.counts
         try:
-            result: LeadResult = await workflow.execute_child_workflow(
-                "LeadOrchestrator",
+            result = await workflow.execute_child_workflow(
+                LeadOrchestrator.run,
                 LeadInput(campaign_id=inp.campaign_id, lead_id=lead_id,
                           queue_prefix=inp.queue_prefix),
                 id=lead_workflow_id(inp.campaign_id, lead_id),
                 task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
-                result_type=LeadResult,
                 static_summary=f"Lead {lead_id} of campaign {inp.campaign_id}",
                 static_details=f"store → retrieve → write → store draft, for lead `{lead_id}`",
                 search_attributes=search_attributes(inp.campaign_id, "lead")
@@ -275,9 +271,9 @@ class CampaignWorkflow:
         started = 0
         while not (carry.cancelled or self._error):
             page = await call_agent(
-                "list_lead_ids",
+                StoreAgent.list_lead_ids,
                 PageRequest(campaign_id=inp.campaign_id, after=carry.after, limit=inp.page_size),
-                result_type=list[str], prefix=inp.queue_prefix, summary="next page of leads",
+                prefix=inp.queue_prefix, summary="next page of leads",
             )
             for lead_id in page:
                 if lead_id in self._added:
@@ -329,13 +325,12 @@ class CampaignWorkflow:
 
     async def _record(self, inp: CampaignInput, decision: str, by: str, note: str | None,
                       lead_ids: list[str] | None = None) -> int:
-        approved = await call_agent(
-            "record_decision",
+        return await call_agent(
+            StoreAgent.record_decision,
             Decision(campaign_id=inp.campaign_id, decision_id=str(workflow.uuid4()),
                      decision=decision, lead_ids=lead_ids, by=by, note=note),
-            result_type=int, prefix=inp.queue_prefix, summary=f"{decision} by {by}",
+            prefix=inp.queue_prefix, summary=f"{decision} by {by}",
         )
-        return approved
 
     # -- the run ---------------------------------------------------------------------
 
@@ -405,7 +400,7 @@ class CampaignWorkflow:
             return DeliveryResult()
         window = inp.send_window.describe() if inp.send_window else "any time"
         handle = await workflow.start_child_workflow(
-            "DeliveryOrchestrator",
+            DeliveryOrchestrator.run,
             DeliveryInput(campaign_id=inp.campaign_id, channel=inp.channel,
                           queue_prefix=inp.queue_prefix, page_size=inp.page_size,
                           send_window=inp.send_window, sends_per_run=inp.sends_per_run,
@@ -416,7 +411,6 @@ class CampaignWorkflow:
                           paused=self._carry.paused),
             id=delivery_workflow_id(inp.campaign_id),
             task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
-            result_type=DeliveryResult,
             static_summary=f"Delivery of campaign {inp.campaign_id} via {inp.channel.value}",
             static_details=f"approved drafts only; suppression checked at send time; "
                            f"send window: {window}",
@@ -430,7 +424,7 @@ class CampaignWorkflow:
         elif self._carry.paused:
             await handle.signal("pause")
         try:
-            result: DeliveryResult = await handle
+            result = await handle
         finally:
             self._delivery_running = False
         return result

@@ -1,19 +1,8 @@
 """DeliveryOrchestrator: sends a campaign's approved drafts, inside their send windows.
 
-It pages approved leads from the store (never carrying them all in history), waits
-with a durable timer for each lead's send window in the lead's own time zone,
-keeps a bounded number of sends in flight, and continues as new after a fixed
-number of sends so no run's history grows without bound. The delivery agent makes
-each send exactly-once, so a retry here is always safe. Pause, resume and cancel
-arrive as signals (forwarded by the campaign).
-
-Bounces and complaints arrive the same way (`delivery_event`, forwarded by the
-campaign from the HTTP API's webhook). A circuit breaker counts them: once at least
-`bounce_min_sends` messages went out and bounces pass `bounce_threshold` of them, it
-pauses delivery itself and tells the campaign why (`circuit_breaker` signal), so that
-`campaign status` says so; a person's `resume` lifts it. A sender whose bounce rate
-climbs is about to be blocked by every mailbox provider: stopping early protects the
-domain's reputation for every later campaign.
+Pages approved leads, waits durably for each lead's send window, paces sends, and
+pauses itself when bounces pass the circuit breaker's threshold. See
+docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations
@@ -26,13 +15,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DeliveryAgent
+    from activities.store_agent import StoreAgent
     from campaign_core.models import (
         ApprovedLead,
         DeliverInput,
         DeliveryEventKind,
         DeliveryEventSignal,
         DeliveryInput,
-        DeliveryOutcome,
         DeliveryResult,
         PageRequest,
     )
@@ -177,9 +167,9 @@ class DeliveryOrchestrator:
     async def _send(self, inp: DeliveryInput, lead_id: str) -> None:
         try:
             out = await call_agent(
-                "deliver_message",
+                DeliveryAgent.deliver_message,
                 DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel),
-                result_type=DeliveryOutcome, prefix=inp.queue_prefix,
+                prefix=inp.queue_prefix,
                 summary=f"deliver to lead {lead_id} via {inp.channel.value}",
             )
         except ActivityError as err:
@@ -208,10 +198,9 @@ class DeliveryOrchestrator:
         max_pending = max(inp.in_flight, inp.page_size) * 2
         while not self._cancelled:
             page = await call_agent(
-                "list_approved_leads",
+                StoreAgent.list_approved_leads,
                 PageRequest(campaign_id=inp.campaign_id, after=after, limit=inp.page_size),
-                result_type=list[ApprovedLead], prefix=inp.queue_prefix,
-                summary="next approved leads",
+                prefix=inp.queue_prefix, summary="next approved leads",
             )
             for lead in page:
                 if len(pending) >= max_pending:

@@ -1,8 +1,7 @@
 """LeadOrchestrator: one lead from stored data to a stored draft.
 
-A lead that cannot be drafted (bad data, a permanent agent error, retries
-exhausted) is recorded as `failed` with its reason and the workflow still
-completes, so one bad lead never fails the campaign.
+A lead that cannot be drafted is recorded as `failed` with its reason and the
+workflow still completes, so one bad lead never fails the campaign.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from campaign_core.envelope import EnvelopeRef
+    from activities.copywriter import CopywriterAgent
+    from activities.knowledge import KnowledgeAgent
+    from activities.store_agent import StoreAgent
     from campaign_core.models import LeadFailure, LeadInput, LeadResult, StoreDraftInput
     from workflows.agents import call_agent
 
@@ -44,30 +45,30 @@ class LeadOrchestrator:
         p = inp.queue_prefix
         try:
             self._step = "storing lead"
-            await call_agent("store_lead", inp, result_type=EnvelopeRef, prefix=p,
+            await call_agent(StoreAgent.store_lead, inp, prefix=p,
                              summary=f"store lead {inp.lead_id}")
             self._step = "retrieving knowledge"
-            found = await call_agent("retrieve_knowledge", inp, result_type=EnvelopeRef,
-                                     prefix=p, summary=f"retrieve passages for {inp.lead_id}")
+            found = await call_agent(KnowledgeAgent.retrieve_knowledge, inp, prefix=p,
+                                     summary=f"retrieve passages for {inp.lead_id}")
             workflow.set_current_details(f"retrieval: {found.summary}")
             self._step = "writing draft"
-            draft = await call_agent("write_draft", inp, result_type=EnvelopeRef, prefix=p,
+            draft = await call_agent(CopywriterAgent.write_draft, inp, prefix=p,
                                      summary=f"write draft for {inp.lead_id}")
             self._step = "storing draft"
             await call_agent(
-                "store_draft",
+                StoreAgent.store_draft,
                 StoreDraftInput(campaign_id=inp.campaign_id, lead_id=inp.lead_id,
                                 envelope_id=draft.envelope_id),
-                result_type=EnvelopeRef, prefix=p, summary=f"store draft {draft.envelope_id}",
+                prefix=p, summary=f"store draft {draft.envelope_id}",
             )
         except ActivityError as err:
             reason = failure_reason(err)
             self._step = f"failed: {reason}"
             workflow.logger.warning("lead %s not drafted: %s", inp.lead_id, reason)
             await call_agent(
-                "record_lead_failure",
+                StoreAgent.record_lead_failure,
                 LeadFailure(campaign_id=inp.campaign_id, lead_id=inp.lead_id, error=reason),
-                result_type=type(None), prefix=p, summary=f"record failure of {inp.lead_id}",
+                prefix=p, summary=f"record failure of {inp.lead_id}",
             )
             return LeadResult(lead_id=inp.lead_id, status="failed", error=reason,
                               error_type=failure_type(err))

@@ -1,12 +1,8 @@
 """ScheduledCampaign: what a recurring campaign's Temporal Schedule starts at every firing.
 
-The schedule (`campaign schedule create`) holds only a small input: its name, the id of
-the template campaign whose leads were stored once at creation, and the campaign's
-options. Each firing names its campaign after the schedule and the firing's scheduled
-time, copies the template's leads into that campaign (new lead ids, idempotent
-upserts), starts an ordinary `CampaignWorkflow` as an abandoned child and completes.
-The campaign then lives on its own for as long as its approval takes, and `campaign
-status/drafts/approve ID` work on it like on any other.
+Each firing copies the template campaign's leads into a campaign named after the
+schedule and the firing time, starts it as an abandoned child and completes.
+See docs/architecture/orchestration.md.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.schedule_agent import ScheduleAgent
     from campaign_core.ids import campaign_workflow_id
     from campaign_core.models import (
         CopyLeadsInput,
@@ -27,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from campaign_core.registry import WORKFLOW_QUEUE, queue_name
     from workflows.agents import call_agent
-    from workflows.campaign import search_attributes
+    from workflows.campaign import CampaignWorkflow, search_attributes
 
 #: Set by Temporal on every workflow a schedule starts: the firing's nominal time.
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -62,16 +59,16 @@ class ScheduledCampaign:
         name = f"{inp.schedule} {fired.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         prefix = inp.campaign.queue_prefix
         leads = await call_agent(
-            "copy_template_leads",
+            ScheduleAgent.copy_template_leads,
             CopyLeadsInput(template_id=inp.template_id, campaign_id=cid, name=name,
                            schedule=inp.schedule),
-            result_type=int, prefix=prefix, summary=f"copy the leads of {inp.template_id} to {cid}",
+            prefix=prefix, summary=f"copy the leads of {inp.template_id} to {cid}",
         )
         campaign = inp.campaign.model_copy(update={"campaign_id": cid, "name": name, "carry": None})
         already = False
         try:
             await workflow.start_child_workflow(
-                "CampaignWorkflow",
+                CampaignWorkflow.run,
                 campaign,
                 id=campaign_workflow_id(cid),
                 task_queue=queue_name(WORKFLOW_QUEUE, prefix),

@@ -34,7 +34,6 @@ from campaign_core.models import (
     DeliveryEventKind,
     DeliveryEventSignal,
     ScheduledCampaignInput,
-    ScheduledRun,
     Stage,
 )
 from campaign_core.send_window import SendWindow
@@ -43,6 +42,7 @@ from campaign_core.sqlite_store import SqliteStore
 from campaign_core.temporal import test_server_path
 from starter.manager import CampaignManager
 from worker_main import build_workers
+from workflows.scheduled import ScheduledCampaign
 
 HERE = Path(__file__).resolve().parent
 KB = HERE.parent.parent / "starter" / "demo_data" / "kb"
@@ -137,12 +137,12 @@ async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
                                     channel="outbox", kb_dir=str(KB), workflow_id="template")
     await mgr.store.upsert_leads(template, parse_lead_rows(enumerate(LEADS[:2], start=2),
                                                            template).leads)
-    run: ScheduledRun = await env.client.execute_workflow(
-        "ScheduledCampaign",
+    run = await env.client.execute_workflow(
+        ScheduledCampaign.run,
         ScheduledCampaignInput(schedule="weekly", template_id=template, campaign=CampaignInput(
             campaign_id=template, name="weekly", queue_prefix="rec-",
             use_search_attributes=False)),
-        id="scheduled-campaign:weekly-rec", task_queue="rec-workflows", result_type=ScheduledRun)
+        id="scheduled-campaign:weekly-rec", task_queue="rec-workflows")
     await wait_stage(env.client, run.campaign_id, Stage.AWAITING_APPROVAL)
     await mgr.reject(run.campaign_id, by="recorder", reason="recorded")
     await wait_stage(env.client, run.campaign_id, Stage.REJECTED)
