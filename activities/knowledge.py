@@ -33,7 +33,7 @@ from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 __all__ = [
     "Chunk",

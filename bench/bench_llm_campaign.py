@@ -43,7 +43,7 @@ from campaign_core.leads import parse_lead_rows  # noqa: E402
 from campaign_core.models import CampaignStatus, Stage  # noqa: E402
 from campaign_core.registry import SEARCH_ATTRIBUTES  # noqa: E402
 from campaign_core.settings import Settings  # noqa: E402
-from campaign_core.sqlite_store import SqliteStore  # noqa: E402
+from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from campaign_core.temporal import dev_server_path  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
 from tests.llm_server import LLMTestServer  # noqa: E402

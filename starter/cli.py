@@ -25,7 +25,8 @@ from campaign_core.leads import LeadsFileError, read_leads_file
 from campaign_core.models import Channel
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings, load_settings
-from campaign_core.store import StoreError, open_store
+from campaign_core.store.base import StoreError
+from campaign_core.store.factory import open_store
 from campaign_core.temporal import TemporalUnreachable
 from starter.manager import BadInput, CampaignManager, campaign_id_for, parse_duration
 

@@ -1,7 +1,7 @@
 """`campaign forget EMAIL`: erase a person's data from the store and suppress the address.
 
 For an erasure request (GDPR art. 17, CCPA "right to delete"). The store does the work
-(`Store.forget`, documented under "erasure" in campaign_core/store.py); this command
+(`Store.forget`, documented under "Erasure" in docs/architecture/store.md); this command
 validates the address, asks before it does anything that cannot be undone, erases the
 `.eml` copies in the outbox too, and says what went.
 """
@@ -51,7 +51,8 @@ def forget(
 ) -> None:
     from campaign_core.leads import valid_email
     from campaign_core.settings import load_settings
-    from campaign_core.store import FORGOTTEN_REASON, open_store, subject_digest
+    from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
+    from campaign_core.store.factory import open_store
     from starter.cli import emit_json, fail, out, run
 
     try:

@@ -26,7 +26,7 @@ from rich.prompt import Confirm
 from campaign_core.leads import read_leads_file
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
-from campaign_core.store import open_store
+from campaign_core.store.factory import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
 from starter.cli import out, report_table
 from starter.devstack import embedded_stack, free_port, port_free

@@ -47,7 +47,8 @@ from campaign_core.models import (
 from campaign_core.registry import FLOWS, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
-from campaign_core.store import Store, open_store
+from campaign_core.store.base import Store
+from campaign_core.store.factory import open_store
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
 from workflows.campaign import search_attributes

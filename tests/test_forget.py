@@ -28,8 +28,9 @@ from activities.retrieval.dense import text_hash
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.ids import message_key
 from campaign_core.leads import Lead, parse_lead_rows
-from campaign_core.sqlite_store import SqliteStore
-from campaign_core.store import FORGET_KEYS, FORGOTTEN_REASON, Store, subject_digest
+from campaign_core.store.base import Store
+from campaign_core.store.erasure import FORGET_KEYS, FORGOTTEN_REASON, subject_digest
+from campaign_core.store.sqlite import SqliteStore
 from starter.cmd_forget import lead_text_hashes
 from tests import pg_fixtures
 from tests.test_store import Backend, make_backend

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from campaign_core.leads import lead_id_for, parse_lead_rows, read_leads_file
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app
 from starter.manager import BadInput, CampaignManager, NotFound
 from starter.schedules import ScheduleManager, ScheduleSummary, template_id_for

@@ -36,18 +36,12 @@ from typer.testing import CliRunner
 
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import Lead, parse_lead_rows
-from campaign_core.postgres_store import PostgresStore
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
-from campaign_core.store import (
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    migrations,
-    open_store,
-)
-from campaign_core.supabase_store import SupabaseStore
+from campaign_core.store.base import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, migrations
+from campaign_core.store.factory import open_store
+from campaign_core.store.postgres import PostgresStore
+from campaign_core.store.sqlite import SqliteStore
+from campaign_core.store.supabase import SupabaseStore
 from tests import pg_fixtures
 from tests.fake_postgrest import FakePostgrest
 

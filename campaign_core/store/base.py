@@ -1,48 +1,22 @@
-"""The store interface every agent and the control plane use, and how to open one.
+"""The store interface (`Store`), its two errors, and helpers every backend shares.
 
-Activities never talk to a database directly: they call a `Store`, so the backend is
-a setting, not a code change:
-
-- SQLite (`sqlite:///PATH`, the embedded default under CAMPAIGN_HOME),
-- PostgreSQL (`CAMPAIGN_STORE_URL=postgresql://...`, also a Supabase project's database),
-- Supabase's REST API (only `SUPABASE_URL` and `SUPABASE_KEY` set).
-
-Every write is an idempotent upsert by natural key, so a retried activity never
-duplicates a row. Two kinds of failure are kept apart on purpose, because Temporal
-treats them differently:
-
-- a store that is down or busy raises `StoreUnavailable` (naming the store) or its
-  driver's own error: ordinary exceptions, so the activity is retried until the
-  store is back and no lead fails for an outage;
-- a row the store will never accept (a constraint violation, a malformed row)
-  raises `StoreError` naming the table and the key: retrying cannot help, so an
-  agent should turn it into a non-retryable error rather than retry it forever.
-
-The schema is versioned by numbered SQL migrations shipped in this package (one
-folder per dialect, same numbers in both). The embedded SQLite store migrates itself
-on first use; shared stores (PostgreSQL, Supabase) refuse a schema older than the
-code and ask for `campaign db migrate`, so that upgrading one worker never changes a
-database under the others.
+Backends: `sqlite.py`, `postgres.py` (both on the shared SQL of `sql.py`) and
+`supabase.py` (REST); `factory.open_store` picks one. This module imports none of them.
+Design notes: docs/architecture/store.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
-from campaign_core.leads import Lead, lead_id_for, normalise_email
+from campaign_core.envelope import Envelope, digest
+from campaign_core.leads import Lead
 from campaign_core.models import Counts
-
-if TYPE_CHECKING:
-    from campaign_core.settings import Settings
 
 #: The schema this code reads and writes: the highest migration number shipped.
 SCHEMA_VERSION = 4
@@ -206,12 +180,16 @@ class Store(Protocol):
         """Erase everything the store holds about the person with this address, in every
         campaign, and suppress the address; returns how many rows each table lost.
 
-        See "erasure" below for what is deleted, what is redacted and what is kept.
+        See campaign_core/store/erasure.py for what is deleted, what is redacted and what is kept.
         `derived_text_hashes(lead, brief)` names the text hashes of caches built from
         the lead (the dense-retrieval query's embedding), which are deleted too.
         Idempotent: forgetting the same address again erases nothing more.
         """
         ...
+
+
+#: `derived_text_hashes(lead, campaign_brief)`: hashes of cached texts made from the lead.
+DerivedHashes = Callable[[Lead, str], Iterable[str]]
 
 
 # -- migrations -------------------------------------------------------------------------
@@ -232,7 +210,7 @@ def migrations(dialect: str) -> list[Migration]:
     They are package data next to this module, so they are found the same way in a
     checkout, an editable install and an installed wheel (which pip always unpacks).
     """
-    folder = Path(__file__).resolve().parent / "migrations" / dialect
+    folder = Path(__file__).resolve().parent.parent / "migrations" / dialect
     found = [
         Migration(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8"))
         for f in folder.glob("[0-9]*.sql")
@@ -404,190 +382,3 @@ def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[dict[str,
     return out
 
 
-# -- erasure (`campaign forget`) --------------------------------------------------------------
-#
-# What `Store.forget(email)` does, the same on every backend (in one transaction on SQLite
-# and PostgreSQL; as a sequence of idempotent requests over Supabase's REST API, the
-# suppression first, so a run cut short has already stopped every send and is finished
-# by running it again):
-#
-# - deleted, in every campaign: the person's `leads` rows (the lead JSON: name, company,
-#   notes...), their `drafts`, `retrievals`, `deliveries` (status, Message-ID, provider
-#   errors: nothing is kept, not even an anonymised row, so every count stays consistent
-#   with the leads that remain), `delivery_events` for the address or the lead, their
-#   lead-level `audit_log` entries (envelopes hold the lead and the drafts), and the
-#   `embeddings` of texts derived from the lead (see `derived_text_hashes`);
-# - redacted: the lead's id is removed from `approvals.lead_ids` and from campaign-level
-#   audit entries (approval decisions), and the address is replaced with "[erased]" there;
-# - recorded: one audit entry per campaign the person was in (agent `store.forget`,
-#   record kind `erasure`) with the time, the reason, how many rows were erased and
-#   the sha256 of the normalised address, but nothing else about the person: an
-#   operator can show that an erasure happened and when, not what the data was;
-# - kept: the normalised address in `suppressions`, with the reason "forgotten (erasure
-#   request)". Keeping the address so that it is never contacted again is the standard,
-#   lawful exception: the minimum needed to honour the objection to direct marketing
-#   (GDPR art. 21(3)); without it a later import of the same list would email them again.
-#
-# Rows are found by the lead id the address has in each campaign (`lead_id_for`, a pure
-# function of campaign and address) as well as by the address itself, so rows written
-# after the lead row was gone (an activity in flight during the erasure) are found too
-# by a second run. Not erased, because they are not in the store: Temporal's workflow
-# histories (kept for the namespace's retention period; their payloads are encrypted
-# when CAMPAIGN_ENCRYPTION_KEY is set) and messages already delivered (the `forget`
-# command also deletes the outbox `.eml` files addressed to the person). Free text that
-# mentions the person inside someone else's record (another lead's notes, an approval
-# note) is not searched.
-
-#: The suppression reason `forget` writes (an earlier reason is replaced by this one).
-FORGOTTEN_REASON = "forgotten (erasure request)"
-
-#: What redacted text is replaced with.
-ERASED = "[erased]"
-
-#: The keys of the dict `forget` returns, in order: rows deleted per table, then
-#: `audit_log_redacted` (campaign-level entries redacted), `approvals` (decisions
-#: redacted), `suppressions` (1 when the address was added or its reason changed) and
-#: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
-FORGET_KEYS = ("leads", "drafts", "retrievals", "deliveries", "delivery_events", "audit_log",
-               "embeddings", "audit_log_redacted", "approvals", "suppressions", "campaigns")
-
-#: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
-#: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
-LEAD_TABLES = ("drafts", "retrievals", "deliveries", "audit_log", "delivery_events", "leads")
-
-#: `derived_text_hashes(lead, campaign_brief)`: hashes of cached texts made from the lead.
-DerivedHashes = Callable[[Lead, str], Iterable[str]]
-
-
-def forget_addresses(email: str) -> list[str]:
-    """The forms an address may be stored under: as leads (NFC) and as suppressions."""
-    return list(dict.fromkeys([normalise_email(email), normalise_address(email)]))
-
-
-def subject_digest(email: str) -> str:
-    """The erasure's subject in the audit trail: sha256 of the normalised address.
-
-    Not anonymous (anyone who knows the address can compute it, and the suppression
-    list keeps the address anyway), but it lets an operator answer "was this address
-    erased, and when?" without the trail itself holding the address.
-    """
-    return "sha256:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()
-
-
-def forget_pairs(email: str, campaign_ids: Iterable[str]) -> set[tuple[str, str]]:
-    """(campaign_id, lead_id) the address has in each campaign, whether a lead row exists."""
-    return {(cid, lead_id_for(cid, email)) for cid in campaign_ids}
-
-
-def redact(value: Any, lead_ids: Iterable[str], addresses: Iterable[str]) -> Any:
-    """`value` (parsed JSON) without the lead ids and addresses: list items that are one
-    are dropped (an approval's `lead_ids`), and inside any other text each becomes
-    "[erased]" (addresses case-insensitively)."""
-    ids = frozenset(lead_ids)
-    addresses = list(addresses)
-    pattern = re.compile("|".join(
-        [re.escape(i) for i in sorted(ids, key=len, reverse=True)]
-        + [re.escape(a) for a in addresses]), re.IGNORECASE)
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return pattern.sub(ERASED, v)
-        if isinstance(v, list):
-            return [walk(x) for x in v if not (isinstance(x, str) and x in ids)]
-        if isinstance(v, dict):
-            return {walk(k): walk(x) for k, x in v.items()}
-        return v
-
-    return walk(value) if ids or addresses else value
-
-
-def mentions(text: str, lead_ids: Iterable[str], addresses: Iterable[str]) -> bool:
-    """Whether stored text (JSON) names one of the lead ids or addresses."""
-    low = text.lower()
-    return any(i in text for i in lead_ids) or any(a.lower() in low for a in addresses)
-
-
-def erasure_envelope(campaign_id: str, subject: str, rows: dict[str, int],
-                     at: datetime) -> Envelope:
-    """The audit entry that records an erasure in one campaign, without personal data."""
-    data = {"status": "erased", "reason": FORGOTTEN_REASON, "subject": subject,
-            "erased_at": at.astimezone(UTC).isoformat(), "rows": rows}
-    return Envelope(
-        metadata=EnvelopeMetadata(campaign_id=campaign_id, run_id="erasure-request",
-                                  agent="store.forget", agent_version="1", attempt=1,
-                                  started_at=at, ended_at=at),
-        records=[Record(kind="erasure", key=subject, data=data, provenance=Provenance(
-            source="request:erasure", agent="store", created_at=at,
-            inputs_digest=digest([subject, at.isoformat()])))],
-    )
-
-
-def derived_hashes(fn: DerivedHashes | None, data: Any, brief: Any, key: str) -> set[str]:
-    """The cache hashes `fn` derives from a stored lead row; none for a malformed row
-    (which is erased all the same)."""
-    if fn is None:
-        return set()
-    try:
-        lead = parse_lead(data, key)
-    except StoreError:
-        return set()
-    return set(fn(lead, str(brief or "")))
-
-
-def forget_result(per_campaign: dict[str, dict[str, int]], **extra: int) -> dict[str, int]:
-    """The totals `forget` returns, from its per-campaign tallies ("" for rows of no
-    campaign) and the other counts; logs the erasure without the address."""
-    out = dict.fromkeys(FORGET_KEYS, 0)
-    for tally in per_campaign.values():
-        for key, n in tally.items():
-            out[key] += n
-    out.update(extra)
-    out["campaigns"] = sum(1 for cid, t in per_campaign.items() if cid and any(t.values()))
-    return out
-
-
-def erased_campaigns(per_campaign: dict[str, dict[str, int]]) -> list[str]:
-    """The campaigns that held the person's data, each of which gets an erasure entry."""
-    return sorted(cid for cid, t in per_campaign.items() if cid and any(t.values()))
-
-
-def log_erasure(where: str, subject: str, result: dict[str, int]) -> None:
-    """The erasure in the log: the address's digest and the counts, never the address."""
-    logging.getLogger("campaign.store").info(
-        "erasure request: %s erased from %s (%s)", subject, where,
-        ", ".join(f"{k}={v}" for k, v in result.items() if v) or "nothing was stored")
-
-
-# -- choosing a backend ---------------------------------------------------------------------
-
-
-def open_store(target: str | Settings, *, auto_migrate: bool | None = None) -> Store:
-    """The store for a URL or for the settings; nothing is connected until first use.
-
-    With settings: `CAMPAIGN_STORE_URL` if set, else Supabase's REST API when both
-    `SUPABASE_URL` and `SUPABASE_KEY` are set, else the embedded SQLite file.
-    URLs: `sqlite:///PATH`, `postgresql://...` (or `postgres://...`).
-    `auto_migrate` overrides the backend's default (SQLite migrates itself; shared
-    stores only check the version).
-    """
-    if not isinstance(target, str):
-        settings = target
-        if not settings.store_url and settings.supabase_url and settings.supabase_key:
-            from campaign_core.supabase_store import SupabaseStore
-
-            return SupabaseStore(settings.supabase_url, settings.supabase_key.get_secret_value())
-        target = settings.resolved_store_url
-    url = target
-    if url.startswith("sqlite:///"):
-        from campaign_core.sqlite_store import SqliteStore
-
-        return SqliteStore(url.removeprefix("sqlite:///"),
-                           auto_migrate=True if auto_migrate is None else auto_migrate)
-    if url.startswith(("postgresql://", "postgres://")):
-        from campaign_core.postgres_store import PostgresStore
-
-        return PostgresStore(url, auto_migrate=bool(auto_migrate))
-    raise StoreError(
-        f"unsupported store URL scheme {url.split(':', 1)[0]!r} in CAMPAIGN_STORE_URL: "
-        "use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
-    )
