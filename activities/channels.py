@@ -49,6 +49,8 @@ import httpx
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.typing import SMTPStatus
 
+from activities.rendering import header_safe
+
 SMTP_TIMEOUT_SECONDS = 30.0
 WEBHOOK_TIMEOUT_SECONDS = 20.0
 
@@ -307,10 +309,12 @@ def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: s
         "campaign_id": campaign_id,
         "lead_id": lead_id,
         "step": step,
-        "from": str(msg["From"]),
+        # Header values as decoded text, made header-safe again: a receiver that copies
+        # them into its own headers gets no control character and no encoded word.
+        "from": header_safe(str(msg["From"])),
         "to": recipient,
-        "to_header": str(msg["To"]),
-        "subject": str(msg["Subject"]),
+        "to_header": header_safe(str(msg["To"])),
+        "subject": header_safe(str(msg["Subject"])),
         "text": text.get_content() if isinstance(text, EmailMessage) else None,
         "html": html.get_content() if isinstance(html, EmailMessage) else None,
         "headers": {

@@ -51,7 +51,7 @@ from campaign_core.store.base import Store
 
 OFFLINE_MODEL = "offline-template"
 TEMPLATE_VERSION = "offline-v1"
-PROMPT_NAME = "copywriter_v1"
+PROMPT_NAME = "copywriter_v2"
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PROVIDERS = ("openai", "offline")
 #: Longest passage text put into a prompt; passages are chunks, this only bounds outliers.
@@ -89,20 +89,32 @@ def prompt_template(name: str = PROMPT_NAME) -> PromptTemplate:
     return PromptTemplate.load(name)
 
 
+def fenced(text: str) -> str:
+    """Text that cannot close (or open) the tags fencing it in the prompt: `<` and `>`
+    are written as `&lt;` and `&gt;`, so `</lead_data>` in a lead's notes stays data."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def lead_block(lead: Lead) -> str:
-    """The lead as the model sees it: personalisation fields only, never the email address."""
+    """The lead as the model sees it: personalisation fields only, never the email address.
+
+    One `key: value` line per field, each value on one line and fenced (the prompt puts
+    the block between `<lead_data>` tags and tells the model it is data).
+    """
     fields = {"first_name": lead.first_name, "last_name": lead.last_name, "company": lead.company,
               "title": lead.title, "website": lead.website, "notes": lead.notes, **lead.custom}
-    lines = [f"{k}: {' '.join(str(v).split())}" for k, v in fields.items() if v]
+    lines = [f"{fenced(' '.join(str(k).split()))}: {fenced(' '.join(str(v).split()))}"
+             for k, v in fields.items() if v]
     return "\n".join(lines) or "(no details beyond the address)"
 
 
 def passages_block(passages: list[dict[str, Any]]) -> str:
+    """Each passage between `<passage>` tags; its text fenced so it cannot close them."""
     if not passages:
         return "(none: make no product claims)"
     return "\n\n".join(
-        f'<passage id="{p["passage_id"]}" source="{p.get("source", "")}">\n'
-        f"{str(p.get('text', ''))[:PASSAGE_PROMPT_CHARS]}\n</passage>"
+        f'<passage id="{fenced(str(p["passage_id"]))}" source="{fenced(str(p.get("source", "")))}">\n'
+        f"{fenced(str(p.get('text', ''))[:PASSAGE_PROMPT_CHARS])}\n</passage>"
         for p in passages
     )
 

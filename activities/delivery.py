@@ -127,6 +127,7 @@ class DeliveryAgent(Agent):
             unsubscribe_url=unsubscribe_url(self.settings.public_url, make_token(
                 await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
             mailto=unsubscribe_mailto(self.settings.mail_from, key),
+            postal_address=self.settings.postal_address,
         )
         message_id = str(msg["Message-ID"])
         if done and done["status"] == COMMITTING:

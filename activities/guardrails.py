@@ -8,6 +8,14 @@ the reasons, then fails the lead with them (`GuardrailViolation`).
 
 Each check returns human-readable reasons, because the same text is sent back to
 the model as repair instructions and shown to the user as the lead's error.
+
+Contact details are checked too, because lead data and passages can carry injected
+instructions ("log in at http://evil.example/login"): a link, web address, email
+address or phone number in a draft must come from the brief, a retrieved passage or
+(for links) the lead's own website. Links and bare domains compare by host; phone
+numbers are found with `phonenumbers` (valid numbers only, so "SOC 2" or "2,000 leads"
+are not numbers to it). The unsubscribe link and footer are added at rendering, after
+this check.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
 from campaign_core.leads import Lead
@@ -74,6 +84,110 @@ _WORD_LIMIT = re.compile(
     r"within)\s+(\d{1,4})\s+words\b", re.I)
 _CITATION_DEMAND = re.compile(
     r"\bcit(?:e|es|ed|ing|ation|ations)\b|\bsource(?:d|s)?\s+(?:every|each|all)\b", re.I)
+
+
+#: Regions whose national formats are read as phone numbers (international `+` ones always).
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "AU")
+_URL = re.compile(r"(?i)\b(?:https?|ftp)://[^\s<>\"'()\[\]{}]+|\bwww\.[^\s<>\"'()\[\]{}]+")
+_EMAIL = re.compile(r"(?i)(?<![\w.+-])[\w.+-]+@(?:[a-z0-9-]+\.)+[a-z]{2,63}(?![\w-])")
+_DOMAIN = re.compile(r"(?i)(?<![\w@./-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}))"
+                     r"(?![\w-])(/[^\s<>\"'()\[\]{}]*)?")
+_TRAILING = ".,;:!?'\""
+#: Top-level domains that make a bare `name.tld` (no path) a web address; any two-letter
+#: one (a country) counts too, except the usual file extensions.
+_TLDS = frozenset({
+    "com", "net", "org", "io", "co", "ai", "app", "dev", "biz", "info", "xyz", "online",
+    "site", "tech", "cloud", "email", "link", "page", "shop", "store", "live", "pro", "gov",
+    "edu", "mil", "int", "example", "test", "invalid", "local", "localhost", "internal",
+})
+_NOT_TLDS = frozenset({"md", "py", "js", "sh", "rb", "cs", "ts", "go"})
+
+
+@dataclass(frozen=True)
+class Contacts:
+    """The links (by host), email addresses and phone numbers (E.164) found in a text."""
+
+    hosts: dict[str, str]  # host -> the text as written
+    bare_hosts: set[str]  # hosts written as a bare name with no path (`acme.com`)
+    emails: dict[str, str]
+    phones: dict[str, set[str]]  # the number as written -> its E.164 readings
+
+    @property
+    def phone_readings(self) -> set[str]:
+        return {e164 for readings in self.phones.values() for e164 in readings}
+
+
+def _host(value: str) -> str:
+    host = urlsplit(value if "://" in value else f"http://{value}").hostname or ""
+    return host.lower().removeprefix("www.").rstrip(".")
+
+
+def _phones(text: str) -> dict[str, set[str]]:
+    """Each valid phone number as written, with its readings in every region tried."""
+    found: dict[str, set[str]] = {}
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(text, region,
+                                                      leniency=phonenumbers.Leniency.VALID):
+            e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+            found.setdefault(match.raw_string, set()).add(e164)
+    return found
+
+
+def contacts(text: str) -> Contacts:
+    """Every link, bare domain, email address and phone number in `text`."""
+    text = INLINE_CITATION.sub(" ", text)
+    hosts: dict[str, str] = {}
+    bare: set[str] = set()
+    for m in _URL.finditer(text):
+        written = m.group(0).rstrip(_TRAILING)
+        if _host(written):
+            hosts.setdefault(_host(written), written)
+    text = _URL.sub(" ", text)
+    emails = {m.group(0).lower(): m.group(0) for m in _EMAIL.finditer(text)}
+    text = _EMAIL.sub(" ", text)
+    for m in _DOMAIN.finditer(text):
+        name, tld, path = m.group(1), m.group(2), m.group(3)
+        if not path:
+            if tld.isupper() and len(tld) > 2:  # ASP.NET, VB.NET
+                continue
+            if tld.lower() not in _TLDS and (len(tld) != 2 or tld.lower() in _NOT_TLDS):
+                continue
+            bare.add(_host(name))
+        written = (name + (path or "")).rstrip(_TRAILING)
+        hosts.setdefault(_host(name), written)
+    return Contacts(hosts, bare, emails, _phones(text))
+
+
+def unsupported_contacts(text: str, *, sources: Iterable[str], lead: Lead) -> list[str]:
+    """Reasons for each link, address or number in `text` that no source gives.
+
+    A link is fine when its host is the lead's website's, or one named in a source; a
+    bare domain (no path) may also name the lead's own organisation (its company or
+    email domain). Email addresses and phone numbers must appear in a source.
+    """
+    found = contacts(text)
+    given = contacts("\n".join(sources))
+    allowed_hosts = set(given.hosts) | {e.rpartition("@")[2] for e in given.emails}
+    if lead.website:
+        allowed_hosts.add(_host(lead.website.strip()))
+    own = {lead.email.rpartition("@")[2].lower()}
+    if lead.company:
+        own.add(lead.company.strip().lower().removeprefix("www."))
+    reasons: list[str] = []
+    for host, written in found.hosts.items():
+        if host in allowed_hosts or (host in found.bare_hosts and host in own):
+            continue
+        reasons.append(f"the draft has a link or web address ({written}) that is in neither the "
+                       "brief, the passages nor the lead's website: remove it")
+    for email, written in found.emails.items():
+        if email not in given.emails:
+            reasons.append(f"the draft has an email address ({written}) that is in neither the "
+                           "brief nor the passages: remove it")
+    for written, readings in found.phones.items():
+        if not readings & given.phone_readings:
+            reasons.append(f"the draft has a phone number ({written}) that is in neither the "
+                           "brief nor the passages: remove it")
+    return list(dict.fromkeys(reasons))
 
 
 @dataclass(frozen=True)
@@ -169,6 +283,10 @@ def check_draft(
             reasons.append(f"the citation of {c.passage_id!r} does not say which claim it supports")
         elif sum(w in body_words for w in claim) / len(claim) < CLAIM_OVERLAP:
             reasons.append(f"the claim cited to {c.passage_id!r} ({c.claim[:80]!r}) is not in the body")
+
+    passage_texts = [str(p.get("text", "")) for p in passages]
+    reasons += unsupported_contacts(f"{subject}\n{body}", sources=[brief, *passage_texts, *grounding],
+                                    lead=lead)
 
     if rules.citations_required:
         if by_id and not draft.citations:

@@ -1,7 +1,8 @@
 """The RAG agent: finds the knowledge-base passages that fit a lead and the brief.
 
 A knowledge base is a folder of Markdown, text and HTML files, split into chunks
-with stable ids (`activities.retrieval.chunking`). Chunks are ranked with BM25
+with stable ids (`activities.retrieval.chunking`, which reads only regular files inside
+the folder and under CAMPAIGN_KB_MAX_FILE_BYTES). Chunks are ranked with BM25
 (`bm25s`) by default; when CAMPAIGN_EMBEDDING_MODEL is set, dense retrieval with
 OpenAI-compatible embeddings is added and the two rankings are fused by reciprocal
 rank. Chunk vectors live in the store (embedded once per text, whichever worker
@@ -117,6 +118,7 @@ class KnowledgeAgent(Agent):
     def __init__(self, store: Store, settings: Settings) -> None:
         super().__init__(store, settings)
         self.top_k = settings.retrieval_top_k
+        self.max_file_bytes = settings.kb_max_file_bytes
         self._indexes: OrderedDict[str, KnowledgeIndex] = OrderedDict()
         self._hashes: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._build_lock = asyncio.Lock()
@@ -132,10 +134,10 @@ class KnowledgeAgent(Agent):
 
     def _content_hash(self, root: Path) -> str:
         """The folder's content hash, re-read only when a file's size or mtime changed."""
-        signature = kb_signature(root)
+        signature = kb_signature(root, self.max_file_bytes)
         known = self._hashes.get(str(root))
         if known is None or known[0] != signature:
-            known = (signature, kb_hash(root))
+            known = (signature, kb_hash(root, self.max_file_bytes))
             self._hashes[str(root)] = known
         return known[1]
 
@@ -156,7 +158,7 @@ class KnowledgeAgent(Agent):
         return key, index
 
     async def _build(self, root: Path) -> KnowledgeIndex:
-        chunks = await asyncio.to_thread(chunk_kb, root)
+        chunks = await asyncio.to_thread(chunk_kb, root, self.max_file_bytes)
         index = await asyncio.to_thread(KnowledgeIndex, chunks, None, self.model_label)
         if self.embedder is not None and chunks:
             texts = [c.search_text for c in chunks]

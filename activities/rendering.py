@@ -1,14 +1,20 @@
 """Rendering of one outgoing email: plain text and HTML, compliant headers, no injection.
 
 Everything that comes from a lead or a draft is untrusted: headers get it only through
-`header_safe` (no CR/LF can reach a header, so no `Bcc:` can be smuggled in), and the
+`header_safe` (no control character can reach a header, and no `=?` either, since the
+email package decodes an encoded word such as `=?utf-8?q?x=0D=0ABcc:...?=` back into a
+real CR/LF when it folds the header, whatever the patch level), and the
 HTML part gets it only through `html.escape`. The Message-ID is derived from the message
-key, so a duplicate is recognisable downstream whatever channel carried it.
+key, so a duplicate is recognisable downstream whatever channel carried it. Inline
+citation markers (`[kb/file.md#3-1a2b3c4d]`) are for the reviewer: they are removed
+here, whatever wrote the draft, so no channel ever delivers one.
 """
 
 from __future__ import annotations
 
 import html
+import re
+import unicodedata
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -19,11 +25,35 @@ from urllib.parse import quote
 MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 FOOTER_TEXT = "To stop receiving these messages: {url}"
+#: Unicode categories never allowed in a header: controls, line and paragraph separators.
+_UNSAFE = frozenset({"Cc", "Zl", "Zp"})
+
+#: One passage id as chunking makes them (`<path>#<index>-<8 hex>`, the path may hold
+#: spaces), or any other `x#y` token without spaces.
+_CITED_ID = r"(?:[^\[\]#\n,;]+#\d+-[0-9a-f]{8}|[^\[\]\s,;]+#[^\[\]\s,;]+)"
+#: An inline citation marker: one or more ids in brackets, `[a#1-..]` or `[a#1-.., b#2-..]`.
+CITATION_MARKER = re.compile(rf"\[\s*{_CITED_ID}(?:\s*[,;]\s*{_CITED_ID})*\s*\]")
+_MARKER_RUN = rf"{CITATION_MARKER.pattern}(?:[ \t]*{CITATION_MARKER.pattern})*"
+_MARKER_AT_LINE_START = re.compile(rf"(?m)^([ \t]*){_MARKER_RUN}[ \t]*")
+_MARKER_INLINE = re.compile(rf"[ \t]*{_MARKER_RUN}")
+
+
+def strip_citations(text: str) -> str:
+    """The text without inline citation markers, and without the spaces they leave."""
+    text = _MARKER_AT_LINE_START.sub(r"\1", text)
+    text = _MARKER_INLINE.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def header_safe(value: str) -> str:
-    """No CR/LF (or any other line break) from lead data may reach a header."""
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    """A header value with no control character, line break or encoded-word opener.
+
+    Control characters (NUL, CR, LF, ...) and Unicode line separators become spaces and
+    runs of spaces collapse; `=?` becomes `= ?`, so no encoded word given by lead data
+    or a draft is ever decoded into header text.
+    """
+    cleaned = "".join(" " if unicodedata.category(ch) in _UNSAFE else ch for ch in value)
+    return " ".join(cleaned.split()).replace("=?", "= ?")
 
 
 def sender_domain(sender: str) -> str:
@@ -50,34 +80,51 @@ def _address(name: str | None, email: str) -> Address:
     return Address(display_name=header_safe(name) if name else "", addr_spec=addr)
 
 
-def _html_body(body: str, url: str) -> str:
+def postal_lines(address: str | None) -> list[str]:
+    """The postal address as footer lines: one per line of the setting, each with its
+    runs of white space collapsed."""
+    if not address:
+        return []
+    return [" ".join(line.split()) for line in address.splitlines() if line.strip()]
+
+
+def _html_body(body: str, url: str, postal: list[str]) -> str:
     paragraphs = [p for p in body.replace("\r\n", "\n").split("\n\n") if p.strip()]
     parts = ["<p>" + html.escape(p.strip()).replace("\n", "<br>\n") + "</p>" for p in paragraphs]
     link = html.escape(url, quote=True)
     footer = (f'<p style="font-size:small;color:#666">To stop receiving these messages: '
               f'<a href="{link}">{link}</a></p>')
+    if postal:
+        footer = ('<p style="font-size:small;color:#666">'
+                  + "<br>\n".join(html.escape(line) for line in postal) + "</p>\n" + footer)
     return ("<!DOCTYPE html>\n<html><body>\n" + "\n".join(parts)
             + "\n<hr>\n" + footer + "\n</body></html>\n")
 
 
 def render_message(
     *, key: str, sender: str, to: str, to_name: str | None, subject: str, body: str,
-    unsubscribe_url: str, mailto: str | None = None,
+    unsubscribe_url: str, mailto: str | None = None, postal_address: str | None = None,
 ) -> EmailMessage:
-    """An RFC 5322 multipart/alternative message whose Message-ID derives from the key."""
+    """An RFC 5322 multipart/alternative message whose Message-ID derives from the key.
+
+    The footer of both parts carries `postal_address` (CAN-SPAM) and the unsubscribe link.
+    """
     msg = EmailMessage(policy=MAIL_POLICY)
     msg["Message-ID"] = message_id_for(key, sender)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["From"] = header_safe(sender)
     msg["To"] = _address(to_name, to)
-    msg["Subject"] = header_safe(subject)
+    msg["Subject"] = header_safe(strip_citations(subject))
     links = [f"<{header_safe(unsubscribe_url)}>"]
     if mailto:
         links.append(f"<{header_safe(mailto)}>")
     msg["List-Unsubscribe"] = ", ".join(links)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Campaign-Message-Key"] = header_safe(key)
-    text = body.replace("\r\n", "\n").rstrip("\n")
-    msg.set_content(f"{text}\n\n--\n{FOOTER_TEXT.format(url=unsubscribe_url)}\n")
-    msg.add_alternative(_html_body(body, unsubscribe_url), subtype="html")
+    body = strip_citations(body.replace("\r\n", "\n"))
+    text = body.rstrip("\n")
+    postal = postal_lines(postal_address)
+    footer = "\n".join([*postal, FOOTER_TEXT.format(url=unsubscribe_url)])
+    msg.set_content(f"{text}\n\n--\n{footer}\n")
+    msg.add_alternative(_html_body(body, unsubscribe_url, postal), subtype="html")
     return msg

@@ -49,6 +49,7 @@ from tests.smtp_server import SmtpSink, smtp_server
 REPO = Path(__file__).resolve().parent.parent
 KB = REPO / "starter" / "demo_data" / "kb"
 PREFIX = "smtpkill-"
+POSTAL_ADDRESS = "Bench Inc., 1 Main St, Springfield, IL 62701, USA"
 #: Nothing from the caller's environment that would point the worker elsewhere.
 SCRUB = ("TEMPORAL_", "CAMPAIGN_", "OPENAI_", "SUPABASE_", "SSL_CERT_")
 
@@ -88,6 +89,7 @@ def worker_env(address: str, home: Path, smtp_url: str, ca_file: Path | None) ->
     env.update({
         "TEMPORAL_ADDRESS": address, "CAMPAIGN_HOME": str(home), "CAMPAIGN_SMTP_URL": smtp_url,
         "CAMPAIGN_TASK_QUEUE_PREFIX": PREFIX, "CAMPAIGN_LLM_PROVIDER": "offline",
+        "CAMPAIGN_POSTAL_ADDRESS": POSTAL_ADDRESS,
         "CAMPAIGN_LLM_RATE_LIMIT": "1000", "CAMPAIGN_SEND_RATE_LIMIT": "1000",
         "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
     })
@@ -139,7 +141,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         worker = WorkerProcess(worker_env(address, home, smtp_url, ca_file), tmp, log)
         settings = Settings(CAMPAIGN_HOME=home, CAMPAIGN_SMTP_URL=SecretStr(smtp_url),
                             CAMPAIGN_TASK_QUEUE_PREFIX=PREFIX, TEMPORAL_ADDRESS=address,
-                            CAMPAIGN_LLM_PROVIDER="offline")
+                            CAMPAIGN_LLM_PROVIDER="offline", CAMPAIGN_POSTAL_ADDRESS=POSTAL_ADDRESS)
         store = SqliteStore(home / "campaign.db")
         await store.migrate()
         mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=PREFIX)

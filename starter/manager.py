@@ -159,12 +159,19 @@ class ControlPlane:
             await self.store.close()
 
     def check_options(self, channel: Channel, kb_dir: Path | None) -> None:
-        """Refuse (BadInput, exit 2) a channel without its settings or a missing --kb."""
+        """Refuse (BadInput, exit 2) a channel without its settings or a missing --kb.
+
+        The smtp and webhook channels reach real people, so they need a postal address
+        for the footer; the outbox (files for review) may go without.
+        """
         if channel is Channel.SMTP and self.settings.smtp_url is None:
             raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
                            "or smtps:// for TLS)")
         if channel is Channel.WEBHOOK and not self.settings.webhook_url:
             raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
+        if channel is not Channel.OUTBOX and not (self.settings.postal_address or "").strip():
+            raise BadInput(f"--channel {channel.value}: set CAMPAIGN_POSTAL_ADDRESS (the sender's "
+                           "physical postal address, which CAN-SPAM requires in every message)")
         if kb_dir is not None and not kb_dir.is_dir():
             raise BadInput(f"--kb: {kb_dir} is not a directory")
 

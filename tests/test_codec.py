@@ -41,7 +41,7 @@ from campaign_core.models import CampaignInput, CampaignStatus, Stage
 from campaign_core.settings import Settings
 from campaign_core.temporal import data_converter
 from starter.cli import app as cli_app
-from starter.cmd_codec import create_codec_app
+from starter.codec_app import create_codec_app
 from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
 

@@ -307,6 +307,7 @@ async def test_webhook_crash_after_accept_resends_same_key(store, settings, hook
 async def test_campaign_on_smtp_channel_delivers_to_server(ts_env, settings, store, prefix,
                                                            run_workers):
     cid = "c-wf-smtp"
+    settings.postal_address = "Relay Inc., 1 Main St, Springfield, IL 62701, USA"
     with smtp_server() as (sink, url):
         settings.smtp_url = SecretStr(url)
         async with run_workers(ts_env.client):

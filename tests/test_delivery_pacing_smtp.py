@@ -35,6 +35,7 @@ async def test_domain_limit_and_send_rate_hold_at_the_smtp_server(
     same = [{"email": f"p{i}@same.example", "company": "Same"} for i in range(4)]
     others = [{"email": f"q{i}@other{i}.example", "company": "Other"} for i in range(2)]
     paced = [{"email": f"r{i}@rate{i}.example", "company": "Rate"} for i in range(5)]
+    settings.postal_address = "Relay Inc., 1 Main St, Springfield, IL 62701, USA"
     with smtp_server() as (sink, url):
         settings.smtp_url = SecretStr(url)
         async with run_workers(dev_env.client, overrides=drafting_only):

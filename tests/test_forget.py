@@ -31,7 +31,7 @@ from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.store.base import Store
 from campaign_core.store.erasure import FORGET_KEYS, FORGOTTEN_REASON, subject_digest
 from campaign_core.store.sqlite import SqliteStore
-from starter.cmd_forget import lead_text_hashes
+from starter.cli.suppression import lead_text_hashes
 from tests import pg_fixtures
 from tests.test_store import Backend, make_backend
 
@@ -288,10 +288,9 @@ def test_cli_without_a_terminal_needs_yes(home: Path) -> None:
 
 
 def test_cli_asks_at_a_terminal(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from starter import cmd_forget
-    from starter.cli import app
+    from starter.cli import app, suppression
 
-    monkeypatch.setattr(cmd_forget, "stdin_is_tty", lambda: True)
+    monkeypatch.setattr(suppression, "stdin_is_tty", lambda: True)
     declined = CliRunner().invoke(app, ["forget", ZELDA["email"]], input="n\n")
     assert declined.exit_code == 1 and "nothing was erased" in declined.stderr
     assert _lead_count(home) == 4

@@ -1,9 +1,7 @@
-"""`campaign forget EMAIL`: erase a person's data from the store and suppress the address.
+"""`campaign suppress` and `campaign forget`: the suppression list and erasure requests.
 
-For an erasure request (GDPR art. 17, CCPA "right to delete"). The store does the work
-(`Store.forget`, documented under "Erasure" in docs/architecture/store.md); this command
-validates the address, asks before it does anything that cannot be undone, erases the
-`.eml` copies in the outbox too, and says what went.
+`forget` validates the address, asks before erasing, lets the store do the erasure
+(`Store.forget`), deletes the outbox `.eml` copies and says what went.
 """
 
 from __future__ import annotations
@@ -13,11 +11,15 @@ import unicodedata
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from campaign_core.leads import Lead
+from campaign_core.leads import Lead, valid_email
+from campaign_core.settings import load_settings
+from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
+from campaign_core.store.factory import open_store
+from starter.cli.app import JsonFlag, emit_json, err, fail, out, run
 
 FORGET_HELP = "\n\n".join((
     "Erase a person's data from the store and suppress the address.",
@@ -39,22 +41,30 @@ FORGET_HELP = "\n\n".join((
 ))
 
 
-def register(app: typer.Typer) -> None:
-    """Add `forget` to the `campaign` app."""
-    app.command("forget", help=FORGET_HELP)(forget)
+def suppress(emails: Annotated[list[str], typer.Argument(metavar="EMAIL...")]) -> None:
+    """Add addresses to the suppression list (never sent to, in any campaign)."""
+    try:
+        addresses = [valid_email(e) for e in emails]
+    except ValueError as exc:
+        fail(2, f"suppress: {exc}; nothing was added")
+
+    async def go() -> int:
+        store = open_store(load_settings())
+        try:
+            return await store.add_suppressions(addresses, "manual")
+        finally:
+            await store.close()
+
+    added = run(go())
+    err.print(f"{added} address(es) added to the suppression list ({len(emails) - added} already there)")
 
 
 def forget(
-    email: str = typer.Argument(..., metavar="EMAIL", help="The address to erase."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address to erase.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    from campaign_core.leads import valid_email
-    from campaign_core.settings import load_settings
-    from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
-    from campaign_core.store.factory import open_store
-    from starter.cli import emit_json, fail, out, run
-
+    # The help text is FORGET_HELP (given at registration): paragraphs, not a docstring.
     try:
         address = valid_email(email)
     except ValueError as exc:

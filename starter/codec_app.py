@@ -1,17 +1,8 @@
-"""`campaign codec-server`: Temporal's remote codec endpoints, for the Web UI.
+"""Temporal's remote codec endpoints (`POST /encode`, `POST /decode`) for the Web UI.
 
-With CAMPAIGN_ENCRYPTION_KEY set, every payload in history is encrypted and the Web
-UI shows ciphertext unless it can ask a codec server to decode. This serves
-`POST /decode` and `POST /encode` in Temporal's codec-server format (a JSON
-`Payloads` message: `{"payloads": [{"metadata": {...}, "data": "<base64>"}]}`),
-with the CORS answers the UI needs (its origin, `X-Namespace`, credentials).
-
-Only the UI's own origin may call it from a browser: TEMPORAL_UI_URL (or the UI a
-running `campaign dev` recorded, looked up at each request), its other loopback
-spelling, and any `--ui-origin`. It listens on 127.0.0.1 unless `--host` says
-otherwise. The Web UI can send an `Authorization` header ("pass the user access
-token") only when the UI itself has a login, so a bearer token is opt-in:
-`--require-token` demands `Authorization: Bearer $CAMPAIGN_API_TOKEN`.
+Served by `campaign codec-server` when CAMPAIGN_ENCRYPTION_KEY is set, so the UI shows
+decrypted payloads. Only the UI's own origins may call it from a browser; a bearer token
+is opt-in. See docs/architecture/cli.md.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route handlers' annotations,
@@ -22,8 +13,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import typer
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -126,50 +115,3 @@ def create_codec_app(
         return cors(request, Response(status_code=204))
 
     return app
-
-
-def register(app: typer.Typer) -> None:
-    """Add `codec-server` to the `campaign` app."""
-
-    @app.command("codec-server")
-    def codec_server(
-        port: int = typer.Option(8081, help="Port to listen on."),
-        host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-        ui_origin: list[str] = typer.Option(
-            [], "--ui-origin",
-            help="Another browser origin allowed to call it (repeatable); the UI at "
-            "TEMPORAL_UI_URL or the one `campaign dev` recorded is always allowed."),
-        require_token: bool = typer.Option(
-            False, "--require-token",
-            help="Demand 'Authorization: Bearer $CAMPAIGN_API_TOKEN' on every call."),
-    ) -> None:
-        """Temporal codec endpoints for the Web UI (when encryption is on)."""
-        import uvicorn
-
-        from campaign_core.codec import EncryptionKeyError, codec_from_setting
-        from campaign_core.settings import load_settings
-        from starter.cli import fail
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        settings = load_settings()
-        raw = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-        try:
-            codec = codec_from_setting(raw)
-        except EncryptionKeyError as exc:
-            fail(2, str(exc))
-        if codec is None:
-            fail(2, "CAMPAIGN_ENCRYPTION_KEY is not set: payloads are not encrypted, so there is "
-                    "nothing to decode (set it to KEY_ID:BASE64 entries of 32-byte keys)")
-        for origin in ui_origin:
-            if origin_of(origin) is None:
-                fail(2, f"--ui-origin: {origin!r} is not an origin like http://localhost:8080")
-        token: str | None = None
-        if require_token:
-            if settings.api_token is None or not settings.api_token.get_secret_value():
-                fail(2, "--require-token: set CAMPAIGN_API_TOKEN")
-            token = settings.api_token.get_secret_value()
-        application = create_codec_app(settings, codec, extra_origins=ui_origin, token=token)
-        log.info("codec server for key ids %s on http://%s:%d (UI origins: %s)",
-                 ", ".join(codec.keyring.ids), host, port,
-                 ", ".join(sorted(ui_origins(settings, ui_origin))))
-        uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,44 @@
+"""The `campaign` command line (Typer + Rich): `main` is the console script.
+
+`app.py` holds the app and the helpers every command shares; one module per command
+group defines the commands; this module registers them, in the order `--help` lists them.
+With `--json` a command writes exactly one JSON document to stdout; everything else
+goes to stderr. Exit codes: 0 ok, 2 bad input, 3 Temporal not reachable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+from starter.cli import campaigns, codec, stack, suppression
+from starter.cli.app import app
+from starter.cli.db import db_app
+from starter.cli.schedule import schedule_app
+
+for _name, _command in (
+    ("dev", stack.dev),
+    ("worker", stack.worker),
+    ("api", stack.api),
+    ("start", campaigns.start),
+    ("add-leads", campaigns.add_leads),
+    ("status", campaigns.status),
+    ("drafts", campaigns.drafts),
+    ("approve", campaigns.approve),
+    ("reject", campaigns.reject),
+    ("pause", campaigns.pause),
+    ("resume", campaigns.resume),
+    ("cancel", campaigns.cancel),
+    ("report", campaigns.report),
+    ("audit", campaigns.audit),
+    ("suppress", suppression.suppress),
+    ("demo", stack.demo),
+):
+    app.command(_name)(_command)
+app.command("forget", help=suppression.FORGET_HELP)(suppression.forget)
+app.command("codec-server")(codec.codec_server)
+app.add_typer(db_app, name="db")
+app.add_typer(schedule_app, name="schedule")
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

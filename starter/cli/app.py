@@ -1,0 +1,131 @@
+"""The `campaign` Typer app and what every command shares: consoles, JSON output, exit codes.
+
+Command modules import this one; it imports none of them (`starter/cli/__init__.py`
+registers the commands). Exit codes: 0 ok, 2 bad input, 3 Temporal not reachable, 1 else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from campaign_core.codec import EncryptionKeyError
+from campaign_core.leads import LeadsFileError
+from campaign_core.models import Channel
+from campaign_core.send_window import SendWindow
+from campaign_core.settings import Settings, load_settings
+from campaign_core.store.base import StoreError
+from campaign_core.temporal import TemporalUnreachable
+from starter.manager import BadInput, CampaignManager
+
+app = typer.Typer(
+    name="campaign",
+    help="Durable multi-agent campaigns on Temporal: draft, approve, deliver exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Piped output is read by scripts and logs: don't squeeze tables into 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("campaign")
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+CampaignId = Annotated[str, typer.Argument(metavar="ID")]
+LeadsFile = Annotated[Path, typer.Option("--leads", help="CSV (with header) or JSON Lines file.")]
+# The campaign settings `start` and `schedule create` share.
+BriefText = Annotated[str | None, typer.Option(help="The brief, as text.")]
+BriefFile = Annotated[Path | None, typer.Option("--brief-file", help="The brief, from a file.")]
+KbDir = Annotated[Path | None, typer.Option("--kb", help="Knowledge-base directory.")]
+ChannelOption = Annotated[Channel, typer.Option(help="Delivery channel.")]
+ApprovalTimeout = Annotated[str, typer.Option("--approval-timeout", help="e.g. 72h, 3d.")]
+SendWindowOption = Annotated[str | None, typer.Option(
+    "--send-window", help="Send only then, in each lead's time zone: '09:00-17:00 Mon-Fri'.")]
+DomainLimit = Annotated[int, typer.Option(
+    "--domain-limit", min=1, help="At most this many sends a minute to one domain.")]
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, mapping failures to the contract's exit codes."""
+    try:
+        return asyncio.run(coro)
+    except (BadInput, LeadsFileError, EncryptionKeyError) as exc:
+        fail(2, str(exc))
+    except TemporalUnreachable as exc:
+        fail(3, str(exc))
+    except StoreError as exc:
+        fail(1, f"store: {exc}")
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        log.debug("unexpected failure", exc_info=True)
+        fail(1, f"{exc.__class__.__name__}: {exc}")
+
+
+def brief_and_window(brief: str | None, brief_file: Path | None, send_window: str | None,
+                     timezone: str) -> tuple[str | None, SendWindow | None]:
+    """The `--brief`/`--brief-file` text and the parsed `--send-window`, or exit 2 naming
+    the option (shared by `start` and `schedule create`)."""
+    if brief is not None and brief_file is not None:
+        fail(2, "give --brief or --brief-file, not both")
+    if brief_file is not None:
+        try:
+            brief = brief_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
+    window = None
+    if send_window is not None:
+        try:
+            window = SendWindow.parse(send_window, timezone)
+        except ValueError as exc:
+            fail(2, f"--send-window/--timezone: {exc}")
+    return brief, window
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def manager(settings: Settings | None = None) -> CampaignManager:
+    return CampaignManager(settings or load_settings())
+
+
+def with_logging(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("temporalio").setLevel(logging.WARNING)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def report_table(rows: list[dict[str, Any]]) -> Table:
+    """`campaign report` (and the demo's closing report) as a table."""
+    table = Table("lead", "email", "draft", "delivery", "message id / error")
+    for column in table.columns:
+        column.overflow = "fold"
+    for r in rows:
+        table.add_row(r["lead_id"], r["email"], r["draft_status"], r["delivery_status"],
+                      r["message_id"] or r["error"] or "")
+    return table
