@@ -183,12 +183,12 @@ class KnowledgeAgent(Agent):
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
         passages: list[dict[str, Any]] = []
         kb_key = "none"
-        if campaign.get("kb_dir"):
-            root = Path(campaign["kb_dir"])
+        if campaign.kb_dir:
+            root = Path(campaign.kb_dir)
             if not root.is_dir():
                 raise permanent("InvalidInput", f"knowledge base {root} is not a directory")
             kb_key, index = await self.index_for(root)
-            brief = str(campaign.get("brief") or "")
+            brief = campaign.brief
             query = lead_query(lead, brief)
             vector = None
             if self.embedder is not None and index.dense is not None:

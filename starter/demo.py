@@ -128,9 +128,9 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
         console.print(f"{st.counts.drafted} drafted, {st.counts.draft_failed} failed.")
         drafts = await mgr.drafts(cid)
         for d in drafts[:2]:
-            console.rule(f"{d['email']}")
-            console.print(f"[bold]Subject:[/] {d['subject']}", highlight=False)
-            console.print(d["body"], markup=False, highlight=False)
+            console.rule(f"{d.email}")
+            console.print(f"[bold]Subject:[/] {d.subject}", highlight=False)
+            console.print(d.body, markup=False, highlight=False)
         if len(drafts) > 2:
             console.rule(f"... and {len(drafts) - 2} more (`campaign drafts {cid}`)")
         if auto_approve:

@@ -121,8 +121,8 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
         st = await wait_stage(camp, first, Stage.AWAITING_APPROVAL)
         assert st.counts.leads == 4 and st.counts.drafted == 4
         campaign = await store.get_campaign(first)
-        assert campaign is not None and campaign["brief"] == "Say hello."
-        assert campaign["kb_dir"] == str(KB.resolve())
+        assert campaign is not None and campaign.brief == "Say hello."
+        assert campaign.kb_dir == str(KB.resolve())
         # The leads are the template's, re-keyed for the new campaign.
         ids = await store.list_lead_ids(first, None, 100)
         assert sorted(ids) == sorted(lead_id_for(first, r["email"]) for r in ROWS)

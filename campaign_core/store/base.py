@@ -12,11 +12,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
+    Row,
+)
 
 #: The schema this code reads and writes: the highest migration number shipped.
 SCHEMA_VERSION = 4
@@ -70,7 +79,7 @@ class Store(Protocol):
         kb_dir: str | None, workflow_id: str,
     ) -> None: ...
 
-    async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None: ...
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
 
     async def set_stage(self, campaign_id: str, stage: str) -> None: ...
 
@@ -99,10 +108,9 @@ class Store(Protocol):
         citations: list[str], provenance: dict[str, Any], envelope_id: str,
     ) -> None: ...
 
-    async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]: ...
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]: ...
 
-    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
-        ...
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None: ...
 
     async def record_decision(
         self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
@@ -117,14 +125,14 @@ class Store(Protocol):
 
     async def is_suppressed(self, email: str) -> bool: ...
 
-    async def get_delivery(self, message_key: str) -> dict[str, Any] | None: ...
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None: ...
 
     async def upsert_delivery(
         self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
         status: str, message_id: str | None = None, error: str | None = None,
     ) -> None: ...
 
-    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
         """The delivery row whose RFC 5322 Message-ID this is (with or without <>)."""
         ...
 
@@ -136,7 +144,7 @@ class Store(Protocol):
         """Record a bounce/complaint/unsubscribe once; True when it was new."""
         ...
 
-    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]: ...
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]: ...
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
         """The shared secret `name`; `candidate` becomes it if none exists yet.
@@ -148,10 +156,9 @@ class Store(Protocol):
 
     async def counts(self, campaign_id: str) -> Counts: ...
 
-    async def report(self, campaign_id: str) -> list[dict[str, Any]]: ...
+    async def report(self, campaign_id: str) -> list[ReportRow]: ...
 
-    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
-        ...
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]: ...
 
     # -- embeddings (schema 4) --------------------------------------------------------
 
@@ -337,16 +344,6 @@ def parse_envelope(value: Any, key: str) -> Envelope:
         raise StoreError(f"malformed envelope row: {exc}", table="audit_log", key=key) from exc
 
 
-def draft_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A draft as every backend returns it: JSON parsed, `approved` a bool, times as text."""
-    key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
-    d = plain_row(row) or {}
-    d["citations"] = parse_json(d["citations"], "drafts", key)
-    d["provenance"] = parse_json(d["provenance"], "drafts", key)
-    d["approved"] = bool(d["approved"])
-    return d
-
-
 def plain_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
     """A row with timestamps as ISO strings, so callers see one shape on every backend."""
     if row is None:
@@ -354,7 +351,43 @@ def plain_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: iso(v) if k in TIME_COLUMNS else v for k, v in row.items()}
 
 
-def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[dict[str, Any]]:
+R = TypeVar("R", bound=Row)
+
+
+def typed(model: type[R], row: dict[str, Any], table: str, key: str,
+          json_columns: tuple[str, ...] = ()) -> R:
+    """A stored row as its model (times as text, JSON parsed), or StoreError naming it."""
+    data = plain_row(row) or {}
+    for col in json_columns:
+        data[col] = parse_json(data[col], table, key)
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise StoreError(f"malformed {table} row: {exc}", table=table, key=key) from exc
+
+
+def campaign_row(row: dict[str, Any] | None) -> CampaignRow | None:
+    return None if row is None else typed(CampaignRow, row, "campaigns", str(row.get("campaign_id")))
+
+
+def draft_row(row: dict[str, Any]) -> DraftRow:
+    key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
+    return typed(DraftRow, row, "drafts", key, ("citations", "provenance"))
+
+
+def delivery_row(row: dict[str, Any] | None) -> DeliveryRow | None:
+    return None if row is None else typed(DeliveryRow, row, "deliveries", str(row.get("message_key")))
+
+
+def event_row(row: dict[str, Any]) -> DeliveryEventRow:
+    return typed(DeliveryEventRow, row, "delivery_events", str(row.get("event_id")))
+
+
+def audit_entry(row: dict[str, Any]) -> AuditEntry:
+    return typed(AuditEntry, row, "audit_log", str(row.get("envelope_id")), ("envelope",))
+
+
+def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[ReportRow]:
     """One outcome per lead, in the contract's shape, from the joined store rows.
 
     Each input row has: lead_id, email, draft_status, draft_error, approved,
@@ -371,14 +404,9 @@ def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[dict[str,
             delivery = "not_approved"
         else:
             delivery = "pending"
-        out.append({
-            "lead_id": r["lead_id"],
-            "email": r["email"],
-            "draft_status": draft_status,
-            "delivery_status": delivery,
-            "message_id": r["message_id"],
-            "error": r["delivery_error"] or r["draft_error"],
-        })
+        out.append(ReportRow(lead_id=r["lead_id"], email=r["email"], draft_status=draft_status,
+                             delivery_status=delivery, message_id=r["message_id"],
+                             error=r["delivery_error"] or r["draft_error"]))
     return out
 
 

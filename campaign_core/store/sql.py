@@ -21,20 +21,31 @@ from campaign_core.models import Counts
 from campaign_core.store.base import (
     SCHEMA_VERSION,
     StoreError,
+    audit_entry,
     bare_message_id,
+    campaign_row,
     check_version,
+    delivery_row,
     draft_row,
+    event_row,
     iso,
     migrations,
     normalise_address,
     parse_envelope,
     parse_json,
     parse_lead,
-    plain_row,
     report_rows,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
+)
 
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
 CHUNK = 500
@@ -218,8 +229,8 @@ class SqlStore(Erasure[Scope]):
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, now(), now()) ON CONFLICT (campaign_id) DO NOTHING",
             (campaign_id, name, brief, channel, kb_dir, workflow_id), "campaigns", campaign_id)
 
-    async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None:
-        return plain_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
+        return campaign_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run("UPDATE campaigns SET stage = ?, updated_at = now() WHERE campaign_id = ?",
@@ -291,12 +302,12 @@ class SqlStore(Erasure[Scope]):
 
     _DRAFTS = "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
 
-    async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
         rows = await self._all(self._DRAFTS + "WHERE d.campaign_id = ? "
                                "ORDER BY l.created_at, d.lead_id, d.step", (campaign_id,))
         return [draft_row(r) for r in rows]
 
-    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None:
         row = await self._one(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? AND d.step = ?",
                               (campaign_id, lead_id, step))
         return draft_row(row) if row else None
@@ -340,8 +351,8 @@ class SqlStore(Erasure[Scope]):
         return await self._one("SELECT 1 AS x FROM suppressions WHERE email = ?",
                                (normalise_address(email),)) is not None
 
-    async def get_delivery(self, message_key: str) -> dict[str, Any] | None:
-        return plain_row(await self._one("SELECT * FROM deliveries WHERE message_key = ?", (message_key,)))
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None:
+        return delivery_row(await self._one("SELECT * FROM deliveries WHERE message_key = ?", (message_key,)))
 
     async def upsert_delivery(self, *, message_key: str, campaign_id: str, lead_id: str, step: int,
                               channel: str, status: str, message_id: str | None = None,
@@ -355,10 +366,10 @@ class SqlStore(Erasure[Scope]):
             (message_key, campaign_id, lead_id, step, channel, status, message_id, error),
             "deliveries", message_key)
 
-    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
         mid = bare_message_id(message_id)
-        return plain_row(await self._one("SELECT * FROM deliveries WHERE message_id IN (?, ?) LIMIT 1",
-                                         (mid, f"<{mid}>")))
+        return delivery_row(await self._one("SELECT * FROM deliveries WHERE message_id IN (?, ?) LIMIT 1",
+                                           (mid, f"<{mid}>")))
 
     async def record_delivery_event(self, *, event_id: str, kind: str, email: str, source: str,
                                     campaign_id: str | None = None, lead_id: str | None = None,
@@ -370,10 +381,10 @@ class SqlStore(Erasure[Scope]):
             (event_id, kind, normalise_address(email), campaign_id, lead_id, message_key, source,
              detail), "delivery_events", event_id) > 0
 
-    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
         rows = await self._all("SELECT * FROM delivery_events WHERE campaign_id = ? "
                                "ORDER BY created_at, event_id", (campaign_id,))
-        return [plain_row(r) or {} for r in rows]
+        return [event_row(r) for r in rows]
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
         async with self._conn("signing_keys", name, write=True) as c:
@@ -395,7 +406,7 @@ class SqlStore(Erasure[Scope]):
             for name, (table, cond) in of.items()), [campaign_id] * len(of))
         return Counts(**{k: int(v) for k, v in (row or {}).items()})
 
-    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def report(self, campaign_id: str) -> list[ReportRow]:
         """One row per lead with its final outcome, in the contract's shape."""
         campaign = await self.get_campaign(campaign_id)
         rows = await self._all(
@@ -405,17 +416,14 @@ class SqlStore(Erasure[Scope]):
             "AND d.lead_id = l.lead_id AND d.step = 1 "
             "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
             "AND x.step = 1 WHERE l.campaign_id = ? ORDER BY l.created_at, l.lead_id", (campaign_id,))
-        return report_rows(rows, campaign["stage"] if campaign else None)
+        return report_rows(rows, campaign.stage if campaign else None)
 
-    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         args = (campaign_id, lead_id) if lead_id else (campaign_id,)
         by_lead = " AND lead_id = ?" if lead_id else ""
         rows = await self._all(f"SELECT * FROM audit_log WHERE campaign_id = ?{by_lead} "
                                "ORDER BY created_at, envelope_id", args)
-        out = [plain_row(r) or {} for r in rows]
-        for r in out:
-            r["envelope"] = parse_json(r["envelope"], "audit_log", r["envelope_id"])
-        return out
+        return [audit_entry(r) for r in rows]
 
     # -- embeddings ----------------------------------------------------------------
 

@@ -27,19 +27,30 @@ from campaign_core.store.base import (
     TIME_COLUMNS,
     StoreError,
     StoreUnavailable,
+    audit_entry,
     bare_message_id,
+    campaign_row,
     check_version,
+    delivery_row,
     draft_row,
+    event_row,
     iso,
     normalise_address,
     now_utc,
     parse_envelope,
     parse_lead,
-    plain_row,
     report_rows,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
+)
 
 HOW_TO_MIGRATE = (
     "apply supabase/migrations/ with the Supabase CLI (`supabase db push`), or run "
@@ -202,10 +213,10 @@ class SupabaseStore(Erasure[Pairs]):
             row, on_conflict="campaign_id", ignore_duplicates=True, returning=MINIMAL),
             "campaigns", campaign_id)
 
-    async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None:
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         res = await self._run(lambda db: db.table("campaigns").select("*")
                               .eq("campaign_id", campaign_id).limit(1), "campaigns", campaign_id)
-        return plain_row(res.data[0]) if res.data else None
+        return campaign_row(res.data[0]) if res.data else None
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run(lambda db: db.table("campaigns").update(
@@ -305,7 +316,7 @@ class SupabaseStore(Erasure[Pairs]):
         rows = await self._pages("leads", "lead_id,email,created_at", where, ["lead_id"])
         return {r["lead_id"]: r for r in rows}
 
-    async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
         drafts, leads = await asyncio.gather(
             self._pages("drafts", "*", lambda q: q.eq("campaign_id", campaign_id),
                         ["lead_id", "step"]),
@@ -314,7 +325,7 @@ class SupabaseStore(Erasure[Pairs]):
         joined.sort(key=lambda d: (iso(leads[d["lead_id"]]["created_at"]), d["lead_id"], d["step"]))
         return [draft_row(d) for d in joined]
 
-    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None:
         key = f"{campaign_id}/{lead_id}/{step}"
         res = await self._run(lambda db: db.table("drafts").select("*").eq("campaign_id", campaign_id)
                               .eq("lead_id", lead_id).eq("step", step).limit(1), "drafts", key)
@@ -398,10 +409,10 @@ class SupabaseStore(Erasure[Pairs]):
                               .eq("email", normalise_address(email)).limit(1), "suppressions")
         return bool(res.data)
 
-    async def get_delivery(self, message_key: str) -> dict[str, Any] | None:
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None:
         res = await self._run(lambda db: db.table("deliveries").select("*")
                               .eq("message_key", message_key).limit(1), "deliveries", message_key)
-        return plain_row(res.data[0]) if res.data else None
+        return delivery_row(res.data[0]) if res.data else None
 
     async def upsert_delivery(
         self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
@@ -417,11 +428,11 @@ class SupabaseStore(Erasure[Pairs]):
         await self._run(lambda db: db.table("deliveries").upsert(
             row, on_conflict="message_key", returning=MINIMAL), "deliveries", message_key)
 
-    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
         mid = bare_message_id(message_id)
         res = await self._run(lambda db: db.table("deliveries").select("*")
                               .in_("message_id", [mid, f"<{mid}>"]).limit(1), "deliveries", mid)
-        return plain_row(res.data[0]) if res.data else None
+        return delivery_row(res.data[0]) if res.data else None
 
     async def record_delivery_event(
         self, *, event_id: str, kind: str, email: str, source: str,
@@ -437,11 +448,11 @@ class SupabaseStore(Erasure[Pairs]):
             returning=ReturnMethod.representation), "delivery_events", event_id)
         return bool(res.data)
 
-    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
         res = await self._run(lambda db: db.table("delivery_events").select("*")
                               .eq("campaign_id", campaign_id).order("created_at")
                               .order("event_id"), "delivery_events")
-        return [plain_row(r) or {} for r in res.data]
+        return [event_row(r) for r in res.data]
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
         await self._run(lambda db: db.table("signing_keys").upsert(
@@ -505,7 +516,7 @@ class SupabaseStore(Erasure[Pairs]):
             campaign = await self.get_campaign(cid)
             rows = await self._pages("leads", "lead_id,data", _match(
                 eq={"campaign_id": cid}, within={"lead_id": lids}), ["lead_id"])
-            out += [(cid, r["lead_id"], r["data"], (campaign or {}).get("brief")) for r in rows]
+            out += [(cid, r["lead_id"], r["data"], campaign.brief if campaign else "") for r in rows]
         return out
 
     async def _erase_mentions(self, tx: Pairs, campaigns: list[str], addresses: list[str]
@@ -582,7 +593,7 @@ class SupabaseStore(Erasure[Pairs]):
             ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed"],
             values, strict=True)))
 
-    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def report(self, campaign_id: str) -> list[ReportRow]:
         """One row per lead with its final outcome: three paged reads joined here."""
         campaign, leads, drafts, deliveries = await asyncio.gather(
             self.get_campaign(campaign_id),
@@ -603,15 +614,15 @@ class SupabaseStore(Erasure[Pairs]):
             "message_id": sent.get(r["lead_id"], {}).get("message_id"),
             "delivery_error": sent.get(r["lead_id"], {}).get("error"),
         } for r in leads]
-        return report_rows(rows, campaign["stage"] if campaign else None)
+        return report_rows(rows, campaign.stage if campaign else None)
 
-    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         def where(q: Query) -> Query:
             q = q.eq("campaign_id", campaign_id)
             return q.eq("lead_id", lead_id) if lead_id else q
 
         rows = await self._pages("audit_log", "*", where, ["created_at", "envelope_id"])
-        return [plain_row(r) or {} for r in rows]
+        return [audit_entry(r) for r in rows]
 
     # -- embeddings ----------------------------------------------------------------
 
