@@ -357,7 +357,7 @@ async def test_bounces_suppress_and_trip_the_circuit_breaker(
         soft = await client.post("/webhooks/bounce", **_signed_kw(
             bounce(sent[1], permanent=False, event_id="ev-soft")))
         assert soft.status_code == 200 and not soft.json()[0]["suppressed"]
-        assert not await store.is_suppressed(sent[1]["email"])
+        assert not await store.is_suppressed(sent[1].email)
         bad = await client.post("/webhooks/bounce", content=raw,
                                 headers={**headers, "X-Signature": "sha256=00"})
         assert bad.status_code == 401

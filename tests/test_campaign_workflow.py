@@ -79,8 +79,8 @@ async def test_approve_delivers_one_message_per_lead(ts_env, settings, store, pr
     report = await mgr.report("c-approve")
     assert {r.delivery_status for r in report} == {"sent"}
     assert all(r.message_id for r in report)
-    decisions = [a for a in await store.audit("c-approve") if a["agent"].endswith("record_decision")]
-    assert decisions[0]["envelope"]["records"][0]["data"]["by"] == "tester"
+    decisions = [a for a in await store.audit("c-approve") if a.agent.endswith("record_decision")]
+    assert decisions[0].envelope["records"][0]["data"]["by"] == "tester"
 
 
 async def test_approve_subset_sends_only_those(ts_env, settings, store, prefix, run_workers):
