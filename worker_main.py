@@ -30,7 +30,8 @@ from campaign_core.registry import (
     queue_name,
 )
 from campaign_core.settings import Settings, load_settings
-from campaign_core.store import Store, open_store
+from campaign_core.store.base import Store
+from campaign_core.store.factory import open_store
 from campaign_core.temporal import connect
 from campaign_core.tracing import is_traced
 from workflows.campaign import CampaignWorkflow

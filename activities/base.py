@@ -25,7 +25,7 @@ from campaign_core.envelope import (
     now_utc,
 )
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 #: Heartbeat period when the activity has no heartbeat timeout (outside tests, rare).
 DEFAULT_HEARTBEAT_EVERY = 10.0

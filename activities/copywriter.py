@@ -26,7 +26,6 @@ Why it is built the way it is:
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
+from campaign_core.store.rows import AuditEntry
 
 OFFLINE_MODEL = "offline-template"
 TEMPLATE_VERSION = "offline-v1"
@@ -195,19 +195,12 @@ def offline_draft(lead: Lead, passages: list[dict[str, Any]], brief: str = "") -
                        personal_points=points, citations=citations)
 
 
-def _envelope(entry: dict[str, Any]) -> dict[str, Any]:
-    """An audit row's envelope as a dict, whichever way the store backend returned it."""
-    env = entry.get("envelope") or {}
-    parsed = json.loads(env) if isinstance(env, str | bytes) else env
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def _find(history: list[dict[str, Any]], kind: str, key: str, value: str, model: str) -> (
-    tuple[dict[str, Any], dict[str, Any]] | None
+def _find(history: list[AuditEntry], kind: str, key: str, value: str, model: str) -> (
+    tuple[AuditEntry, dict[str, Any]] | None
 ):
     """The newest (audit entry, record) of `kind` whose data[key] == value for `model`."""
     for entry in reversed(history):
-        for record in _envelope(entry).get("records", []):
+        for record in entry.envelope.get("records", []):
             data = record.get("data", {})
             if record.get("kind") == kind and data.get(key) == value and data.get("model") == model:
                 return entry, record
@@ -236,7 +229,7 @@ class CopywriterAgent(Agent):
         if campaign is None or lead is None:
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
         passages = await self.store.get_retrieval(inp.campaign_id, inp.lead_id)
-        brief = str(campaign.get("brief") or "")
+        brief = campaign.brief
         history = await self.store.audit(inp.campaign_id, inp.lead_id)
         if self._client is None:
             return await self._write_offline(inp, lead, passages, brief, history, started)
@@ -246,7 +239,7 @@ class CopywriterAgent(Agent):
 
     async def _write_offline(
         self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
-        history: list[dict[str, Any]], started: datetime,
+        history: list[AuditEntry], started: datetime,
     ) -> EnvelopeRef:
         inputs = {"lead": lead.model_dump(mode="json"), "brief": digest(brief),
                   "passages": [p["passage_id"] for p in passages], "template": TEMPLATE_VERSION}
@@ -275,7 +268,7 @@ class CopywriterAgent(Agent):
 
     async def _write_llm(
         self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
-        history: list[dict[str, Any]], started: datetime,
+        history: list[AuditEntry], started: datetime,
     ) -> EnvelopeRef:
         messages = [
             {"role": "system", "content": self.prompt.render("system")},
@@ -322,7 +315,7 @@ class CopywriterAgent(Agent):
         return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
 
     async def _complete(
-        self, inp: LeadInput, request: dict[str, Any], purpose: str, history: list[dict[str, Any]]
+        self, inp: LeadInput, request: dict[str, Any], purpose: str, history: list[AuditEntry]
     ) -> tuple[CallOutcome, bool]:
         """Answer `request`: from the audit log if it was answered before, else one paid call."""
         request_hash = digest(request)
@@ -380,13 +373,13 @@ class CopywriterAgent(Agent):
 
     # -- shared ----------------------------------------------------------------------
 
-    def _cached_draft(self, history: list[dict[str, Any]], prompt_hash: str) -> EnvelopeRef | None:
+    def _cached_draft(self, history: list[AuditEntry], prompt_hash: str) -> EnvelopeRef | None:
         found = _find(history, "draft", "prompt_hash", prompt_hash, self.model)
         if found is None:
             return None
         entry, record = found
-        return EnvelopeRef(envelope_id=entry["envelope_id"], agent=entry["agent"],
-                           record_count=len(_envelope(entry).get("records", [])),
+        return EnvelopeRef(envelope_id=entry.envelope_id, agent=entry.agent,
+                           record_count=len(entry.envelope.get("records", [])),
                            summary=f"draft '{record['data'].get('subject', '')}' (already written)")
 
     def _draft_data(

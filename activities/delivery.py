@@ -93,12 +93,12 @@ class DeliveryAgent(Agent):
         started = now_utc()
         key = message_key(inp.campaign_id, inp.lead_id, inp.step)
         done = await self.store.get_delivery(key)
-        if done and done["status"] in {"sent", "suppressed"}:
-            return DeliveryOutcome(lead_id=inp.lead_id, status=done["status"],
-                                   message_id=done["message_id"])
+        if done and done.status in {"sent", "suppressed"}:
+            return DeliveryOutcome(lead_id=inp.lead_id, status=done.status,
+                                   message_id=done.message_id)
         draft = await self.store.get_draft(inp.campaign_id, inp.lead_id, inp.step)
         lead = await self.store.get_lead(inp.campaign_id, inp.lead_id)
-        if draft is None or lead is None or not draft["approved"]:
+        if draft is None or lead is None or not draft.approved:
             raise permanent("NotFound", f"no approved draft for lead {inp.lead_id}")
         common = {"message_key": key, "campaign_id": inp.campaign_id, "lead_id": inp.lead_id,
                   "step": inp.step, "channel": inp.channel.value}
@@ -115,7 +115,7 @@ class DeliveryAgent(Agent):
                 kind="delivery", key=key,
                 data={"status": "sent", "message_id": message_id, "channel": inp.channel.value,
                       **data},
-                provenance=self.provenance(f"draft:{draft['envelope_id']}", common),
+                provenance=self.provenance(f"draft:{draft.envelope_id}", common),
             )
             await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
             return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id)
@@ -123,14 +123,14 @@ class DeliveryAgent(Agent):
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         msg = render_message(
             key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
-            subject=draft["subject"], body=draft["body"],
+            subject=draft.subject, body=draft.body,
             unsubscribe_url=unsubscribe_url(self.settings.public_url, make_token(
                 await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
             mailto=unsubscribe_mailto(self.settings.mail_from, key),
             postal_address=self.settings.postal_address,
         )
         message_id = str(msg["Message-ID"])
-        if done and done["status"] == COMMITTING:
+        if done and done.status == COMMITTING:
             # A previous attempt issued DATA and never recorded the reply: see the docstring.
             return await finish(message_id, {"unconfirmed": True}, UNCONFIRMED)
         if await self.store.is_suppressed(lead.email):
@@ -139,7 +139,7 @@ class DeliveryAgent(Agent):
         self._check_channel(inp.channel)
         attempt = activity.info().attempt
         await mark("sending", error=(f"attempt {attempt}: retrying an unfinished send"
-                                     if done and done["status"] == "sending" else None))
+                                     if done and done.status == "sending" else None))
         try:
             accepted = await heartbeating(self._send(inp, key, lead.email, msg, mark),
                                           details=f"sending via {inp.channel.value}")

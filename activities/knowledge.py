@@ -34,7 +34,7 @@ from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 __all__ = [
     "Chunk",
@@ -183,12 +183,12 @@ class KnowledgeAgent(Agent):
             raise permanent("NotFound", f"campaign {inp.campaign_id} / lead {inp.lead_id} not found")
         passages: list[dict[str, Any]] = []
         kb_key = "none"
-        if campaign.get("kb_dir"):
-            root = Path(campaign["kb_dir"])
+        if campaign.kb_dir:
+            root = Path(campaign.kb_dir)
             if not root.is_dir():
                 raise permanent("InvalidInput", f"knowledge base {root} is not a directory")
             kb_key, index = await self.index_for(root)
-            brief = str(campaign.get("brief") or "")
+            brief = campaign.brief
             query = lead_query(lead, brief)
             vector = None
             if self.embedder is not None and index.dense is not None:

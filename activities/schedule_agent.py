@@ -30,8 +30,8 @@ class ScheduleAgent(Agent):
             raise permanent("NotFound", f"schedule template {inp.template_id!r} is not in the "
                             "store (was it created against another store?)")
         await self.store.upsert_campaign(
-            campaign_id=inp.campaign_id, name=inp.name, brief=template.get("brief") or "",
-            channel=str(template.get("channel") or "outbox"), kb_dir=template.get("kb_dir"),
+            campaign_id=inp.campaign_id, name=inp.name, brief=template.brief,
+            channel=template.channel, kb_dir=template.kb_dir,
             workflow_id=campaign_workflow_id(inp.campaign_id),
         )
         details = activity.info().heartbeat_details

@@ -20,7 +20,7 @@ from campaign_core.models import (
     StageUpdate,
     StoreDraftInput,
 )
-from campaign_core.store import StoreError
+from campaign_core.store.base import StoreError
 
 
 class StoreAgent(Agent):

@@ -25,7 +25,7 @@ from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path, run_history_lengths
 from starter.manager import CampaignManager
 from tests.doubles import fast_agents

@@ -44,7 +44,7 @@ from campaign_core.leads import parse_lead_rows  # noqa: E402
 from campaign_core.models import CampaignStatus, Stage  # noqa: E402
 from campaign_core.registry import SEARCH_ATTRIBUTES  # noqa: E402
 from campaign_core.settings import Settings  # noqa: E402
-from campaign_core.sqlite_store import SqliteStore  # noqa: E402
+from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from campaign_core.temporal import dev_server_path  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
 from tests.llm_server import LLMTestServer  # noqa: E402
@@ -108,7 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     paid = Counter(c.lead for c in calls if c.status == 200)
     counts = [per_lead.get(lead["first_name"], 0) for lead in make_leads(args.leads)]
     report = await store.report(cid)
-    drafted = sum(r["draft_status"] == "drafted" for r in report)
+    drafted = sum(r.draft_status == "drafted" for r in report)
     knowledge = agents[KnowledgeAgent]
     return {
         "leads": args.leads,
@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "leads_with_more_than_one_paid_call": sum(1 for v in paid.values() if v > 1),
         "knowledge_index_builds": getattr(knowledge, "builds", None),
         "wall_seconds": round(elapsed, 1),
-        "errors": Counter(r["error"] for r in report if r["error"]).most_common(3),
+        "errors": Counter(r.error for r in report if r.error).most_common(3),
     }
 
 

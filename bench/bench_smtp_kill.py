@@ -41,7 +41,7 @@ from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel, Stage
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
 from starter.manager import CampaignManager
 from tests.smtp_server import SmtpSink, smtp_server
@@ -210,8 +210,8 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     per_id = collections.Counter(ids)
     dups = {i: c for i, c in per_id.items() if c > 1}
     got = set(keys)
-    statuses = collections.Counter(r["delivery_status"] for r in report)
-    unconfirmed = [r for r in report if (r["error"] or "").startswith("unconfirmed")]
+    statuses = collections.Counter(r.delivery_status for r in report)
+    unconfirmed = [r for r in report if (r.error or "").startswith("unconfirmed")]
     missing = expected - got
     unexpected = got - expected
     rcpt_ok = all(m.rcpt_tos == [str(m.message["To"].addresses[0].addr_spec)] for m in received)
@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
           f"unexpected (suppressed/unapproved/unknown): {len(unexpected)}")
     print("report by delivery_status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
     print(f"rows resolved as unconfirmed (worker died during DATA): {len(unconfirmed)}, "
-          f"of which received: {sum(1 for r in unconfirmed if r['message_id'] in per_id)}")
+          f"of which received: {sum(1 for r in unconfirmed if r.message_id in per_id)}")
     print("kills: " + ", ".join(f"#{i + 1} at +{s:.1f} s after approval ({c} received)"
                                 for i, (s, c) in enumerate(kills)) + f"; worker starts: {worker.starts}")
     final_txt = f"{final.stage.value} {final.counts}" if final else "not finished"
@@ -235,7 +235,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     if dups:
         print(f"DUPLICATES: {sorted(dups.items())[:10]}", file=sys.stderr)
     if missing:
-        rows_by_id = {message_key(cid, r['lead_id']): r for r in report}
+        rows_by_id = {message_key(cid, r.lead_id): r for r in report}
         print(f"MISSING: {[(k, rows_by_id.get(k)) for k in sorted(missing)[:10]]}", file=sys.stderr)
     if unexpected:
         print(f"UNEXPECTED: {sorted(unexpected)[:10]}", file=sys.stderr)

@@ -37,9 +37,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from campaign_core.leads import Lead, parse_lead_rows  # noqa: E402
-from campaign_core.postgres_store import PostgresStore  # noqa: E402
-from campaign_core.sqlite_store import SqliteStore  # noqa: E402
-from campaign_core.store import Store  # noqa: E402
+from campaign_core.store.base import Store  # noqa: E402
+from campaign_core.store.postgres import PostgresStore  # noqa: E402
+from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from tests.pg_fixtures import TempPostgres, find_pg_bin  # noqa: E402
 
 CAMPAIGN = "bench-ingest"

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 #: Token format version, first in every token so the format can change later.
 VERSION = "u1"

@@ -34,6 +34,7 @@ from campaign_core.ids import CAMPAIGN_ID_PATTERN
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel
 from campaign_core.settings import Settings
+from campaign_core.store.rows import DraftView, ReportRow
 from campaign_core.temporal import TemporalUnreachable
 from starter.manager import (
     BadInput,
@@ -115,6 +116,19 @@ class ControlResponse(BaseModel):
 
 class UnsubscribeResponse(BaseModel):
     unsubscribed: bool
+
+
+class AddLeadsResponse(BaseModel):
+    campaign_id: str
+    leads_accepted: int
+    leads_already_present: int
+    leads_rejected: list[dict[str, Any]]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    temporal: str
+    store: str
 
 
 
@@ -205,12 +219,12 @@ def create_app(
     async def campaign_status(campaign_id: str, m: Manager) -> CampaignStatus:
         return await m.status(campaign_id)
 
-    @app.get("/campaigns/{campaign_id}/drafts", dependencies=auth)
-    async def campaign_drafts(campaign_id: str, m: Manager) -> list[dict[str, Any]]:
+    @app.get("/campaigns/{campaign_id}/drafts", response_model=list[DraftView], dependencies=auth)
+    async def campaign_drafts(campaign_id: str, m: Manager) -> list[DraftView]:
         return await m.drafts(campaign_id)
 
-    @app.get("/campaigns/{campaign_id}/report", dependencies=auth)
-    async def campaign_report(campaign_id: str, m: Manager) -> list[dict[str, Any]]:
+    @app.get("/campaigns/{campaign_id}/report", response_model=list[ReportRow], dependencies=auth)
+    async def campaign_report(campaign_id: str, m: Manager) -> list[ReportRow]:
         return await m.report(campaign_id)
 
     @app.post("/campaigns/{campaign_id}/approval", status_code=202,
@@ -227,7 +241,8 @@ def create_app(
         await m.reject(campaign_id, by=body.by, reason=body.note)
         return ApprovalResponse(campaign_id=campaign_id, decision="reject")
 
-    @app.post("/campaigns/{campaign_id}/leads", status_code=202, dependencies=auth)
+    @app.post("/campaigns/{campaign_id}/leads", status_code=202, response_model=AddLeadsResponse,
+              dependencies=auth)
     async def campaign_add_leads(campaign_id: str, body: AddLeadsRequest,
                                  m: Manager) -> dict[str, Any]:
         """Add leads to a campaign that is still drafting (as `campaign add-leads`)."""
@@ -248,6 +263,7 @@ def create_app(
     # -- webhooks ---------------------------------------------------------------------------
 
     @app.post("/webhooks/{source}", dependencies=auth,
+              response_model=list[DeliveryEventResult] | StartResponse,
               responses={401: {"description": "X-Signature missing or wrong"}})
     async def webhook(
         source: str, request: Request, m: Manager, response: Response,
@@ -307,8 +323,10 @@ def create_app(
 
     # -- health -------------------------------------------------------------------------------
 
-    @app.get("/health")
-    async def health(m: Manager) -> JSONResponse:
+    @app.get("/health", response_model=HealthResponse,
+             responses={503: {"model": HealthResponse, "description": "Temporal or the store "
+                                                                     "does not answer"}})
+    async def health(m: Manager, response: Response) -> HealthResponse:
         """200 when Temporal and the store both answer; 503 naming the one that does not."""
         checks: dict[str, str] = {}
         try:
@@ -323,8 +341,8 @@ def create_app(
         except Exception as err:
             checks["store"] = f"unreachable: {type(err).__name__}"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                            status_code=200 if ok else 503)
+        response.status_code = 200 if ok else 503
+        return HealthResponse(status="ok" if ok else "unavailable", **checks)
 
     return app
 

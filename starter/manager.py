@@ -47,7 +47,9 @@ from campaign_core.models import (
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
-from campaign_core.store import Store, open_store
+from campaign_core.store.base import Store
+from campaign_core.store.factory import open_store
+from campaign_core.store.rows import CampaignRow, DraftView, ReportRow
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
 from workflows.campaign import CampaignWorkflow, search_attributes
@@ -268,7 +270,7 @@ class CampaignManager(ControlPlane):
         exec_status = await self._describe_status(campaign_id)
         if campaign is None and exec_status is None:
             raise NotFound(f"unknown campaign {campaign_id!r}")
-        stage = Stage(campaign["stage"]) if campaign else Stage.FAILED
+        stage = campaign.stage if campaign else Stage.FAILED
         paused, error, reason = False, None, None
         if exec_status == WorkflowExecutionStatus.RUNNING:
             handle = await self._handle(campaign_id)
@@ -288,19 +290,17 @@ class CampaignManager(ControlPlane):
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason)
 
-    async def drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def drafts(self, campaign_id: str) -> list[DraftView]:
         await self._require(campaign_id)
-        return [
-            {"lead_id": d["lead_id"], "email": d["email"], "subject": d["subject"],
-             "body": d["body"], "citations": d["citations"]}
-            for d in await self.store.list_drafts(campaign_id)
-        ]
+        return [DraftView(lead_id=d.lead_id, email=d.email, subject=d.subject, body=d.body,
+                          citations=d.citations)
+                for d in await self.store.list_drafts(campaign_id)]
 
-    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def report(self, campaign_id: str) -> list[ReportRow]:
         await self._require(campaign_id)
         return await self.store.report(campaign_id)
 
-    async def _require(self, campaign_id: str) -> dict[str, Any]:
+    async def _require(self, campaign_id: str) -> CampaignRow:
         campaign = await self.store.get_campaign(campaign_id)
         if campaign is None:
             raise NotFound(f"unknown campaign {campaign_id!r}")
@@ -419,8 +419,8 @@ class CampaignManager(ControlPlane):
         email = normalise_email(event.email)
         delivery = (await self.store.find_delivery_by_message_id(event.message_id)
                     if event.message_id else None)
-        campaign_id = delivery["campaign_id"] if delivery else None
-        lead_id = delivery["lead_id"] if delivery else None
+        campaign_id = delivery.campaign_id if delivery else None
+        lead_id = delivery.lead_id if delivery else None
         event_id = event.event_id or "evt_" + digest(
             [source, event.type.value, email, event.message_id, event.detail]
         ).removeprefix("sha256:")[:32]
@@ -428,7 +428,7 @@ class CampaignManager(ControlPlane):
         new = await self.store.record_delivery_event(
             event_id=f"{source}:{event_id}", kind=event.type.value, email=email, source=source,
             campaign_id=campaign_id, lead_id=lead_id,
-            message_key=delivery["message_key"] if delivery else None,
+            message_key=delivery.message_key if delivery else None,
             detail=(event.detail or "") + ("" if counts else " (soft bounce)") or None)
         suppressed = False
         if counts:

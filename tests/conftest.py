@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path, test_server_path
 from worker_main import build_workers
 

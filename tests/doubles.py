@@ -15,7 +15,7 @@ from temporalio import activity
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import message_key
 from campaign_core.models import DeliverInput, DeliveryOutcome, LeadInput, StoreDraftInput
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 
 def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callable[..., Any]]:

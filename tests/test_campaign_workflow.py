@@ -65,8 +65,8 @@ async def test_approve_delivers_one_message_per_lead(ts_env, settings, store, pr
         assert st.counts.leads == 3 and st.counts.drafted == 3
         assert outbox(settings) == [], "nothing may be sent before approval"
         drafts = await mgr.drafts("c-approve")
-        assert {d["email"] for d in drafts} == {lead["email"] for lead in LEADS}
-        assert all(d["citations"] for d in drafts), "offline drafts cite the knowledge base"
+        assert {d.email for d in drafts} == {lead["email"] for lead in LEADS}
+        assert all(d.citations for d in drafts), "offline drafts cite the knowledge base"
         await mgr.approve("c-approve", by="tester", note="ok")
         handle = result_handle(ts_env, "c-approve")
         final = await handle.result()
@@ -77,10 +77,10 @@ async def test_approve_delivers_one_message_per_lead(ts_env, settings, store, pr
     text = files[0].read_text()
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in text
     report = await mgr.report("c-approve")
-    assert {r["delivery_status"] for r in report} == {"sent"}
-    assert all(r["message_id"] for r in report)
-    decisions = [a for a in await store.audit("c-approve") if a["agent"].endswith("record_decision")]
-    assert decisions[0]["envelope"]["records"][0]["data"]["by"] == "tester"
+    assert {r.delivery_status for r in report} == {"sent"}
+    assert all(r.message_id for r in report)
+    decisions = [a for a in await store.audit("c-approve") if a.agent.endswith("record_decision")]
+    assert decisions[0].envelope["records"][0]["data"]["by"] == "tester"
 
 
 async def test_approve_subset_sends_only_those(ts_env, settings, store, prefix, run_workers):
@@ -88,12 +88,12 @@ async def test_approve_subset_sends_only_those(ts_env, settings, store, prefix, 
         mgr = await start(ts_env, settings, store, prefix, "c-subset")
         await wait_stage(ts_env, "c-subset", Stage.AWAITING_APPROVAL)
         drafts = await mgr.drafts("c-subset")
-        chosen = drafts[0]["lead_id"]
+        chosen = drafts[0].lead_id
         await mgr.approve("c-subset", lead_ids=[chosen], by="tester")
         handle = result_handle(ts_env, "c-subset")
         final = await handle.result()
     assert final.counts.sent == 1 and final.counts.approved == 1
-    report = {r["lead_id"]: r["delivery_status"] for r in await mgr.report("c-subset")}
+    report = {r.lead_id: r.delivery_status for r in await mgr.report("c-subset")}
     assert report.pop(chosen) == "sent"
     assert set(report.values()) == {"not_approved"}
     assert len(outbox(settings)) == 1
@@ -108,7 +108,7 @@ async def test_reject_sends_nothing(ts_env, settings, store, prefix, run_workers
         final = await handle.result()
     assert final.stage is Stage.REJECTED
     assert outbox(settings) == []
-    assert {r["delivery_status"] for r in await mgr.report("c-reject")} == {"not_approved"}
+    assert {r.delivery_status for r in await mgr.report("c-reject")} == {"not_approved"}
     assert (await mgr.status("c-reject")).stage is Stage.REJECTED
 
 
@@ -150,9 +150,9 @@ async def test_failed_lead_does_not_fail_campaign(ts_env, settings, store, prefi
         handle = result_handle(ts_env, "c-fail")
         final = await handle.result()
     assert final.stage is Stage.COMPLETED and final.counts.sent == 2
-    rows = {r["lead_id"]: r for r in await mgr.report("c-fail")}
-    assert rows[bad_lead[0]]["draft_status"] == "failed"
-    assert "model refused" in rows[bad_lead[0]]["error"]
+    rows = {r.lead_id: r for r in await mgr.report("c-fail")}
+    assert rows[bad_lead[0]].draft_status == "failed"
+    assert "model refused" in (rows[bad_lead[0]].error or "")
 
 
 @pytest.mark.parametrize("when", ["drafting-unknown-lead"])

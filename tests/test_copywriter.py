@@ -431,16 +431,16 @@ async def test_campaign_survives_transient_errors_and_fails_guardrail_leads(
                                agents=build_agents(store, settings))
     assert isinstance(final, CampaignStatus) and final.stage is Stage.AWAITING_APPROVAL
     assert (final.counts.drafted, final.counts.draft_failed) == (2, 1)
-    rows = {r["email"]: r for r in await store.report("c-mixed")}
-    assert rows["ana@example.com"]["draft_status"] == "drafted"
+    rows = {r.email: r for r in await store.report("c-mixed")}
+    assert rows["ana@example.com"].draft_status == "drafted"
     assert [c.action for c in llm.calls(lead="Ana")] == ["429", "500", "slow", "ok"]
-    assert rows["bo@example.org"]["draft_status"] == "failed"
-    assert "guardrail" in rows["bo@example.org"]["error"]
-    assert INVENTED_PASSAGE in rows["bo@example.org"]["error"]
+    assert rows["bo@example.org"].draft_status == "failed"
+    assert "guardrail" in (rows["bo@example.org"].error or "")
+    assert INVENTED_PASSAGE in (rows["bo@example.org"].error or "")
     assert len(llm.calls(lead="Bo")) == 2, "a guardrail failure is not retried"
-    assert rows["cy@example.net"]["draft_status"] == "drafted"
-    drafts = {d["email"]: d for d in await store.list_drafts("c-mixed")}
-    assert drafts["cy@example.net"]["citations"], "drafts cite the retrieved passages"
+    assert rows["cy@example.net"].draft_status == "drafted"
+    drafts = {d.email: d for d in await store.list_drafts("c-mixed")}
+    assert drafts["cy@example.net"].citations, "drafts cite the retrieved passages"
 
 
 async def test_bad_key_fails_the_campaign_once(ts_env, store, prefix, run_workers, llm, llm_settings):
@@ -450,7 +450,7 @@ async def test_bad_key_fails_the_campaign_once(ts_env, store, prefix, run_worker
     assert isinstance(final, WorkflowFailureError), final
     assert "OPENAI_API_KEY" in str(final.cause)
     campaign = await store.get_campaign("c-badkey")
-    assert campaign is not None and campaign["stage"] == Stage.FAILED.value
+    assert campaign is not None and campaign.stage == Stage.FAILED
     calls = llm.calls(status=401)
     assert calls and len({c.lead for c in calls}) == len(calls), "no lead retries a bad key"
 

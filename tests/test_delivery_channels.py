@@ -124,9 +124,9 @@ async def test_smtp_one_message_per_approved_lead_none_to_suppressed(store, sett
         link = f"unsubscribe?token={token.group(1)}"
         assert link in text and link in html
         assert msg["Date"] is not None and msg["Subject"].startswith("Hello ")
-    report = {r["email"]: r for r in await store.report(cid)}
-    assert report["ana@example.com"]["delivery_status"] == "sent"
-    assert report["bo@example.org"]["delivery_status"] == "suppressed"
+    report = {r.email: r for r in await store.report(cid)}
+    assert report["ana@example.com"].delivery_status == "sent"
+    assert report["bo@example.org"].delivery_status == "suppressed"
 
 
 async def test_smtp_crash_after_server_accepted_sends_exactly_once(store, settings, monkeypatch):
@@ -140,15 +140,15 @@ async def test_smtp_crash_after_server_accepted_sends_exactly_once(store, settin
             await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
         assert raised == [key]
         assert len(sink.messages) == 1, "the server accepted the message before the crash"
-        assert (await store.get_delivery(key))["status"] == COMMITTING
+        assert getattr(await store.get_delivery(key), "status", None) == COMMITTING
         out = await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)  # the retry
         await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)  # and one more
     assert out.status == "sent" and out.message_id == f"<{key}@localhost>"
     assert len(sink.with_message_id(out.message_id)) == 1
     assert len(sink.messages) == 1
     row = await store.get_delivery(key)
-    assert row["status"] == "sent" and row["message_id"] == out.message_id
-    assert row["error"].startswith("unconfirmed")
+    assert row is not None and row.status == "sent" and row.message_id == out.message_id
+    assert (row.error or "").startswith("unconfirmed")
 
 
 async def test_smtp_crash_before_the_final_dot_resends_once(store, settings, monkeypatch):
@@ -165,7 +165,7 @@ async def test_smtp_crash_before_the_final_dot_resends_once(store, settings, mon
         out = await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
     assert out.status == "sent"
     assert len(sink.with_message_id(out.message_id)) == 1 and len(sink.messages) == 1
-    assert (await store.get_delivery(message_key(cid, lead.lead_id)))["error"] is None
+    assert getattr(await store.get_delivery(message_key(cid, lead.lead_id)), "error", 1) is None
 
 
 async def test_crlf_in_lead_data_cannot_inject_headers(store, settings):
@@ -277,8 +277,8 @@ async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, set
     tampered = hook.requests[0][1].replace(b"ana@", b"eve@")
     with pytest.raises(AssertionError):
         check_signature(hook.requests[0][0], tampered, "hook-secret")
-    audit = [a for a in await store.audit(cid) if a["agent"].startswith("delivery")]
-    assert audit[-1]["envelope"]["records"][0]["data"]["provider_id"] == "wh-2"
+    audit = [a for a in await store.audit(cid) if a.agent.startswith("delivery")]
+    assert audit[-1].envelope["records"][0]["data"]["provider_id"] == "wh-2"
 
 
 async def test_webhook_crash_after_accept_resends_same_key(store, settings, hook_factory,
@@ -327,6 +327,6 @@ async def test_campaign_on_smtp_channel_delivers_to_server(ts_env, settings, sto
     assert len(ids) == 3
     assert not settings.outbox_dir.exists() or not list(settings.outbox_dir.glob("*.eml"))
     report = await mgr.report(cid)
-    assert {r["message_id"] for r in report} == ids
+    assert {r.message_id for r in report} == ids
 
 

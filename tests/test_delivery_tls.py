@@ -107,8 +107,8 @@ async def test_tls_message_arrives_over_tls_with_auth(store, settings, ca, trust
     assert received.rcpt_tos == ["ana@example.com"]
     assert received.message["Message-ID"] == out.message_id
     # The audit record says the message went over TLS.
-    sent = [a for a in await store.audit(cid) if a["agent"].startswith("delivery")]
-    assert sent[-1]["envelope"]["records"][0]["data"]["tls"] == received.tls
+    sent = [a for a in await store.audit(cid) if a.agent.startswith("delivery")]
+    assert sent[-1].envelope["records"][0]["data"]["tls"] == received.tls
 
 
 async def test_starttls_by_host_name_in_certificate(store, settings, ca, trust):
@@ -154,7 +154,7 @@ async def test_untrusted_certificate_is_refused_retried_then_sent_once(
         assert type(err).__name__ not in PERMANENT_ERRORS
         assert sink.messages == [] and sink.logins == [], "no AUTH, no MAIL before TLS"
         row = await store.get_delivery(key)
-        assert row["status"] == "sending", "not failed: the retry may send"
+        assert row is not None and row.status == "sending", "not failed: the retry may send"
         # The retry still refuses while nothing changed ...
         with pytest.raises(SmtpTlsError):
             await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
@@ -169,7 +169,7 @@ async def test_untrusted_certificate_is_refused_retried_then_sent_once(
             out = await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
     assert out.status == "sent"
     assert len(sink.messages) == 1 and sink.messages[0].tls
-    assert (await store.get_delivery(key))["status"] == "sent"
+    assert getattr(await store.get_delivery(key), "status", None) == "sent"
 
 
 async def test_wrong_password_over_tls_is_refused_without_showing_it(store, settings, ca, trust,
@@ -188,7 +188,7 @@ async def test_wrong_password_over_tls_is_refused_without_showing_it(store, sett
     text = chain_text(info.value)
     assert PASSWORD not in text and URL_PASSWORD not in text
     row = await store.get_delivery(message_key(cid, lead.lead_id))
-    assert row["status"] == "failed" and PASSWORD not in (row["error"] or "")
+    assert row is not None and row.status == "failed" and PASSWORD not in (row.error or "")
     assert sink.messages == []
     assert PASSWORD not in repr(parse_smtp_url(settings.smtp_url.get_secret_value()))
 
@@ -205,7 +205,7 @@ async def test_password_never_sent_in_clear_to_a_remote_host(store, settings, mo
         with pytest.raises(SmtpTlsError, match="offers no STARTTLS: not sending the password"):
             await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
     assert sink.logins == [] and sink.messages == []
-    assert (await store.get_delivery(message_key(cid, lead.lead_id)))["status"] == "sending"
+    assert getattr(await store.get_delivery(message_key(cid, lead.lead_id)), "status", None) == "sending"
 
 
 def test_loopback_hosts():

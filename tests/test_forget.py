@@ -28,8 +28,9 @@ from activities.retrieval.dense import text_hash
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.ids import message_key
 from campaign_core.leads import Lead, parse_lead_rows
-from campaign_core.sqlite_store import SqliteStore
-from campaign_core.store import FORGET_KEYS, FORGOTTEN_REASON, Store, subject_digest
+from campaign_core.store.base import Store
+from campaign_core.store.erasure import FORGET_KEYS, FORGOTTEN_REASON, subject_digest
+from campaign_core.store.sqlite import SqliteStore
 from starter.cli.suppression import lead_text_hashes
 from tests import pg_fixtures
 from tests.test_store import Backend, make_backend
@@ -174,16 +175,16 @@ async def test_forget_erases_the_person_everywhere_and_nothing_else(backend: Bac
         bo = leads[cid]["bo"]
         assert await s.get_lead(cid, bo.lead_id) == bo
         assert await s.get_lead(cid, leads[cid]["zelda"].lead_id) is None
-        assert [d["lead_id"] for d in await s.list_drafts(cid)] == [bo.lead_id]
+        assert [d.lead_id for d in await s.list_drafts(cid)] == [bo.lead_id]
         assert await s.get_retrieval(cid, bo.lead_id)
-        assert (await s.get_delivery(message_key(cid, bo.lead_id)) or {})["status"] == "sent"
-        assert [e["email"] for e in await s.list_delivery_events(cid)] == [BO["email"]]
+        assert getattr(await s.get_delivery(message_key(cid, bo.lead_id)), "status", None) == "sent"
+        assert [e.email for e in await s.list_delivery_events(cid)] == [BO["email"]]
         assert len(await s.audit(cid, bo.lead_id)) == 1
-        assert [r["lead_id"] for r in await s.report(cid)] == [bo.lead_id]
+        assert [r.lead_id for r in await s.report(cid)] == [bo.lead_id]
         counts = await s.counts(cid)
         assert (counts.leads, counts.sent, counts.approved) == (1, 1, 1)
-        decision = next(r for r in await s.audit(cid) if r["agent"] == "store.record_decision")
-        kept = await s.get_envelope(decision["envelope_id"])  # still a valid envelope
+        decision = next(r for r in await s.audit(cid) if r.agent == "store.record_decision")
+        kept = await s.get_envelope(decision.envelope_id)  # still a valid envelope
         assert kept is not None and kept.records[0].data["lead_ids"] == [bo.lead_id]
     assert await approvals(backend) == {c: [leads[c]["bo"].lead_id] for c in CAMPAIGNS}
     embedded = await s.get_embeddings("emb-model", [
@@ -196,9 +197,9 @@ async def test_forget_erases_the_person_everywhere_and_nothing_else(backend: Bac
 
     # The erasure is on record in each campaign, without anything about her.
     for cid in CAMPAIGNS:
-        entries = [r for r in await s.audit(cid) if r["agent"] == "store.forget"]
-        assert len(entries) == 1 and entries[0]["lead_id"] is None
-        record = entries[0]["envelope"]["records"][0]
+        entries = [r for r in await s.audit(cid) if r.agent == "store.forget"]
+        assert len(entries) == 1 and entries[0].lead_id is None
+        record = entries[0].envelope["records"][0]
         assert record["kind"] == "erasure"
         assert record["data"]["subject"] == subject_digest(ZELDA["email"])
         assert record["data"]["reason"] == FORGOTTEN_REASON
@@ -226,7 +227,7 @@ async def test_forget_finds_rows_written_after_the_lead_was_gone(backend: Backen
     assert late["suppressions"] == 0
     assert not any("zelda" in row for t, rows in (await dump(backend)).items()
                    if t != "suppressions" for row in rows)
-    assert len([r for r in await s.audit("c1") if r["agent"] == "store.forget"]) == 2
+    assert len([r for r in await s.audit("c1") if r.agent == "store.forget"]) == 2
 
 
 async def test_forget_marks_an_already_suppressed_address_as_forgotten(backend: Backend) -> None:

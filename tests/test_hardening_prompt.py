@@ -180,7 +180,7 @@ async def test_in_a_campaign_the_lead_is_draft_failed_with_the_reason(
                                agents=build_agents(store, llm_settings))
     assert isinstance(final, CampaignStatus) and final.stage is Stage.AWAITING_APPROVAL
     assert (final.counts.drafted, final.counts.draft_failed) == (2, 1)
-    rows = {r["email"]: r for r in await store.report("c-inj-wf")}
-    assert rows["bo@example.org"]["draft_status"] == "failed"
-    assert "(http://evil.example/login)" in rows["bo@example.org"]["error"]
+    rows = {r.email: r for r in await store.report("c-inj-wf")}
+    assert rows["bo@example.org"].draft_status == "failed"
+    assert "(http://evil.example/login)" in (rows["bo@example.org"].error or "")
     assert len(llm.calls(lead="Bo")) == 2, "one draft, one repair, no retry"

@@ -143,10 +143,7 @@ def test_the_graph_sees_function_level_and_submodule_imports() -> None:
 
 
 # Known cycles that another branch of issue 10 removes; strict=False so the fix shows as XPASS.
-KNOWN = {
-    "campaign_core": "campaign_core.store <-> its backends (sqlite/postgres/supabase_store): "
-                     "being split on another branch",
-}
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("package", [

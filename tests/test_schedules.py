@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from campaign_core.leads import lead_id_for, parse_lead_rows, read_leads_file
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app
 from starter.manager import BadInput, CampaignManager, NotFound
 from starter.schedules import ScheduleManager, ScheduleSummary, template_id_for
@@ -121,8 +121,8 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
         st = await wait_stage(camp, first, Stage.AWAITING_APPROVAL)
         assert st.counts.leads == 4 and st.counts.drafted == 4
         campaign = await store.get_campaign(first)
-        assert campaign is not None and campaign["brief"] == "Say hello."
-        assert campaign["kb_dir"] == str(KB.resolve())
+        assert campaign is not None and campaign.brief == "Say hello."
+        assert campaign.kb_dir == str(KB.resolve())
         # The leads are the template's, re-keyed for the new campaign.
         ids = await store.list_lead_ids(first, None, 100)
         assert sorted(ids) == sorted(lead_id_for(first, r["email"]) for r in ROWS)

@@ -36,18 +36,12 @@ from typer.testing import CliRunner
 
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import Lead, parse_lead_rows
-from campaign_core.postgres_store import PostgresStore
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
-from campaign_core.store import (
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    migrations,
-    open_store,
-)
-from campaign_core.supabase_store import SupabaseStore
+from campaign_core.store.base import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, migrations
+from campaign_core.store.factory import open_store
+from campaign_core.store.postgres import PostgresStore
+from campaign_core.store.sqlite import SqliteStore
+from campaign_core.store.supabase import SupabaseStore
 from tests import pg_fixtures
 from tests.fake_postgrest import FakePostgrest
 
@@ -198,11 +192,11 @@ async def test_campaign_upsert_is_idempotent_and_keeps_the_first(backend: Backen
     assert await backend.rows("campaigns") == 1
     c = await s.get_campaign("c1")
     assert c is not None
-    assert (c["name"], c["stage"], c["kb_dir"]) == ("First", "drafting", "/kb")
-    assert datetime.fromisoformat(c["created_at"]).tzinfo is not None
+    assert (c.name, c.stage, c.kb_dir) == ("First", "drafting", "/kb")
+    assert datetime.fromisoformat(c.created_at).tzinfo is not None
     await s.set_stage("c1", "awaiting_approval")
     c = await s.get_campaign("c1")
-    assert c is not None and c["stage"] == "awaiting_approval"
+    assert c is not None and c.stage == "awaiting_approval"
     assert await s.get_campaign("nope") is None
 
 
@@ -249,13 +243,13 @@ async def test_draft_is_unique_per_campaign_lead_and_step(backend: Backend) -> N
     assert await backend.rows("drafts") == 2
     d = await s.get_draft("c1", lid)
     assert d is not None
-    assert (d["subject"], d["email"], d["approved"]) == ("Second", "ana@example.com", False)
-    assert d["citations"] == ["pricing.md#1"]
-    assert d["provenance"]["model"] == "offline-template"
-    assert (await s.get_draft("c1", lid, 2) or {})["subject"] == "Follow-up"
+    assert (d.subject, d.email, d.approved) == ("Second", "ana@example.com", False)
+    assert d.citations == ["pricing.md#1"]
+    assert d.provenance["model"] == "offline-template"
+    assert getattr(await s.get_draft("c1", lid, 2), "subject", None) == "Follow-up"
     assert await s.get_draft("c1", leads[1].lead_id) is None
     listed = await s.list_drafts("c1")
-    assert [(x["lead_id"], x["step"]) for x in listed] == [(lid, 1), (lid, 2)]
+    assert [(x.lead_id, x.step) for x in listed] == [(lid, 1), (lid, 2)]
 
 
 async def test_decisions_mark_drafts_and_are_idempotent(backend: Backend) -> None:
@@ -290,7 +284,7 @@ async def test_delivery_is_unique_per_message_key_and_keeps_its_message_id(backe
     await s.upsert_delivery(**common, status="sent")  # a retry that knows no message id
     assert await backend.rows("deliveries") == 1
     d = await s.get_delivery("mk1")
-    assert d is not None and (d["status"], d["message_id"]) == ("sent", "<m1@x>")
+    assert d is not None and (d.status, d.message_id) == ("sent", "<m1@x>")
     assert await s.get_delivery("mk-none") is None
     assert (await s.counts("c1")).sent == 1
 
@@ -312,7 +306,7 @@ async def test_delivery_events_are_recorded_once_and_found_by_message_id(backend
                             channel="smtp", status="sent", message_id="<mk1@example.org>")
     for mid in ("<mk1@example.org>", "mk1@example.org", " <mk1@example.org> "):
         found = await s.find_delivery_by_message_id(mid)
-        assert found is not None and (found["message_key"], found["lead_id"]) == ("mk1", lid)
+        assert found is not None and (found.message_key, found.lead_id) == ("mk1", lid)
     assert await s.find_delivery_by_message_id("<other@example.org>") is None
     event = {"event_id": "ev-1", "kind": "bounce", "email": "Ana@Example.com", "source": "bounce",
              "campaign_id": "c1", "lead_id": lid, "message_key": "mk1", "detail": "550 no such user"}
@@ -321,7 +315,7 @@ async def test_delivery_events_are_recorded_once_and_found_by_message_id(backend
     await s.record_delivery_event(event_id="ev-2", kind="complaint", email="bo@example.org",
                                   source="complaint")  # names no message of ours
     rows = await s.list_delivery_events("c1")
-    assert [(r["event_id"], r["kind"], r["email"]) for r in rows] == [
+    assert [(r.event_id, r.kind, r.email) for r in rows] == [
         ("ev-1", "bounce", "ana@example.com")]
     assert await backend.rows("delivery_events") == 2
 
@@ -349,16 +343,16 @@ async def test_envelopes_are_stored_once_with_their_node_trace(backend: Backend)
     assert await s.get_envelope(env.envelope_id) == env
     assert await s.get_envelope("env_missing") is None
     trail = await s.audit("c1")
-    assert {r["envelope_id"] for r in trail} == {env.envelope_id, other.envelope_id}
-    row = next(r for r in trail if r["envelope_id"] == env.envelope_id)
-    assert row["envelope"]["metadata"]["run_id"] == "run-1"
-    assert (row["run_id"], row["attempt"], row["agent_version"]) == ("run-1", 1, "1")
-    assert (row["duration_ms"], row["record_count"]) == (250, 2)
-    assert row["outcome"] == "lead:drafting,passage"
-    assert row["inputs_digest"] == digest({"in": 1})
-    assert datetime.fromisoformat(row["started_at"]) == datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    assert {r.envelope_id for r in trail} == {env.envelope_id, other.envelope_id}
+    row = next(r for r in trail if r.envelope_id == env.envelope_id)
+    assert row.envelope["metadata"]["run_id"] == "run-1"
+    assert (row.run_id, row.attempt, row.agent_version) == ("run-1", 1, "1")
+    assert (row.duration_ms, row.record_count) == (250, 2)
+    assert row.outcome == "lead:drafting,passage"
+    assert row.inputs_digest == digest({"in": 1})
+    assert datetime.fromisoformat(row.started_at or "") == datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
     only_lead = await s.audit("c1", leads[0].lead_id)
-    assert [r["envelope_id"] for r in only_lead] == [env.envelope_id]
+    assert [r.envelope_id for r in only_lead] == [env.envelope_id]
 
 
 async def test_retrieval_is_replaced_not_duplicated(backend: Backend) -> None:
@@ -386,12 +380,12 @@ async def test_report_gives_one_outcome_per_lead(backend: Backend) -> None:
                             status="sent", message_id="<a@x>")
     await s.upsert_delivery(message_key="k-b", campaign_id="c1", lead_id=b, step=1, channel="outbox",
                             status="failed", error="mailbox full")
-    before = {r["lead_id"]: r for r in await s.report("c1")}
-    assert before[c]["delivery_status"] == "pending"  # not decided yet
+    before = {r.lead_id: r for r in await s.report("c1")}
+    assert before[c].delivery_status == "pending"  # not decided yet
     await s.set_stage("c1", "completed")
     report = await s.report("c1")
-    assert [r["lead_id"] for r in report] == sorted([a, b, c, d])  # one import: by id
-    got = {r["lead_id"]: (r["draft_status"], r["delivery_status"], r["message_id"], r["error"])
+    assert [r.lead_id for r in report] == sorted([a, b, c, d])  # one import: by id
+    got = {r.lead_id: (r.draft_status, r.delivery_status, r.message_id, r.error)
            for r in report}
     assert got == {
         a: ("drafted", "sent", "<a@x>", None),
@@ -516,7 +510,7 @@ async def test_old_schema_is_refused_until_migrated_and_then_backfilled(
         assert await strict.migrate() == SCHEMA_VERSION
         assert await strict.get_campaign("c1") is None
         (row,) = await strict.audit("c1")
-        assert (row["run_id"], row["attempt"], row["duration_ms"], row["record_count"]) == (
+        assert (row.run_id, row.attempt, row.duration_ms, row.record_count) == (
             "run-1", 1, 250, 2)
     finally:
         await strict.close()
@@ -782,17 +776,17 @@ async def test_campaign_end_to_end_on_postgres(ts_env, settings: Settings, prefi
                 await asyncio.sleep(0.05)
             assert st.stage is Stage.AWAITING_APPROVAL, st
             drafts = await mgr.drafts(cid)
-            assert len(drafts) == 3 and all(d["citations"] for d in drafts)
+            assert len(drafts) == 3 and all(d.citations for d in drafts)
             await mgr.approve(cid, by="tester", note="ok")
             final = await handle.result()
         assert final.stage is Stage.COMPLETED and final.counts.sent == 3
         report = await store.report(cid)
-        assert {r["delivery_status"] for r in report} == {"sent"}
-        assert all(r["message_id"] for r in report)
+        assert {r.delivery_status for r in report} == {"sent"}
+        assert all(r.message_id for r in report)
         trail = await store.audit(cid)
-        agents = {r["agent"].split(".", 1)[-1] for r in trail}
+        agents = {r.agent.split(".", 1)[-1] for r in trail}
         assert {"store_lead", "write_draft", "store_draft", "record_decision"} <= agents
-        assert all(r["run_id"] and r["attempt"] >= 1 and r["duration_ms"] is not None for r in trail)
+        assert all(r.run_id and (r.attempt or 0) >= 1 and r.duration_ms is not None for r in trail)
         backend = Backend("postgres", store, pg_url)
         assert await backend.rows("drafts") == 3 and await backend.rows("deliveries") == 3
     finally:

@@ -34,11 +34,11 @@ from activities.retrieval.dense import text_hash
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.models import LeadInput
-from campaign_core.postgres_store import PostgresStore
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
-from campaign_core.store import Store, migrations
-from campaign_core.supabase_store import SupabaseStore
+from campaign_core.store.base import Store, migrations
+from campaign_core.store.postgres import PostgresStore
+from campaign_core.store.sqlite import SqliteStore
+from campaign_core.store.supabase import SupabaseStore
 from tests import pg_fixtures
 from tests.fake_postgrest import FakePostgrest
 from tests.llm_server import LLMTestServer

@@ -28,7 +28,7 @@ import openai
 
 from activities.llm_client import provider_call
 from campaign_core.settings import Settings
-from campaign_core.store import Store
+from campaign_core.store.base import Store
 
 #: The constant of reciprocal-rank fusion (Cormack et al., 2009).
 RRF_K = 60

@@ -24,7 +24,8 @@ from campaign_core.leads import LeadsFileError
 from campaign_core.models import Channel
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings, load_settings
-from campaign_core.store import StoreError
+from campaign_core.store.base import StoreError
+from campaign_core.store.rows import ReportRow
 from campaign_core.temporal import TemporalUnreachable
 from starter.manager import BadInput, CampaignManager
 
@@ -120,12 +121,12 @@ def with_logging(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def report_table(rows: list[dict[str, Any]]) -> Table:
+def report_table(rows: list[ReportRow]) -> Table:
     """`campaign report` (and the demo's closing report) as a table."""
     table = Table("lead", "email", "draft", "delivery", "message id / error")
     for column in table.columns:
         column.overflow = "fold"
     for r in rows:
-        table.add_row(r["lead_id"], r["email"], r["draft_status"], r["delivery_status"],
-                      r["message_id"] or r["error"] or "")
+        table.add_row(r.lead_id, r.email, r.draft_status, r.delivery_status,
+                      r.message_id or r.error or "")
     return table

@@ -122,14 +122,14 @@ def drafts(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
     async def go() -> None:
         rows = await manager().drafts(campaign_id)
         if as_json:
-            emit_json(rows)
+            emit_json([d.model_dump() for d in rows])
             return
         for d in rows:
-            out.rule(f"{d['lead_id']}  {d['email']}")
-            out.print(f"[bold]Subject:[/] {d['subject']}", highlight=False)
-            out.print(d["body"], highlight=False, markup=False)
-            if d["citations"]:
-                out.print(f"[dim]citations: {', '.join(d['citations'])}[/]", highlight=False)
+            out.rule(f"{d.lead_id}  {d.email}")
+            out.print(f"[bold]Subject:[/] {d.subject}", highlight=False)
+            out.print(d.body, highlight=False, markup=False)
+            if d.citations:
+                out.print(f"[dim]citations: {', '.join(d.citations)}[/]", highlight=False)
         out.print(f"{len(rows)} drafts")
 
     run(go())
@@ -180,7 +180,7 @@ def report(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
     async def go() -> None:
         rows = await manager().report(campaign_id)
         if as_json:
-            emit_json(rows)
+            emit_json([r.model_dump() for r in rows])
         else:
             out.print(report_table(rows))
 
@@ -199,12 +199,12 @@ def audit(
         await mgr.report(campaign_id)  # raises NotFound for an unknown campaign
         rows = await mgr.store.audit(campaign_id, lead)
         if as_json:
-            emit_json(rows)
+            emit_json([r.model_dump() for r in rows])
             return
         table = Table("time", "lead", "agent", "records", "sources")
         for r in rows:
-            recs = r["envelope"]["records"]
-            table.add_row(r["created_at"][:19], r["lead_id"] or "", r["agent"], str(len(recs)),
+            recs = r.envelope["records"]
+            table.add_row(r.created_at[:19], r.lead_id or "", r.agent, str(len(recs)),
                           ", ".join(sorted({x["provenance"]["source"] for x in recs}))[:80])
         out.print(table)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from campaign_core.settings import Settings, load_settings
-from campaign_core.store import open_store
+from campaign_core.store.factory import open_store
 from starter.cli.app import err, run
 
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)

@@ -17,7 +17,8 @@ import typer
 
 from campaign_core.leads import Lead, valid_email
 from campaign_core.settings import load_settings
-from campaign_core.store import FORGOTTEN_REASON, open_store, subject_digest
+from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
+from campaign_core.store.factory import open_store
 from starter.cli.app import JsonFlag, emit_json, err, fail, out, run
 
 FORGET_HELP = "\n\n".join((

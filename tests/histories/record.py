@@ -38,7 +38,7 @@ from campaign_core.models import (
 )
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
 from starter.manager import CampaignManager
 from worker_main import build_workers

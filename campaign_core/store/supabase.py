@@ -1,35 +1,17 @@
 """The Supabase REST store: the same schema, reached through PostgREST with the `supabase` client.
 
-Chosen when only `SUPABASE_URL` and `SUPABASE_KEY` are set: a team on Supabase's
-hosted API need not open its database port to the workers. Use the service key
-(the `service_role` bypasses the row-level security the migrations switch on);
-the anon key sees nothing, by design.
-
-How the Store's guarantees carry over to REST:
-
-- Idempotent upserts are PostgREST upserts: `POST /rest/v1/<table>?on_conflict=<natural
-  key>` with `Prefer: resolution=merge-duplicates` (update) or `ignore-duplicates`
-  (keep the first). Only the columns sent are updated, so a column that must keep its
-  first value (`created_at`, a delivery's `message_id`) is simply not sent.
-- There is no multi-statement transaction over REST. Each write is one statement,
-  and a write that takes several (an approval: record it, mark drafts, count) is a
-  sequence of idempotent steps, so a retried activity converges on the same rows.
-- Reads page with `offset`/`limit` until an empty page, so a project's `max_rows`
-  cap never truncates a report silently.
-- A project that cannot be reached raises `StoreUnavailable`, one that answers 5xx
-  the client's `APIError`: ordinary exceptions, so Temporal retries. A row Postgres rejects
-  (SQLSTATE class 22 or 23) or a body PostgREST cannot read becomes `StoreError`
-  with the table and key. The client's own GET retries are off: Temporal owns retries.
-- DDL cannot go over REST, so this store never migrates: it refuses a schema older
-  than the code and says how to apply `supabase/migrations/`.
+Chosen when only `SUPABASE_URL` and `SUPABASE_KEY` are set (use the service key).
+Upserts are PostgREST upserts on the natural keys; a write of several steps is a
+sequence of idempotent requests; reads page until an empty page; it never migrates.
+Details: docs/architecture/store.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, ClassVar
 
 import httpx
@@ -40,35 +22,34 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead
 from campaign_core.models import Counts
-from campaign_core.store import (
-    FORGOTTEN_REASON,
-    LEAD_TABLES,
+from campaign_core.store.base import (
     SCHEMA_VERSION,
     TIME_COLUMNS,
-    DerivedHashes,
     StoreError,
     StoreUnavailable,
+    audit_entry,
     bare_message_id,
+    campaign_row,
     check_version,
-    derived_hashes,
+    delivery_row,
     draft_row,
-    erased_campaigns,
-    erasure_envelope,
-    forget_addresses,
-    forget_pairs,
-    forget_result,
+    event_row,
     iso,
-    log_erasure,
-    mentions,
     normalise_address,
     now_utc,
     parse_envelope,
     parse_lead,
-    plain_row,
-    redact,
     report_rows,
-    subject_digest,
     trace_fields,
+)
+from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
 )
 
 HOW_TO_MIGRATE = (
@@ -88,7 +69,7 @@ def _now() -> str:
     return now_utc().isoformat(timespec="microseconds")
 
 
-class SupabaseStore:
+class SupabaseStore(Erasure[Pairs]):
     """`Store` over Supabase's REST API (PostgREST)."""
 
     def __init__(
@@ -110,6 +91,10 @@ class SupabaseStore:
 
     def __repr__(self) -> str:
         return f"SupabaseStore({self.url!r})"
+
+    @property
+    def _where(self) -> str:
+        return self.url
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -228,10 +213,10 @@ class SupabaseStore:
             row, on_conflict="campaign_id", ignore_duplicates=True, returning=MINIMAL),
             "campaigns", campaign_id)
 
-    async def get_campaign(self, campaign_id: str) -> dict[str, Any] | None:
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         res = await self._run(lambda db: db.table("campaigns").select("*")
                               .eq("campaign_id", campaign_id).limit(1), "campaigns", campaign_id)
-        return plain_row(res.data[0]) if res.data else None
+        return campaign_row(res.data[0]) if res.data else None
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run(lambda db: db.table("campaigns").update(
@@ -331,7 +316,7 @@ class SupabaseStore:
         rows = await self._pages("leads", "lead_id,email,created_at", where, ["lead_id"])
         return {r["lead_id"]: r for r in rows}
 
-    async def list_drafts(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
         drafts, leads = await asyncio.gather(
             self._pages("drafts", "*", lambda q: q.eq("campaign_id", campaign_id),
                         ["lead_id", "step"]),
@@ -340,7 +325,7 @@ class SupabaseStore:
         joined.sort(key=lambda d: (iso(leads[d["lead_id"]]["created_at"]), d["lead_id"], d["step"]))
         return [draft_row(d) for d in joined]
 
-    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> dict[str, Any] | None:
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None:
         key = f"{campaign_id}/{lead_id}/{step}"
         res = await self._run(lambda db: db.table("drafts").select("*").eq("campaign_id", campaign_id)
                               .eq("lead_id", lead_id).eq("step", step).limit(1), "drafts", key)
@@ -424,10 +409,10 @@ class SupabaseStore:
                               .eq("email", normalise_address(email)).limit(1), "suppressions")
         return bool(res.data)
 
-    async def get_delivery(self, message_key: str) -> dict[str, Any] | None:
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None:
         res = await self._run(lambda db: db.table("deliveries").select("*")
                               .eq("message_key", message_key).limit(1), "deliveries", message_key)
-        return plain_row(res.data[0]) if res.data else None
+        return delivery_row(res.data[0]) if res.data else None
 
     async def upsert_delivery(
         self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
@@ -443,11 +428,11 @@ class SupabaseStore:
         await self._run(lambda db: db.table("deliveries").upsert(
             row, on_conflict="message_key", returning=MINIMAL), "deliveries", message_key)
 
-    async def find_delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
         mid = bare_message_id(message_id)
         res = await self._run(lambda db: db.table("deliveries").select("*")
                               .in_("message_id", [mid, f"<{mid}>"]).limit(1), "deliveries", mid)
-        return plain_row(res.data[0]) if res.data else None
+        return delivery_row(res.data[0]) if res.data else None
 
     async def record_delivery_event(
         self, *, event_id: str, kind: str, email: str, source: str,
@@ -463,11 +448,11 @@ class SupabaseStore:
             returning=ReturnMethod.representation), "delivery_events", event_id)
         return bool(res.data)
 
-    async def list_delivery_events(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
         res = await self._run(lambda db: db.table("delivery_events").select("*")
                               .eq("campaign_id", campaign_id).order("created_at")
                               .order("event_id"), "delivery_events")
-        return [plain_row(r) or {} for r in res.data]
+        return [event_row(r) for r in res.data]
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
         await self._run(lambda db: db.table("signing_keys").upsert(
@@ -477,7 +462,7 @@ class SupabaseStore:
                               .eq("name", name).limit(1), "signing_keys", name)
         return str(res.data[0]["secret"])
 
-    # -- erasure (`campaign forget`) -------------------------------------------------
+    # -- erasure: the primitives of `Erasure.forget`, as idempotent requests ----------------
 
     #: A total order (the primary key) per table, so paged reads miss no row.
     _KEYS: ClassVar[dict[str, list[str]]] = {
@@ -485,79 +470,10 @@ class SupabaseStore:
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
         "audit_log": ["envelope_id"], "delivery_events": ["event_id"]}
 
-    async def forget(
-        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
-    ) -> dict[str, int]:
-        """Erase the person and suppress the address: idempotent requests, no transaction.
+    def _erasing(self, subject: str) -> AbstractAsyncContextManager[Pairs]:
+        return nullcontext(set())  # no transaction: the pairs in scope, once known
 
-        The suppression comes first, so a run cut short has already stopped every send;
-        the lead rows go last, so running it again finds (by address) and finishes what
-        was left. What is deleted, redacted and kept: "erasure" in campaign_core/store.py.
-        """
-        addresses = forget_addresses(email)
-        subject = subject_digest(email)
-        at = now_utc()
-        suppressed = await self._forget_suppress(addresses[0])
-        campaigns = await self._pages("campaigns", "campaign_id", _match(), ["campaign_id"])
-        by_address = await self._pages("leads", "campaign_id,lead_id",
-                                       _match(within={"email": addresses}), self._KEYS["leads"])
-        pairs = forget_pairs(addresses[0], [r["campaign_id"] for r in campaigns]) | {
-            (r["campaign_id"], r["lead_id"]) for r in by_address}
-        ids: dict[str, set[str]] = defaultdict(set)
-        for cid, lid in pairs:
-            ids[cid].add(lid)
-        lead_ids = sorted({lid for _, lid in pairs})
-        # Which of the derived ids have rows, table by table: (campaign, lead ids) to delete.
-        found: dict[str, dict[str, set[str]]] = {}
-        for table in LEAD_TABLES:
-            found[table] = defaultdict(set)
-            for i in range(0, len(lead_ids), 100):
-                part = lead_ids[i:i + 100]
-                rows = await self._pages(table, "campaign_id,lead_id",
-                                         _match(within={"lead_id": part}), self._KEYS[table])
-                for r in rows:
-                    if (r["campaign_id"], r["lead_id"]) in pairs:
-                        found[table][r["campaign_id"]].add(r["lead_id"])
-        events = await self._pages("delivery_events", "event_id,campaign_id",
-                                   _match(within={"email": addresses}), ["event_id"])
-        affected = sorted({cid for rows in found.values() for cid in rows}
-                          | {r["campaign_id"] for r in events if r["campaign_id"]})
-        tally: dict[str, Counter[str]] = defaultdict(Counter)
-        hashes: set[str] = set()
-        if derived_text_hashes is not None:
-            for cid, lids in found["leads"].items():
-                campaign = await self.get_campaign(cid)
-                rows = await self._pages(
-                    "leads", "lead_id,data",
-                    _match(eq={"campaign_id": cid}, within={"lead_id": sorted(lids)}), ["lead_id"])
-                for r in rows:
-                    hashes |= derived_hashes(derived_text_hashes, r["data"],
-                                             (campaign or {}).get("brief"), f"{cid}/{r['lead_id']}")
-        if affected:
-            await self._forget_redact(affected, ids, addresses, tally)
-        # Delete the lead's rows, the lead itself last.
-        for table in LEAD_TABLES:
-            for cid, lids in found[table].items():
-                gone = await self._delete(table, cid, _match(eq={"campaign_id": cid},
-                                                             within={"lead_id": sorted(lids)}))
-                tally[cid][table] += len(gone)
-            if table in {"leads", "delivery_events"}:
-                for r in await self._delete(table, subject, _match(within={"email": addresses})):
-                    tally[r["campaign_id"] or ""][table] += 1
-        embeddings = 0
-        ordered = sorted(hashes)
-        for i in range(0, len(ordered), 100):
-            embeddings += len(await self._delete(
-                "embeddings", subject, _match(within={"text_hash": ordered[i:i + 100]})))
-        per = {cid: dict(t) for cid, t in tally.items()}
-        for cid in erased_campaigns(per):
-            await self.save_envelope(erasure_envelope(cid, subject, per[cid], at), None)
-        result = forget_result(per, embeddings=embeddings, suppressions=suppressed)
-        log_erasure(self.url, subject, result)
-        return result
-
-    async def _forget_suppress(self, address: str) -> int:
-        """Suppress the address as forgotten: 1 if added or its reason changed, else 0."""
+    async def _erase_suppress(self, tx: Pairs, address: str) -> int:
         res = await self._run(lambda db: db.table("suppressions").select("reason")
                               .eq("email", address).limit(1), "suppressions")
         if not res.data:
@@ -568,36 +484,83 @@ class SupabaseStore:
                           _match(eq={"email": address}))
         return 1
 
-    async def _forget_redact(
-        self, campaigns: list[str], ids: dict[str, set[str]], addresses: list[str],
-        tally: dict[str, Counter[str]],
-    ) -> None:
-        """Remove the lead ids and the address from campaign-level audit entries and
-        approvals of the campaigns the person was in."""
+    async def _erase_campaign_ids(self, tx: Pairs) -> list[str]:
+        return [r["campaign_id"] for r in
+                await self._pages("campaigns", "campaign_id", _match(), ["campaign_id"])]
+
+    async def _erase_leads_by_address(self, tx: Pairs, addresses: list[str]) -> Pairs:
+        rows = await self._pages("leads", "campaign_id,lead_id", _match(within={"email": addresses}),
+                                 self._KEYS["leads"])
+        return {(r["campaign_id"], r["lead_id"]) for r in rows}
+
+    async def _erase_scope(self, tx: Pairs, pairs: Pairs) -> None:
+        tx |= pairs
+
+    async def _erase_find(self, tx: Pairs, table: str) -> Pairs:
+        """By lead id, 100 a request (lead ids are per campaign: the pair is checked here)."""
+        lead_ids, found = sorted({lid for _, lid in tx}), set()
+        for i in range(0, len(lead_ids), 100):
+            rows = await self._pages(table, "campaign_id,lead_id",
+                                     _match(within={"lead_id": lead_ids[i:i + 100]}), self._KEYS[table])
+            found |= {(r["campaign_id"], r["lead_id"]) for r in rows} & tx
+        return found
+
+    async def _erase_event_campaigns(self, tx: Pairs, addresses: list[str]) -> set[str]:
+        rows = await self._pages("delivery_events", "event_id,campaign_id",
+                                 _match(within={"email": addresses}), ["event_id"])
+        return {r["campaign_id"] for r in rows if r["campaign_id"]}
+
+    async def _erase_lead_data(self, tx: Pairs, pairs: Pairs) -> list[tuple[str, str, Any, Any]]:
+        out = []
+        for cid, lids in _by_campaign(pairs).items():
+            campaign = await self.get_campaign(cid)
+            rows = await self._pages("leads", "lead_id,data", _match(
+                eq={"campaign_id": cid}, within={"lead_id": lids}), ["lead_id"])
+            out += [(cid, r["lead_id"], r["data"], campaign.brief if campaign else "") for r in rows]
+        return out
+
+    async def _erase_mentions(self, tx: Pairs, campaigns: list[str], addresses: list[str]
+                              ) -> list[Mention]:
+        """Every campaign-level audit entry and approval of those campaigns: `forget` checks them."""
+        found: list[Mention] = []
         for i in range(0, len(campaigns), 100):
             part = campaigns[i:i + 100]
             entries = await self._pages(
                 "audit_log", "envelope_id,campaign_id,envelope",
                 _match(within={"campaign_id": part}, null=("lead_id",)), ["envelope_id"])
-            for r in entries:
-                cid, eid = r["campaign_id"], r["envelope_id"]
-                if not mentions(json.dumps(r["envelope"], ensure_ascii=False), ids[cid], addresses):
-                    continue
-                await self._patch("audit_log", eid,
-                                  {"envelope": redact(r["envelope"], ids[cid], addresses)},
-                                  _match(eq={"envelope_id": eid}))
-                tally[cid]["audit_log_redacted"] += 1
+            found += [Mention("audit_log", "envelope", {"envelope_id": r["envelope_id"]},
+                              r["campaign_id"], r["envelope"]) for r in entries]
             decisions = await self._pages(
                 "approvals", "campaign_id,decision_id,lead_ids",
                 _match(within={"campaign_id": part}), ["campaign_id", "decision_id"])
-            for r in decisions:
-                cid, did = r["campaign_id"], r["decision_id"]
-                if r["lead_ids"] is None or not mentions(json.dumps(r["lead_ids"]), ids[cid], []):
-                    continue
-                await self._patch("approvals", f"{cid}/{did}",
-                                  {"lead_ids": redact(r["lead_ids"], ids[cid], addresses)},
-                                  _match(eq={"campaign_id": cid, "decision_id": did}))
-                tally[cid]["approvals"] += 1
+            found += [Mention("approvals", "lead_ids", {"campaign_id": r["campaign_id"],
+                                                        "decision_id": r["decision_id"]},
+                              r["campaign_id"], r["lead_ids"]) for r in decisions]
+        return found
+
+    async def _erase_patch(self, tx: Pairs, mention: Mention, value: Any) -> None:
+        await self._patch(mention.table, "/".join(mention.key.values()), {mention.column: value},
+                          _match(eq=mention.key))
+
+    async def _erase_delete(self, tx: Pairs, table: str, found: Pairs) -> list[str | None]:
+        gone: list[str | None] = []
+        for cid, lids in _by_campaign(found).items():
+            rows = await self._delete(table, cid, _match(eq={"campaign_id": cid}, within={"lead_id": lids}))
+            gone += [cid] * len(rows)
+        return gone
+
+    async def _erase_delete_by_address(self, tx: Pairs, table: str, addresses: list[str]
+                                       ) -> list[str | None]:
+        return [r["campaign_id"] for r in
+                await self._delete(table, table, _match(within={"email": addresses}))]
+
+    async def _erase_embeddings(self, tx: Pairs, hashes: list[str]) -> int:
+        return sum([len(await self._delete("embeddings", "embeddings",
+                                           _match(within={"text_hash": hashes[i:i + 100]})))
+                    for i in range(0, len(hashes), 100)])
+
+    async def _erase_record(self, tx: Pairs, envelope: Envelope) -> None:
+        await self.save_envelope(envelope, None)
 
     async def _delete(self, table: str, key: str, where: Callable[[Query], Query]
                       ) -> list[dict[str, Any]]:
@@ -630,7 +593,7 @@ class SupabaseStore:
             ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed"],
             values, strict=True)))
 
-    async def report(self, campaign_id: str) -> list[dict[str, Any]]:
+    async def report(self, campaign_id: str) -> list[ReportRow]:
         """One row per lead with its final outcome: three paged reads joined here."""
         campaign, leads, drafts, deliveries = await asyncio.gather(
             self.get_campaign(campaign_id),
@@ -651,15 +614,15 @@ class SupabaseStore:
             "message_id": sent.get(r["lead_id"], {}).get("message_id"),
             "delivery_error": sent.get(r["lead_id"], {}).get("error"),
         } for r in leads]
-        return report_rows(rows, campaign["stage"] if campaign else None)
+        return report_rows(rows, campaign.stage if campaign else None)
 
-    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         def where(q: Query) -> Query:
             q = q.eq("campaign_id", campaign_id)
             return q.eq("lead_id", lead_id) if lead_id else q
 
         rows = await self._pages("audit_log", "*", where, ["created_at", "envelope_id"])
-        return [plain_row(r) or {} for r in rows]
+        return [audit_entry(r) for r in rows]
 
     # -- embeddings ----------------------------------------------------------------
 
@@ -709,6 +672,13 @@ class SupabaseStore:
             raise
         found = [(str(r["text_hash"]), float(r["similarity"])) for r in res.data]
         return sorted(found, key=lambda hs: (-hs[1], hs[0]))  # the function's order, kept
+
+
+def _by_campaign(pairs: Pairs) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for cid, lid in sorted(pairs):
+        out.setdefault(cid, []).append(lid)
+    return out
 
 
 def _match(*, eq: dict[str, Any] | None = None, within: dict[str, list[str]] | None = None,

@@ -1,0 +1,412 @@
+"""The store interface (`Store`), its two errors, and helpers every backend shares.
+
+Backends: `sqlite.py`, `postgres.py` (both on the shared SQL of `sql.py`) and
+`supabase.py` (REST); `factory.open_store` picks one. This module imports none of them.
+Design notes: docs/architecture/store.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from campaign_core.envelope import Envelope, digest
+from campaign_core.leads import Lead
+from campaign_core.models import Counts
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
+    Row,
+)
+
+#: The schema this code reads and writes: the highest migration number shipped.
+SCHEMA_VERSION = 4
+
+#: Stages after which a draft that was not approved will never be sent.
+DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
+
+
+class StoreError(Exception):
+    """A store problem no retry will fix (bad row, constraint, wrong schema).
+
+    `table` and `key` say which row, so that an operator can find it; both are also
+    in the message, which is what ends up in Temporal's failure and the lead's error.
+    """
+
+    def __init__(self, message: str, *, table: str | None = None, key: str | None = None) -> None:
+        if table is not None:
+            message = f"{table}[{key}]: {message}" if key else f"{table}: {message}"
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now: retryable, and says which store and why.
+
+    Deliberately not a StoreError: Temporal retries it like any ordinary exception,
+    so a database that is down delays leads instead of failing them.
+    """
+
+
+class Store(Protocol):
+    """What the engine needs from its durable record."""
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply pending migrations (up to `target`, default all); return the version."""
+        ...
+
+    async def schema_version(self) -> int: ...
+
+    async def ensure_schema(self) -> int:
+        """Make sure the schema is the code's: embedded stores migrate, shared ones refuse."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store may be used again afterwards (it reconnects)."""
+        ...
+
+    async def upsert_campaign(
+        self, *, campaign_id: str, name: str, brief: str, channel: str,
+        kb_dir: str | None, workflow_id: str,
+    ) -> None: ...
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
+
+    async def set_stage(self, campaign_id: str, stage: str) -> None: ...
+
+    async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int: ...
+
+    async def get_lead(self, campaign_id: str, lead_id: str) -> Lead | None: ...
+
+    async def list_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]: ...
+
+    async def set_lead_status(
+        self, campaign_id: str, lead_id: str, status: str, error: str | None = None
+    ) -> None: ...
+
+    async def save_envelope(self, envelope: Envelope, lead_id: str | None = None) -> str: ...
+
+    async def get_envelope(self, envelope_id: str) -> Envelope | None: ...
+
+    async def save_retrieval(
+        self, campaign_id: str, lead_id: str, passages: list[dict[str, Any]], envelope_id: str
+    ) -> None: ...
+
+    async def get_retrieval(self, campaign_id: str, lead_id: str) -> list[dict[str, Any]]: ...
+
+    async def upsert_draft(
+        self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
+        citations: list[str], provenance: dict[str, Any], envelope_id: str,
+    ) -> None: ...
+
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]: ...
+
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None: ...
+
+    async def record_decision(
+        self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
+        by: str, note: str | None,
+    ) -> int: ...
+
+    async def list_approved_lead_ids(
+        self, campaign_id: str, after: str | None, limit: int
+    ) -> list[str]: ...
+
+    async def add_suppressions(self, emails: list[str], reason: str) -> int: ...
+
+    async def is_suppressed(self, email: str) -> bool: ...
+
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None: ...
+
+    async def upsert_delivery(
+        self, *, message_key: str, campaign_id: str, lead_id: str, step: int, channel: str,
+        status: str, message_id: str | None = None, error: str | None = None,
+    ) -> None: ...
+
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
+        """The delivery row whose RFC 5322 Message-ID this is (with or without <>)."""
+        ...
+
+    async def record_delivery_event(
+        self, *, event_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None,
+        message_key: str | None = None, detail: str | None = None,
+    ) -> bool:
+        """Record a bounce/complaint/unsubscribe once; True when it was new."""
+        ...
+
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]: ...
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        """The shared secret `name`; `candidate` becomes it if none exists yet.
+
+        Concurrent callers with different candidates all get the one that was stored
+        first, so every worker and API process signs and checks with the same key.
+        """
+        ...
+
+    async def counts(self, campaign_id: str) -> Counts: ...
+
+    async def report(self, campaign_id: str) -> list[ReportRow]: ...
+
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]: ...
+
+    # -- embeddings (schema 4) --------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        """The stored vectors of `model` for those text hashes that have one."""
+        ...
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        """Store vectors by text hash; a hash already stored keeps its vector (idempotent)."""
+        ...
+
+    async def vector_search(
+        self, model: str, query_vector: list[float], hashes: list[str], k: int
+    ) -> list[tuple[str, float]] | None:
+        """The `k` hashes among `hashes` most similar to the query, as (hash, cosine), best
+        first; or None when this backend cannot search vectors itself (SQLite, Postgres
+        without pgvector, Supabase without `match_embeddings`): the caller searches in memory.
+        """
+        ...
+
+    # -- erasure (`campaign forget`) ---------------------------------------------------
+
+    async def forget(
+        self, email: str, *, derived_text_hashes: DerivedHashes | None = None
+    ) -> dict[str, int]:
+        """Erase everything the store holds about the person with this address, in every
+        campaign, and suppress the address; returns how many rows each table lost.
+
+        See campaign_core/store/erasure.py for what is deleted, what is redacted and what is kept.
+        `derived_text_hashes(lead, brief)` names the text hashes of caches built from
+        the lead (the dense-retrieval query's embedding), which are deleted too.
+        Idempotent: forgetting the same address again erases nothing more.
+        """
+        ...
+
+
+#: `derived_text_hashes(lead, campaign_brief)`: hashes of cached texts made from the lead.
+DerivedHashes = Callable[[Lead, str], Iterable[str]]
+
+
+# -- migrations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file; the number is the schema version it brings the store to."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The migrations shipped for `dialect` ("sqlite" or "postgres"), in order.
+
+    They are package data next to this module, so they are found the same way in a
+    checkout, an editable install and an installed wheel (which pip always unpacks).
+    """
+    folder = Path(__file__).resolve().parent.parent / "migrations" / dialect
+    found = [
+        Migration(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8"))
+        for f in folder.glob("[0-9]*.sql")
+    ]
+    return sorted(found, key=lambda m: m.version)
+
+
+def check_version(version: int, where: str, *, how_to_migrate: str = "run `campaign db migrate`") -> int:
+    """Refuse a schema that is not the code's, saying what to do; return it otherwise."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {where} has schema version {version}, newer than this code "
+            f"({SCHEMA_VERSION}): upgrade campaign-engine"
+        )
+    if version < SCHEMA_VERSION:
+        state = "no campaign schema yet" if version == 0 else (
+            f"schema version {version}, older than this code's ({SCHEMA_VERSION})")
+        raise StoreError(f"store {where} has {state}: {how_to_migrate}")
+    return version
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for messages and logs: the password is never shown."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+# -- helpers every backend shares -------------------------------------------------------------
+
+
+def now_utc() -> datetime:
+    """Wall-clock time of a write (the store is only called from activities and the CLI)."""
+    return datetime.now(UTC)
+
+
+#: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
+TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at"})
+
+
+def iso(value: Any) -> Any:
+    """A timestamp as ISO 8601 text in UTC with microseconds, whatever the backend returned.
+
+    SQLite holds the text we wrote, psycopg returns datetimes and PostgREST returns
+    Postgres's JSON rendering (which drops trailing zeros): one shape keeps sorting
+    and comparing times the same on every backend. Anything else is returned as is.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def bare_message_id(message_id: str) -> str:
+    """A Message-ID as stored, without the angle brackets providers often drop or add."""
+    return message_id.strip().removeprefix("<").removesuffix(">")
+
+
+def normalise_address(email: str) -> str:
+    """Suppressions are keyed like leads: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def trace_fields(envelope: Envelope) -> dict[str, Any]:
+    """The node trace lifted out of an envelope into audit-log columns (schema 2).
+
+    `outcome` lists each record's kind, with its `status` where it has one
+    (`delivery:sent`, `lead:drafting`); `inputs_digest` is the records' shared
+    inputs digest, or a digest of their distinct digests when they differ.
+    """
+    m = envelope.metadata
+    outcomes: list[str] = []
+    for r in envelope.records:
+        status = r.data.get("status")
+        label = f"{r.kind}:{status}" if isinstance(status, str) and status else r.kind
+        if label not in outcomes:
+            outcomes.append(label)
+    digests = sorted({r.provenance.inputs_digest for r in envelope.records})
+    return {
+        "run_id": m.run_id,
+        "attempt": m.attempt,
+        "agent_version": m.agent_version,
+        "started_at": m.started_at.astimezone(UTC),
+        "ended_at": m.ended_at.astimezone(UTC),
+        "duration_ms": round((m.ended_at - m.started_at).total_seconds() * 1000),
+        "record_count": len(envelope.records),
+        "outcome": ",".join(outcomes) or None,
+        "inputs_digest": digests[0] if len(digests) == 1 else (digest(digests) if digests else None),
+    }
+
+
+def parse_json(value: Any, table: str, key: str) -> Any:
+    """A JSON column's value: parsed when stored as text (SQLite), as is otherwise."""
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise StoreError(f"malformed JSON in stored row: {exc}", table=table, key=key) from exc
+
+
+def parse_lead(value: Any, key: str) -> Lead:
+    """A stored lead, or StoreError naming it if the row no longer fits the model."""
+    try:
+        return Lead.model_validate(parse_json(value, "leads", key))
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise StoreError(f"malformed lead row: {exc}", table="leads", key=key) from exc
+
+
+def parse_envelope(value: Any, key: str) -> Envelope:
+    """A stored envelope, or StoreError naming it if the row no longer fits the model."""
+    try:
+        return Envelope.model_validate(parse_json(value, "audit_log", key))
+    except ValueError as exc:
+        raise StoreError(f"malformed envelope row: {exc}", table="audit_log", key=key) from exc
+
+
+def plain_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row with timestamps as ISO strings, so callers see one shape on every backend."""
+    if row is None:
+        return None
+    return {k: iso(v) if k in TIME_COLUMNS else v for k, v in row.items()}
+
+
+R = TypeVar("R", bound=Row)
+
+
+def typed(model: type[R], row: dict[str, Any], table: str, key: str,
+          json_columns: tuple[str, ...] = ()) -> R:
+    """A stored row as its model (times as text, JSON parsed), or StoreError naming it."""
+    data = plain_row(row) or {}
+    for col in json_columns:
+        data[col] = parse_json(data[col], table, key)
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise StoreError(f"malformed {table} row: {exc}", table=table, key=key) from exc
+
+
+def campaign_row(row: dict[str, Any] | None) -> CampaignRow | None:
+    return None if row is None else typed(CampaignRow, row, "campaigns", str(row.get("campaign_id")))
+
+
+def draft_row(row: dict[str, Any]) -> DraftRow:
+    key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
+    return typed(DraftRow, row, "drafts", key, ("citations", "provenance"))
+
+
+def delivery_row(row: dict[str, Any] | None) -> DeliveryRow | None:
+    return None if row is None else typed(DeliveryRow, row, "deliveries", str(row.get("message_key")))
+
+
+def event_row(row: dict[str, Any]) -> DeliveryEventRow:
+    return typed(DeliveryEventRow, row, "delivery_events", str(row.get("event_id")))
+
+
+def audit_entry(row: dict[str, Any]) -> AuditEntry:
+    return typed(AuditEntry, row, "audit_log", str(row.get("envelope_id")), ("envelope",))
+
+
+def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[ReportRow]:
+    """One outcome per lead, in the contract's shape, from the joined store rows.
+
+    Each input row has: lead_id, email, draft_status, draft_error, approved,
+    delivery, message_id, delivery_error. Shared so that every backend reports the
+    same outcome for the same facts.
+    """
+    decided = stage in DECIDED_STAGES
+    out = []
+    for r in rows:
+        draft_status = r["draft_status"] if r["draft_status"] in {"drafted", "failed"} else "pending"
+        if r["delivery"] in {"sent", "suppressed", "failed"}:
+            delivery = r["delivery"]
+        elif draft_status == "failed" or (decided and not r["approved"]):
+            delivery = "not_approved"
+        else:
+            delivery = "pending"
+        out.append(ReportRow(lead_id=r["lead_id"], email=r["email"], draft_status=draft_status,
+                             delivery_status=delivery, message_id=r["message_id"],
+                             error=r["delivery_error"] or r["draft_error"]))
+    return out
+
+

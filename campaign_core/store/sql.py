@@ -1,0 +1,541 @@
+"""The SQL of both SQL backends, each statement written once (`SqlStore`).
+
+Statements use `?` placeholders, `now()` for the time of the transaction, JSON as
+text and `TRUE` for booleans: SQLite and PostgreSQL read them alike. What still
+differs lives in one subclass per dialect (`sqlite.py`, `postgres.py`) as class
+constants and small hooks, as in Prefect's query components.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from campaign_core.envelope import Envelope
+from campaign_core.leads import Lead
+from campaign_core.models import Counts
+from campaign_core.store.base import (
+    SCHEMA_VERSION,
+    StoreError,
+    audit_entry,
+    bare_message_id,
+    campaign_row,
+    check_version,
+    delivery_row,
+    draft_row,
+    event_row,
+    iso,
+    migrations,
+    normalise_address,
+    parse_envelope,
+    parse_json,
+    parse_lead,
+    report_rows,
+    trace_fields,
+)
+from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.rows import (
+    AuditEntry,
+    CampaignRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    DraftRow,
+    ReportRow,
+)
+
+#: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
+CHUNK = 500
+
+
+class Conn(Protocol):
+    """A dialect's connection, as the shared SQL uses it."""
+
+    async def all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    async def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Execute; the number of rows changed."""
+        ...
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
+
+
+@dataclass
+class Scope:
+    """An erasure's transaction and the (campaign, lead) pairs it works on, as SQL."""
+
+    c: Conn
+    pairs: str = ""  # a subquery of (campaign_id, lead_id)
+    args: list[Any] = field(default_factory=list)
+
+
+def marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i:i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+AUDIT_INSERT = (
+    "INSERT INTO audit_log(envelope_id, campaign_id, lead_id, agent, envelope, created_at, run_id, "
+    "attempt, agent_version, started_at, ended_at, duration_ms, record_count, outcome, "
+    "inputs_digest) VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (envelope_id) DO NOTHING")
+
+
+def audit_args(envelope: Envelope, lead_id: str | None) -> tuple[Any, ...]:
+    m, t = envelope.metadata, trace_fields(envelope)
+    return (envelope.envelope_id, m.campaign_id, lead_id, m.agent, envelope.model_dump_json(),
+            t["run_id"], t["attempt"], t["agent_version"], iso(t["started_at"]),
+            iso(t["ended_at"]), t["duration_ms"], t["record_count"], t["outcome"],
+            t["inputs_digest"])
+
+
+class SqlStore(Erasure[Scope]):
+    """`Store` in SQL; a dialect supplies connections and the hooks below."""
+
+    #: The migrations folder, and the SQL that differs per dialect.
+    DIALECT: ClassVar[str]
+    VERSION_TABLE: ClassVar[str]  # CREATE TABLE IF NOT EXISTS schema_version ...
+    HAS_VERSION_TABLE: ClassVar[str]  # one row, `present` true when schema_version exists
+    TEXT: ClassVar[str] = "{}"  # a JSON column as text
+    FIND: ClassVar[str]  # "text {} contains {}", a condition
+    VECTOR_READ: ClassVar[str] = "vector"  # the embeddings.vector column as the driver reads it
+    VECTOR_WRITE: ClassVar[str] = "?"
+    #: Driver errors no retry will fix (a constraint, a malformed value).
+    REJECTED: ClassVar[tuple[type[Exception], ...]]
+
+    auto_migrate: bool
+    _ready: bool
+
+    @abstractmethod
+    def _open(self, *, write: bool) -> AbstractAsyncContextManager[Conn]:
+        """A connection (in a write transaction when `write`), without the schema check."""
+
+    @abstractmethod
+    async def _script(self, c: Conn, sql: str) -> None:
+        """Run one migration file."""
+
+    async def _lock_migrations(self, c: Conn) -> None:
+        """Keep concurrent migrators apart (inside the migration's transaction)."""
+
+    @abstractmethod
+    async def _pairs(self, c: Conn, pairs: list[tuple[str, str]]) -> tuple[str, list[Any]]:
+        """The pairs as a subquery `(campaign_id, lead_id)`, and its arguments."""
+
+    def _vector_param(self, vector: list[float], key: str) -> Any:
+        return list(vector)
+
+    def _vector_value(self, row: dict[str, Any], key: str) -> list[float]:
+        return list(row["vector"])
+
+    def _reason(self, exc: Exception) -> str:
+        return str(exc).strip()
+
+    async def _insert_many(self, c: Conn, table: str, columns: tuple[str, ...],
+                           rows: list[tuple[Any, ...]], tail: str, stamps: tuple[str, ...]) -> int:
+        """Insert `rows` (their `stamps` columns set to now()); the rows inserted or updated."""
+        sql = (f"INSERT INTO {table}({', '.join(columns + stamps)}) VALUES "
+               f"({', '.join(['?'] * len(columns) + ['now()'] * len(stamps))}) {tail}")
+        try:
+            return await c.many(sql, rows)
+        except self.REJECTED as exc:  # the driver does not say which row: find it, to name it
+            for row in rows:
+                try:
+                    await c.run(sql, row)
+                except self.REJECTED as one:
+                    raise StoreError(f"rejected by the store: {self._reason(one)}", table=table,
+                                     key="/".join(map(str, row[:2]))) from one
+            raise exc
+
+    # -- connections and schema ---------------------------------------------------------
+
+    @asynccontextmanager
+    async def _conn(self, table: str | None = None, key: str | None = None, *,
+                    write: bool = False) -> AsyncIterator[Conn]:
+        """A connection to a current schema; rows the store rejects -> StoreError(table, key)."""
+        if not self._ready:
+            await self.ensure_schema()
+        try:
+            async with self._open(write=write) as c:
+                yield c
+        except self.REJECTED as exc:
+            raise StoreError(f"rejected by the store: {self._reason(exc)}", table=table,
+                             key=key) from exc
+
+    async def _all(self, sql: str, args: Sequence[Any] = (), table: str | None = None,
+                   key: str | None = None) -> list[dict[str, Any]]:
+        async with self._conn(table, key) as c:
+            return await c.all(sql, args)
+
+    async def _one(self, sql: str, args: Sequence[Any] = (), table: str | None = None,
+                   key: str | None = None) -> dict[str, Any] | None:
+        rows = await self._all(sql, args, table, key)
+        return rows[0] if rows else None
+
+    async def _run(self, sql: str, args: Sequence[Any], table: str, key: str) -> int:
+        async with self._conn(table, key) as c:
+            return await c.run(sql, args)
+
+    async def _version(self, c: Conn) -> int:
+        present = await c.all(self.HAS_VERSION_TABLE)
+        if not present or not present[0]["present"]:
+            return 0
+        rows = await c.all("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        return int(rows[0]["v"])
+
+    async def schema_version(self) -> int:
+        async with self._open(write=False) as c:
+            return await self._version(c)
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply pending migrations (up to `target`) in one transaction; re-applying is a no-op."""
+        target = SCHEMA_VERSION if target is None else target
+        async with self._open(write=True) as c:
+            await self._lock_migrations(c)
+            await c.run(self.VERSION_TABLE)
+            done = {int(r["version"]) for r in await c.all("SELECT version FROM schema_version")}
+            for m in migrations(self.DIALECT):
+                if m.version in done or m.version > target:
+                    continue
+                await self._script(c, m.sql)
+                await c.run("INSERT INTO schema_version(version, applied_at) VALUES (?, now()) "
+                            "ON CONFLICT (version) DO NOTHING", (m.version,))
+            version = await self._version(c)
+        if version > SCHEMA_VERSION:
+            check_version(version, self._where)
+        self._ready = version == SCHEMA_VERSION
+        return version
+
+    async def ensure_schema(self) -> int:
+        """Migrate when `auto_migrate`, else refuse a schema that is not the code's."""
+        if self.auto_migrate:
+            version = await self.migrate()
+        else:
+            version = check_version(await self.schema_version(), self._where)
+        self._ready = True
+        return version
+
+    # -- campaigns and leads ----------------------------------------------------------
+
+    async def upsert_campaign(self, *, campaign_id: str, name: str, brief: str, channel: str,
+                              kb_dir: str | None, workflow_id: str) -> None:
+        await self._run(
+            "INSERT INTO campaigns(campaign_id, name, brief, channel, kb_dir, workflow_id, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, now(), now()) ON CONFLICT (campaign_id) DO NOTHING",
+            (campaign_id, name, brief, channel, kb_dir, workflow_id), "campaigns", campaign_id)
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
+        return campaign_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))
+
+    async def set_stage(self, campaign_id: str, stage: str) -> None:
+        await self._run("UPDATE campaigns SET stage = ?, updated_at = now() WHERE campaign_id = ?",
+                        (stage, campaign_id), "campaigns", campaign_id)
+
+    async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int:
+        """One statement for the batch; duplicates are merged first (one upsert may not
+        touch a row twice)."""
+        unique = {lead.lead_id: lead for lead in leads}.values()
+        rows = [(campaign_id, lead.lead_id, lead.email, lead.model_dump_json()) for lead in unique]
+        async with self._conn("leads", campaign_id) as c:
+            await self._insert_many(
+                c, "leads", ("campaign_id", "lead_id", "email", "data"), rows,
+                "ON CONFLICT (campaign_id, lead_id) DO UPDATE SET data = excluded.data, "
+                "updated_at = excluded.updated_at", ("created_at", "updated_at"))
+        return len(leads)
+
+    async def get_lead(self, campaign_id: str, lead_id: str) -> Lead | None:
+        row = await self._one("SELECT data FROM leads WHERE campaign_id = ? AND lead_id = ?",
+                              (campaign_id, lead_id))
+        return parse_lead(row["data"], f"{campaign_id}/{lead_id}") if row else None
+
+    async def list_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
+        rows = await self._all("SELECT lead_id FROM leads WHERE campaign_id = ? AND lead_id > ? "
+                               "ORDER BY lead_id LIMIT ?", (campaign_id, after or "", limit))
+        return [r["lead_id"] for r in rows]
+
+    async def set_lead_status(self, campaign_id: str, lead_id: str, status: str,
+                              error: str | None = None) -> None:
+        await self._run("UPDATE leads SET draft_status = ?, error = ?, updated_at = now() "
+                        "WHERE campaign_id = ? AND lead_id = ?", (status, error, campaign_id, lead_id),
+                        "leads", f"{campaign_id}/{lead_id}")
+
+    # -- envelopes, retrievals, drafts -------------------------------------------------
+
+    async def save_envelope(self, envelope: Envelope, lead_id: str | None = None) -> str:
+        eid = envelope.envelope_id
+        await self._run(AUDIT_INSERT, audit_args(envelope, lead_id), "audit_log", eid)
+        return eid
+
+    async def get_envelope(self, envelope_id: str) -> Envelope | None:
+        row = await self._one("SELECT envelope FROM audit_log WHERE envelope_id = ?", (envelope_id,))
+        return parse_envelope(row["envelope"], envelope_id) if row else None
+
+    async def save_retrieval(self, campaign_id: str, lead_id: str, passages: list[dict[str, Any]],
+                             envelope_id: str) -> None:
+        await self._run(
+            "INSERT INTO retrievals(campaign_id, lead_id, passages, envelope_id, created_at) "
+            "VALUES (?, ?, ?, ?, now()) ON CONFLICT (campaign_id, lead_id) DO UPDATE SET "
+            "passages = excluded.passages, envelope_id = excluded.envelope_id",
+            (campaign_id, lead_id, json.dumps(passages, default=str), envelope_id),
+            "retrievals", f"{campaign_id}/{lead_id}")
+
+    async def get_retrieval(self, campaign_id: str, lead_id: str) -> list[dict[str, Any]]:
+        row = await self._one("SELECT passages FROM retrievals WHERE campaign_id = ? AND lead_id = ?",
+                              (campaign_id, lead_id))
+        return list(parse_json(row["passages"], "retrievals", f"{campaign_id}/{lead_id}")) if row else []
+
+    async def upsert_draft(self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
+                           citations: list[str], provenance: dict[str, Any], envelope_id: str) -> None:
+        await self._run(
+            "INSERT INTO drafts(campaign_id, lead_id, step, subject, body, citations, provenance, "
+            "envelope_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()) "
+            "ON CONFLICT (campaign_id, lead_id, step) DO UPDATE SET subject = excluded.subject, "
+            "body = excluded.body, citations = excluded.citations, "
+            "provenance = excluded.provenance, envelope_id = excluded.envelope_id",
+            (campaign_id, lead_id, step, subject, body, json.dumps(citations),
+             json.dumps(provenance, default=str), envelope_id), "drafts", f"{campaign_id}/{lead_id}/{step}")
+
+    _DRAFTS = "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
+
+    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
+        rows = await self._all(self._DRAFTS + "WHERE d.campaign_id = ? "
+                               "ORDER BY l.created_at, d.lead_id, d.step", (campaign_id,))
+        return [draft_row(r) for r in rows]
+
+    async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None:
+        row = await self._one(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? AND d.step = ?",
+                              (campaign_id, lead_id, step))
+        return draft_row(row) if row else None
+
+    # -- approvals and delivery --------------------------------------------------------
+
+    async def record_decision(self, *, campaign_id: str, decision_id: str, decision: str,
+                              lead_ids: list[str] | None, by: str, note: str | None) -> int:
+        """Record who decided what; on approval mark the drafts approved. Returns how many."""
+        async with self._conn("approvals", f"{campaign_id}/{decision_id}", write=True) as c:
+            await c.run(
+                "INSERT INTO approvals(campaign_id, decision_id, decision, lead_ids, decided_by, note, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, now()) "
+                "ON CONFLICT (campaign_id, decision_id) DO NOTHING",
+                (campaign_id, decision_id, decision, None if lead_ids is None else json.dumps(lead_ids),
+                 by, note))
+            if decision != "approve":
+                return 0
+            approve = "UPDATE drafts SET approved = TRUE WHERE campaign_id = ?"
+            if lead_ids is None:
+                await c.run(approve, (campaign_id,))
+            for part in chunks(lead_ids or []):
+                await c.run(f"{approve} AND lead_id IN ({marks(part)})", (campaign_id, *part))
+            rows = await c.all("SELECT count(*) AS n FROM drafts WHERE campaign_id = ? "
+                               "AND approved = TRUE", (campaign_id,))
+            return int(rows[0]["n"])
+
+    async def list_approved_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
+        rows = await self._all(
+            "SELECT DISTINCT lead_id FROM drafts WHERE campaign_id = ? AND approved = TRUE "
+            "AND lead_id > ? ORDER BY lead_id LIMIT ?", (campaign_id, after or "", limit))
+        return [r["lead_id"] for r in rows]
+
+    async def add_suppressions(self, emails: list[str], reason: str) -> int:
+        rows = [(e, reason) for e in dict.fromkeys(normalise_address(e) for e in emails)]
+        async with self._conn("suppressions", f"{len(emails)} address(es)") as c:
+            return await self._insert_many(c, "suppressions", ("email", "reason"), rows,
+                                           "ON CONFLICT (email) DO NOTHING", ("created_at",))
+
+    async def is_suppressed(self, email: str) -> bool:
+        return await self._one("SELECT 1 AS x FROM suppressions WHERE email = ?",
+                               (normalise_address(email),)) is not None
+
+    async def get_delivery(self, message_key: str) -> DeliveryRow | None:
+        return delivery_row(await self._one("SELECT * FROM deliveries WHERE message_key = ?", (message_key,)))
+
+    async def upsert_delivery(self, *, message_key: str, campaign_id: str, lead_id: str, step: int,
+                              channel: str, status: str, message_id: str | None = None,
+                              error: str | None = None) -> None:
+        await self._run(
+            "INSERT INTO deliveries(message_key, campaign_id, lead_id, step, channel, status, "
+            "message_id, error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), now()) "
+            "ON CONFLICT (message_key) DO UPDATE SET status = excluded.status, "
+            "message_id = COALESCE(excluded.message_id, deliveries.message_id), "
+            "error = excluded.error, updated_at = excluded.updated_at",
+            (message_key, campaign_id, lead_id, step, channel, status, message_id, error),
+            "deliveries", message_key)
+
+    async def find_delivery_by_message_id(self, message_id: str) -> DeliveryRow | None:
+        mid = bare_message_id(message_id)
+        return delivery_row(await self._one("SELECT * FROM deliveries WHERE message_id IN (?, ?) LIMIT 1",
+                                           (mid, f"<{mid}>")))
+
+    async def record_delivery_event(self, *, event_id: str, kind: str, email: str, source: str,
+                                    campaign_id: str | None = None, lead_id: str | None = None,
+                                    message_key: str | None = None, detail: str | None = None) -> bool:
+        return await self._run(
+            "INSERT INTO delivery_events(event_id, kind, email, campaign_id, lead_id, message_key, "
+            "source, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            (event_id, kind, normalise_address(email), campaign_id, lead_id, message_key, source,
+             detail), "delivery_events", event_id) > 0
+
+    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
+        rows = await self._all("SELECT * FROM delivery_events WHERE campaign_id = ? "
+                               "ORDER BY created_at, event_id", (campaign_id,))
+        return [event_row(r) for r in rows]
+
+    async def get_or_create_secret(self, name: str, candidate: str) -> str:
+        async with self._conn("signing_keys", name, write=True) as c:
+            await c.run("INSERT INTO signing_keys(name, secret, created_at) VALUES (?, ?, now()) "
+                        "ON CONFLICT (name) DO NOTHING", (name, candidate))
+            rows = await c.all("SELECT secret FROM signing_keys WHERE name = ?", (name,))
+        return str(rows[0]["secret"])
+
+    # -- read models ----------------------------------------------------------------
+
+    async def counts(self, campaign_id: str) -> Counts:
+        of = {"leads": ("leads", ""), "drafted": ("leads", "draft_status = 'drafted'"),
+              "draft_failed": ("leads", "draft_status = 'failed'"),
+              "approved": ("drafts", "approved = TRUE"),
+              "suppressed": ("deliveries", "status = 'suppressed'"),
+              "sent": ("deliveries", "status = 'sent'"), "send_failed": ("deliveries", "status = 'failed'")}
+        row = await self._one("SELECT " + ", ".join(
+            f"(SELECT count(*) FROM {table} WHERE campaign_id = ?{' AND ' + cond if cond else ''}) AS {name}"
+            for name, (table, cond) in of.items()), [campaign_id] * len(of))
+        return Counts(**{k: int(v) for k, v in (row or {}).items()})
+
+    async def report(self, campaign_id: str) -> list[ReportRow]:
+        """One row per lead with its final outcome, in the contract's shape."""
+        campaign = await self.get_campaign(campaign_id)
+        rows = await self._all(
+            "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, "
+            "d.approved, x.status AS delivery, x.message_id, x.error AS delivery_error "
+            "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
+            "AND d.lead_id = l.lead_id AND d.step = 1 "
+            "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
+            "AND x.step = 1 WHERE l.campaign_id = ? ORDER BY l.created_at, l.lead_id", (campaign_id,))
+        return report_rows(rows, campaign.stage if campaign else None)
+
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
+        args = (campaign_id, lead_id) if lead_id else (campaign_id,)
+        by_lead = " AND lead_id = ?" if lead_id else ""
+        rows = await self._all(f"SELECT * FROM audit_log WHERE campaign_id = ?{by_lead} "
+                               "ORDER BY created_at, envelope_id", args)
+        return [audit_entry(r) for r in rows]
+
+    # -- embeddings ----------------------------------------------------------------
+
+    async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        for part in chunks(list(dict.fromkeys(hashes))):
+            rows = await self._all(
+                f"SELECT text_hash, dims, {self.VECTOR_READ} AS vector FROM embeddings "
+                f"WHERE model = ? AND text_hash IN ({marks(part)})", (model, *part), "embeddings", model)
+            found.update({r["text_hash"]: self._vector_value(r, f"{model}/{r['text_hash']}") for r in rows})
+        return found
+
+    async def put_embeddings(self, model: str, vectors: dict[str, list[float]]) -> None:
+        """One transaction; a hash already stored keeps its vector."""
+        if not vectors:
+            return
+        rows = [(model, h, len(v), self._vector_param(v, f"{model}/{h}")) for h, v in vectors.items()]
+        async with self._conn("embeddings", f"{model}: {len(rows)} vector(s)", write=True) as c:
+            await c.many("INSERT INTO embeddings(model, text_hash, dims, vector, created_at) "
+                         f"VALUES (?, ?, ?, {self.VECTOR_WRITE}, now()) "
+                         "ON CONFLICT (model, text_hash) DO NOTHING", rows)
+
+    async def vector_search(self, model: str, query_vector: list[float], hashes: list[str],
+                            k: int) -> list[tuple[str, float]] | None:
+        """No vector search in SQL by default: the caller searches in memory."""
+        return None
+
+    # -- erasure: the primitives of `Erasure.forget`, in one transaction -------------------
+
+    def _erasing(self, subject: str) -> AbstractAsyncContextManager[Scope]:
+        @asynccontextmanager
+        async def scope() -> AsyncIterator[Scope]:
+            async with self._conn("suppressions", subject, write=True) as c:
+                yield Scope(c)
+
+        return scope()
+
+    async def _erase_suppress(self, tx: Scope, address: str) -> int:
+        return await tx.c.run(
+            "INSERT INTO suppressions(email, reason, created_at) VALUES (?, ?, now()) "
+            "ON CONFLICT (email) DO UPDATE SET reason = excluded.reason "
+            "WHERE suppressions.reason IS DISTINCT FROM excluded.reason", (address, FORGOTTEN_REASON))
+
+    async def _erase_campaign_ids(self, tx: Scope) -> list[str]:
+        return [r["campaign_id"] for r in await tx.c.all("SELECT campaign_id FROM campaigns")]
+
+    async def _erase_leads_by_address(self, tx: Scope, addresses: list[str]) -> Pairs:
+        rows = await tx.c.all(f"SELECT campaign_id, lead_id FROM leads WHERE email IN ({marks(addresses)})",
+                              addresses)
+        return {(r["campaign_id"], r["lead_id"]) for r in rows}
+
+    async def _erase_scope(self, tx: Scope, pairs: Pairs) -> None:
+        tx.pairs, tx.args = await self._pairs(tx.c, sorted(pairs))
+
+    async def _erase_find(self, tx: Scope, table: str) -> Pairs:
+        rows = await tx.c.all(f"SELECT DISTINCT campaign_id, lead_id FROM {table} "
+                              f"WHERE (campaign_id, lead_id) IN {tx.pairs}", tx.args)
+        return {(r["campaign_id"], r["lead_id"]) for r in rows}
+
+    async def _erase_event_campaigns(self, tx: Scope, addresses: list[str]) -> set[str]:
+        rows = await tx.c.all("SELECT DISTINCT campaign_id FROM delivery_events WHERE campaign_id "
+                              f"IS NOT NULL AND email IN ({marks(addresses)})", addresses)
+        return {r["campaign_id"] for r in rows}
+
+    async def _erase_lead_data(self, tx: Scope, pairs: Pairs) -> list[tuple[str, str, Any, Any]]:
+        rows = await tx.c.all(
+            "SELECT l.campaign_id, l.lead_id, l.data, c.brief FROM leads l LEFT JOIN campaigns c "
+            f"ON c.campaign_id = l.campaign_id WHERE (l.campaign_id, l.lead_id) IN {tx.pairs}", tx.args)
+        return [(r["campaign_id"], r["lead_id"], r["data"], r["brief"]) for r in rows]
+
+    async def _erase_mentions(self, tx: Scope, campaigns: list[str], addresses: list[str]
+                              ) -> list[Mention]:
+        find = self.FIND.format
+        envelope, lead_ids = self.TEXT.format("a.envelope"), self.TEXT.format("a.lead_ids")
+        entries = await tx.c.all(
+            f"SELECT a.envelope_id, a.campaign_id, a.envelope FROM audit_log a JOIN {tx.pairs} AS f "
+            f"ON a.campaign_id = f.campaign_id WHERE a.lead_id IS NULL AND ({find(envelope, 'f.lead_id')}"
+            + "".join(f" OR {find(f'lower({envelope})', '?')}" for _ in addresses) + ")",
+            [*tx.args, *addresses])
+        decisions = await tx.c.all(
+            f"SELECT a.campaign_id, a.decision_id, a.lead_ids FROM approvals a JOIN {tx.pairs} AS f "
+            f"ON a.campaign_id = f.campaign_id WHERE a.lead_ids IS NOT NULL AND "
+            f"{find(lead_ids, 'f.lead_id')}", tx.args)
+        found = {r["envelope_id"]: Mention(
+            "audit_log", "envelope", {"envelope_id": r["envelope_id"]}, r["campaign_id"],
+            parse_json(r["envelope"], "audit_log", r["envelope_id"])) for r in entries}
+        found |= {f"{r['campaign_id']}/{r['decision_id']}": Mention(
+            "approvals", "lead_ids", {"campaign_id": r["campaign_id"], "decision_id": r["decision_id"]},
+            r["campaign_id"], parse_json(r["lead_ids"], "approvals", r["decision_id"])) for r in decisions}
+        return [m for m in found.values() if m.campaign_id in campaigns]
+
+    async def _erase_patch(self, tx: Scope, mention: Mention, value: Any) -> None:
+        where = " AND ".join(f"{k} = ?" for k in mention.key)
+        await tx.c.run(f"UPDATE {mention.table} SET {mention.column} = ? WHERE {where}",
+                       (json.dumps(value, ensure_ascii=False), *mention.key.values()))
+
+    async def _erase_delete(self, tx: Scope, table: str, found: Pairs) -> list[str | None]:
+        if not found:
+            return []
+        rows = await tx.c.all(f"DELETE FROM {table} WHERE (campaign_id, lead_id) IN {tx.pairs} "
+                              "RETURNING campaign_id", tx.args)
+        return [r["campaign_id"] for r in rows]
+
+    async def _erase_delete_by_address(self, tx: Scope, table: str, addresses: list[str]
+                                       ) -> list[str | None]:
+        rows = await tx.c.all(f"DELETE FROM {table} WHERE email IN ({marks(addresses)}) "
+                              "RETURNING campaign_id", addresses)
+        return [r["campaign_id"] for r in rows]
+
+    async def _erase_embeddings(self, tx: Scope, hashes: list[str]) -> int:
+        return sum([await tx.c.run(f"DELETE FROM embeddings WHERE text_hash IN ({marks(part)})", part)
+                    for part in chunks(hashes)])
+
+    async def _erase_record(self, tx: Scope, envelope: Envelope) -> None:
+        await tx.c.run(AUDIT_INSERT, audit_args(envelope, None))

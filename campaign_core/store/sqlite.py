@@ -1,0 +1,154 @@
+"""The embedded SQLite store: the default backend, one file under CAMPAIGN_HOME.
+
+The SQLite dialect of `SqlStore`: WAL, a busy timeout, one connection per call on a
+thread of its own, and a `now()` fixed per transaction. It migrates itself on first
+use unless told not to. Details: docs/architecture/store.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from campaign_core.store.base import StoreError, now_utc
+from campaign_core.store.sql import SqlStore
+
+T = TypeVar("T")
+
+
+def split_statements(sql: str) -> Iterator[str]:
+    """The statements of a SQL script, so a migration can run inside our own transaction.
+
+    (`executescript` would commit any open transaction first, losing the write lock
+    that keeps two processes from applying the same migration at once.)
+    """
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
+        yield buf
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class _Connection:
+    """A sqlite3 connection used from the event loop: every call runs on its own thread."""
+
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self.conn, self.thread = conn, thread
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn)
+
+    async def all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await self.call(lambda: self.conn.execute(sql, args).fetchall())
+
+    async def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return await self.call(lambda: self.conn.execute(sql, args).rowcount)
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return await self.call(lambda: self.conn.executemany(sql, rows).rowcount)
+
+
+class SqliteStore(SqlStore):
+    """`Store` on a SQLite file."""
+
+    DIALECT = "sqlite"
+    VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version "
+                     "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    HAS_VERSION_TABLE = ("SELECT count(*) AS present FROM sqlite_master "
+                         "WHERE type = 'table' AND name = 'schema_version'")
+    FIND = "instr({}, {}) > 0"
+    #: `database is locked` and I/O errors stay OperationalError, which Temporal retries.
+    REJECTED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+    def __init__(self, path: str | Path, *, auto_migrate: bool = True) -> None:
+        self.path = Path(path)
+        self.auto_migrate = auto_migrate
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    @property
+    def _where(self) -> str:
+        return str(self.path)
+
+    async def close(self) -> None:
+        """Nothing to release: every call has its own connection."""
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = _dict_row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            stamp = now_utc().isoformat(timespec="microseconds")  # like Postgres: per transaction
+            conn.create_function("now", 0, lambda: stamp)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @asynccontextmanager
+    async def _open(self, *, write: bool) -> AsyncIterator[_Connection]:
+        """A connection on a thread of its own (so a writer waiting for the file's lock never
+        holds up the one that has it); writes in one `BEGIN IMMEDIATE` transaction."""
+        thread = ThreadPoolExecutor(1, thread_name_prefix="campaign-sqlite")
+        try:
+            c = _Connection(await asyncio.get_running_loop().run_in_executor(thread, self._connect),
+                            thread)
+            try:
+                if write:
+                    await c.run("BEGIN IMMEDIATE")
+                yield c
+                if write:
+                    await c.run("COMMIT")
+            except BaseException:
+                if c.conn.in_transaction:
+                    await c.call(c.conn.rollback)
+                raise
+            finally:
+                await c.call(c.conn.close)
+        finally:
+            thread.shutdown(wait=False)
+
+    async def _script(self, c: Any, sql: str) -> None:
+        for statement in split_statements(sql):
+            await c.run(statement)
+
+    async def _pairs(self, c: Any, pairs: list[tuple[str, str]]) -> tuple[str, list[Any]]:
+        await c.run("CREATE TEMP TABLE IF NOT EXISTS forget_pairs "
+                    "(campaign_id TEXT NOT NULL, lead_id TEXT NOT NULL)")
+        await c.run("DELETE FROM temp.forget_pairs")
+        await c.many("INSERT INTO temp.forget_pairs VALUES (?, ?)", pairs)
+        return "(SELECT campaign_id, lead_id FROM temp.forget_pairs)", []
+
+    def _vector_param(self, vector: list[float], key: str) -> bytes:
+        """Little-endian float32 (the precision embeddings carry, and pgvector's)."""
+        try:
+            return struct.pack(f"<{len(vector)}f", *vector)
+        except (struct.error, TypeError) as exc:  # not numbers, or beyond float32
+            raise StoreError(f"rejected by the store: {exc}", table="embeddings", key=key) from exc
+
+    def _vector_value(self, row: dict[str, Any], key: str) -> list[float]:
+        try:
+            return list(struct.unpack(f"<{row['dims']}f", row["vector"]))
+        except (struct.error, TypeError) as exc:
+            raise StoreError(f"malformed vector: {exc}", table="embeddings", key=key) from exc
