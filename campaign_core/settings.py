@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
     webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
+    api_max_body: int = Field(
+        default=10_000_000, gt=0, alias="CAMPAIGN_API_MAX_BODY",
+        description="Largest request body the API reads, in bytes (10 MB); larger is 413, "
+        "decided before the body is parsed.",
+    )
     public_url: str = Field(default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL")
     unsubscribe_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_UNSUBSCRIBE_SECRET",

@@ -5,8 +5,10 @@ over HTTP is validated, identified and run exactly like one started from a termi
 Untrusted input is validated at the boundary by pydantic: an invalid body is a 422
 naming the field, and nothing is started or recorded.
 
-Auth: every route but `/health` and `/unsubscribe` needs
-`Authorization: Bearer $CAMPAIGN_API_TOKEN` (compared in constant time). Webhooks
+Auth: every route but `/health` and `/unsubscribe` (the OpenAPI document and docs
+included) needs `Authorization: Bearer $CAMPAIGN_API_TOKEN`, checked in constant time
+by `starter.api_gate` before any body is read, which also caps bodies at
+CAMPAIGN_API_MAX_BODY (413). Webhooks
 also carry `X-Signature: sha256=<hex HMAC of the raw body with CAMPAIGN_WEBHOOK_SECRET>`,
 checked before the body is even parsed. `/unsubscribe` is public by design: the
 signed token in the link is its authorisation (RFC 8058 one-click).
@@ -35,6 +37,7 @@ from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel
 from campaign_core.settings import Settings
 from campaign_core.temporal import TemporalUnreachable
+from starter.api_gate import RequestGate
 from starter.manager import (
     BadInput,
     CampaignManager,
@@ -178,6 +181,8 @@ def create_app(
 
     app.state.token = token
     app.state.managers = state
+    # Outside the routing: no token, no parsing; no body past the cap (see api_gate).
+    app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body)
     auth = [Depends(authorised)]
 
     @app.exception_handler(NotFound)

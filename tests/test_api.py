@@ -127,7 +127,8 @@ async def test_every_route_but_health_and_unsubscribe_needs_the_token(manager) -
         health = await client.get("/health")
         assert health.status_code == 200 and health.json()["temporal"] == "ok", health.text
         assert (await client.get("/unsubscribe", params={"token": "u1.x.y"})).status_code == 400
-        spec = (await client.get("/openapi.json")).json()
+        assert (await client.get("/openapi.json")).status_code == 401
+        spec = (await client.get("/openapi.json", headers=AUTH)).json()
         assert {"/campaigns", "/campaigns/{campaign_id}", "/campaigns/{campaign_id}/approval",
                 "/webhooks/{source}", "/unsubscribe", "/health"} <= set(spec["paths"])
         assert (await client.get("/campaigns/nope", headers=AUTH)).status_code == 404
