@@ -11,9 +11,9 @@
   `SSL_CERT_DIR`. There is no switch to skip verification. A password is never sent
   in clear to another host: if the server offers no STARTTLS and the host is not
   loopback, the send fails before AUTH.
-* `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed with
-  `X-Signature: sha256=<hex HMAC-SHA256 of the body with CAMPAIGN_WEBHOOK_SECRET>` and
-  carrying `Idempotency-Key: <message key>`, so the receiver can drop a resend.
+* `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed the Standard Webhooks way
+  with `CAMPAIGN_DELIVERY_WEBHOOK_SECRET` (`webhook-id` is the message key, also sent as
+  `Idempotency-Key`), so the receiver can verify it and drop a resend.
 
 Errors: `ChannelRefused` says the provider answered and will never take this message
 (permanent) or asked to try later (retryable); any other exception is a transport
@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import ipaddress
 import json
 import os
@@ -48,8 +46,10 @@ import aiosmtplib
 import httpx
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.typing import SMTPStatus
+from standardwebhooks import Webhook
 
 from activities.rendering import header_safe
+from campaign_core.webhook_signature import sign
 
 SMTP_TIMEOUT_SECONDS = 30.0
 WEBHOOK_TIMEOUT_SECONDS = 20.0
@@ -293,11 +293,6 @@ async def _flush_body(proto: SMTPProtocol, body: bytes,
 # -- webhook ---------------------------------------------------------------------------
 
 
-def sign_body(body: bytes, secret: str) -> str:
-    """The `X-Signature` value: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: str, step: int,
                     recipient: str) -> dict[str, Any]:
     """What the webhook receives: the same document on every attempt for one key."""
@@ -325,14 +320,15 @@ def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: s
 
 
 async def send_webhook(
-    url: str, payload: dict[str, Any], *, key: str, secret: str | None,
+    url: str, payload: dict[str, Any], *, key: str, signer: Webhook,
     client: httpx.AsyncClient | None = None,
 ) -> Accepted:
-    """POST the payload; 2xx is accepted, 408/409/425/429/5xx retried, other 4xx refused."""
+    """POST the payload, signed with `webhook-id` = the message key (the same on every
+    attempt; the timestamp is each attempt's own); 2xx is accepted, 408/409/425/429/5xx
+    retried, other 4xx refused."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-    if secret:
-        headers["X-Signature"] = sign_body(body, secret)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               **sign(signer, key, body)}
     own = client is None
     http = client or httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS)
     try:

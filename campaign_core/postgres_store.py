@@ -508,6 +508,18 @@ class PostgresStore:
         assert row is not None
         return str(row["secret"])
 
+    # -- webhook ids (schema 5) ------------------------------------------------------
+
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        async with self._conn("webhook_ids", webhook_id) as c:
+            cur = await c.execute("INSERT INTO webhook_ids(webhook_id) VALUES (%s) "
+                                  "ON CONFLICT (webhook_id) DO NOTHING", (webhook_id,))
+            return cur.rowcount > 0
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        async with self._conn("webhook_ids", webhook_id) as c:
+            await c.execute("DELETE FROM webhook_ids WHERE webhook_id = %s", (webhook_id,))
+
     # -- erasure (`campaign forget`) -------------------------------------------------
 
     async def forget(

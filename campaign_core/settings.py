@@ -68,7 +68,16 @@ class Settings(BaseSettings):
     )
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
-    webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
+    webhook_secret: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_WEBHOOK_SECRET",
+        description="whsec_<base64>: verifies the Standard Webhooks signature of calls to "
+        "/webhooks/*.",
+    )
+    delivery_webhook_secret: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_DELIVERY_WEBHOOK_SECRET",
+        description="whsec_<base64>: signs the webhook channel's posts (Standard Webhooks); "
+        "required by that channel.",
+    )
     api_max_body: int = Field(
         default=10_000_000, gt=0, alias="CAMPAIGN_API_MAX_BODY",
         description="Largest request body the API reads, in bytes (10 MB); larger is 413, "

@@ -459,6 +459,20 @@ class SqliteStore:
 
         return await self._run(write, "signing_keys", name)
 
+    # -- webhook ids (schema 5) ------------------------------------------------------
+
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        now = _now()
+        return await self._run(lambda c: c.execute(
+            "INSERT INTO webhook_ids(webhook_id, received_at) VALUES (?, ?) "
+            "ON CONFLICT(webhook_id) DO NOTHING", (webhook_id, now)).rowcount > 0,
+            "webhook_ids", webhook_id)
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        await self._run(lambda c: c.execute(
+            "DELETE FROM webhook_ids WHERE webhook_id = ?", (webhook_id,)),
+            "webhook_ids", webhook_id)
+
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from campaign_core.settings import Settings
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Stages after which a draft that was not approved will never be sent.
 DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
@@ -170,6 +170,15 @@ class Store(Protocol):
         Concurrent callers with different candidates all get the one that was stored
         first, so every worker and API process signs and checks with the same key.
         """
+        ...
+
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        """Record a signed webhook's `webhook-id`; False when it was recorded before
+        (a retry or a replay: answer it without acting again). Atomic (schema 5)."""
+        ...
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        """Forget a claimed id whose handling failed, so the sender's retry is acted on."""
         ...
 
     async def counts(self, campaign_id: str) -> Counts: ...
