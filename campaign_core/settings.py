@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         "(CAN-SPAM); required by the smtp and webhook channels.",
     )
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
+    require_encryption: bool = Field(
+        default=False, alias="CAMPAIGN_REQUIRE_ENCRYPTION",
+        description="Refuse to start without CAMPAIGN_ENCRYPTION_KEY and refuse payloads that "
+        "are not encrypted (drain runs started in clear first).",
+    )
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
     webhook_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_WEBHOOK_SECRET",
