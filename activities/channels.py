@@ -8,9 +8,10 @@
   TLS always verifies the server: its certificate must chain to a trusted CA and name
   the URL's host. The trusted CAs are the system's (OpenSSL's default paths), so a
   private CA is added to the system store or named with `SSL_CERT_FILE` /
-  `SSL_CERT_DIR`. There is no switch to skip verification. A password is never sent
-  in clear to another host: if the server offers no STARTTLS and the host is not
-  loopback, the send fails before AUTH.
+  `SSL_CERT_DIR`. There is no switch to skip verification. Nothing is sent in clear to
+  another host: if the server offers no STARTTLS, the send fails before MAIL (and AUTH)
+  unless `CAMPAIGN_SMTP_REQUIRE_TLS=false` (on by default for every host but loopback);
+  even then a password never goes in clear to a host that is not loopback.
 * `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed the Standard Webhooks way
   with `CAMPAIGN_DELIVERY_WEBHOOK_SECRET` (`webhook-id` is the message key, also sent as
   `Idempotency-Key`), so the receiver can verify it and drop a resend.
@@ -101,10 +102,15 @@ class SmtpConfig:
     implicit_tls: bool
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    require_tls: bool = True
 
 
-def parse_smtp_url(url: str) -> SmtpConfig:
-    """`smtp://[user[:pass]@]host[:port]` (STARTTLS if offered) or `smtps://...` (TLS)."""
+def parse_smtp_url(url: str, *, require_tls: bool | None = None) -> SmtpConfig:
+    """`smtp://[user[:pass]@]host[:port]` (STARTTLS if offered) or `smtps://...` (TLS).
+
+    `require_tls` (CAMPAIGN_SMTP_REQUIRE_TLS): refuse a session without TLS; None means
+    on for every host but loopback.
+    """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in {"smtp", "smtps"}:
@@ -122,6 +128,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
         implicit_tls=implicit,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+        require_tls=not _is_loopback(parts.hostname) if require_tls is None else require_tls,
     )
 
 
@@ -212,12 +219,18 @@ async def send_smtp(
             raise _tls_failure(config, tls_err) from err
         ssl_object = smtp.get_transport_info("ssl_object")
         tls_version = ssl_object.version() if isinstance(ssl_object, ssl.SSLObject) else None
+        if tls_version is None and config.username and not _is_loopback(config.host):
+            raise SmtpTlsError(
+                f"SMTP server {config.host}:{config.port} offers no STARTTLS: not sending "
+                "the password from CAMPAIGN_SMTP_URL in clear (use smtps:// or a server "
+                "with STARTTLS). Nothing was sent; the send is retried.")
+        if tls_version is None and config.require_tls:
+            raise SmtpTlsError(
+                f"SMTP server {config.host}:{config.port} offers no STARTTLS and "
+                "CAMPAIGN_SMTP_REQUIRE_TLS is on: not sending the message in clear (use "
+                "smtps:// or a server with STARTTLS; CAMPAIGN_SMTP_REQUIRE_TLS=false only for a "
+                "relay on a trusted network). Nothing was sent; the send is retried.")
         if config.username:
-            if tls_version is None and not _is_loopback(config.host):
-                raise SmtpTlsError(
-                    f"SMTP server {config.host}:{config.port} offers no STARTTLS: not sending "
-                    "the password from CAMPAIGN_SMTP_URL in clear (use smtps:// or a server "
-                    "with STARTTLS). Nothing was sent; the send is retried.")
             await smtp.login(config.username, config.password or "")
         await smtp.mail(sender)
         await smtp.rcpt(recipient)

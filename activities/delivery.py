@@ -45,6 +45,7 @@ from activities.channels import (
     Accepted,
     ChannelConfigError,
     ChannelRefused,
+    SmtpConfig,
     parse_smtp_url,
     send_smtp,
     send_webhook,
@@ -84,7 +85,7 @@ class DeliveryAgent(Agent):
             if self.settings.smtp_url is None:
                 raise permanent("InvalidInput", "channel 'smtp' needs CAMPAIGN_SMTP_URL")
             try:
-                parse_smtp_url(self.settings.smtp_url.get_secret_value())
+                self._smtp_config()
             except ChannelConfigError as err:
                 raise permanent("InvalidInput", str(err)) from err
         elif channel is Channel.WEBHOOK:
@@ -94,6 +95,13 @@ class DeliveryAgent(Agent):
                 self._webhook_signer()
             except WebhookSecretError as err:
                 raise permanent("InvalidInput", f"channel 'webhook': {err}") from err
+
+    def _smtp_config(self) -> SmtpConfig:
+        """CAMPAIGN_SMTP_URL parsed, with CAMPAIGN_SMTP_REQUIRE_TLS (ChannelConfigError if bad)."""
+        if self.settings.smtp_url is None:
+            raise ChannelConfigError("channel 'smtp' needs CAMPAIGN_SMTP_URL")
+        return parse_smtp_url(self.settings.smtp_url.get_secret_value(),
+                              require_tls=self.settings.smtp_require_tls)
 
     def _webhook_signer(self) -> Webhook:
         """The signer of the webhook channel's posts (CAMPAIGN_DELIVERY_WEBHOOK_SECRET)."""
@@ -173,8 +181,7 @@ class DeliveryAgent(Agent):
             write_outbox(self.settings.outbox_dir, key, msg)
             return Accepted()
         if inp.channel is Channel.SMTP:
-            assert self.settings.smtp_url is not None  # checked by _check_channel
-            config = parse_smtp_url(self.settings.smtp_url.get_secret_value())
+            config = self._smtp_config()  # checked by _check_channel
 
             async def before_data() -> None:
                 await mark(COMMITTING)
@@ -187,5 +194,5 @@ class DeliveryAgent(Agent):
         assert self.settings.webhook_url is not None  # checked by _check_channel
         payload = webhook_payload(msg, key=key, campaign_id=inp.campaign_id, lead_id=inp.lead_id,
                                   step=inp.step, recipient=recipient)
-        return await send_webhook(self.settings.webhook_url, payload, key=key,
+        return await send_webhook(self.settings.webhook_url.get_secret_value(), payload, key=key,
                                   signer=self._webhook_signer())

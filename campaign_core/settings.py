@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
     temporal_ui_url: str | None = Field(default=None, alias="TEMPORAL_UI_URL")
     campaign_home: Path = Field(default=Path(".campaign"), alias="CAMPAIGN_HOME")
-    store_url: str | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
+    # URLs that may carry a password are secrets too: never in a repr or a log line.
+    store_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
     supabase_url: str | None = Field(default=None, alias="SUPABASE_URL")
     supabase_key: SecretStr | None = Field(default=None, alias="SUPABASE_KEY")
     llm_provider: str | None = Field(default=None, alias="CAMPAIGN_LLM_PROVIDER")
@@ -60,7 +61,12 @@ class Settings(BaseSettings):
     )
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
-    webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    smtp_require_tls: bool | None = Field(
+        default=None, alias="CAMPAIGN_SMTP_REQUIRE_TLS",
+        description="Refuse to send over SMTP without TLS (smtps:// or STARTTLS); unset: on "
+        "for every host but loopback.",
+    )
+    webhook_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
     postal_address: str | None = Field(
         default=None, alias="CAMPAIGN_POSTAL_ADDRESS",
         description="The sender's physical postal address, put in every message's footer "
@@ -119,8 +125,8 @@ class Settings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         """The store to use: explicit URL, else the embedded SQLite file."""
-        if self.store_url:
-            return self.store_url
+        if self.store_url and self.store_url.get_secret_value():
+            return self.store_url.get_secret_value()
         return f"sqlite:///{(self.campaign_home / 'campaign.db').resolve()}"
 
     def _dev_info(self) -> dict[str, str]:

@@ -264,13 +264,20 @@ def check_version(version: int, where: str, *, how_to_migrate: str = "run `campa
 
 
 def redact_url(url: str) -> str:
-    """A store URL fit for messages and logs: the password is never shown."""
+    """A store URL fit for messages and logs: no password, and no query value (libpq takes
+    `?password=`, `sslpassword=`...), is ever shown; a key=value DSN loses its password."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    if not sep:
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url, flags=re.IGNORECASE)
+    rest, qmark, query = rest.partition("?")
+    if qmark:
+        query = "&".join(p.split("=", 1)[0] + "=***" if "=" in p else p
+                         for p in query.split("#", 1)[0].split("&"))
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
+    return f"{scheme}://{rest}{qmark}{query}"
 
 
 # -- helpers every backend shares -------------------------------------------------------------

@@ -197,7 +197,7 @@ async def test_start_refuses_channels_without_configuration(store, settings):
         await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.SMTP)
     with pytest.raises(BadInput, match="CAMPAIGN_WEBHOOK_URL"):
         await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
-    settings.webhook_url = "http://127.0.0.1:9/hook"
+    settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
     with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET"):
         await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
     settings.webhook_secret = SecretStr(INBOUND_SECRET)  # the inbound secret is not enough
@@ -261,7 +261,7 @@ async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, set
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]), channel="webhook")
     key = message_key(cid, lead.lead_id)
     hook = hook_factory([503])
-    settings.webhook_url = hook.url
+    settings.webhook_url = SecretStr(hook.url)
     settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
     settings.webhook_secret = SecretStr(INBOUND_SECRET)  # the inbound one signs nothing
     with pytest.raises(Exception, match="503"):
@@ -294,7 +294,7 @@ async def test_webhook_crash_after_accept_resends_same_key(store, settings, hook
     cid = "c-hook-crash"
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]), channel="webhook")
     hook = hook_factory([])
-    settings.webhook_url = hook.url
+    settings.webhook_url = SecretStr(hook.url)
     settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
     fail_once(monkeypatch, store, "sent")
     with pytest.raises(RuntimeError, match="injected crash"):

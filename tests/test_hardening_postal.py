@@ -48,7 +48,7 @@ def no_address(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("CAMPAIGN_POSTAL_ADDRESS", raising=False)
     settings.postal_address = None
     settings.smtp_url = SecretStr("smtp://127.0.0.1:2525")
-    settings.webhook_url = "http://127.0.0.1:9/hook"
+    settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
     settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
     return settings
 

@@ -106,7 +106,7 @@ async def deliver_on(channel: Channel, store: Any, settings: Settings, hook: Hoo
         [received] = sink.messages
         raw = received.content
     else:
-        settings.webhook_url = hook.url
+        settings.webhook_url = SecretStr(hook.url)
         settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
         out = await ActivityEnvironment().run(agent.deliver_message, inp)
         [doc] = hook.documents

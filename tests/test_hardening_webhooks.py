@@ -168,7 +168,7 @@ def test_a_malformed_inbound_secret_stops_the_api(hook_settings: Settings) -> No
 
 
 async def test_the_channel_needs_its_own_secret(store: SqliteStore, settings: Settings) -> None:
-    settings.webhook_url = "http://127.0.0.1:9/hook"
+    settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
     settings.postal_address = "Relay Inc., 1 Main St, Springfield, IL 62701, USA"
     settings.webhook_secret = SecretStr(INBOUND_SECRET)
     mgr = CampaignManager(settings, store=store)
@@ -186,7 +186,7 @@ async def test_the_channel_needs_its_own_secret(store: SqliteStore, settings: Se
 
 async def test_the_api_refuses_the_channel_without_it(
         hook_settings: Settings, store: SqliteStore) -> None:
-    hook_settings.webhook_url = "http://127.0.0.1:9/hook"
+    hook_settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
     hook_settings.postal_address = "Relay Inc., 1 Main St, Springfield, IL 62701, USA"
     body = {"name": "n", "leads": [{"email": "ana@example.com"}], "channel": "webhook", "id": "c-x"}
     async for client in _client(hook_settings, store):
