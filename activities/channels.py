@@ -8,12 +8,13 @@
   TLS always verifies the server: its certificate must chain to a trusted CA and name
   the URL's host. The trusted CAs are the system's (OpenSSL's default paths), so a
   private CA is added to the system store or named with `SSL_CERT_FILE` /
-  `SSL_CERT_DIR`. There is no switch to skip verification. A password is never sent
-  in clear to another host: if the server offers no STARTTLS and the host is not
-  loopback, the send fails before AUTH.
-* `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed with
-  `X-Signature: sha256=<hex HMAC-SHA256 of the body with CAMPAIGN_WEBHOOK_SECRET>` and
-  carrying `Idempotency-Key: <message key>`, so the receiver can drop a resend.
+  `SSL_CERT_DIR`. There is no switch to skip verification. Nothing is sent in clear to
+  another host: if the server offers no STARTTLS, the send fails before MAIL (and AUTH)
+  unless `CAMPAIGN_SMTP_REQUIRE_TLS=false` (on by default for every host but loopback);
+  even then a password never goes in clear to a host that is not loopback.
+* `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed the Standard Webhooks way
+  with `CAMPAIGN_DELIVERY_WEBHOOK_SECRET` (`webhook-id` is the message key, also sent as
+  `Idempotency-Key`), so the receiver can verify it and drop a resend.
 
 Errors: `ChannelRefused` says the provider answered and will never take this message
 (permanent) or asked to try later (retryable); any other exception is a transport
@@ -29,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import ipaddress
 import json
 import os
@@ -48,8 +47,10 @@ import aiosmtplib
 import httpx
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.typing import SMTPStatus
+from standardwebhooks import Webhook
 
 from activities.rendering import header_safe
+from campaign_core.webhook_signature import sign
 
 SMTP_TIMEOUT_SECONDS = 30.0
 WEBHOOK_TIMEOUT_SECONDS = 20.0
@@ -101,10 +102,15 @@ class SmtpConfig:
     implicit_tls: bool
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    require_tls: bool = True
 
 
-def parse_smtp_url(url: str) -> SmtpConfig:
-    """`smtp://[user[:pass]@]host[:port]` (STARTTLS if offered) or `smtps://...` (TLS)."""
+def parse_smtp_url(url: str, *, require_tls: bool | None = None) -> SmtpConfig:
+    """`smtp://[user[:pass]@]host[:port]` (STARTTLS if offered) or `smtps://...` (TLS).
+
+    `require_tls` (CAMPAIGN_SMTP_REQUIRE_TLS): refuse a session without TLS; None means
+    on for every host but loopback.
+    """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in {"smtp", "smtps"}:
@@ -122,6 +128,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
         implicit_tls=implicit,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+        require_tls=not _is_loopback(parts.hostname) if require_tls is None else require_tls,
     )
 
 
@@ -212,12 +219,18 @@ async def send_smtp(
             raise _tls_failure(config, tls_err) from err
         ssl_object = smtp.get_transport_info("ssl_object")
         tls_version = ssl_object.version() if isinstance(ssl_object, ssl.SSLObject) else None
+        if tls_version is None and config.username and not _is_loopback(config.host):
+            raise SmtpTlsError(
+                f"SMTP server {config.host}:{config.port} offers no STARTTLS: not sending "
+                "the password from CAMPAIGN_SMTP_URL in clear (use smtps:// or a server "
+                "with STARTTLS). Nothing was sent; the send is retried.")
+        if tls_version is None and config.require_tls:
+            raise SmtpTlsError(
+                f"SMTP server {config.host}:{config.port} offers no STARTTLS and "
+                "CAMPAIGN_SMTP_REQUIRE_TLS is on: not sending the message in clear (use "
+                "smtps:// or a server with STARTTLS; CAMPAIGN_SMTP_REQUIRE_TLS=false only for a "
+                "relay on a trusted network). Nothing was sent; the send is retried.")
         if config.username:
-            if tls_version is None and not _is_loopback(config.host):
-                raise SmtpTlsError(
-                    f"SMTP server {config.host}:{config.port} offers no STARTTLS: not sending "
-                    "the password from CAMPAIGN_SMTP_URL in clear (use smtps:// or a server "
-                    "with STARTTLS). Nothing was sent; the send is retried.")
             await smtp.login(config.username, config.password or "")
         await smtp.mail(sender)
         await smtp.rcpt(recipient)
@@ -293,11 +306,6 @@ async def _flush_body(proto: SMTPProtocol, body: bytes,
 # -- webhook ---------------------------------------------------------------------------
 
 
-def sign_body(body: bytes, secret: str) -> str:
-    """The `X-Signature` value: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: str, step: int,
                     recipient: str) -> dict[str, Any]:
     """What the webhook receives: the same document on every attempt for one key."""
@@ -325,14 +333,15 @@ def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: s
 
 
 async def send_webhook(
-    url: str, payload: dict[str, Any], *, key: str, secret: str | None,
+    url: str, payload: dict[str, Any], *, key: str, signer: Webhook,
     client: httpx.AsyncClient | None = None,
 ) -> Accepted:
-    """POST the payload; 2xx is accepted, 408/409/425/429/5xx retried, other 4xx refused."""
+    """POST the payload, signed with `webhook-id` = the message key (the same on every
+    attempt; the timestamp is each attempt's own); 2xx is accepted, 408/409/425/429/5xx
+    retried, other 4xx refused."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-    if secret:
-        headers["X-Signature"] = sign_body(body, secret)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               **sign(signer, key, body)}
     own = client is None
     http = client or httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS)
     try:

@@ -7,7 +7,7 @@ does nothing. What a retry does when it finds an unfinished row depends on the c
 
 * outbox: the file is `<key>.eml`, written atomically, so rewriting it is harmless:
   one file, one Message-ID, never two.
-* webhook: the retry POSTs again with the same `Idempotency-Key` (the message key) and
+* webhook: the retry POSTs again with the same `webhook-id` and `Idempotency-Key` (the message key) and
   the same body; the receiver drops the second copy. At least once on the wire,
   exactly once in effect for a receiver that honours the key.
 * smtp: SMTP has no idempotency key, so the agent records how far it got. A server
@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
 
+from standardwebhooks import Webhook
 from temporalio import activity
 
 from activities.base import Agent, heartbeating, permanent
@@ -44,6 +45,7 @@ from activities.channels import (
     Accepted,
     ChannelConfigError,
     ChannelRefused,
+    SmtpConfig,
     parse_smtp_url,
     send_smtp,
     send_webhook,
@@ -59,6 +61,7 @@ from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
 from campaign_core.unsubscribe import Claims, make_token, signing_key
+from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 
 #: The SMTP row state between "server accepted the envelope" and "server accepted DATA".
 COMMITTING = "committing"
@@ -82,11 +85,30 @@ class DeliveryAgent(Agent):
             if self.settings.smtp_url is None:
                 raise permanent("InvalidInput", "channel 'smtp' needs CAMPAIGN_SMTP_URL")
             try:
-                parse_smtp_url(self.settings.smtp_url.get_secret_value())
+                self._smtp_config()
             except ChannelConfigError as err:
                 raise permanent("InvalidInput", str(err)) from err
-        elif channel is Channel.WEBHOOK and not self.settings.webhook_url:
-            raise permanent("InvalidInput", "channel 'webhook' needs CAMPAIGN_WEBHOOK_URL")
+        elif channel is Channel.WEBHOOK:
+            if not self.settings.webhook_url:
+                raise permanent("InvalidInput", "channel 'webhook' needs CAMPAIGN_WEBHOOK_URL")
+            try:
+                self._webhook_signer()
+            except WebhookSecretError as err:
+                raise permanent("InvalidInput", f"channel 'webhook': {err}") from err
+
+    def _smtp_config(self) -> SmtpConfig:
+        """CAMPAIGN_SMTP_URL parsed, with CAMPAIGN_SMTP_REQUIRE_TLS (ChannelConfigError if bad)."""
+        if self.settings.smtp_url is None:
+            raise ChannelConfigError("channel 'smtp' needs CAMPAIGN_SMTP_URL")
+        return parse_smtp_url(self.settings.smtp_url.get_secret_value(),
+                              require_tls=self.settings.smtp_require_tls)
+
+    def _webhook_signer(self) -> Webhook:
+        """The signer of the webhook channel's posts (CAMPAIGN_DELIVERY_WEBHOOK_SECRET)."""
+        secret = self.settings.delivery_webhook_secret
+        if secret is None:
+            raise WebhookSecretError(f"set {DELIVERY_SECRET} (whsec_<base64>): it signs every post")
+        return signer(secret.get_secret_value(), DELIVERY_SECRET)
 
     @activity.defn(name="deliver_message")
     async def deliver_message(self, inp: DeliverInput) -> DeliveryOutcome:
@@ -159,8 +181,7 @@ class DeliveryAgent(Agent):
             write_outbox(self.settings.outbox_dir, key, msg)
             return Accepted()
         if inp.channel is Channel.SMTP:
-            assert self.settings.smtp_url is not None  # checked by _check_channel
-            config = parse_smtp_url(self.settings.smtp_url.get_secret_value())
+            config = self._smtp_config()  # checked by _check_channel
 
             async def before_data() -> None:
                 await mark(COMMITTING)
@@ -171,8 +192,7 @@ class DeliveryAgent(Agent):
             return await send_smtp(config, msg, recipient=recipient, before_data=before_data,
                                    data_refused=data_refused)
         assert self.settings.webhook_url is not None  # checked by _check_channel
-        secret = self.settings.webhook_secret
         payload = webhook_payload(msg, key=key, campaign_id=inp.campaign_id, lead_id=inp.lead_id,
                                   step=inp.step, recipient=recipient)
-        return await send_webhook(self.settings.webhook_url, payload, key=key,
-                                  secret=secret.get_secret_value() if secret else None)
+        return await send_webhook(self.settings.webhook_url.get_secret_value(), payload, key=key,
+                                  signer=self._webhook_signer())

@@ -9,7 +9,9 @@ An encrypted payload is `encoding: binary/encrypted` with data `nonce (12 bytes)
 ciphertext+tag` of the original serialised payload; the key id is bound to it as
 associated data, so relabelling a payload with another id fails. Payloads that are
 not encrypted (histories written before encryption was turned on) decode as they
-are. Error messages name a key by its id or position, never by its material.
+are, unless `CAMPAIGN_REQUIRE_ENCRYPTION` is on: then a process without a key refuses
+to start and a payload in clear is refused. Error messages name a key by its id or
+position, never by its material.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 SETTING = "CAMPAIGN_ENCRYPTION_KEY"
+REQUIRE_SETTING = "CAMPAIGN_REQUIRE_ENCRYPTION"
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 
@@ -114,11 +117,13 @@ def parse_keyring(value: str) -> Keyring:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM payload codec over a `Keyring` (Temporal's `encryption/` sample, with rotation)."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, *, require_encrypted: bool = False) -> None:
         self.keyring = keyring
+        self.require_encrypted = require_encrypted
 
     def __repr__(self) -> str:
-        return f"EncryptionCodec(key_ids={self.keyring.ids!r})"
+        return (f"EncryptionCodec(key_ids={self.keyring.ids!r}, "
+                f"require_encrypted={self.require_encrypted})")
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(p) for p in payloads]
@@ -138,6 +143,10 @@ class EncryptionCodec(PayloadCodec):
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
+            if self.require_encrypted:
+                raise DecryptionError(
+                    f"payload is not encrypted and {REQUIRE_SETTING} is on: refusing it (drain "
+                    f"runs started in clear before turning {REQUIRE_SETTING} on)")
             return payload  # written before encryption was on: readable as it is
         raw_id = payload.metadata.get(KEY_ID_METADATA)
         if not raw_id:
@@ -157,8 +166,13 @@ class EncryptionCodec(PayloadCodec):
         return result
 
 
-def codec_from_setting(value: str | None) -> EncryptionCodec | None:
-    """The codec for a `CAMPAIGN_ENCRYPTION_KEY` value; None when unset or blank."""
+def codec_from_setting(value: str | None, *, require: bool = False) -> EncryptionCodec | None:
+    """The codec for a `CAMPAIGN_ENCRYPTION_KEY` value; None when unset or blank, which
+    `require` (CAMPAIGN_REQUIRE_ENCRYPTION) refuses with `EncryptionKeyError`."""
     if value is None or not value.strip():
+        if require:
+            raise EncryptionKeyError(
+                f"{REQUIRE_SETTING} is on but {SETTING} is not set: refusing to run without "
+                "encryption (set KEY_ID:BASE64 entries of 32-byte keys)")
         return None
-    return EncryptionCodec(parse_keyring(value))
+    return EncryptionCodec(parse_keyring(value), require_encrypted=require)

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
     temporal_ui_url: str | None = Field(default=None, alias="TEMPORAL_UI_URL")
     campaign_home: Path = Field(default=Path(".campaign"), alias="CAMPAIGN_HOME")
-    store_url: str | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
+    # URLs that may carry a password are secrets too: never in a repr or a log line.
+    store_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
     supabase_url: str | None = Field(default=None, alias="SUPABASE_URL")
     supabase_key: SecretStr | None = Field(default=None, alias="SUPABASE_KEY")
     llm_provider: str | None = Field(default=None, alias="CAMPAIGN_LLM_PROVIDER")
@@ -60,15 +61,39 @@ class Settings(BaseSettings):
     )
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
-    webhook_url: str | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    smtp_require_tls: bool | None = Field(
+        default=None, alias="CAMPAIGN_SMTP_REQUIRE_TLS",
+        description="Refuse to send over SMTP without TLS (smtps:// or STARTTLS); unset: on "
+        "for every host but loopback.",
+    )
+    webhook_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
     postal_address: str | None = Field(
         default=None, alias="CAMPAIGN_POSTAL_ADDRESS",
         description="The sender's physical postal address, put in every message's footer "
         "(CAN-SPAM); required by the smtp and webhook channels.",
     )
     encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
+    require_encryption: bool = Field(
+        default=False, alias="CAMPAIGN_REQUIRE_ENCRYPTION",
+        description="Refuse to start without CAMPAIGN_ENCRYPTION_KEY and refuse payloads that "
+        "are not encrypted (drain runs started in clear first).",
+    )
     api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
-    webhook_secret: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_SECRET")
+    webhook_secret: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_WEBHOOK_SECRET",
+        description="whsec_<base64>: verifies the Standard Webhooks signature of calls to "
+        "/webhooks/*.",
+    )
+    delivery_webhook_secret: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_DELIVERY_WEBHOOK_SECRET",
+        description="whsec_<base64>: signs the webhook channel's posts (Standard Webhooks); "
+        "required by that channel.",
+    )
+    api_max_body: int = Field(
+        default=10_000_000, gt=0, alias="CAMPAIGN_API_MAX_BODY",
+        description="Largest request body the API reads, in bytes (10 MB); larger is 413, "
+        "decided before the body is parsed.",
+    )
     public_url: str = Field(default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL")
     unsubscribe_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_UNSUBSCRIBE_SECRET",
@@ -100,8 +125,8 @@ class Settings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         """The store to use: explicit URL, else the embedded SQLite file."""
-        if self.store_url:
-            return self.store_url
+        if self.store_url and self.store_url.get_secret_value():
+            return self.store_url.get_secret_value()
         return f"sqlite:///{(self.campaign_home / 'campaign.db').resolve()}"
 
     def _dev_info(self) -> dict[str, str]:

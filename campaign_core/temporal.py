@@ -57,12 +57,13 @@ def test_server_path() -> str:
 def data_converter(settings: Settings) -> DataConverter:
     """The pydantic converter, encrypting payloads when CAMPAIGN_ENCRYPTION_KEY is set.
 
-    Raises `campaign_core.codec.EncryptionKeyError` for a malformed key setting. With
+    Raises `campaign_core.codec.EncryptionKeyError` for a malformed key setting, or no key
+    while CAMPAIGN_REQUIRE_ENCRYPTION is on (which also refuses payloads in clear). With
     encryption on, failure messages and stack traces also travel as encrypted payloads
     (they may quote personal data); clients and workers with the key see them as usual.
     """
     key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-    codec = codec_from_setting(key)
+    codec = codec_from_setting(key, require=settings.require_encryption)
     if codec is None:
         return pydantic_data_converter
     return dataclasses.replace(

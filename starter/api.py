@@ -5,16 +5,18 @@ over HTTP is validated, identified and run exactly like one started from a termi
 Untrusted input is validated at the boundary by pydantic: an invalid body is a 422
 naming the field, and nothing is started or recorded.
 
-Auth: every route but `/health` and `/unsubscribe` needs
-`Authorization: Bearer $CAMPAIGN_API_TOKEN` (compared in constant time). Webhooks
-also carry `X-Signature: sha256=<hex HMAC of the raw body with CAMPAIGN_WEBHOOK_SECRET>`,
-checked before the body is even parsed. `/unsubscribe` is public by design: the
-signed token in the link is its authorisation (RFC 8058 one-click).
+Auth: every route but `/health` and `/unsubscribe` (the OpenAPI document and docs
+included) needs `Authorization: Bearer $CAMPAIGN_API_TOKEN`, checked in constant time
+by `starter.api_gate` before any body is read, which also caps bodies at
+CAMPAIGN_API_MAX_BODY (413). Webhooks also carry a Standard Webhooks signature
+(`campaign_core.webhook_signature`, keyed by CAMPAIGN_WEBHOOK_SECRET), checked before the
+body is parsed; a `webhook-id` seen before is answered 200 and not acted on again.
+`/unsubscribe` is public by design: the signed token in the link is its authorisation
+(RFC 8058 one-click).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import json
@@ -24,10 +26,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from standardwebhooks import Webhook
 
 from campaign_core.events import DeliveryEvent, DeliveryEventResult
 from campaign_core.ids import CAMPAIGN_ID_PATTERN
@@ -36,6 +39,14 @@ from campaign_core.models import CampaignStatus, Channel
 from campaign_core.settings import Settings
 from campaign_core.store.rows import DraftView, ReportRow
 from campaign_core.temporal import TemporalUnreachable
+from campaign_core.webhook_signature import (
+    INBOUND_SECRET,
+    SignatureError,
+    WebhookSecretError,
+    signer,
+    verify,
+)
+from starter.api_gate import RequestGate
 from starter.manager import (
     BadInput,
     CampaignManager,
@@ -173,6 +184,11 @@ def create_app(
     if not token and not insecure_dev:
         raise BadInput("CAMPAIGN_API_TOKEN is not set: set it (every route but /health and "
                        "/unsubscribe needs it), or pass --insecure-dev on a private machine")
+    try:
+        inbound = (signer(settings.webhook_secret.get_secret_value(), INBOUND_SECRET)
+                   if settings.webhook_secret else None)
+    except WebhookSecretError as err:
+        raise BadInput(str(err)) from err
     state: dict[str, CampaignManager] = {}
 
     @asynccontextmanager
@@ -192,6 +208,8 @@ def create_app(
 
     app.state.token = token
     app.state.managers = state
+    # Outside the routing: no token, no parsing; no body past the cap (see api_gate).
+    app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body)
     auth = [Depends(authorised)]
 
     @app.exception_handler(NotFound)
@@ -264,37 +282,28 @@ def create_app(
 
     @app.post("/webhooks/{source}", dependencies=auth,
               response_model=list[DeliveryEventResult] | StartResponse,
-              responses={401: {"description": "X-Signature missing or wrong"}})
-    async def webhook(
-        source: str, request: Request, m: Manager, response: Response,
-        x_signature: Annotated[str | None, Header()] = None,
-    ) -> Any:
+              responses={401: {"description": "Signature headers missing, wrong, or more "
+                                              "than 5 minutes old"},
+                         200: {"description": "This webhook-id was handled before: "
+                                              "nothing done again"}})
+    async def webhook(source: str, request: Request, m: Manager, response: Response) -> Any:
         """External triggers: `bounce`, `complaint`, `events` (delivery events, one or a
-        list) and `campaign` (a start request, as `POST /campaigns`)."""
+        list) and `campaign` (a start request, as `POST /campaigns`), signed as Standard
+        Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`)."""
         if source not in (*EVENT_SOURCES, CAMPAIGN_SOURCE):
             raise HTTPException(404, f"/webhooks/{source}: unknown source; use one of "
                                      f"{', '.join((*EVENT_SOURCES, CAMPAIGN_SOURCE))}")
         raw = await request.body()
-        _check_signature(settings, raw, x_signature)
+        webhook_id = _verified(inbound, raw, request)
+        if not await m.store.claim_webhook_id(webhook_id):
+            log.info("webhook %s: webhook-id already handled; nothing done again", source)
+            response.status_code = 200
+            return {"webhook_id": webhook_id, "duplicate": True}
         try:
-            data = json.loads(raw)
-        except ValueError as err:
-            raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid",
-                                       "msg": f"not JSON: {err}"}]) from err
-        if source == CAMPAIGN_SOURCE:
-            try:
-                start = StartRequest.model_validate(data)
-            except ValidationError as err:
-                raise HTTPException(422, _errors(err)) from err
-            response.status_code = 201
-            return await _start(m, start, response)
-        events = _events(data, default_type=source if source != "events" else None)
-        results: list[DeliveryEventResult] = []
-        for event in events:
-            results.append(await m.delivery_event(event, source=source))
-        log.info("webhook %s: %d event(s), %d new", source, len(results),
-                 sum(not r.duplicate for r in results))
-        return [r.model_dump() for r in results]
+            return await _act_on_webhook(m, source, raw, response)
+        except BaseException:
+            await m.store.release_webhook_id(webhook_id)  # the sender's retry is acted on
+            raise
 
     # -- unsubscribe ------------------------------------------------------------------------
 
@@ -377,17 +386,37 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
     return result.to_json()
 
 
-def _check_signature(settings: Settings, raw: bytes, header: str | None) -> None:
-    """401 unless `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>` matches."""
-    if settings.webhook_secret is None:
-        raise HTTPException(401, "webhooks are off: CAMPAIGN_WEBHOOK_SECRET is not set")
-    expected = hmac.new(settings.webhook_secret.get_secret_value().encode(), raw,
-                        hashlib.sha256).hexdigest()
-    given = (header or "").strip()
-    if not given.startswith("sha256=") or not hmac.compare_digest(
-            given.removeprefix("sha256=").lower().encode(), expected.encode()):
-        raise HTTPException(401, "X-Signature does not match the body "
-                                 "(expected sha256=<hex HMAC-SHA256 with CAMPAIGN_WEBHOOK_SECRET>)")
+async def _act_on_webhook(m: CampaignManager, source: str, raw: bytes, response: Response) -> Any:
+    """Act on one verified webhook call: start a campaign, or record delivery events."""
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid",
+                                   "msg": f"not JSON: {err}"}]) from err
+    if source == CAMPAIGN_SOURCE:
+        try:
+            start = StartRequest.model_validate(data)
+        except ValidationError as err:
+            raise HTTPException(422, _errors(err)) from err
+        response.status_code = 201
+        return await _start(m, start, response)
+    events = _events(data, default_type=source if source != "events" else None)
+    results: list[DeliveryEventResult] = []
+    for event in events:
+        results.append(await m.delivery_event(event, source=source))
+    log.info("webhook %s: %d event(s), %d new", source, len(results),
+             sum(not r.duplicate for r in results))
+    return [r.model_dump() for r in results]
+
+
+def _verified(inbound: Webhook | None, raw: bytes, request: Request) -> str:
+    """The call's `webhook-id`, or 401 unless its Standard Webhooks signature verifies."""
+    if inbound is None:
+        raise HTTPException(401, f"webhooks are off: {INBOUND_SECRET} is not set")
+    try:
+        return verify(inbound, raw, request.headers)
+    except SignatureError as err:
+        raise HTTPException(401, str(err)) from err
 
 
 def _errors(err: ValidationError, *where: str | int) -> list[dict[str, Any]]:

@@ -1,16 +1,18 @@
 """Temporal's remote codec endpoints (`POST /encode`, `POST /decode`) for the Web UI.
 
 Served by `campaign codec-server` when CAMPAIGN_ENCRYPTION_KEY is set, so the UI shows
-decrypted payloads. Only the UI's own origins may call it from a browser; a bearer token
-is opt-in. See docs/architecture/cli.md.
+decrypted payloads. Only the UI's own origins may call it from a browser, and only under
+an allowed Host name (loopback names, plus those configured), so a DNS-rebinding page
+cannot reach it; a bearer token is required off loopback. See docs/architecture/cli.md.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route handlers' annotations,
 # and `Request` is imported inside `create_codec_app` so the CLI starts without FastAPI.
 import hmac
+import ipaddress
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -24,6 +26,28 @@ log = logging.getLogger("campaign.codec")
 
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization"
 _LOOPBACK = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
+#: Host names always allowed in the Host header.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port or IPv6 brackets, lower-cased."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    name, _, port = value.rpartition(":")
+    return name if name and port.isdigit() else value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address or host name is this machine only."""
+    name = host_name(host) if host.startswith("[") else host.strip().lower()
+    if name in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def origin_of(url: str) -> str | None:
@@ -52,8 +76,10 @@ def create_codec_app(
     *,
     extra_origins: Sequence[str] = (),
     token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> "FastAPI":
-    """The FastAPI app serving /encode and /decode with `codec`."""
+    """The FastAPI app serving /encode and /decode with `codec`, under the loopback host
+    names and `allowed_hosts` only (400 for any other Host header)."""
     from fastapi import FastAPI, Request, Response
     from google.protobuf import json_format
     from temporalio.api.common.v1 import Payloads
@@ -63,8 +89,18 @@ def create_codec_app(
     app = FastAPI(
         title="campaign-engine codec server",
         description="Temporal remote codec endpoints (AES-GCM payload encryption).",
-        docs_url=None, redoc_url=None,
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
+    hosts = LOOPBACK_HOSTS | {host_name(h) for h in allowed_hosts}
+
+    @app.middleware("http")
+    async def host_allow_list(request: Request, call_next: Callable[[Request], Awaitable[Response]],
+                              ) -> Response:
+        # A DNS-rebinding page reaches us under its own name: refuse it before anything.
+        if host_name(request.headers.get("host", "")) not in hosts:
+            return Response(json.dumps({"detail": "Host header not allowed (use --allowed-host)"}),
+                            status_code=400, media_type="application/json")
+        return await call_next(request)
 
     def cors(request: Request, response: Response) -> Response:
         origin = request.headers.get("origin")

@@ -23,7 +23,7 @@ from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
-from starter.cli.app import out, report_table
+from starter.cli.app import out, report_table, shown
 from starter.devstack import embedded_stack, free_port, port_free
 from starter.manager import CampaignManager
 from worker_main import run_workers
@@ -128,9 +128,9 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
         console.print(f"{st.counts.drafted} drafted, {st.counts.draft_failed} failed.")
         drafts = await mgr.drafts(cid)
         for d in drafts[:2]:
-            console.rule(f"{d.email}")
-            console.print(f"[bold]Subject:[/] {d.subject}", highlight=False)
-            console.print(d.body, markup=False, highlight=False)
+            console.rule(shown(d.email))
+            console.print(f"[bold]Subject:[/] {shown(d.subject)}", highlight=False)
+            console.print(shown(d.body, multiline=True), highlight=False)
         if len(drafts) > 2:
             console.rule(f"... and {len(drafts) - 2} more (`campaign drafts {cid}`)")
         if auto_approve:

@@ -52,6 +52,7 @@ from campaign_core.store.factory import open_store
 from campaign_core.store.rows import CampaignRow, DraftView, ReportRow
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
+from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 from workflows.campaign import CampaignWorkflow, search_attributes
 
 
@@ -170,6 +171,15 @@ class ControlPlane:
                            "or smtps:// for TLS)")
         if channel is Channel.WEBHOOK and not self.settings.webhook_url:
             raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
+        if channel is Channel.WEBHOOK:
+            secret = self.settings.delivery_webhook_secret
+            if secret is None:
+                raise BadInput(f"--channel webhook: set {DELIVERY_SECRET} (whsec_<base64>; "
+                               "it signs every post)")
+            try:
+                signer(secret.get_secret_value(), DELIVERY_SECRET)
+            except WebhookSecretError as err:
+                raise BadInput(f"--channel webhook: {err}") from err
         if channel is not Channel.OUTBOX and not (self.settings.postal_address or "").strip():
             raise BadInput(f"--channel {channel.value}: set CAMPAIGN_POSTAL_ADDRESS (the sender's "
                            "physical postal address, which CAN-SPAM requires in every message)")

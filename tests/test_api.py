@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
-import hashlib
-import hmac
 import json
 import re
 import socket
@@ -41,9 +39,9 @@ from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
 from tests.doubles import fast_agents
 from tests.test_orchestration import finish, result_of, wait_stage
+from tests.webhook_signing import INBOUND_SECRET, signed_headers
 
 TOKEN = "test-api-token-1234567890"
-SECRET = "test-webhook-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 LEADS = [
@@ -85,7 +83,7 @@ async def serve(mgr: CampaignManager) -> AsyncIterator[httpx.AsyncClient]:
 def api_settings(settings: Settings) -> Settings:
     """The workers' settings too (one object), so their links point at the test server."""
     settings.api_token = SecretStr(TOKEN)
-    settings.webhook_secret = SecretStr(SECRET)
+    settings.webhook_secret = SecretStr(INBOUND_SECRET)
     return settings
 
 
@@ -95,10 +93,10 @@ def manager(ts_env, api_settings: Settings, store, prefix: str) -> CampaignManag
                            use_search_attributes=False)
 
 
-def signed(body: Any) -> tuple[bytes, dict[str, str]]:
+def signed(body: Any, **kw: Any) -> tuple[bytes, dict[str, str]]:
+    """The body and its headers: the token and a Standard Webhooks signature (fresh id)."""
     raw = json.dumps(body).encode()
-    sig = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    return raw, {**AUTH, "X-Signature": f"sha256={sig}", "Content-Type": "application/json"}
+    return raw, {**AUTH, **signed_headers(raw, **kw), "Content-Type": "application/json"}
 
 
 async def wait_http_stage(client: httpx.AsyncClient, cid: str, stage: str) -> dict[str, Any]:
@@ -128,7 +126,8 @@ async def test_every_route_but_health_and_unsubscribe_needs_the_token(manager) -
         health = await client.get("/health")
         assert health.status_code == 200 and health.json()["temporal"] == "ok", health.text
         assert (await client.get("/unsubscribe", params={"token": "u1.x.y"})).status_code == 400
-        spec = (await client.get("/openapi.json")).json()
+        assert (await client.get("/openapi.json")).status_code == 401
+        spec = (await client.get("/openapi.json", headers=AUTH)).json()
         assert {"/campaigns", "/campaigns/{campaign_id}", "/campaigns/{campaign_id}/approval",
                 "/webhooks/{source}", "/unsubscribe", "/health"} <= set(spec["paths"])
         assert (await client.get("/campaigns/nope", headers=AUTH)).status_code == 404
@@ -353,13 +352,16 @@ async def test_bounces_suppress_and_trip_the_circuit_breaker(
         assert r.status_code == 200, r.text
         assert r.json()[0]["campaign_id"] == "c-bounce" and r.json()[0]["suppressed"]
         again = await client.post("/webhooks/bounce", content=raw, headers=headers)
-        assert again.json()[0]["duplicate"], "a resent event counts once"
+        assert again.status_code == 200, again.text
+        assert again.json() == {"webhook_id": headers["webhook-id"], "duplicate": True}
+        resent = await client.post("/webhooks/bounce", **_signed_kw(bounce(sent[0], event_id="ev-1")))
+        assert resent.json()[0]["duplicate"], "the same event under a new webhook-id counts once"
         soft = await client.post("/webhooks/bounce", **_signed_kw(
             bounce(sent[1], permanent=False, event_id="ev-soft")))
         assert soft.status_code == 200 and not soft.json()[0]["suppressed"]
         assert not await store.is_suppressed(sent[1].email)
         bad = await client.post("/webhooks/bounce", content=raw,
-                                headers={**headers, "X-Signature": "sha256=00"})
+                                headers={**headers, "webhook-signature": "v1,AAAA"})
         assert bad.status_code == 401
         invalid = await client.post("/webhooks/bounce", **_signed_kw({"email": "nope"}))
         assert invalid.status_code == 422

@@ -8,8 +8,6 @@ as Temporal's retry would.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 import threading
@@ -31,6 +29,7 @@ from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
 from tests.smtp_server import smtp_server
 from tests.test_campaign_workflow import result_handle, wait_stage
+from tests.webhook_signing import DELIVERY_SECRET, INBOUND_SECRET, check_signed
 
 LEADS = [
     {"email": "ana@example.com", "first_name": "Ana", "company": "Northwind"},
@@ -198,6 +197,15 @@ async def test_start_refuses_channels_without_configuration(store, settings):
         await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.SMTP)
     with pytest.raises(BadInput, match="CAMPAIGN_WEBHOOK_URL"):
         await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+    settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
+    with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET"):
+        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+    settings.webhook_secret = SecretStr(INBOUND_SECRET)  # the inbound secret is not enough
+    with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET"):
+        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+    settings.delivery_webhook_secret = SecretStr("hook-secret")  # not whsec_<base64>
+    with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET must be whsec_"):
+        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
     assert await store.get_campaign("c-nocfg") is None
 
 
@@ -247,19 +255,15 @@ def hook_factory() -> Iterator[Any]:
         hook.server.server_close()
 
 
-def check_signature(headers: dict[str, str], body: bytes, secret: str) -> None:
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Signature"], expected)
-
-
 async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, settings,
                                                                        hook_factory):
     cid = "c-hook"
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]), channel="webhook")
     key = message_key(cid, lead.lead_id)
     hook = hook_factory([503])
-    settings.webhook_url = hook.url
-    settings.webhook_secret = SecretStr("hook-secret")
+    settings.webhook_url = SecretStr(hook.url)
+    settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
+    settings.webhook_secret = SecretStr(INBOUND_SECRET)  # the inbound one signs nothing
     with pytest.raises(Exception, match="503"):
         await deliver(store, settings, cid, lead.lead_id, Channel.WEBHOOK)
     out = await deliver(store, settings, cid, lead.lead_id, Channel.WEBHOOK)  # the retry
@@ -267,7 +271,8 @@ async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, set
     assert out.status == "sent" and out.message_id == f"<{key}@localhost>"
     assert len(hook.requests) == 2
     for headers, body in hook.requests:
-        check_signature(headers, body, "hook-secret")
+        check_signed(headers, body, DELIVERY_SECRET)
+        assert headers["webhook-id"] == key, "the message key: the same on every attempt"
         assert headers["Idempotency-Key"] == key
         assert headers["Content-Type"] == "application/json"
         doc = json.loads(body)
@@ -276,7 +281,9 @@ async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, set
         assert doc["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     tampered = hook.requests[0][1].replace(b"ana@", b"eve@")
     with pytest.raises(AssertionError):
-        check_signature(hook.requests[0][0], tampered, "hook-secret")
+        check_signed(hook.requests[0][0], tampered, DELIVERY_SECRET)
+    with pytest.raises(AssertionError):
+        check_signed(hook.requests[0][0], hook.requests[0][1], INBOUND_SECRET)
     audit = [a for a in await store.audit(cid) if a.agent.startswith("delivery")]
     assert audit[-1].envelope["records"][0]["data"]["provider_id"] == "wh-2"
 
@@ -287,8 +294,8 @@ async def test_webhook_crash_after_accept_resends_same_key(store, settings, hook
     cid = "c-hook-crash"
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]), channel="webhook")
     hook = hook_factory([])
-    settings.webhook_url = hook.url
-    settings.webhook_secret = SecretStr("k")
+    settings.webhook_url = SecretStr(hook.url)
+    settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
     fail_once(monkeypatch, store, "sent")
     with pytest.raises(RuntimeError, match="injected crash"):
         await deliver(store, settings, cid, lead.lead_id, Channel.WEBHOOK)

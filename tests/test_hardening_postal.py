@@ -27,6 +27,7 @@ from starter.api import create_app
 from starter.manager import BadInput, CampaignManager
 from starter.schedules import ScheduleManager
 from tests.test_hardening_rendering import CHANNELS, Hook, _lead, deliver_on
+from tests.webhook_signing import DELIVERY_SECRET
 
 ADDRESS = "Relay Inc.\n1 Main St & Co, Suite <5>\nSpringfield, IL 62701, USA"
 LEADS = [{"email": "ana@example.com", "first_name": "Ana"}]
@@ -47,7 +48,8 @@ def no_address(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("CAMPAIGN_POSTAL_ADDRESS", raising=False)
     settings.postal_address = None
     settings.smtp_url = SecretStr("smtp://127.0.0.1:2525")
-    settings.webhook_url = "http://127.0.0.1:9/hook"
+    settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
+    settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
     return settings
 
 
@@ -110,6 +112,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
            if not k.startswith(("CAMPAIGN_", "TEMPORAL_", "OPENAI_"))}
     env.update(CAMPAIGN_HOME=str(tmp_path / "home"), CAMPAIGN_SMTP_URL="smtp://127.0.0.1:2525",
                CAMPAIGN_WEBHOOK_URL="http://127.0.0.1:9/hook",
+               CAMPAIGN_DELIVERY_WEBHOOK_SECRET=DELIVERY_SECRET,
                TEMPORAL_ADDRESS="127.0.0.1:9")  # nothing listens: the check comes first
     return subprocess.run([sys.executable, "-m", "starter", *args, "--leads", str(leads)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

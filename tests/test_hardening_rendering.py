@@ -28,6 +28,7 @@ from campaign_core.leads import Lead
 from campaign_core.models import Channel, DeliverInput
 from campaign_core.settings import Settings
 from tests.smtp_server import smtp_server
+from tests.webhook_signing import DELIVERY_SECRET
 
 PASSAGE_ID = "case-study-fintech.md#1-8b3c8eee"
 CITED_BODY = (f"Hi Ana,\n\nEnterprise deals stalled in KYC for weeks. [{PASSAGE_ID}]\n"
@@ -105,7 +106,8 @@ async def deliver_on(channel: Channel, store: Any, settings: Settings, hook: Hoo
         [received] = sink.messages
         raw = received.content
     else:
-        settings.webhook_url = hook.url
+        settings.webhook_url = SecretStr(hook.url)
+        settings.delivery_webhook_secret = SecretStr(DELIVERY_SECRET)
         out = await ActivityEnvironment().run(agent.deliver_message, inp)
         [doc] = hook.documents
         assert out.status == "sent"

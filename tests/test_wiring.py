@@ -26,7 +26,7 @@ from campaign_core.registry import (
     queue_name,
 )
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from worker_main import WORKFLOWS, build_workers
 
 WORKFLOW_DIR = Path(__file__).resolve().parent.parent / "workflows"

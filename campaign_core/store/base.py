@@ -28,7 +28,7 @@ from campaign_core.store.rows import (
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Stages after which a draft that was not approved will never be sent.
 DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
@@ -154,6 +154,15 @@ class Store(Protocol):
         """
         ...
 
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        """Record a signed webhook's `webhook-id`; False when it was recorded before
+        (a retry or a replay: answer it without acting again). Atomic (schema 5)."""
+        ...
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        """Forget a claimed id whose handling failed, so the sender's retry is acted on."""
+        ...
+
     async def counts(self, campaign_id: str) -> Counts: ...
 
     async def report(self, campaign_id: str) -> list[ReportRow]: ...
@@ -240,13 +249,20 @@ def check_version(version: int, where: str, *, how_to_migrate: str = "run `campa
 
 
 def redact_url(url: str) -> str:
-    """A store URL fit for messages and logs: the password is never shown."""
+    """A store URL fit for messages and logs: no password, and no query value (libpq takes
+    `?password=`, `sslpassword=`...), is ever shown; a key=value DSN loses its password."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    if not sep:
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url, flags=re.IGNORECASE)
+    rest, qmark, query = rest.partition("?")
+    if qmark:
+        query = "&".join(p.split("=", 1)[0] + "=***" if "=" in p else p
+                         for p in query.split("#", 1)[0].split("&"))
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
+    return f"{scheme}://{rest}{qmark}{query}"
 
 
 # -- helpers every backend shares -------------------------------------------------------------

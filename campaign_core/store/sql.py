@@ -393,6 +393,15 @@ class SqlStore(Erasure[Scope]):
             rows = await c.all("SELECT secret FROM signing_keys WHERE name = ?", (name,))
         return str(rows[0]["secret"])
 
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        return await self._run("INSERT INTO webhook_ids(webhook_id, received_at) VALUES (?, now()) "
+                               "ON CONFLICT (webhook_id) DO NOTHING", (webhook_id,),
+                               "webhook_ids", webhook_id) > 0
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        await self._run("DELETE FROM webhook_ids WHERE webhook_id = ?", (webhook_id,),
+                        "webhook_ids", webhook_id)
+
     # -- read models ----------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:

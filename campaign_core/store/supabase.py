@@ -462,6 +462,19 @@ class SupabaseStore(Erasure[Pairs]):
                               .eq("name", name).limit(1), "signing_keys", name)
         return str(res.data[0]["secret"])
 
+    # -- webhook ids (schema 5) ------------------------------------------------------
+
+    async def claim_webhook_id(self, webhook_id: str) -> bool:
+        """An ignore-duplicates upsert returns only new rows: that says whether it was new."""
+        res = await self._run(lambda db: db.table("webhook_ids").upsert(
+            {"webhook_id": webhook_id}, on_conflict="webhook_id", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "webhook_ids", webhook_id)
+        return bool(res.data)
+
+    async def release_webhook_id(self, webhook_id: str) -> None:
+        await self._run(lambda db: db.table("webhook_ids").delete().eq("webhook_id", webhook_id),
+                        "webhook_ids", webhook_id)
+
     # -- erasure: the primitives of `Erasure.forget`, as idempotent requests ----------------
 
     #: A total order (the primary key) per table, so paged reads miss no row.

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from campaign_core.codec import EncryptionKeyError
@@ -38,8 +40,9 @@ app = typer.Typer(
 )
 
 # Piped output is read by scripts and logs: don't squeeze tables into 80 columns.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
+# No emoji codes: ":warning:" in a company name is shown as typed.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 log = logging.getLogger("campaign")
 T = TypeVar("T")
 
@@ -58,8 +61,33 @@ DomainLimit = Annotated[int, typer.Option(
     "--domain-limit", min=1, help="At most this many sends a minute to one domain.")]
 
 
+# ANSI/VT escape sequences (CSI, OSC, and two-byte ESC forms, 7- and 8-bit introducers),
+# then any other control character, and the bidi controls that reorder what is shown.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"                     # CSI ... final byte
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC ... BEL/ST
+    r"|\x1b[ -/]*[0-~]"                                      # other ESC sequences
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: Any, *, multiline: bool = False) -> str:
+    """Any value from the store (or a user's file) made safe to print in the terminal.
+
+    Escape sequences and control characters are removed (so nothing moves the cursor,
+    recolours or hides text), Rich markup is escaped (so `[conceal]...` or `[/]` is shown
+    as typed), and unless `multiline` a newline or tab becomes a space. Every value the
+    CLI prints from the store goes through here; `--json` output does not need it.
+    """
+    text = "" if value is None else str(value)
+    text = _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    if not multiline:
+        text = text.replace("\n", " ").replace("\t", " ")
+    return escape(text)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {shown(message, multiline=True)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -127,6 +155,6 @@ def report_table(rows: list[ReportRow]) -> Table:
     for column in table.columns:
         column.overflow = "fold"
     for r in rows:
-        table.add_row(r.lead_id, r.email, r.draft_status, r.delivery_status,
-                      r.message_id or r.error or "")
+        table.add_row(shown(r.lead_id), shown(r.email), shown(r.draft_status),
+                      shown(r.delivery_status), shown(r.message_id or r.error or ""))
     return table

@@ -28,6 +28,7 @@ from starter.cli.app import (
     out,
     report_table,
     run,
+    shown,
     with_logging,
 )
 from starter.manager import campaign_id_for, parse_duration
@@ -60,7 +61,8 @@ def start(
         cid = campaign_id_for(cname, campaign_id)
         intake = read_leads_file(leads, cid)
         for rej in intake.rejected:
-            err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
+            err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
+                      highlight=False)
         result = await mgr.start(
             intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
             campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
@@ -70,9 +72,10 @@ def start(
             emit_json(result.to_json())
             return
         verb = "already running" if result.already_running else "started"
-        out.print(f"Campaign [bold]{result.campaign_id}[/] {verb}: "
-                  f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected")
-        out.print(f"Watch it: {result.ui_url}")
+        out.print(f"Campaign [bold]{shown(result.campaign_id)}[/] {verb}: "
+                  f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected",
+                  highlight=False)
+        out.print(f"Watch it: {shown(result.ui_url)}", highlight=False)
 
     run(go())
 
@@ -84,14 +87,15 @@ def add_leads(campaign_id: CampaignId, leads: LeadsFile, as_json: JsonFlag = Fal
     async def go() -> None:
         intake = read_leads_file(leads, campaign_id)
         for rej in intake.rejected:
-            err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
+            err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
+                      highlight=False)
         result = await manager().add_leads(campaign_id, intake)
         if as_json:
             emit_json(result.to_json())
             return
-        out.print(f"Campaign [bold]{campaign_id}[/]: {result.leads_accepted} leads added, "
+        out.print(f"Campaign [bold]{shown(campaign_id)}[/]: {result.leads_accepted} leads added, "
                   f"{result.leads_already_present} already in it, "
-                  f"{len(result.leads_rejected)} rejected")
+                  f"{len(result.leads_rejected)} rejected", highlight=False)
 
     run(go())
 
@@ -105,13 +109,14 @@ def status(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
             emit_json(st.model_dump(mode="json"))
             return
         paused = " [yellow](paused)[/]" if st.paused else ""
-        out.print(f"[bold]{st.campaign_id}[/]: {st.stage.value}{paused}", highlight=False)
+        out.print(f"[bold]{shown(st.campaign_id)}[/]: {shown(st.stage.value)}{paused}",
+                  highlight=False)
         for key, value in st.counts.model_dump().items():
-            out.print(f"  {key:<13} {value}")
+            out.print(f"  {shown(key):<13} {shown(value)}", highlight=False)
         if st.paused_reason:
-            out.print(f"[yellow]{st.paused_reason}[/]", highlight=False)
+            out.print(f"[yellow]{shown(st.paused_reason, multiline=True)}[/]", highlight=False)
         if st.error:
-            out.print(f"[red]error:[/] {st.error}", highlight=False)
+            out.print(f"[red]error:[/] {shown(st.error, multiline=True)}", highlight=False)
 
     run(go())
 
@@ -125,11 +130,12 @@ def drafts(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
             emit_json([d.model_dump() for d in rows])
             return
         for d in rows:
-            out.rule(f"{d.lead_id}  {d.email}")
-            out.print(f"[bold]Subject:[/] {d.subject}", highlight=False)
-            out.print(d.body, highlight=False, markup=False)
+            out.rule(f"{shown(d.lead_id)}  {shown(d.email)}")
+            out.print(f"[bold]Subject:[/] {shown(d.subject)}", highlight=False)
+            out.print(shown(d.body, multiline=True), highlight=False)
             if d.citations:
-                out.print(f"[dim]citations: {', '.join(d.citations)}[/]", highlight=False)
+                cited = ", ".join(shown(c) for c in d.citations)
+                out.print(f"[dim]citations: {cited}[/]", highlight=False)
         out.print(f"{len(rows)} drafts")
 
     run(go())
@@ -143,7 +149,7 @@ def approve(
 ) -> None:
     """Approve every draft, or only the listed leads (the rest are not sent)."""
     approved = run(manager().approve(campaign_id, lead_ids=lead or None, by=by, note=note))
-    err.print(f"Approved {approved} draft(s) of {campaign_id}; delivery starts now.")
+    err.print(f"Approved {approved} draft(s) of {shown(campaign_id)}; delivery starts now.")
 
 
 def reject(
@@ -153,25 +159,25 @@ def reject(
 ) -> None:
     """Reject the campaign: nothing is sent."""
     run(manager().reject(campaign_id, by=by, reason=reason))
-    err.print(f"Rejected {campaign_id}: nothing will be sent.")
+    err.print(f"Rejected {shown(campaign_id)}: nothing will be sent.")
 
 
 def pause(campaign_id: CampaignId) -> None:
     """Hold a campaign: no new lead is drafted and nothing is sent until resumed."""
     run(manager().control(campaign_id, "pause"))
-    err.print(f"Paused {campaign_id}: what is in flight finishes, nothing new starts.")
+    err.print(f"Paused {shown(campaign_id)}: what is in flight finishes, nothing new starts.")
 
 
 def resume(campaign_id: CampaignId) -> None:
     """Continue a paused campaign."""
     run(manager().control(campaign_id, "resume"))
-    err.print(f"Resumed {campaign_id}.")
+    err.print(f"Resumed {shown(campaign_id)}.")
 
 
 def cancel(campaign_id: CampaignId) -> None:
     """Stop a campaign: nothing further is drafted or sent."""
     run(manager().control(campaign_id, "cancel"))
-    err.print(f"Cancelling {campaign_id}: nothing further will be sent.")
+    err.print(f"Cancelling {shown(campaign_id)}: nothing further will be sent.")
 
 
 def report(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
@@ -204,8 +210,9 @@ def audit(
         table = Table("time", "lead", "agent", "records", "sources")
         for r in rows:
             recs = r.envelope["records"]
-            table.add_row(r.created_at[:19], r.lead_id or "", r.agent, str(len(recs)),
-                          ", ".join(sorted({x["provenance"]["source"] for x in recs}))[:80])
+            sources = ", ".join(sorted({str(x["provenance"]["source"]) for x in recs}))
+            table.add_row(shown(str(r.created_at)[:19]), shown(r.lead_id or ""),
+                          shown(r.agent), str(len(recs)), shown(sources[:80]))
         out.print(table)
 
     run(go())

@@ -10,7 +10,7 @@ import typer
 from campaign_core.codec import EncryptionKeyError, codec_from_setting
 from campaign_core.settings import load_settings
 from starter.cli.app import fail
-from starter.codec_app import create_codec_app, origin_of, ui_origins
+from starter.codec_app import create_codec_app, is_loopback, origin_of, ui_origins
 
 log = logging.getLogger("campaign.codec")
 
@@ -24,17 +24,25 @@ def codec_server(
         "TEMPORAL_UI_URL or the one `campaign dev` recorded is always allowed.")] = None,
     require_token: Annotated[bool, typer.Option(
         "--require-token",
-        help="Demand 'Authorization: Bearer $CAMPAIGN_API_TOKEN' on every call.")] = False,
+        help="Demand 'Authorization: Bearer $CAMPAIGN_API_TOKEN' on every call (required "
+        "to listen on anything but loopback).")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host",
+        help="Another host name the server may be called by (repeatable); localhost, "
+        "127.0.0.1 and ::1 always are.")] = None,
 ) -> None:
     """Temporal codec endpoints for the Web UI (when encryption is on)."""
     import uvicorn
 
+    if not is_loopback(host) and not require_token:
+        fail(2, f"--host {host}: listening beyond loopback needs --require-token "
+                "(anyone who reaches the port could decrypt payloads)")
     origins = ui_origin or []
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     raw = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     try:
-        codec = codec_from_setting(raw)
+        codec = codec_from_setting(raw, require=settings.require_encryption)
     except EncryptionKeyError as exc:
         fail(2, str(exc))
     if codec is None:
@@ -48,7 +56,8 @@ def codec_server(
         if settings.api_token is None or not settings.api_token.get_secret_value():
             fail(2, "--require-token: set CAMPAIGN_API_TOKEN")
         token = settings.api_token.get_secret_value()
-    application = create_codec_app(settings, codec, extra_origins=origins, token=token)
+    application = create_codec_app(settings, codec, extra_origins=origins, token=token,
+                                   allowed_hosts=allowed_host or [])
     log.info("codec server for key ids %s on http://%s:%d (UI origins: %s)",
              ", ".join(codec.keyring.ids), host, port,
              ", ".join(sorted(ui_origins(settings, origins))))

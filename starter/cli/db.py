@@ -6,7 +6,7 @@ import typer
 
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.factory import open_store
-from starter.cli.app import err, run
+from starter.cli.app import err, run, shown
 
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 
@@ -26,4 +26,4 @@ def db_migrate() -> None:
     """Apply the SQL migrations to the configured store (SQLite or PostgreSQL)."""
     where, before, after = run(migrate_store(load_settings()))
     change = "already up to date" if before == after else f"migrated from version {before}"
-    err.print(f"{where}: schema version {after} ({change})", highlight=False)
+    err.print(f"{shown(where)}: schema version {after} ({change})", highlight=False)

@@ -29,6 +29,7 @@ from starter.cli.app import (
     err,
     out,
     run,
+    shown,
 )
 from starter.manager import parse_duration
 from starter.schedules import ScheduleManager, template_id_for
@@ -82,7 +83,8 @@ def create(
             template_id = template_id_for(name)
             intake = read_leads_file(leads, template_id)
             for rej in intake.rejected:
-                err.print(f"[yellow]{leads}: row {rej.row}: {rej.error}[/]", highlight=False)
+                err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
+                          highlight=False)
             result = await mgr.create(
                 name, intake, template_id=template_id, cron=cron, cron_timezone=cron_timezone,
                 brief=brief or "", kb_dir=kb, channel=channel, approval_timeout_seconds=timeout,
@@ -96,11 +98,11 @@ def create(
             emit_json(data)
             return
         state = "created paused" if result.paused else "created"
-        out.print(f"Schedule [bold]{result.name}[/] {state}: {result.leads_accepted} leads accepted, "
-                  f"{len(result.leads_rejected)} rejected; cron {result.cron!r} ({result.timezone})",
-                  highlight=False)
-        out.print(f"Next runs: {_when(data['next_runs'])}", highlight=False)
-        out.print(f"Watch it: {result.ui_url}", highlight=False)
+        out.print(f"Schedule [bold]{shown(result.name)}[/] {state}: {result.leads_accepted} leads "
+                  f"accepted, {len(result.leads_rejected)} rejected; cron {shown(repr(result.cron))} "
+                  f"({shown(result.timezone)})", highlight=False)
+        out.print(f"Next runs: {shown(_when(data['next_runs']))}", highlight=False)
+        out.print(f"Watch it: {shown(result.ui_url)}", highlight=False)
 
     run(go())
 
@@ -122,9 +124,9 @@ def list_(as_json: JsonFlag = False) -> None:
     for s in summaries:
         data = s.to_json()
         state = "paused" + (f" ({s.note})" if s.note else "") if s.paused else "active"
-        table.add_row(s.name, f"{s.cron} ({s.timezone})", state,
-                      "" if s.leads is None else str(s.leads), _when(data["next_runs"][:2]),
-                      ", ".join(s.recent_campaigns[:3]) or "none yet")
+        table.add_row(shown(s.name), shown(f"{s.cron} ({s.timezone})"), shown(state),
+                      "" if s.leads is None else shown(s.leads), shown(_when(data["next_runs"][:2])),
+                      shown(", ".join(s.recent_campaigns[:3]) or "none yet"))
     out.print(table)
 
 
@@ -135,22 +137,22 @@ def pause(
 ) -> None:
     """Stop firing until resumed; campaigns already started go on."""
     run(_manager().pause(name, note))
-    err.print(f"Paused schedule {name}: no new campaign starts until "
-              f"`campaign schedule resume {name}`.", highlight=False)
+    err.print(f"Paused schedule {shown(name)}: no new campaign starts until "
+              f"`campaign schedule resume {shown(name)}`.", highlight=False)
 
 
 @schedule_app.command("resume")
 def resume(name: ScheduleName) -> None:
     """Fire again on the schedule's cron."""
     run(_manager().resume(name))
-    err.print(f"Resumed schedule {name}.", highlight=False)
+    err.print(f"Resumed schedule {shown(name)}.", highlight=False)
 
 
 @schedule_app.command("trigger")
 def trigger(name: ScheduleName) -> None:
     """Fire once now (even while paused): one new campaign from the schedule's leads."""
     run(_manager().trigger(name))
-    err.print(f"Triggered schedule {name}: a new campaign starts now (see `campaign schedule "
+    err.print(f"Triggered schedule {shown(name)}: a new campaign starts now (see `campaign schedule "
               "list`).", highlight=False)
 
 
@@ -158,5 +160,5 @@ def trigger(name: ScheduleName) -> None:
 def delete(name: ScheduleName) -> None:
     """Delete the schedule; the campaigns it started go on."""
     run(_manager().delete(name))
-    err.print(f"Deleted schedule {name}; the campaigns it started are not affected.",
+    err.print(f"Deleted schedule {shown(name)}; the campaigns it started are not affected.",
               highlight=False)

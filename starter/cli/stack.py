@@ -24,9 +24,14 @@ def dev(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Start only the server.")] = False,
 ) -> None:
     """Start the embedded Temporal dev server (persistent, with UI) and all workers."""
+    from campaign_core.temporal import data_converter
     from starter.devstack import run_dev
 
     settings = load_settings()
+    try:
+        data_converter(settings)  # no key while CAMPAIGN_REQUIRE_ENCRYPTION is on: stop here
+    except EncryptionKeyError as exc:
+        fail(2, str(exc))
     if not no_worker:
         run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
     run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker))

@@ -19,7 +19,7 @@ from campaign_core.leads import Lead, valid_email
 from campaign_core.settings import load_settings
 from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
 from campaign_core.store.factory import open_store
-from starter.cli.app import JsonFlag, emit_json, err, fail, out, run
+from starter.cli.app import JsonFlag, emit_json, err, fail, out, run, shown
 
 FORGET_HELP = "\n\n".join((
     "Erase a person's data from the store and suppress the address.",
@@ -94,12 +94,12 @@ def forget(
         emit_json(doc)
         return
     erased = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "suppressions")
-    out.print(f"Erased {address} from {doc['campaigns']} campaign(s): "
-              f"{erased or 'nothing was stored about it'}.", highlight=False)
+    out.print(f"Erased {shown(address)} from {doc['campaigns']} campaign(s): "
+              f"{shown(erased or 'nothing was stored about it')}.", highlight=False)
     out.print(f"It stays on the suppression list ({FORGOTTEN_REASON}), so it is never emailed "
               "again.", highlight=False)
     if doc["campaigns"]:
-        out.print(f"Each campaign's audit trail records the erasure as {doc['subject']}.",
+        out.print(f"Each campaign's audit trail records the erasure as {shown(doc['subject'])}.",
                   highlight=False)
 
 
