@@ -136,6 +136,13 @@ class AddLeadsResponse(BaseModel):
     leads_rejected: list[dict[str, Any]]
 
 
+class WebhookSeenBefore(BaseModel):
+    """The answer to a `webhook-id` already handled: nothing was done again."""
+
+    webhook_id: str
+    duplicate: Literal[True] = True
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "unavailable"]
     temporal: str
@@ -281,7 +288,7 @@ def create_app(
     # -- webhooks ---------------------------------------------------------------------------
 
     @app.post("/webhooks/{source}", dependencies=auth,
-              response_model=list[DeliveryEventResult] | StartResponse,
+              response_model=list[DeliveryEventResult] | StartResponse | WebhookSeenBefore,
               responses={401: {"description": "Signature headers missing, wrong, or more "
                                               "than 5 minutes old"},
                          200: {"description": "This webhook-id was handled before: "
@@ -298,7 +305,7 @@ def create_app(
         if not await m.store.claim_webhook_id(webhook_id):
             log.info("webhook %s: webhook-id already handled; nothing done again", source)
             response.status_code = 200
-            return {"webhook_id": webhook_id, "duplicate": True}
+            return WebhookSeenBefore(webhook_id=webhook_id)
         try:
             return await _act_on_webhook(m, source, raw, response)
         except BaseException:

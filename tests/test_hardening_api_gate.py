@@ -19,7 +19,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.manager import CampaignManager
 

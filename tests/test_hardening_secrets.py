@@ -15,7 +15,8 @@ from activities.channels import SmtpTlsError, parse_smtp_url
 from campaign_core.ids import message_key
 from campaign_core.models import Channel
 from campaign_core.settings import Settings
-from campaign_core.store import open_store, redact_url
+from campaign_core.store.base import redact_url
+from campaign_core.store.factory import open_store
 from tests.smtp_server import smtp_server
 from tests.test_delivery_channels import deliver, parsed_leads, seed
 
@@ -66,7 +67,7 @@ async def test_no_starttls_to_a_remote_host_sends_nothing_in_clear(
         with pytest.raises(SmtpTlsError, match="offers no STARTTLS and CAMPAIGN_SMTP_REQUIRE_TLS"):
             await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
         assert sink.messages == []
-        assert (await store.get_delivery(message_key(cid, lead.lead_id)))["status"] == "sending"
+        assert (await store.get_delivery(message_key(cid, lead.lead_id))).status == "sending"
         settings.smtp_require_tls = False  # an explicit opt-out (a relay on a trusted network)
         out = await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
     assert out.status == "sent" and len(sink.messages) == 1

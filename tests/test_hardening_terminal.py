@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app as cli_app
 from starter.cli.app import shown
 from starter.manager import CampaignManager

@@ -32,7 +32,7 @@ from activities.delivery import DeliveryAgent
 from campaign_core.events import DeliveryEvent, DeliveryEventResult
 from campaign_core.models import Channel, DeliverInput
 from campaign_core.settings import Settings
-from campaign_core.sqlite_store import SqliteStore
+from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.manager import BadInput, CampaignManager
 from tests import pg_fixtures

@@ -8,6 +8,7 @@ Design notes: docs/architecture/store.md.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
