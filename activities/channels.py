@@ -50,6 +50,7 @@ from aiosmtplib.typing import SMTPStatus
 from standardwebhooks import Webhook
 
 from activities.rendering import header_safe
+from campaign_core.private_files import private_dir
 from campaign_core.webhook_signature import sign
 
 SMTP_TIMEOUT_SECONDS = 30.0
@@ -81,7 +82,7 @@ class Accepted:
 
 def write_outbox(outbox: Path, key: str, msg: EmailMessage) -> Path:
     """Write atomically: readers never see a half-written file, retries overwrite."""
-    outbox.mkdir(parents=True, exist_ok=True)
+    private_dir(outbox)  # 0700: the messages name their recipients
     target = outbox / f"{key}.eml"
     fd, tmp = tempfile.mkstemp(dir=outbox, prefix=".tmp-", suffix=".eml")
     with os.fdopen(fd, "wb") as fh:

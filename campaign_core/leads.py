@@ -2,10 +2,10 @@
 
 This is the campaign's DataCoordinator. Everything downstream (research, drafting,
 approval, delivery) keys on a lead's id, and delivery must happen exactly once per
-person, so intake is where identity is decided: the normalised email address is the
-lead, duplicates are merged here rather than discovered later as double sends, and
-the id is derived from (campaign, email) so that re-importing the same file yields
-the same ids.
+person, so intake is where identity is decided: the normalised email address (NFKC,
+lower case, IDNA ASCII domain) is the lead, duplicates are merged here rather than
+discovered later as double sends, and the id is derived from (campaign, email) so that
+re-importing the same file yields the same ids.
 
 Bad rows are not fatal. A spreadsheet with one typo should not block a campaign of a
 thousand leads, so each bad row is rejected with its row number and a reason the user
@@ -15,6 +15,7 @@ no usable row, is an error (`LeadsFileError`), because then there is nothing to 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, Field
 
@@ -35,6 +37,7 @@ __all__ = [
     "Lead",
     "LeadsFileError",
     "RejectedRow",
+    "address_forms",
     "lead_id_for",
     "normalise_email",
     "parse_lead_rows",
@@ -112,10 +115,33 @@ def normalise_email(raw: str) -> str:
     """Return the canonical form of an address, which is the lead's identity.
 
     Surrounding whitespace and letter case are artefacts of how the list was typed or
-    exported, not different people, so they are removed. Unicode is put in NFC form so
-    that the same visible address always hashes to the same lead id.
+    exported, not different people, so they are removed. Unicode is put in NFKC form
+    (a fullwidth `e` is `e`) and an internationalised domain is written
+    in its IDNA ASCII form (`exämple.com` is `xn--exmple-cua.com`), so every spelling of
+    one mailbox hashes to the same lead id. An address already in ASCII lower case is
+    returned as it is (so its lead id is the one it always had); plus-addressing stays.
     """
-    return unicodedata.normalize("NFC", raw.strip().lower())
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", raw).strip().lower())
+    local, at, domain = text.rpartition("@")
+    if not at or domain.isascii():
+        return text
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:  # not a domain name: validation rejects it with the reason
+        return text
+
+
+def address_forms(raw: str) -> list[str]:
+    """The normalised address, then the forms earlier versions stored it under (a lead's
+    NFC Unicode domain, a suppression's trimmed lower case), for lookups of older rows."""
+    canonical = normalise_email(raw)
+    local, _, domain = canonical.rpartition("@")
+    forms = [canonical]
+    if "xn--" in domain:
+        with contextlib.suppress(idna.IDNAError):
+            forms.append(unicodedata.normalize("NFC", f"{local}@{idna.decode(domain)}"))
+    forms += [unicodedata.normalize("NFC", raw.strip().lower()), raw.strip().lower()]
+    return list(dict.fromkeys(forms))
 
 
 def lead_id_for(campaign_id: str, email: str) -> str:

@@ -9,13 +9,17 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from campaign_core.private_files import private_dir, tighten_database
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.temporal import client_interceptors, data_converter, dev_server_path
@@ -54,25 +58,18 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
             raise RuntimeError(
                 f"port {p} is in use: is `campaign dev` already running? (choose another {flag})"
             )
-    home = settings.campaign_home
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(settings.campaign_home)
+    temporal_db = (home / "temporal.db").resolve()
     attrs = [SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES]
     converter = data_converter(settings)  # encrypting when CAMPAIGN_ENCRYPTION_KEY is set
     extra = ["--ui-codec-endpoint", CODEC_ENDPOINT] if converter.payload_codec else []
-    env = await WorkflowEnvironment.start_local(
-        namespace=settings.temporal_namespace,
-        data_converter=converter,
-        interceptors=client_interceptors(settings),
-        dev_server_extra_args=extra,
-        dev_server_existing_path=dev_server_path(),
-        dev_server_database_filename=str((home / "temporal.db").resolve()),
-        ip="127.0.0.1",
-        port=port,
-        ui=True,
-        ui_port=ui_port,
-        search_attributes=attrs,
-        dev_server_log_level="error",
-    )
+    # The server's SQLite file holds every workflow's payloads. It must not exist before
+    # the server's first start (the server sets the schema up only then), so the server
+    # starts under umask 077 (a child inherits it) and older files are tightened.
+    tighten_database(temporal_db)
+    with owner_only_umask():
+        env = await start_server(settings, converter, extra, temporal_db, port, ui_port, attrs)
+    tighten_database(temporal_db)
     address = f"127.0.0.1:{port}"
     ui_url = f"http://127.0.0.1:{ui_port}"
     settings.dev_file.write_text(json.dumps(
@@ -84,6 +81,35 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
         with contextlib.suppress(FileNotFoundError):
             settings.dev_file.unlink()
         await env.shutdown()
+
+
+@contextlib.contextmanager
+def owner_only_umask() -> Iterator[None]:
+    """umask 077 while the dev server starts (a child process inherits it)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def start_server(settings: Settings, converter: DataConverter, extra: list[str],
+                       db: Path, port: int, ui_port: int,
+                       attrs: list[SearchAttributeKey[Any]]) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        namespace=settings.temporal_namespace,
+        data_converter=converter,
+        interceptors=client_interceptors(settings),
+        dev_server_extra_args=extra,
+        dev_server_existing_path=dev_server_path(),
+        dev_server_database_filename=str(db),
+        ip="127.0.0.1",
+        port=port,
+        ui=True,
+        ui_port=ui_port,
+        search_attributes=attrs,
+        dev_server_log_level="error",
+    )
 
 
 async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from campaign_core.envelope import Envelope, digest
-from campaign_core.leads import Lead
+from campaign_core.leads import Lead, normalise_email
 from campaign_core.models import Counts
 from campaign_core.store.rows import (
     AuditEntry,
@@ -303,8 +303,8 @@ def bare_message_id(message_id: str) -> str:
 
 
 def normalise_address(email: str) -> str:
-    """Suppressions are keyed like leads: trimmed and lower-cased."""
-    return email.strip().lower()
+    """Suppressions are keyed like leads: on the normalised address (`normalise_email`)."""
+    return normalise_email(email)
 
 
 def trace_fields(envelope: Envelope) -> dict[str, Any]:

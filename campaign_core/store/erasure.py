@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
-from campaign_core.leads import lead_id_for, normalise_email
-from campaign_core.store.base import DerivedHashes, StoreError, normalise_address, now_utc, parse_lead
+from campaign_core.leads import address_forms, lead_id_for, normalise_email
+from campaign_core.store.base import DerivedHashes, StoreError, now_utc, parse_lead
 
 #: The suppression reason `forget` writes (an earlier reason is replaced by this one).
 FORGOTTEN_REASON = "forgotten (erasure request)"
@@ -42,8 +42,8 @@ FORGET_KEYS = ("leads", "drafts", "retrievals", "deliveries", "delivery_events",
 LEAD_TABLES = ("drafts", "retrievals", "deliveries", "audit_log", "delivery_events", "leads")
 
 def forget_addresses(email: str) -> list[str]:
-    """The forms an address may be stored under: as leads (NFC) and as suppressions."""
-    return list(dict.fromkeys([normalise_email(email), normalise_address(email)]))
+    """The forms an address may be stored under: normalised first, then older forms."""
+    return address_forms(email)
 
 
 def subject_digest(email: str) -> str:

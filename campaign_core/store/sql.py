@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from campaign_core.envelope import Envelope
-from campaign_core.leads import Lead
+from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
     SCHEMA_VERSION,
@@ -348,8 +348,10 @@ class SqlStore(Erasure[Scope]):
                                            "ON CONFLICT (email) DO NOTHING", ("created_at",))
 
     async def is_suppressed(self, email: str) -> bool:
-        return await self._one("SELECT 1 AS x FROM suppressions WHERE email = ?",
-                               (normalise_address(email),)) is not None
+        forms = address_forms(email)  # older rows may hold an earlier normal form
+        return await self._one(
+            f"SELECT 1 AS x FROM suppressions WHERE email IN ({', '.join('?' * len(forms))})",
+            forms) is not None
 
     async def get_delivery(self, message_key: str) -> DeliveryRow | None:
         return delivery_row(await self._one("SELECT * FROM deliveries WHERE message_key = ?", (message_key,)))

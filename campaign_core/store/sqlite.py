@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from campaign_core.private_files import private_database
 from campaign_core.store.base import StoreError, now_utc
 from campaign_core.store.sql import SqlStore
 
@@ -92,7 +93,7 @@ class SqliteStore(SqlStore):
         """Nothing to release: every call has its own connection."""
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)  # 0600 before SQLite opens it: it holds every lead
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.row_factory = _dict_row

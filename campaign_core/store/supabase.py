@@ -20,7 +20,7 @@ from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from campaign_core.envelope import Envelope
-from campaign_core.leads import Lead
+from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
     SCHEMA_VERSION,
@@ -406,7 +406,7 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def is_suppressed(self, email: str) -> bool:
         res = await self._run(lambda db: db.table("suppressions").select("email")
-                              .eq("email", normalise_address(email)).limit(1), "suppressions")
+                              .in_("email", address_forms(email)).limit(1), "suppressions")
         return bool(res.data)
 
     async def get_delivery(self, message_key: str) -> DeliveryRow | None:

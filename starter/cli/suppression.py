@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import sys
-import unicodedata
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from campaign_core.leads import Lead, valid_email
+from campaign_core.leads import Lead, address_forms, valid_email
 from campaign_core.settings import load_settings
 from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
 from campaign_core.store.factory import open_store
@@ -125,7 +124,7 @@ def erase_outbox(outbox: Path, address: str) -> int:
     """Delete the outbox `.eml` files addressed to `address`; returns how many."""
     if not outbox.is_dir():
         return 0
-    wanted = unicodedata.normalize("NFC", address.strip().lower())
+    wanted = set(address_forms(address))
     parser = BytesParser(policy=policy.default)
     removed = 0
     for path in sorted(outbox.glob("*.eml")):
@@ -136,7 +135,7 @@ def erase_outbox(outbox: Path, address: str) -> int:
                           for a in getattr(headers[field], "addresses", ())]
         except (OSError, ValueError):
             continue
-        if any(unicodedata.normalize("NFC", r.lower()) == wanted for r in recipients):
+        if any(not wanted.isdisjoint(address_forms(r)) for r in recipients):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
