@@ -3,7 +3,7 @@
 Entries are keyed by the activity method itself (`StoreAgent.store_lead`), so workflows,
 the worker and this table can only name agents that exist. Workflows import it under
 `workflow.unsafe.imports_passed_through()`; the agent modules it imports have no
-import-time side effects. See docs/architecture/orchestration.md.
+import-time side effects. See docs/architecture.md ("Orchestration and wiring").
 """
 
 from __future__ import annotations

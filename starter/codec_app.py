@@ -3,7 +3,7 @@
 Served by `campaign codec-server` when CAMPAIGN_ENCRYPTION_KEY is set, so the UI shows
 decrypted payloads. Only the UI's own origins may call it from a browser, and only under
 an allowed Host name (loopback names, plus those configured), so a DNS-rebinding page
-cannot reach it; a bearer token is required off loopback. See docs/architecture/cli.md.
+cannot reach it; a bearer token is required off loopback. See docs/architecture.md ("The command line").
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route handlers' annotations,

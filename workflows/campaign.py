@@ -2,7 +2,7 @@
 
 Leads are paged from the store and drafted by one child per lead in a sliding window;
 the run continues as new with only a cursor and counters. Nothing is sent before
-approval. See docs/architecture/orchestration.md.
+approval. See docs/architecture.md ("Orchestration and wiring").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pages approved leads, waits durably for each lead's send window, paces sends, and
 pauses itself when bounces pass the circuit breaker's threshold. See
-docs/architecture/orchestration.md.
+docs/architecture.md ("Orchestration and wiring").
 """
 
 from __future__ import annotations

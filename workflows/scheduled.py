@@ -2,7 +2,7 @@
 
 Each firing copies the template campaign's leads into a campaign named after the
 schedule and the firing time, starts it as an abandoned child and completes.
-See docs/architecture/orchestration.md.
+See docs/architecture.md ("Orchestration and wiring").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Backends: `sqlite.py`, `postgres.py` (both on the shared SQL of `sql.py`) and
 `supabase.py` (REST); `factory.open_store` picks one. This module imports none of them.
-Design notes: docs/architecture/store.md.
+Design notes: docs/architecture.md ("The store").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `Erasure.forget` is a template method: each backend supplies the primitives (suppress,
 find, redact, delete) inside its own unit of work (one SQL transaction; a sequence of
 idempotent REST requests). What is deleted, redacted, recorded and kept, and why:
-docs/architecture/store.md ("Erasure").
+docs/architecture.md ("The store") ("Erasure").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The Postgres dialect of `SqlStore`: one pool per process and event loop, `?` read as
 `%s`, batches as `unnest` arrays, migrations under an advisory lock. It refuses a
 schema older than the code unless opened with `auto_migrate`. Details:
-docs/architecture/store.md.
+docs/architecture.md ("The store").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The SQLite dialect of `SqlStore`: WAL, a busy timeout, one connection per call on a
 thread of its own, and a `now()` fixed per transaction. It migrates itself on first
-use unless told not to. Details: docs/architecture/store.md.
+use unless told not to. Details: docs/architecture.md ("The store").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Chosen when only `SUPABASE_URL` and `SUPABASE_KEY` are set (use the service key).
 Upserts are PostgREST upserts on the natural keys; a write of several steps is a
 sequence of idempotent requests; reads page until an empty page; it never migrates.
-Details: docs/architecture/store.md.
+Details: docs/architecture.md ("The store").
 """
 
 from __future__ import annotations
