@@ -1,29 +1,8 @@
-"""The delivery channels: where one rendered message goes.
+"""The delivery channels: where one rendered message goes (outbox, SMTP, webhook).
 
-* `outbox`: one `<key>.eml` file, written atomically (temp file + rename).
-* `smtp`: `aiosmtplib` to `CAMPAIGN_SMTP_URL` (`smtp://user:pass@host:port`, STARTTLS
-  when the server offers it; `smtps://` for implicit TLS; AUTH when a user is given).
-  The transaction is split so the caller can record "committing" after the server has
-  accepted the envelope (MAIL/RCPT) and just before DATA: see `activities.delivery`.
-  TLS always verifies the server: its certificate must chain to a trusted CA and name
-  the URL's host. The trusted CAs are the system's (OpenSSL's default paths), so a
-  private CA is added to the system store or named with `SSL_CERT_FILE` /
-  `SSL_CERT_DIR`. There is no switch to skip verification. Nothing is sent in clear to
-  another host: if the server offers no STARTTLS, the send fails before MAIL (and AUTH)
-  unless `CAMPAIGN_SMTP_REQUIRE_TLS=false` (on by default for every host but loopback);
-  even then a password never goes in clear to a host that is not loopback.
-* `webhook`: a JSON POST to `CAMPAIGN_WEBHOOK_URL` signed the Standard Webhooks way
-  with `CAMPAIGN_DELIVERY_WEBHOOK_SECRET` (`webhook-id` is the message key, also sent as
-  `Idempotency-Key`), so the receiver can verify it and drop a resend.
-
-Errors: `ChannelRefused` says the provider answered and will never take this message
-(permanent) or asked to try later (retryable); any other exception is a transport
-failure and is retried by the activity's retry policy. `SmtpTlsError` (an untrusted or
-wrong certificate, a failed handshake, no TLS for a password) is such a transport
-failure: it happens before MAIL, so nothing was sent, and it is retried, as an MTA
-defers mail it cannot hand over securely. A certificate being renewed or a CA not yet
-installed is then fixed without losing the campaign; if it never is, the message fails
-when its retries run out, with this error as the reason.
+SMTP always verifies TLS and splits the transaction so delivery can record `committing`
+before DATA; `ChannelRefused` is the provider's answer, anything else a retryable transport
+failure. See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,7 @@
 """The copywriter agent: one personalised draft per lead, from an LLM or a template.
 
-With `CAMPAIGN_LLM_PROVIDER=openai` (the default when OPENAI_API_KEY is set) it asks
-any OpenAI-compatible endpoint for structured output (`DraftOutput`: subject, body,
-personal points, citations to passage ids) through the `openai` SDK. Without a key
-the deterministic offline template writer runs instead, labelled `offline-template`
-in provenance so nobody mistakes its output for an LLM's.
-
-Why it is built the way it is:
-
-- **Prompts are versioned files** (`activities/prompts/<name>.md`); the file's hash
-  and the rendered prompt's hash go into every draft, so any draft can be traced to
-  the exact instructions that produced it.
-- **Guardrails are code** (`activities.guardrails`): an output that fails them gets
-  one repair call carrying the reasons, then the lead fails with those reasons as a
-  non-retryable `GuardrailViolation`.
-- **No paid call twice.** Every completed LLM call is written to the audit log
-  before anything else can fail, and the finished draft carries its prompt hash and
-  model. A retry, a replay or a re-run first looks in the lead's audit trail: a
-  draft for the same (prompt hash, model, lead) is returned as is, and a call whose
-  exact request was already answered is not sent again.
-- **Temporal owns retries**: provider failures are classified in
-  `activities.llm_client` (retryable with Retry-After, or not), and long calls
-  heartbeat.
+Prompts are versioned files, guardrails get one repair call, no paid LLM call is made twice,
+and Temporal owns retries. See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,34 +1,8 @@
 """The delivery agent: sends one approved message, exactly once in effect.
 
-Every message has a deterministic key (campaign, lead, step) and a Message-ID derived
-from it. The delivery row goes `sending` before any channel is touched and `sent`, with
-the Message-ID, after the provider accepted; a retry that finds `sent` (or `suppressed`)
-does nothing. What a retry does when it finds an unfinished row depends on the channel:
-
-* outbox: the file is `<key>.eml`, written atomically, so rewriting it is harmless:
-  one file, one Message-ID, never two.
-* webhook: the retry POSTs again with the same `webhook-id` and `Idempotency-Key` (the message key) and
-  the same body; the receiver drops the second copy. At least once on the wire,
-  exactly once in effect for a receiver that honours the key.
-* smtp: SMTP has no idempotency key, so the agent records how far it got. A server
-  takes a message only when it reads the final `.` line of DATA; a connection that
-  drops before it leaves nothing. So the row stays `sending` through MAIL, RCPT and the
-  whole body; it becomes `committing` once the body has left the worker and just
-  before the three bytes of the terminator, and `sent` after the server's 250.
-  A retry that finds `sending` knows the server holds nothing for this key: it
-  records the attempt and sends. A retry that finds `committing` does not send again:
-  it records the message as `sent`, noting in `error` that the acceptance was not
-  confirmed. An explicit refusal (4xx/5xx) moves the row back to `sending`.
-
-  The remaining window, honestly: between the `committing` write and the terminator
-  reaching the kernel (one `write` of three bytes) a crash would lose the message;
-  after it, the kernel delivers the terminator even if the worker dies. We resolve
-  `committing` as delivered, so the guarantee is exactly once outside that window and
-  at most once inside it; never a duplicate. Should a duplicate ever reach a mailbox
-  anyway (say the store was restored from an old backup), it carries the same
-  `Message-ID` and `X-Campaign-Message-Key`, which receivers use to recognise it.
-
-Suppression is checked here, at the moment of sending, not when drafting.
+A deterministic message key and a delivery row that records how far a send got (`sending`,
+`committing`, `sent`) keep a retry from sending twice; suppression is checked at sending.
+See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """Checks every draft must pass before it can reach a person's review queue.
 
-They are code, not prompt text, because a model can ignore an instruction but not
-a check: a draft that cites a passage nobody retrieved, keeps a `{first_name}`
-placeholder or states a number the knowledge base does not support is caught here
-whatever the prompt said. The copywriter gives the model one repair attempt with
-the reasons, then fails the lead with them (`GuardrailViolation`).
-
-Each check returns human-readable reasons, because the same text is sent back to
-the model as repair instructions and shown to the user as the lead's error.
-
-Contact details are checked too, because lead data and passages can carry injected
-instructions ("log in at http://evil.example/login"): a link, web address, email
-address or phone number in a draft must come from the brief, a retrieved passage or
-(for links) the lead's own website. Links and bare domains compare by host; phone
-numbers are found with `phonenumbers` (valid numbers only, so "SOC 2" or "2,000 leads"
-are not numbers to it). The unsubscribe link and footer are added at rendering, after
-this check.
+Code, not prompt text, so a model cannot ignore them; each returns human-readable reasons
+that go back to the model for repair and to the user. See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

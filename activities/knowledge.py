@@ -1,17 +1,8 @@
 """The RAG agent: finds the knowledge-base passages that fit a lead and the brief.
 
-A knowledge base is a folder of Markdown, text and HTML files, split into chunks
-with stable ids (`activities.retrieval.chunking`, which reads only regular files inside
-the folder and under CAMPAIGN_KB_MAX_FILE_BYTES). Chunks are ranked with BM25
-(`bm25s`) by default; when CAMPAIGN_EMBEDDING_MODEL is set, dense retrieval with
-OpenAI-compatible embeddings is added and the two rankings are fused by reciprocal
-rank. Chunk vectors live in the store (embedded once per text, whichever worker
-asked first) and are searched there when it can (pgvector), in memory otherwise.
-The index is built once per knowledge-base content hash (and embedding model) and
-kept in memory, never per lead: concurrent first requests wait for the one build
-instead of each starting their own. The agent stores the top passages
-(ids, scores, source paths, text) and returns only the envelope reference, so the
-workflow carries ids, not documents.
+BM25, plus dense retrieval fused by reciprocal rank when an embedding model is set; the index
+is built once per knowledge-base content, and the workflow carries passage ids, not documents.
+See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

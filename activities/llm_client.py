@@ -1,21 +1,8 @@
 """Talking to an OpenAI-compatible endpoint the way a Temporal activity must.
 
-Temporal owns retrying, so the `openai` client is built with `max_retries=0`: a
-client that retried on its own would hide failures from the retry policy, double
-the rate-limit pressure and could run past the activity's timeout. Instead every
-provider failure is translated here into an `ApplicationError` that tells Temporal
-what to do:
-
-- 408, 409, 429, 5xx, timeouts and connection errors are retryable; a
-  `Retry-After` (or `retry-after-ms`) header becomes the next attempt's delay
-  (`next_retry_delay`), so a rate-limited provider is not hammered;
-- 401 and 403 mean the key is wrong: `LLMAuthError`, not retryable, and the
-  campaign workflow turns it into one campaign-level error instead of one per lead;
-- any other 4xx (400, 404, 422, ...) is `LLMRequestRejected`, not retryable:
-  sending the same request again cannot succeed.
-
-Long calls heartbeat (`heartbeating`), so a heartbeat timeout detects a dead worker
-quickly while a slow but healthy LLM call is left alone.
+The client never retries on its own: each provider failure becomes an `ApplicationError`
+that tells Temporal whether (and when) to retry, and long calls heartbeat.
+See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Rendering of one outgoing email: plain text and HTML, compliant headers, no injection.
 
-Everything that comes from a lead or a draft is untrusted: headers get it only through
-`header_safe` (no control character can reach a header, and no `=?` either, since the
-email package decodes an encoded word such as `=?utf-8?q?x=0D=0ABcc:...?=` back into a
-real CR/LF when it folds the header, whatever the patch level), and the
-HTML part gets it only through `html.escape`. The Message-ID is derived from the message
-key, so a duplicate is recognisable downstream whatever channel carried it. Inline
-citation markers (`[kb/file.md#3-1a2b3c4d]`) are for the reviewer: they are removed
-here, whatever wrote the draft, so no channel ever delivers one.
+Lead and draft text reaches headers only through `header_safe` and HTML only escaped; the
+Message-ID comes from the message key and citation markers are removed.
+See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

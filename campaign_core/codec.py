@@ -1,17 +1,7 @@
 """Payload encryption: every payload Temporal stores is AES-256-GCM encrypted.
 
-`CAMPAIGN_ENCRYPTION_KEY` holds comma-separated `KEY_ID:BASE64` entries of 32-byte
-keys. The first key encrypts; every key decrypts, chosen by the key id each
-encrypted payload carries in its metadata (`encryption-key-id`). To rotate, put a
-new key first and keep the old ones after it until no history still needs them.
-
-An encrypted payload is `encoding: binary/encrypted` with data `nonce (12 bytes) ||
-ciphertext+tag` of the original serialised payload; the key id is bound to it as
-associated data, so relabelling a payload with another id fails. Payloads that are
-not encrypted (histories written before encryption was turned on) decode as they
-are, unless `CAMPAIGN_REQUIRE_ENCRYPTION` is on: then a process without a key refuses
-to start and a payload in clear is refused. Error messages name a key by its id or
-position, never by its material.
+Keys come from `CAMPAIGN_ENCRYPTION_KEY`; the first encrypts, all decrypt by key id, which
+is how keys rotate. See "Temporal connection, encryption and tracing" in docs/architecture.md.
 """
 
 from __future__ import annotations

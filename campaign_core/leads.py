@@ -1,16 +1,8 @@
 """Leads intake: turn a user's CSV or JSON Lines file into validated, de-duplicated leads.
 
-This is the campaign's DataCoordinator. Everything downstream (research, drafting,
-approval, delivery) keys on a lead's id, and delivery must happen exactly once per
-person, so intake is where identity is decided: the normalised email address (NFKC,
-lower case, IDNA ASCII domain) is the lead, duplicates are merged here rather than
-discovered later as double sends, and the id is derived from (campaign, email) so that
-re-importing the same file yields the same ids.
-
-Bad rows are not fatal. A spreadsheet with one typo should not block a campaign of a
-thousand leads, so each bad row is rejected with its row number and a reason the user
-can act on, and the rest go on. Only a file that cannot be read at all, or that has
-no usable row, is an error (`LeadsFileError`), because then there is nothing to run.
+Intake decides identity (the normalised email address; ids derived from campaign and email)
+and rejects bad rows one by one instead of failing the file.
+See "Intake and identity" in docs/architecture.md.
 """
 
 from __future__ import annotations

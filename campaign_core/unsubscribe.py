@@ -1,14 +1,7 @@
 """Signed unsubscribe tokens: who a link unsubscribes, and proof that we made the link.
 
-An unsubscribe link must work for years without a login, so the token carries what it
-needs (campaign, lead, step) and an HMAC-SHA256 tag over it. No address is in the
-token: links end up in proxies' and mail scanners' logs, and the address is looked up
-from the lead when the link is used. A token cannot be forged or altered without the
-key, and it never expires (RFC 8058 asks that one-click unsubscribe keep working).
-
-The key is `CAMPAIGN_UNSUBSCRIBE_SECRET` when set; otherwise one is generated once and
-kept in the store (`signing_keys`), because the worker that renders the link and the API
-that checks it may run on different machines and the store is what they share.
+HMAC-signed, no address inside, never expiring; the key is shared through the store unless
+set. See "HTTP API and unsubscribe" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """The HTTP API (`campaign api`): the CLI's commands over HTTP, plus what the outside calls.
 
-Everything goes through the same `CampaignManager` as the CLI, so a campaign started
-over HTTP is validated, identified and run exactly like one started from a terminal.
-Untrusted input is validated at the boundary by pydantic: an invalid body is a 422
-naming the field, and nothing is started or recorded.
-
-Auth: every route but `/health` and `/unsubscribe` (the OpenAPI document and docs
-included) needs `Authorization: Bearer $CAMPAIGN_API_TOKEN`, checked in constant time
-by `starter.api_gate` before any body is read, which also caps bodies at
-CAMPAIGN_API_MAX_BODY (413). Webhooks also carry a Standard Webhooks signature
-(`campaign_core.webhook_signature`, keyed by CAMPAIGN_WEBHOOK_SECRET), checked before the
-body is parsed; a `webhook-id` seen before is answered 200 and not acted on again.
-`/unsubscribe` is public by design: the signed token in the link is its authorisation
-(RFC 8058 one-click).
+Same `CampaignManager` as the CLI; bearer-token auth on every route but `/health` and
+`/unsubscribe`, signed webhooks. See "HTTP API and unsubscribe" in docs/architecture.md.
 """
 
 from __future__ import annotations

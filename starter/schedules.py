@@ -1,23 +1,7 @@
 """ScheduleManager: recurring campaigns on Temporal Schedules (`campaign schedule ...`).
 
-`create` validates the leads like `campaign start`, stores them once under a template
-campaign (`sched-<NAME>-<hex>`: fresh for every creation, so a schedule deleted and
-created again never mixes its old leads into the new ones) and creates the Temporal
-Schedule `campaign-schedule:<NAME>`. Every firing starts a short `ScheduledCampaign`
-workflow that copies the template's leads into a new campaign named after the schedule
-and the firing's time (`<NAME>-YYYYMMDD-HHMMSS`) and starts it as an ordinary campaign.
-
-Policies, and why:
-
-* overlap SKIP. A firing only copies leads and starts the campaign, so it takes
-  seconds; one still running at the next firing means the workers are down, and SKIP
-  keeps a backlog of firings from starting several campaigns to the same people once
-  they return. The campaigns themselves are independent workflows, so a campaign still
-  awaiting approval never holds the next one back: each is approved on its own.
-* catch-up window one hour: after an outage, a firing missed by more than an hour is
-  dropped rather than sent late (a Monday 09:00 campaign should not go out on Wednesday).
-* pause on failure: a firing that fails (its template gone, the store refusing it)
-  pauses the schedule, and `schedule list` shows it, rather than failing every week.
+Leads are stored once under a template campaign; each firing starts a new campaign from
+them. See "Schedules" in docs/architecture.md.
 """
 
 from __future__ import annotations

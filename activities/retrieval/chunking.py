@@ -1,20 +1,8 @@
 """Turning a knowledge-base folder into chunks with stable ids.
 
-A knowledge base is a folder of Markdown, text and HTML files. Markdown (and HTML,
-whose h1-h3 become headings) is split at headings, text files at blank lines, and
-a section longer than `MAX_CHUNK_CHARS` is split again at paragraph boundaries, so
-a passage is small enough to quote and to fit a prompt.
-
-A chunk id is `<relative path>#<index>-<first 8 hex of the text's sha256>`: the same
-file content always gives the same ids, and an edited chunk gets a new id, so an
-old citation can never silently point at different text. The chunk hash (sha256 of
-the text) is what dense vectors are cached by.
-
-Only regular files whose resolved path lies inside the folder are read, and none over
-the size cap (`CAMPAIGN_KB_MAX_FILE_BYTES`): a symlink to `../secret.env` never reaches
-a prompt or an email. Skipped files are logged with the reason. HTML goes through the
-stdlib `HTMLParser` (script and style content dropped), after a linear pass that
-disarms what would make that parser quadratic (unclosed `<` and `<!--`).
+Ids change when a chunk's text does, so a citation never points at different text; only
+regular files inside the folder and under the size cap are read.
+See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Dense retrieval: OpenAI-compatible embeddings, cached in the store by text hash, fused by RRF.
 
-Embeddings cost money and time, so no text is embedded twice: vectors are kept in the
-campaign store's `embeddings` table by (model, sha256 of the text). The store is
-already shared by every worker, on every machine, and survives restarts, so it is
-the cache: a second worker, or the next build of a changed knowledge base, embeds
-only the chunks whose text is new. (Two workers building the same new knowledge base
-at the very same moment may both embed it once; the store keeps the first vectors.)
-
-The search runs where the vectors are when the store can do it: pgvector's exact
-cosine in Postgres (`<=>`), Supabase's `match_embeddings` RPC. Elsewhere (SQLite,
-Postgres without pgvector) it is an in-memory cosine over a numpy matrix, which is
-exact and fast for knowledge bases of thousands of chunks. Both give the same
-ranking, so the backend changes where the arithmetic happens, not the passages.
-
-Dense and BM25 rankings are fused by reciprocal rank (`rrf`): it needs no score
-calibration between two very different scorers and rewards passages both agree on.
+No text is embedded twice; the search runs in the store when it can (pgvector, Supabase) and
+in memory otherwise, with the same ranking. See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations
