@@ -252,6 +252,8 @@ async def test_bad_llm_key_is_one_campaign_level_error(ts_env, settings, store, 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # CPU-bound (about 25,000 tasks): minutes on a shared 2-core machine
 async def test_2500_leads_complete_with_small_histories(ts_env, settings, store, prefix, run_workers):
     n = 2500
     sent: list[str] = []
