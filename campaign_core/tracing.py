@@ -62,6 +62,14 @@ def tracer_provider(settings: Settings) -> TracerProvider | None:
     return provider
 
 
+def flush_tracing() -> None:
+    """Deliver and close every provider this process made: for a process that ends with
+    `os._exit`, where the providers' own exit hooks never run."""
+    for provider in list(_providers.values()):
+        provider.shutdown()
+    _providers.clear()
+
+
 def tracing_interceptors(
     settings: Settings, provider: TracerProvider | None = None
 ) -> list[Interceptor]:

@@ -8,6 +8,13 @@ goes to stderr. Exit codes: 0 ok, 2 bad input, 3 Temporal not reachable, 1 anyth
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import traceback
+
+from campaign_core.tracing import flush_tracing
 from starter.cli import campaigns, codec, stack, suppression
 from starter.cli.app import app
 from starter.cli.db import db_app
@@ -41,4 +48,26 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """Run the command, then end the process without interpreter finalization.
+
+    The Temporal client's Rust threads can outlive finalization and abort the process with
+    "PyGILState_Release" (temporalio/sdk-python#300), turning a finished command into exit
+    -6. So flush what we own (spans, logs, stdio) and leave with `os._exit`.
+    """
+    code: int = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        flush_tracing()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(code)
