@@ -35,7 +35,7 @@ from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
-from campaign_core.store.base import Store, migrations
+from campaign_core.store.base import SCHEMA_VERSION, Store, migrations
 from campaign_core.store.postgres import PostgresStore
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.store.supabase import SupabaseStore
@@ -207,7 +207,7 @@ async def test_a_role_that_may_not_create_pgvector_still_migrates(pgvector_clust
         await su.execute(f'CREATE DATABASE "{db}" OWNER "{role}"'.encode())
     url = pgvector_cluster.url(db).replace(f"{pg_fixtures.PG_USER}@", f"{role}@")
     store = PostgresStore(url, auto_migrate=True)
-    assert await store.migrate() == 4
+    assert await store.migrate() == SCHEMA_VERSION
     await store.put_embeddings("m", {"h": [1.0, 2.0]})
     assert await store.get_embeddings("m", ["h"]) == {"h": [1.0, 2.0]}
     assert await store.vector_search("m", [1.0, 2.0], ["h"], 1) is None
@@ -230,7 +230,7 @@ async def test_pgvector_arriving_later_converts_the_table_and_rerunning_is_a_noo
         await conn.execute("INSERT INTO embeddings(model, text_hash, dims, vector) "
                            "VALUES ('m', 'h1', 2, '{1,0}'), ('m', 'h2', 2, '{0,1}')")
     store = PostgresStore(pgvector_url, auto_migrate=True)
-    assert await store.migrate() == 4
+    assert await store.migrate() == SCHEMA_VERSION
     assert await column_type(pgvector_url) == "vector"
     assert await store.get_embeddings("m", ["h1", "h2"]) == {"h1": [1.0, 0.0], "h2": [0.0, 1.0]}
     found = await store.vector_search("m", [0.9, 0.1], ["h1", "h2"], 2)

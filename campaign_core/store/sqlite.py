@@ -1,8 +1,8 @@
 """The embedded SQLite store: the default backend, one file under CAMPAIGN_HOME.
 
-The SQLite dialect of `SqlStore`: WAL, a busy timeout, one connection per call on a
-thread of its own, and a `now()` fixed per transaction. It migrates itself on first
-use unless told not to. Details: docs/architecture.md ("The store").
+The SQLite dialect of `SqlStore`: WAL, a busy timeout, reused connections (one caller
+at a time, on a pool of threads), and a `now()` fixed per transaction. It migrates itself
+on first use unless told not to. Details: docs/architecture.md ("The store").
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class _Connection:
-    """A sqlite3 connection used from the event loop: every call runs on its own thread."""
+    """A sqlite3 connection used from the event loop, its calls run on the store's threads."""
 
     def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
         self.conn, self.thread = conn, thread
@@ -81,6 +81,11 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self.auto_migrate = auto_migrate
         self._ready = False
+        # Threads and idle connections are reused: a thread and a connection per call cost
+        # more than the statement. Enough threads that writers waiting on the file's lock
+        # never starve the one that holds it.
+        self._threads = ThreadPoolExecutor(64, thread_name_prefix="campaign-sqlite")
+        self._idle: list[sqlite3.Connection] = []
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -90,45 +95,60 @@ class SqliteStore(SqlStore):
         return str(self.path)
 
     async def close(self) -> None:
-        """Nothing to release: every call has its own connection."""
+        """Close the idle connections; the store reconnects when used again."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         private_database(self.path)  # 0600 before SQLite opens it: it holds every lead
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)  # one user at a time, any thread
         try:
             conn.row_factory = _dict_row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA foreign_keys=ON")
-            stamp = now_utc().isoformat(timespec="microseconds")  # like Postgres: per transaction
-            conn.create_function("now", 0, lambda: stamp)
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _checkout(self) -> sqlite3.Connection:
+        """An idle connection or a new one, with `now()` fixed for this use (per transaction,
+        like Postgres)."""
+        try:
+            conn = self._idle.pop()  # atomic: two threads never get the same connection
+        except IndexError:
+            conn = self._connect()
+        stamp = now_utc().isoformat(timespec="microseconds")
+        conn.create_function("now", 0, lambda: stamp)
+        return conn
+
+    def _checkin(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction or len(self._idle) >= 8:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
     @asynccontextmanager
     async def _open(self, *, write: bool) -> AsyncIterator[_Connection]:
-        """A connection on a thread of its own (so a writer waiting for the file's lock never
-        holds up the one that has it); writes in one `BEGIN IMMEDIATE` transaction."""
-        thread = ThreadPoolExecutor(1, thread_name_prefix="campaign-sqlite")
+        """A connection used by one caller at a time, its statements on the store's threads;
+        writes in one `BEGIN IMMEDIATE` transaction."""
+        loop = asyncio.get_running_loop()
+        c = _Connection(await loop.run_in_executor(self._threads, self._checkout), self._threads)
         try:
-            c = _Connection(await asyncio.get_running_loop().run_in_executor(thread, self._connect),
-                            thread)
-            try:
-                if write:
-                    await c.run("BEGIN IMMEDIATE")
-                yield c
-                if write:
-                    await c.run("COMMIT")
-            except BaseException:
-                if c.conn.in_transaction:
-                    await c.call(c.conn.rollback)
-                raise
-            finally:
-                await c.call(c.conn.close)
+            if write:
+                await c.run("BEGIN IMMEDIATE")
+            yield c
+            if write:
+                await c.run("COMMIT")
+        except BaseException:
+            if c.conn.in_transaction:
+                await c.call(c.conn.rollback)
+            raise
         finally:
-            thread.shutdown(wait=False)
+            await c.call(lambda: self._checkin(c.conn))
 
     async def _script(self, c: Any, sql: str) -> None:
         for statement in split_statements(sql):
