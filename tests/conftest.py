@@ -8,7 +8,7 @@ task-queue prefix and CAMPAIGN_HOME.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
 from tests.time_skipping import TimeSkippingServer
+from tests.webhook_receiver import Hook
 from worker_main import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,3 +99,28 @@ def run_workers(
             yield workers
 
     return _run
+
+
+@pytest.fixture
+def hook_factory() -> Iterator[Callable[[list[int]], Hook]]:
+    """`hook_factory([500, 200])`: a running webhook receiver with scripted statuses."""
+    import threading
+
+    started: list[Hook] = []
+
+    def make(statuses: list[int]) -> Hook:
+        hook = Hook(statuses)
+        threading.Thread(target=hook.server.serve_forever, daemon=True).start()
+        started.append(hook)
+        return hook
+
+    yield make
+    for hook in started:
+        hook.server.shutdown()
+        hook.server.server_close()
+
+
+@pytest.fixture
+def hook(hook_factory: Callable[[list[int]], Hook]) -> Hook:
+    """A running webhook receiver that answers 200."""
+    return hook_factory([])

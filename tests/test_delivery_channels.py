@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
@@ -210,49 +207,6 @@ async def test_start_refuses_channels_without_configuration(store, settings):
 
 
 # -- webhook -------------------------------------------------------------------------------
-
-
-class Hook:
-    """A local HTTP receiver: records each request, answers with scripted statuses."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.requests.append((dict(self.headers.items()), body))
-                code = hook.statuses.pop(0) if hook.statuses else 200
-                answer = json.dumps({"id": f"wh-{len(hook.requests)}"}).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-@pytest.fixture
-def hook_factory() -> Iterator[Any]:
-    started: list[Hook] = []
-
-    def make(statuses: list[int]) -> Hook:
-        hook = Hook(statuses)
-        threading.Thread(target=hook.server.serve_forever, daemon=True).start()
-        started.append(hook)
-        return hook
-
-    yield make
-    for hook in started:
-        hook.server.shutdown()
-        hook.server.server_close()
 
 
 async def test_webhook_signed_with_idempotency_key_and_retry_keeps_it(store, settings,

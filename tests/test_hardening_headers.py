@@ -8,9 +8,6 @@ them again for leads that reach it some other way, and the webhook's header fiel
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from activities.channels import webhook_payload
@@ -18,22 +15,13 @@ from activities.rendering import header_safe, render_message
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Channel
 from campaign_core.settings import Settings
-from tests.test_hardening_rendering import Hook, _lead, deliver_on
+from tests.test_hardening_rendering import _lead, deliver_on
 
 BCC_NAME = "=?utf-8?q?Eve=0D=0ABcc:_v@evil.com?="
 REPLY_TO_COMPANY = "=?utf-8?q?Acme=0D=0AReply-To:_attacker@evil.com?="
 EXPECTED_HEADERS = ["Message-ID", "Date", "From", "To", "Subject", "List-Unsubscribe",
                     "List-Unsubscribe-Post", "X-Campaign-Message-Key", "MIME-Version",
                     "Content-Type"]
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    threading.Thread(target=h.server.serve_forever, daemon=True).start()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
 
 
 # -- rendering: defence in depth for leads that skipped intake -------------------------------

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +24,13 @@ from campaign_core.settings import Settings
 from starter.api import create_app
 from starter.manager import BadInput, CampaignManager
 from starter.schedules import ScheduleManager
-from tests.test_hardening_rendering import CHANNELS, Hook, _lead, deliver_on
+from tests.test_hardening_rendering import CHANNELS, _lead, deliver_on
+from tests.webhook_receiver import Hook
 from tests.webhook_signing import DELIVERY_SECRET
 
 ADDRESS = "Relay Inc.\n1 Main St & Co, Suite <5>\nSpringfield, IL 62701, USA"
 LEADS = [{"email": "ana@example.com", "first_name": "Ana"}]
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    threading.Thread(target=h.server.serve_forever, daemon=True).start()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
 
 
 @pytest.fixture

@@ -7,13 +7,9 @@ the webhook receiver got; always both the text and the HTML part.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -28,6 +24,7 @@ from campaign_core.leads import Lead
 from campaign_core.models import Channel, DeliverInput
 from campaign_core.settings import Settings
 from tests.smtp_server import smtp_server
+from tests.webhook_receiver import Hook
 from tests.webhook_signing import DELIVERY_SECRET
 
 PASSAGE_ID = "case-study-fintech.md#1-8b3c8eee"
@@ -35,38 +32,6 @@ CITED_BODY = (f"Hi Ana,\n\nEnterprise deals stalled in KYC for weeks. [{PASSAGE_
               "Onboarding now takes two days [pricing.md#0-0a1b2c3d, faq.txt#2-deadbeef].\n\n"
               "[integrations.md#4-12345678] It plugs into the tools you use.\n\nBest regards")
 CHANNELS = [Channel.OUTBOX, Channel.SMTP, Channel.WEBHOOK]
-
-
-class Hook:
-    """A local HTTP receiver that records each JSON document and answers 200."""
-
-    def __init__(self) -> None:
-        self.documents: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.documents.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    threading.Thread(target=h.server.serve_forever, daemon=True).start()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
 
 
 @pytest.fixture
