@@ -28,6 +28,10 @@ from campaign_core.models import (
 from campaign_core.review import CONFLICT, GUARDRAIL, DraftEditRef, DraftVersionRef, Exclusion
 from campaign_core.store.base import StoreError
 
+#: The refusal of an edit as Temporal history holds it: the reasons quote the edit's
+#: text, so they stay in the store (`DraftEditRow.reason`), where the control plane reads them.
+REFUSED = "the guardrails refused the edit (the reasons are stored with it)"
+
 #: Fixed sentences of the offline writer that an edited draft may keep.
 OFFLINE_GROUNDING = [OFFLINE_ASK]
 
@@ -173,16 +177,17 @@ class StoreAgent(Agent):
         if edit.status == "applied":
             return DraftVersionRef(lead_id=ref.lead_id, step=ref.step, version=edit.version or 1)
         if edit.status == "refused":
-            raise permanent(GUARDRAIL, edit.reason or "refused")
+            raise permanent(GUARDRAIL, REFUSED)
 
-        async def refuse(kind: str, reason: str) -> ApplicationError:
+        async def refuse(kind: str, reason: str, shown: str) -> ApplicationError:
             await self.store.refuse_draft_edit(ref.edit_id, reason)
-            return permanent(kind, reason)
+            return permanent(kind, shown)
 
         if edit.base_version is not None and edit.base_version != draft.version:
-            raise await refuse(CONFLICT, f"draft of lead {ref.lead_id} step {ref.step} is at "
-                               f"version {draft.version}, not {edit.base_version}: someone "
-                               "edited it meanwhile; reload it and edit again")
+            stale = (f"version: the draft of lead {ref.lead_id} step {ref.step} is at version "
+                     f"{draft.version}, not {edit.base_version}: someone edited it meanwhile; "
+                     "reload it and edit again")
+            raise await refuse(CONFLICT, stale, stale)
         subject = (edit.subject if edit.subject is not None else draft.subject).strip()
         body = (edit.body if edit.body is not None else draft.body).strip("\n").rstrip()
         campaign = await self.store.get_campaign(ref.campaign_id)
@@ -193,7 +198,7 @@ class StoreAgent(Agent):
         reasons = check_edit(subject, body, passages=passages, lead=lead, brief=campaign.brief,
                              grounding=OFFLINE_GROUNDING)
         if reasons:
-            raise await refuse(GUARDRAIL, "guardrail: " + "; ".join(reasons))
+            raise await refuse(GUARDRAIL, "guardrail: " + "; ".join(reasons), REFUSED)
         applied = await self.store.apply_draft_edit(ref.edit_id, subject=subject, body=body,
                                                     expected_version=draft.version)
         if applied is None:  # another edit was applied between our read and write: re-read

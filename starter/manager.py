@@ -380,7 +380,11 @@ class CampaignManager(ControlPlane):
                 DraftEditRef(campaign_id=campaign_id, edit_id=edit_id, lead_id=lead_id, step=step))
         except WorkflowUpdateFailedError as err:
             refused = _refused(err)
-            await self.store.refuse_draft_edit(edit_id, str(refused))
+            stored = await self.store.get_draft_edit(edit_id)
+            if stored is not None and stored.status == "refused" and stored.reason:
+                refused = type(refused)(stored.reason)  # the guardrail's reasons, kept out of history
+            else:
+                await self.store.refuse_draft_edit(edit_id, str(refused))
             raise refused from err
         return DraftView.of(await self._draft(campaign_id, lead_id, step))
 

@@ -5,8 +5,9 @@ compatible change to workflow code (or when adding a workflow); it runs real cam
 with the real agents on the time-skipping server and writes one JSON history per
 workflow run into this folder. Scenarios: `basic` (approve with a send window and
 continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
-tripping the circuit breaker, resume) and `scheduled` (one firing of a recurring
-campaign); all by default. Re-record only the scenario you added: the older files are
+tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
+campaign) and `reviewed` (a draft edited, a lead excluded and included, another
+excluded, then approved); all by default. Re-record only the scenario you added: the older files are
 what proves new code still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
@@ -95,6 +96,8 @@ async def main(scenarios: list[str]) -> None:
             await signals(env, mgr)
         if "scheduled" in scenarios:
             await scheduled(env, mgr)
+        if "reviewed" in scenarios:
+            await reviewed(env, mgr)
     await env.shutdown()
 
 
@@ -127,6 +130,29 @@ async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await wait_stage(env.client, cid, Stage.COMPLETED)
     await save(env.client, campaign_workflow_id(cid), "campaign_added_leads")
     await save(env.client, delivery_workflow_id(cid), "delivery_breaker")
+
+
+REVIEWED_BODY = ("Hello,\n\nA reviewer rewrote this message by hand, so that it says plainly "
+                 "what we offer and why it may help your team this quarter.\n\nBest regards")
+
+
+async def reviewed(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Edits and exclusions through the campaign's Updates, then approval and delivery."""
+    cid = "rec-reviewed"
+    intake = parse_lead_rows(enumerate(LEADS[:3], start=2), cid)
+    await mgr.start(intake, name="reviewed", kb_dir=KB, campaign_id=cid)
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    first, second, third = (lead.lead_id for lead in intake.leads)
+    await mgr.edit_draft(cid, first, subject="A reviewed note", body=REVIEWED_BODY, by="recorder")
+    with contextlib.suppress(Exception):  # refused by a guardrail: recorded as a failed update
+        await mgr.edit_draft(cid, first, body=REVIEWED_BODY + " https://evil.example.net",
+                             by="recorder")
+    await mgr.set_excluded(cid, second, excluded=True, by="recorder")
+    await mgr.set_excluded(cid, second, excluded=False, by="recorder")
+    await mgr.set_excluded(cid, third, excluded=True, by="recorder")
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_reviewed")
 
 
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
@@ -184,4 +210,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled"]))
+    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed"]))
