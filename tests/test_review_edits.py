@@ -7,11 +7,17 @@ changes nothing; an excluded lead is not approved, so not sent.
 
 from __future__ import annotations
 
+from datetime import time, timedelta
+
 import pytest
 
+from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
-from starter.manager import BadInput, Conflict, NotFound
-from tests.test_campaign_workflow import outbox, result_handle, start, wait_stage
+from campaign_core.send_window import SendWindow
+from starter.manager import BadInput, CampaignManager, Conflict, NotFound
+from tests.conftest import KB
+from tests.test_campaign_workflow import LEADS, outbox, result_handle, start, wait_stage
+from tests.test_orchestration import finish
 
 NEW_BODY = ("Hi Ana,\n\nI rewrote this note by hand: our freight planning checks catch late "
             "loads before your customers notice them, and the first month is on us.\n\n"
@@ -86,3 +92,32 @@ async def test_edit_while_drafting_is_refused(ts_env, settings, store, prefix, r
         draft = await store.get_draft("c-early", lead_id)
         assert draft is not None and (draft.version, draft.body, draft.excluded) == (1, "b", False)
         await mgr.control("c-early", "cancel")
+
+
+async def test_delivery_sends_the_approved_version_whatever_the_draft_became(
+        ts_env, settings, store, prefix, run_workers):
+    """A change to the draft row after approval (by any path) is not what is sent."""
+    cid = "c-frozen"
+    mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
+                          use_search_attributes=False)
+    opens = await ts_env.get_current_time() + timedelta(days=1)
+    window = SendWindow(start=time(0), end=time(23, 59), days=[opens.weekday()], timezone="UTC")
+    intake = parse_lead_rows(enumerate(LEADS[:1], start=2), cid)
+    async with run_workers(ts_env.client):
+        await mgr.start(intake, name="frozen", brief="Book a call.", kb_dir=KB, campaign_id=cid,
+                        send_window=window)
+        await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
+        lead_id = intake.leads[0].lead_id
+        await mgr.edit_draft(cid, lead_id, body=NEW_BODY, by="rita")
+        assert await mgr.approve(cid, by="rita") == 1
+        await wait_stage(ts_env, cid, Stage.DELIVERING)
+        await store.add_draft_edit(edit_id="behind-the-back", campaign_id=cid, lead_id=lead_id,
+                                   step=1, subject=None, body="Tampered " + NEW_BODY,
+                                   base_version=None, by="mallory")
+        tampered = await store.apply_draft_edit("behind-the-back", subject="Tampered",
+                                                body="Tampered " + NEW_BODY, expected_version=2)
+        assert tampered is not None and tampered.version == 3
+        final = await finish(ts_env, cid, timedelta(hours=1))
+    assert final.counts.sent == 1
+    [sent] = [f.read_text() for f in outbox(settings)]
+    assert "I rewrote this note by hand" in sent and "Tampered" not in sent
