@@ -7,12 +7,16 @@ changes nothing; an excluded lead is not approved, so not sent.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import time, timedelta
 
 import pytest
+from temporalio import activity
 
+from activities.store_agent import StoreAgent
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
+from campaign_core.review import DraftEditRef, DraftVersionRef
 from campaign_core.send_window import SendWindow
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
 from tests.conftest import KB
@@ -121,3 +125,32 @@ async def test_delivery_sends_the_approved_version_whatever_the_draft_became(
     assert final.counts.sent == 1
     [sent] = [f.read_text() for f in outbox(settings)]
     assert "I rewrote this note by hand" in sent and "Tampered" not in sent
+
+
+async def test_an_edit_in_flight_when_approval_arrives_is_what_gets_approved(
+        ts_env, settings, store, prefix, run_workers):
+    """The approval is recorded in the workflow's order: after the edit accepted before it."""
+    agent = StoreAgent(store, settings)
+    applying = asyncio.Event()
+
+    @activity.defn(name="apply_draft_edit")
+    async def slow_apply(ref: DraftEditRef) -> DraftVersionRef:
+        applying.set()
+        await asyncio.sleep(1.5)  # the approval arrives meanwhile
+        return await agent.apply_draft_edit(ref)
+
+    async with run_workers(ts_env.client, overrides={"apply_draft_edit": slow_apply}):
+        mgr = await start(ts_env, settings, store, prefix, "c-race", leads=LEADS[:1])
+        await wait_stage(ts_env, "c-race", Stage.AWAITING_APPROVAL)
+        lead_id = (await mgr.drafts("c-race"))[0].lead_id
+        edit = asyncio.create_task(mgr.edit_draft("c-race", lead_id, body=NEW_BODY, by="rita"))
+        await asyncio.wait_for(applying.wait(), 30)
+        assert await mgr.approve("c-race", by="sam") == 1
+        assert edit.done(), "the approval waited for the edit accepted before it"
+        assert (await edit).version == 2
+        final = await result_handle(ts_env, "c-race").result()
+    assert final.counts.sent == 1
+    row = await store.get_draft("c-race", lead_id)
+    assert row is not None and row.approved_version == 2
+    [sent] = [f.read_text() for f in outbox(settings)]
+    assert "I rewrote this note by hand" in sent

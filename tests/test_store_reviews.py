@@ -101,3 +101,18 @@ async def test_drafts_page_in_a_stable_order(backend: Backend) -> None:
     assert [len(p) for p in pages] == [2, 2, 1, 0]
     assert [x for p in pages for x in p] == everything and len(everything) == len(leads)
     assert [(d.lead_id, d.step) for d in await s.list_drafts("c1", offset=3)] == everything[3:]
+
+
+async def test_forget_erases_every_version_of_the_persons_drafts(backend: Backend) -> None:
+    s = backend.store
+    leads = await new_campaign(s)
+    ana, bo = leads[0].lead_id, leads[1].lead_id
+    for lid in (ana, bo):
+        await draft(s, "c1", lid)
+        await s.add_draft_edit(edit_id=f"e-{lid}", campaign_id="c1", lead_id=lid, step=1,
+                               subject=None, body="Edited", base_version=None, by="rita")
+        await s.apply_draft_edit(f"e-{lid}", subject="Hello", body="Edited", expected_version=1)
+    erased = await s.forget("ana@example.com")
+    assert erased["draft_versions"] == 2  # version 1 and the edit
+    assert await s.list_draft_versions("c1", ana) == []
+    assert len(await s.list_draft_versions("c1", bo)) == 2
