@@ -126,26 +126,27 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
         st = await wait_for(mgr, cid, {Stage.AWAITING_APPROVAL} | DONE, started.leads_accepted,
                             "Drafting", "drafted")
         console.print(f"{st.counts.drafted} drafted, {st.counts.draft_failed} failed.")
-        drafts = await mgr.drafts(cid)
-        for d in drafts[:2]:
+        drafts = await mgr.drafts(cid, limit=2)
+        total = (await mgr.store.counts(cid)).drafted
+        for d in drafts:
             console.rule(shown(d.email))
             console.print(f"[bold]Subject:[/] {shown(d.subject)}", highlight=False)
             console.print(shown(d.body, multiline=True), highlight=False)
-        if len(drafts) > 2:
-            console.rule(f"... and {len(drafts) - 2} more (`campaign drafts {cid}`)")
+        if total > len(drafts):
+            console.rule(f"... and {total - len(drafts)} more (`campaign drafts {cid}`)")
         if auto_approve:
             approved = True
         elif not sys.stdin.isatty():
             console.print("stdin is not a terminal: approving automatically.")
             approved = True
         else:
-            approved = Confirm.ask(f"Approve and send {len(drafts)} messages?", console=console)
+            approved = Confirm.ask(f"Approve and send {total} messages?", console=console)
         if approved:
             await mgr.approve(cid, by="demo", note="approved in `campaign demo`")
-            st = await wait_for(mgr, cid, DONE, len(drafts), "Delivering", "sent")
+            st = await wait_for(mgr, cid, DONE, total, "Delivering", "sent")
         else:
             await mgr.reject(cid, by="demo", reason="declined at the demo prompt")
-            st = await wait_for(mgr, cid, DONE, len(drafts), "Rejecting", "sent")
+            st = await wait_for(mgr, cid, DONE, total, "Rejecting", "sent")
         out.print(report_table(await mgr.report(cid)))
         console.print(f"Stage: [bold]{st.stage.value}[/]; sent {st.counts.sent}, "
                       f"suppressed {st.counts.suppressed}, failed {st.counts.send_failed}")
