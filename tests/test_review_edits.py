@@ -12,8 +12,10 @@ from datetime import time, timedelta
 
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
 
 from activities.store_agent import StoreAgent
+from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
 from campaign_core.review import DraftEditRef, DraftVersionRef
@@ -93,6 +95,11 @@ async def test_edit_while_drafting_is_refused(ts_env, settings, store, prefix, r
             await mgr.edit_draft("c-early", lead_id, body=NEW_BODY, by="rita")
         with pytest.raises(Conflict, match="awaiting_approval"):
             await mgr.set_excluded("c-early", lead_id, excluded=True, by="rita")
+        handle = ts_env.client.get_workflow_handle(campaign_workflow_id("c-early"))
+        with pytest.raises(WorkflowUpdateFailedError) as other:  # another campaign's edit
+            await handle.execute_update("edit_draft", DraftEditRef(
+                campaign_id="c-other", edit_id="e-other", lead_id=lead_id))
+        assert "not 'c-other'" in str(other.value.cause)
         draft = await store.get_draft("c-early", lead_id)
         assert draft is not None and (draft.version, draft.body, draft.excluded) == (1, "b", False)
         await mgr.control("c-early", "cancel")

@@ -163,8 +163,11 @@ class CampaignWorkflow:
     # approval approves exactly the versions edited before it, and an edit after it is
     # refused. Only ids travel: the edit's text waits in the store as a pending version.
 
-    def _check_reviewable(self, what: str) -> None:
+    def _check_reviewable(self, what: str, campaign_id: str) -> None:
         cid = self._inp.campaign_id if self._inp else "?"
+        if campaign_id != cid:  # each campaign's drafts only through its own workflow
+            raise ApplicationError(f"this is campaign {cid!r}, not {campaign_id!r}",
+                                   type="InvalidInput", non_retryable=True)
         if self._decided:
             raise _conflict(f"campaign {cid!r} has already been decided: drafts can no "
                             f"longer be {what}")
@@ -188,7 +191,7 @@ class CampaignWorkflow:
 
     @edit_draft.validator
     def _validate_edit(self, ref: DraftEditRef) -> None:
-        self._check_reviewable("edited")
+        self._check_reviewable("edited", ref.campaign_id)
 
     @workflow.update(name="set_excluded")
     async def set_excluded(self, exclusion: Exclusion) -> list[int]:
@@ -206,7 +209,7 @@ class CampaignWorkflow:
 
     @set_excluded.validator
     def _validate_excluded(self, exclusion: Exclusion) -> None:
-        self._check_reviewable("excluded or included")
+        self._check_reviewable("excluded or included", exclusion.campaign_id)
 
     # -- more leads ------------------------------------------------------------------
 
