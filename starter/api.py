@@ -35,6 +35,7 @@ from campaign_core.webhook_signature import (
     signer,
     verify,
 )
+from starter.actor import acting_as
 from starter.api_gate import RequestGate
 from starter.manager import (
     BadInput,
@@ -101,7 +102,9 @@ class ApprovalRequest(BaseModel):
 
     decision: Literal["approve", "reject"]
     lead_ids: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
-    by: str = Field(min_length=1, max_length=200)
+    by: str | None = Field(default=None, min_length=1, max_length=200,
+                           description="Who decides (default `api`); a reviewer's token "
+                                       "decides as that reviewer, whatever this says.")
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -252,16 +255,17 @@ def create_app(
 
     @app.post("/campaigns/{campaign_id}/approval", status_code=202,
               response_model=ApprovalResponse, dependencies=auth)
-    async def campaign_approval(campaign_id: str, body: ApprovalRequest,
+    async def campaign_approval(campaign_id: str, body: ApprovalRequest, request: Request,
                                 m: Manager) -> ApprovalResponse:
+        by = acting_as(request, body.by)  # a reviewer's token: the reviewer, whatever `by` says
         if body.decision == "approve":
-            n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=body.by, note=body.note)
+            n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=by, note=body.note)
             return ApprovalResponse(campaign_id=campaign_id, decision="approve", approved=n)
         if body.lead_ids:
             raise HTTPException(422, [{"loc": ["body", "lead_ids"], "type": "value_error",
                                        "msg": "a rejection is for the whole campaign: "
                                               "send no lead_ids"}])
-        await m.reject(campaign_id, by=body.by, reason=body.note)
+        await m.reject(campaign_id, by=by, reason=body.note)
         return ApprovalResponse(campaign_id=campaign_id, decision="reject")
 
     @app.post("/campaigns/{campaign_id}/leads", status_code=202, response_model=AddLeadsResponse,
