@@ -19,11 +19,10 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app as cli_app
 from starter.review_auth import Reviewers, secret_hash
 from tests.doubles import fast_agents
-from tests.test_api import AUTH, serve
+from tests.test_api import AUTH, api_settings, manager, serve
 from tests.test_orchestration import wait_stage
 
-__all__ = ["api_settings", "manager"]
-from tests.test_api import api_settings, manager  # noqa: E402  (fixtures, by name)
+__all__ = ["api_settings", "manager"]  # fixtures, used by name
 
 
 async def test_a_reviewer_token_reaches_the_review_routes_only(manager, store) -> None:
