@@ -93,6 +93,10 @@ class DeliveryAgent(Agent):
             return DeliveryOutcome(lead_id=inp.lead_id, status=done.status,
                                    message_id=done.message_id)
         draft = await self.store.get_draft(inp.campaign_id, inp.lead_id, inp.step)
+        if draft is not None and draft.approved and draft.approved_version not in (None, draft.version):
+            # Exactly the version that was approved, whatever became of the draft since.
+            draft = await self.store.get_draft_version(
+                inp.campaign_id, inp.lead_id, inp.step, draft.approved_version)
         lead = await self.store.get_lead(inp.campaign_id, inp.lead_id)
         if draft is None or lead is None or not draft.approved:
             raise permanent("NotFound", f"no approved draft for lead {inp.lead_id}")

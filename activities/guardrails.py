@@ -7,6 +7,7 @@ that go back to the model for repair and to the user. See "Agents" in docs/archi
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -283,4 +284,64 @@ def check_draft(
         if loose:
             reasons.append("the body states figures no cited passage supports: " + ", ".join(loose)
                            + " (cite the passage they come from or leave them out)")
+    return reasons
+
+
+
+#: Unicode categories a header must not hold (controls, line and paragraph separators).
+_HEADER_UNSAFE = frozenset({"Cc", "Zl", "Zp"})
+#: Controls a body may hold: line ends and tabs.
+_BODY_CONTROLS = frozenset("\n\r\t")
+
+
+def _unsafe_chars(text: str, allowed: frozenset[str] = frozenset()) -> list[str]:
+    return list(dict.fromkeys(f"U+{ord(ch):04X}" for ch in text
+                              if ch not in allowed and unicodedata.category(ch) in _HEADER_UNSAFE))
+
+
+def check_edit(
+    subject: str, body: str, *, passages: list[dict[str, object]], lead: Lead, brief: str,
+    grounding: Iterable[str] = (),
+) -> list[str]:
+    """Every reason a reviewer's edit may not become the draft; empty when it passes.
+
+    The checks of a written draft that apply to text a person wrote: length, unfilled
+    placeholders, characters unsafe in a mail header, citation markers to no retrieved
+    passage, and links, addresses or phone numbers that no source gives. (Claims need
+    no citation: the reviewer vouches for them.)
+    """
+    rules = BriefRules.from_brief(brief)
+    reasons: list[str] = []
+    subject, body = subject.strip(), body.strip()
+    if not subject:
+        reasons.append("the subject is empty")
+    elif len(subject) > SUBJECT_MAX_CHARS:
+        reasons.append(f"the subject has {len(subject)} characters; at most {SUBJECT_MAX_CHARS}")
+    unsafe = _unsafe_chars(subject)
+    if unsafe:
+        reasons.append("the subject must be one line, without control characters "
+                       f"(found {', '.join(unsafe)})")
+    if "=?" in subject:
+        reasons.append("the subject has '=?', which mail programs read as an encoded word")
+    unsafe = _unsafe_chars(body, _BODY_CONTROLS)
+    if unsafe:
+        reasons.append(f"the body has control characters: {', '.join(unsafe)}")
+    words = word_count(body)
+    if words < BODY_MIN_WORDS:
+        reasons.append(f"the body has {words} words; at least {BODY_MIN_WORDS}")
+    elif words > rules.max_words:
+        reasons.append(f"the body has {words} words; the limit is {rules.max_words}")
+    if len(body) > BODY_MAX_CHARS:
+        reasons.append(f"the body has {len(body)} characters; at most {BODY_MAX_CHARS}")
+    for where, text in (("subject", subject), ("body", body)):
+        found = placeholders(text)
+        if found:
+            reasons.append(f"the {where} has unfilled placeholders: {', '.join(dict.fromkeys(found))}")
+    known = {str(p["passage_id"]) for p in passages}
+    for pid in dict.fromkeys(INLINE_CITATION.findall(body)):
+        if pid not in known:
+            reasons.append(f"citation {pid!r} is not one of the retrieved passages")
+    passage_texts = [str(p.get("text", "")) for p in passages]
+    reasons += unsupported_contacts(f"{subject}\n{body}", sources=[brief, *passage_texts, *grounding],
+                                    lead=lead)
     return reasons

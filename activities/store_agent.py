@@ -6,9 +6,14 @@ raises an ordinary (retryable) error and the registry's policy keeps retrying.
 
 from __future__ import annotations
 
+import difflib
+
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.base import Agent, permanent
+from activities.copywriter import OFFLINE_ASK
+from activities.guardrails import check_edit
 from campaign_core.envelope import EnvelopeRef, Record, now_utc
 from campaign_core.models import (
     ApprovedLead,
@@ -20,7 +25,21 @@ from campaign_core.models import (
     StageUpdate,
     StoreDraftInput,
 )
+from campaign_core.review import CONFLICT, GUARDRAIL, DraftEditRef, DraftVersionRef, Exclusion
 from campaign_core.store.base import StoreError
+
+#: Fixed sentences of the offline writer that an edited draft may keep.
+OFFLINE_GROUNDING = [OFFLINE_ASK]
+
+
+def edit_diff(old_subject: str, old_body: str, new_subject: str, new_body: str,
+              old_version: int, new_version: int) -> str:
+    """A unified diff of the subject and body, as the audit trail keeps it."""
+    def text(subject: str, body: str) -> list[str]:
+        return [f"Subject: {subject}\n", "\n", *(line + "\n" for line in body.splitlines())]
+
+    return "".join(difflib.unified_diff(text(old_subject, old_body), text(new_subject, new_body),
+                                        f"version {old_version}", f"version {new_version}"))
 
 
 class StoreAgent(Agent):
@@ -131,3 +150,84 @@ class StoreAgent(Agent):
             if await self.store.get_draft(check.campaign_id, lead_id) is None:
                 unknown.append(lead_id)
         return unknown
+
+    # -- reviewers' edits and exclusions ----------------------------------------------
+
+    @activity.defn(name="apply_draft_edit")
+    async def apply_draft_edit(self, ref: DraftEditRef) -> DraftVersionRef:
+        """Check a reviewer's pending edit with the guardrails and make it the next version.
+
+        Refused (non-retryable, the edit marked refused with the reason) when the draft
+        moved past the edit's base version (`Conflict`) or a guardrail fails
+        (`GuardrailViolation`). The text is read from the store, never from history.
+        """
+        started = now_utc()
+        edit = await self.store.get_draft_edit(ref.edit_id)
+        if edit is None or (edit.campaign_id, edit.lead_id, edit.step) != (
+                ref.campaign_id, ref.lead_id, ref.step):
+            raise permanent("NotFound", f"edit {ref.edit_id} is not on record for lead "
+                            f"{ref.lead_id} step {ref.step}")
+        draft = await self.store.get_draft(ref.campaign_id, ref.lead_id, ref.step)
+        if draft is None:
+            raise permanent("NotFound", f"lead {ref.lead_id} has no draft for step {ref.step}")
+        if edit.status == "applied":
+            return DraftVersionRef(lead_id=ref.lead_id, step=ref.step, version=edit.version or 1)
+        if edit.status == "refused":
+            raise permanent(GUARDRAIL, edit.reason or "refused")
+
+        async def refuse(kind: str, reason: str) -> ApplicationError:
+            await self.store.refuse_draft_edit(ref.edit_id, reason)
+            return permanent(kind, reason)
+
+        if edit.base_version is not None and edit.base_version != draft.version:
+            raise await refuse(CONFLICT, f"draft of lead {ref.lead_id} step {ref.step} is at "
+                               f"version {draft.version}, not {edit.base_version}: someone "
+                               "edited it meanwhile; reload it and edit again")
+        subject = (edit.subject if edit.subject is not None else draft.subject).strip()
+        body = (edit.body if edit.body is not None else draft.body).strip("\n").rstrip()
+        campaign = await self.store.get_campaign(ref.campaign_id)
+        lead = await self.store.get_lead(ref.campaign_id, ref.lead_id)
+        if campaign is None or lead is None:
+            raise permanent("NotFound", f"lead {ref.lead_id} is not in campaign {ref.campaign_id}")
+        passages = await self.store.get_retrieval(ref.campaign_id, ref.lead_id)
+        reasons = check_edit(subject, body, passages=passages, lead=lead, brief=campaign.brief,
+                             grounding=OFFLINE_GROUNDING)
+        if reasons:
+            raise await refuse(GUARDRAIL, "guardrail: " + "; ".join(reasons))
+        applied = await self.store.apply_draft_edit(ref.edit_id, subject=subject, body=body,
+                                                    expected_version=draft.version)
+        if applied is None:  # another edit was applied between our read and write: re-read
+            raise ApplicationError(f"draft of lead {ref.lead_id} changed meanwhile; retrying",
+                                   type="DraftMoved")
+        record = Record(
+            kind="draft_edit", key=f"{ref.lead_id}:{ref.step}",
+            data={"edit_id": ref.edit_id, "step": ref.step, "version": applied.version,
+                  "previous_version": draft.version, "by": edit.edited_by,
+                  "diff": edit_diff(draft.subject, draft.body, subject, body, draft.version,
+                                    applied.version)},
+            provenance=self.provenance(f"person:{edit.edited_by}", {
+                "edit_id": ref.edit_id, "previous_version": draft.version}),
+        )
+        await self.keep(self.envelope(ref.campaign_id, [record], started), ref.lead_id,
+                        f"draft edited (version {applied.version})")
+        return DraftVersionRef(lead_id=ref.lead_id, step=ref.step, version=applied.version)
+
+    @activity.defn(name="set_excluded")
+    async def set_excluded(self, inp: Exclusion) -> list[int]:
+        """Exclude a lead's draft(s) from the approval, or include them again; returns
+        the steps changed, and records who did it in the audit trail."""
+        started = now_utc()
+        steps = await self.store.set_draft_excluded(inp.campaign_id, inp.lead_id, inp.step,
+                                                    inp.excluded)
+        if not steps:
+            raise permanent("NotFound", f"lead {inp.lead_id} has no draft"
+                            + (f" for step {inp.step}" if inp.step is not None else ""))
+        action = "excluded" if inp.excluded else "included"
+        record = Record(
+            kind=f"draft_{action}", key=inp.lead_id,
+            data={"status": action, "steps": steps, "by": inp.by},
+            provenance=self.provenance(f"person:{inp.by}", inp.model_dump(mode="json")),
+        )
+        await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
+                        f"draft {action}")
+        return steps

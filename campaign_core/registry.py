@@ -125,6 +125,8 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         _store(StoreAgent.record_decision),
         _store(StoreAgent.list_approved_leads),
         _store(StoreAgent.check_lead_ids),
+        _store(StoreAgent.apply_draft_edit),
+        _store(StoreAgent.set_excluded),
         # Long enough for a first index build that embeds the whole knowledge base;
         # heartbeats (also while waiting for another lead's build) catch a dead worker.
         AgentSpec(KnowledgeAgent.retrieve_knowledge, "knowledge", timedelta(minutes=5),

@@ -1,12 +1,8 @@
-"""Who a request acts as: the reviewer its token or session names, else the `by` it gives."""
-
-from __future__ import annotations
-
-from starlette.requests import Request
+"""Who is acting on an API request: the signed-in reviewer wins over any `by` in the body."""
+from fastapi import Request
 
 
 def acting_as(request: Request, by: str | None, default: str = "api") -> str:
-    """The signed-in reviewer (set by the API gate or the pages), whatever `by` says;
-    otherwise `by`, or `default` when it is not given."""
-    reviewer: str | None = getattr(request.state, "reviewer", None)
+    """The reviewer the auth layer put on request.state, else the given `by`, else `default`."""
+    reviewer = getattr(request.state, "reviewer", None)
     return reviewer or by or default

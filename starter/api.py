@@ -11,11 +11,11 @@ import html
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,8 +38,10 @@ from campaign_core.webhook_signature import (
 from starter.actor import acting_as
 from starter.api_gate import RequestGate
 from starter.manager import (
+    MAX_PAGE,
     BadInput,
     CampaignManager,
+    Conflict,
     NotFound,
     campaign_id_for,
     parse_duration,
@@ -103,9 +105,31 @@ class ApprovalRequest(BaseModel):
     decision: Literal["approve", "reject"]
     lead_ids: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
     by: str | None = Field(default=None, min_length=1, max_length=200,
-                           description="Who decides (default `api`); a reviewer's token "
-                                       "decides as that reviewer, whatever this says.")
+                           description="Who decides (a reviewer's token names the reviewer "
+                           "instead; default `api`).")
     note: str | None = Field(default=None, max_length=2000)
+
+
+class DraftEditRequest(BaseModel):
+    """`PATCH /campaigns/{id}/drafts/{lead_id}`: a new subject and/or body for one step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(default=1, ge=1, le=100)
+    subject: str | None = Field(default=None, max_length=1000)
+    body: str | None = Field(default=None, max_length=50_000)
+    version: int | None = Field(default=None, ge=1, description="The version this edit is "
+                                "based on: 409 if the draft has moved on since.")
+    by: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ExclusionRequest(BaseModel):
+    """`POST .../exclude` and `.../include`: one step, or every step of the lead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int | None = Field(default=None, ge=1, le=100)
+    by: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ApprovalResponse(BaseModel):
@@ -246,8 +270,37 @@ def create_app(
         return await m.status(campaign_id)
 
     @app.get("/campaigns/{campaign_id}/drafts", response_model=list[DraftView], dependencies=auth)
-    async def campaign_drafts(campaign_id: str, m: Manager) -> list[DraftView]:
-        return await m.drafts(campaign_id)
+    async def campaign_drafts(
+        campaign_id: str, m: Manager, page: Annotated[int, Query(ge=1)] = 1,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    ) -> list[DraftView]:
+        return await m.drafts(campaign_id, page=page, limit=limit)
+
+    @app.patch("/campaigns/{campaign_id}/drafts/{lead_id}", response_model=DraftView,
+               dependencies=auth, responses={409: {"description": "Not awaiting approval, "
+                                                   "already decided, or a stale version"}})
+    async def edit_draft(campaign_id: str, lead_id: str, body: DraftEditRequest,
+                         request: Request, m: Manager) -> DraftView:
+        """A new version of the lead's draft, checked by the guardrails (422 with the
+        reasons if they refuse it); only while the campaign awaits approval."""
+        if body.subject is None and body.body is None:
+            raise HTTPException(422, [{"loc": ["body", "subject"], "type": "value_error",
+                                       "msg": "give a new subject, a new body, or both"}])
+        return await _refusing(m.edit_draft(
+            campaign_id, lead_id, step=body.step, subject=body.subject, body=body.body,
+            by=acting_as(request, body.by), base_version=body.version),
+            "body" if body.body is not None else "subject")
+
+    @app.post("/campaigns/{campaign_id}/drafts/{lead_id}/{action}", response_model=DraftView,
+              dependencies=auth)
+    async def exclude_draft(campaign_id: str, lead_id: str,
+                            action: Literal["exclude", "include"], request: Request, m: Manager,
+                            body: ExclusionRequest | None = None) -> DraftView:
+        """Leave the lead out of the approval (or put it back); only while awaiting approval."""
+        body = body or ExclusionRequest()
+        return await _refusing(m.set_excluded(
+            campaign_id, lead_id, excluded=action == "exclude", step=body.step,
+            by=acting_as(request, body.by)), "step")
 
     @app.get("/campaigns/{campaign_id}/report", response_model=list[ReportRow], dependencies=auth)
     async def campaign_report(campaign_id: str, m: Manager) -> list[ReportRow]:
@@ -257,7 +310,7 @@ def create_app(
               response_model=ApprovalResponse, dependencies=auth)
     async def campaign_approval(campaign_id: str, body: ApprovalRequest, request: Request,
                                 m: Manager) -> ApprovalResponse:
-        by = acting_as(request, body.by)  # a reviewer's token: the reviewer, whatever `by` says
+        by = acting_as(request, body.by)
         if body.decision == "approve":
             n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=by, note=body.note)
             return ApprovalResponse(campaign_id=campaign_id, decision="approve", approved=n)
@@ -366,6 +419,18 @@ def create_app(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+async def _refusing(call: Awaitable[DraftView], field: str) -> DraftView:
+    """A review action's answer: 404 unknown, 409 the campaign's state refuses it, 422
+    invalid (a guardrail's reasons), located at `field` of the body."""
+    try:
+        return await call
+    except (NotFound, Conflict):
+        raise
+    except BadInput as err:
+        raise HTTPException(422, [{"loc": ["body", field], "type": "value_error",
+                                   "msg": str(err)}]) from err
 
 
 async def _start(m: CampaignManager, body: StartRequest, response: Response) -> dict[str, Any]:

@@ -7,6 +7,7 @@ idempotent starts and approval checks behave the same whichever door a user uses
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -45,11 +46,12 @@ from campaign_core.models import (
     Stage,
 )
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from campaign_core.store.factory import open_store
-from campaign_core.store.rows import CampaignRow, DraftView, ReportRow
+from campaign_core.store.rows import CampaignRow, DraftRow, DraftView, ReportRow
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
@@ -62,6 +64,15 @@ class BadInput(Exception):
 
 class NotFound(BadInput):
     """No such campaign (exit 2, HTTP 404)."""
+
+
+class Conflict(BadInput):
+    """The campaign's state refuses the request: not awaiting approval, already decided,
+    an edit after approval, or a draft edited since the version given (exit 2, HTTP 409)."""
+
+
+#: The most drafts one page may hold.
+MAX_PAGE = 1000
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
@@ -91,12 +102,26 @@ def campaign_id_for(name: str, given: str | None) -> str:
 ADD_LEADS_CHUNK = 5000
 
 
-def _root_cause(err: WorkflowUpdateFailedError) -> str:
-    """The workflow's own message for a refused Update (its innermost cause)."""
+def _innermost(err: WorkflowUpdateFailedError) -> BaseException:
     cause: BaseException | None = err.cause
     while getattr(cause, "cause", None) is not None:
         cause = getattr(cause, "cause", None)
-    return str(cause or err)
+    return cause or err
+
+
+def _root_cause(err: WorkflowUpdateFailedError) -> str:
+    """The workflow's own message for a refused Update (its innermost cause)."""
+    return str(_innermost(err))
+
+
+def _refused(err: WorkflowUpdateFailedError) -> BadInput:
+    """A refused Update as the control plane's error: Conflict for the campaign's state."""
+    cause = _innermost(err)
+    if getattr(cause, "type", None) == CONFLICT:
+        return Conflict(str(cause))
+    if getattr(cause, "type", None) == "NotFound":
+        return NotFound(str(cause))
+    return BadInput(str(cause))
 
 
 @dataclass
@@ -300,11 +325,79 @@ class CampaignManager(ControlPlane):
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason)
 
-    async def drafts(self, campaign_id: str) -> list[DraftView]:
+    async def drafts(self, campaign_id: str, *, page: int = 1, limit: int = 50) -> list[DraftView]:
+        """A page of the campaign's drafts (`limit` a page, pages from 1), in lead order."""
+        if page < 1:
+            raise BadInput(f"page: {page} must be 1 or more")
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadInput(f"limit: {limit} must be between 1 and {MAX_PAGE}")
         await self._require(campaign_id)
-        return [DraftView(lead_id=d.lead_id, email=d.email, subject=d.subject, body=d.body,
-                          citations=d.citations)
-                for d in await self.store.list_drafts(campaign_id)]
+        rows = await self.store.list_drafts(campaign_id, offset=(page - 1) * limit, limit=limit)
+        return [DraftView.of(d) for d in rows]
+
+    # -- reviewers' edits and exclusions ----------------------------------------------
+
+    async def _draft(self, campaign_id: str, lead_id: str, step: int) -> DraftRow:
+        await self._require(campaign_id)
+        if await self.store.get_lead(campaign_id, lead_id) is None:
+            raise NotFound(f"lead: {lead_id!r} is not in campaign {campaign_id!r}")
+        draft = await self.store.get_draft(campaign_id, lead_id, step)
+        if draft is None:
+            raise NotFound(f"lead: {lead_id!r} has no draft for step {step}")
+        return draft
+
+    async def edit_draft(
+        self, campaign_id: str, lead_id: str, *, step: int = 1, subject: str | None = None,
+        body: str | None = None, by: str, base_version: int | None = None,
+    ) -> DraftView:
+        """Make a new version of a draft, checked by the guardrails; returns it.
+
+        The text is stored first as a pending version; the campaign workflow's
+        `edit_draft` Update then takes only its id, refuses it unless the campaign
+        awaits approval undecided (Conflict), and has the store agent check and apply
+        it (BadInput with the guardrail's reasons; Conflict when `base_version` is stale).
+        """
+        if step < 1:
+            raise BadInput(f"step: {step} must be 1 or more")
+        if subject is None and body is None:
+            raise BadInput("subject, body: give a new subject, a new body, or both")
+        if not by.strip():
+            raise BadInput("by: say who edits")
+        if base_version is not None and base_version < 1:
+            raise BadInput(f"version: {base_version} must be 1 or more")
+        draft = await self._draft(campaign_id, lead_id, step)
+        if base_version is not None and base_version != draft.version:
+            raise Conflict(f"version: the draft is at version {draft.version}, not "
+                           f"{base_version}: someone edited it meanwhile; reload it")
+        handle = await self._running_handle(campaign_id, "edit drafts of")
+        edit_id = f"edit-{uuid.uuid4().hex}"
+        await self.store.add_draft_edit(
+            edit_id=edit_id, campaign_id=campaign_id, lead_id=lead_id, step=step,
+            subject=subject, body=body, base_version=base_version, by=by.strip())
+        try:
+            await handle.execute_update(
+                "edit_draft",
+                DraftEditRef(campaign_id=campaign_id, edit_id=edit_id, lead_id=lead_id, step=step))
+        except WorkflowUpdateFailedError as err:
+            refused = _refused(err)
+            await self.store.refuse_draft_edit(edit_id, str(refused))
+            raise refused from err
+        return DraftView.of(await self._draft(campaign_id, lead_id, step))
+
+    async def set_excluded(
+        self, campaign_id: str, lead_id: str, *, excluded: bool, step: int | None = None, by: str,
+    ) -> DraftView:
+        """Leave a lead's draft (of `step`, or every step) out of the approval, or put it
+        back; through the workflow's `set_excluded` Update, so only while awaiting approval.
+        Returns the draft of `step` (or step 1)."""
+        if step is not None and step < 1:
+            raise BadInput(f"step: {step} must be 1 or more")
+        if not by.strip():
+            raise BadInput("by: say who excludes")
+        await self._draft(campaign_id, lead_id, step or 1)
+        await self._update(campaign_id, "set_excluded", Exclusion(
+            campaign_id=campaign_id, lead_id=lead_id, step=step, excluded=excluded, by=by.strip()))
+        return DraftView.of(await self._draft(campaign_id, lead_id, step or 1))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
         await self._require(campaign_id)
@@ -317,12 +410,12 @@ class CampaignManager(ControlPlane):
         return campaign
 
     async def _running_handle(self, campaign_id: str, action: str) -> WorkflowHandle[Any, Any]:
-        """The campaign's handle if it still runs; else a BadInput naming its stage."""
+        """The campaign's handle if it still runs; else a Conflict naming its stage."""
         await self._require(campaign_id)
         exec_status = await self._describe_status(campaign_id)
         if exec_status != WorkflowExecutionStatus.RUNNING:
             status = await self.status(campaign_id)
-            raise BadInput(f"campaign {campaign_id!r} is {status.stage.value}: cannot {action} it")
+            raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot {action} it")
         return await self._handle(campaign_id)
 
     async def _update(self, campaign_id: str, name: str, arg: Any) -> Any:
@@ -330,7 +423,7 @@ class CampaignManager(ControlPlane):
         try:
             return await handle.execute_update(name, arg)
         except WorkflowUpdateFailedError as err:
-            raise BadInput(_root_cause(err)) from err
+            raise _refused(err) from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.store_agent import StoreAgent
@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StageUpdate,
     )
     from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+    from campaign_core.review import CONFLICT, DraftEditRef, DraftVersionRef, Exclusion
     from workflows.agents import call_agent
     from workflows.delivery import DeliveryOrchestrator
     from workflows.lead import LeadOrchestrator
@@ -45,6 +46,20 @@ FLOW = SearchAttributeKey.for_keyword("Flow")
 
 #: Error types that mean the whole campaign cannot go on (e.g. a bad LLM key).
 CAMPAIGN_FATAL = {"LLMAuthError"}
+
+
+def _conflict(message: str) -> ApplicationError:
+    """A refusal due to the campaign's state (HTTP 409, exit 2)."""
+    return ApplicationError(message, type=CONFLICT, non_retryable=True)
+
+
+def _refusal(err: ActivityError) -> ApplicationError:
+    """The store agent's refusal of an edit or exclusion, passed on with its own type and
+    message (a guardrail's reasons, a stale version, an unknown lead)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return ApplicationError(str(err), type="ActivityFailed", non_retryable=True)
 
 
 def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -> (
@@ -68,6 +83,7 @@ class CampaignWorkflow:
         self._delivery_running = False
         self._paging_done_at_end = False  # drafting finished: too late to add leads
         self._added: set[str] = set()  # the carry's added_lead_ids, for quick lookups
+        self._reviews_in_flight = 0  # edits and exclusions being written to the store
 
     # -- decisions -------------------------------------------------------------------
 
@@ -81,15 +97,15 @@ class CampaignWorkflow:
         if self._decided:
             who = self._carry.approval.by if self._carry.approval else (
                 self._carry.rejection.by if self._carry.rejection else "?")
-            raise ValueError(f"campaign {cid!r} has already been decided (by {who})")
+            raise _conflict(f"campaign {cid!r} has already been decided (by {who})")
         if self._stage is Stage.DRAFTING:
             c = self._carry.counts
-            raise ValueError(
+            raise _conflict(
                 f"campaign {cid!r} is still drafting ({c.drafted + c.draft_failed} of "
                 f"{c.leads} leads done so far); decide once it is awaiting_approval"
             )
         if self._stage is not Stage.AWAITING_APPROVAL:
-            raise ValueError(f"campaign {cid!r} is {self._stage.value}: it takes no decision now")
+            raise _conflict(f"campaign {cid!r} is {self._stage.value}: it takes no decision now")
 
     @workflow.signal(name="approve")
     def approve_signal(self, approval: Approval) -> None:
@@ -140,6 +156,57 @@ class CampaignWorkflow:
     @reject_update.validator
     def _validate_reject(self, rejection: Rejection) -> None:
         self._check_decidable()
+
+    # -- reviewers' edits and exclusions ----------------------------------------------
+    # Valid only while awaiting approval and undecided (the validators); the approval is
+    # recorded only once every accepted edit or exclusion is written (see `run`), so an
+    # approval approves exactly the versions edited before it, and an edit after it is
+    # refused. Only ids travel: the edit's text waits in the store as a pending version.
+
+    def _check_reviewable(self, what: str) -> None:
+        cid = self._inp.campaign_id if self._inp else "?"
+        if self._decided:
+            raise _conflict(f"campaign {cid!r} has already been decided: drafts can no "
+                            f"longer be {what}")
+        if self._stage is not Stage.AWAITING_APPROVAL or self._carry.cancelled:
+            stage = "cancelling" if self._carry.cancelled else self._stage.value
+            raise _conflict(f"campaign {cid!r} is {stage}: drafts can be {what} only while "
+                            "it is awaiting_approval")
+
+    @workflow.update(name="edit_draft")
+    async def edit_draft(self, ref: DraftEditRef) -> DraftVersionRef:
+        """Make a reviewer's pending edit (checked by the guardrails) the draft's next version."""
+        assert self._inp is not None
+        self._reviews_in_flight += 1
+        try:
+            return await call_agent(StoreAgent.apply_draft_edit, ref,
+                                    prefix=self._inp.queue_prefix, summary="apply a draft edit")
+        except ActivityError as err:
+            raise _refusal(err) from None
+        finally:
+            self._reviews_in_flight -= 1
+
+    @edit_draft.validator
+    def _validate_edit(self, ref: DraftEditRef) -> None:
+        self._check_reviewable("edited")
+
+    @workflow.update(name="set_excluded")
+    async def set_excluded(self, exclusion: Exclusion) -> list[int]:
+        """Leave a lead's draft(s) out of the approval, or put them back; the steps changed."""
+        assert self._inp is not None
+        self._reviews_in_flight += 1
+        try:
+            return await call_agent(
+                StoreAgent.set_excluded, exclusion, prefix=self._inp.queue_prefix,
+                summary="exclude a draft" if exclusion.excluded else "include a draft")
+        except ActivityError as err:
+            raise _refusal(err) from None
+        finally:
+            self._reviews_in_flight -= 1
+
+    @set_excluded.validator
+    def _validate_excluded(self, exclusion: Exclusion) -> None:
+        self._check_reviewable("excluded or included")
 
     # -- more leads ------------------------------------------------------------------
 
@@ -380,6 +447,8 @@ class CampaignWorkflow:
             return self.status()
 
         assert approval is not None
+        # Edits accepted before the approval are written before it is recorded.
+        await workflow.wait_condition(lambda: self._reviews_in_flight == 0)
         self._carry.counts.approved = await self._record(
             inp, "approve", approval.by, approval.note, approval.lead_ids)
         self._decision_recorded = True

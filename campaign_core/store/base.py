@@ -23,6 +23,7 @@ from campaign_core.store.rows import (
     CampaignRow,
     DeliveryEventRow,
     DeliveryRow,
+    DraftEditRow,
     DraftRow,
     ReportRow,
     ReviewerRow,
@@ -118,9 +119,55 @@ class Store(Protocol):
         citations: list[str], provenance: dict[str, Any], envelope_id: str,
     ) -> None: ...
 
-    async def list_drafts(self, campaign_id: str) -> list[DraftRow]: ...
+    async def list_drafts(
+        self, campaign_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[DraftRow]:
+        """The campaign's drafts in lead order (then step); a page of them with `limit`."""
+        ...
 
     async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None: ...
+
+    # -- reviewers' edits and exclusions (schema 6) --------------------------------------
+
+    async def add_draft_edit(
+        self, *, edit_id: str, campaign_id: str, lead_id: str, step: int, subject: str | None,
+        body: str | None, base_version: int | None, by: str,
+    ) -> None:
+        """Record an edit as `pending` (None: that part unchanged); idempotent by `edit_id`."""
+        ...
+
+    async def get_draft_edit(self, edit_id: str) -> DraftEditRow | None: ...
+
+    async def apply_draft_edit(
+        self, edit_id: str, *, subject: str, body: str, expected_version: int
+    ) -> DraftRow | None:
+        """Make the pending edit the draft's next version, if the draft is still at
+        `expected_version` (None otherwise: someone else's edit came first); keeps the
+        replaced version. An edit already applied returns the draft as it is."""
+        ...
+
+    async def refuse_draft_edit(self, edit_id: str, reason: str) -> None:
+        """Mark a pending edit refused, with the reason (an applied one stays applied)."""
+        ...
+
+    async def get_draft_version(
+        self, campaign_id: str, lead_id: str, step: int, version: int
+    ) -> DraftRow | None:
+        """The draft as it was at `version` (the current row when that is its version)."""
+        ...
+
+    async def list_draft_versions(
+        self, campaign_id: str, lead_id: str, step: int | None = None
+    ) -> list[DraftEditRow]:
+        """Every version and edit of the lead's drafts, oldest first."""
+        ...
+
+    async def set_draft_excluded(
+        self, campaign_id: str, lead_id: str, step: int | None, excluded: bool
+    ) -> list[int]:
+        """Exclude (or include again) the lead's draft of `step`, or of every step (None);
+        returns the steps that exist. An excluded draft is never approved."""
+        ...
 
     async def record_decision(
         self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
@@ -461,6 +508,21 @@ def search_text(search: str | None) -> str | None:
 def draft_row(row: dict[str, Any]) -> DraftRow:
     key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
     return typed(DraftRow, row, "drafts", key, ("citations", "provenance"))
+
+
+def draft_edit_row(row: dict[str, Any]) -> DraftEditRow:
+    return typed(DraftEditRow, row, "draft_versions", str(row.get("edit_id")))
+
+
+def original_edit_id(campaign_id: str, lead_id: str, step: int) -> str:
+    """The id under which version 1 (the copywriter's) is kept once it is replaced."""
+    return f"original:{campaign_id}/{lead_id}/{step}"
+
+
+def as_version(draft: DraftRow, edit: DraftEditRow) -> DraftRow:
+    """`draft` with the text, version and editor of a stored version."""
+    return draft.model_copy(update={"subject": edit.subject or "", "body": edit.body or "",
+                                    "version": edit.version, "edited_by": edit.edited_by})
 
 
 def delivery_row(row: dict[str, Any] | None) -> DeliveryRow | None:

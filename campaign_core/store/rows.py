@@ -52,6 +52,10 @@ class DraftRow(Row):
     approved: bool
     created_at: str
     email: str
+    version: int = 1
+    edited_by: str | None = None
+    excluded: bool = False
+    approved_version: int | None = None
 
 
 class DeliveryRow(Row):
@@ -118,6 +122,39 @@ class DraftView(Row):
     subject: str
     body: str
     citations: list[str]
+    step: int = 1
+    version: int = 1
+    edited_by: str | None = None
+    excluded: bool = False
+
+    @classmethod
+    def of(cls, d: DraftRow) -> DraftView:
+        return cls(lead_id=d.lead_id, email=d.email, subject=d.subject, body=d.body,
+                   citations=d.citations, step=d.step, version=d.version,
+                   edited_by=d.edited_by, excluded=d.excluded)
+
+
+#: An edit's state: written by the control plane, then applied or refused by the workflow;
+#: `original` is version 1 as the copywriter wrote it, kept when first replaced.
+EditStatus = Literal["pending", "applied", "refused", "original"]
+
+
+class DraftEditRow(Row):
+    """One version of a draft, or an edit on its way to becoming one (schema 6)."""
+
+    edit_id: str
+    campaign_id: str
+    lead_id: str
+    step: int
+    version: int | None = None
+    base_version: int | None = None
+    subject: str | None = None
+    body: str | None = None
+    edited_by: str | None = None
+    status: EditStatus
+    reason: str | None = None
+    created_at: str
+    updated_at: str
 
 
 class ReviewerRow(Row):

@@ -23,17 +23,20 @@ from campaign_core.store.base import (
     REVIEW_STATUSES,
     SCHEMA_VERSION,
     StoreError,
+    as_version,
     audit_entry,
     bare_message_id,
     campaign_row,
     check_version,
     delivery_row,
+    draft_edit_row,
     draft_row,
     event_row,
     iso,
     migrations,
     normalise_address,
     now_utc,
+    original_edit_id,
     parse_envelope,
     parse_json,
     parse_lead,
@@ -49,6 +52,7 @@ from campaign_core.store.rows import (
     CampaignRow,
     DeliveryEventRow,
     DeliveryRow,
+    DraftEditRow,
     DraftRow,
     ReportRow,
     ReviewerRow,
@@ -316,15 +320,107 @@ class SqlStore(Erasure[Scope]):
 
     _DRAFTS = "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
 
-    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
+    async def list_drafts(self, campaign_id: str, *, offset: int = 0,
+                          limit: int | None = None) -> list[DraftRow]:
+        page = ""
+        args: list[Any] = [campaign_id]
+        if limit is not None or offset:
+            page = " LIMIT ? OFFSET ?"
+            args += [limit if limit is not None else 2**62, offset]
         rows = await self._all(self._DRAFTS + "WHERE d.campaign_id = ? "
-                               "ORDER BY l.created_at, d.lead_id, d.step", (campaign_id,))
+                               "ORDER BY l.created_at, d.lead_id, d.step" + page, args)
         return [draft_row(r) for r in rows]
 
     async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None:
         row = await self._one(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? AND d.step = ?",
                               (campaign_id, lead_id, step))
         return draft_row(row) if row else None
+
+    # -- reviewers' edits and exclusions (schema 6) -----------------------------------
+
+    async def add_draft_edit(self, *, edit_id: str, campaign_id: str, lead_id: str, step: int,
+                             subject: str | None, body: str | None, base_version: int | None,
+                             by: str) -> None:
+        await self._run(
+            "INSERT INTO draft_versions(edit_id, campaign_id, lead_id, step, base_version, subject, "
+            "body, edited_by, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+            "'pending', now(), now()) ON CONFLICT (edit_id) DO NOTHING",
+            (edit_id, campaign_id, lead_id, step, base_version, subject, body, by),
+            "draft_versions", edit_id)
+
+    async def get_draft_edit(self, edit_id: str) -> DraftEditRow | None:
+        row = await self._one("SELECT * FROM draft_versions WHERE edit_id = ?", (edit_id,))
+        return draft_edit_row(row) if row else None
+
+    async def apply_draft_edit(self, edit_id: str, *, subject: str, body: str,
+                               expected_version: int) -> DraftRow | None:
+        """One transaction: keep version 1 if it is the one replaced, bump the draft, mark
+        the edit applied."""
+        async with self._conn("draft_versions", edit_id, write=True) as c:
+            edits = await c.all("SELECT * FROM draft_versions WHERE edit_id = ?", (edit_id,))
+            if not edits:
+                raise StoreError("no such edit", table="draft_versions", key=edit_id)
+            edit = draft_edit_row(edits[0])
+            where = (edit.campaign_id, edit.lead_id, edit.step)
+            if edit.status == "applied":
+                rows = await c.all(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? "
+                                   "AND d.step = ?", where)
+                return draft_row(rows[0]) if rows else None
+            if expected_version == 1:
+                await c.run(
+                    "INSERT INTO draft_versions(edit_id, campaign_id, lead_id, step, version, "
+                    "subject, body, edited_by, status, created_at, updated_at) SELECT ?, "
+                    "campaign_id, lead_id, step, version, subject, body, edited_by, 'original', "
+                    "created_at, now() FROM drafts WHERE campaign_id = ? AND lead_id = ? "
+                    "AND step = ? AND version = 1 ON CONFLICT DO NOTHING",
+                    (original_edit_id(*where), *where))
+            changed = await c.run(
+                "UPDATE drafts SET subject = ?, body = ?, version = version + 1, edited_by = ? "
+                "WHERE campaign_id = ? AND lead_id = ? AND step = ? AND version = ?",
+                (subject, body, edit.edited_by, *where, expected_version))
+            if not changed:
+                return None
+            await c.run("UPDATE draft_versions SET status = 'applied', version = ?, subject = ?, "
+                        "body = ?, updated_at = now() WHERE edit_id = ?",
+                        (expected_version + 1, subject, body, edit_id))
+            rows = await c.all(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? "
+                               "AND d.step = ?", where)
+            return draft_row(rows[0]) if rows else None
+
+    async def refuse_draft_edit(self, edit_id: str, reason: str) -> None:
+        await self._run("UPDATE draft_versions SET status = 'refused', reason = ?, updated_at = now() "
+                        "WHERE edit_id = ? AND status = 'pending'", (reason, edit_id),
+                        "draft_versions", edit_id)
+
+    async def get_draft_version(self, campaign_id: str, lead_id: str, step: int,
+                                version: int) -> DraftRow | None:
+        draft = await self.get_draft(campaign_id, lead_id, step)
+        if draft is None or draft.version == version:
+            return draft
+        row = await self._one(
+            "SELECT * FROM draft_versions WHERE campaign_id = ? AND lead_id = ? AND step = ? "
+            "AND version = ? AND status IN ('applied', 'original')",
+            (campaign_id, lead_id, step, version))
+        return as_version(draft, draft_edit_row(row)) if row else None
+
+    async def list_draft_versions(self, campaign_id: str, lead_id: str,
+                                  step: int | None = None) -> list[DraftEditRow]:
+        by_step = " AND step = ?" if step is not None else ""
+        args = (campaign_id, lead_id) + ((step,) if step is not None else ())
+        rows = await self._all("SELECT * FROM draft_versions WHERE campaign_id = ? AND lead_id = ?"
+                               f"{by_step} ORDER BY step, created_at, edit_id", args)
+        return [draft_edit_row(r) for r in rows]
+
+    async def set_draft_excluded(self, campaign_id: str, lead_id: str, step: int | None,
+                                 excluded: bool) -> list[int]:
+        by_step = " AND step = ?" if step is not None else ""
+        args = (campaign_id, lead_id) + ((step,) if step is not None else ())
+        async with self._conn("drafts", f"{campaign_id}/{lead_id}", write=True) as c:
+            await c.run(f"UPDATE drafts SET excluded = {'TRUE' if excluded else 'FALSE'} "
+                        f"WHERE campaign_id = ? AND lead_id = ?{by_step}", args)
+            rows = await c.all("SELECT step FROM drafts WHERE campaign_id = ? AND lead_id = ?"
+                               f"{by_step} ORDER BY step", args)
+        return [int(r["step"]) for r in rows]
 
     # -- approvals and delivery --------------------------------------------------------
 
@@ -340,7 +436,9 @@ class SqlStore(Erasure[Scope]):
                  by, note))
             if decision != "approve":
                 return 0
-            approve = "UPDATE drafts SET approved = TRUE WHERE campaign_id = ?"
+            # Excluded drafts are never approved; each approved draft keeps its version.
+            approve = ("UPDATE drafts SET approved = TRUE, approved_version = version "
+                       "WHERE excluded = FALSE AND campaign_id = ?")
             if lead_ids is None:
                 await c.run(approve, (campaign_id,))
             for part in chunks(lead_ids or []):

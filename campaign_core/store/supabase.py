@@ -29,16 +29,19 @@ from campaign_core.store.base import (
     TIME_COLUMNS,
     StoreError,
     StoreUnavailable,
+    as_version,
     audit_entry,
     bare_message_id,
     campaign_row,
     check_version,
     delivery_row,
+    draft_edit_row,
     draft_row,
     event_row,
     iso,
     normalise_address,
     now_utc,
+    original_edit_id,
     parse_envelope,
     parse_lead,
     report_rows,
@@ -53,6 +56,7 @@ from campaign_core.store.rows import (
     CampaignRow,
     DeliveryEventRow,
     DeliveryRow,
+    DraftEditRow,
     DraftRow,
     ReportRow,
     ReviewerRow,
@@ -329,7 +333,13 @@ class SupabaseStore(Erasure[Pairs]):
         rows = await self._pages("leads", "lead_id,email,created_at", where, ["lead_id"])
         return {r["lead_id"]: r for r in rows}
 
-    async def list_drafts(self, campaign_id: str) -> list[DraftRow]:
+    async def list_drafts(self, campaign_id: str, *, offset: int = 0,
+                          limit: int | None = None) -> list[DraftRow]:
+        """Joined and ordered here (PostgREST has no join on a plain key): all, then the page."""
+        rows = await self._all_drafts(campaign_id)
+        return rows[offset:] if limit is None else rows[offset:offset + limit]
+
+    async def _all_drafts(self, campaign_id: str) -> list[DraftRow]:
         drafts, leads = await asyncio.gather(
             self._pages("drafts", "*", lambda q: q.eq("campaign_id", campaign_id),
                         ["lead_id", "step"]),
@@ -348,6 +358,102 @@ class SupabaseStore(Erasure[Pairs]):
         if lead_id not in leads:
             return None
         return draft_row({**res.data[0], "email": leads[lead_id]["email"]})
+
+    # -- reviewers' edits and exclusions (schema 6) ----------------------------------
+
+    async def add_draft_edit(
+        self, *, edit_id: str, campaign_id: str, lead_id: str, step: int, subject: str | None,
+        body: str | None, base_version: int | None, by: str,
+    ) -> None:
+        row = {"edit_id": edit_id, "campaign_id": campaign_id, "lead_id": lead_id, "step": step,
+               "base_version": base_version, "subject": subject, "body": body,
+               "edited_by": by, "status": "pending"}
+        await self._run(lambda db: db.table("draft_versions").upsert(
+            row, on_conflict="edit_id", ignore_duplicates=True, returning=MINIMAL),
+            "draft_versions", edit_id)
+
+    async def get_draft_edit(self, edit_id: str) -> DraftEditRow | None:
+        res = await self._run(lambda db: db.table("draft_versions").select("*")
+                              .eq("edit_id", edit_id).limit(1), "draft_versions", edit_id)
+        return draft_edit_row(res.data[0]) if res.data else None
+
+    async def apply_draft_edit(
+        self, edit_id: str, *, subject: str, body: str, expected_version: int
+    ) -> DraftRow | None:
+        """Idempotent requests: keep version 1, bump the draft only if it is still at
+        `expected_version` (a conditional update), then mark the edit applied. A retry
+        after the bump finds the draft past `expected_version` with this edit's text and
+        finishes the marking."""
+        edit = await self.get_draft_edit(edit_id)
+        if edit is None:
+            raise StoreError("no such edit", table="draft_versions", key=edit_id)
+        cid, lid, step = edit.campaign_id, edit.lead_id, edit.step
+        current = await self.get_draft(cid, lid, step)
+        if edit.status == "applied" or current is None:
+            return current
+        if expected_version == 1 and current.version == 1:
+            original = {"edit_id": original_edit_id(cid, lid, step), "campaign_id": cid,
+                        "lead_id": lid, "step": step, "version": 1, "subject": current.subject,
+                        "body": current.body, "edited_by": current.edited_by,
+                        "status": "original", "created_at": current.created_at}
+            await self._run(lambda db: db.table("draft_versions").upsert(
+                original, on_conflict="edit_id", ignore_duplicates=True, returning=MINIMAL),
+                "draft_versions", original_edit_id(cid, lid, step))
+        done_before = (current.version == expected_version + 1 and current.subject == subject
+                       and current.body == body and current.edited_by == edit.edited_by)
+        if not done_before:
+            res = await self._run(lambda db: db.table("drafts").update(
+                {"subject": subject, "body": body, "version": expected_version + 1,
+                 "edited_by": edit.edited_by}, returning=ReturnMethod.representation)
+                .eq("campaign_id", cid).eq("lead_id", lid).eq("step", step)
+                .eq("version", expected_version), "drafts", f"{cid}/{lid}/{step}")
+            if not res.data:
+                return None
+        await self._run(lambda db: db.table("draft_versions").update(
+            {"status": "applied", "version": expected_version + 1, "subject": subject,
+             "body": body, "updated_at": _now()}, returning=MINIMAL).eq("edit_id", edit_id),
+            "draft_versions", edit_id)
+        return await self.get_draft(cid, lid, step)
+
+    async def refuse_draft_edit(self, edit_id: str, reason: str) -> None:
+        await self._run(lambda db: db.table("draft_versions").update(
+            {"status": "refused", "reason": reason, "updated_at": _now()}, returning=MINIMAL)
+            .eq("edit_id", edit_id).eq("status", "pending"), "draft_versions", edit_id)
+
+    async def get_draft_version(
+        self, campaign_id: str, lead_id: str, step: int, version: int
+    ) -> DraftRow | None:
+        draft = await self.get_draft(campaign_id, lead_id, step)
+        if draft is None or draft.version == version:
+            return draft
+        res = await self._run(lambda db: db.table("draft_versions").select("*")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id)
+                              .eq("step", step).eq("version", version)
+                              .in_("status", ["applied", "original"]).limit(1),
+                              "draft_versions", f"{campaign_id}/{lead_id}/{step}")
+        return as_version(draft, draft_edit_row(res.data[0])) if res.data else None
+
+    async def list_draft_versions(
+        self, campaign_id: str, lead_id: str, step: int | None = None
+    ) -> list[DraftEditRow]:
+        def where(q: Query) -> Query:
+            q = q.eq("campaign_id", campaign_id).eq("lead_id", lead_id)
+            return q.eq("step", step) if step is not None else q
+
+        rows = await self._pages("draft_versions", "*", where, ["step", "created_at", "edit_id"])
+        return [draft_edit_row(r) for r in rows]
+
+    async def set_draft_excluded(
+        self, campaign_id: str, lead_id: str, step: int | None, excluded: bool
+    ) -> list[int]:
+        def where(q: Query) -> Query:
+            q = q.eq("campaign_id", campaign_id).eq("lead_id", lead_id)
+            return q.eq("step", step) if step is not None else q
+
+        res = await self._run(lambda db: where(db.table("drafts").update(
+            {"excluded": excluded}, returning=ReturnMethod.representation)),
+            "drafts", f"{campaign_id}/{lead_id}")
+        return sorted(int(r["step"]) for r in res.data)
 
     # -- approvals and delivery ---------------------------------------------------
 
@@ -368,20 +474,32 @@ class SupabaseStore(Erasure[Pairs]):
             returning=MINIMAL), "approvals", key)
         if decision != "approve":
             return 0
-        if lead_ids is None:
-            await self._run(lambda db: db.table("drafts").update(
-                {"approved": True}, returning=MINIMAL).eq("campaign_id", campaign_id),
-                "drafts", campaign_id)
-        else:
-            for i in range(0, len(lead_ids), 100):  # keep the URL short
-                await self._approve(campaign_id, lead_ids[i:i + 100])
+        await self._approve(campaign_id, lead_ids)
         return await self._count(
             "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True))
 
-    async def _approve(self, campaign_id: str, lead_ids: list[str]) -> None:
-        await self._run(lambda db: db.table("drafts").update({"approved": True}, returning=MINIMAL)
-                        .eq("campaign_id", campaign_id).in_("lead_id", lead_ids),
-                        "drafts", campaign_id)
+    async def _approve(self, campaign_id: str, lead_ids: list[str] | None) -> None:
+        """Approve the drafts not excluded (of `lead_ids` only, when given), recording the
+        version approved: one update per version present (REST cannot set a column to
+        another's value), each idempotent."""
+        def where(q: Query, part: list[str] | None) -> Query:
+            q = q.eq("campaign_id", campaign_id).is_("excluded", False)
+            return q.in_("lead_id", part) if part is not None else q
+
+        parts: list[list[str] | None] = [None] if lead_ids is None else [
+            lead_ids[i:i + 100] for i in range(0, len(lead_ids), 100)]  # keep the URL short
+        for part in parts:
+            def these(q: Query, part: list[str] | None = part) -> Query:
+                return where(q, part)
+
+            rows = await self._pages("drafts", "lead_id,step,version", these, ["lead_id", "step"])
+            for version in sorted({int(r["version"]) for r in rows}):
+                def build(db: AsyncClient, version: int = version) -> Query:
+                    return these(db.table("drafts").update(
+                        {"approved": True, "approved_version": version}, returning=MINIMAL)
+                    ).eq("version", version)
+
+                await self._run(build, "drafts", campaign_id)
 
     async def list_approved_lead_ids(
         self, campaign_id: str, after: str | None, limit: int
@@ -569,6 +687,7 @@ class SupabaseStore(Erasure[Pairs]):
     #: A total order (the primary key) per table, so paged reads miss no row.
     _KEYS: ClassVar[dict[str, list[str]]] = {
         "leads": ["campaign_id", "lead_id"], "drafts": ["campaign_id", "lead_id", "step"],
+        "draft_versions": ["edit_id"],
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
         "audit_log": ["envelope_id"], "delivery_events": ["event_id"]}
 

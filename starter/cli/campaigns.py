@@ -1,8 +1,10 @@
-"""Commands on one campaign: start, add-leads, status, drafts, approve, reject, pause,
-resume, cancel, report, audit (all through `CampaignManager`)."""
+"""Commands on one campaign: start, add-leads, status, drafts, edit, exclude, include,
+approve, reject, pause, resume, cancel, report, audit (all through `CampaignManager`)."""
 
 from __future__ import annotations
 
+import getpass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +26,7 @@ from starter.cli.app import (
     brief_and_window,
     emit_json,
     err,
+    fail,
     manager,
     out,
     report_table,
@@ -121,44 +124,129 @@ def status(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
     run(go())
 
 
-def drafts(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
-    """The drafts waiting for review."""
+def os_user() -> str:
+    """Who runs the command, for `--by`: the OS user name."""
+    try:
+        return getpass.getuser() or "cli"
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return "cli"
+
+
+By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS user name).")]
+LeadOption = Annotated[str, typer.Option("--lead", help="The lead's id (see `campaign drafts`).")]
+StepOption = Annotated[int, typer.Option("--step", min=1, help="The sequence step (1: the first message).")]
+
+
+def drafts(
+    campaign_id: CampaignId,
+    page: Annotated[int, typer.Option("--page", min=1, help="Which page (from 1).")] = 1,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Drafts a page.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The drafts waiting for review, a page at a time."""
 
     async def go() -> None:
-        rows = await manager().drafts(campaign_id)
+        rows = await manager().drafts(campaign_id, page=page, limit=limit)
         if as_json:
             emit_json([d.model_dump() for d in rows])
             return
         for d in rows:
-            out.rule(f"{shown(d.lead_id)}  {shown(d.email)}")
+            flags = (f"  step {d.step} · version {d.version}"
+                     + (f" · edited by {shown(d.edited_by)}" if d.edited_by else "")
+                     + (" · [yellow]excluded[/]" if d.excluded else ""))
+            out.rule(f"{shown(d.lead_id)}  {shown(d.email)}{flags}")
             out.print(f"[bold]Subject:[/] {shown(d.subject)}", highlight=False)
             out.print(shown(d.body, multiline=True), highlight=False)
             if d.citations:
                 cited = ", ".join(shown(c) for c in d.citations)
                 out.print(f"[dim]citations: {cited}[/]", highlight=False)
-        out.print(f"{len(rows)} drafts")
+        out.print(f"{len(rows)} drafts on page {page}"
+                  + (f" (next: --page {page + 1})" if len(rows) == limit else ""))
 
     run(go())
+
+
+@with_logging
+def edit(
+    campaign_id: CampaignId,
+    lead: LeadOption,
+    step: StepOption = 1,
+    subject: Annotated[str | None, typer.Option("--subject", help="The new subject.")] = None,
+    body_file: Annotated[Path | None, typer.Option(
+        "--body-file", help="A UTF-8 file holding the new body ('-': standard input).")] = None,
+    by: By = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Edit a draft while the campaign awaits approval: a new version, checked by the guardrails."""
+    body: str | None = None
+    if body_file is not None:
+        try:
+            body = (typer.get_text_stream("stdin").read() if str(body_file) == "-"
+                    else body_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(2, f"--body-file {body_file}: cannot read ({exc})")
+    if subject is None and body is None:
+        fail(2, "give --subject, --body-file, or both")
+    view = run(manager().edit_draft(campaign_id, lead, step=step, subject=subject, body=body,
+                                    by=by or os_user()))
+    if as_json:
+        emit_json(view.model_dump())
+        return
+    err.print(f"Draft of {shown(lead)} (step {view.step}) is now version {view.version}.",
+              highlight=False)
+
+
+def _exclusion(campaign_id: str, lead: str, step: int | None, by: str | None, excluded: bool,
+               as_json: bool) -> None:
+    view = run(manager().set_excluded(campaign_id, lead, excluded=excluded, step=step,
+                                      by=by or os_user()))
+    if as_json:
+        emit_json(view.model_dump())
+        return
+    what = "excluded from" if excluded else "included in"
+    err.print(f"Lead {shown(lead)} is {what} the approval of {shown(campaign_id)}.",
+              highlight=False)
+
+
+def exclude(
+    campaign_id: CampaignId, lead: LeadOption,
+    step: Annotated[int | None, typer.Option("--step", min=1, help="Only this step "
+                                             "(default: every step).")] = None,
+    by: By = None, as_json: JsonFlag = False,
+) -> None:
+    """Leave a lead's draft out: "approve" will not approve it, so it is not sent."""
+    _exclusion(campaign_id, lead, step, by, True, as_json)
+
+
+def include(
+    campaign_id: CampaignId, lead: LeadOption,
+    step: Annotated[int | None, typer.Option("--step", min=1, help="Only this step "
+                                             "(default: every step).")] = None,
+    by: By = None, as_json: JsonFlag = False,
+) -> None:
+    """Put an excluded lead's draft back into the approval."""
+    _exclusion(campaign_id, lead, step, by, False, as_json)
 
 
 def approve(
     campaign_id: CampaignId,
     lead: Annotated[list[str] | None, typer.Option("--lead", help="Approve only these lead ids.")] = None,
-    by: Annotated[str, typer.Option("--by", help="Who approves.")] = "cli",
+    by: By = None,
     note: Annotated[str | None, typer.Option("--note")] = None,
 ) -> None:
-    """Approve every draft, or only the listed leads (the rest are not sent)."""
-    approved = run(manager().approve(campaign_id, lead_ids=lead or None, by=by, note=note))
+    """Approve every draft not excluded, or only the listed leads (the rest are not sent)."""
+    approved = run(manager().approve(campaign_id, lead_ids=lead or None, by=by or os_user(),
+                                     note=note))
     err.print(f"Approved {approved} draft(s) of {shown(campaign_id)}; delivery starts now.")
 
 
 def reject(
     campaign_id: CampaignId,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
-    by: Annotated[str, typer.Option("--by", help="Who rejects.")] = "cli",
+    by: By = None,
 ) -> None:
     """Reject the campaign: nothing is sent."""
-    run(manager().reject(campaign_id, by=by, reason=reason))
+    run(manager().reject(campaign_id, by=by or os_user(), reason=reason))
     err.print(f"Rejected {shown(campaign_id)}: nothing will be sent.")
 
 
