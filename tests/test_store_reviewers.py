@@ -79,6 +79,14 @@ async def test_review_page_filters_searches_pages_and_counts(backend) -> None:
     assert [i.email for i in (await s.review_page("c1", status="failed")).items] == [leads[3].email]
     assert [i.email for i in (await s.review_page("c1", status="pending")).items] == [leads[4].email]
     assert [i.email for i in (await s.review_page("c1", status="approved")).items] == [leads[0].email]
+    await s.set_draft_excluded("c1", leads[2].lead_id, 1, True)
+    await s.add_draft_edit(edit_id="e1", campaign_id="c1", lead_id=leads[1].lead_id, step=1,
+                           subject=None, body="Edited", base_version=1, by="rita")
+    assert await s.apply_draft_edit("e1", subject="Hi Bo", body="Edited", expected_version=1)
+    excluded = (await s.review_page("c1", status="excluded")).items
+    assert [(i.email, i.excluded) for i in excluded] == [(leads[2].email, True)]
+    edited = (await s.review_page("c1", status="edited")).items
+    assert [(i.email, i.version) for i in edited] == [(leads[1].email, 2)]
     by_company = await s.review_page("c1", search="  LEDGER ")
     assert (by_company.total, [i.email for i in by_company.items]) == (1, [leads[1].email])
     by_email = await s.review_page("c1", search="example.com")

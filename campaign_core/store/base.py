@@ -34,8 +34,9 @@ from campaign_core.store.rows import (
 #: The schema this code reads and writes: the highest migration number shipped.
 SCHEMA_VERSION = 7
 
-#: The statuses a review page filters by: a lead's drafting status, or its draft approved.
-REVIEW_STATUSES = ("drafted", "failed", "pending", "approved")
+#: The statuses a review page filters by: a lead's drafting status, or its first draft's
+#: state (approved, excluded, edited by a reviewer).
+REVIEW_STATUSES = ("drafted", "failed", "pending", "approved", "excluded", "edited")
 
 #: Stages after which a draft that was not approved will never be sent.
 DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
@@ -494,7 +495,8 @@ def review_page_of(rows: list[dict[str, Any]], total: int, campaign_id: str) -> 
     """The page's rows (lead_id, email, company, draft_status, subject, approved) as a model."""
     try:
         return ReviewPage.model_validate({"total": total, "items": [
-            {**r, "approved": bool(r.get("approved"))} for r in rows]})
+            {**r, "approved": bool(r.get("approved")), "excluded": bool(r.get("excluded"))}
+            for r in rows]})
     except ValueError as exc:
         raise StoreError(f"malformed review row: {exc}", table="leads", key=campaign_id) from exc
 

@@ -174,6 +174,8 @@ class ReviewItem(Row):
     draft_status: str
     subject: str | None = None
     approved: bool = False
+    version: int | None = None
+    excluded: bool = False
 
 
 class ReviewPage(Row):

@@ -566,7 +566,8 @@ class SqlStore(Erasure[Scope]):
         if status is not None:
             if status not in REVIEW_STATUSES:
                 raise StoreError(f"unknown review status {status!r}", table="leads", key=campaign_id)
-            where += {"approved": " AND d.approved = TRUE",
+            where += {"approved": " AND d.approved = TRUE", "excluded": " AND d.excluded = TRUE",
+                      "edited": " AND d.version > 1",
                       "pending": " AND l.draft_status IN ('pending', 'drafting')"}.get(
                 status, " AND l.draft_status = ?")
             if status in {"drafted", "failed"}:
@@ -582,7 +583,7 @@ class SqlStore(Erasure[Scope]):
             total = await c.all(f"SELECT count(*) AS n {joined}", args)
             rows = await c.all(
                 f"SELECT l.lead_id, l.email, {self.COMPANY} AS company, l.draft_status, "
-                f"d.subject, d.approved {joined} ORDER BY l.created_at, l.lead_id "
+                f"d.subject, d.approved, d.version, d.excluded {joined} ORDER BY l.created_at, l.lead_id "
                 "LIMIT ? OFFSET ?", [*args, max(limit, 0), max(offset, 0)])
         return review_page_of(rows, int(total[0]["n"]), campaign_id)
 

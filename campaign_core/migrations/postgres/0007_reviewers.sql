@@ -27,16 +27,18 @@ ALTER TABLE sign_in_codes ENABLE ROW LEVEL SECURITY;
 CREATE OR REPLACE FUNCTION review_page(p_campaign_id text, p_status text, p_search text,
                                        p_offset integer, p_limit integer)
 RETURNS TABLE (lead_id text, email text, company text, draft_status text, subject text,
-               approved boolean, total bigint)
+               approved boolean, version integer, excluded boolean, total bigint)
 LANGUAGE sql STABLE AS $$
     WITH matching AS (
         SELECT l.lead_id, l.email, l.data->>'company' AS company, l.draft_status, d.subject,
-               d.approved, l.created_at
+               d.approved, d.version, d.excluded, l.created_at
         FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id
              AND d.lead_id = l.lead_id AND d.step = 1
         WHERE l.campaign_id = p_campaign_id
           AND (p_status IS NULL
                OR (p_status = 'approved' AND d.approved)
+               OR (p_status = 'excluded' AND d.excluded)
+               OR (p_status = 'edited' AND d.version > 1)
                OR (p_status = 'pending' AND l.draft_status IN ('pending', 'drafting'))
                OR (p_status IN ('drafted', 'failed') AND l.draft_status = p_status))
           AND (p_search IS NULL
@@ -44,7 +46,7 @@ LANGUAGE sql STABLE AS $$
                OR strpos(lower(COALESCE(l.data->>'company', '')), p_search) > 0)
     )
     SELECT m.lead_id::text, m.email, m.company, m.draft_status, m.subject, m.approved,
-           (SELECT count(*) FROM matching) AS total
+           m.version, m.excluded, (SELECT count(*) FROM matching) AS total
     FROM matching m ORDER BY m.created_at, m.lead_id
     LIMIT greatest(p_limit, 0) OFFSET greatest(p_offset, 0)
 $$;
