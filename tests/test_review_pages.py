@@ -35,7 +35,8 @@ from tests.test_orchestration import finish, wait_stage
 
 __all__ = ["api_settings", "manager"]  # fixtures, used by name
 
-EDITED = "Hello from a human reviewer: this body was edited in the browser."
+EDITED = ("Hello from a human reviewer: this body was edited in the browser, and it is "
+          "the text that must be delivered to this lead, word for word.")
 
 
 def drafting_doubles(store: Any) -> dict[str, Any]:
