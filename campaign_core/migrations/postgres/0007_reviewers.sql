@@ -51,4 +51,7 @@ LANGUAGE sql STABLE AS $$
     LIMIT greatest(p_limit, 0) OFFSET greatest(p_offset, 0)
 $$;
 
+-- The review pages list a campaign's leads in intake order, a page at a time.
+CREATE INDEX IF NOT EXISTS leads_review_order ON leads(campaign_id, created_at, lead_id);
+
 INSERT INTO schema_version(version) VALUES (7) ON CONFLICT (version) DO NOTHING;

@@ -18,5 +18,8 @@ CREATE TABLE IF NOT EXISTS sign_in_codes (
     created_at      TEXT NOT NULL
 );
 
+-- The review pages list a campaign's leads in intake order, a page at a time.
+CREATE INDEX IF NOT EXISTS leads_review_order ON leads(campaign_id, created_at, lead_id);
+
 INSERT INTO schema_version(version, applied_at)
 VALUES (7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT(version) DO NOTHING;
