@@ -46,6 +46,8 @@ from starter.manager import (
     campaign_id_for,
     parse_duration,
 )
+from starter.review_auth import TOKEN_PREFIX, Reviewers
+from starter.review_pages import install as install_review_pages
 
 log = logging.getLogger("campaign.api")
 
@@ -176,9 +178,10 @@ _bearer = HTTPBearer(auto_error=False)
 def authorised(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """401 unless the bearer token matches CAMPAIGN_API_TOKEN (constant-time compare)."""
+    """401 unless the bearer token matches CAMPAIGN_API_TOKEN (constant-time compare), or
+    the gate has let a reviewer's token through to a review route."""
     token: str | None = request.app.state.token
-    if token is None:
+    if token is None or getattr(request.state, "reviewer", None):
         return  # --insecure-dev
     given = creds.credentials if creds is not None else ""
     if not hmac.compare_digest(given.encode(), token.encode()):
@@ -231,8 +234,14 @@ def create_app(
 
     app.state.token = token
     app.state.managers = state
+    async def reviewer_named(given: str) -> str | None:
+        found = await Reviewers(state["manager"].store).by_token(given)
+        return found.name if found else None
+
     # Outside the routing: no token, no parsing; no body past the cap (see api_gate).
-    app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body)
+    app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body,
+                       reviewer=reviewer_named, reviewer_prefix=TOKEN_PREFIX)
+    install_review_pages(app)  # /review/...: the reviewers' pages (starter/review_pages.py)
     auth = [Depends(authorised)]
 
     @app.exception_handler(NotFound)

@@ -5,12 +5,18 @@ answered 401 before its body is read (so a stranger's malformed JSON gets 401, n
 422 that proves the route exists, and costs nothing to parse), and a body larger than
 `CAMPAIGN_API_MAX_BODY` is refused 413: at once when its Content-Length says so, and
 otherwise as soon as the bytes streamed so far pass the cap (chunked uploads too).
+
+A reviewer's token (`crt_...`) is accepted too, on the review routes only (`REVIEW_ROUTES`;
+403 elsewhere): the gate then puts the reviewer's name in `request.state.reviewer`, to
+which every decision and edit of the request is attributed. The review pages (`/review`,
+`/review/...`) pass the gate: they authenticate by their own session cookie.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -26,6 +32,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: is its authorisation). Everything else, the OpenAPI document and docs included,
 #: needs the bearer token.
 PUBLIC_PATHS: frozenset[str] = frozenset({"/health", "/unsubscribe"})
+#: The review pages: public to the gate, each page checks its session itself.
+PAGES_PREFIX = "/review"
+#: What a reviewer's token may reach: reading campaigns, drafts, report and audit;
+#: editing, excluding and including drafts; approving or rejecting.
+REVIEW_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
+    (frozenset(methods), re.compile(pattern)) for methods, pattern in (
+        ({"GET", "HEAD"}, r"/campaigns/?"),
+        ({"GET", "HEAD"}, r"/campaigns/[^/]+/?"),
+        ({"GET", "HEAD"}, r"/campaigns/[^/]+/(drafts|report|audit)/?"),
+        ({"PATCH"}, r"/campaigns/[^/]+/drafts/[^/]+/?"),
+        ({"POST"}, r"/campaigns/[^/]+/drafts/[^/]+/(exclude|include)/?"),
+        ({"POST"}, r"/campaigns/[^/]+/approval/?"),
+    ))
+#: The name of a reviewer's token, or None when it is no (active) reviewer's.
+ReviewerLookup = Callable[[str], Awaitable[str | None]]
+
+
+def is_review_route(method: str, path: str) -> bool:
+    return any(method in methods and pattern.fullmatch(path) for methods, pattern in REVIEW_ROUTES)
+
+
+def is_page(path: str) -> bool:
+    return path == PAGES_PREFIX or path.startswith(PAGES_PREFIX + "/")
 
 
 class BodyTooLarge(HTTPException):
@@ -41,11 +70,14 @@ class RequestGate:
     `max_body` bytes; both decided before the app reads a byte of the body."""
 
     def __init__(self, app: ASGIApp, *, token: str | None, max_body: int,
-                 public_paths: Collection[str] = PUBLIC_PATHS) -> None:
+                 public_paths: Collection[str] = PUBLIC_PATHS,
+                 reviewer: ReviewerLookup | None = None, reviewer_prefix: str = "crt_") -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
         self.public_paths = public_paths
+        self.reviewer = reviewer
+        self.reviewer_prefix = reviewer_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,9 +85,9 @@ class RequestGate:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        if not self._authorised(scope, headers):
-            await _answer(send, 401, "missing or wrong bearer token (Authorization: Bearer ...)",
-                          {"www-authenticate": "Bearer"})
+        refusal = await self._refusal(scope, headers)
+        if refusal is not None:
+            await _answer(send, *refusal)
             return
         length = headers.get("content-length", "").strip()
         if length and (not length.isdigit() or int(length) > self.max_body):
@@ -65,13 +97,32 @@ class RequestGate:
             return
         await self._call_counting(scope, receive, send)
 
-    def _authorised(self, scope: Scope, headers: dict[str, str]) -> bool:
-        if self.token is None or scope.get("path", "") in self.public_paths:
-            return True
+    async def _refusal(self, scope: Scope, headers: dict[str, str]
+                       ) -> tuple[int, str, dict[str, str]] | None:
+        """None when the request may go on (a reviewer's name then in its state), else
+        (status, detail, headers) of the refusal."""
+        path = scope.get("path", "")
+        if path in self.public_paths or is_page(path):
+            return None
         scheme, _, given = headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+        given = given.strip() if scheme.lower() == "bearer" else ""
+        unauthorised = (401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                        {"www-authenticate": "Bearer"})
+        if self.reviewer is not None and given.startswith(self.reviewer_prefix):
+            name = await self.reviewer(given)
+            if name is None:
+                return unauthorised
+            if not is_review_route(scope.get("method", ""), path):
+                return (403, f"a reviewer's token reaches the review routes only (campaigns, "
+                             f"drafts, report, audit, edits and decisions), not "
+                             f"{scope.get('method', '')} {path}", {})
+            scope.setdefault("state", {})["reviewer"] = name
+            return None
+        if self.token is None:
+            return None  # --insecure-dev
+        if given and hmac.compare_digest(given.encode(), self.token.encode()):
+            return None
+        return unauthorised
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0

@@ -113,13 +113,23 @@ async def start_server(settings: Settings, converter: DataConverter, extra: list
     )
 
 
-async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: bool) -> None:
-    """`campaign dev`: run until SIGINT/SIGTERM, then stop workers and server cleanly."""
+async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: bool,
+                  api_port: int = 8000) -> None:
+    """`campaign dev`: run until SIGINT/SIGTERM, then stop workers and server cleanly.
+    Unless `api_port` is 0 it serves the API and the review pages too (starter/dev_api.py)."""
+    from starter.dev_api import dev_api
+
+    if api_port and not port_free(api_port):
+        raise RuntimeError(f"port {api_port} is in use: choose another --api-port (0: no API)")
     stop = asyncio.Event()
-    async with embedded_stack(settings, port, ui_port) as stack:
+    async with embedded_stack(settings, port, ui_port) as stack, contextlib.AsyncExitStack() as http:
         install_stop_handlers(stop)
         print(f"Temporal dev server on {stack.address}", flush=True)
         print(f"Temporal Web UI: {stack.ui_url}", flush=True)
+        if api_port:
+            link = await http.enter_async_context(dev_api(settings, stack.client, api_port))
+            print(f"API and review pages on http://127.0.0.1:{api_port}", flush=True)
+            print(f"Review sign-in (one-time link, valid 15 minutes): {link}", flush=True)
         print(f"State in {settings.campaign_home.resolve()}; Ctrl-C to stop.", flush=True)
         if settings.encryption_key and settings.encryption_key.get_secret_value().strip():
             print(f"Payloads are encrypted: run `campaign codec-server` so the UI decodes them "

@@ -7,6 +7,8 @@ task-queue prefix and CAMPAIGN_HOME.
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,8 @@ from tests.webhook_receiver import Hook
 from worker_main import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
+#: Debian's Chromium: the browser tests drive it (Playwright downloads nothing).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KB = REPO / "starter" / "demo_data" / "kb"
 
 
@@ -124,3 +128,26 @@ def hook_factory() -> Iterator[Callable[[list[int]], Hook]]:
 def hook(hook_factory: Callable[[list[int]], Hook]) -> Hook:
     """A running webhook receiver that answers 200."""
     return hook_factory([])
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium binary; skipped without one (failed in CI, which must run these)."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Any]:
+    """A headless Chromium driven by Playwright (`playwright.async_api.Browser`)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -30,14 +30,16 @@ CAMPAIGN = str(Path(sys.executable).parent / "campaign")
 class DevProcess:
     def __init__(self, env: dict[str, str], home: Path) -> None:
         self.env, self.home = env, home
-        self.port, self.ui_port = free_port(), free_port()
+        self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
+        self.ui = ""
+        self.sign_in = ""
 
     async def start(self) -> str:
         self.proc = await asyncio.create_subprocess_exec(
             CAMPAIGN, "dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
-            env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            "--api-port", str(self.api_port), env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
@@ -47,7 +49,10 @@ class DevProcess:
                 assert line, f"campaign dev exited early: {''.join(self.lines)}"
                 self.lines.append(line)
                 if line.startswith("Temporal Web UI:"):
-                    return line.split(":", 1)[1].strip()
+                    self.ui = line.split(":", 1)[1].strip()
+                if line.startswith("Review sign-in"):
+                    self.sign_in = line.rsplit(" ", 1)[1].strip()
+                    return self.ui
 
     async def stop(self) -> int:
         assert self.proc is not None and self.proc.stdout is not None
@@ -72,6 +77,12 @@ async def test_dev_runs_campaign_shows_it_in_ui_and_stops_cleanly(dev_cli_env, h
     ui = await dev.start()
     try:
         assert ui == f"http://127.0.0.1:{dev.ui_port}"
+        base = f"http://127.0.0.1:{dev.api_port}"
+        assert dev.sign_in.startswith(f"{base}/review/sign-in?code="), dev.lines
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            form = await http.get(dev.sign_in)
+            assert form.status_code == 200 and "Sign in" in form.text
+            assert (await http.get("/campaigns/x")).status_code == 401  # a private service token
         recorded = json.loads((home / "dev.json").read_text())
         assert recorded["address"] == f"127.0.0.1:{dev.port}" and recorded["ui_url"] == ui
         # No TEMPORAL_ADDRESS: the CLI finds the dev server through dev.json.
@@ -97,6 +108,7 @@ async def test_dev_runs_campaign_shows_it_in_ui_and_stops_cleanly(dev_cli_env, h
     finally:
         code = await dev.stop()
     assert code == 0, "".join(dev.lines)
+    assert "crt_" not in "".join(dev.lines), "no reviewer token is ever printed or logged"
     assert not (home / "dev.json").exists()
     assert "stopped" in "".join(dev.lines)
 

@@ -8,19 +8,15 @@ address must be suppressed. A tampered link renders the refusal page and changes
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
 from campaign_core.leads import parse_lead_rows
 from campaign_core.unsubscribe import Claims, make_token, signing_key
 from starter.manager import CampaignManager
+from tests.conftest import CHROMIUM
 from tests.test_api import serve
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 async def render(url: str, profile: Path) -> str:
@@ -32,15 +28,6 @@ async def render(url: str, profile: Path) -> str:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     return out.decode()
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
-    return CHROMIUM
 
 
 async def test_the_unsubscribe_link_works_in_a_browser(chromium, settings, store, tmp_path) -> None:

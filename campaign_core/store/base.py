@@ -26,11 +26,17 @@ from campaign_core.store.rows import (
     DraftEditRow,
     DraftRow,
     ReportRow,
+    ReviewerRow,
+    ReviewPage,
     Row,
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+
+#: The statuses a review page filters by: a lead's drafting status, or its first draft's
+#: state (approved, excluded, edited by a reviewer).
+REVIEW_STATUSES = ("drafted", "failed", "pending", "approved", "excluded", "edited")
 
 #: Stages after which a draft that was not approved will never be sent.
 DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
@@ -84,6 +90,10 @@ class Store(Protocol):
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
 
     async def set_stage(self, campaign_id: str, stage: str) -> None: ...
+
+    async def list_campaigns(self, limit: int = 200) -> list[CampaignRow]:
+        """The most recently created campaigns first, at most `limit`."""
+        ...
 
     async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int: ...
 
@@ -217,6 +227,48 @@ class Store(Protocol):
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]: ...
 
+    # -- reviewers and sign-in codes (schema 7) -----------------------------------------
+
+    async def add_reviewer(self, name: str, token_hash: str) -> bool:
+        """Create reviewer `name` with this token hash; False if an active one has the name.
+        A removed reviewer's name may be given again: it gets the new token."""
+        ...
+
+    async def get_reviewer(self, name: str) -> ReviewerRow | None:
+        """The reviewer, unless unknown or removed."""
+        ...
+
+    async def reviewer_by_token(self, token_hash: str) -> ReviewerRow | None:
+        """The active reviewer whose token has this hash, or None."""
+        ...
+
+    async def list_reviewers(self) -> list[ReviewerRow]:
+        """The active reviewers, by name."""
+        ...
+
+    async def remove_reviewer(self, name: str) -> bool:
+        """Mark the reviewer removed (their token and sessions stop working); False if
+        there was no active reviewer of that name."""
+        ...
+
+    async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:
+        """Record a one-time sign-in code (its hash) for an active reviewer."""
+        ...
+
+    async def take_sign_in_code(self, code_hash: str) -> str | None:
+        """Delete the code and return its reviewer, or None when unknown, used or expired.
+        Atomic: of two concurrent takers only one gets the reviewer."""
+        ...
+
+    async def review_page(
+        self, campaign_id: str, *, status: str | None = None, search: str | None = None,
+        offset: int = 0, limit: int = 50,
+    ) -> ReviewPage:
+        """A page of the campaign's leads in intake order, with their first draft: only
+        those of `status` (one of `REVIEW_STATUSES`) and whose email or company contains
+        `search` (case-insensitive) when given; `total` counts every match."""
+        ...
+
     # -- embeddings (schema 4) --------------------------------------------------------
 
     async def get_embeddings(self, model: str, hashes: list[str]) -> dict[str, list[float]]:
@@ -322,7 +374,8 @@ def now_utc() -> datetime:
 
 
 #: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
-TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at"})
+TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at",
+                          "removed_at", "expires_at"})
 
 
 def iso(value: Any) -> Any:
@@ -432,6 +485,26 @@ def typed(model: type[R], row: dict[str, Any], table: str, key: str,
 
 def campaign_row(row: dict[str, Any] | None) -> CampaignRow | None:
     return None if row is None else typed(CampaignRow, row, "campaigns", str(row.get("campaign_id")))
+
+
+def reviewer_row(row: dict[str, Any] | None) -> ReviewerRow | None:
+    return None if row is None else typed(ReviewerRow, row, "reviewers", str(row.get("name")))
+
+
+def review_page_of(rows: list[dict[str, Any]], total: int, campaign_id: str) -> ReviewPage:
+    """The page's rows (lead_id, email, company, draft_status, subject, approved) as a model."""
+    try:
+        return ReviewPage.model_validate({"total": total, "items": [
+            {**r, "approved": bool(r.get("approved")), "excluded": bool(r.get("excluded"))}
+            for r in rows]})
+    except ValueError as exc:
+        raise StoreError(f"malformed review row: {exc}", table="leads", key=campaign_id) from exc
+
+
+def search_text(search: str | None) -> str | None:
+    """A review page's search as matched: trimmed and lower-cased; None when empty."""
+    text = (search or "").strip().lower()
+    return text or None
 
 
 def draft_row(row: dict[str, Any]) -> DraftRow:

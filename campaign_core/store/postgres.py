@@ -82,6 +82,7 @@ class PostgresStore(SqlStore):
     HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL AS present"
     TEXT = "{}::text"
     FIND = "strpos({}, {}) > 0"
+    COMPANY = "(l.data->>'company')"
     VECTOR_READ = "vector::real[]"  # pgvector's column and the plain one alike
     VECTOR_WRITE = "?::real[]"  # cast to `vector` on assignment
     #: SQLSTATE classes 23 and 22; a server that is down raises OperationalError (retried).

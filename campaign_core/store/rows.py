@@ -155,3 +155,31 @@ class DraftEditRow(Row):
     reason: str | None = None
     created_at: str
     updated_at: str
+
+
+class ReviewerRow(Row):
+    """A named reviewer (schema 7); the token is never stored, only its hash."""
+
+    name: str
+    created_at: str
+    removed_at: str | None = None
+
+
+class ReviewItem(Row):
+    """One lead on a review page: who it is, its first draft (if any) and where it stands."""
+
+    lead_id: str
+    email: str
+    company: str | None = None
+    draft_status: str
+    subject: str | None = None
+    approved: bool = False
+    version: int | None = None
+    excluded: bool = False
+
+
+class ReviewPage(Row):
+    """One page of a campaign's leads as the review pages show it, and how many match in all."""
+
+    total: int
+    items: list[ReviewItem]

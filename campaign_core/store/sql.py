@@ -13,12 +13,14 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
+    REVIEW_STATUSES,
     SCHEMA_VERSION,
     StoreError,
     as_version,
@@ -33,11 +35,15 @@ from campaign_core.store.base import (
     iso,
     migrations,
     normalise_address,
+    now_utc,
     original_edit_id,
     parse_envelope,
     parse_json,
     parse_lead,
     report_rows,
+    review_page_of,
+    reviewer_row,
+    search_text,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
@@ -49,6 +55,8 @@ from campaign_core.store.rows import (
     DraftEditRow,
     DraftRow,
     ReportRow,
+    ReviewerRow,
+    ReviewPage,
 )
 
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
@@ -108,6 +116,7 @@ class SqlStore(Erasure[Scope]):
     HAS_VERSION_TABLE: ClassVar[str]  # one row, `present` true when schema_version exists
     TEXT: ClassVar[str] = "{}"  # a JSON column as text
     FIND: ClassVar[str]  # "text {} contains {}", a condition
+    COMPANY: ClassVar[str]  # the `company` field of a lead's `data` (alias `l`), as text
     VECTOR_READ: ClassVar[str] = "vector"  # the embeddings.vector column as the driver reads it
     VECTOR_WRITE: ClassVar[str] = "?"
     #: Driver errors no retry will fix (a constraint, a malformed value).
@@ -235,6 +244,11 @@ class SqlStore(Erasure[Scope]):
 
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         return campaign_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))
+
+    async def list_campaigns(self, limit: int = 200) -> list[CampaignRow]:
+        rows = await self._all("SELECT * FROM campaigns ORDER BY created_at DESC, campaign_id "
+                               "LIMIT ?", (limit,))
+        return [c for c in map(campaign_row, rows) if c is not None]
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run("UPDATE campaigns SET stage = ?, updated_at = now() WHERE campaign_id = ?",
@@ -501,6 +515,77 @@ class SqlStore(Erasure[Scope]):
     async def release_webhook_id(self, webhook_id: str) -> None:
         await self._run("DELETE FROM webhook_ids WHERE webhook_id = ?", (webhook_id,),
                         "webhook_ids", webhook_id)
+
+    # -- reviewers and sign-in codes (schema 7) ------------------------------------------
+
+    async def add_reviewer(self, name: str, token_hash: str) -> bool:
+        return await self._run(
+            "INSERT INTO reviewers(name, token_hash, created_at) VALUES (?, ?, now()) "
+            "ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, "
+            "created_at = excluded.created_at, removed_at = NULL "
+            "WHERE reviewers.removed_at IS NOT NULL", (name, token_hash), "reviewers", name) > 0
+
+    async def get_reviewer(self, name: str) -> ReviewerRow | None:
+        return reviewer_row(await self._one(
+            "SELECT name, created_at, removed_at FROM reviewers WHERE name = ? "
+            "AND removed_at IS NULL", (name,), "reviewers", name))
+
+    async def reviewer_by_token(self, token_hash: str) -> ReviewerRow | None:
+        return reviewer_row(await self._one(
+            "SELECT name, created_at, removed_at FROM reviewers WHERE token_hash = ? "
+            "AND removed_at IS NULL", (token_hash,), "reviewers"))
+
+    async def list_reviewers(self) -> list[ReviewerRow]:
+        rows = await self._all("SELECT name, created_at, removed_at FROM reviewers "
+                               "WHERE removed_at IS NULL ORDER BY name")
+        return [r for r in map(reviewer_row, rows) if r is not None]
+
+    async def remove_reviewer(self, name: str) -> bool:
+        async with self._conn("reviewers", name, write=True) as c:
+            await c.run("DELETE FROM sign_in_codes WHERE reviewer = ?", (name,))
+            return await c.run("UPDATE reviewers SET removed_at = now() WHERE name = ? "
+                               "AND removed_at IS NULL", (name,)) > 0
+
+    async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:
+        await self._run("INSERT INTO sign_in_codes(code_hash, reviewer, expires_at, created_at) "
+                        "VALUES (?, ?, ?, now())", (code_hash, reviewer, iso(expires_at)),
+                        "sign_in_codes", reviewer)
+
+    async def take_sign_in_code(self, code_hash: str) -> str | None:
+        async with self._conn("sign_in_codes", write=True) as c:
+            rows = await c.all("DELETE FROM sign_in_codes WHERE code_hash = ? "
+                               "RETURNING reviewer, expires_at", (code_hash,))
+        if not rows or datetime.fromisoformat(str(iso(rows[0]["expires_at"]))) <= now_utc():
+            return None
+        return str(rows[0]["reviewer"])
+
+    async def review_page(self, campaign_id: str, *, status: str | None = None,
+                          search: str | None = None, offset: int = 0,
+                          limit: int = 50) -> ReviewPage:
+        where, args = "l.campaign_id = ?", [campaign_id]
+        if status is not None:
+            if status not in REVIEW_STATUSES:
+                raise StoreError(f"unknown review status {status!r}", table="leads", key=campaign_id)
+            where += {"approved": " AND d.approved = TRUE", "excluded": " AND d.excluded = TRUE",
+                      "edited": " AND d.version > 1",
+                      "pending": " AND l.draft_status IN ('pending', 'drafting')"}.get(
+                status, " AND l.draft_status = ?")
+            if status in {"drafted", "failed"}:
+                args.append(status)
+        text = search_text(search)
+        if text is not None:
+            find, company = self.FIND.format, f"lower(COALESCE({self.COMPANY}, ''))"
+            where += f" AND ({find('lower(l.email)', '?')} OR {find(company, '?')})"
+            args += [text, text]
+        joined = ("FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
+                  f"AND d.lead_id = l.lead_id AND d.step = 1 WHERE {where}")
+        async with self._conn("leads", campaign_id) as c:
+            total = await c.all(f"SELECT count(*) AS n {joined}", args)
+            rows = await c.all(
+                f"SELECT l.lead_id, l.email, {self.COMPANY} AS company, l.draft_status, "
+                f"d.subject, d.approved, d.version, d.excluded {joined} ORDER BY l.created_at, l.lead_id "
+                "LIMIT ? OFFSET ?", [*args, max(limit, 0), max(offset, 0)])
+        return review_page_of(rows, int(total[0]["n"]), campaign_id)
 
     # -- read models ----------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class SqliteStore(SqlStore):
     HAS_VERSION_TABLE = ("SELECT count(*) AS present FROM sqlite_master "
                          "WHERE type = 'table' AND name = 'schema_version'")
     FIND = "instr({}, {}) > 0"
+    COMPANY = "json_extract(l.data, '$.company')"
     #: `database is locked` and I/O errors stay OperationalError, which Temporal retries.
     REJECTED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
 

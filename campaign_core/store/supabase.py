@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -23,6 +24,7 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
+    REVIEW_STATUSES,
     SCHEMA_VERSION,
     TIME_COLUMNS,
     StoreError,
@@ -43,6 +45,9 @@ from campaign_core.store.base import (
     parse_envelope,
     parse_lead,
     report_rows,
+    review_page_of,
+    reviewer_row,
+    search_text,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
@@ -54,6 +59,8 @@ from campaign_core.store.rows import (
     DraftEditRow,
     DraftRow,
     ReportRow,
+    ReviewerRow,
+    ReviewPage,
 )
 
 HOW_TO_MIGRATE = (
@@ -221,6 +228,12 @@ class SupabaseStore(Erasure[Pairs]):
         res = await self._run(lambda db: db.table("campaigns").select("*")
                               .eq("campaign_id", campaign_id).limit(1), "campaigns", campaign_id)
         return campaign_row(res.data[0]) if res.data else None
+
+    async def list_campaigns(self, limit: int = 200) -> list[CampaignRow]:
+        res = await self._run(lambda db: db.table("campaigns").select("*")
+                              .order("created_at", desc=True).order("campaign_id").limit(limit),
+                              "campaigns")
+        return [c for c in map(campaign_row, res.data) if c is not None]
 
     async def set_stage(self, campaign_id: str, stage: str) -> None:
         await self._run(lambda db: db.table("campaigns").update(
@@ -592,6 +605,82 @@ class SupabaseStore(Erasure[Pairs]):
     async def release_webhook_id(self, webhook_id: str) -> None:
         await self._run(lambda db: db.table("webhook_ids").delete().eq("webhook_id", webhook_id),
                         "webhook_ids", webhook_id)
+
+    # -- reviewers and sign-in codes (schema 7) ----------------------------------------
+
+    _REVIEWER = "name,created_at,removed_at"
+
+    async def add_reviewer(self, name: str, token_hash: str) -> bool:
+        """An ignore-duplicates insert says whether the name was free; a removed reviewer's
+        row is then taken over (only while it is still removed)."""
+        res = await self._run(lambda db: db.table("reviewers").upsert(
+            {"name": name, "token_hash": token_hash, "created_at": _now()}, on_conflict="name",
+            ignore_duplicates=True, returning=ReturnMethod.representation), "reviewers", name)
+        if res.data:
+            return True
+        found = await self._run(lambda db: db.table("reviewers").select(self._REVIEWER)
+                                .eq("name", name).limit(1), "reviewers", name)
+        if not found.data or found.data[0]["removed_at"] is None:
+            return False
+        res = await self._run(lambda db: db.table("reviewers").update(
+            {"token_hash": token_hash, "created_at": _now(), "removed_at": None},
+            returning=ReturnMethod.representation).eq("name", name)
+            .eq("removed_at", found.data[0]["removed_at"]), "reviewers", name)
+        return bool(res.data)
+
+    async def _active_reviewer(self, column: str, value: str) -> ReviewerRow | None:
+        res = await self._run(lambda db: db.table("reviewers").select(self._REVIEWER)
+                              .eq(column, value).is_("removed_at", "null").limit(1), "reviewers")
+        return reviewer_row(res.data[0]) if res.data else None
+
+    async def get_reviewer(self, name: str) -> ReviewerRow | None:
+        return await self._active_reviewer("name", name)
+
+    async def reviewer_by_token(self, token_hash: str) -> ReviewerRow | None:
+        return await self._active_reviewer("token_hash", token_hash)
+
+    async def list_reviewers(self) -> list[ReviewerRow]:
+        rows = await self._pages("reviewers", self._REVIEWER, _match(null=("removed_at",)),
+                                 ["name"])
+        return [r for r in map(reviewer_row, rows) if r is not None]
+
+    async def remove_reviewer(self, name: str) -> bool:
+        await self._delete("sign_in_codes", name, _match(eq={"reviewer": name}))
+        res = await self._run(lambda db: db.table("reviewers").update(
+            {"removed_at": _now()}, returning=ReturnMethod.representation)
+            .eq("name", name).is_("removed_at", "null"), "reviewers", name)
+        return bool(res.data)
+
+    async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:
+        await self._run(lambda db: db.table("sign_in_codes").insert(
+            {"code_hash": code_hash, "reviewer": reviewer, "expires_at": iso(expires_at)},
+            returning=MINIMAL), "sign_in_codes", reviewer)
+
+    async def take_sign_in_code(self, code_hash: str) -> str | None:
+        """A DELETE returning the row: only the request that deleted it gets it."""
+        rows = await self._delete("sign_in_codes", "sign_in_codes",
+                                  _match(eq={"code_hash": code_hash}))
+        if not rows or datetime.fromisoformat(str(iso(rows[0]["expires_at"]))) <= now_utc():
+            return None
+        return str(rows[0]["reviewer"])
+
+    async def review_page(
+        self, campaign_id: str, *, status: str | None = None, search: str | None = None,
+        offset: int = 0, limit: int = 50,
+    ) -> ReviewPage:
+        """One RPC (`review_page`, migration 7): the filter, the search and the count in SQL."""
+        if status is not None and status not in REVIEW_STATUSES:
+            raise StoreError(f"unknown review status {status!r}", table="leads", key=campaign_id)
+        db = await self._ready_db()
+        res = await self._execute(db.rpc("review_page", {
+            "p_campaign_id": campaign_id, "p_status": status, "p_search": search_text(search),
+            "p_offset": max(offset, 0), "p_limit": max(limit, 0)}), "leads", campaign_id)
+        rows: list[dict[str, Any]] = list(res.data or [])
+        total = int(rows[0]["total"]) if rows else (
+            0 if offset <= 0 else (await self.review_page(
+                campaign_id, status=status, search=search, offset=0, limit=1)).total)
+        return review_page_of([{k: v for k, v in r.items() if k != "total"} for r in rows],
+                              total, campaign_id)
 
     # -- erasure: the primitives of `Erasure.forget`, as idempotent requests ----------------
 

@@ -18,6 +18,7 @@ from campaign_core.tracing import flush_tracing
 from starter.cli import campaigns, codec, stack, suppression
 from starter.cli.app import app
 from starter.cli.db import db_app
+from starter.cli.reviewers import reviewer_app
 from starter.cli.schedule import schedule_app
 
 for _name, _command in (
@@ -46,6 +47,7 @@ app.command("forget", help=suppression.FORGET_HELP)(suppression.forget)
 app.command("codec-server")(codec.codec_server)
 app.add_typer(db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(reviewer_app, name="reviewer")
 
 __all__ = ["app", "main"]
 

@@ -22,8 +22,12 @@ def dev(
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option("--ui-port", help="Temporal Web UI port.")] = 8233,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Start only the server.")] = False,
+    api_port: Annotated[int, typer.Option(
+        "--api-port", min=0, max=65535,
+        help="Serve the API and the review pages on 127.0.0.1 at this port (0: do not).")] = 8000,
 ) -> None:
-    """Start the embedded Temporal dev server (persistent, with UI) and all workers."""
+    """Start the embedded Temporal dev server (persistent, with UI), all workers, and the API
+    with the review pages (printing a one-time sign-in link for the reviewer `dev`)."""
     from campaign_core.temporal import data_converter
     from starter.devstack import run_dev
 
@@ -32,9 +36,10 @@ def dev(
         data_converter(settings)  # no key while CAMPAIGN_REQUIRE_ENCRYPTION is on: stop here
     except EncryptionKeyError as exc:
         fail(2, str(exc))
-    if not no_worker:
+    if not no_worker or api_port:
         run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
-    run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker))
+    run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker,
+                api_port=api_port))
 
 
 @with_logging
