@@ -451,7 +451,9 @@ class SqlStore(Erasure[Scope]):
         await self._run(
             "INSERT INTO imap_state(mailbox, uidvalidity, last_uid, updated_at) "
             "VALUES (?, ?, ?, now()) ON CONFLICT (mailbox) DO UPDATE SET "
-            "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+            "uidvalidity = excluded.uidvalidity, last_uid = CASE WHEN imap_state.uidvalidity = "
+            "excluded.uidvalidity AND imap_state.last_uid > excluded.last_uid THEN "
+            "imap_state.last_uid ELSE excluded.last_uid END, "  # never backwards (two pollers)
             "updated_at = excluded.updated_at", (mailbox, uidvalidity, last_uid),
             "imap_state", mailbox)
 

@@ -532,6 +532,10 @@ class SupabaseStore(Erasure[Pairs]):
         return int(res.data[0]["uidvalidity"]), int(res.data[0]["last_uid"])
 
     async def save_imap_state(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        """Never backwards within one UIDVALIDITY (read, then write: pollers rarely overlap)."""
+        before = await self.get_imap_state(mailbox)
+        if before is not None and before[0] == uidvalidity:
+            last_uid = max(last_uid, before[1])
         row = {"mailbox": mailbox, "uidvalidity": uidvalidity, "last_uid": last_uid,
                "updated_at": _now()}
         await self._run(lambda db: db.table("imap_state").upsert(
