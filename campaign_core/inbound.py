@@ -53,10 +53,11 @@ def message_ids(value: str | list[str] | None) -> list[str]:
     """The bare Message-IDs in an In-Reply-To/References value (`<a@b> <c@d>`, or a list)."""
     if value is None:
         return []
-    text = " ".join(value) if isinstance(value, list) else value
-    found = _MSG_ID.findall(text)
-    if not found:  # relays that drop the brackets: whitespace- or comma-separated
-        found = [t for t in re.split(r"[\s,]+", header_safe(text)) if "@" in t]
+    found: list[str] = []
+    for text in value if isinstance(value, list) else [value]:
+        # relays that drop the brackets: whitespace- or comma-separated
+        found += _MSG_ID.findall(text) or [
+            t for t in re.split(r"[\s,]+", header_safe(text)) if "@" in t]
     return list(dict.fromkeys(f.strip("<>") for f in found))[-MAX_IDS:]
 
 
