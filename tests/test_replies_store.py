@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from campaign_core.replies import SENDING_STAGES
 from campaign_core.store.base import reply_id_for
-from tests import pg_fixtures
-from tests.test_store import Backend, backend, leads_for, new_campaign  # noqa: F401 (fixture)
+from tests import pg_fixtures, test_store
+from tests.test_store import Backend, leads_for, new_campaign
 
+# The fixtures, made visible to this module (pytest only auto-loads conftest.py).
 pg_cluster = pg_fixtures.pg_cluster
 pg_url = pg_fixtures.pg_url
+backend = test_store.backend
 
 
 async def test_a_reply_is_recorded_once_per_message_and_lead(backend: Backend) -> None:
