@@ -165,7 +165,8 @@ def start_dovecot(binary: Path) -> Dovecot:
             os.chown(path, account.pw_uid, account.pw_gid)
     process = subprocess.Popen(
         [str(binary), "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        **({"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if as_root else {}))
+        user=account.pw_uid if as_root else None, group=account.pw_gid if as_root else None,
+        extra_groups=[] if as_root else None)
     server = Dovecot(base, port, process, ca_file)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
