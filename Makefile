@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check clean pg-server browser
+.PHONY: demo test lint typecheck check clean pg-server browser imap-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: $(STAMP)
 # PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(DEV_STAMP) pg-server browser
+test: $(DEV_STAMP) pg-server browser imap-server
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
@@ -58,6 +58,26 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else \
 	    echo "note: no chromium (apt-get install chromium); the browser test will skip"; \
+	  fi; \
+	fi
+
+# The reply-mailbox tests poll a real IMAP server (Debian's Dovecot) that each test
+# configures and starts itself, as an unprivileged user on a loopback port. Install it
+# without letting the package start its own system service (policy-rc.d answers 101,
+# "action forbidden"), and stop that service should it have started anyway.
+imap-server:
+	@if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing dovecot-imapd (IMAP server for the reply-mailbox tests)"; \
+	    policy=/usr/sbin/policy-rc.d; made=; \
+	    if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made=1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null; rc=$$?; \
+	    if [ -n "$$made" ]; then rm -f $$policy; fi; \
+	    if [ -s /run/dovecot/master.pid ]; then kill "$$(cat /run/dovecot/master.pid)" 2>/dev/null || true; fi; \
+	    exit $$rc; \
+	  else \
+	    echo "note: no dovecot (apt-get install dovecot-imapd); the IMAP reply tests will skip"; \
 	  fi; \
 	fi
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +45,7 @@ class Counts(BaseModel):
     suppressed: int = 0
     sent: int = 0
     send_failed: int = 0
+    replied: int = 0
 
 
 class Approval(BaseModel):
@@ -205,6 +207,13 @@ class DeliveryEventSignal(BaseModel):
 
     kind: DeliveryEventKind
     lead_id: str | None = None
+
+
+class ReplySignal(BaseModel):
+    """A reply matched to one lead, sent to its campaign workflow as signal "reply": ids only."""
+    lead_id: str
+    kind: Literal["reply", "auto_reply", "bounce"]
+    reply_id: str
 
 
 class PageRequest(BaseModel):

@@ -20,6 +20,7 @@ from activities.base import Agent
 from activities.copywriter import CopywriterAgent
 from activities.delivery import DeliveryAgent
 from activities.knowledge import KnowledgeAgent
+from activities.replies import ReplyAgent
 from activities.schedule_agent import ScheduleAgent
 from activities.store_agent import StoreAgent
 
@@ -111,7 +112,7 @@ def _store(fn: AgentMethod) -> AgentSpec:
 
 #: The classes whose methods are agents; the worker makes one instance of each.
 AGENT_CLASSES: tuple[type[Agent], ...] = (
-    StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent,
+    StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent,
 )
 
 AGENTS: dict[AgentMethod, AgentSpec] = {
@@ -142,6 +143,10 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         # retry resumes where the last attempt stopped.
         AgentSpec(ScheduleAgent.copy_template_leads, "store", timedelta(minutes=30),
                   _STORE_RETRY, heartbeat=timedelta(seconds=60)),
+        # One pass over the IMAP reply mailbox; it heartbeats after every message, so a
+        # worker that dies mid-pass is noticed in a minute (the retry resumes by UID).
+        AgentSpec(ReplyAgent.poll_reply_mailbox, "store", timedelta(minutes=10),
+                  _AGENT_RETRY, heartbeat=timedelta(seconds=60)),
     )
 }
 

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
         "for every host but loopback.",
     )
     webhook_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    imap_url: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_IMAP_URL",
+        description="The reply mailbox: imaps://user:pass@host[:port]/INBOX (imap:// uses "
+        "STARTTLS when offered; plain only to loopback). Polled by a Temporal Schedule.",
+    )
+    imap_poll_seconds: int = Field(
+        default=60, ge=10, alias="CAMPAIGN_IMAP_POLL_SECONDS",
+        description="How often the reply mailbox is polled.",
+    )
     postal_address: str | None = Field(
         default=None, alias="CAMPAIGN_POSTAL_ADDRESS",
         description="The sender's physical postal address, put in every message's footer "

@@ -25,6 +25,7 @@ from campaign_core.events import DeliveryEvent, DeliveryEventResult
 from campaign_core.ids import CAMPAIGN_ID_PATTERN
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel
+from campaign_core.replies import InboundResult
 from campaign_core.settings import Settings
 from campaign_core.store.rows import DraftView, ReportRow
 from campaign_core.temporal import TemporalUnreachable
@@ -48,6 +49,7 @@ from starter.manager import (
 )
 from starter.review_auth import TOKEN_PREFIX, Reviewers
 from starter.review_pages import install as install_review_pages
+from starter.replies import InboundBodyError, inbound_messages, process_inbound
 
 log = logging.getLogger("campaign.api")
 
@@ -342,6 +344,29 @@ def create_app(
 
     # -- webhooks ---------------------------------------------------------------------------
 
+    @app.post("/webhooks/inbound", dependencies=auth,
+              response_model=list[InboundResult] | WebhookSeenBefore,
+              responses={401: {"description": "Signature headers missing, wrong, or more "
+                                              "than 5 minutes old"},
+                         200: {"description": "What was done with each message; or, for a "
+                                              "webhook-id handled before, nothing done again"}})
+    async def inbound_mail(request: Request, m: Manager, response: Response) -> Any:
+        """Replies that came back (a person's, automatic ones, bounces as DSNs): one message
+        in the neutral shape `{"from", "to", "subject", "message_id", "in_reply_to",
+        "references", "headers", "text"}` or a list, signed as Standard Webhooks. Each is
+        matched to its lead, recorded once, and signalled to its campaign."""
+        raw = await request.body()
+        webhook_id = _verified(inbound, raw, request)
+        if not await m.store.claim_webhook_id(webhook_id):
+            log.info("webhook inbound: webhook-id already handled; nothing done again")
+            response.status_code = 200
+            return WebhookSeenBefore(webhook_id=webhook_id)
+        try:
+            return await _act_on_inbound(m, raw)
+        except BaseException:
+            await m.store.release_webhook_id(webhook_id)  # the sender's retry is acted on
+            raise
+
     @app.post("/webhooks/{source}", dependencies=auth,
               response_model=list[DeliveryEventResult] | StartResponse | WebhookSeenBefore,
               responses={401: {"description": "Signature headers missing, wrong, or more "
@@ -480,6 +505,23 @@ async def _act_on_webhook(m: CampaignManager, source: str, raw: bytes, response:
         results.append(await m.delivery_event(event, source=source))
     log.info("webhook %s: %d event(s), %d new", source, len(results),
              sum(not r.duplicate for r in results))
+    return [r.model_dump() for r in results]
+
+
+async def _act_on_inbound(m: CampaignManager, raw: bytes) -> list[dict[str, Any]]:
+    """Validate every message first (422 naming the field; nothing is recorded), then act."""
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid",
+                                   "msg": f"not JSON: {err}"}]) from err
+    try:
+        messages = inbound_messages(data)
+    except InboundBodyError as err:
+        raise HTTPException(422, err.errors) from err
+    results = await process_inbound(m.store, await m.client(), messages)
+    log.info("webhook inbound: %d message(s), %d matched", len(results),
+             sum(r.status == "matched" for r in results))
     return [r.model_dump() for r in results]
 
 

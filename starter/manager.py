@@ -24,15 +24,14 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from campaign_core.envelope import digest
-from campaign_core.events import DeliveryEvent, DeliveryEventResult
+from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
 from campaign_core.ids import (
     CAMPAIGN_ID_PATTERN,
     campaign_workflow_id,
     message_key,
     new_campaign_id,
 )
-from campaign_core.leads import IntakeResult, RejectedRow, normalise_email
+from campaign_core.leads import IntakeResult, RejectedRow
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     AddLeads,
@@ -515,39 +514,10 @@ class CampaignManager(ControlPlane):
         return lead.email
 
     async def delivery_event(self, event: DeliveryEvent, *, source: str) -> DeliveryEventResult:
-        """Record a bounce or complaint, suppress the address, and tell its campaign.
-
-        Hard bounces and complaints suppress the address for every campaign; a soft
-        (temporary) bounce is recorded only. When the event names one of our messages
-        (by Message-ID), its campaign's delivery orchestrator hears of it once, even if
-        the provider delivers the same event twice, and its bounce circuit breaker
-        counts it.
-        """
-        email = normalise_email(event.email)
-        delivery = (await self.store.find_delivery_by_message_id(event.message_id)
-                    if event.message_id else None)
-        campaign_id = delivery.campaign_id if delivery else None
-        lead_id = delivery.lead_id if delivery else None
-        event_id = event.event_id or "evt_" + digest(
-            [source, event.type.value, email, event.message_id, event.detail]
-        ).removeprefix("sha256:")[:32]
-        counts = event.type is DeliveryEventKind.COMPLAINT or event.permanent
-        new = await self.store.record_delivery_event(
-            event_id=f"{source}:{event_id}", kind=event.type.value, email=email, source=source,
-            campaign_id=campaign_id, lead_id=lead_id,
-            message_key=delivery.message_key if delivery else None,
-            detail=(event.detail or "") + ("" if counts else " (soft bounce)") or None)
-        suppressed = False
-        if counts:
-            suppressed = await self.store.add_suppressions(
-                [email], f"{event.type.value} ({source})") > 0
-        signalled = False
-        if new and counts and campaign_id:
-            signalled = await self._tell_campaign(
-                campaign_id, DeliveryEventSignal(kind=event.type, lead_id=lead_id))
-        return DeliveryEventResult(event_id=event_id, duplicate=not new, suppressed=suppressed,
-                                   campaign_id=campaign_id, lead_id=lead_id,
-                                   campaign_notified=signalled)
+        """Record a bounce or complaint, suppress the address, and tell its campaign
+        (`campaign_core.events.apply_delivery_event`, shared with bounces that arrive as mail)."""
+        return await apply_delivery_event(self.store, event, source=source,
+                                          tell=self._tell_campaign)
 
     async def _tell_campaign(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
         """Signal a running campaign; False when it is no longer running (nothing to pause)."""

@@ -7,6 +7,7 @@ Design notes: docs/architecture.md ("The store").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    ReplyRow,
     ReportRow,
     ReviewerRow,
     ReviewPage,
@@ -32,7 +34,7 @@ from campaign_core.store.rows import (
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -288,6 +290,36 @@ class Store(Protocol):
         """
         ...
 
+    # -- replies (schema 8) --------------------------------------------------------------
+
+    async def record_reply(
+        self, *, message_id: str, kind: str, email: str, source: str,
+        campaign_id: str | None = None, lead_id: str | None = None, step: int | None = None,
+        subject: str = "", text: str = "", matched_by: str | None = None,
+    ) -> tuple[str, bool]:
+        """Record a message that came back, once per (Message-ID, campaign, lead):
+        returns its `reply_id` and whether it was new. No lead: an unmatched message."""
+        ...
+
+    async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
+        """Whether a person's reply (not an automatic one, not a bounce) is recorded for the lead."""
+        ...
+
+    async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
+        """The campaign's replies, oldest first; `None`: the messages that matched no lead."""
+        ...
+
+    async def find_leads_by_email(self, email: str, stages: Iterable[str]) -> list[tuple[str, str]]:
+        """(campaign_id, lead_id) of the leads with this stored (normalised) address in the
+        campaigns at one of `stages`: never by recomputing lead ids."""
+        ...
+
+    async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, last UID processed) of an IMAP mailbox, if it was polled before."""
+        ...
+
+    async def save_imap_state(self, mailbox: str, uidvalidity: int, last_uid: int) -> None: ...
+
     # -- erasure (`campaign forget`) ---------------------------------------------------
 
     async def forget(
@@ -375,7 +407,7 @@ def now_utc() -> datetime:
 
 #: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
 TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at",
-                          "removed_at", "expires_at"})
+                          "removed_at", "expires_at", "received_at"})
 
 
 def iso(value: Any) -> Any:
@@ -395,6 +427,13 @@ def iso(value: Any) -> Any:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value
+
+
+def reply_id_for(message_id: str, campaign_id: str | None, lead_id: str | None) -> str:
+    """The id of one message matched to one lead (or to none): the same message processed
+    twice, by webhook or by IMAP, gets the same id, so it is recorded once."""
+    raw = f"{bare_message_id(message_id)}\n{campaign_id or ''}\n{lead_id or ''}".encode()
+    return "rpl_" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 def bare_message_id(message_id: str) -> str:
@@ -533,6 +572,10 @@ def delivery_row(row: dict[str, Any] | None) -> DeliveryRow | None:
 
 def event_row(row: dict[str, Any]) -> DeliveryEventRow:
     return typed(DeliveryEventRow, row, "delivery_events", str(row.get("event_id")))
+
+
+def reply_row(row: dict[str, Any]) -> ReplyRow:
+    return typed(ReplyRow, row, "replies", str(row.get("reply_id")))
 
 
 def audit_entry(row: dict[str, Any]) -> AuditEntry:

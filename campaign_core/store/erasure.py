@@ -35,13 +35,15 @@ ERASED = "[erased]"
 #: redacted), `suppressions` (1 when the address was added or its reason changed) and
 #: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
 FORGET_KEYS = ("leads", "drafts", "draft_versions", "retrievals", "deliveries",
-               "delivery_events", "audit_log", "embeddings", "audit_log_redacted", "approvals",
-               "suppressions", "campaigns")
+               "delivery_events", "audit_log", "replies", "embeddings", "audit_log_redacted",
+               "approvals", "suppressions", "campaigns")
 
 #: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
 #: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
 LEAD_TABLES = ("drafts", "draft_versions", "retrievals", "deliveries", "audit_log",
-               "delivery_events", "leads")
+               "delivery_events", "replies", "leads")
+#: The tables also searched by address: a reply that matched no lead is found this way.
+ADDRESS_TABLES = frozenset({"leads", "delivery_events", "replies"})
 
 def forget_addresses(email: str) -> list[str]:
     """The forms an address may be stored under: normalised first, then older forms."""
@@ -193,7 +195,7 @@ class Erasure(ABC, Generic[Tx]):
             # Delete the lead's rows, the lead itself last.
             for table in LEAD_TABLES:
                 gone = await self._erase_delete(tx, table, found[table])
-                if table in {"leads", "delivery_events"}:  # by address too
+                if table in ADDRESS_TABLES:  # by address too
                     gone += await self._erase_delete_by_address(tx, table, addresses)
                 for of in gone:
                     tally[of or ""][table] += 1

@@ -114,6 +114,28 @@ class ReportRow(Row):
     error: str | None = None
 
 
+class ReplyRow(Row):
+    """A message that came back: a person's reply, an automatic one, or a bounce (DSN).
+
+    `campaign_id` and `lead_id` are None for a message that matched no lead; `step` is
+    the step whose Message-ID it answered (None when matched by the sender's address).
+    `text` is only the first lines; `email` is the sender (a bounce's final recipient).
+    """
+
+    reply_id: str
+    message_id: str
+    campaign_id: str | None = None
+    lead_id: str | None = None
+    step: int | None = None
+    kind: Literal["reply", "auto_reply", "bounce"]
+    email: str
+    subject: str = ""
+    text: str = ""
+    matched_by: Literal["message_id", "address"] | None = None
+    source: str
+    received_at: str
+
+
 class DraftView(Row):
     """A draft waiting for review, in the contract's `drafts --json` shape."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +40,8 @@ from campaign_core.store.base import (
     parse_envelope,
     parse_json,
     parse_lead,
+    reply_id_for,
+    reply_row,
     report_rows,
     review_page_of,
     reviewer_row,
@@ -54,6 +56,7 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    ReplyRow,
     ReportRow,
     ReviewerRow,
     ReviewPage,
@@ -586,6 +589,55 @@ class SqlStore(Erasure[Scope]):
                 f"d.subject, d.approved, d.version, d.excluded {joined} ORDER BY l.created_at, l.lead_id "
                 "LIMIT ? OFFSET ?", [*args, max(limit, 0), max(offset, 0)])
         return review_page_of(rows, int(total[0]["n"]), campaign_id)
+    # -- replies (schema 8) ----------------------------------------------------------
+
+    async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
+                           campaign_id: str | None = None, lead_id: str | None = None,
+                           step: int | None = None, subject: str = "", text: str = "",
+                           matched_by: str | None = None) -> tuple[str, bool]:
+        reply_id = reply_id_for(message_id, campaign_id, lead_id)
+        new = await self._run(
+            "INSERT INTO replies(reply_id, message_id, campaign_id, lead_id, step, kind, email, "
+            "subject, text, matched_by, source, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (reply_id) DO NOTHING",
+            (reply_id, bare_message_id(message_id), campaign_id, lead_id, step, kind,
+             normalise_address(email), subject, text, matched_by, source), "replies", reply_id)
+        return reply_id, new > 0
+
+    async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
+        return await self._one("SELECT 1 AS x FROM replies WHERE campaign_id = ? AND lead_id = ? "
+                               "AND kind = 'reply' LIMIT 1", (campaign_id, lead_id)) is not None
+
+    async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
+        where = "campaign_id = ?" if campaign_id is not None else "campaign_id IS NULL"
+        rows = await self._all(f"SELECT * FROM replies WHERE {where} ORDER BY received_at, reply_id",
+                               (campaign_id,) if campaign_id is not None else ())
+        return [reply_row(r) for r in rows]
+
+    async def find_leads_by_email(self, email: str, stages: Iterable[str]) -> list[tuple[str, str]]:
+        forms, wanted = address_forms(email), list(stages)
+        if not wanted:
+            return []
+        rows = await self._all(
+            "SELECT l.campaign_id, l.lead_id FROM leads l JOIN campaigns c "
+            f"ON c.campaign_id = l.campaign_id WHERE l.email IN ({marks(forms)}) "
+            f"AND c.stage IN ({marks(wanted)}) ORDER BY l.campaign_id, l.lead_id", (*forms, *wanted))
+        return [(r["campaign_id"], r["lead_id"]) for r in rows]
+
+    async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
+        row = await self._one("SELECT uidvalidity, last_uid FROM imap_state WHERE mailbox = ?",
+                              (mailbox,))
+        return (int(row["uidvalidity"]), int(row["last_uid"])) if row else None
+
+    async def save_imap_state(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        await self._run(
+            "INSERT INTO imap_state(mailbox, uidvalidity, last_uid, updated_at) "
+            "VALUES (?, ?, ?, now()) ON CONFLICT (mailbox) DO UPDATE SET "
+            "uidvalidity = excluded.uidvalidity, last_uid = CASE WHEN imap_state.uidvalidity = "
+            "excluded.uidvalidity AND imap_state.last_uid > excluded.last_uid THEN "
+            "imap_state.last_uid ELSE excluded.last_uid END, "  # never backwards (two pollers)
+            "updated_at = excluded.updated_at", (mailbox, uidvalidity, last_uid),
+            "imap_state", mailbox)
 
     # -- read models ----------------------------------------------------------------
 
@@ -595,9 +647,12 @@ class SqlStore(Erasure[Scope]):
               "approved": ("drafts", "approved = TRUE"),
               "suppressed": ("deliveries", "status = 'suppressed'"),
               "sent": ("deliveries", "status = 'sent'"), "send_failed": ("deliveries", "status = 'failed'")}
-        row = await self._one("SELECT " + ", ".join(
+        # Leads that replied (a person, not an auto-reply), however many times each did.
+        replied = ("(SELECT count(DISTINCT lead_id) FROM replies WHERE campaign_id = ? "
+                   "AND kind = 'reply') AS replied")
+        row = await self._one("SELECT " + ", ".join([*(
             f"(SELECT count(*) FROM {table} WHERE campaign_id = ?{' AND ' + cond if cond else ''}) AS {name}"
-            for name, (table, cond) in of.items()), [campaign_id] * len(of))
+            for name, (table, cond) in of.items()), replied]), [campaign_id] * (len(of) + 1))
         return Counts(**{k: int(v) for k, v in (row or {}).items()})
 
     async def report(self, campaign_id: str) -> list[ReportRow]:

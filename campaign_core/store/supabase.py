@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Any, ClassVar
@@ -44,6 +44,8 @@ from campaign_core.store.base import (
     original_edit_id,
     parse_envelope,
     parse_lead,
+    reply_id_for,
+    reply_row,
     report_rows,
     review_page_of,
     reviewer_row,
@@ -58,6 +60,7 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    ReplyRow,
     ReportRow,
     ReviewerRow,
     ReviewPage,
@@ -681,6 +684,68 @@ class SupabaseStore(Erasure[Pairs]):
                 campaign_id, status=status, search=search, offset=0, limit=1)).total)
         return review_page_of([{k: v for k, v in r.items() if k != "total"} for r in rows],
                               total, campaign_id)
+    # -- replies (schema 8) ------------------------------------------------------------
+
+    async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
+                           campaign_id: str | None = None, lead_id: str | None = None,
+                           step: int | None = None, subject: str = "", text: str = "",
+                           matched_by: str | None = None) -> tuple[str, bool]:
+        """An ignore-duplicates upsert returns only new rows: that says whether it was new."""
+        reply_id = reply_id_for(message_id, campaign_id, lead_id)
+        row = {"reply_id": reply_id, "message_id": bare_message_id(message_id),
+               "campaign_id": campaign_id, "lead_id": lead_id, "step": step, "kind": kind,
+               "email": normalise_address(email), "subject": subject, "text": text,
+               "matched_by": matched_by, "source": source}
+        res = await self._run(lambda db: db.table("replies").upsert(
+            row, on_conflict="reply_id", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "replies", reply_id)
+        return reply_id, bool(res.data)
+
+    async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
+        res = await self._run(lambda db: db.table("replies").select("reply_id")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id)
+                              .eq("kind", "reply").limit(1), "replies", f"{campaign_id}/{lead_id}")
+        return bool(res.data)
+
+    async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
+        def where(q: Query) -> Query:
+            return q.eq("campaign_id", campaign_id) if campaign_id is not None else q.is_(
+                "campaign_id", "null")
+
+        rows = await self._pages("replies", "*", where, ["received_at", "reply_id"])
+        return [reply_row(r) for r in rows]
+
+    async def find_leads_by_email(self, email: str, stages: Iterable[str]) -> list[tuple[str, str]]:
+        wanted = list(stages)
+        if not wanted:
+            return []
+        leads = await self._pages("leads", "campaign_id,lead_id",
+                                  _match(within={"email": address_forms(email)}),
+                                  self._KEYS["leads"])
+        campaigns = sorted({r["campaign_id"] for r in leads})
+        sending: set[str] = set()
+        for i in range(0, len(campaigns), 100):
+            rows = await self._pages("campaigns", "campaign_id", _match(
+                within={"campaign_id": campaigns[i:i + 100], "stage": wanted}), ["campaign_id"])
+            sending |= {r["campaign_id"] for r in rows}
+        return [(r["campaign_id"], r["lead_id"]) for r in leads if r["campaign_id"] in sending]
+
+    async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
+        res = await self._run(lambda db: db.table("imap_state").select("uidvalidity,last_uid")
+                              .eq("mailbox", mailbox).limit(1), "imap_state", mailbox)
+        if not res.data:
+            return None
+        return int(res.data[0]["uidvalidity"]), int(res.data[0]["last_uid"])
+
+    async def save_imap_state(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        """Never backwards within one UIDVALIDITY (read, then write: pollers rarely overlap)."""
+        before = await self.get_imap_state(mailbox)
+        if before is not None and before[0] == uidvalidity:
+            last_uid = max(last_uid, before[1])
+        row = {"mailbox": mailbox, "uidvalidity": uidvalidity, "last_uid": last_uid,
+               "updated_at": _now()}
+        await self._run(lambda db: db.table("imap_state").upsert(
+            row, on_conflict="mailbox", returning=MINIMAL), "imap_state", mailbox)
 
     # -- erasure: the primitives of `Erasure.forget`, as idempotent requests ----------------
 
@@ -689,7 +754,7 @@ class SupabaseStore(Erasure[Pairs]):
         "leads": ["campaign_id", "lead_id"], "drafts": ["campaign_id", "lead_id", "step"],
         "draft_versions": ["edit_id"],
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
-        "audit_log": ["envelope_id"], "delivery_events": ["event_id"]}
+        "audit_log": ["envelope_id"], "delivery_events": ["event_id"], "replies": ["reply_id"]}
 
     def _erasing(self, subject: str) -> AbstractAsyncContextManager[Pairs]:
         return nullcontext(set())  # no transaction: the pairs in scope, once known
@@ -810,9 +875,11 @@ class SupabaseStore(Erasure[Pairs]):
             on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
             on("drafts", approved=True), on("deliveries", status="suppressed"),
             on("deliveries", status="sent"), on("deliveries", status="failed"))
+        replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
+            "campaign_id", campaign_id).eq("kind", "reply"), ["reply_id"])
         return Counts(**dict(zip(
             ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed"],
-            values, strict=True)))
+            values, strict=True)), replied=len({r["lead_id"] for r in replied}))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
         """One row per lead with its final outcome: three paged reads joined here."""

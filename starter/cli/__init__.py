@@ -15,7 +15,7 @@ import sys
 import traceback
 
 from campaign_core.tracing import flush_tracing
-from starter.cli import campaigns, codec, stack, suppression
+from starter.cli import campaigns, codec, replies, stack, suppression
 from starter.cli.app import app
 from starter.cli.db import db_app
 from starter.cli.reviewers import reviewer_app
@@ -39,6 +39,7 @@ for _name, _command in (
     ("cancel", campaigns.cancel),
     ("report", campaigns.report),
     ("audit", campaigns.audit),
+    ("replies", replies.replies),
     ("suppress", suppression.suppress),
     ("demo", stack.demo),
 ):

@@ -23,7 +23,8 @@ from starter.cli.app import JsonFlag, emit_json, err, fail, out, run, shown
 FORGET_HELP = "\n\n".join((
     "Erase a person's data from the store and suppress the address.",
     "Deletes, in every campaign, the person's lead (name, company, notes...), drafts, retrieved"
-    ' passages, delivery rows, bounce/complaint/unsubscribe events, their audit entries and the'
+    ' passages, delivery rows, bounce/complaint/unsubscribe events, replies (also those that'
+    ' matched no lead), their audit entries and the'
     ' embedding of their retrieval query; removes their lead id and address from approval '
     'decisions; deletes the outbox `.eml` files addressed to them. Each campaign they were in '
     'gets one audit entry saying that an erasure happened and when, with the sha256 of the '

@@ -1,0 +1,126 @@
+"""Replies in, on the control plane: the inbound webhook's body, polling by hand, listing,
+and the Temporal Schedule that polls the IMAP reply mailbox.
+
+The matching itself is `campaign_core.replies.ReplyDesk`, the same for the webhook, the
+schedule's activity and `campaign replies poll`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from campaign_core.imap import SETTING, PollReport, ReplyPollInput, parse_imap_url, poll_mailbox
+from campaign_core.inbound import InboundMessage
+from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.replies import InboundResult, ReplyDesk, temporal_signal
+from campaign_core.settings import Settings
+from campaign_core.store.base import Store
+from workflows.replies import ReplyMailboxPoll, reply_schedule_id
+
+log = logging.getLogger("campaign.replies")
+
+#: The most messages one inbound webhook call may carry.
+MAX_MESSAGES = 100
+#: A poll that has not finished in this time is given up (the next firing goes on).
+POLL_TIMEOUT = timedelta(minutes=30)
+
+
+class InboundBodyError(ValueError):
+    """An inbound webhook body that does not fit: FastAPI-style errors, each naming its field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+def inbound_messages(data: Any) -> list[InboundMessage]:
+    """One message or a list of them, every invalid one named by position and field."""
+    items = data if isinstance(data, list) else [data]
+    if not items or len(items) > MAX_MESSAGES:
+        raise InboundBodyError([{"loc": ["body"], "type": "too_long" if items else "too_short",
+                                 "msg": f"1 to {MAX_MESSAGES} messages per call"}])
+    messages: list[InboundMessage] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        where = [i] if isinstance(data, list) else []
+        try:
+            messages.append(InboundMessage.model_validate(item))
+        except ValidationError as err:
+            errors += [{"loc": ["body", *where, *e["loc"]], "type": e["type"], "msg": e["msg"]}
+                       for e in err.errors(include_url=False, include_input=False)]
+    if errors:
+        raise InboundBodyError(errors[:100])
+    return messages
+
+
+async def process_inbound(store: Store, client: Client, messages: list[InboundMessage],
+                          *, source: str = "webhook") -> list[InboundResult]:
+    """Match, record and signal each message, in order."""
+    desk = ReplyDesk(store, temporal_signal(client), source=source)
+    return [await desk.process(msg) for msg in messages]
+
+
+async def poll_by_hand(settings: Settings, store: Store, client: Client) -> PollReport:
+    """`campaign replies poll`: one pass over the mailbox, as the schedule's would do."""
+    url = settings.imap_url.get_secret_value() if settings.imap_url else ""
+    if not url.strip():
+        raise ValueError(f"{SETTING} is not set (imaps://user:password@host/INBOX)")
+    config = parse_imap_url(url)
+    desk = ReplyDesk(store, temporal_signal(client), source="imap")
+    return await poll_mailbox(config, store, desk)
+
+
+def reply_schedule(settings: Settings, prefix: str) -> Schedule:
+    """Every CAMPAIGN_IMAP_POLL_SECONDS, one `ReplyMailboxPoll`; a firing is skipped while
+    the previous poll still runs. The action carries no address and no password."""
+    every = timedelta(seconds=settings.imap_poll_seconds)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReplyMailboxPoll.run, ReplyPollInput(queue_prefix=prefix),
+            id=reply_schedule_id(prefix), task_queue=queue_name(WORKFLOW_QUEUE, prefix),
+            execution_timeout=POLL_TIMEOUT,
+            static_summary=f"Poll the reply mailbox (every {every})",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+        state=ScheduleState(note=f"reads {SETTING} every {every}, marks messages seen, "
+                                 "never deletes"),
+    )
+
+
+async def ensure_reply_schedule(client: Client, settings: Settings, prefix: str) -> bool:
+    """Create the reply-mailbox schedule, or bring an existing one to the current settings
+    (keeping its paused state); False when CAMPAIGN_IMAP_URL is not set. Idempotent."""
+    if settings.imap_url is None or not settings.imap_url.get_secret_value().strip():
+        return False
+    parse_imap_url(settings.imap_url.get_secret_value())  # a bad URL stops the worker here
+    schedule = reply_schedule(settings, prefix)
+    sid = reply_schedule_id(prefix)
+    try:
+        await client.create_schedule(sid, schedule)
+        log.info("reply mailbox: schedule %s created (every %ss)", sid, settings.imap_poll_seconds)
+    except ScheduleAlreadyRunningError:
+        def keep_state(inp: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=dataclasses.replace(
+                schedule, state=inp.description.schedule.state))
+
+        await client.get_schedule_handle(sid).update(keep_state)
+    return True
