@@ -31,7 +31,7 @@ from campaign_core.ids import (
     message_key,
     new_campaign_id,
 )
-from campaign_core.leads import IntakeResult, RejectedRow, normalise_email
+from campaign_core.leads import IntakeResult, Lead, RejectedRow, normalise_email, rekeyed
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     AddLeads,
@@ -47,7 +47,7 @@ from campaign_core.models import (
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
-from campaign_core.store.base import Store
+from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
 from campaign_core.store.rows import CampaignRow, DraftView, ReportRow
 from campaign_core.temporal import connect
@@ -231,8 +231,9 @@ class CampaignManager(ControlPlane):
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, brief=brief, channel=channel.value,
             kb_dir=str(kb_dir.resolve()) if kb_dir else None, workflow_id=wid,
+            lead_id_salt=await new_lead_id_salt(self.store, cid),
         )
-        leads = intake.leads
+        leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
         try:
             await client.start_workflow(
@@ -262,6 +263,12 @@ class CampaignManager(ControlPlane):
             counts = await self.store.counts(cid)
             return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected))
+
+    async def _keyed(self, campaign_id: str, intake: IntakeResult) -> list[Lead]:
+        """The intake's leads with the ids of the stored campaign's lead-id scheme: salted
+        for campaigns created with a salt, the plain hash for older ones."""
+        row = await self.store.get_campaign(campaign_id)
+        return rekeyed(intake, campaign_id, row.lead_id_salt if row else None).leads
 
     async def _describe_status(self, campaign_id: str) -> WorkflowExecutionStatus | None:
         """The workflow's execution status, or None when Temporal has no such workflow."""
@@ -365,7 +372,8 @@ class CampaignManager(ControlPlane):
         if live.stage is not Stage.DRAFTING:
             raise BadInput(f"campaign {campaign_id!r} is {live.stage.value}: leads can be added "
                            "only while it is drafting")
-        new = [lead for lead in intake.leads
+        keyed = await self._keyed(campaign_id, intake)
+        new = [lead for lead in keyed
                if await self.store.get_lead(campaign_id, lead.lead_id) is None]
         result = AddLeadsResult(campaign_id=campaign_id, leads_accepted=len(new),
                                 leads_already_present=len(intake.leads) - len(new),
