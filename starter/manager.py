@@ -23,6 +23,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.envelope import digest
 from campaign_core.events import DeliveryEvent, DeliveryEventResult
 from campaign_core.ids import (
@@ -349,11 +350,20 @@ class CampaignManager(ControlPlane):
         refuse (still drafting, already decided, unknown lead ids) is refused here with
         the workflow's own message.
         """
-        approval = Approval(lead_ids=lead_ids or None, by=by, note=note)
+        Approval(lead_ids=lead_ids or None, by=by, note=note)  # the same checks, before storing
+        await self._running_handle(campaign_id, "approve")
+        request = await self.store.save_envelope(
+            decision_request(campaign_id, "approve", by, note, lead_ids or None))
+        approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request)
         return int(await self._update(campaign_id, "approve", approval))
 
     async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
-        await self._update(campaign_id, "reject", Rejection(by=by, reason=reason))
+        """Reject the campaign; who and why are stored, not put into history (as `approve`)."""
+        Rejection(by=by, reason=reason)
+        await self._running_handle(campaign_id, "reject")
+        request = await self.store.save_envelope(
+            decision_request(campaign_id, "reject", by, reason))
+        await self._update(campaign_id, "reject", Rejection(by=IN_THE_STORE, request_id=request))
 
     async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
         """Add leads to a campaign that is still drafting; they are drafted like the rest.
