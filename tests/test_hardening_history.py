@@ -11,6 +11,7 @@ and the approver. Lead ids of new campaigns are salted; old campaigns keep their
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -95,6 +96,26 @@ def campaign_settings(settings: Settings, llm: LLMTestServer, smtp_url: str) -> 
     })
 
 
+def readable(history_json: str) -> str:
+    """Every string in the history, one a line, payloads decoded (JSON shows their bytes
+    as base64): what anyone reading the history could read."""
+    out: list[str] = []
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str):
+            out.append(base64.b64decode(value).decode("utf-8", "replace") if key == "data"
+                       else value)
+
+    walk(json.loads(history_json))
+    return "\n".join(out)
+
+
 async def all_histories(client: Any, root: str) -> dict[str, str]:
     """Every workflow run reachable from `root` (children, continuations), as JSON.
 
@@ -109,7 +130,7 @@ async def all_histories(client: Any, root: str) -> dict[str, str]:
         if key in out:
             continue
         history = await client.get_workflow_handle(wid, run_id=run).fetch_history()
-        out[key] = history.to_json()
+        out[key] = readable(history.to_json())
         for event in history.events:
             if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
                 todo.append((event.start_child_workflow_execution_initiated_event_attributes
@@ -149,6 +170,7 @@ async def test_history_holds_no_personal_data_without_a_key(
 
     histories = await all_histories(ts_env.client, f"campaign:{CID}")
     assert len(histories) == 1 + len(LEADS) + 1, list(histories)  # campaign, leads, delivery
+    assert f'"campaign_id":"{CID}"' in histories[f"campaign:{CID}/first"], "payloads decoded"
     found = {key: [word for word in SECRETS if word.lower() in text.lower()]
              for key, text in histories.items()}
     assert not {key: words for key, words in found.items() if words}
