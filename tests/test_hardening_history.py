@@ -217,7 +217,7 @@ async def test_new_campaigns_salt_their_lead_ids_and_old_ones_keep_theirs(
             # `--id` again: the running campaign, the same salt.
             again = await mgr.start(intake("c-new", rows), name="new", campaign_id="c-new")
             assert again.already_running
-            assert (await store.get_campaign("c-new")).lead_id_salt == salt  # type: ignore[union-attr]
+            assert (await store.get_campaign("c-new")).lead_id_salt == salt
 
             # A campaign row from before salting (no salt) keeps the unsalted scheme.
             await store.upsert_campaign(campaign_id="c-old", name="old", brief="",
