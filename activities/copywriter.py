@@ -368,7 +368,7 @@ class CopywriterAgent(Agent):
         entry, _ = found
         return EnvelopeRef(envelope_id=entry.envelope_id, agent=entry.agent,
                            record_count=len(entry.envelope.get("records", [])),
-                           summary="draft written (already)")
+                           summary="draft already written")
 
     def _draft_data(
         self, draft: DraftOutput, *, prompt_hash: str, template: str, template_hash: str | None,
