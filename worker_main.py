@@ -19,6 +19,7 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.base import Agent
+from activities.history_guard import HistoryGuard
 from campaign_core.registry import (
     AGENT_CLASSES,
     AGENTS,
@@ -113,6 +114,8 @@ def build_workers(
             workflows=workflows,
             activities=activities,
             workflow_runner=runner,
+            # Failure messages enter history: no addresses or lead text (full reason: store).
+            interceptors=[HistoryGuard(store)],
             max_concurrent_activities=q.max_concurrent,
             max_task_queue_activities_per_second=rate,
             # Eager execution would bypass the task-queue rate limits.

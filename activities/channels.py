@@ -43,9 +43,11 @@ class ChannelConfigError(ValueError):
 class ChannelRefused(Exception):
     """The provider answered and refused: `permanent` when it will never accept it."""
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, summary: str | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        #: The answer without the provider's text (which may quote the address): for history.
+        self.summary = summary or message.split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def _tls_failure(config: SmtpConfig, err: ssl.SSLError) -> SmtpTlsError:
 
 
 def _refused(err: aiosmtplib.SMTPResponseException) -> ChannelRefused:
-    return ChannelRefused(f"SMTP {err.code}: {err.message}", permanent=500 <= err.code < 600)
+    return ChannelRefused(f"SMTP {err.code}: {err.message}", permanent=500 <= err.code < 600,
+                          summary=f"SMTP {err.code}")
 
 
 async def send_smtp(

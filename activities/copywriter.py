@@ -21,6 +21,7 @@ from temporalio import activity
 
 from activities.base import Agent, permanent
 from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft
+from activities.history_guard import PrivateReasonError
 from activities.llm_client import cost_usd, make_client, provider_call
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
@@ -175,6 +176,14 @@ def offline_draft(lead: Lead, passages: list[dict[str, Any]], brief: str = "") -
                        personal_points=points, citations=citations)
 
 
+def guardrail_failure(reasons: list[str], what: str) -> PrivateReasonError:
+    """A guardrail failure: the reasons quote the draft (claims, links), so history gets
+    their count and the store the reasons themselves."""
+    return PrivateReasonError(
+        f"{what}: {len(reasons)} check(s) failed (the reasons are in the lead's report "
+        "and audit trail)", type="GuardrailViolation", private=f"{what}: " + "; ".join(reasons))
+
+
 def _find(history: list[AuditEntry], kind: str, key: str, value: str, model: str) -> (
     tuple[AuditEntry, dict[str, Any]] | None
 ):
@@ -230,14 +239,14 @@ class CopywriterAgent(Agent):
         draft = offline_draft(lead, passages, brief)
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
         if reasons:  # deterministic: a repair would produce the same text
-            raise permanent("GuardrailViolation", "guardrail: " + "; ".join(reasons))
+            raise guardrail_failure(reasons, "guardrail")
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
                                 template_hash=None, calls=[], cached_calls=0)
         record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
                         provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL,
                                                    prompt_hash=prompt_hash, tokens=0, cost_usd=0.0))
         env = self.envelope(inp.campaign_id, [record], started)
-        return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
+        return await self.keep(env, inp.lead_id, "draft written")
 
     # -- LLM -------------------------------------------------------------------------
 
@@ -281,8 +290,7 @@ class CopywriterAgent(Agent):
             reused += reused_again
             draft, reasons = judge(second, passages=passages, lead=lead, brief=brief)
             if reasons:
-                raise permanent("GuardrailViolation",
-                                "guardrail (after one repair attempt): " + "; ".join(reasons))
+                raise guardrail_failure(reasons, "guardrail (after one repair attempt)")
         assert draft is not None
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=self.prompt.name,
                                 template_hash=self.prompt.sha256, calls=calls, cached_calls=reused)
@@ -292,7 +300,7 @@ class CopywriterAgent(Agent):
                             prompt_hash=prompt_hash, tokens=data["usage"]["total_tokens"],
                             cost_usd=data["cost_usd"]))
         env = self.envelope(inp.campaign_id, [record], started)
-        return await self.keep(env, inp.lead_id, f"draft '{draft.subject}'")
+        return await self.keep(env, inp.lead_id, "draft written")
 
     async def _complete(
         self, inp: LeadInput, request: dict[str, Any], purpose: str, history: list[AuditEntry]
@@ -357,10 +365,10 @@ class CopywriterAgent(Agent):
         found = _find(history, "draft", "prompt_hash", prompt_hash, self.model)
         if found is None:
             return None
-        entry, record = found
+        entry, _ = found
         return EnvelopeRef(envelope_id=entry.envelope_id, agent=entry.agent,
                            record_count=len(entry.envelope.get("records", [])),
-                           summary=f"draft '{record['data'].get('subject', '')}' (already written)")
+                           summary="draft already written")
 
     def _draft_data(
         self, draft: DraftOutput, *, prompt_hash: str, template: str, template_hash: str | None,

@@ -26,6 +26,7 @@ from activities.channels import (
     webhook_payload,
     write_outbox,
 )
+from activities.history_guard import PrivateReasonError
 from activities.rendering import (
     render_message,
     unsubscribe_mailto,
@@ -145,9 +146,13 @@ class DeliveryAgent(Agent):
                                           details=f"sending via {inp.channel.value}")
         except ChannelRefused as err:
             if err.permanent:
-                await mark("failed", error=str(err))
-                raise permanent("DeliveryRejected", str(err)) from err
-            raise
+                await mark("failed", error=str(err))  # the provider's whole reply: store only
+                raise PrivateReasonError(
+                    f"{err.summary}: refused (the reply is in the delivery record)",
+                    type="DeliveryRejected", private=str(err)) from err
+            raise PrivateReasonError(f"{err.summary}: refused for now (retried)",
+                                     type="ChannelRefused", private=str(err),
+                                     non_retryable=False) from err
         data: dict[str, Any] = {"provider_id": accepted.provider_id, **accepted.detail}
         if inp.channel is Channel.OUTBOX:
             data = {"file": f"{key}.eml"}

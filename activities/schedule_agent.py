@@ -16,6 +16,7 @@ from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import lead_id_for
 from campaign_core.models import CopyLeadsInput
+from campaign_core.store.base import new_lead_id_salt
 
 
 class ScheduleAgent(Agent):
@@ -33,7 +34,10 @@ class ScheduleAgent(Agent):
             campaign_id=inp.campaign_id, name=inp.name, brief=template.brief,
             channel=template.channel, kb_dir=template.kb_dir,
             workflow_id=campaign_workflow_id(inp.campaign_id),
+            lead_id_salt=await new_lead_id_salt(self.store, inp.campaign_id),
         )
+        row = await self.store.get_campaign(inp.campaign_id)
+        salt = row.lead_id_salt if row else None  # a retried firing keeps its row's scheme
         details = activity.info().heartbeat_details
         after: str | None = str(details[0]) if len(details) >= 2 and details[0] else None
         copied = int(details[1]) if len(details) >= 2 else 0
@@ -44,7 +48,7 @@ class ScheduleAgent(Agent):
                 lead = await self.store.get_lead(inp.template_id, lead_id)
                 if lead is not None:
                     batch.append(lead.model_copy(
-                        update={"lead_id": lead_id_for(inp.campaign_id, lead.email)}))
+                        update={"lead_id": lead_id_for(inp.campaign_id, lead.email, salt)}))
             if batch:
                 await self.store.upsert_leads(inp.campaign_id, batch)
             copied += len(batch)

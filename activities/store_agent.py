@@ -14,7 +14,10 @@ from temporalio.exceptions import ApplicationError
 from activities.base import Agent, permanent
 from activities.copywriter import OFFLINE_ASK
 from activities.guardrails import check_edit
+from activities.history_guard import latest_failure_reason
+from campaign_core.decisions import DECISION_REQUEST
 from campaign_core.envelope import EnvelopeRef, Record, now_utc
+from campaign_core.history_text import domain_key
 from campaign_core.models import (
     ApprovedLead,
     Decision,
@@ -105,7 +108,11 @@ class StoreAgent(Agent):
 
     @activity.defn(name="record_lead_failure")
     async def record_lead_failure(self, inp: LeadFailure) -> None:
-        await self.store.set_lead_status(inp.campaign_id, inp.lead_id, "failed", inp.error)
+        """Mark the lead failed with the full reason: the one its failed activity left in
+        the audit trail (history only carries a reason without lead data), else `error`."""
+        full = await latest_failure_reason(self.store, inp.campaign_id, inp.lead_id)
+        await self.store.set_lead_status(inp.campaign_id, inp.lead_id, "failed",
+                                         full or inp.error)
 
     @activity.defn(name="set_stage")
     async def set_stage(self, inp: StageUpdate) -> None:
@@ -115,6 +122,7 @@ class StoreAgent(Agent):
     async def record_decision(self, inp: Decision) -> int:
         """Write the decision and its author to the store and the audit trail."""
         started = now_utc()
+        inp = await self._with_author(inp)
         approved = await self.store.record_decision(
             campaign_id=inp.campaign_id,
             decision_id=inp.decision_id,
@@ -132,6 +140,21 @@ class StoreAgent(Agent):
         await self.keep(self.envelope(inp.campaign_id, [record], started), None, inp.decision)
         return approved
 
+    async def _with_author(self, inp: Decision) -> Decision:
+        """The decision with its author and note read from the control plane's request
+        (`request_id`), which kept them out of history; as it came without one."""
+        if inp.request_id is None:
+            return inp
+        env = await self.store.get_envelope(inp.request_id)
+        found = [r for r in env.records if r.kind == DECISION_REQUEST] if env else []
+        if env is None or not found or env.metadata.campaign_id != inp.campaign_id:
+            raise permanent("NotFound", f"decision request {inp.request_id} is not in the audit "
+                            f"trail of campaign {inp.campaign_id}")
+        data = found[0].data
+        note = data.get("note")
+        return inp.model_copy(update={"by": str(data.get("by") or inp.by),
+                                      "note": None if note is None else str(note)})
+
     @activity.defn(name="list_approved_leads")
     async def list_approved_leads(self, page: PageRequest) -> list[ApprovedLead]:
         """A page of approved leads with the zone their send window is computed in."""
@@ -142,7 +165,7 @@ class StoreAgent(Agent):
             out.append(ApprovedLead(
                 lead_id=lead_id,
                 timezone=lead.timezone if lead else None,
-                domain=lead.email.rpartition("@")[2] if lead else None,
+                domain=domain_key(page.campaign_id, lead.email) if lead else None,
             ))
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import hmac
 import io
 import json
 import unicodedata
@@ -30,10 +31,12 @@ __all__ = [
     "LeadsFileError",
     "RejectedRow",
     "address_forms",
+    "campaign_salt",
     "lead_id_for",
     "normalise_email",
     "parse_lead_rows",
     "read_leads_file",
+    "rekeyed",
 ]
 
 KNOWN_FIELDS: tuple[str, ...] = (
@@ -136,15 +139,36 @@ def address_forms(raw: str) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
-def lead_id_for(campaign_id: str, email: str) -> str:
-    """Derive the lead id from the campaign and the (normalised) email address.
+def lead_id_for(campaign_id: str, email: str, salt: str | None = None) -> str:
+    """Derive the lead id from the campaign, the (normalised) email address and its salt.
 
     The id is a pure function of its inputs so that re-running intake, or importing
     the same person twice, can never create a second lead (and so a second send);
     the campaign is part of it so one person in two campaigns has two separate leads.
+
+    `salt` is the campaign's `lead_id_salt` (a keyed hash of a secret kept in the store):
+    lead ids travel through Temporal history, and without a salt anyone holding a
+    candidate address could confirm it from an id. Campaigns stored before salting
+    existed have no salt and keep their plain sha256 ids.
     """
-    digest = hashlib.sha256(f"{campaign_id}\n{normalise_email(email)}".encode()).hexdigest()
-    return f"ld_{digest[:16]}"
+    message = f"{campaign_id}\n{normalise_email(email)}".encode()
+    if salt is None:
+        return f"ld_{hashlib.sha256(message).hexdigest()[:16]}"
+    return f"ld_{hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()[:16]}"
+
+
+def campaign_salt(secret: str, campaign_id: str) -> str:
+    """A new campaign's lead-id salt: the store's secret keyed to the campaign id, so
+    every process (and a retried start) derives the same salt for the same campaign."""
+    return hmac.new(secret.encode(), f"lead-id-salt\n{campaign_id}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def rekeyed(intake: IntakeResult, campaign_id: str, salt: str | None) -> IntakeResult:
+    """The intake's leads with the ids of `campaign_id` under its salt (its lead-id scheme)."""
+    leads = [lead.model_copy(update={"lead_id": lead_id_for(campaign_id, lead.email, salt)})
+             for lead in intake.leads]
+    return IntakeResult(leads=leads, rejected=list(intake.rejected))
 
 
 def _normalise_key(raw: str) -> str:

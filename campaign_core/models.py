@@ -56,6 +56,11 @@ class Approval(BaseModel):
     lead_ids: list[str] | None = None
     by: str = Field(default="unknown", min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=2000)
+    request_id: str | None = Field(
+        default=None, max_length=100,
+        description="The audit entry where the control plane recorded who decided and their "
+        "note; with it, `by` and `note` hold no name or text, so history holds neither.",
+    )
 
 
 class Rejection(BaseModel):
@@ -63,6 +68,11 @@ class Rejection(BaseModel):
 
     by: str = Field(default="unknown", min_length=1, max_length=200)
     reason: str | None = Field(default=None, max_length=2000)
+    request_id: str | None = Field(
+        default=None, max_length=100,
+        description="The audit entry where the control plane recorded who decided and their "
+        "note; with it, `by` and `note` hold no name or text, so history holds neither.",
+    )
 
 
 class CampaignCarry(BaseModel):
@@ -250,6 +260,7 @@ class Decision(BaseModel):
     lead_ids: list[str] | None = None
     by: str
     note: str | None = None
+    request_id: str | None = None  # where `by` and `note` really are (see Approval)
 
 
 class DeliverInput(BaseModel):

@@ -47,9 +47,9 @@ from starter.manager import (
     campaign_id_for,
     parse_duration,
 )
+from starter.replies import InboundBodyError, inbound_messages, process_inbound
 from starter.review_auth import TOKEN_PREFIX, Reviewers
 from starter.review_pages import install as install_review_pages
-from starter.replies import InboundBodyError, inbound_messages, process_inbound
 
 log = logging.getLogger("campaign.api")
 

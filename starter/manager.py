@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
 from campaign_core.ids import (
     CAMPAIGN_ID_PATTERN,
@@ -31,7 +32,7 @@ from campaign_core.ids import (
     message_key,
     new_campaign_id,
 )
-from campaign_core.leads import IntakeResult, RejectedRow
+from campaign_core.leads import IntakeResult, Lead, RejectedRow, rekeyed
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     AddLeads,
@@ -48,7 +49,7 @@ from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
-from campaign_core.store.base import Store
+from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
 from campaign_core.store.rows import CampaignRow, DraftRow, DraftView, ReportRow
 from campaign_core.temporal import connect
@@ -255,8 +256,9 @@ class CampaignManager(ControlPlane):
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, brief=brief, channel=channel.value,
             kb_dir=str(kb_dir.resolve()) if kb_dir else None, workflow_id=wid,
+            lead_id_salt=await new_lead_id_salt(self.store, cid),
         )
-        leads = intake.leads
+        leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
         try:
             await client.start_workflow(
@@ -286,6 +288,12 @@ class CampaignManager(ControlPlane):
             counts = await self.store.counts(cid)
             return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected))
+
+    async def _keyed(self, campaign_id: str, intake: IntakeResult) -> list[Lead]:
+        """The intake's leads with the ids of the stored campaign's lead-id scheme: salted
+        for campaigns created with a salt, the plain hash for older ones."""
+        row = await self.store.get_campaign(campaign_id)
+        return rekeyed(intake, campaign_id, row.lead_id_salt if row else None).leads
 
     async def _describe_status(self, campaign_id: str) -> WorkflowExecutionStatus | None:
         """The workflow's execution status, or None when Temporal has no such workflow."""
@@ -438,11 +446,20 @@ class CampaignManager(ControlPlane):
         refuse (still drafting, already decided, unknown lead ids) is refused here with
         the workflow's own message.
         """
-        approval = Approval(lead_ids=lead_ids or None, by=by, note=note)
+        Approval(lead_ids=lead_ids or None, by=by, note=note)  # the same checks, before storing
+        await self._running_handle(campaign_id, "approve")
+        request = await self.store.save_envelope(
+            decision_request(campaign_id, "approve", by, note, lead_ids or None))
+        approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request)
         return int(await self._update(campaign_id, "approve", approval))
 
     async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
-        await self._update(campaign_id, "reject", Rejection(by=by, reason=reason))
+        """Reject the campaign; who and why are stored, not put into history (as `approve`)."""
+        Rejection(by=by, reason=reason)
+        await self._running_handle(campaign_id, "reject")
+        request = await self.store.save_envelope(
+            decision_request(campaign_id, "reject", by, reason))
+        await self._update(campaign_id, "reject", Rejection(by=IN_THE_STORE, request_id=request))
 
     async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
         """Add leads to a campaign that is still drafting; they are drafted like the rest.
@@ -461,7 +478,8 @@ class CampaignManager(ControlPlane):
         if live.stage is not Stage.DRAFTING:
             raise BadInput(f"campaign {campaign_id!r} is {live.stage.value}: leads can be added "
                            "only while it is drafting")
-        new = [lead for lead in intake.leads
+        keyed = await self._keyed(campaign_id, intake)
+        new = [lead for lead in keyed
                if await self.store.get_lead(campaign_id, lead.lead_id) is None]
         result = AddLeadsResult(campaign_id=campaign_id, leads_accepted=len(new),
                                 leads_already_present=len(intake.leads) - len(new),

@@ -30,7 +30,7 @@ from temporalio.client import (
 from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from campaign_core.leads import IntakeResult, RejectedRow
+from campaign_core.leads import IntakeResult, RejectedRow, rekeyed
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     CampaignInput,
@@ -39,6 +39,7 @@ from campaign_core.models import (
 )
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
+from campaign_core.store.base import new_lead_id_salt
 from starter.manager import BadInput, ControlPlane, NotFound
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
@@ -232,9 +233,11 @@ class ScheduleManager(ControlPlane):
             await self.store.upsert_campaign(
                 campaign_id=template_id, name=f"{name} (schedule template)", brief=brief,
                 channel=channel.value, kb_dir=str(kb_dir.resolve()) if kb_dir else None,
-                workflow_id=sid,
+                workflow_id=sid, lead_id_salt=await new_lead_id_salt(self.store, template_id),
             )
-            await self.store.upsert_leads(template_id, list(intake.leads))
+            row = await self.store.get_campaign(template_id)
+            keyed = rekeyed(intake, template_id, row.lead_id_salt if row else None)
+            await self.store.upsert_leads(template_id, keyed.leads)
             if paused:
                 await handle.pause(note=f"created paused: {summary}")
             else:

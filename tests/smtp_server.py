@@ -73,7 +73,7 @@ def free_port() -> int:
 def smtp_server(user: str | None = None, password: str | None = None, *,
                 tls: Literal["starttls", "implicit"] | None = None,
                 tls_context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
-                ) -> Iterator[tuple[SmtpSink, str]]:
+                sink: SmtpSink | None = None) -> Iterator[tuple[SmtpSink, str]]:
     """Run a server; yields the sink and the `CAMPAIGN_SMTP_URL` that reaches it.
 
     `host` is only the name put in the URL (the server listens on 127.0.0.1), so a test
@@ -81,7 +81,7 @@ def smtp_server(user: str | None = None, password: str | None = None, *,
     """
     if tls is not None and tls_context is None:
         raise ValueError("tls needs the server's tls_context")
-    sink = SmtpSink()
+    sink = sink if sink is not None else SmtpSink()  # a subclass may refuse recipients
     kwargs: dict[str, Any] = {}
     if user is not None:
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,

@@ -27,6 +27,7 @@ from activities.copywriter import (
     prompt_template,
 )
 from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft, placeholders
+from activities.history_guard import PrivateReasonError
 from activities.llm_client import retry_after
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import campaign_workflow_id
@@ -176,7 +177,8 @@ async def test_guardrail_violation_after_the_repair_is_permanent(store, llm, llm
         await run_write(CopywriterAgent(store, llm_settings), "c-guard", leads[0].lead_id)
     assert err.value.type == "GuardrailViolation" and err.value.non_retryable
     assert "GuardrailViolation" in PERMANENT_ERRORS
-    assert INVENTED_PASSAGE in err.value.message
+    assert isinstance(err.value, PrivateReasonError)  # the reason: store only (item 9)
+    assert INVENTED_PASSAGE in err.value.private
     assert len(llm.calls()) == 2, "one draft call and exactly one repair"
     assert await store.get_draft("c-guard", leads[0].lead_id) is None
 

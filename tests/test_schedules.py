@@ -125,7 +125,9 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
         assert campaign.kb_dir == str(KB.resolve())
         # The leads are the template's, re-keyed for the new campaign.
         ids = await store.list_lead_ids(first, None, 100)
-        assert sorted(ids) == sorted(lead_id_for(first, r["email"]) for r in ROWS)
+        assert campaign.lead_id_salt, "a firing's campaign is a new campaign: salted ids"
+        assert sorted(ids) == sorted(lead_id_for(first, r["email"], campaign.lead_id_salt)
+                                     for r in ROWS)
         assert set(ids).isdisjoint(await store.list_lead_ids(tid, None, 100))
 
         await asyncio.sleep(1.1)  # firings are named to the second

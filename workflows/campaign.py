@@ -95,9 +95,7 @@ class CampaignWorkflow:
         """Why a decision cannot be taken now, as a message for the person who tried."""
         cid = self._inp.campaign_id if self._inp else "?"
         if self._decided:
-            who = self._carry.approval.by if self._carry.approval else (
-                self._carry.rejection.by if self._carry.rejection else "?")
-            raise _conflict(f"campaign {cid!r} has already been decided (by {who})")
+            raise _conflict(f"campaign {cid!r} has already been decided (see `campaign audit`)")
         if self._stage is Stage.DRAFTING:
             c = self._carry.counts
             raise _conflict(
@@ -394,12 +392,13 @@ class CampaignWorkflow:
         return True
 
     async def _record(self, inp: CampaignInput, decision: str, by: str, note: str | None,
-                      lead_ids: list[str] | None = None) -> int:
+                      lead_ids: list[str] | None = None, request_id: str | None = None) -> int:
         return await call_agent(
             StoreAgent.record_decision,
             Decision(campaign_id=inp.campaign_id, decision_id=str(workflow.uuid4()),
-                     decision=decision, lead_ids=lead_ids, by=by, note=note),
-            prefix=inp.queue_prefix, summary=f"{decision} by {by}",
+                     decision=decision, lead_ids=lead_ids, by=by, note=note,
+                     request_id=request_id),
+            prefix=inp.queue_prefix, summary=f"record the {decision} decision",
         )
 
     # -- the run ---------------------------------------------------------------------
@@ -443,9 +442,10 @@ class CampaignWorkflow:
 
         rejection, approval = self._carry.rejection, self._carry.approval
         if rejection is not None:
-            await self._record(inp, "reject", rejection.by, rejection.reason)
+            await self._record(inp, "reject", rejection.by, rejection.reason,
+                               request_id=rejection.request_id)
             self._decision_recorded = True
-            await self._set_stage(inp, Stage.REJECTED, f"rejected by {rejection.by}")
+            await self._set_stage(inp, Stage.REJECTED, "rejected (who and why: the audit trail)")
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self.status()
 
@@ -453,10 +453,10 @@ class CampaignWorkflow:
         # Edits accepted before the approval are written before it is recorded.
         await workflow.wait_condition(lambda: self._reviews_in_flight == 0)
         self._carry.counts.approved = await self._record(
-            inp, "approve", approval.by, approval.note, approval.lead_ids)
+            inp, "approve", approval.by, approval.note, approval.lead_ids, approval.request_id)
         self._decision_recorded = True
         await self._set_stage(inp, Stage.DELIVERING,
-                              f"{self._carry.counts.approved} approved by {approval.by}")
+                              f"{self._carry.counts.approved} approved (who: the audit trail)")
         result = await self._deliver(inp)
         c = self._carry.counts
         c.sent, c.suppressed, c.send_failed = result.sent, result.suppressed, result.failed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from campaign_core.envelope import Envelope, digest
-from campaign_core.leads import Lead, normalise_email
+from campaign_core.leads import Lead, campaign_salt, normalise_email
 from campaign_core.models import Counts
 from campaign_core.store.rows import (
     AuditEntry,
@@ -34,7 +35,7 @@ from campaign_core.store.rows import (
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -86,8 +87,14 @@ class Store(Protocol):
 
     async def upsert_campaign(
         self, *, campaign_id: str, name: str, brief: str, channel: str,
-        kb_dir: str | None, workflow_id: str,
-    ) -> None: ...
+        kb_dir: str | None, workflow_id: str, lead_id_salt: str | None = None,
+    ) -> None:
+        """Create the campaign row once; an existing row is left as it is (its salt too).
+
+        `lead_id_salt` is the new row's lead-id salt (`new_lead_id_salt`); None writes a
+        row of the old, unsalted scheme.
+        """
+        ...
 
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
 
@@ -605,3 +612,16 @@ def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[ReportRow
     return out
 
 
+
+
+#: The store secret that new campaigns' lead-id salts are derived from.
+LEAD_ID_SECRET = "lead-id-salt"
+
+
+async def new_lead_id_salt(store: Store, campaign_id: str) -> str:
+    """The lead-id salt a campaign created now gets: the store's secret keyed to the id.
+
+    Derived, not random, so concurrent or retried creations of one campaign agree.
+    """
+    secret = await store.get_or_create_secret(LEAD_ID_SECRET, secrets.token_urlsafe(32))
+    return campaign_salt(secret, campaign_id)

@@ -60,9 +60,11 @@ def subject_digest(email: str) -> str:
     return "sha256:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()
 
 
-def forget_pairs(email: str, campaign_ids: Iterable[str]) -> set[tuple[str, str]]:
-    """(campaign_id, lead_id) the address has in each campaign, whether a lead row exists."""
-    return {(cid, lead_id_for(cid, email)) for cid in campaign_ids}
+def forget_pairs(email: str, campaigns: Iterable[tuple[str, str | None]]
+                 ) -> set[tuple[str, str]]:
+    """(campaign_id, lead_id) the address has in each (campaign, lead-id salt), whether a
+    lead row exists: each campaign's own scheme, salted or (older campaigns) not."""
+    return {(cid, lead_id_for(cid, email, salt)) for cid, salt in campaigns}
 
 
 def redact(value: Any, lead_ids: Iterable[str], addresses: Iterable[str]) -> Any:
@@ -221,7 +223,8 @@ class Erasure(ABC, Generic[Tx]):
         """Suppress as forgotten: 1 if the address was added or its reason changed."""
 
     @abstractmethod
-    async def _erase_campaign_ids(self, tx: Tx) -> list[str]: ...
+    async def _erase_campaign_ids(self, tx: Tx) -> list[tuple[str, str | None]]:
+        """(campaign_id, lead_id_salt) of every campaign."""
 
     @abstractmethod
     async def _erase_leads_by_address(self, tx: Tx, addresses: list[str]) -> Pairs: ...

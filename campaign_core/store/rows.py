@@ -36,6 +36,7 @@ class CampaignRow(Row):
     stage: Stage
     created_at: str
     updated_at: str
+    lead_id_salt: str | None = None  # None: a campaign of the unsalted lead-id scheme
 
 
 class DraftRow(Row):

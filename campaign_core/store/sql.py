@@ -239,11 +239,14 @@ class SqlStore(Erasure[Scope]):
     # -- campaigns and leads ----------------------------------------------------------
 
     async def upsert_campaign(self, *, campaign_id: str, name: str, brief: str, channel: str,
-                              kb_dir: str | None, workflow_id: str) -> None:
+                              kb_dir: str | None, workflow_id: str,
+                              lead_id_salt: str | None = None) -> None:
         await self._run(
-            "INSERT INTO campaigns(campaign_id, name, brief, channel, kb_dir, workflow_id, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, now(), now()) ON CONFLICT (campaign_id) DO NOTHING",
-            (campaign_id, name, brief, channel, kb_dir, workflow_id), "campaigns", campaign_id)
+            "INSERT INTO campaigns(campaign_id, name, brief, channel, kb_dir, workflow_id, "
+            "lead_id_salt, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, now(), now()) "
+            "ON CONFLICT (campaign_id) DO NOTHING",
+            (campaign_id, name, brief, channel, kb_dir, workflow_id, lead_id_salt), "campaigns",
+            campaign_id)
 
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         return campaign_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))
@@ -716,8 +719,9 @@ class SqlStore(Erasure[Scope]):
             "ON CONFLICT (email) DO UPDATE SET reason = excluded.reason "
             "WHERE suppressions.reason IS DISTINCT FROM excluded.reason", (address, FORGOTTEN_REASON))
 
-    async def _erase_campaign_ids(self, tx: Scope) -> list[str]:
-        return [r["campaign_id"] for r in await tx.c.all("SELECT campaign_id FROM campaigns")]
+    async def _erase_campaign_ids(self, tx: Scope) -> list[tuple[str, str | None]]:
+        return [(r["campaign_id"], r["lead_id_salt"])
+                for r in await tx.c.all("SELECT campaign_id, lead_id_salt FROM campaigns")]
 
     async def _erase_leads_by_address(self, tx: Scope, addresses: list[str]) -> Pairs:
         rows = await tx.c.all(f"SELECT campaign_id, lead_id FROM leads WHERE email IN ({marks(addresses)})",

@@ -219,10 +219,10 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def upsert_campaign(
         self, *, campaign_id: str, name: str, brief: str, channel: str,
-        kb_dir: str | None, workflow_id: str,
+        kb_dir: str | None, workflow_id: str, lead_id_salt: str | None = None,
     ) -> None:
         row = {"campaign_id": campaign_id, "name": name, "brief": brief, "channel": channel,
-               "kb_dir": kb_dir, "workflow_id": workflow_id}
+               "kb_dir": kb_dir, "workflow_id": workflow_id, "lead_id_salt": lead_id_salt}
         await self._run(lambda db: db.table("campaigns").upsert(
             row, on_conflict="campaign_id", ignore_duplicates=True, returning=MINIMAL),
             "campaigns", campaign_id)
@@ -770,9 +770,10 @@ class SupabaseStore(Erasure[Pairs]):
                           _match(eq={"email": address}))
         return 1
 
-    async def _erase_campaign_ids(self, tx: Pairs) -> list[str]:
-        return [r["campaign_id"] for r in
-                await self._pages("campaigns", "campaign_id", _match(), ["campaign_id"])]
+    async def _erase_campaign_ids(self, tx: Pairs) -> list[tuple[str, str | None]]:
+        return [(r["campaign_id"], r.get("lead_id_salt")) for r in
+                await self._pages("campaigns", "campaign_id,lead_id_salt", _match(),
+                                  ["campaign_id"])]
 
     async def _erase_leads_by_address(self, tx: Pairs, addresses: list[str]) -> Pairs:
         rows = await self._pages("leads", "campaign_id,lead_id", _match(within={"email": addresses}),
