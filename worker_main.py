@@ -19,6 +19,7 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.base import Agent
+from campaign_core.metrics import install, telemetry_runtime, watch_backlog
 from campaign_core.registry import (
     AGENT_CLASSES,
     AGENTS,
@@ -132,7 +133,9 @@ async def run_workers(
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
     await stop.wait()
+    await backlog
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
@@ -144,8 +147,10 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def main(queues: list[str] | None = None) -> None:
+async def main(queues: list[str] | None = None, metrics_at: str | None = None) -> None:
+    """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port")."""
     settings = load_settings()
+    install(telemetry_runtime(settings, metrics_at))
     client = await connect(settings)
     stop = asyncio.Event()
     install_stop_handlers(stop)

@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
 from campaign_core.codec import codec_from_setting
+from campaign_core.metrics import installed_runtime
 from campaign_core.settings import Settings
 from campaign_core.tracing import tracing_interceptors
 
@@ -85,6 +86,7 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
             namespace=settings.temporal_namespace,
             data_converter=converter,
             interceptors=interceptors,
+            runtime=installed_runtime(),
         )
     except Exception as exc:
         raise TemporalUnreachable(

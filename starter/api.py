@@ -36,6 +36,7 @@ from campaign_core.webhook_signature import (
     verify,
 )
 from starter.api_gate import RequestGate
+from starter.api_metrics import RequestMetrics
 from starter.manager import (
     BadInput,
     CampaignManager,
@@ -206,6 +207,7 @@ def create_app(
     app.state.managers = state
     # Outside the routing: no token, no parsing; no body past the cap (see api_gate).
     app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body)
+    app.add_middleware(RequestMetrics)  # outermost: refusals by the gate count too
     auth = [Depends(authorised)]
 
     @app.exception_handler(NotFound)
