@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check clean pg-server browser
+.PHONY: demo test lint typecheck check clean pg-server browser bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ browser:
 	    echo "note: no chromium (apt-get install chromium); the browser test will skip"; \
 	  fi; \
 	fi
+
+# The engine against the bare shapes on the embedded stack; writes docs/performance.md.
+# BENCH_ARGS=--short runs the quick version CI uses.
+BENCH_ARGS ?= --leads 2000 --runs 3 --write
+bench: $(DEV_STAMP)
+	$(BIN)/python -m bench.bench_engine $(BENCH_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

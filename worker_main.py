@@ -69,6 +69,15 @@ def workflow_runner(client: Client) -> WorkflowRunner:
     return SandboxedWorkflowRunner()
 
 
+def llm_rate(settings: Settings) -> float | None:
+    """The `llm` queue's rate: the provider's limit, none for the offline template writer.
+
+    The offline writer calls no provider, so a provider's rate would only slow it down
+    (at the default 5/s it bounded a campaign's drafting to 5 leads/s).
+    """
+    return None if settings.resolved_llm_provider == "offline" else settings.llm_rate_limit
+
+
 def build_workers(
     client: Client,
     store: Store,
@@ -105,7 +114,7 @@ def build_workers(
             continue
         activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
         workflows = list(WORKFLOWS) if q.name == WORKFLOW_QUEUE else []
-        rate = {"llm": settings.llm_rate_limit, "delivery": settings.send_rate_limit}.get(
+        rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)
         workers.append(Worker(
             client,
