@@ -47,7 +47,8 @@ async def _windowed(inp: BareInput, one: object) -> int:
     pending: set[asyncio.Task[object]] = set()
     for lead in range(inp.done, end):
         if len(pending) >= inp.window:
-            _, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending = set(rest)
         pending.add(asyncio.create_task(one(lead)))  # type: ignore[operator]
     if pending:
         await workflow.wait(pending)
