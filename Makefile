@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check clean pg-server browser imap-server
+.PHONY: demo test lint typecheck check clean pg-server browser imap-server bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dev-server]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
@@ -80,6 +80,12 @@ imap-server:
 	    echo "note: no dovecot (apt-get install dovecot-imapd); the IMAP reply tests will skip"; \
 	  fi; \
 	fi
+
+# The engine against the bare shapes on the embedded stack; writes docs/performance.md.
+# BENCH_ARGS=--short runs the quick version CI uses.
+BENCH_ARGS ?= --leads 2000 --runs 3 --write
+bench: $(DEV_STAMP)
+	$(BIN)/python -m bench.bench_engine $(BENCH_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

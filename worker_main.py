@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
+from campaign_core.metrics import install, telemetry_runtime, watch_backlog
 from campaign_core.registry import (
     AGENT_CLASSES,
     AGENTS,
@@ -70,6 +71,15 @@ def workflow_runner(client: Client) -> WorkflowRunner:
     return SandboxedWorkflowRunner()
 
 
+def llm_rate(settings: Settings) -> float | None:
+    """The `llm` queue's rate: the provider's limit, none for the offline template writer.
+
+    The offline writer calls no provider, so a provider's rate would only slow it down
+    (at the default 5/s it bounded a campaign's drafting to 5 leads/s).
+    """
+    return None if settings.resolved_llm_provider == "offline" else settings.llm_rate_limit
+
+
 def build_workers(
     client: Client,
     store: Store,
@@ -106,7 +116,7 @@ def build_workers(
             continue
         activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
         workflows = list(WORKFLOWS) if q.name == WORKFLOW_QUEUE else []
-        rate = {"llm": settings.llm_rate_limit, "delivery": settings.send_rate_limit}.get(
+        rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)
         workers.append(Worker(
             client,
@@ -141,7 +151,9 @@ async def run_workers(
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
     await stop.wait()
+    await backlog
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
@@ -153,8 +165,10 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def main(queues: list[str] | None = None) -> None:
+async def main(queues: list[str] | None = None, metrics_at: str | None = None) -> None:
+    """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port")."""
     settings = load_settings()
+    install(telemetry_runtime(settings, metrics_at))
     client = await connect(settings)
     stop = asyncio.Event()
     install_stop_handlers(stop)

@@ -25,6 +25,7 @@ from activities.history_guard import PrivateReasonError
 from activities.llm_client import cost_usd, make_client, provider_call
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
+from campaign_core.metrics import process_metrics
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
@@ -239,6 +240,7 @@ class CopywriterAgent(Agent):
         draft = offline_draft(lead, passages, brief)
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
         if reasons:  # deterministic: a repair would produce the same text
+            process_metrics().guardrail(repaired=False, failed=True)
             raise guardrail_failure(reasons, "guardrail")
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
                                 template_hash=None, calls=[], cached_calls=0)
@@ -289,6 +291,7 @@ class CopywriterAgent(Agent):
             calls.append(second)
             reused += reused_again
             draft, reasons = judge(second, passages=passages, lead=lead, brief=brief)
+            process_metrics().guardrail(repaired=not reused_again, failed=bool(reasons))
             if reasons:
                 raise guardrail_failure(reasons, "guardrail (after one repair attempt)")
         assert draft is not None
@@ -312,15 +315,25 @@ class CopywriterAgent(Agent):
             return CallOutcome.model_validate(found[1]["data"]), True
         assert self._client is not None
         started = now_utc()
-        raw = await provider_call(
-            self._client.chat.completions.with_raw_response.parse(
-                model=self.model, messages=request["messages"],
-                response_format=DraftOutput,
-                max_completion_tokens=self.settings.llm_max_output_tokens,
-            ),
-            what="LLM", settings=self.settings, details=f"{purpose} for lead {inp.lead_id}",
-        )
+        metrics = process_metrics()
+        try:
+            raw = await provider_call(
+                self._client.chat.completions.with_raw_response.parse(
+                    model=self.model, messages=request["messages"],
+                    response_format=DraftOutput,
+                    max_completion_tokens=self.settings.llm_max_output_tokens,
+                ),
+                what="LLM", settings=self.settings, details=f"{purpose} for lead {inp.lead_id}",
+            )
+        except Exception:
+            metrics.llm_call(purpose=purpose, outcome="error", prompt_tokens=0,
+                             completion_tokens=0, cost_usd=None)
+            raise
         outcome = self._outcome(raw, request_hash, purpose)
+        metrics.llm_call(
+            purpose=purpose, outcome="refused" if outcome.refusal else "answered",
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+            cost_usd=outcome.cost_usd)
         # Recorded at once: from here on a retry reuses this answer instead of paying again.
         record = Record(
             kind="llm_call", key=f"{inp.lead_id}:{purpose}:{request_hash[7:23]}",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from campaign_core.envelope import digest
 from campaign_core.leads import normalise_email, valid_email
+from campaign_core.metrics import process_metrics
 from campaign_core.models import DeliveryEventKind, DeliveryEventSignal
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: st
         campaign_id=campaign_id, lead_id=lead_id,
         message_key=delivery.message_key if delivery else None,
         detail=(event.detail or "") + ("" if counts else " (soft bounce)") or None)
+    if new and counts:
+        process_metrics().delivery_event(event.type.value)
     suppressed = False
     if counts:
         suppressed = await store.add_suppressions([email], f"{event.type.value} ({source})") > 0

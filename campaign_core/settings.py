@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     """Everything configurable, each field under its contract name."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
+        # `VAR=` (as in .env.example, or `${VAR:-}` in compose) means unset, not "".
+        env_ignore_empty=True,
     )
 
     temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")

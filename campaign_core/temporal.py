@@ -8,16 +8,20 @@ See "Temporal connection, encryption and tracing" in docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
 
+from dotenv import dotenv_values
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
 from campaign_core.codec import codec_from_setting
+from campaign_core.metrics import installed_runtime
 from campaign_core.settings import Settings
 from campaign_core.tracing import tracing_interceptors
 
@@ -74,23 +78,61 @@ def client_interceptors(settings: Settings) -> list[Interceptor]:
     return tracing_interceptors(settings)
 
 
+class TemporalConfigError(Exception):
+    """The Temporal connection settings (TEMPORAL_* or the TOML file) cannot be used."""
+
+
+def connect_config(settings: Settings, address: str | None = None) -> ClientConnectConfig:
+    """Where and how to reach Temporal, read the way the `temporal` CLI reads it.
+
+    The SDK's environment configuration: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and the TOML file it shares with
+    the CLI, with values from `.env` counted as environment. When none of them names an
+    address, the one a running `campaign dev` recorded (dev.json). An explicit `address`
+    is the embedded server, reached as it was started: plain, no credentials.
+    """
+    if address:
+        return {"target_host": address, "namespace": settings.temporal_namespace}
+    env = {k: v for k, v in dotenv_values(".env").items() if v}
+    env.update(os.environ)
+    try:
+        config = ClientConfig.load_client_connect_config(override_env_vars=env)
+    except Exception as exc:  # the bridge raises plain RuntimeErrors for bad files/values
+        raise TemporalConfigError(f"Temporal connection settings: {exc}") from exc
+    if not config.get("target_host"):
+        config["target_host"] = settings.resolved_temporal_address
+    if not config.get("namespace"):
+        config["namespace"] = settings.temporal_namespace
+    return config
+
+
 async def connect(settings: Settings, address: str | None = None) -> Client:
     """A client with the project's data converter and interceptors, or `TemporalUnreachable`."""
-    target = address or settings.resolved_temporal_address
+    config = connect_config(settings, address)
     converter = data_converter(settings)  # a bad key setting fails here, before connecting
     interceptors = client_interceptors(settings)
+    target = config["target_host"]
     try:
         return await Client.connect(
-            target,
-            namespace=settings.temporal_namespace,
+            **config,
             data_converter=converter,
             interceptors=interceptors,
+            runtime=installed_runtime(),
         )
     except Exception as exc:
+        how = ("check TEMPORAL_ADDRESS, TEMPORAL_TLS_* and TEMPORAL_API_KEY"
+               if config.get("tls") or config.get("api_key") else
+               "start the embedded stack with `campaign dev` (or set TEMPORAL_ADDRESS)")
         raise TemporalUnreachable(
-            f"Temporal is not reachable at {target} ({exc.__class__.__name__}). "
-            "Start the embedded stack with `campaign dev` (or set TEMPORAL_ADDRESS)."
+            f"Temporal is not reachable at {target} ({exc.__class__.__name__}: "
+            f"{_first_line(exc)}); {how}."
         ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """The gist of a connection error, never a credential (the SDK does not echo them)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no detail"
 
 
 async def run_history_lengths(client: Client, workflow_id: str) -> list[int]:

@@ -38,6 +38,7 @@ from campaign_core.webhook_signature import (
 )
 from starter.actor import acting_as
 from starter.api_gate import RequestGate
+from starter.api_metrics import RequestMetrics
 from starter.manager import (
     MAX_PAGE,
     BadInput,
@@ -244,6 +245,7 @@ def create_app(
     app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body,
                        reviewer=reviewer_named, reviewer_prefix=TOKEN_PREFIX)
     install_review_pages(app)  # /review/...: the reviewers' pages (starter/review_pages.py)
+    app.add_middleware(RequestMetrics)  # outermost: refusals by the gate count too
     auth = [Depends(authorised)]
 
     @app.exception_handler(NotFound)

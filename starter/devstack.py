@@ -20,6 +20,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from campaign_core.metrics import installed_runtime
 from campaign_core.private_files import private_dir, tighten_database
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
@@ -110,6 +111,7 @@ async def start_server(settings: Settings, converter: DataConverter, extra: list
         ui_port=ui_port,
         search_attributes=attrs,
         dev_server_log_level="error",
+        runtime=installed_runtime(),
     )
 
 

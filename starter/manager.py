@@ -33,6 +33,7 @@ from campaign_core.ids import (
     new_campaign_id,
 )
 from campaign_core.leads import IntakeResult, Lead, RejectedRow, rekeyed
+from campaign_core.metrics import process_metrics
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     AddLeads,
@@ -525,10 +526,12 @@ class CampaignManager(ControlPlane):
             raise NotFound("token: the message it came from is no longer on record")
         await self.store.add_suppressions([lead.email], f"unsubscribe ({claims.campaign_id})")
         key = message_key(claims.campaign_id, claims.lead_id, claims.step)
-        await self.store.record_delivery_event(
+        new = await self.store.record_delivery_event(
             event_id=f"unsubscribe:{key}", kind=DeliveryEventKind.UNSUBSCRIBE.value,
             email=lead.email, source="unsubscribe", campaign_id=claims.campaign_id,
             lead_id=claims.lead_id, message_key=key)
+        if new:
+            process_metrics().delivery_event("unsubscribe")
         return lead.email
 
     async def delivery_event(self, event: DeliveryEvent, *, source: str) -> DeliveryEventResult:

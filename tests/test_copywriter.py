@@ -376,10 +376,16 @@ def test_unknown_provider_is_refused_at_start(settings):
 
 
 async def test_llm_rate_limit_is_task_queue_wide_and_not_bypassed_by_eager(ts_env, store, settings):
-    tuned = settings.model_copy(update={"llm_rate_limit": 2.5})
+    tuned = settings.model_copy(update={"llm_rate_limit": 2.5, "llm_provider": "openai",
+                                        "openai_api_key": SecretStr("k")})
     workers = {w.task_queue: w.config() for w in build_workers(ts_env.client, store, tuned, prefix="x-")}
     llm_worker = workers["x-llm"]
     assert llm_worker["max_task_queue_activities_per_second"] == 2.5
+    # The offline template writer calls no provider: no provider's rate holds it back.
+    offline = settings.model_copy(update={"llm_rate_limit": 2.5, "llm_provider": "offline"})
+    offline_llm = {w.task_queue: w.config() for w in build_workers(
+        ts_env.client, store, offline, prefix="y-")}["y-llm"]
+    assert offline_llm["max_task_queue_activities_per_second"] is None
     assert llm_worker["max_concurrent_activities"] == QUEUES["llm"].max_concurrent
     assert llm_worker["disable_eager_activity_execution"] is True
     # Eager execution only ever runs activities on the scheduling workflow's own queue; the

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from activities.store_agent import StoreAgent
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
+    from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
         AddLeads,
         Approval,
@@ -323,11 +324,14 @@ class CampaignWorkflow:
         except ChildWorkflowError as err:
             workflow.logger.warning("lead orchestrator %s failed: %s", lead_id, err)
             counts.draft_failed += 1
+            EngineMetrics(workflow.metric_meter()).leads(failed=1)
             return
         if result.status == "drafted":
             counts.drafted += 1
+            EngineMetrics(workflow.metric_meter()).leads(drafted=1)
         else:
             counts.draft_failed += 1
+            EngineMetrics(workflow.metric_meter()).leads(failed=1)
             if result.error_type in CAMPAIGN_FATAL and self._error is None:
                 self._error = result.error or result.error_type
         self._details()
@@ -454,6 +458,7 @@ class CampaignWorkflow:
         await workflow.wait_condition(lambda: self._reviews_in_flight == 0)
         self._carry.counts.approved = await self._record(
             inp, "approve", approval.by, approval.note, approval.lead_ids, approval.request_id)
+        EngineMetrics(workflow.metric_meter()).approved(self._carry.counts.approved)
         self._decision_recorded = True
         await self._set_stage(inp, Stage.DELIVERING,
                               f"{self._carry.counts.approved} approved (who: the audit trail)")

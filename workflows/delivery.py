@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryAgent
     from activities.store_agent import StoreAgent
+    from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
         ApprovedLead,
         DeliverInput,
@@ -174,6 +175,7 @@ class DeliveryOrchestrator:
             )
         except ActivityError as err:
             self._result.failed += 1
+            EngineMetrics(workflow.metric_meter()).message(inp.channel.value, "failed")
             workflow.logger.warning("delivery to %s failed: %s", lead_id, failure_reason(err))
             return
         if out.status == "sent":
@@ -182,6 +184,8 @@ class DeliveryOrchestrator:
             self._result.suppressed += 1
         else:
             self._result.failed += 1
+        outcome = out.status if out.status in ("sent", "suppressed") else "failed"
+        EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome)
         self._details()
 
     @workflow.run

@@ -28,7 +28,7 @@ from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.base import StoreError
 from campaign_core.store.rows import ReportRow
-from campaign_core.temporal import TemporalUnreachable
+from campaign_core.temporal import TemporalConfigError, TemporalUnreachable
 from starter.manager import BadInput, CampaignManager
 
 app = typer.Typer(
@@ -95,7 +95,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine, mapping failures to the contract's exit codes."""
     try:
         return asyncio.run(coro)
-    except (BadInput, LeadsFileError, EncryptionKeyError) as exc:
+    except (BadInput, LeadsFileError, EncryptionKeyError, TemporalConfigError) as exc:
         fail(2, str(exc))
     except TemporalUnreachable as exc:
         fail(3, str(exc))

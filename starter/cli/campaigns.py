@@ -103,8 +103,24 @@ def add_leads(campaign_id: CampaignId, leads: LeadsFile, as_json: JsonFlag = Fal
     run(go())
 
 
-def status(campaign_id: CampaignId, as_json: JsonFlag = False) -> None:
+def status(
+    campaign_id: CampaignId,
+    as_json: JsonFlag = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Follow the campaign until it waits for approval or ends "
+        "(with --json: one JSON document per change).")] = False,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.1, help="Seconds between looks with --watch.")] = 1.0,
+) -> None:
     """Progress of one campaign."""
+    if watch:
+        from starter.cli.watch import watch_json, watch_progress
+
+        if as_json:
+            run(watch_json(manager(), campaign_id, interval))
+        else:
+            run(watch_progress(manager(), campaign_id, interval, out))
+        return
 
     async def go() -> None:
         st = await manager().status(campaign_id)

@@ -11,10 +11,39 @@ from typing import Annotated
 import typer
 
 from campaign_core.codec import EncryptionKeyError
-from campaign_core.settings import load_settings
+from campaign_core.settings import Settings, load_settings
 from starter.cli.app import fail, log, run, with_logging
 from starter.cli.db import migrate_store
 from starter.manager import BadInput
+
+
+def metrics_at(host: str, port: int | None) -> str | None:
+    """`host:port` of a /metrics listener, checked free now so the error is a clear one."""
+    from campaign_core.metrics import metrics_address
+
+    at = metrics_address(host, port)
+    if at and port and not port_available(host, port):
+        fail(2, f"--metrics-port {port}: {host}:{port} is in use (pick another, or 0 for off)")
+    return at
+
+
+def start_metrics(settings: Settings, host: str, port: int | None) -> None:
+    """Give this process a runtime that exports metrics (Prometheus, else OTLP if set)."""
+    from campaign_core.metrics import install, telemetry_runtime
+
+    install(telemetry_runtime(settings, metrics_at(host, port)))
+
+
+def port_available(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @with_logging
@@ -25,6 +54,8 @@ def dev(
     api_port: Annotated[int, typer.Option(
         "--api-port", min=0, max=65535,
         help="Serve the API and the review pages on 127.0.0.1 at this port (0: do not).")] = 8000,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", help="Prometheus /metrics on 127.0.0.1 (0: off).")] = 9464,
 ) -> None:
     """Start the embedded Temporal dev server (persistent, with UI), all workers, and the API
     with the review pages (printing a one-time sign-in link for the reviewer `dev`)."""
@@ -36,6 +67,7 @@ def dev(
         data_converter(settings)  # no key while CAMPAIGN_REQUIRE_ENCRYPTION is on: stop here
     except EncryptionKeyError as exc:
         fail(2, str(exc))
+    start_metrics(settings, "127.0.0.1", metrics_port)
     if not no_worker or api_port:
         run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
     run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker,
@@ -45,12 +77,17 @@ def dev(
 @with_logging
 def worker(
     queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: all).")] = None,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", help="Prometheus /metrics port (0: off).")] = 9464,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", help="Interface of the /metrics listener.")] = "127.0.0.1",
 ) -> None:
     """Run workers against TEMPORAL_ADDRESS for all task queues, or the named ones."""
     import worker_main
 
+    at = metrics_at(metrics_host, metrics_port)
     try:
-        run(worker_main.main(queues.split(",") if queues else None))
+        run(worker_main.main(queues.split(",") if queues else None, metrics_at=at))
     except ValueError as exc:
         fail(2, str(exc))
 
@@ -61,6 +98,10 @@ def api(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     insecure_dev: Annotated[bool, typer.Option(
         "--insecure-dev", help="Serve without CAMPAIGN_API_TOKEN (a private machine only).")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Prometheus /metrics on its own port (off unless given).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", help="Interface of the /metrics listener.")] = "127.0.0.1",
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
@@ -69,6 +110,7 @@ def api(
     from starter.api import create_app
 
     settings = load_settings()
+    start_metrics(settings, metrics_host, metrics_port)
     try:
         data_converter(settings)  # a malformed CAMPAIGN_ENCRYPTION_KEY stops us here, not later
         application = create_app(settings, insecure_dev=insecure_dev)

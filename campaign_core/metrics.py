@@ -1,0 +1,222 @@
+"""Metrics: the Temporal SDK's own and the engine's, through one Temporal `Runtime`.
+
+A runtime has one metrics exporter, so the engine's counters go through the same meter
+as the SDK's (task slots, schedule-to-start latency, poll results): a Prometheus
+`/metrics` listener when a metrics port is given, else OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set, else nothing. Workflows count through
+`workflow.metric_meter()`, which stays silent during replay, so a counter moves once per
+event of the campaign; activities count real work (an LLM call answered from the cache
+is not a call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.common import MetricCounter, MetricGauge, MetricHistogramFloat, MetricMeter
+from temporalio.runtime import (
+    OpenTelemetryConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+)
+
+from campaign_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Buckets of the per-call LLM cost histogram, in USD (its `_sum` is the spend).
+COST_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
+#: Buckets of the API latency histogram, in seconds.
+LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+
+
+def telemetry_runtime(settings: Settings, metrics_address: str | None) -> Runtime | None:
+    """The process's runtime: Prometheus on `metrics_address` ("host:port"), else OTLP.
+
+    None when neither is configured: the SDK's default runtime, which exports nothing.
+    """
+    if metrics_address:
+        metrics: PrometheusConfig | OpenTelemetryConfig = PrometheusConfig(
+            bind_address=metrics_address,
+            counters_total_suffix=True,
+            durations_as_seconds=True,
+            histogram_bucket_overrides={
+                "campaign_llm_cost_usd": COST_BUCKETS,
+                "campaign_api_request_duration": LATENCY_BUCKETS,
+            },
+        )
+    elif settings.otlp_endpoint:
+        metrics = OpenTelemetryConfig(
+            url=settings.otlp_endpoint.rstrip("/") + "/v1/metrics",
+            http=True,
+            durations_as_seconds=True,
+            metric_periodicity=timedelta(seconds=15),
+        )
+    else:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=metrics))
+
+
+def metrics_address(host: str, port: int | None) -> str | None:
+    """`host:port` for the Prometheus listener, or None when no port is given (0 = off)."""
+    if not port:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class EngineMetrics:
+    """The engine's instruments on one meter (named `campaign_*`; counters end in _total).
+
+    Instruments are created on first use and kept: creating one calls into the runtime.
+    Workflows build one per use over `workflow.metric_meter()` (silent during replay);
+    everything else shares the process's, from `process_metrics()`.
+    """
+
+    def __init__(self, meter: MetricMeter) -> None:
+        self.meter = meter
+        self._counters: dict[str, MetricCounter] = {}
+        self._histograms: dict[str, MetricHistogramFloat] = {}
+        self._gauges: dict[str, MetricGauge] = {}
+
+    def count(self, name: str, value: int = 1, attrs: Mapping[str, str] | None = None) -> None:
+        """Add to the counter `campaign_<name>` (exported as `campaign_<name>_total`)."""
+        if value <= 0:
+            return
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = self.meter.create_counter(
+                f"campaign_{name}", _HELP.get(name))
+        counter.add(value, dict(attrs or {}))
+
+    def _histogram(self, name: str, unit: str | None = None) -> MetricHistogramFloat:
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = self._histograms[name] = self.meter.create_histogram_float(
+                f"campaign_{name}", _HELP.get(name), unit)
+        return histogram
+
+    def leads(self, drafted: int = 0, failed: int = 0) -> None:
+        self.count("leads_drafted", drafted)
+        self.count("leads_draft_failed", failed)
+
+    def approved(self, drafts: int) -> None:
+        self.count("drafts_approved", drafts)
+
+    def message(self, channel: str, outcome: str) -> None:
+        """One message's outcome: sent, suppressed or failed."""
+        self.count("messages", 1, {"channel": channel, "outcome": outcome})
+        if outcome == "suppressed":
+            self.count("suppressed_sends")
+
+    def llm_call(self, *, purpose: str, outcome: str, prompt_tokens: int,
+                 completion_tokens: int, cost_usd: float | None) -> None:
+        self.count("llm_calls", 1, {"purpose": purpose, "outcome": outcome})
+        self.count("llm_tokens", prompt_tokens, {"direction": "input"})
+        self.count("llm_tokens", completion_tokens, {"direction": "output"})
+        if cost_usd is not None:
+            self._histogram("llm_cost_usd").record(cost_usd)
+
+    def guardrail(self, *, repaired: bool, failed: bool) -> None:
+        self.count("guardrail_repairs", int(repaired))
+        self.count("guardrail_failures", int(failed))
+
+    def delivery_event(self, kind: str) -> None:
+        """bounce, complaint, unsubscribe or reply (a webhook, a page, a mailbox)."""
+        name = {"bounce": "bounces", "complaint": "complaints",
+                "unsubscribe": "unsubscribes", "reply": "replies"}.get(kind)
+        if name:
+            self.count(name)
+
+    def api_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
+        self.count("api_requests", 1, {"method": method, "route": route, "status": str(status)})
+        self._histogram("api_request_duration", "s").record(
+            seconds, {"method": method, "route": route})
+
+    def backlog(self, task_queue: str, kind: str, count: int) -> None:
+        gauge = self._gauges.get("task_queue_backlog")
+        if gauge is None:
+            gauge = self._gauges["task_queue_backlog"] = self.meter.create_gauge(
+                "campaign_task_queue_backlog", _HELP["task_queue_backlog"])
+        gauge.set(count, {"task_queue": task_queue, "kind": kind})
+
+
+_process: EngineMetrics | None = None
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> EngineMetrics:
+    """Make `runtime` the process's: its clients use it, its meter is the engine's.
+
+    None: the SDK's default runtime and a meter that records nothing.
+    """
+    global _process, _runtime
+    _runtime = runtime
+    _process = EngineMetrics(runtime.metric_meter if runtime else MetricMeter.noop)
+    return _process
+
+
+def installed_runtime() -> Runtime | None:
+    """The runtime `install` set, for every client this process connects."""
+    return _runtime
+
+
+def process_metrics() -> EngineMetrics:
+    """The process's engine metrics (recording nothing until `install`)."""
+    return _process if _process is not None else install(None)
+
+
+_HELP = {
+    "leads_drafted": "Leads whose draft was stored.",
+    "leads_draft_failed": "Leads that could not be drafted.",
+    "drafts_approved": "Drafts approved for delivery.",
+    "messages": "Messages by channel and outcome (sent, suppressed, failed).",
+    "suppressed_sends": "Sends skipped because the address is suppressed.",
+    "llm_calls": "LLM calls made (not answered from the cache), by purpose and outcome.",
+    "llm_tokens": "LLM tokens by direction (input, output).",
+    "llm_cost_usd": "Cost of each LLM call in USD; the _sum is the spend.",
+    "guardrail_repairs": "Drafts that needed the one repair call.",
+    "guardrail_failures": "Drafts that failed their guardrails after the repair.",
+    "bounces": "Bounces reported for our messages.",
+    "complaints": "Spam complaints reported for our messages.",
+    "unsubscribes": "Unsubscribes from our links.",
+    "replies": "Replies from leads.",
+    "api_requests": "HTTP API requests by method, route and status.",
+    "api_request_duration": "HTTP API request latency.",
+    "task_queue_backlog": "Approximate backlog of each task queue (server statistics).",
+}
+
+
+async def watch_backlog(client: Client, task_queues: list[str], stop: asyncio.Event,
+                        every: float = 15.0) -> None:
+    """Export each queue's approximate backlog (the server's task-queue statistics).
+
+    Runs until `stop` is set; a failed poll is logged and retried at the next tick, since
+    a missing gauge point must never take a worker down.
+    """
+    metrics = process_metrics()
+    kinds = {"workflow": TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+             "activity": TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+    while not stop.is_set():
+        for queue in task_queues:
+            for kind, queue_type in kinds.items():
+                try:
+                    answer = await client.workflow_service.describe_task_queue(
+                        DescribeTaskQueueRequest(
+                            namespace=client.namespace, task_queue=TaskQueue(name=queue),
+                            task_queue_type=queue_type, report_stats=True),
+                        timeout=timedelta(seconds=5))
+                except Exception as exc:  # a gauge is best effort
+                    log.debug("backlog of %s (%s) not read: %s", queue, kind, exc)
+                    continue
+                metrics.backlog(queue, kind, answer.stats.approximate_backlog_count)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

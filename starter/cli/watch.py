@@ -1,0 +1,87 @@
+"""`campaign status ID --watch`: follow a campaign until it waits for approval or ends.
+
+Polls the same `status` the one-shot command shows (a query to the running workflow,
+counts from the store) and reports only changes: Rich progress bars for drafting and
+delivery on a terminal, or one JSON document per change (JSON Lines) with `--json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from campaign_core.models import CampaignStatus, Stage
+from starter.cli.app import shown
+from starter.manager import CampaignManager
+
+#: Stages after which nothing moves without a person: the watch ends there.
+RESTING = {Stage.AWAITING_APPROVAL, Stage.COMPLETED, Stage.REJECTED, Stage.EXPIRED,
+           Stage.FAILED, Stage.CANCELLED}
+
+
+async def changes(manager: CampaignManager, campaign_id: str,
+                  interval: float = 1.0) -> AsyncIterator[CampaignStatus]:
+    """Each status that differs from the last one, ending at a resting stage."""
+    last: CampaignStatus | None = None
+    while True:
+        status = await manager.status(campaign_id)
+        if status != last:
+            yield status
+            last = status
+        if status.stage in RESTING:
+            return
+        await asyncio.sleep(interval)
+
+
+async def watch_json(manager: CampaignManager, campaign_id: str, interval: float) -> None:
+    """JSON Lines: one status document per change, flushed as it happens."""
+    async for status in changes(manager, campaign_id, interval):
+        print(json.dumps(status.model_dump(mode="json")), flush=True)
+
+
+def _line(status: CampaignStatus) -> str:
+    c = status.counts
+    paused = " [yellow]paused[/]" if status.paused else ""
+    reason = f" ({shown(status.paused_reason)})" if status.paused_reason else ""
+    return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
+            f" · failed drafts {c.draft_failed} · send failures {c.send_failed}"
+            f" · suppressed {c.suppressed}")
+
+
+async def watch_progress(manager: CampaignManager, campaign_id: str, interval: float,
+                         console: Console) -> CampaignStatus | None:
+    """Progress bars (done / total, rate, ETA) until the campaign rests; its last status."""
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+               TextColumn("{task.fields[note]}"))
+    last: CampaignStatus | None = None
+    with Progress(*columns, console=console, transient=False) as progress:
+        drafting: TaskID = progress.add_task("drafting", total=None, rate="", note="")
+        delivery: TaskID = progress.add_task("delivery", total=None, rate="", note="",
+                                             visible=False)
+        async for status in changes(manager, campaign_id, interval):
+            c = status.counts
+            progress.update(drafting, total=max(c.leads, 1), completed=c.drafted + c.draft_failed,
+                            note=f"{c.draft_failed} failed" if c.draft_failed else "")
+            if c.approved or status.stage in (Stage.DELIVERING, Stage.COMPLETED):
+                done = c.sent + c.suppressed + c.send_failed
+                progress.update(delivery, visible=True, total=max(c.approved, done, 1),
+                                completed=done,
+                                note=f"{c.send_failed} failed" if c.send_failed else "")
+            for task in progress.tasks:
+                speed = task.finished_speed or task.speed
+                progress.update(task.id, rate=f"{speed:.1f}/s" if speed else "")
+            progress.console.print(_line(status), highlight=False)
+            last = status
+    return last
