@@ -16,6 +16,9 @@ DECISION_REQUEST = "decision_request"
 
 #: What the Update's `by` says when the author is in the store.
 IN_THE_STORE = "(recorded in the store)"
+#: The agent of decision requests: a hand-off to the workflow, not a step of the trail
+#: (`audit` leaves them out, so a refused attempt changes nothing a reader sees).
+REQUEST_AGENT = "control_plane.decision"
 
 
 def decision_request(campaign_id: str, decision: str, by: str, note: str | None,
@@ -25,7 +28,7 @@ def decision_request(campaign_id: str, decision: str, by: str, note: str | None,
     data = {"decision": decision, "by": by, "note": note, "lead_ids": lead_ids}
     return Envelope(
         metadata=EnvelopeMetadata(campaign_id=campaign_id, run_id="control-plane",
-                                  agent="control_plane.decision", agent_version="1", attempt=1,
+                                  agent=REQUEST_AGENT, agent_version="1", attempt=1,
                                   started_at=at, ended_at=at),
         records=[Record(kind=DECISION_REQUEST, key=decision, data=data, provenance=Provenance(
             source=f"person:{by}", agent="control_plane", created_at=at,

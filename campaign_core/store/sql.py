@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
@@ -671,10 +672,10 @@ class SqlStore(Erasure[Scope]):
         return report_rows(rows, campaign.stage if campaign else None)
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
-        args = (campaign_id, lead_id) if lead_id else (campaign_id,)
+        args = (campaign_id, REQUEST_AGENT, lead_id) if lead_id else (campaign_id, REQUEST_AGENT)
         by_lead = " AND lead_id = ?" if lead_id else ""
-        rows = await self._all(f"SELECT * FROM audit_log WHERE campaign_id = ?{by_lead} "
-                               "ORDER BY created_at, envelope_id", args)
+        rows = await self._all(f"SELECT * FROM audit_log WHERE campaign_id = ? AND agent <> ?"
+                               f"{by_lead} ORDER BY created_at, envelope_id", args)
         return [audit_entry(r) for r in rows]
 
     # -- embeddings ----------------------------------------------------------------

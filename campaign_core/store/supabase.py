@@ -20,6 +20,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
@@ -907,7 +908,7 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         def where(q: Query) -> Query:
-            q = q.eq("campaign_id", campaign_id)
+            q = q.eq("campaign_id", campaign_id).neq("agent", REQUEST_AGENT)
             return q.eq("lead_id", lead_id) if lead_id else q
 
         rows = await self._pages("audit_log", "*", where, ["created_at", "envelope_id"])
