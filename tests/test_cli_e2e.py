@@ -94,7 +94,8 @@ async def test_start_bad_rows_approve_completes(dev_env, cli_env, home, tmp_path
         assert eml_files(home) == [], "no message may exist before approval"
         drafts = await cli_json(cli_env, "drafts", "e2e-approve")
         assert len(drafts) == 3
-        assert set(drafts[0]) == {"lead_id", "email", "subject", "body", "citations"}
+        assert set(drafts[0]) == {"lead_id", "email", "subject", "body", "citations", "step",
+                                  "version", "edited_by", "excluded"}
 
         code, _, err = await cli(cli_env, "approve", "e2e-approve", "--by", "qa", "--note", "ok")
         assert code == 0, err
