@@ -7,6 +7,7 @@ raises an ordinary (retryable) error and the registry's policy keeps retrying.
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -145,15 +146,19 @@ class StoreAgent(Agent):
         (`request_id`), which kept them out of history; as it came without one."""
         if inp.request_id is None:
             return inp
-        env = await self.store.get_envelope(inp.request_id)
-        found = [r for r in env.records if r.kind == DECISION_REQUEST] if env else []
-        if env is None or not found or env.metadata.campaign_id != inp.campaign_id:
-            raise permanent("NotFound", f"decision request {inp.request_id} is not in the audit "
-                            f"trail of campaign {inp.campaign_id}")
-        data = found[0].data
+        data = await self._request(inp.campaign_id, inp.request_id)
         note = data.get("note")
         return inp.model_copy(update={"by": str(data.get("by") or inp.by),
                                       "note": None if note is None else str(note)})
+
+    async def _request(self, campaign_id: str, request_id: str) -> dict[str, Any]:
+        """The control plane's stored request (who, why) that history only names by id."""
+        env = await self.store.get_envelope(request_id)
+        found = [r for r in env.records if r.kind == DECISION_REQUEST] if env else []
+        if env is None or not found or env.metadata.campaign_id != campaign_id:
+            raise permanent("NotFound", f"decision request {request_id} is not in the audit "
+                            f"trail of campaign {campaign_id}")
+        return found[0].data
 
     @activity.defn(name="list_approved_leads")
     async def list_approved_leads(self, page: PageRequest) -> list[ApprovedLead]:
@@ -245,6 +250,9 @@ class StoreAgent(Agent):
         """Exclude a lead's draft(s) from the approval, or include them again; returns
         the steps changed, and records who did it in the audit trail."""
         started = now_utc()
+        if inp.request_id is not None:
+            who = (await self._request(inp.campaign_id, inp.request_id)).get("by")
+            inp = inp.model_copy(update={"by": str(who or inp.by)})
         steps = await self.store.set_draft_excluded(inp.campaign_id, inp.lead_id, inp.step,
                                                     inp.excluded)
         if not steps:

@@ -47,3 +47,6 @@ class Exclusion(BaseModel):
     step: int | None = Field(default=None, ge=1, le=100, description="None: every step.")
     excluded: bool
     by: str = Field(min_length=1, max_length=200)
+    request_id: str | None = Field(
+        default=None, max_length=200,
+        description="The control plane's stored request naming who: `by` stays out of history.")

@@ -407,8 +407,11 @@ class CampaignManager(ControlPlane):
         if not by.strip():
             raise BadInput("by: say who excludes")
         await self._draft(campaign_id, lead_id, step or 1)
+        request = await self.store.save_envelope(decision_request(
+            campaign_id, "exclude" if excluded else "include", by.strip(), None, [lead_id]))
         await self._update(campaign_id, "set_excluded", Exclusion(
-            campaign_id=campaign_id, lead_id=lead_id, step=step, excluded=excluded, by=by.strip()))
+            campaign_id=campaign_id, lead_id=lead_id, step=step, excluded=excluded,
+            by=IN_THE_STORE, request_id=request))
         return DraftView.of(await self._draft(campaign_id, lead_id, step or 1))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:

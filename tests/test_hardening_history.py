@@ -49,7 +49,9 @@ LEADS = [
 SECRETS = [REFUSED, "zelda.qwx", "zorbitron-industries.example", "Zeldaqwx", "Fenwickton",
            "Zorbitron", "Snorkelware", "quibblefrost", "bartholomew.vex", "plinkerton-co.example",
            "Bartholomewvex", "Plinkerton", "vorpalising", "cass@example.com", "Quasarflux",
-           APPROVER, "Wobblesworth", NOTE, "Glimmerstone"]
+           APPROVER, "Wobblesworth", NOTE, "Glimmerstone", "Quillamina", "Snazzlewick"]
+#: A reviewer who excludes, includes and edits, and the subject she writes.
+REVIEWER, EDITED_SUBJECT = "Quillamina Reviewer", "The Snazzlewick plan"
 
 
 class ClaimingServer(LLMTestServer):
@@ -153,6 +155,11 @@ async def test_history_holds_no_personal_data_without_a_key(
                             brief="Book a call.", kb_dir=KB, campaign_id=CID,
                             channel=Channel.SMTP)
             await wait_stage(ts_env, CID, Stage.AWAITING_APPROVAL)
+            cass = next(d.lead_id for d in await store.list_drafts(CID)
+                        if d.email == "cass@example.com")
+            await mgr.set_excluded(CID, cass, excluded=True, by=REVIEWER)
+            await mgr.set_excluded(CID, cass, excluded=False, by=REVIEWER)
+            await mgr.edit_draft(CID, cass, subject=EDITED_SUBJECT, by=REVIEWER)
             await mgr.approve(CID, by=APPROVER, note=NOTE)
             final = await result_handle(ts_env, CID).result()
     assert final.stage is Stage.COMPLETED
@@ -167,6 +174,9 @@ async def test_history_holds_no_personal_data_without_a_key(
     decisions = [r for e in await store.audit(CID) for r in e.envelope["records"]
                  if r["kind"] == "decision"]
     assert [(d["data"]["by"], d["data"]["note"]) for d in decisions] == [(APPROVER, NOTE)]
+    reviews = [r["data"].get("by") for e in await store.audit(CID) for r in e.envelope["records"]
+               if r["kind"] in ("draft_excluded", "draft_included", "draft_edit")]
+    assert reviews and set(reviews) == {REVIEWER}, reviews
 
     histories = await all_histories(ts_env.client, f"campaign:{CID}")
     assert len(histories) == 1 + len(LEADS) + 1, list(histories)  # campaign, leads, delivery
