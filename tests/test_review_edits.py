@@ -118,7 +118,7 @@ async def test_delivery_sends_the_approved_version_whatever_the_draft_became(
         await mgr.start(intake, name="frozen", brief="Book a call.", kb_dir=KB, campaign_id=cid,
                         send_window=window)
         await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
-        lead_id = intake.leads[0].lead_id
+        (lead_id,) = [d.lead_id for d in await store.list_drafts(cid)]  # ids are salted at start
         await mgr.edit_draft(cid, lead_id, body=NEW_BODY, by="rita")
         assert await mgr.approve(cid, by="rita") == 1
         await wait_stage(ts_env, cid, Stage.DELIVERING)
