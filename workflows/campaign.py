@@ -351,7 +351,7 @@ class CampaignWorkflow:
                 if lead_id in self._added:
                     carry.after = lead_id  # added while drafting: drafted from that list
                     continue
-                if not await self._start_lead(inp, lead_id, pending):
+                if not await self._start_lead(inp, lead_id, pending, paged=True):
                     break
                 carry.after = lead_id
                 started += 1
@@ -381,8 +381,13 @@ class CampaignWorkflow:
             await workflow.wait(pending)
 
     async def _start_lead(self, inp: CampaignInput, lead_id: str,
-                          pending: set[asyncio.Task[None]]) -> bool:
-        """Start one lead's orchestrator when pause and the window allow; False if stopping."""
+                          pending: set[asyncio.Task[None]], *, paged: bool = False) -> bool:
+        """Start one lead's orchestrator when pause and the window allow; False if stopping.
+
+        A `paged` lead that `add_leads` named while this waited is left to the added list
+        (its page was read after the lead was stored but before the Update arrived), so
+        it is drafted once.
+        """
         carry = self._carry
         await workflow.wait_condition(
             lambda: not carry.paused or carry.cancelled or self._error is not None)
@@ -391,6 +396,8 @@ class CampaignWorkflow:
         if len(pending) >= inp.window:
             done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             pending.difference_update(done)
+        if paged and lead_id in self._added:
+            return True
         pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
         carry.counts.leads += 1
         return True
