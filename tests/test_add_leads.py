@@ -7,14 +7,12 @@ are not added; once drafting is over, adding is refused and nothing is drafted.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
-from temporalio import activity
 
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import PageRequest, Stage
+from campaign_core.models import Stage
 from starter.manager import BadInput
 from tests.doubles import fast_agents
 from tests.test_orchestration import finish, leads, start, wait_stage
@@ -54,37 +52,3 @@ async def test_added_leads_are_drafted_once_across_continue_as_new(
     assert final.counts.leads == 21, "no lead was started twice"
     assert final.stage is Stage.COMPLETED
 
-
-async def test_a_lead_on_a_page_read_before_its_update_is_drafted_once(
-    ts_env, settings, store, prefix, run_workers
-) -> None:
-    """The race add-leads has with paging: the page is read after the new lead is stored
-    but before the Update arrives, and the campaign is paused while the page waits."""
-    cid = "c-race"
-    new = more_leads(cid, ["racer@race.example"])
-    calls: list[int] = []
-    handle = ts_env.client.get_workflow_handle(f"campaign:{cid}")
-
-    @activity.defn(name="list_lead_ids")
-    async def list_lead_ids(page: PageRequest) -> list[str]:
-        calls.append(1)
-        if len(calls) != 2:
-            return await store.list_lead_ids(page.campaign_id, page.after, page.limit)
-        # What `add-leads` does first (store the lead), then a pause lands before the page.
-        (racer,) = await mgr._keyed(cid, new)
-        await store.upsert_leads(cid, [racer])
-        await handle.signal("pause")
-        return [racer.lead_id]
-
-    agents = {**fast_agents(store), "list_lead_ids": list_lead_ids}
-    async with run_workers(ts_env.client, overrides=agents):
-        mgr = await start(ts_env, settings, store, prefix, cid, leads(3), window=1, page_size=1)
-        for _ in range(400):
-            if len(calls) >= 2 and (await mgr.status(cid)).paused:
-                break
-            await asyncio.sleep(0.05)
-        added = await mgr.add_leads(cid, new)  # the Update, while the page's lead waits
-        assert (added.leads_accepted, added.leads_already_present) == (0, 1)
-        await mgr.control(cid, "resume")
-        st = await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
-    assert (st.counts.leads, st.counts.drafted) == (4, 4), "the racer was drafted once"
