@@ -35,11 +35,12 @@ ERASED = "[erased]"
 #: redacted), `suppressions` (1 when the address was added or its reason changed) and
 #: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
 FORGET_KEYS = ("leads", "drafts", "retrievals", "deliveries", "delivery_events", "audit_log",
-               "embeddings", "audit_log_redacted", "approvals", "suppressions", "campaigns")
+               "sequence_steps", "embeddings", "audit_log_redacted", "approvals", "suppressions", "campaigns")
 
 #: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
 #: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
-LEAD_TABLES = ("drafts", "retrievals", "deliveries", "audit_log", "delivery_events", "leads")
+LEAD_TABLES = ("drafts", "retrievals", "deliveries", "audit_log", "delivery_events",
+               "sequence_steps", "leads")
 
 def forget_addresses(email: str) -> list[str]:
     """The forms an address may be stored under: normalised first, then older forms."""
