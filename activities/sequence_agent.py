@@ -67,16 +67,17 @@ class SequenceAgent(Agent):
         return await self.store.next_due_at(req.campaign_id, req.after)
 
     @activity.defn(name="stop_sequence")
-    async def stop_sequence(self, req: StopSequence) -> int:
+    async def stop_sequence(self, req: StopSequence) -> list[str]:
         """Stop one lead's open follow-up (and with `company` its colleagues'), or every
-        open one of the campaign; returns how many sequences it stopped.
+        open one of the campaign; returns the leads it stopped (none for a whole campaign).
 
         A lead's open step is the one after the last sent: recorded `stopped` even before
         it is scheduled, so the send still in flight cannot put it on the schedule again.
         """
         started = now_utc()
         if req.lead_id is None:
-            return await self.store.stop_open_steps(req.campaign_id, req.reason)
+            await self.store.stop_open_steps(req.campaign_id, req.reason)
+            return []
         lead_ids = [req.lead_id]
         if req.company:
             lead = await self.store.get_lead(req.campaign_id, req.lead_id)
@@ -84,13 +85,13 @@ class SequenceAgent(Agent):
             if domain is not None:
                 lead_ids += [x for x in await self.store.lead_ids_at_domain(req.campaign_id, domain)
                              if x != req.lead_id]
-        stopped = 0
+        stopped = []
         for lead_id in lead_ids:
             step = max(2, await self.store.last_sent_step(req.campaign_id, lead_id) + 1)
             if step > req.steps:
                 continue
             await self.store.set_step_status(req.campaign_id, lead_id, step, "stopped", req.reason)
-            stopped += 1
+            stopped.append(lead_id)
             record = Record(kind="sequence_stop", key=f"{lead_id}:{step}",
                             data={"status": "stopped", "step": step, "stop_reason": req.reason,
                                   "by_colleague": lead_id != req.lead_id},

@@ -18,7 +18,6 @@ from campaign_core.ids import message_key
 from campaign_core.models import DeliverInput, DeliveryOutcome, LeadInput, StoreDraftInput
 from campaign_core.store.base import Store
 
-
 #: Marks a follow-up's step in a double's envelope id (`env-draft-<lead>~step~2`).
 STEP_MARK = "~step~"
 
@@ -76,7 +75,7 @@ def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callab
             await store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "sent")
         if inp.next_due_at is not None and inp.step < inp.steps:
             await store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1, inp.next_due_at)
-        if sent is not None and done is None:
+        if sent is not None:
             sent.append(inp.lead_id if inp.step == 1 else f"{inp.lead_id}#{inp.step}")
         return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=key)
 
