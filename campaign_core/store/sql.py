@@ -336,7 +336,7 @@ class SqlStore(Erasure[Scope]):
             for part in chunks(lead_ids or []):
                 await c.run(f"{approve} AND lead_id IN ({marks(part)})", (campaign_id, *part))
             rows = await c.all("SELECT count(*) AS n FROM drafts WHERE campaign_id = ? "
-                               "AND approved = TRUE", (campaign_id,))
+                               "AND approved = TRUE AND step = 1", (campaign_id,))  # leads
             return int(rows[0]["n"])
 
     async def list_approved_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:

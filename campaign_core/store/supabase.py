@@ -366,8 +366,8 @@ class SupabaseStore(Erasure[Pairs]):
         else:
             for i in range(0, len(lead_ids), 100):  # keep the URL short
                 await self._approve(campaign_id, lead_ids[i:i + 100])
-        return await self._count(
-            "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True))
+        return await self._count(  # leads approved: a sequence's follow-ups count once
+            "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True).eq("step", 1))
 
     async def _approve(self, campaign_id: str, lead_ids: list[str]) -> None:
         await self._run(lambda db: db.table("drafts").update({"approved": True}, returning=MINIMAL)
