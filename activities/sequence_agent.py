@@ -75,18 +75,19 @@ class SequenceAgent(Agent):
         it is scheduled, so the send still in flight cannot put it on the schedule again.
         """
         started = now_utc()
-        if req.lead_id is None:
+        repliers = list(dict.fromkeys(([req.lead_id] if req.lead_id else []) + req.lead_ids))
+        if not repliers:
             await self.store.stop_open_steps(req.campaign_id, req.reason)
             return []
-        lead_ids = [req.lead_id]
+        lead_ids = list(repliers)
         if req.company:
-            lead = await self.store.get_lead(req.campaign_id, req.lead_id)
-            domain = company_domain(lead.email) if lead else None
-            if domain is not None:
-                lead_ids += [x for x in await self.store.lead_ids_at_domain(req.campaign_id, domain)
-                             if x != req.lead_id]
+            for replier in repliers:
+                lead = await self.store.get_lead(req.campaign_id, replier)
+                domain = company_domain(lead.email) if lead else None
+                if domain is not None:
+                    lead_ids += await self.store.lead_ids_at_domain(req.campaign_id, domain)
         stopped = []
-        for lead_id in lead_ids:
+        for lead_id in dict.fromkeys(lead_ids):
             step = max(2, await self.store.last_sent_step(req.campaign_id, lead_id) + 1)
             if step > req.steps:
                 continue
@@ -94,7 +95,7 @@ class SequenceAgent(Agent):
             stopped.append(lead_id)
             record = Record(kind="sequence_stop", key=f"{lead_id}:{step}",
                             data={"status": "stopped", "step": step, "stop_reason": req.reason,
-                                  "by_colleague": lead_id != req.lead_id},
+                                  "by_colleague": lead_id not in repliers},
                             provenance=self.provenance(f"signal:{req.reason}", req.model_dump()))
             await self.keep(self.envelope(req.campaign_id, [record], started), lead_id,
                             f"sequence stopped at step {step}: {req.reason}")

@@ -350,10 +350,11 @@ class NextDueRequest(BaseModel):
 
 
 class StopSequence(BaseModel):
-    """Stop one lead's sequence (a reply), or every open one of a campaign (`lead_id` None)."""
+    """Stop the sequences of these leads (replies), or every open one of a campaign (none)."""
 
     campaign_id: str
     lead_id: str | None = None
+    lead_ids: list[str] = Field(default_factory=list, max_length=1000)
     reason: str
     steps: int = Field(default=1, ge=1)
     company: bool = Field(default=False, description="Stop the lead's company colleagues too.")

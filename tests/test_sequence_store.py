@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests import pg_fixtures
-from tests.test_store import Backend, backend, draft, new_campaign  # noqa: F401 (fixture)
+from tests import pg_fixtures, test_store
+from tests.test_store import Backend, draft, new_campaign
 
 pg_cluster = pg_fixtures.pg_cluster
 pg_url = pg_fixtures.pg_url
+backend = test_store.backend
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 

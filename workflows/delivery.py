@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from campaign_core.send_window import next_open
     from workflows.agents import call_agent
     from workflows.lead import failure_reason
-    from workflows.sequence import REPLY_STOPS, FollowUps, run_is_full
+    from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, run_is_full
 
 
 MINUTE = timedelta(minutes=1)
@@ -53,6 +53,8 @@ class DeliveryOrchestrator:
         self._breaker_tripped = False
         #: Leads whose sequence a reply stopped during this run: their next step is not sent.
         self._stopped: dict[str, str] = {}
+        #: Replies not yet recorded in the store, by stop reason.
+        self._stop_queue: dict[str, list[str]] = {}
         self._follow_ups: FollowUps | None = None
 
     @workflow.query(name="progress")
@@ -99,23 +101,34 @@ class DeliveryOrchestrator:
         self._cancelled = True
 
     @workflow.signal(name="reply")
-    async def reply(self, signal: ReplySignal) -> None:
+    def reply(self, signal: ReplySignal) -> None:
         """A reply (or a bounce that came back as mail) from a lead: stop its sequence now,
         so that a step already waiting for its due time never fires. Automatic replies
-        (out of office) stop nothing."""
+        (out of office) stop nothing. The stop is recorded by the run's loop, which the
+        signal wakes: many replies at once are one store call, not one each."""
         reason = REPLY_STOPS.get(signal.kind)
         inp = self._inp
         if reason is None or inp is None or not inp.follow_up_seconds:
             return
         self._stopped[signal.lead_id] = reason
-        stopped = await call_agent(
-            SequenceAgent.stop_sequence,
-            StopSequence(campaign_id=inp.campaign_id, lead_id=signal.lead_id, reason=reason,
-                         steps=1 + len(inp.follow_up_seconds),
-                         company=inp.stop_on_company_reply and signal.kind == "reply"),
-            prefix=inp.queue_prefix, summary=f"stop the sequence of lead {signal.lead_id}")
-        for lead_id in stopped:
-            self._stopped.setdefault(lead_id, reason)
+        self._stop_queue.setdefault(reason, []).append(signal.lead_id)
+
+    async def _flush_stops(self, inp: DeliveryInput) -> None:
+        """Record the stops that replies asked for since the last flush, in batches."""
+        while self._stop_queue:
+            reason = next(iter(self._stop_queue))
+            lead_ids = self._stop_queue[reason][:STOP_BATCH]
+            del self._stop_queue[reason][:STOP_BATCH]
+            if not self._stop_queue[reason]:
+                del self._stop_queue[reason]
+            stopped = await call_agent(
+                SequenceAgent.stop_sequence,
+                StopSequence(campaign_id=inp.campaign_id, lead_ids=lead_ids, reason=reason,
+                             steps=1 + len(inp.follow_up_seconds),
+                             company=inp.stop_on_company_reply and reason == "replied"),
+                prefix=inp.queue_prefix, summary=f"stop {len(lead_ids)} sequence(s): {reason}")
+            for lead_id in stopped:
+                self._stopped.setdefault(lead_id, reason)
         self._details()
 
     def _details(self) -> None:
@@ -239,8 +252,13 @@ class DeliveryOrchestrator:
             self._result.failed += 1
         self._details()
 
-    def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None:
-        """Continue as new with the counters, the pause state and recent sends per domain."""
+    async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None:
+        """Continue as new with the counters, the pause state and recent sends per domain
+        (replies waiting to be recorded are recorded first)."""
+        await self._flush_stops(inp)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        while self._stop_queue:  # a reply arrived during the flush
+            await self._flush_stops(inp)
         workflow.continue_as_new(inp.model_copy(update={
             "result": self._result, "runs": inp.runs + 1,
             "paused": self._paused, "breaker_tripped": self._breaker_tripped,
@@ -288,6 +306,8 @@ class DeliveryOrchestrator:
                 started += 1
             if page:
                 after = page[-1].lead_id
+            if self._stop_queue:
+                await self._flush_stops(inp)
             if len(page) < inp.page_size:
                 break
             if started >= inp.sends_per_run or run_is_full():
@@ -295,6 +315,6 @@ class DeliveryOrchestrator:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._cancelled:
-                    self._continue_as_new(inp, after=after)
+                    await self._continue_as_new(inp, after=after)
         if pending:
             await workflow.wait(pending)

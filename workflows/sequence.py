@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 #: suggestion and its 51,200 limit, and under the 10,000 the issue sets.
 EVENTS_PER_RUN = 7000
 
+#: Replies recorded per store call (one activity) when many arrive at once.
+STOP_BATCH = 500
+
 #: What a reply signal's kind stops a sequence with; automatic replies stop nothing.
 REPLY_STOPS = {"reply": "replied", "bounce": "bounced"}
 
@@ -82,8 +85,9 @@ class FollowUps:
             self.in_flight.pop(lead_id, None)
 
     def _woken(self) -> bool:
-        """Wake before the timer: cancelled, or a send scheduled a step due earlier."""
-        if self.owner._cancelled:
+        """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
+        due earlier."""
+        if self.owner._cancelled or self.owner._stop_queue:
             return True
         if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
             return True
@@ -98,6 +102,8 @@ class FollowUps:
             await workflow.wait_condition(lambda: not owner._paused or owner._cancelled)
             if owner._cancelled:
                 break
+            if owner._stop_queue:
+                await owner._flush_stops(inp)
             tick = workflow.now()
             after: str | None = None
             while not owner._cancelled:
@@ -126,7 +132,7 @@ class FollowUps:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not owner._cancelled:
-                    owner._continue_as_new(inp, follow_ups_phase=True)
+                    await owner._continue_as_new(inp, follow_ups_phase=True)
             idle = not pending
             self.new_due = None
             self.next_due = await call_agent(
@@ -145,6 +151,7 @@ class FollowUps:
                                               timeout_summary="next follow-up due")
         if pending:
             await workflow.wait(pending)
+        await owner._flush_stops(inp)
         if owner._cancelled:
             await call_agent(
                 SequenceAgent.stop_sequence,
