@@ -16,6 +16,7 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
@@ -25,7 +26,8 @@ from campaign_core.store.base import Store
 from campaign_core.temporal import run_history_lengths
 from starter.manager import CampaignManager
 from tests.doubles import fast_agents
-from tests.test_orchestration import finish, handle, result_of, wait_stage
+from tests.sequence_scale import run_sequence
+from tests.test_orchestration import finish, handle, wait_stage
 
 DAY = timedelta(days=1)
 
@@ -183,3 +185,16 @@ async def test_step_2_is_a_reply_in_the_thread_of_step_1(
     assert later[1]["In-Reply-To"] == later[0]["Message-ID"]
     assert later[1]["References"].split() == [first["Message-ID"], later[0]["Message-ID"]]
     assert len({first["Message-ID"], later[0]["Message-ID"], later[1]["Message-ID"]}) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_5000_leads_3_steps_10_percent_replies(dev_env, tmp_path) -> None:
+    """Every delivery run under 10,000 events, zero follow-ups to anyone who replied."""
+    result = await run_sequence(dev_env, tmp_path, 5000, delays=[20, 20],
+                                prefix=f"slow{tmp_path.name[-6:]}-")
+    print(f"5000 x 3, 10% replies: {result.seconds:.0f} s, delivery runs {result.delivery_runs}")
+    assert result.follow_ups_to_repliers == 0
+    assert result.sent == 5000 + 2 * (5000 - result.replied)
+    assert max(result.delivery_runs) < 10_000
+    assert max(result.campaign_runs) < 10_000
