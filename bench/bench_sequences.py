@@ -32,7 +32,7 @@ async def main(n: int, time_skipping: bool) -> None:
         env = await WorkflowEnvironment.start_local(
             data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
             dev_server_log_level="error")
-        delays = [30, 30]
+        delays = [120, 120]
     try:
         result = await run_sequence(env, Path(tempfile.mkdtemp()), n, delays=delays)
     finally:

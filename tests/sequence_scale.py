@@ -62,8 +62,10 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
     cid = f"seq-{n}"
     rows = [{"email": f"lead{i}@co{i}.example", "company": f"Co {i}"} for i in range(n)]
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
-    every = max(1, round(1 / reply_share))
-    repliers = [lead.lead_id for i, lead in enumerate(intake.leads) if i % every == 0]
+    # Step 1 goes out in lead-id order, so the last ids are the last sent: their replies,
+    # signalled as soon as step 1 has reached everyone, arrive before their step 2 is due.
+    ids = sorted(lead.lead_id for lead in intake.leads)
+    repliers = ids[len(ids) - max(1, round(n * reply_share)):]
     sent: list[str] = []
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
@@ -82,9 +84,12 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
         await handle.result()
     elapsed = time.monotonic() - started
     replied = set(repliers)
+    to_repliers = 0
+    for lead_id in replied:  # from the store: the doubles' list also holds retried calls
+        to_repliers += await store.last_sent_step(cid, lead_id) > 1
     return SequenceRun(
-        leads=n, replied=len(replied), sent=len(sent),
-        follow_ups_to_repliers=sum(1 for s in sent if "#" in s and s.split("#")[0] in replied),
+        leads=n, replied=len(replied), sent=(await store.counts(cid)).sent,
+        follow_ups_to_repliers=to_repliers,
         delivery_runs=await run_history_lengths(env.client, delivery_workflow_id(cid)),
         campaign_runs=await run_history_lengths(env.client, campaign_workflow_id(cid)),
         seconds=elapsed)

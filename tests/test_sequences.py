@@ -191,7 +191,7 @@ async def test_step_2_is_a_reply_in_the_thread_of_step_1(
 @pytest.mark.timeout(1800)
 async def test_5000_leads_3_steps_10_percent_replies(dev_env, tmp_path) -> None:
     """Every delivery run under 10,000 events, zero follow-ups to anyone who replied."""
-    result = await run_sequence(dev_env, tmp_path, 5000, delays=[20, 20],
+    result = await run_sequence(dev_env, tmp_path, 5000, delays=[120, 120],
                                 prefix=f"slow{tmp_path.name[-6:]}-")
     print(f"5000 x 3, 10% replies: {result.seconds:.0f} s, delivery runs {result.delivery_runs}")
     assert result.follow_ups_to_repliers == 0

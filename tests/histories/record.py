@@ -5,8 +5,9 @@ compatible change to workflow code (or when adding a workflow); it runs real cam
 with the real agents on the time-skipping server and writes one JSON history per
 workflow run into this folder. Scenarios: `basic` (approve with a send window and
 continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
-tripping the circuit breaker, resume) and `scheduled` (one firing of a recurring
-campaign) and `sequence` (two follow-ups, one lead replying after step 1); all by default. Re-record only the scenario you added: the older files are
+tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
+campaign) and `sequence` (two follow-ups, one lead replying after step 1); all by
+default. Re-record only the scenario you added: the older files are
 what proves new code still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
@@ -141,7 +142,9 @@ async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
     await mgr.approve(cid, by="recorder")
     await wait_stage(env.client, cid, Stage.DELIVERING)
-    while (await mgr.store.counts(cid)).sent < 2:
+    for _ in range(600):
+        if (await mgr.store.counts(cid)).sent >= 2:
+            break
         await asyncio.sleep(0.05)
     await env.client.get_workflow_handle(campaign_workflow_id(cid)).signal(
         "reply", ReplySignal(lead_id=intake.leads[0].lead_id, kind="reply", reply_id="r-1"))
