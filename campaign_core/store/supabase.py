@@ -485,7 +485,8 @@ class SupabaseStore(Erasure[Pairs]):
     _KEYS: ClassVar[dict[str, list[str]]] = {
         "leads": ["campaign_id", "lead_id"], "drafts": ["campaign_id", "lead_id", "step"],
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
-        "audit_log": ["envelope_id"], "delivery_events": ["event_id"]}
+        "audit_log": ["envelope_id"], "delivery_events": ["event_id"],
+        "sequence_steps": ["campaign_id", "lead_id", "step"]}
 
     def _erasing(self, subject: str) -> AbstractAsyncContextManager[Pairs]:
         return nullcontext(set())  # no transaction: the pairs in scope, once known
