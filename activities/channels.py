@@ -311,6 +311,8 @@ def webhook_payload(msg: EmailMessage, *, key: str, campaign_id: str, lead_id: s
         "headers": {
             "List-Unsubscribe": str(msg["List-Unsubscribe"]),
             "List-Unsubscribe-Post": str(msg["List-Unsubscribe-Post"]),
+            # A follow-up's thread, so the receiver can send it as a reply.
+            **{h: str(msg[h]) for h in ("In-Reply-To", "References") if msg[h] is not None},
         },
     }
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
 from activities.base import Agent, permanent
-from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft
+from activities.guardrails import SUBJECT_MAX_CHARS, BriefRules, Citation, DraftOutput, check_draft
 from activities.history_guard import PrivateReasonError
 from activities.llm_client import cost_usd, make_client, provider_call
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
@@ -29,11 +29,18 @@ from campaign_core.metrics import process_metrics
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
-from campaign_core.store.rows import AuditEntry
+from campaign_core.store.rows import AuditEntry, DraftRow
 
 OFFLINE_MODEL = "offline-template"
 TEMPLATE_VERSION = "offline-v1"
 PROMPT_NAME = "copywriter_v2"
+#: The prompt of steps 2, 3...: a reply in the thread, with the earlier messages as context.
+FOLLOW_UP_PROMPT_NAME = "copywriter_followup_v1"
+#: The offline writer's follow-up sentences (fixed, so their numbers need no citation).
+OFFLINE_FOLLOW_UP_ASK = "If the timing is wrong, a one-line reply saying so is just as welcome."
+OFFLINE_LAST_NOTE = ("This is my last note on this for now, so I will not keep filling your "
+                     "inbox. If it becomes a priority later, a short reply is all it takes "
+                     "and I will pick it up from there.")
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PROVIDERS = ("openai", "offline")
 #: Longest passage text put into a prompt; passages are chunks, this only bounds outliers.
@@ -135,13 +142,32 @@ def interpret(outcome: CallOutcome) -> tuple[DraftOutput | None, str | None]:
 
 
 def judge(
-    outcome: CallOutcome, *, passages: list[dict[str, Any]], lead: Lead, brief: str
+    outcome: CallOutcome, *, passages: list[dict[str, Any]], lead: Lead, brief: str,
+    subject: str | None = None,
 ) -> tuple[DraftOutput | None, list[str]]:
-    """The answer's draft and every guardrail reason against it (none: it may be kept)."""
+    """The answer's draft and every guardrail reason against it (none: it may be kept).
+
+    `subject` replaces the model's subject first (a follow-up keeps its thread's subject).
+    """
     draft, malformed = interpret(outcome)
     if draft is None:
         return None, [malformed or "the output was empty"]
+    if subject is not None:
+        draft = draft.model_copy(update={"subject": subject})
     return draft, check_draft(draft, passages=passages, lead=lead, brief=brief)
+
+
+def follow_up_subject(first_subject: str) -> str:
+    """`Re: <step 1 subject>`: a follow-up is a reply in the first message's thread."""
+    base = re.sub(r"^(\s*re\s*:\s*)+", "", first_subject.strip(), flags=re.IGNORECASE)
+    return f"Re: {base}"[:SUBJECT_MAX_CHARS]
+
+
+def earlier_block(earlier: list[DraftRow]) -> str:
+    """The earlier messages of the thread, each fenced as data, oldest first."""
+    return "\n\n".join(
+        f'<earlier_message step="{d.step}">\nSubject: {fenced(d.subject)}\n\n{fenced(d.body)}\n'
+        "</earlier_message>" for d in earlier)
 
 
 def _first_sentence(text: str) -> str:
@@ -185,6 +211,35 @@ def guardrail_failure(reasons: list[str], what: str) -> PrivateReasonError:
         "and audit trail)", type="GuardrailViolation", private=f"{what}: " + "; ".join(reasons))
 
 
+def offline_follow_up(lead: Lead, passages: list[dict[str, Any]], earlier: list[DraftRow],
+                      step: int, steps: int) -> DraftOutput:
+    """A deterministic follow-up: short, not a repeat of step 1, in the same thread.
+
+    The middle steps add one passage the first message did not use (when there is one)
+    and a smaller ask; the last step of a longer sequence closes the thread politely.
+    """
+    greeting = f"Hi {lead.first_name}," if lead.first_name else "Hello,"
+    who = lead.company or lead.email.split("@", 1)[1]
+    used = {pid for d in earlier for pid in d.citations}
+    fresh = [p for p in passages if str(p["passage_id"]) not in used]
+    citations: list[Citation] = []
+    if step == steps and steps > 2:
+        lines = [greeting, "", OFFLINE_LAST_NOTE]
+    else:
+        lines = [greeting, "", f"A short follow-up on my earlier note about {who}, in case it "
+                 "got buried under everything else this week."]
+        if fresh:
+            passage = fresh[(step - 2) % len(fresh)]
+            sentence = _first_sentence(str(passage["text"]))
+            lines += ["", f"One thing I did not mention: {sentence} [{passage['passage_id']}]"]
+            citations.append(Citation(passage_id=str(passage["passage_id"]), claim=sentence))
+        lines += ["", OFFLINE_FOLLOW_UP_ASK]
+    lines += ["", "Best regards"]
+    points = [p for p in (lead.first_name, lead.company) if p]
+    return DraftOutput(subject=follow_up_subject(earlier[0].subject), body="\n".join(lines),
+                       personal_points=points, citations=citations)
+
+
 def _find(history: list[AuditEntry], kind: str, key: str, value: str, model: str) -> (
     tuple[AuditEntry, dict[str, Any]] | None
 ):
@@ -221,9 +276,27 @@ class CopywriterAgent(Agent):
         passages = await self.store.get_retrieval(inp.campaign_id, inp.lead_id)
         brief = campaign.brief
         history = await self.store.audit(inp.campaign_id, inp.lead_id)
+        if inp.step > 1:
+            earlier = await self._earlier(inp)
+            if self._client is None:
+                return await self._write_offline_follow_up(inp, lead, passages, brief, earlier,
+                                                           history, started)
+            return await self._write_llm(inp, lead, passages, brief, history, started,
+                                         earlier=earlier)
         if self._client is None:
             return await self._write_offline(inp, lead, passages, brief, history, started)
         return await self._write_llm(inp, lead, passages, brief, history, started)
+
+    async def _earlier(self, inp: LeadInput) -> list[DraftRow]:
+        """The drafts of the steps before `inp.step`: a follow-up is written after them."""
+        earlier = []
+        for step in range(1, inp.step):
+            draft = await self.store.get_draft(inp.campaign_id, inp.lead_id, step)
+            if draft is None:
+                raise permanent("NotFound", f"lead {inp.lead_id}: step {step} has no draft, so "
+                                f"step {inp.step} cannot follow it up")
+            earlier.append(draft)
+        return earlier
 
     # -- offline ---------------------------------------------------------------------
 
@@ -250,6 +323,32 @@ class CopywriterAgent(Agent):
         env = self.envelope(inp.campaign_id, [record], started)
         return await self.keep(env, inp.lead_id, "draft written")
 
+    async def _write_offline_follow_up(
+        self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
+        earlier: list[DraftRow], history: list[AuditEntry], started: datetime,
+    ) -> EnvelopeRef:
+        inputs = {"lead": lead.model_dump(mode="json"), "brief": digest(brief),
+                  "passages": [p["passage_id"] for p in passages], "template": TEMPLATE_VERSION,
+                  "step": inp.step, "steps": inp.steps,
+                  "earlier": [digest([d.subject, d.body]) for d in earlier]}
+        prompt_hash = digest(inputs)
+        cached = self._cached_draft(history, prompt_hash)
+        if cached is not None:
+            return cached
+        draft = offline_follow_up(lead, passages, earlier, inp.step, inp.steps)
+        reasons = check_draft(draft, passages=passages, lead=lead, brief=brief,
+                              grounding=[OFFLINE_FOLLOW_UP_ASK, OFFLINE_LAST_NOTE])
+        if reasons:
+            raise permanent("GuardrailViolation", f"guardrail (step {inp.step}): "
+                            + "; ".join(reasons))
+        data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
+                                template_hash=None, calls=[], cached_calls=0, step=inp.step)
+        record = Record(kind="draft", key=f"{inp.lead_id}:{inp.step}", data=data,
+                        provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL,
+                                                   prompt_hash=prompt_hash, tokens=0, cost_usd=0.0))
+        env = self.envelope(inp.campaign_id, [record], started)
+        return await self.keep(env, inp.lead_id, f"draft of step {inp.step}")
+
     # -- LLM -------------------------------------------------------------------------
 
     def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -259,13 +358,20 @@ class CopywriterAgent(Agent):
 
     async def _write_llm(
         self, inp: LeadInput, lead: Lead, passages: list[dict[str, Any]], brief: str,
-        history: list[AuditEntry], started: datetime,
+        history: list[AuditEntry], started: datetime, earlier: list[DraftRow] | None = None,
     ) -> EnvelopeRef:
+        prompt = self.prompt
+        subject: str | None = None
+        values = {"brief": brief.strip() or "(no brief)", "lead": lead_block(lead),
+                  "passages": passages_block(passages)}
+        if earlier:
+            prompt = prompt_template(FOLLOW_UP_PROMPT_NAME)
+            subject = follow_up_subject(earlier[0].subject)
+            values |= {"earlier": earlier_block(earlier), "step": str(inp.step),
+                       "follow_up": str(inp.step - 1)}
         messages = [
-            {"role": "system", "content": self.prompt.render("system")},
-            {"role": "user", "content": self.prompt.render(
-                "user", brief=brief.strip() or "(no brief)", lead=lead_block(lead),
-                passages=passages_block(passages))},
+            {"role": "system", "content": prompt.render("system")},
+            {"role": "user", "content": prompt.render("user", **values)},
         ]
         request = self._request(messages)
         prompt_hash = digest(request)
@@ -278,26 +384,28 @@ class CopywriterAgent(Agent):
         first, was_cached = await self._complete(inp, request, "draft", history)
         reused = int(was_cached)
         calls = [first]
-        draft, reasons = judge(first, passages=passages, lead=lead, brief=brief)
+        draft, reasons = judge(first, passages=passages, lead=lead, brief=brief, subject=subject)
         if reasons:
             # One repair: the model sees its own answer and exactly what was wrong with it.
             repair = self._request([
                 *messages,
                 {"role": "assistant", "content": first.content or first.refusal or "(no output)"},
-                {"role": "user", "content": self.prompt.render(
+                {"role": "user", "content": prompt.render(
                     "repair", reasons="\n".join(f"- {r}" for r in reasons))},
             ])
             second, reused_again = await self._complete(inp, repair, "repair", history)
             calls.append(second)
             reused += reused_again
-            draft, reasons = judge(second, passages=passages, lead=lead, brief=brief)
+            draft, reasons = judge(second, passages=passages, lead=lead, brief=brief,
+                                   subject=subject)
             process_metrics().guardrail(repaired=not reused_again, failed=bool(reasons))
             if reasons:
                 raise guardrail_failure(reasons, "guardrail (after one repair attempt)")
         assert draft is not None
-        data = self._draft_data(draft, prompt_hash=prompt_hash, template=self.prompt.name,
-                                template_hash=self.prompt.sha256, calls=calls, cached_calls=reused)
-        record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
+        data = self._draft_data(draft, prompt_hash=prompt_hash, template=prompt.name,
+                                template_hash=prompt.sha256, calls=calls, cached_calls=reused,
+                                step=inp.step)
+        record = Record(kind="draft", key=f"{inp.lead_id}:{inp.step}", data=data,
                         provenance=self.provenance(
                             f"llm:{self.provider}", self._request(messages), model=self.model,
                             prompt_hash=prompt_hash, tokens=data["usage"]["total_tokens"],
@@ -385,7 +493,7 @@ class CopywriterAgent(Agent):
 
     def _draft_data(
         self, draft: DraftOutput, *, prompt_hash: str, template: str, template_hash: str | None,
-        calls: list[CallOutcome], cached_calls: int,
+        calls: list[CallOutcome], cached_calls: int, step: int = 1,
     ) -> dict[str, Any]:
         """The draft record: the text, what it cites, and what it took to produce it."""
         prompt_tokens = sum(c.prompt_tokens for c in calls)
@@ -397,7 +505,7 @@ class CopywriterAgent(Agent):
             "citations": list(dict.fromkeys(c.passage_id for c in draft.citations)),
             "claims": [c.model_dump() for c in draft.citations],
             "personal_points": draft.personal_points,
-            "step": 1,
+            "step": step,
             "template": template,
             "template_hash": template_hash,
             "prompt_hash": prompt_hash,

@@ -28,10 +28,12 @@ from activities.channels import (
 )
 from activities.history_guard import PrivateReasonError
 from activities.rendering import (
+    message_id_for,
     render_message,
     unsubscribe_mailto,
     unsubscribe_url,
 )
+from activities.sequence_agent import stop_reason_at_due
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
@@ -91,6 +93,8 @@ class DeliveryAgent(Agent):
         key = message_key(inp.campaign_id, inp.lead_id, inp.step)
         done = await self.store.get_delivery(key)
         if done and done.status in {"sent", "suppressed"}:
+            if done.status == "sent":
+                await self._sequence_sent(inp)
             return DeliveryOutcome(lead_id=inp.lead_id, status=done.status,
                                    message_id=done.message_id)
         draft = await self.store.get_draft(inp.campaign_id, inp.lead_id, inp.step)
@@ -99,6 +103,15 @@ class DeliveryAgent(Agent):
             draft = await self.store.get_draft_version(
                 inp.campaign_id, inp.lead_id, inp.step, draft.approved_version)
         lead = await self.store.get_lead(inp.campaign_id, inp.lead_id)
+        if inp.step > 1 and lead is not None and (done is None or done.status == "failed"):
+            # A follow-up: the stop conditions are read now, at the moment it is due.
+            reason = inp.stop_reason or await stop_reason_at_due(
+                self.store, inp.campaign_id, lead, inp.step, draft,
+                company=inp.stop_on_company_reply)
+            if reason is not None:
+                await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step,
+                                                 "stopped", reason)
+                return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason)
         if draft is None or lead is None or not draft.approved:
             raise permanent("NotFound", f"no approved draft for lead {inp.lead_id}")
         common = {"message_key": key, "campaign_id": inp.campaign_id, "lead_id": inp.lead_id,
@@ -112,6 +125,7 @@ class DeliveryAgent(Agent):
         async def finish(message_id: str, data: dict[str, Any], error: str | None = None
                          ) -> DeliveryOutcome:
             await mark("sent", message_id, error)
+            await self._sequence_sent(inp)
             record = Record(
                 kind="delivery", key=key,
                 data={"status": "sent", "message_id": message_id, "channel": inp.channel.value,
@@ -129,6 +143,7 @@ class DeliveryAgent(Agent):
                 await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
             mailto=unsubscribe_mailto(self.settings.mail_from, key),
             postal_address=self.settings.postal_address,
+            references=await self._thread(inp),
         )
         message_id = str(msg["Message-ID"])
         if done and done.status == COMMITTING:
@@ -157,6 +172,23 @@ class DeliveryAgent(Agent):
         if inp.channel is Channel.OUTBOX:
             data = {"file": f"{key}.eml"}
         return await finish(message_id, data)
+
+    async def _sequence_sent(self, inp: DeliverInput) -> None:
+        """Record a sent follow-up and put the next step on the schedule (idempotent)."""
+        if inp.step > 1:
+            await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "sent")
+        if inp.next_due_at is not None and inp.step < inp.steps:
+            await self.store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1,
+                                           inp.next_due_at)
+
+    async def _thread(self, inp: DeliverInput) -> list[str]:
+        """The Message-IDs of the earlier steps, oldest first: a follow-up replies to them."""
+        ids = []
+        for step in range(1, inp.step):
+            earlier = await self.store.get_delivery(message_key(inp.campaign_id, inp.lead_id, step))
+            ids.append(earlier.message_id if earlier and earlier.message_id else message_id_for(
+                message_key(inp.campaign_id, inp.lead_id, step), self.settings.mail_from))
+        return ids
 
     async def _send(self, inp: DeliverInput, key: str, recipient: str, msg: EmailMessage,
                     mark: Callable[..., Awaitable[None]]) -> Accepted:

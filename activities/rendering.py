@@ -99,10 +99,13 @@ def _html_body(body: str, url: str, postal: list[str]) -> str:
 def render_message(
     *, key: str, sender: str, to: str, to_name: str | None, subject: str, body: str,
     unsubscribe_url: str, mailto: str | None = None, postal_address: str | None = None,
+    references: list[str] | None = None,
 ) -> EmailMessage:
     """An RFC 5322 multipart/alternative message whose Message-ID derives from the key.
 
     The footer of both parts carries `postal_address` (CAN-SPAM) and the unsubscribe link.
+    A follow-up names the earlier messages of its thread (`references`, oldest first):
+    `In-Reply-To` the last of them, `References` all (RFC 5322 3.6.4).
     """
     msg = EmailMessage(policy=MAIL_POLICY)
     msg["Message-ID"] = message_id_for(key, sender)
@@ -110,6 +113,10 @@ def render_message(
     msg["From"] = header_safe(sender)
     msg["To"] = _address(to_name, to)
     msg["Subject"] = header_safe(strip_citations(subject))
+    thread = [f"<{header_safe(m).strip('<>')}>" for m in references or [] if m.strip("<> ")]
+    if thread:
+        msg["In-Reply-To"] = thread[-1]
+        msg["References"] = " ".join(thread)
     links = [f"<{header_safe(unsubscribe_url)}>"]
     if mailto:
         links.append(f"<{header_safe(mailto)}>")

@@ -46,6 +46,7 @@ class Counts(BaseModel):
     sent: int = 0
     send_failed: int = 0
     replied: int = 0
+    stopped: int = Field(default=0, description="Follow-up steps not sent: a stop condition held.")
 
 
 class Approval(BaseModel):
@@ -121,12 +122,24 @@ class CampaignInput(BaseModel):
     bounce_min_sends: int = Field(default=20, ge=1)
     use_search_attributes: bool = True
     carry: CampaignCarry | None = None
+    follow_up_seconds: list[int] = Field(
+        default_factory=list, max_length=3,
+        description="Delay of each follow-up after the previous step's send (`--follow-up`).")
+    stop_on_company_reply: bool = Field(
+        default=False, description="A reply from a company domain stops its other leads too.")
+
+    @property
+    def steps(self) -> int:
+        """Messages in each lead's sequence: the first and its follow-ups."""
+        return 1 + len(self.follow_up_seconds)
 
 
 class LeadInput(BaseModel):
     campaign_id: str
     lead_id: str
     queue_prefix: str = ""
+    steps: int = Field(default=1, ge=1, description="Drafts to write: step 1 and follow-ups.")
+    step: int = Field(default=1, ge=1, description="The step `write_draft` writes.")
 
 
 class LeadResult(BaseModel):
@@ -148,9 +161,10 @@ class DeliveryOutcome(BaseModel):
     """What one delivery attempt decided for one lead."""
 
     lead_id: str
-    status: str  # "sent" | "suppressed" | "failed"
+    status: str  # "sent" | "suppressed" | "failed" | "stopped"
     message_id: str | None = None
     error: str | None = None
+    stop_reason: str | None = None
 
 
 class DeliveryResult(BaseModel):
@@ -159,6 +173,7 @@ class DeliveryResult(BaseModel):
     failed: int = 0
     bounced: int = 0
     complaints: int = 0
+    stopped: int = 0
 
 
 class DeliveryInput(BaseModel):
@@ -190,6 +205,11 @@ class DeliveryInput(BaseModel):
         default=20, ge=1, description="The breaker only judges a campaign after this many sends."
     )
     breaker_tripped: bool = False
+    follow_up_seconds: list[int] = Field(default_factory=list, max_length=3)
+    stop_on_company_reply: bool = False
+    follow_ups_phase: bool = Field(
+        default=False, description="Step 1 went to every approved lead; this run sends the "
+        "follow-ups as they fall due.")
 
 
 class CampaignStatus(BaseModel):
@@ -268,6 +288,13 @@ class DeliverInput(BaseModel):
     lead_id: str
     channel: Channel = Channel.OUTBOX
     step: int = 1
+    steps: int = Field(default=1, ge=1, description="Steps in the lead's sequence.")
+    next_due_at: datetime | None = Field(
+        default=None, description="When the next step falls due if this one is sent.")
+    stop_on_company_reply: bool = False
+    stop_reason: str | None = Field(
+        default=None, description="The workflow already knows the sequence stopped (a reply "
+        "signal): record the step stopped, send nothing.")
 
 
 class LeadIdsCheck(BaseModel):
@@ -307,3 +334,47 @@ class ScheduledRun(BaseModel):
     campaign_id: str
     leads: int
     already_started: bool = False
+
+
+# -- sequences and replies ---------------------------------------------------------------
+
+
+class DueRequest(BaseModel):
+    """A page of follow-up steps due by `before`, keyset-paged by lead id after `after`."""
+
+    campaign_id: str
+    before: datetime
+    after: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class DueStep(ApprovedLead):
+    """One follow-up that is due: the lead (zone, domain, as delivery plans) and the step."""
+
+    step: int
+
+
+class NextDueRequest(BaseModel):
+    """The earliest due time of a scheduled follow-up later than `after`."""
+
+    campaign_id: str
+    after: datetime
+
+
+class StopSequence(BaseModel):
+    """Stop the sequences of these leads (replies), or every open one of a campaign (none)."""
+
+    campaign_id: str
+    lead_id: str | None = None
+    lead_ids: list[str] = Field(default_factory=list, max_length=1000)
+    reason: str
+    steps: int = Field(default=1, ge=1)
+    company: bool = Field(default=False, description="Stop the lead's company colleagues too.")
+
+
+class StepFailure(BaseModel):
+    """A follow-up whose send failed for good: taken off the schedule."""
+
+    campaign_id: str
+    lead_id: str
+    step: int

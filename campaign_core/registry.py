@@ -22,6 +22,7 @@ from activities.delivery import DeliveryAgent
 from activities.knowledge import KnowledgeAgent
 from activities.replies import ReplyAgent
 from activities.schedule_agent import ScheduleAgent
+from activities.sequence_agent import SequenceAgent
 from activities.store_agent import StoreAgent
 
 #: Error types no retry can fix: raised as non-retryable ApplicationErrors.
@@ -112,7 +113,7 @@ def _store(fn: AgentMethod) -> AgentSpec:
 
 #: The classes whose methods are agents; the worker makes one instance of each.
 AGENT_CLASSES: tuple[type[Agent], ...] = (
-    StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent,
+    StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent, SequenceAgent,
 )
 
 AGENTS: dict[AgentMethod, AgentSpec] = {
@@ -128,6 +129,10 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         _store(StoreAgent.check_lead_ids),
         _store(StoreAgent.apply_draft_edit),
         _store(StoreAgent.set_excluded),
+        _store(SequenceAgent.list_due_steps),
+        _store(SequenceAgent.next_due_at),
+        _store(SequenceAgent.stop_sequence),
+        _store(SequenceAgent.record_step_failure),
         # Long enough for a first index build that embeds the whole knowledge base;
         # heartbeats (also while waiting for another lead's build) catch a dead worker.
         AgentSpec(KnowledgeAgent.retrieve_knowledge, "knowledge", timedelta(minutes=5),

@@ -26,6 +26,7 @@ from campaign_core.ids import CAMPAIGN_ID_PATTERN
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel
 from campaign_core.replies import InboundResult
+from campaign_core.sequence import MAX_FOLLOW_UPS, FollowUpError, follow_up_seconds
 from campaign_core.settings import Settings
 from campaign_core.store.rows import DraftView, ReportRow
 from campaign_core.temporal import TemporalUnreachable
@@ -82,6 +83,11 @@ class StartRequest(BaseModel):
                            description="Makes the start idempotent.")
     approval_timeout: str = Field(default="72h", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$",
                                   description="e.g. 72h, 3d, 90m.")
+    follow_ups: list[str] = Field(
+        default_factory=list, max_length=MAX_FOLLOW_UPS,
+        description="Follow-up delays, each after the previous step's send: 30s, 2m, 12h, 3d.")
+    stop_on_company_reply: bool = Field(
+        default=False, description="A reply from a company domain stops its other leads too.")
 
 
 class StartResponse(BaseModel):
@@ -467,6 +473,13 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
     except BadInput as err:
         raise HTTPException(422, [{"loc": ["body", "approval_timeout"], "type": "value_error",
                                    "msg": str(err)}]) from err
+    delays: list[int] = []
+    for i, text in enumerate(body.follow_ups):
+        try:
+            delays.append(follow_up_seconds(text))
+        except FollowUpError as err:
+            raise HTTPException(422, [{"loc": ["body", "follow_ups", i], "type": "value_error",
+                                       "msg": str(err)}]) from err
     cid = campaign_id_for(body.name, body.id)
     intake = parse_lead_rows(enumerate(body.leads, start=1), cid)
     if not intake.leads:
@@ -476,7 +489,9 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
         ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
     try:
         result = await m.start(intake, name=body.name, brief=body.brief, channel=body.channel,
-                               campaign_id=cid, approval_timeout_seconds=timeout)
+                               campaign_id=cid, approval_timeout_seconds=timeout,
+                               follow_up_seconds=delays,
+                               stop_on_company_reply=body.stop_on_company_reply)
     except NotFound:
         raise
     except BadInput as err:

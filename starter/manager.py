@@ -49,6 +49,7 @@ from campaign_core.models import (
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
 from campaign_core.send_window import SendWindow
+from campaign_core.sequence import FollowUpError, describe_seconds, parse_follow_ups
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
@@ -86,6 +87,14 @@ def parse_duration(text: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise BadInput(f"--approval-timeout: {text!r} is not a duration like 72h, 3d or 90m")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def follow_up_delays(texts: list[str] | None) -> list[int]:
+    """`--follow-up 3d --follow-up 7d` -> delays in seconds; BadInput naming the bad one."""
+    try:
+        return parse_follow_ups(texts or [])
+    except FollowUpError as err:
+        raise BadInput(f"--follow-up: {err}") from err
 
 
 def check_campaign_id(campaign_id: str) -> str:
@@ -235,6 +244,7 @@ class CampaignManager(ControlPlane):
         window: int = 200, send_window: SendWindow | None = None,
         leads_per_run: int = 1000, page_size: int = 100,
         domain_limit_per_minute: int | None = 20, send_rate_per_second: float | None = None,
+        follow_up_seconds: list[int] | None = None, stop_on_company_reply: bool = False,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
@@ -271,7 +281,9 @@ class CampaignManager(ControlPlane):
                               sends_per_run=leads_per_run, page_size=page_size,
                               domain_limit_per_minute=domain_limit_per_minute,
                               send_rate_per_second=send_rate_per_second,
-                              use_search_attributes=self.use_search_attributes),
+                              use_search_attributes=self.use_search_attributes,
+                              follow_up_seconds=follow_up_seconds or [],
+                              stop_on_company_reply=stop_on_company_reply),
                 id=wid,
                 task_queue=queue_name(WORKFLOW_QUEUE, self.queue_prefix),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -281,6 +293,9 @@ class CampaignManager(ControlPlane):
                     f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
                     f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
                     f"* send window: {send_window.describe() if send_window else 'any time'}"
+                    + (f"\n* follow-ups: {', '.join(map(describe_seconds, follow_up_seconds))}"
+                       + (" (a company reply stops colleagues)" if stop_on_company_reply else "")
+                       if follow_up_seconds else "")
                 ),
                 search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
                 if self.use_search_attributes else None,

@@ -39,6 +39,7 @@ from campaign_core.models import (
 )
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
+from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt
 from starter.manager import BadInput, ControlPlane, NotFound
 from workflows.campaign import search_attributes
@@ -153,7 +154,8 @@ class ScheduleManager(ControlPlane):
         approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         send_window: SendWindow | None = None, domain_limit_per_minute: int | None = 20,
         send_rate_per_second: float | None = None, paused: bool = False,
-        source: str = "",
+        source: str = "", follow_up_seconds: list[int] | None = None,
+        stop_on_company_reply: bool = False,
     ) -> ScheduleCreated:
         """Store the leads once under `template_id`, then create the schedule.
 
@@ -184,6 +186,8 @@ class ScheduleManager(ControlPlane):
             queue_prefix=self.queue_prefix, domain_limit_per_minute=domain_limit_per_minute,
             send_rate_per_second=send_rate_per_second,
             use_search_attributes=self.use_search_attributes,
+            follow_up_seconds=follow_up_seconds or [],
+            stop_on_company_reply=stop_on_company_reply,
         )
         window = send_window.describe() if send_window else "any time"
         memo = {
@@ -192,6 +196,8 @@ class ScheduleManager(ControlPlane):
             "approval_timeout": str(timedelta(seconds=approval_timeout_seconds)),
             "send_window": window, "knowledge_base": kb_dir.name if kb_dir else None,
             "leads_file": source or None, "created_at": datetime.now(UTC).isoformat(),
+            "follow_ups": [describe_seconds(s) for s in follow_up_seconds or []],
+            "stop_on_company_reply": stop_on_company_reply,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")

@@ -12,14 +12,23 @@ from typing import Any
 
 from temporalio import activity
 
+from activities.sequence_agent import stop_reason_at_due
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import message_key
 from campaign_core.models import DeliverInput, DeliveryOutcome, LeadInput, StoreDraftInput
 from campaign_core.store.base import Store
 
+#: Marks a follow-up's step in a double's envelope id (`env-draft-<lead>~step~2`).
+STEP_MARK = "~step~"
+
 
 def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callable[..., Any]]:
-    """Doubles for every per-lead agent; `sent` collects the lead ids delivered."""
+    """Doubles for every per-lead agent; `sent` collects the lead ids delivered.
+
+    Steps after the first are drafted and delivered like the real agents do (the double
+    of `deliver_message` also records the follow-up and schedules the next one; the stop
+    check is the real one), and `sent` gets `<lead>#<step>` for them.
+    """
 
     @activity.defn(name="store_lead")
     async def store_lead(inp: LeadInput) -> EnvelopeRef:
@@ -31,24 +40,43 @@ def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callab
 
     @activity.defn(name="write_draft")
     async def write_draft(inp: LeadInput) -> EnvelopeRef:
-        return EnvelopeRef(envelope_id=f"env-draft-{inp.lead_id}", agent="double", summary="d")
+        step = "" if inp.step == 1 else f"{STEP_MARK}{inp.step}"
+        return EnvelopeRef(envelope_id=f"env-draft-{inp.lead_id}{step}", agent="double",
+                           summary="d")
 
     @activity.defn(name="store_draft")
     async def store_draft(inp: StoreDraftInput) -> EnvelopeRef:
+        _, mark, step = inp.envelope_id.rpartition(STEP_MARK)
         await store.upsert_draft(
-            campaign_id=inp.campaign_id, lead_id=inp.lead_id, step=1, subject="s", body="b",
-            citations=[], provenance={"agent": "double"}, envelope_id=inp.envelope_id)
+            campaign_id=inp.campaign_id, lead_id=inp.lead_id, step=int(step) if mark else 1,
+            subject="s", body="b", citations=[], provenance={"agent": "double"},
+            envelope_id=inp.envelope_id)
         await store.set_lead_status(inp.campaign_id, inp.lead_id, "drafted")
         return EnvelopeRef(envelope_id=inp.envelope_id, agent="double")
 
     @activity.defn(name="deliver_message")
     async def deliver_message(inp: DeliverInput) -> DeliveryOutcome:
         key = message_key(inp.campaign_id, inp.lead_id, inp.step)
+        done = await store.get_delivery(key)
+        if inp.step > 1 and done is None:
+            lead = await store.get_lead(inp.campaign_id, inp.lead_id)
+            draft = await store.get_draft(inp.campaign_id, inp.lead_id, inp.step)
+            reason = inp.stop_reason or (await stop_reason_at_due(
+                store, inp.campaign_id, lead, inp.step, draft, company=inp.stop_on_company_reply)
+                if lead else None)
+            if reason is not None:
+                await store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "stopped",
+                                            reason)
+                return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason)
         await store.upsert_delivery(message_key=key, campaign_id=inp.campaign_id,
                                     lead_id=inp.lead_id, step=inp.step,
                                     channel=inp.channel.value, status="sent", message_id=key)
+        if inp.step > 1:
+            await store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "sent")
+        if inp.next_due_at is not None and inp.step < inp.steps:
+            await store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1, inp.next_due_at)
         if sent is not None:
-            sent.append(inp.lead_id)
+            sent.append(inp.lead_id if inp.step == 1 else f"{inp.lead_id}#{inp.step}")
         return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=key)
 
     return {f.__name__: f for f in (store_lead, retrieve_knowledge, write_draft, store_draft,

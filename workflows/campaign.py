@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         LeadInput,
         PageRequest,
         Rejection,
+        ReplySignal,
         Stage,
         StageUpdate,
     )
@@ -265,6 +266,12 @@ class CampaignWorkflow:
         """A bounce or complaint for one of our messages (from the API's webhook)."""
         await self._forward("delivery_event", event)
 
+    @workflow.signal(name="reply")
+    async def reply(self, signal: ReplySignal) -> None:
+        """A reply matched to one of our leads (replies ingestion): its sequence stops at
+        once, so a follow-up already waiting for its due time never fires."""
+        await self._forward("reply", signal)
+
     @workflow.signal(name="circuit_breaker")
     def circuit_breaker(self, reason: str) -> None:
         """The delivery orchestrator paused itself: record why, for `status` and the UI."""
@@ -313,7 +320,7 @@ class CampaignWorkflow:
             result = await workflow.execute_child_workflow(
                 LeadOrchestrator.run,
                 LeadInput(campaign_id=inp.campaign_id, lead_id=lead_id,
-                          queue_prefix=inp.queue_prefix),
+                          queue_prefix=inp.queue_prefix, steps=inp.steps),
                 id=lead_workflow_id(inp.campaign_id, lead_id),
                 task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
                 static_summary=f"Lead {lead_id} of campaign {inp.campaign_id}",
@@ -472,6 +479,7 @@ class CampaignWorkflow:
         result = await self._deliver(inp)
         c = self._carry.counts
         c.sent, c.suppressed, c.send_failed = result.sent, result.suppressed, result.failed
+        c.stopped = result.stopped
         final = Stage.CANCELLED if self._carry.cancelled else Stage.COMPLETED
         await self._set_stage(
             inp, final, f"sent {result.sent}, suppressed {result.suppressed}, failed {result.failed}"
@@ -492,7 +500,9 @@ class CampaignWorkflow:
                           send_rate_per_second=inp.send_rate_per_second,
                           bounce_threshold=inp.bounce_threshold,
                           bounce_min_sends=inp.bounce_min_sends,
-                          paused=self._carry.paused),
+                          paused=self._carry.paused,
+                          follow_up_seconds=inp.follow_up_seconds,
+                          stop_on_company_reply=inp.stop_on_company_reply),
             id=delivery_workflow_id(inp.campaign_id),
             task_queue=queue_name(WORKFLOW_QUEUE, inp.queue_prefix),
             static_summary=f"Delivery of campaign {inp.campaign_id} via {inp.channel.value}",

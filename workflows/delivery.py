@@ -1,8 +1,9 @@
 """DeliveryOrchestrator: sends a campaign's approved drafts, inside their send windows.
 
 Pages approved leads, waits durably for each lead's send window, paces sends, and
-pauses itself when bounces pass the circuit breaker's threshold. See
-docs/architecture.md ("Orchestration and wiring").
+pauses itself when bounces pass the circuit breaker's threshold. A sequence's
+follow-ups are sent afterwards as they fall due (`workflows/sequence.py`). See
+docs/architecture.md ("Orchestration and wiring", "Sequences").
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryAgent
+    from activities.sequence_agent import SequenceAgent
     from activities.store_agent import StoreAgent
     from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
@@ -26,10 +28,14 @@ with workflow.unsafe.imports_passed_through():
         DeliveryInput,
         DeliveryResult,
         PageRequest,
+        ReplySignal,
+        StepFailure,
+        StopSequence,
     )
     from campaign_core.send_window import next_open
     from workflows.agents import call_agent
     from workflows.lead import failure_reason
+    from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, run_is_full
 
 
 MINUTE = timedelta(minutes=1)
@@ -46,6 +52,11 @@ class DeliveryOrchestrator:
         self._next_send_at: datetime | None = None
         self._inp: DeliveryInput | None = None
         self._breaker_tripped = False
+        #: Leads whose sequence a reply stopped during this run: their next step is not sent.
+        self._stopped: dict[str, str] = {}
+        #: Replies not yet recorded in the store, by stop reason.
+        self._stop_queue: dict[str, list[str]] = {}
+        self._follow_ups: FollowUps | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
@@ -90,14 +101,47 @@ class DeliveryOrchestrator:
     def cancel(self) -> None:
         self._cancelled = True
 
+    @workflow.signal(name="reply")
+    def reply(self, signal: ReplySignal) -> None:
+        """A reply (or a bounce that came back as mail) from a lead: stop its sequence now,
+        so that a step already waiting for its due time never fires. Automatic replies
+        (out of office) stop nothing. The stop is recorded by the run's loop, which the
+        signal wakes: many replies at once are one store call, not one each."""
+        reason = REPLY_STOPS.get(signal.kind)
+        inp = self._inp
+        if reason is None or inp is None or not inp.follow_up_seconds:
+            return
+        self._stopped[signal.lead_id] = reason
+        self._stop_queue.setdefault(reason, []).append(signal.lead_id)
+
+    async def _flush_stops(self, inp: DeliveryInput) -> None:
+        """Record the stops that replies asked for since the last flush, in batches."""
+        while self._stop_queue:
+            reason = next(iter(self._stop_queue))
+            lead_ids = self._stop_queue[reason][:STOP_BATCH]
+            del self._stop_queue[reason][:STOP_BATCH]
+            if not self._stop_queue[reason]:
+                del self._stop_queue[reason]
+            stopped = await call_agent(
+                SequenceAgent.stop_sequence,
+                StopSequence(campaign_id=inp.campaign_id, lead_ids=lead_ids, reason=reason,
+                             steps=1 + len(inp.follow_up_seconds),
+                             company=inp.stop_on_company_reply and reason == "replied"),
+                prefix=inp.queue_prefix, summary=f"stop {len(lead_ids)} sequence(s): {reason}")
+            for lead_id in stopped:
+                self._stopped.setdefault(lead_id, reason)
+        self._details()
+
     def _details(self) -> None:
         r = self._result
         state = " (paused by the bounce circuit breaker)" if self._breaker_tripped else (
             " (paused)" if self._paused else "")
+        stopped = f", stopped {r.stopped}" if r.stopped else ""
+        follow_ups = self._follow_ups.describe() if self._follow_ups else ""
         workflow.set_current_details(
             f"sent {r.sent}, suppressed {r.suppressed}, failed {r.failed}, "
-            f"bounced {r.bounced}, complaints {r.complaints}; "
-            f"{self._waiting_for_window} waiting for their send window{state}"
+            f"bounced {r.bounced}, complaints {r.complaints}{stopped}; "
+            f"{self._waiting_for_window} waiting for their send window{state}{follow_ups}"
         )
 
     async def _sleep(self, duration: timedelta, summary: str) -> None:
@@ -120,7 +164,8 @@ class DeliveryOrchestrator:
             finally:
                 self._waiting_for_window -= 1
 
-    async def _deliver(self, inp: DeliveryInput, lead: ApprovedLead, slots: asyncio.Semaphore) -> None:
+    async def _deliver(self, inp: DeliveryInput, lead: ApprovedLead, slots: asyncio.Semaphore,
+                       step: int = 1) -> None:
         while True:
             await self._wait_for_window(inp, lead)
             await workflow.wait_condition(lambda: not self._paused or self._cancelled)
@@ -136,7 +181,7 @@ class DeliveryOrchestrator:
                     return
                 if self._paused:
                     continue  # paused (by a person or the breaker) while waiting its turn
-                await self._send(inp, lead.lead_id)
+                await self._send(inp, lead.lead_id, step)
                 return
 
     def _pace_wait(self, inp: DeliveryInput, domain: str | None) -> timedelta:
@@ -165,28 +210,68 @@ class DeliveryOrchestrator:
             self._next_send_at = now + timedelta(seconds=1 / inp.send_rate_per_second)
         return True
 
-    async def _send(self, inp: DeliveryInput, lead_id: str) -> None:
+    def _deliver_input(self, inp: DeliveryInput, lead_id: str, step: int) -> DeliverInput:
+        """What one send needs; in a sequence also when its next step falls due."""
+        if not inp.follow_up_seconds:
+            return DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel)
+        steps = 1 + len(inp.follow_up_seconds)
+        return DeliverInput(
+            campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel, step=step,
+            steps=steps, stop_on_company_reply=inp.stop_on_company_reply,
+            next_due_at=workflow.now() + timedelta(seconds=inp.follow_up_seconds[step - 1])
+            if step < steps else None,
+            stop_reason=self._stopped.get(lead_id) if step > 1 else None,
+        )
+
+    async def _send(self, inp: DeliveryInput, lead_id: str, step: int = 1) -> None:
+        what = f"step {step} " if step > 1 else ""
+        deliver = self._deliver_input(inp, lead_id, step)
         try:
             out = await call_agent(
-                DeliveryAgent.deliver_message,
-                DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel),
-                prefix=inp.queue_prefix,
-                summary=f"deliver to lead {lead_id} via {inp.channel.value}",
+                DeliveryAgent.deliver_message, deliver, prefix=inp.queue_prefix,
+                summary=f"deliver {what}to lead {lead_id} via {inp.channel.value}",
             )
         except ActivityError as err:
             self._result.failed += 1
             EngineMetrics(workflow.metric_meter()).message(inp.channel.value, "failed")
-            workflow.logger.warning("delivery to %s failed: %s", lead_id, failure_reason(err))
+            workflow.logger.warning("delivery of %sto %s failed: %s", what, lead_id,
+                                    failure_reason(err))
+            if step > 1:  # off the schedule, so the next page does not pick it up again
+                await call_agent(
+                    SequenceAgent.record_step_failure,
+                    StepFailure(campaign_id=inp.campaign_id, lead_id=lead_id, step=step),
+                    prefix=inp.queue_prefix, summary=f"step {step} of {lead_id} failed")
             return
         if out.status == "sent":
             self._result.sent += 1
+            if self._follow_ups is not None and deliver.next_due_at is not None:
+                self._follow_ups.scheduled(deliver.next_due_at)
         elif out.status == "suppressed":
             self._result.suppressed += 1
+        elif out.status == "stopped":
+            self._result.stopped += 1
         else:
             self._result.failed += 1
         outcome = out.status if out.status in ("sent", "suppressed") else "failed"
         EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome)
         self._details()
+
+    async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None:
+        """Continue as new with the counters, the pause state and recent sends per domain
+        (replies waiting to be recorded are recorded first)."""
+        await self._flush_stops(inp)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        while self._stop_queue:  # a reply arrived during the flush
+            await self._flush_stops(inp)
+        workflow.continue_as_new(inp.model_copy(update={
+            "result": self._result, "runs": inp.runs + 1,
+            "paused": self._paused, "breaker_tripped": self._breaker_tripped,
+            "recent_by_domain": {
+                d: [t for t in ts if t > workflow.now() - MINUTE]
+                for d, ts in self._recent.items()
+            },
+            **update,
+        }))
 
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
@@ -196,6 +281,17 @@ class DeliveryOrchestrator:
         self._breaker_tripped = inp.breaker_tripped
         self._recent = {d: list(ts) for d, ts in inp.recent_by_domain.items()}
         slots = asyncio.Semaphore(inp.in_flight)
+        if inp.follow_up_seconds:
+            self._follow_ups = FollowUps(self, inp, slots)
+        if not inp.follow_ups_phase:
+            await self._first_steps(inp, slots)
+        if self._follow_ups is not None:
+            await self._follow_ups.run()
+        self._details()
+        return self._result
+
+    async def _first_steps(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> None:
+        """Step 1 to every approved lead, page by page; may continue as new."""
         after = inp.after
         pending: set[asyncio.Task[None]] = set()
         started = 0
@@ -214,22 +310,15 @@ class DeliveryOrchestrator:
                 started += 1
             if page:
                 after = page[-1].lead_id
+            if self._stop_queue:
+                await self._flush_stops(inp)
             if len(page) < inp.page_size:
                 break
-            if started >= inp.sends_per_run or workflow.info().is_continue_as_new_suggested():
+            if started >= inp.sends_per_run or run_is_full():
                 if pending:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._cancelled:
-                    workflow.continue_as_new(inp.model_copy(update={
-                        "after": after, "result": self._result, "runs": inp.runs + 1,
-                        "paused": self._paused, "breaker_tripped": self._breaker_tripped,
-                        "recent_by_domain": {
-                            d: [t for t in ts if t > workflow.now() - MINUTE]
-                            for d, ts in self._recent.items()
-                        },
-                    }))
+                    await self._continue_as_new(inp, after=after)
         if pending:
             await workflow.wait(pending)
-        self._details()
-        return self._result

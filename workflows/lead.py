@@ -61,6 +61,18 @@ class LeadOrchestrator:
                                 envelope_id=draft.envelope_id),
                 prefix=p, summary=f"store draft {draft.envelope_id}",
             )
+            # A sequence: each follow-up is written after the steps before it, as a reply.
+            for step in range(2, inp.steps + 1):
+                self._step = f"writing follow-up {step}"
+                follow_up = await call_agent(
+                    CopywriterAgent.write_draft, inp.model_copy(update={"step": step}), prefix=p,
+                    summary=f"write step {step} for {inp.lead_id}")
+                await call_agent(
+                    StoreAgent.store_draft,
+                    StoreDraftInput(campaign_id=inp.campaign_id, lead_id=inp.lead_id,
+                                    envelope_id=follow_up.envelope_id),
+                    prefix=p, summary=f"store draft {follow_up.envelope_id}",
+                )
         except ActivityError as err:
             reason = failure_reason(err)
             self._step = f"failed: {reason}"

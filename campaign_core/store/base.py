@@ -32,10 +32,11 @@ from campaign_core.store.rows import (
     ReviewerRow,
     ReviewPage,
     Row,
+    SequenceStepRow,
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -230,6 +231,47 @@ class Store(Protocol):
         """Forget a claimed id whose handling failed, so the sender's retry is acted on."""
         ...
 
+    # -- sequences (schema 10): who is due when -------------------------------------
+
+    async def schedule_step(self, campaign_id: str, lead_id: str, step: int,
+                            due_at: datetime) -> None:
+        """Put a follow-up on the schedule; a row already there (sent, stopped) is kept."""
+        ...
+
+    async def get_step(self, campaign_id: str, lead_id: str, step: int) -> SequenceStepRow | None:
+        ...
+
+    async def set_step_status(self, campaign_id: str, lead_id: str, step: int, status: str,
+                              stop_reason: str | None = None) -> None:
+        """Record a follow-up `sent`, `stopped` (with its reason) or `failed`; a step that
+        was sent stays sent whatever comes later."""
+        ...
+
+    async def due_steps(self, campaign_id: str, before: datetime, after: str | None,
+                        limit: int) -> list[SequenceStepRow]:
+        """Scheduled follow-ups due by `before`, by lead id after `after` (one open step a lead)."""
+        ...
+
+    async def next_due_at(self, campaign_id: str, after: datetime) -> datetime | None:
+        """The earliest due time of a scheduled follow-up later than `after`."""
+        ...
+
+    async def stop_open_steps(self, campaign_id: str, reason: str) -> int:
+        """Stop every scheduled follow-up of the campaign (cancel); how many."""
+        ...
+
+    async def last_sent_step(self, campaign_id: str, lead_id: str) -> int:
+        """The highest step sent (or suppressed) to the lead; 0 when none."""
+        ...
+
+    async def lead_ids_at_domain(self, campaign_id: str, domain: str) -> list[str]:
+        """The campaign's leads whose address is at `domain` (a company reply stops them)."""
+        ...
+
+    async def suppression_reason(self, email: str) -> str | None:
+        """Why the address is suppressed (`unsubscribe (...)`, `bounce (...)`...), or None."""
+        ...
+
     async def counts(self, campaign_id: str) -> Counts: ...
 
     async def report(self, campaign_id: str) -> list[ReportRow]: ...
@@ -414,7 +456,7 @@ def now_utc() -> datetime:
 
 #: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
 TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at",
-                          "removed_at", "expires_at", "received_at"})
+                          "removed_at", "expires_at", "received_at", "due_at"})
 
 
 def iso(value: Any) -> Any:
@@ -590,25 +632,44 @@ def audit_entry(row: dict[str, Any]) -> AuditEntry:
 
 
 def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[ReportRow]:
-    """One outcome per lead, in the contract's shape, from the joined store rows.
+    """One outcome per lead and step, in the contract's shape, from the joined store rows.
 
     Each input row has: lead_id, email, draft_status, draft_error, approved,
-    delivery, message_id, delivery_error. Shared so that every backend reports the
-    same outcome for the same facts.
+    delivery, message_id, delivery_error, and for sequences step (None: no draft),
+    step_status and stop_reason (the `sequence_steps` row). Rows come ordered by lead,
+    then step. Shared so that every backend reports the same outcome for the same facts.
+
+    Step 1 keeps its statuses. A follow-up not sent because of a stop condition is
+    `stopped` with its reason; so are the steps after it (and those after a suppressed
+    step 1), and the open ones of a cancelled campaign.
     """
     decided = stage in DECIDED_STAGES
     out = []
+    stopped: tuple[str, str | None] | None = None  # (lead, reason) of a stop earlier in the sequence
     for r in rows:
+        step = int(r.get("step") or 1)
+        if step == 1:
+            stopped = None
         draft_status = r["draft_status"] if r["draft_status"] in {"drafted", "failed"} else "pending"
+        reason: str | None = None
         if r["delivery"] in {"sent", "suppressed", "failed"}:
             delivery = r["delivery"]
+        elif step > 1 and r.get("step_status") == "stopped":
+            delivery, reason = "stopped", r.get("stop_reason")
+        elif step > 1 and stopped is not None and stopped[0] == r["lead_id"]:
+            delivery, reason = "stopped", stopped[1]
         elif draft_status == "failed" or (decided and not r["approved"]):
             delivery = "not_approved"
+        elif step > 1 and stage == "cancelled":
+            delivery, reason = "stopped", "cancelled"
         else:
             delivery = "pending"
+        if delivery == "stopped" or (delivery == "suppressed" and step == 1):
+            stopped = (r["lead_id"], reason or "suppressed")
         out.append(ReportRow(lead_id=r["lead_id"], email=r["email"], draft_status=draft_status,
                              delivery_status=delivery, message_id=r["message_id"],
-                             error=r["delivery_error"] or r["draft_error"]))
+                             error=r["delivery_error"] or r["draft_error"], step=step,
+                             stop_reason=reason))
     return out
 
 
@@ -625,3 +686,15 @@ async def new_lead_id_salt(store: Store, campaign_id: str) -> str:
     """
     secret = await store.get_or_create_secret(LEAD_ID_SECRET, secrets.token_urlsafe(32))
     return campaign_salt(secret, campaign_id)
+def step_row(row: dict[str, Any]) -> SequenceStepRow:
+    key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
+    return typed(SequenceStepRow, row, "sequence_steps", key)
+
+
+def as_time(value: Any) -> datetime | None:
+    """A stored time (text or datetime) as an aware datetime, or None."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(iso(value))
+
+

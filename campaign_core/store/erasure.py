@@ -35,13 +35,13 @@ ERASED = "[erased]"
 #: redacted), `suppressions` (1 when the address was added or its reason changed) and
 #: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
 FORGET_KEYS = ("leads", "drafts", "draft_versions", "retrievals", "deliveries",
-               "delivery_events", "audit_log", "replies", "embeddings", "audit_log_redacted",
-               "approvals", "suppressions", "campaigns")
+               "delivery_events", "audit_log", "replies", "sequence_steps", "embeddings",
+               "audit_log_redacted", "approvals", "suppressions", "campaigns")
 
 #: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
 #: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
 LEAD_TABLES = ("drafts", "draft_versions", "retrievals", "deliveries", "audit_log",
-               "delivery_events", "replies", "leads")
+               "delivery_events", "replies", "sequence_steps", "leads")
 #: The tables also searched by address: a reply that matched no lead is found this way.
 ADDRESS_TABLES = frozenset({"leads", "delivery_events", "replies"})
 

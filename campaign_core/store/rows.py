@@ -19,7 +19,10 @@ LeadStatus = Literal["pending", "drafting", "drafted", "failed"]
 DeliveryState = Literal["sending", "committing", "sent", "suppressed", "failed"]
 #: The outcomes `campaign report` gives (the contract's).
 DraftOutcome = Literal["drafted", "failed", "pending"]
-DeliveryOutcomeName = Literal["sent", "suppressed", "not_approved", "failed", "pending"]
+DeliveryOutcomeName = Literal["sent", "suppressed", "not_approved", "failed", "pending",
+                              "stopped"]
+#: A follow-up's state in the store's schedule (`sequence_steps`).
+StepState = Literal["scheduled", "sent", "stopped", "failed"]
 
 
 class Row(BaseModel):
@@ -104,8 +107,21 @@ class AuditEntry(Row):
     inputs_digest: str | None = None
 
 
+class SequenceStepRow(Row):
+    """One follow-up in the schedule: due at `due_at`, then sent, stopped or failed."""
+
+    campaign_id: str
+    lead_id: str
+    step: int
+    due_at: str
+    status: StepState
+    stop_reason: str | None = None
+    created_at: str
+    updated_at: str
+
+
 class ReportRow(Row):
-    """One lead's final outcome, in the contract's `report --json` shape."""
+    """One lead's outcome at one step, in the contract's `report --json` shape."""
 
     lead_id: str
     email: str
@@ -113,6 +129,8 @@ class ReportRow(Row):
     delivery_status: DeliveryOutcomeName
     message_id: str | None = None
     error: str | None = None
+    step: int = 1
+    stop_reason: str | None = None
 
 
 class ReplyRow(Row):

@@ -24,6 +24,7 @@ from campaign_core.store.base import (
     REVIEW_STATUSES,
     SCHEMA_VERSION,
     StoreError,
+    as_time,
     as_version,
     audit_entry,
     bare_message_id,
@@ -47,6 +48,7 @@ from campaign_core.store.base import (
     review_page_of,
     reviewer_row,
     search_text,
+    step_row,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
@@ -61,6 +63,7 @@ from campaign_core.store.rows import (
     ReportRow,
     ReviewerRow,
     ReviewPage,
+    SequenceStepRow,
 )
 
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
@@ -451,7 +454,7 @@ class SqlStore(Erasure[Scope]):
             for part in chunks(lead_ids or []):
                 await c.run(f"{approve} AND lead_id IN ({marks(part)})", (campaign_id, *part))
             rows = await c.all("SELECT count(*) AS n FROM drafts WHERE campaign_id = ? "
-                               "AND approved = TRUE", (campaign_id,))
+                               "AND approved = TRUE AND step = 1", (campaign_id,))  # leads
             return int(rows[0]["n"])
 
     async def list_approved_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
@@ -643,14 +646,83 @@ class SqlStore(Erasure[Scope]):
             "updated_at = excluded.updated_at", (mailbox, uidvalidity, last_uid),
             "imap_state", mailbox)
 
+    # -- sequences -------------------------------------------------------------------
+
+    async def schedule_step(self, campaign_id: str, lead_id: str, step: int,
+                            due_at: datetime) -> None:
+        await self._run(
+            "INSERT INTO sequence_steps(campaign_id, lead_id, step, due_at, status, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, 'scheduled', now(), now()) "
+            "ON CONFLICT (campaign_id, lead_id, step) DO NOTHING",
+            (campaign_id, lead_id, step, iso(due_at)), "sequence_steps",
+            f"{campaign_id}/{lead_id}/{step}")
+
+    async def get_step(self, campaign_id: str, lead_id: str, step: int) -> SequenceStepRow | None:
+        row = await self._one("SELECT * FROM sequence_steps WHERE campaign_id = ? AND lead_id = ? "
+                              "AND step = ?", (campaign_id, lead_id, step))
+        return step_row(row) if row else None
+
+    async def set_step_status(self, campaign_id: str, lead_id: str, step: int, status: str,
+                              stop_reason: str | None = None) -> None:
+        keep_sent = "" if status == "sent" else " WHERE sequence_steps.status <> 'sent'"
+        await self._run(
+            "INSERT INTO sequence_steps(campaign_id, lead_id, step, due_at, status, stop_reason, "
+            "created_at, updated_at) VALUES (?, ?, ?, now(), ?, ?, now(), now()) "
+            "ON CONFLICT (campaign_id, lead_id, step) DO UPDATE SET status = excluded.status, "
+            "stop_reason = excluded.stop_reason, updated_at = excluded.updated_at" + keep_sent,
+            (campaign_id, lead_id, step, status, stop_reason), "sequence_steps",
+            f"{campaign_id}/{lead_id}/{step}")
+
+    async def due_steps(self, campaign_id: str, before: datetime, after: str | None,
+                        limit: int) -> list[SequenceStepRow]:
+        rows = await self._all(
+            "SELECT * FROM sequence_steps WHERE campaign_id = ? AND status = 'scheduled' "
+            "AND due_at <= ? AND lead_id > ? ORDER BY lead_id, step LIMIT ?",
+            (campaign_id, iso(before), after or "", limit), "sequence_steps", campaign_id)
+        return [step_row(r) for r in rows]
+
+    async def next_due_at(self, campaign_id: str, after: datetime) -> datetime | None:
+        row = await self._one(
+            "SELECT MIN(due_at) AS t FROM sequence_steps WHERE campaign_id = ? "
+            "AND status = 'scheduled' AND due_at > ?", (campaign_id, iso(after)),
+            "sequence_steps", campaign_id)
+        return as_time(row["t"]) if row else None
+
+    async def stop_open_steps(self, campaign_id: str, reason: str) -> int:
+        return await self._run(
+            "UPDATE sequence_steps SET status = 'stopped', stop_reason = ?, updated_at = now() "
+            "WHERE campaign_id = ? AND status = 'scheduled'", (reason, campaign_id),
+            "sequence_steps", campaign_id)
+
+    async def last_sent_step(self, campaign_id: str, lead_id: str) -> int:
+        row = await self._one(
+            "SELECT MAX(step) AS n FROM deliveries WHERE campaign_id = ? AND lead_id = ? "
+            "AND status IN ('sent', 'suppressed', 'committing')", (campaign_id, lead_id))
+        return int(row["n"] or 0) if row else 0
+
+    async def lead_ids_at_domain(self, campaign_id: str, domain: str) -> list[str]:
+        pattern = "%@" + domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._all("SELECT lead_id FROM leads WHERE campaign_id = ? "
+                               "AND email LIKE ? ESCAPE '\\' ORDER BY lead_id",
+                               (campaign_id, pattern))
+        return [r["lead_id"] for r in rows]
+
+    async def suppression_reason(self, email: str) -> str | None:
+        forms = address_forms(email)
+        row = await self._one(
+            f"SELECT reason FROM suppressions WHERE email IN ({', '.join('?' * len(forms))}) "
+            "ORDER BY created_at LIMIT 1", forms)
+        return str(row["reason"]) if row else None
+
     # -- read models ----------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
         of = {"leads": ("leads", ""), "drafted": ("leads", "draft_status = 'drafted'"),
               "draft_failed": ("leads", "draft_status = 'failed'"),
-              "approved": ("drafts", "approved = TRUE"),
+              "approved": ("drafts", "approved = TRUE AND step = 1"),
               "suppressed": ("deliveries", "status = 'suppressed'"),
-              "sent": ("deliveries", "status = 'sent'"), "send_failed": ("deliveries", "status = 'failed'")}
+              "sent": ("deliveries", "status = 'sent'"), "send_failed": ("deliveries", "status = 'failed'"),
+              "stopped": ("sequence_steps", "status = 'stopped'")}
         # Leads that replied (a person, not an auto-reply), however many times each did.
         replied = ("(SELECT count(DISTINCT lead_id) FROM replies WHERE campaign_id = ? "
                    "AND kind = 'reply') AS replied")
@@ -660,15 +732,19 @@ class SqlStore(Erasure[Scope]):
         return Counts(**{k: int(v) for k, v in (row or {}).items()})
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
-        """One row per lead with its final outcome, in the contract's shape."""
+        """One row per lead and step with its outcome, in the contract's shape."""
         campaign = await self.get_campaign(campaign_id)
         rows = await self._all(
-            "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, "
-            "d.approved, x.status AS delivery, x.message_id, x.error AS delivery_error "
+            "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, "
+            "d.approved, x.status AS delivery, x.message_id, x.error AS delivery_error, "
+            "s.status AS step_status, s.stop_reason "
             "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
-            "AND d.lead_id = l.lead_id AND d.step = 1 "
+            "AND d.lead_id = l.lead_id "
             "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
-            "AND x.step = 1 WHERE l.campaign_id = ? ORDER BY l.created_at, l.lead_id", (campaign_id,))
+            "AND x.step = COALESCE(d.step, 1) "
+            "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id "
+            "AND s.step = d.step WHERE l.campaign_id = ? "
+            "ORDER BY l.created_at, l.lead_id, COALESCE(d.step, 1)", (campaign_id,))
         return report_rows(rows, campaign.stage if campaign else None)
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:

@@ -30,6 +30,7 @@ from campaign_core.store.base import (
     TIME_COLUMNS,
     StoreError,
     StoreUnavailable,
+    as_time,
     as_version,
     audit_entry,
     bare_message_id,
@@ -51,6 +52,7 @@ from campaign_core.store.base import (
     review_page_of,
     reviewer_row,
     search_text,
+    step_row,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
@@ -65,6 +67,7 @@ from campaign_core.store.rows import (
     ReportRow,
     ReviewerRow,
     ReviewPage,
+    SequenceStepRow,
 )
 
 HOW_TO_MIGRATE = (
@@ -479,8 +482,8 @@ class SupabaseStore(Erasure[Pairs]):
         if decision != "approve":
             return 0
         await self._approve(campaign_id, lead_ids)
-        return await self._count(
-            "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True))
+        return await self._count(  # leads approved: a sequence's follow-ups count once
+            "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True).eq("step", 1))
 
     async def _approve(self, campaign_id: str, lead_ids: list[str] | None) -> None:
         """Approve the drafts not excluded (of `lead_ids` only, when given), recording the
@@ -755,7 +758,8 @@ class SupabaseStore(Erasure[Pairs]):
         "leads": ["campaign_id", "lead_id"], "drafts": ["campaign_id", "lead_id", "step"],
         "draft_versions": ["edit_id"],
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
-        "audit_log": ["envelope_id"], "delivery_events": ["event_id"], "replies": ["reply_id"]}
+        "audit_log": ["envelope_id"], "delivery_events": ["event_id"], "replies": ["reply_id"],
+        "sequence_steps": ["campaign_id", "lead_id", "step"]}
 
     def _erasing(self, subject: str) -> AbstractAsyncContextManager[Pairs]:
         return nullcontext(set())  # no transaction: the pairs in scope, once known
@@ -861,6 +865,82 @@ class SupabaseStore(Erasure[Pairs]):
         await self._run(lambda db: where(db.table(table).update(values, returning=MINIMAL)),
                         table, key)
 
+    # -- sequences -------------------------------------------------------------------
+
+    def _step_key(self, campaign_id: str, lead_id: str, step: int) -> Callable[[Query], Query]:
+        return lambda q: q.eq("campaign_id", campaign_id).eq("lead_id", lead_id).eq("step", step)
+
+    async def schedule_step(self, campaign_id: str, lead_id: str, step: int,
+                            due_at: datetime) -> None:
+        row = {"campaign_id": campaign_id, "lead_id": lead_id, "step": step,
+               "due_at": iso(due_at), "status": "scheduled"}
+        await self._run(lambda db: db.table("sequence_steps").upsert(
+            row, on_conflict="campaign_id,lead_id,step", ignore_duplicates=True,
+            returning=MINIMAL), "sequence_steps", f"{campaign_id}/{lead_id}/{step}")
+
+    async def get_step(self, campaign_id: str, lead_id: str, step: int) -> SequenceStepRow | None:
+        key = self._step_key(campaign_id, lead_id, step)
+        res = await self._run(lambda db: key(db.table("sequence_steps").select("*")).limit(1),
+                              "sequence_steps", f"{campaign_id}/{lead_id}/{step}")
+        return step_row(res.data[0]) if res.data else None
+
+    async def set_step_status(self, campaign_id: str, lead_id: str, step: int, status: str,
+                              stop_reason: str | None = None) -> None:
+        """Insert the row if it is missing, then update it (a sent step stays sent)."""
+        ident = f"{campaign_id}/{lead_id}/{step}"
+        row = {"campaign_id": campaign_id, "lead_id": lead_id, "step": step, "due_at": _now(),
+               "status": status, "stop_reason": stop_reason}
+        await self._run(lambda db: db.table("sequence_steps").upsert(
+            row, on_conflict="campaign_id,lead_id,step", ignore_duplicates=True,
+            returning=MINIMAL), "sequence_steps", ident)
+        key = self._step_key(campaign_id, lead_id, step)
+        await self._patch("sequence_steps", ident, {
+            "status": status, "stop_reason": stop_reason, "updated_at": _now(),
+        }, key if status == "sent" else (lambda q: key(q).neq("status", "sent")))
+
+    async def due_steps(self, campaign_id: str, before: datetime, after: str | None,
+                        limit: int) -> list[SequenceStepRow]:
+        res = await self._run(lambda db: db.table("sequence_steps").select("*")
+                              .eq("campaign_id", campaign_id).eq("status", "scheduled")
+                              .lte("due_at", iso(before)).gt("lead_id", after or "")
+                              .order("lead_id").order("step").limit(limit),
+                              "sequence_steps", campaign_id)
+        return [step_row(r) for r in res.data]
+
+    async def next_due_at(self, campaign_id: str, after: datetime) -> datetime | None:
+        res = await self._run(lambda db: db.table("sequence_steps").select("due_at")
+                              .eq("campaign_id", campaign_id).eq("status", "scheduled")
+                              .gt("due_at", iso(after)).order("due_at").limit(1),
+                              "sequence_steps", campaign_id)
+        return as_time(res.data[0]["due_at"]) if res.data else None
+
+    async def stop_open_steps(self, campaign_id: str, reason: str) -> int:
+        res = await self._run(lambda db: db.table("sequence_steps").update(
+            {"status": "stopped", "stop_reason": reason, "updated_at": _now()},
+            returning=ReturnMethod.representation).eq("campaign_id", campaign_id)
+            .eq("status", "scheduled"), "sequence_steps", campaign_id)
+        return len(res.data)
+
+    async def last_sent_step(self, campaign_id: str, lead_id: str) -> int:
+        res = await self._run(lambda db: db.table("deliveries").select("step")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id)
+                              .in_("status", ["sent", "suppressed", "committing"])
+                              .order("step", desc=True).limit(1), "deliveries", lead_id)
+        return int(res.data[0]["step"]) if res.data else 0
+
+    async def lead_ids_at_domain(self, campaign_id: str, domain: str) -> list[str]:
+        """Paged and matched here: rare (a company reply), and PostgREST's `like` would
+        need the domain escaped for its own wildcard syntax."""
+        rows = await self._pages("leads", "lead_id,email",
+                                 lambda q: q.eq("campaign_id", campaign_id), ["lead_id"])
+        return [r["lead_id"] for r in rows if str(r["email"]).rpartition("@")[2] == domain]
+
+    async def suppression_reason(self, email: str) -> str | None:
+        res = await self._run(lambda db: db.table("suppressions").select("reason")
+                              .in_("email", address_forms(email)).order("created_at").limit(1),
+                              "suppressions")
+        return str(res.data[0]["reason"]) if res.data else None
+
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
@@ -875,35 +955,47 @@ class SupabaseStore(Erasure[Pairs]):
 
         values = await asyncio.gather(
             on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
-            on("drafts", approved=True), on("deliveries", status="suppressed"),
-            on("deliveries", status="sent"), on("deliveries", status="failed"))
+            on("drafts", approved=True, step=1), on("deliveries", status="suppressed"),
+            on("deliveries", status="sent"), on("deliveries", status="failed"),
+            on("sequence_steps", status="stopped"))
         replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
             "campaign_id", campaign_id).eq("kind", "reply"), ["reply_id"])
         return Counts(**dict(zip(
-            ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed"],
-            values, strict=True)), replied=len({r["lead_id"] for r in replied}))
+            ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed",
+             "stopped"], values, strict=True)), replied=len({r["lead_id"] for r in replied}))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
-        """One row per lead with its final outcome: three paged reads joined here."""
-        campaign, leads, drafts, deliveries = await asyncio.gather(
+        """One row per lead and step with its outcome: four paged reads joined here."""
+        campaign, leads, drafts, deliveries, steps = await asyncio.gather(
             self.get_campaign(campaign_id),
             self._pages("leads", "lead_id,email,draft_status,error,created_at",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id"]),
-            self._pages("drafts", "lead_id,approved",
-                        lambda q: q.eq("campaign_id", campaign_id).eq("step", 1), ["lead_id"]),
-            self._pages("deliveries", "lead_id,status,message_id,error,message_key",
-                        lambda q: q.eq("campaign_id", campaign_id).eq("step", 1),
-                        ["lead_id", "message_key"]))
-        approved = {d["lead_id"]: d["approved"] for d in drafts}
-        sent = {x["lead_id"]: x for x in deliveries}
+            self._pages("drafts", "lead_id,step,approved",
+                        lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]),
+            self._pages("deliveries", "lead_id,step,status,message_id,error,message_key",
+                        lambda q: q.eq("campaign_id", campaign_id),
+                        ["lead_id", "step", "message_key"]),
+            self._pages("sequence_steps", "lead_id,step,status,stop_reason",
+                        lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]))
+        approved: dict[str, dict[int, Any]] = {}
+        for d in drafts:
+            approved.setdefault(d["lead_id"], {})[int(d["step"])] = d["approved"]
+        sent = {(x["lead_id"], int(x["step"])): x for x in deliveries}
+        planned = {(x["lead_id"], int(x["step"])): x for x in steps}
         leads.sort(key=lambda r: (iso(r["created_at"]), r["lead_id"]))
-        rows = [{
-            "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
-            "draft_error": r["error"], "approved": approved.get(r["lead_id"]),
-            "delivery": sent.get(r["lead_id"], {}).get("status"),
-            "message_id": sent.get(r["lead_id"], {}).get("message_id"),
-            "delivery_error": sent.get(r["lead_id"], {}).get("error"),
-        } for r in leads]
+        rows = []
+        for r in leads:
+            lead_steps = approved.get(r["lead_id"]) or {1: None}
+            for step in sorted(lead_steps):
+                x = sent.get((r["lead_id"], step), {})
+                p = planned.get((r["lead_id"], step), {})
+                rows.append({
+                    "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
+                    "draft_error": r["error"], "approved": lead_steps[step], "step": step,
+                    "delivery": x.get("status"), "message_id": x.get("message_id"),
+                    "delivery_error": x.get("error"), "step_status": p.get("status"),
+                    "stop_reason": p.get("stop_reason"),
+                })
         return report_rows(rows, campaign.stage if campaign else None)
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:

@@ -59,6 +59,13 @@ SendWindowOption = Annotated[str | None, typer.Option(
     "--send-window", help="Send only then, in each lead's time zone: '09:00-17:00 Mon-Fri'.")]
 DomainLimit = Annotated[int, typer.Option(
     "--domain-limit", min=1, help="At most this many sends a minute to one domain.")]
+FollowUpOption = Annotated[list[str] | None, typer.Option(
+    "--follow-up", help="A follow-up this long after the previous step's send (30s, 2m, 12h, "
+    "3d); repeat for more steps (up to 3). Stops when the person replies, unsubscribes, "
+    "bounces or complains.")]
+StopOnCompanyReply = Annotated[bool, typer.Option(
+    "--stop-on-company-reply", help="A reply from anyone at a lead's company domain stops "
+    "the company's other leads too (freemail domains never count).")]
 
 
 # ANSI/VT escape sequences (CSI, OSC, and two-byte ESC forms, 7- and 8-bit introducers),

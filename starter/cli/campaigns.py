@@ -19,10 +19,12 @@ from starter.cli.app import (
     CampaignId,
     ChannelOption,
     DomainLimit,
+    FollowUpOption,
     JsonFlag,
     KbDir,
     LeadsFile,
     SendWindowOption,
+    StopOnCompanyReply,
     brief_and_window,
     emit_json,
     err,
@@ -34,7 +36,7 @@ from starter.cli.app import (
     shown,
     with_logging,
 )
-from starter.manager import campaign_id_for, parse_duration
+from starter.manager import campaign_id_for, follow_up_delays, parse_duration
 
 
 @with_logging
@@ -52,6 +54,8 @@ def start(
     domain_limit: DomainLimit = 20,
     send_rate: Annotated[float | None, typer.Option(
         "--send-rate", min=0.001, help="This campaign's sends per second.")] = None,
+    follow_up: FollowUpOption = None,
+    stop_on_company_reply: StopOnCompanyReply = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
@@ -60,6 +64,7 @@ def start(
     async def go() -> None:
         mgr = manager()
         timeout = parse_duration(approval_timeout)
+        delays = follow_up_delays(follow_up)
         cname = name or leads.stem
         cid = campaign_id_for(cname, campaign_id)
         intake = read_leads_file(leads, cid)
@@ -70,6 +75,7 @@ def start(
             intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
             campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
             domain_limit_per_minute=domain_limit, send_rate_per_second=send_rate,
+            follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
         )
         if as_json:
             emit_json(result.to_json())

@@ -20,10 +20,12 @@ from starter.cli.app import (
     BriefText,
     ChannelOption,
     DomainLimit,
+    FollowUpOption,
     JsonFlag,
     KbDir,
     LeadsFile,
     SendWindowOption,
+    StopOnCompanyReply,
     brief_and_window,
     emit_json,
     err,
@@ -31,7 +33,7 @@ from starter.cli.app import (
     run,
     shown,
 )
-from starter.manager import parse_duration
+from starter.manager import follow_up_delays, parse_duration
 from starter.schedules import ScheduleManager, template_id_for
 
 schedule_app = typer.Typer(
@@ -71,6 +73,8 @@ def create(
     send_rate: Annotated[float | None, typer.Option(
         "--send-rate", min=0.001, help="Each campaign's sends per second.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused (resume to start).")] = False,
+    follow_up: FollowUpOption = None,
+    stop_on_company_reply: StopOnCompanyReply = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick."""
@@ -80,6 +84,7 @@ def create(
         mgr = _manager()
         try:
             timeout = parse_duration(approval_timeout)
+            delays = follow_up_delays(follow_up)
             template_id = template_id_for(name)
             intake = read_leads_file(leads, template_id)
             for rej in intake.rejected:
@@ -90,6 +95,7 @@ def create(
                 brief=brief or "", kb_dir=kb, channel=channel, approval_timeout_seconds=timeout,
                 send_window=window, domain_limit_per_minute=domain_limit,
                 send_rate_per_second=send_rate, paused=paused, source=leads.name,
+                follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
             )
         finally:
             await mgr.close()

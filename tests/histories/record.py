@@ -7,7 +7,8 @@ workflow run into this folder. Scenarios: `basic` (approve with a send window an
 continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
 tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
 campaign) and `reviewed` (a draft edited, a lead excluded and included, another
-excluded, then approved); all by default. Re-record only the scenario you added: the older files are
+excluded, then approved) and `sequence` (two follow-ups, one lead replying after
+step 1); all by default. Re-record only the scenario you added: the older files are
 what proves new code still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
@@ -34,6 +35,7 @@ from campaign_core.models import (
     CampaignStatus,
     DeliveryEventKind,
     DeliveryEventSignal,
+    ReplySignal,
     ScheduledCampaignInput,
     Stage,
 )
@@ -98,6 +100,8 @@ async def main(scenarios: list[str]) -> None:
             await scheduled(env, mgr)
         if "reviewed" in scenarios:
             await reviewed(env, mgr)
+        if "sequence" in scenarios:
+            await sequence(env, mgr)
     await env.shutdown()
 
 
@@ -155,6 +159,29 @@ async def reviewed(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await save(env.client, campaign_workflow_id(cid), "campaign_reviewed")
 
 
+async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Three steps an hour apart; one lead replies after step 1, the other gets all three."""
+    cid = "rec-sequence"
+    intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
+    await mgr.start(intake, name="sequence", kb_dir=KB, campaign_id=cid,
+                    follow_up_seconds=[3600, 3600])
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.DELIVERING)
+    for _ in range(600):
+        if (await mgr.store.counts(cid)).sent >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await env.client.get_workflow_handle(campaign_workflow_id(cid)).signal(
+        "reply", ReplySignal(lead_id=intake.leads[0].lead_id, kind="reply", reply_id="r-1"))
+    await asyncio.sleep(1)
+    await env.sleep(timedelta(hours=3))
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_sequence")
+    await save(env.client, lead_workflow_id(cid, intake.leads[0].lead_id), "lead_sequence")
+    await save(env.client, delivery_workflow_id(cid), "delivery_sequence")
+
+
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """One firing of a recurring campaign, started directly (the time-skipping server has
     no Schedules; the firing falls back to its start time for the campaign's name)."""
@@ -210,4 +237,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed"]))
+    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence"]))

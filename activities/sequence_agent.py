@@ -1,0 +1,106 @@
+"""The sequence agent: the store side of follow-ups (who is due when, who has stopped).
+
+The delivery orchestrator pages due follow-ups and sleeps until the next due time; this
+agent answers those reads and records stops. `stop_reason_at_due` is the check the
+delivery agent makes at the moment a follow-up is due, just before it would be sent.
+See "Sequences" in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import activity
+
+from activities.base import Agent
+from campaign_core.envelope import Record, now_utc
+from campaign_core.leads import Lead
+from campaign_core.models import DueRequest, DueStep, NextDueRequest, StepFailure, StopSequence
+from campaign_core.sequence import company_domain, stop_reason_for_suppression
+from campaign_core.store.base import Store
+from campaign_core.store.rows import DraftRow
+
+
+async def stop_reason_at_due(store: Store, campaign_id: str, lead: Lead, step: int,
+                             draft: DraftRow | None, *, company: bool) -> str | None:
+    """Why the follow-up `step` of `lead` must not be sent now, or None to send it.
+
+    Read at the moment the step is due: a stop already recorded (a reply signal, a
+    cancel), exclusion, a reply (the lead's own, or a colleague's with `company`), then
+    the suppression list (unsubscribe, hard bounce, complaint, manual suppression).
+    """
+    row = await store.get_step(campaign_id, lead.lead_id, step)
+    if row is not None and row.status == "stopped":
+        return row.stop_reason or "suppressed"
+    if draft is None or not draft.approved or draft.excluded:  # a reviewer left it out
+        return "excluded"
+    if await store.lead_replied(campaign_id, lead.lead_id):
+        return "replied"
+    if company and (domain := company_domain(lead.email)) is not None:
+        for other in await store.lead_ids_at_domain(campaign_id, domain):
+            if other != lead.lead_id and await store.lead_replied(campaign_id, other):
+                return "replied"
+    reason = await store.suppression_reason(lead.email)
+    if reason is not None:
+        return stop_reason_for_suppression(reason)
+    return None
+
+
+class SequenceAgent(Agent):
+    name = "sequence"
+
+    @activity.defn(name="list_due_steps")
+    async def list_due_steps(self, req: DueRequest) -> list[DueStep]:
+        """A page of follow-ups due by `req.before`, with what delivery needs to pace them."""
+        rows = await self.store.due_steps(req.campaign_id, req.before, req.after, req.limit)
+        out = []
+        for row in rows:
+            lead = await self.store.get_lead(req.campaign_id, row.lead_id)
+            out.append(DueStep(lead_id=row.lead_id, step=row.step,
+                               timezone=lead.timezone if lead else None,
+                               domain=lead.email.rpartition("@")[2] if lead else None))
+        return out
+
+    @activity.defn(name="next_due_at")
+    async def next_due_at(self, req: NextDueRequest) -> datetime | None:
+        return await self.store.next_due_at(req.campaign_id, req.after)
+
+    @activity.defn(name="stop_sequence")
+    async def stop_sequence(self, req: StopSequence) -> list[str]:
+        """Stop one lead's open follow-up (and with `company` its colleagues'), or every
+        open one of the campaign; returns the leads it stopped (none for a whole campaign).
+
+        A lead's open step is the one after the last sent: recorded `stopped` even before
+        it is scheduled, so the send still in flight cannot put it on the schedule again.
+        """
+        started = now_utc()
+        repliers = list(dict.fromkeys(([req.lead_id] if req.lead_id else []) + req.lead_ids))
+        if not repliers:
+            await self.store.stop_open_steps(req.campaign_id, req.reason)
+            return []
+        lead_ids = list(repliers)
+        if req.company:
+            for replier in repliers:
+                lead = await self.store.get_lead(req.campaign_id, replier)
+                domain = company_domain(lead.email) if lead else None
+                if domain is not None:
+                    lead_ids += await self.store.lead_ids_at_domain(req.campaign_id, domain)
+        stopped = []
+        for lead_id in dict.fromkeys(lead_ids):
+            step = max(2, await self.store.last_sent_step(req.campaign_id, lead_id) + 1)
+            if step > req.steps:
+                continue
+            await self.store.set_step_status(req.campaign_id, lead_id, step, "stopped", req.reason)
+            stopped.append(lead_id)
+            record = Record(kind="sequence_stop", key=f"{lead_id}:{step}",
+                            data={"status": "stopped", "step": step, "stop_reason": req.reason,
+                                  "by_colleague": lead_id not in repliers},
+                            provenance=self.provenance(f"signal:{req.reason}", req.model_dump()))
+            await self.keep(self.envelope(req.campaign_id, [record], started), lead_id,
+                            f"sequence stopped at step {step}: {req.reason}")
+        return stopped
+
+    @activity.defn(name="record_step_failure")
+    async def record_step_failure(self, inp: StepFailure) -> None:
+        """Take a follow-up whose send failed for good off the schedule."""
+        await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "failed")

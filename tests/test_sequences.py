@@ -1,0 +1,200 @@
+"""Sequences on the time-skipping server: follow-ups on durable timers, stopped the moment
+a step is due when the person replied, unsubscribed or was cancelled (issue 13).
+
+The agents are the test doubles of tests/doubles.py (whose `deliver_message` runs the
+real stop check against the real SQLite store), except where the .eml is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+from collections import Counter
+from datetime import timedelta
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import ReplySignal, Stage
+from campaign_core.store.base import Store
+from campaign_core.temporal import run_history_lengths
+from starter.manager import CampaignManager
+from tests.doubles import fast_agents
+from tests.sequence_scale import run_sequence
+from tests.test_orchestration import finish, handle, wait_stage
+
+DAY = timedelta(days=1)
+
+
+async def started(env: WorkflowEnvironment, settings: Any, store: Store, prefix: str, cid: str,
+                  rows: list[dict[str, Any]], **kw: Any) -> tuple[CampaignManager, list[str]]:
+    """Start, wait for the drafts, approve everything; the manager and the lead ids."""
+    mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=prefix,
+                          use_search_attributes=False)
+    intake = parse_lead_rows(enumerate(rows, start=2), cid)
+    await mgr.start(intake, name=cid, campaign_id=cid, **kw)
+    await wait_stage(env, cid, Stage.AWAITING_APPROVAL)
+    assert await mgr.approve(cid, by="tester") == len(rows)
+    await wait_stage(env, cid, Stage.DELIVERING)
+    return mgr, [lead.lead_id for lead in intake.leads]
+
+
+async def until(check: Any, what: str, seconds: float = 60) -> None:
+    """Poll (real time) until `await check()` is true."""
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def sent_count(store: Store, cid: str, n: int) -> None:
+    async def check() -> bool:
+        return (await store.counts(cid)).sent >= n
+    await until(check, f"{n} messages sent in {cid}")
+
+
+async def reply(env: WorkflowEnvironment, cid: str, lead_id: str, kind: str = "reply") -> None:
+    """What the replies ingestion does for a matched reply: signal the campaign."""
+    await env.client.get_workflow_handle(campaign_workflow_id(cid)).signal(
+        "reply", ReplySignal(lead_id=lead_id, kind=kind, reply_id=f"r-{lead_id}"))
+
+
+def rows(n: int, domain: str = "co{i}.example") -> list[dict[str, Any]]:
+    return [{"email": f"lead{i}@{domain.format(i=i)}", "company": f"Co {i}"} for i in range(n)]
+
+
+async def test_reply_stops_the_sequence_out_of_office_does_not_unsubscribe_stops_step_3(
+    ts_env, settings, store, prefix, run_workers
+):
+    sent: list[str] = []
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        _, (replier, ooo, leaver, quiet) = await started(
+            ts_env, settings, store, prefix, "c-seq", rows(4),
+            follow_up_seconds=[1 * 86400, 2 * 86400])
+        await sent_count(store, "c-seq", 4)  # step 1 to everyone
+        await reply(ts_env, "c-seq", replier)
+        await reply(ts_env, "c-seq", ooo, "auto_reply")  # out of office: recorded, no stop
+
+        async def replier_stopped() -> bool:
+            row = await store.get_step("c-seq", replier, 2)
+            return row is not None and row.status == "stopped"
+        await until(replier_stopped, "the reply to stop step 2 at once")
+        await ts_env.sleep(DAY + timedelta(hours=1))
+        await sent_count(store, "c-seq", 7)  # step 2 to the three others
+        lead = await store.get_lead("c-seq", leaver)
+        assert lead is not None
+        await store.add_suppressions([lead.email], "unsubscribe (c-seq)")  # after step 2
+        final = await finish(ts_env, "c-seq", DAY)
+    assert final.stage is Stage.COMPLETED
+    got = Counter(sent)
+    assert all(n == 1 for n in got.values()), got  # every step exactly once
+    assert set(got) == {replier, ooo, f"{ooo}#2", f"{ooo}#3", leaver, f"{leaver}#2",
+                        quiet, f"{quiet}#2", f"{quiet}#3"}
+    report = {(r.lead_id, r.step): (r.delivery_status, r.stop_reason)
+              for r in await store.report("c-seq")}
+    assert report[(replier, 2)] == ("stopped", "replied")
+    assert report[(replier, 3)] == ("stopped", "replied")
+    assert report[(leaver, 3)] == ("stopped", "unsubscribed")
+    assert report[(ooo, 3)] == report[(quiet, 3)] == ("sent", None)
+    counts = await store.counts("c-seq")
+    assert (counts.sent, counts.stopped, counts.approved) == (9, 2, 4)
+    assert final.counts.stopped == 1  # the unsubscribe, stopped at due time (the reply at once)
+
+
+async def test_pause_holds_follow_ups_and_cancel_stops_them(
+    ts_env, settings, store, prefix, run_workers
+):
+    sent: list[str] = []
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        mgr, held = await started(ts_env, settings, store, prefix, "c-hold", rows(2),
+                                  follow_up_seconds=[86400])
+        mgr2, cut = await started(ts_env, settings, store, prefix, "c-cut", rows(2, "x{i}.example"),
+                                  follow_up_seconds=[86400])
+        await sent_count(store, "c-hold", 2)
+        await sent_count(store, "c-cut", 2)
+        await mgr.control("c-hold", "pause")
+        await mgr2.control("c-cut", "cancel")
+        await asyncio.sleep(0.5)  # the signals reach the delivery orchestrators
+        await ts_env.sleep(3 * DAY)
+        await asyncio.sleep(0.5)
+        assert sorted(sent) == sorted(held + cut)  # nothing more while paused or cancelled
+        cancelled = await finish(ts_env, "c-cut", timedelta(hours=1))
+        await mgr.control("c-hold", "resume")
+        final = await finish(ts_env, "c-hold", timedelta(hours=1))
+    assert cancelled.stage is Stage.CANCELLED
+    assert final.stage is Stage.COMPLETED
+    assert sorted(sent) == sorted(held + cut + [f"{lid}#2" for lid in held])
+    report = {(r.lead_id, r.step): (r.delivery_status, r.stop_reason)
+              for r in await store.report("c-cut")}
+    assert report == {**{(lid, 1): ("sent", None) for lid in cut},
+                      **{(lid, 2): ("stopped", "cancelled") for lid in cut}}
+
+
+async def test_continue_as_new_in_the_middle_of_a_sequence_sends_every_step_once(
+    dev_env, settings, store, prefix, run_workers
+):
+    """On the dev server, in real time: the time-skipping server stops skipping time once a
+    child workflow has continued as new (its clock then runs at wall speed), so seconds-long
+    follow-ups on a real server are the honest test of timers across runs."""
+    sent: list[str] = []
+    n = 24
+    async with run_workers(dev_env.client, overrides=fast_agents(store, sent)):
+        _, ids = await started(dev_env, settings, store, prefix, "c-can", rows(n),
+                               follow_up_seconds=[2, 3], leads_per_run=5, page_size=5)
+        final = await asyncio.wait_for(handle(dev_env, "c-can").result(), 240)
+    assert final.stage is Stage.COMPLETED
+    expected = ids + [f"{lid}#{step}" for lid in ids for step in (2, 3)]
+    assert sorted(sent) == sorted(expected)  # every step once, none twice
+    runs = await run_history_lengths(dev_env.client, delivery_workflow_id("c-can"))
+    # 5 sends per run: step 1 in five runs, then the follow-ups in runs of their own.
+    assert len(runs) >= 10, runs
+    assert max(runs) < 10_000
+    assert (await store.counts("c-can")).sent == 3 * n
+
+
+async def test_step_2_is_a_reply_in_the_thread_of_step_1(
+    ts_env, settings, store, prefix, run_workers
+):
+    """Real agents (offline writer, outbox): the follow-up's .eml names step 1's Message-ID."""
+    async with run_workers(ts_env.client):
+        _, _ids = await started(ts_env, settings, store, prefix, "c-thread",
+                                      [{"email": "ana@northwind.example", "first_name": "Ana",
+                                        "company": "Northwind"}],
+                                      follow_up_seconds=[3600, 7200])
+        final = await finish(ts_env, "c-thread", timedelta(minutes=30))
+    assert final.counts.sent == 3
+    drafts = {d.step: d for d in await store.list_drafts("c-thread")}
+    assert drafts[2].subject == f"Re: {drafts[1].subject}" == drafts[3].subject
+    assert len({drafts[1].body, drafts[2].body, drafts[3].body}) == 3  # each step its own text
+    msgs: dict[str, list[email.message.EmailMessage]] = {}
+    for path in Path(settings.outbox_dir).glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        msgs[msg["Subject"]] = [*msgs.get(msg["Subject"], []), msg]
+    first = msgs[drafts[1].subject][0]
+    later = sorted(msgs[drafts[2].subject], key=lambda m: len(str(m["References"])))
+    assert first["In-Reply-To"] is None
+    assert later[0]["In-Reply-To"] == first["Message-ID"]
+    assert later[0]["References"] == first["Message-ID"]
+    assert later[1]["In-Reply-To"] == later[0]["Message-ID"]
+    assert later[1]["References"].split() == [first["Message-ID"], later[0]["Message-ID"]]
+    assert len({first["Message-ID"], later[0]["Message-ID"], later[1]["Message-ID"]}) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_5000_leads_3_steps_10_percent_replies(dev_env, tmp_path) -> None:
+    """Every delivery run under 10,000 events, zero follow-ups to anyone who replied."""
+    result = await run_sequence(dev_env, tmp_path, 5000, delays=[120, 120],
+                                prefix=f"slow{tmp_path.name[-6:]}-")
+    print(f"5000 x 3, 10% replies: {result.seconds:.0f} s, delivery runs {result.delivery_runs}")
+    assert result.follow_ups_to_repliers == 0
+    assert result.sent == 5000 + 2 * (5000 - result.replied)
+    assert max(result.delivery_runs) < 10_000
+    assert max(result.campaign_runs) < 10_000

@@ -1,0 +1,159 @@
+"""The follow-up half of the DeliveryOrchestrator: sends a sequence's later steps as they
+fall due, on durable timers, without a workflow per lead.
+
+The store holds who is due when (`sequence_steps`, written by the delivery agent when the
+previous step is sent); this loop holds the clock. Each pass takes the time `tick`, pages
+the steps due by then (by lead id, one open step a lead), starts their sends in the
+orchestrator's sliding window, asks the store for the earliest later due time and sleeps
+until then on a timer. A send that puts an earlier step on the schedule, a cancel or a
+resume wakes it early. Stop conditions are read by the delivery agent at the moment of
+sending. A run continues as new before its history nears 10,000 events.
+See "Sequences" in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.sequence_agent import SequenceAgent
+    from campaign_core.models import (
+        ApprovedLead,
+        DeliveryInput,
+        DueRequest,
+        NextDueRequest,
+        StopSequence,
+    )
+    from workflows.agents import call_agent
+
+if TYPE_CHECKING:
+    from workflows.delivery import DeliveryOrchestrator
+
+#: A run continues as new once its history passes this many events: the sends still in
+#: flight then finish in it (at most a window of them), well under Temporal's 10,240
+#: suggestion and its 51,200 limit, and under the 10,000 the issue sets.
+EVENTS_PER_RUN = 7000
+
+#: Replies recorded per store call (one activity) when many arrive at once.
+STOP_BATCH = 500
+
+#: What a reply signal's kind stops a sequence with; automatic replies stop nothing.
+REPLY_STOPS = {"reply": "replied", "bounce": "bounced"}
+
+
+def run_is_full() -> bool:
+    """Time to continue as new: Temporal suggests it, or the history passed EVENTS_PER_RUN."""
+    info = workflow.info()
+    return info.is_continue_as_new_suggested() or info.get_current_history_length() > EVENTS_PER_RUN
+
+
+class FollowUps:
+    """The follow-up loop of one delivery run (see the module docstring)."""
+
+    def __init__(self, owner: DeliveryOrchestrator, inp: DeliveryInput,
+                 slots: asyncio.Semaphore) -> None:
+        self.owner = owner
+        self.inp = inp
+        self.slots = slots
+        self.in_flight: dict[str, int] = {}  # lead id -> step being sent
+        #: The earliest due time put on the schedule by a send since the store was last asked.
+        self.new_due: datetime | None = None
+        self.next_due: datetime | None = None
+
+    def scheduled(self, due: datetime) -> None:
+        """A send put the lead's next step on the schedule at `due`."""
+        if self.new_due is None or due < self.new_due:
+            self.new_due = due
+
+    def describe(self) -> str:
+        if self.next_due is None:
+            return f"; follow-ups: {len(self.in_flight)} in flight"
+        return (f"; follow-ups: {len(self.in_flight)} in flight, next due "
+                f"{self.next_due.isoformat(timespec='seconds')}")
+
+    async def _one(self, lead_id: str, step: int, timezone: str | None, domain: str | None
+                   ) -> None:
+        try:
+            await self.owner._deliver(self.inp, ApprovedLead(
+                lead_id=lead_id, timezone=timezone, domain=domain), self.slots, step)
+        finally:
+            self.in_flight.pop(lead_id, None)
+
+    def _woken(self) -> bool:
+        """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
+        due earlier."""
+        if self.owner._cancelled or self.owner._stop_queue:
+            return True
+        if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
+            return True
+        return self.next_due is None and not self.in_flight
+
+    async def run(self) -> None:
+        inp, owner = self.inp, self.owner
+        pending: set[asyncio.Task[None]] = set()
+        started = 0
+        max_pending = max(inp.in_flight, inp.page_size) * 2
+        while not owner._cancelled:
+            await workflow.wait_condition(lambda: not owner._paused or owner._cancelled)
+            if owner._cancelled:
+                break
+            if owner._stop_queue:
+                await owner._flush_stops(inp)
+            tick = workflow.now()
+            after: str | None = None
+            while not owner._cancelled:
+                page = await call_agent(
+                    SequenceAgent.list_due_steps,
+                    DueRequest(campaign_id=inp.campaign_id, before=tick, after=after,
+                               limit=inp.page_size),
+                    prefix=inp.queue_prefix, summary="follow-ups due now")
+                for due in page:
+                    if due.lead_id in self.in_flight:
+                        continue
+                    if len(pending) >= max_pending:
+                        _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        pending = set(rest)
+                    self.in_flight[due.lead_id] = due.step
+                    pending.add(asyncio.create_task(
+                        self._one(due.lead_id, due.step, due.timezone, due.domain)))
+                    started += 1
+                if page:
+                    after = page[-1].lead_id
+                if len(page) < inp.page_size:
+                    break
+            pending = {t for t in pending if not t.done()}
+            if started >= inp.sends_per_run or run_is_full():
+                if pending:
+                    await workflow.wait(pending)
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not owner._cancelled:
+                    await owner._continue_as_new(inp, follow_ups_phase=True)
+            idle = not pending
+            self.new_due = None
+            self.next_due = await call_agent(
+                SequenceAgent.next_due_at,
+                NextDueRequest(campaign_id=inp.campaign_id, after=tick),
+                prefix=inp.queue_prefix, summary="when the next follow-up is due")
+            owner._details()
+            if self.next_due is None and idle and self.new_due is None:
+                break  # nothing scheduled and nothing in flight: the sequence is over
+            timeout = (max(self.next_due - workflow.now(), timedelta(0))
+                       if self.next_due is not None else None)
+            if timeout == timedelta(0):
+                continue
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(self._woken, timeout=timeout,
+                                              timeout_summary="next follow-up due")
+        if pending:
+            await workflow.wait(pending)
+        await owner._flush_stops(inp)
+        if owner._cancelled:
+            await call_agent(
+                SequenceAgent.stop_sequence,
+                StopSequence(campaign_id=inp.campaign_id, reason="cancelled"),
+                prefix=inp.queue_prefix, summary="cancelled: stop every open follow-up")
