@@ -64,8 +64,7 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
     # Step 1 goes out in lead-id order, so the last ids are the last sent: their replies,
     # signalled as soon as step 1 has reached everyone, arrive before their step 2 is due.
-    ids = sorted(lead.lead_id for lead in intake.leads)
-    repliers = ids[len(ids) - max(1, round(n * reply_share)):]
+    repliers: list[str] = []
     sent: list[str] = []
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
@@ -74,6 +73,8 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
             await stack.enter_async_context(w)
         await mgr.start(intake, name=cid, campaign_id=cid, follow_up_seconds=delays,
                         domain_limit_per_minute=None)
+        ids = sorted(lead.lead_id for lead in await mgr._keyed(cid, intake))  # salted ids
+        repliers += ids[len(ids) - max(1, round(n * reply_share)):]
         await wait_stage(mgr, cid, {Stage.AWAITING_APPROVAL})
         await mgr.approve(cid, by="bench")
         handle = env.client.get_workflow_handle(campaign_workflow_id(cid))

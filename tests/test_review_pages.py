@@ -53,7 +53,7 @@ async def start_campaign(manager: Any, ts_env: Any, cid: str, n: int) -> list[st
     await manager.start(intake, name=f"Campaign {cid}", campaign_id=cid,
                         domain_limit_per_minute=None)
     await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
-    return [lead.lead_id for lead in intake.leads]
+    return [lead.lead_id for lead in await manager._keyed(cid, intake)]  # salted ids
 
 
 async def sign_in(page: Any, base: str, token: str) -> None:

@@ -42,7 +42,8 @@ async def started(env: WorkflowEnvironment, settings: Any, store: Store, prefix:
     await wait_stage(env, cid, Stage.AWAITING_APPROVAL)
     assert await mgr.approve(cid, by="tester") == len(rows)
     await wait_stage(env, cid, Stage.DELIVERING)
-    return mgr, [lead.lead_id for lead in intake.leads]
+    keyed = await mgr._keyed(cid, intake)  # the campaign's (salted) ids, in row order
+    return mgr, [lead.lead_id for lead in keyed]
 
 
 async def until(check: Any, what: str, seconds: float = 60) -> None:
@@ -153,8 +154,10 @@ async def test_continue_as_new_in_the_middle_of_a_sequence_sends_every_step_once
     expected = ids + [f"{lid}#{step}" for lid in ids for step in (2, 3)]
     assert sorted(sent) == sorted(expected)  # every step once, none twice
     runs = await run_history_lengths(dev_env.client, delivery_workflow_id("c-can"))
-    # 5 sends per run: step 1 in five runs, then the follow-ups in runs of their own.
-    assert len(runs) >= 10, runs
+    # Step 1 (24 sends, 5 per run) spans five runs; the follow-ups (48) then pass the
+    # limit at least once more, however their due times bunch up in real time, so at least
+    # one run boundary falls inside the follow-up phase.
+    assert len(runs) >= 6, runs
     assert max(runs) < 10_000
     assert (await store.counts("c-can")).sent == 3 * n
 
