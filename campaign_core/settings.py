@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         default=5 * 1024 * 1024, gt=0, alias="CAMPAIGN_KB_MAX_FILE_BYTES",
         description="Largest knowledge-base file read; larger ones are skipped and logged.",
     )
+    kb_root: Path | None = Field(
+        default=None, alias="CAMPAIGN_KB_ROOT",
+        description="The folder under which a knowledge base named over HTTP (POST "
+        "/campaigns, the campaign webhook, POST /schedules) must lie; while unset, HTTP "
+        "callers can name no knowledge base.",
+    )
     smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
     mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
     smtp_require_tls: bool | None = Field(

@@ -6,7 +6,6 @@ Same `CampaignManager` as the CLI; bearer-token auth on every route but `/health
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import logging
@@ -15,9 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from standardwebhooks import Webhook
 
@@ -38,6 +36,8 @@ from campaign_core.webhook_signature import (
     verify,
 )
 from starter.actor import acting_as
+from starter.api_admin import router as admin_router
+from starter.api_deps import Manager, authorised
 from starter.api_gate import RequestGate
 from starter.api_metrics import RequestMetrics
 from starter.manager import (
@@ -52,6 +52,7 @@ from starter.manager import (
 from starter.replies import InboundBodyError, inbound_messages, process_inbound
 from starter.review_auth import TOKEN_PREFIX, Reviewers
 from starter.review_pages import install as install_review_pages
+from starter.start_options import CampaignOptions, KbOutsideRoot
 
 log = logging.getLogger("campaign.api")
 
@@ -66,8 +67,9 @@ MAX_EVENTS = 1000
 # -- request and response bodies --------------------------------------------------------------
 
 
-class StartRequest(BaseModel):
-    """`POST /campaigns`: the same choices as `campaign start`."""
+class StartRequest(CampaignOptions):
+    """`POST /campaigns`: the same choices as `campaign start` (the knowledge base, send
+    window and pacing come from `CampaignOptions`, shared with `POST /schedules`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -178,33 +180,7 @@ class HealthResponse(BaseModel):
 
 
 
-# -- dependencies -------------------------------------------------------------------------------
-# Module level, not closures: FastAPI resolves annotations against the module's globals.
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def authorised(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """401 unless the bearer token matches CAMPAIGN_API_TOKEN (constant-time compare), or
-    the gate has let a reviewer's token through to a review route."""
-    token: str | None = request.app.state.token
-    if token is None or getattr(request.state, "reviewer", None):
-        return  # --insecure-dev
-    given = creds.credentials if creds is not None else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "missing or wrong bearer token (Authorization: Bearer ...)",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-def current_manager(request: Request) -> CampaignManager:
-    managers: dict[str, CampaignManager] = request.app.state.managers
-    return managers["manager"]
-
-
-Manager = Annotated[CampaignManager, Depends(current_manager)]
+# -- dependencies: `authorised` and `Manager` live in starter/api_deps.py (shared by routers) --
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -251,6 +227,8 @@ def create_app(
     app.add_middleware(RequestGate, token=token, max_body=settings.api_max_body,
                        reviewer=reviewer_named, reviewer_prefix=TOKEN_PREFIX)
     install_review_pages(app)  # /review/...: the reviewers' pages (starter/review_pages.py)
+    # GET /campaigns, audit, suppressions, erasure, schedules (starter/api_admin.py)
+    app.include_router(admin_router, dependencies=[Depends(authorised)])
     app.add_middleware(RequestMetrics)  # outermost: refusals by the gate count too
     auth = [Depends(authorised)]
 
@@ -480,6 +458,11 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
         except FollowUpError as err:
             raise HTTPException(422, [{"loc": ["body", "follow_ups", i], "type": "value_error",
                                        "msg": str(err)}]) from err
+    try:
+        options = body.start_kwargs(m.settings.kb_root)  # kb, send window, pacing
+    except KbOutsideRoot as err:
+        raise HTTPException(422, [{"loc": ["body", "kb"], "type": "value_error",
+                                   "msg": str(err)}]) from err
     cid = campaign_id_for(body.name, body.id)
     intake = parse_lead_rows(enumerate(body.leads, start=1), cid)
     if not intake.leads:
@@ -491,7 +474,7 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
         result = await m.start(intake, name=body.name, brief=body.brief, channel=body.channel,
                                campaign_id=cid, approval_timeout_seconds=timeout,
                                follow_up_seconds=delays,
-                               stop_on_company_reply=body.stop_on_company_reply)
+                               stop_on_company_reply=body.stop_on_company_reply, **options)
     except NotFound:
         raise
     except BadInput as err:

@@ -53,7 +53,7 @@ from campaign_core.sequence import FollowUpError, describe_seconds, parse_follow
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
-from campaign_core.store.rows import CampaignRow, DraftRow, DraftView, ReportRow
+from campaign_core.store.rows import AuditEntry, CampaignRow, DraftRow, DraftView, ReportRow
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
@@ -432,6 +432,17 @@ class CampaignManager(ControlPlane):
     async def report(self, campaign_id: str) -> list[ReportRow]:
         await self._require(campaign_id)
         return await self.store.report(campaign_id)
+
+    async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
+        """The campaign's trail of agent steps and decisions (only `lead_id`'s, if given)."""
+        await self._require(campaign_id)
+        return await self.store.audit(campaign_id, lead_id)
+
+    async def list_campaigns(self, limit: int = 200) -> list[CampaignRow]:
+        """The most recently created campaigns first (the store's stage, not the live one)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadInput(f"limit: {limit} must be between 1 and {MAX_PAGE}")
+        return await self.store.list_campaigns(limit)
 
     async def _require(self, campaign_id: str) -> CampaignRow:
         campaign = await self.store.get_campaign(campaign_id)

@@ -41,7 +41,7 @@ from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt
-from starter.manager import BadInput, ControlPlane, NotFound
+from starter.manager import BadInput, Conflict, ControlPlane, NotFound
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
@@ -61,6 +61,10 @@ CATCHUP_WINDOW = timedelta(hours=1)
 #: A firing that could not even start its campaign within this time is dropped.
 FIRING_TIMEOUT = timedelta(days=1)
 NEXT_RUNS_SHOWN = 3
+
+
+class BadCron(BadInput):
+    """A cron expression (or its time zone) that Temporal cannot read."""
 
 
 def check_schedule_name(name: str) -> str:
@@ -169,11 +173,11 @@ class ScheduleManager(ControlPlane):
             raise BadInput(f"template id {template_id!r} was not made for schedule {name!r}")
         cron = " ".join(cron.split())
         if not cron:
-            raise BadInput("--cron: give a cron expression such as '0 9 * * MON'")
+            raise BadCron("--cron: give a cron expression such as '0 9 * * MON'")
         try:
             ZoneInfo(cron_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise BadInput(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
+            raise BadCron(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
         self.check_options(channel, kb_dir)
         if not intake.leads:
             raise BadInput("no valid lead to schedule campaigns with")
@@ -228,12 +232,12 @@ class ScheduleManager(ControlPlane):
         try:
             handle = await client.create_schedule(sid, schedule, memo={MEMO_KEY: memo})
         except ScheduleAlreadyRunningError as exc:
-            raise BadInput(f"schedule {name!r} already exists: delete it first "
+            raise Conflict(f"schedule {name!r} already exists: delete it first "
                            f"(`campaign schedule delete {name}`) or choose another name") from exc
         except RPCError as err:
             if err.status == RPCStatusCode.INVALID_ARGUMENT:
                 reason = err.message.removeprefix("Invalid schedule spec: ")
-                raise BadInput(f"--cron {cron!r}: {reason}") from err
+                raise BadCron(f"--cron {cron!r}: {reason}") from err
             raise
         try:
             await self.store.upsert_campaign(

@@ -30,6 +30,7 @@ from campaign_core.store.base import StoreError
 from campaign_core.store.rows import ReportRow
 from campaign_core.temporal import TemporalConfigError, TemporalUnreachable
 from starter.manager import BadInput, CampaignManager
+from starter.start_options import MIN_SEND_RATE, parse_send_window
 
 app = typer.Typer(
     name="campaign",
@@ -66,6 +67,8 @@ FollowUpOption = Annotated[list[str] | None, typer.Option(
 StopOnCompanyReply = Annotated[bool, typer.Option(
     "--stop-on-company-reply", help="A reply from anyone at a lead's company domain stops "
     "the company's other leads too (freemail domains never count).")]
+SendRate = Annotated[float | None, typer.Option(
+    "--send-rate", min=MIN_SEND_RATE, help="This campaign's sends per second.")]
 
 
 # ANSI/VT escape sequences (CSI, OSC, and two-byte ESC forms, 7- and 8-bit introducers),
@@ -126,12 +129,10 @@ def brief_and_window(brief: str | None, brief_file: Path | None, send_window: st
             brief = brief_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
-    window = None
-    if send_window is not None:
-        try:
-            window = SendWindow.parse(send_window, timezone)
-        except ValueError as exc:
-            fail(2, f"--send-window/--timezone: {exc}")
+    try:
+        window = parse_send_window(send_window, timezone)
+    except ValueError as exc:
+        fail(2, f"--send-window/--timezone: {exc}")
     return brief, window
 
 

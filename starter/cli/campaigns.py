@@ -23,6 +23,7 @@ from starter.cli.app import (
     JsonFlag,
     KbDir,
     LeadsFile,
+    SendRate,
     SendWindowOption,
     StopOnCompanyReply,
     brief_and_window,
@@ -37,6 +38,7 @@ from starter.cli.app import (
     with_logging,
 )
 from starter.manager import campaign_id_for, follow_up_delays, parse_duration
+from starter.start_options import DEFAULT_DOMAIN_LIMIT
 
 
 @with_logging
@@ -51,9 +53,8 @@ def start(
     approval_timeout: ApprovalTimeout = "72h",
     send_window: SendWindowOption = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Zone for leads without one.")] = "UTC",
-    domain_limit: DomainLimit = 20,
-    send_rate: Annotated[float | None, typer.Option(
-        "--send-rate", min=0.001, help="This campaign's sends per second.")] = None,
+    domain_limit: DomainLimit = DEFAULT_DOMAIN_LIMIT,
+    send_rate: SendRate = None,
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,
     as_json: JsonFlag = False,
@@ -311,9 +312,7 @@ def audit(
     """The trail of agent steps and decisions, with provenance."""
 
     async def go() -> None:
-        mgr = manager()
-        await mgr.report(campaign_id)  # raises NotFound for an unknown campaign
-        rows = await mgr.store.audit(campaign_id, lead)
+        rows = await manager().audit(campaign_id, lead)  # NotFound for an unknown campaign
         if as_json:
             emit_json([r.model_dump() for r in rows])
             return

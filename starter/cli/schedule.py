@@ -24,6 +24,7 @@ from starter.cli.app import (
     JsonFlag,
     KbDir,
     LeadsFile,
+    SendRate,
     SendWindowOption,
     StopOnCompanyReply,
     brief_and_window,
@@ -35,6 +36,7 @@ from starter.cli.app import (
 )
 from starter.manager import follow_up_delays, parse_duration
 from starter.schedules import ScheduleManager, template_id_for
+from starter.start_options import DEFAULT_DOMAIN_LIMIT
 
 schedule_app = typer.Typer(
     help="Recurring campaigns on Temporal Schedules: each firing starts a new campaign "
@@ -69,9 +71,8 @@ def create(
     send_window: SendWindowOption = None,
     timezone: Annotated[str, typer.Option(
         "--timezone", help="Send-window zone for leads without one.")] = "UTC",
-    domain_limit: DomainLimit = 20,
-    send_rate: Annotated[float | None, typer.Option(
-        "--send-rate", min=0.001, help="Each campaign's sends per second.")] = None,
+    domain_limit: DomainLimit = DEFAULT_DOMAIN_LIMIT,
+    send_rate: SendRate = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused (resume to start).")] = False,
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,

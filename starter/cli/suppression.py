@@ -1,24 +1,32 @@
 """`campaign suppress` and `campaign forget`: the suppression list and erasure requests.
 
-`forget` validates the address, asks before erasing, lets the store do the erasure
-(`Store.forget`), deletes the outbox `.eml` copies and says what went.
+`forget` validates the address, asks before erasing, then erases through
+`starter.suppression.forget` (as `POST /erasure` does) and says what went.
 """
 
 from __future__ import annotations
 
 import sys
-from email import policy
-from email.parser import BytesParser
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from campaign_core.leads import Lead, address_forms, valid_email
 from campaign_core.settings import load_settings
-from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
+from campaign_core.store.erasure import FORGOTTEN_REASON
 from campaign_core.store.factory import open_store
+from starter import suppression
 from starter.cli.app import JsonFlag, emit_json, err, fail, out, run, shown
+from starter.manager import BadInput
+from starter.suppression import (  # re-exported: the erasure's parts, named as before
+    ErasureReport,
+    SuppressionResult,
+    erase_outbox,
+    lead_text_hashes,
+    valid_addresses,
+)
+
+__all__ = ["FORGET_HELP", "erase_outbox", "forget", "lead_text_hashes", "stdin_is_tty",
+           "suppress"]
 
 FORGET_HELP = "\n\n".join((
     "Erase a person's data from the store and suppress the address.",
@@ -41,22 +49,29 @@ FORGET_HELP = "\n\n".join((
 ))
 
 
-def suppress(emails: Annotated[list[str], typer.Argument(metavar="EMAIL...")]) -> None:
+def suppress(
+    emails: Annotated[list[str], typer.Argument(metavar="EMAIL...")],
+    as_json: JsonFlag = False,
+) -> None:
     """Add addresses to the suppression list (never sent to, in any campaign)."""
     try:
-        addresses = [valid_email(e) for e in emails]
-    except ValueError as exc:
-        fail(2, f"suppress: {exc}; nothing was added")
+        valid_addresses(emails, "suppress")
+    except BadInput as exc:
+        fail(2, f"{exc}; nothing was added")
 
-    async def go() -> int:
+    async def go() -> SuppressionResult:
         store = open_store(load_settings())
         try:
-            return await store.add_suppressions(addresses, "manual")
+            return await suppression.suppress(store, emails)
         finally:
             await store.close()
 
-    added = run(go())
-    err.print(f"{added} address(es) added to the suppression list ({len(emails) - added} already there)")
+    result = run(go())
+    if as_json:
+        emit_json(result.model_dump())
+        return
+    err.print(f"{result.added} address(es) added to the suppression list "
+              f"({result.already_suppressed} already there)")
 
 
 def forget(
@@ -66,9 +81,9 @@ def forget(
 ) -> None:
     # The help text is FORGET_HELP (given at registration): paragraphs, not a docstring.
     try:
-        address = valid_email(email)
-    except ValueError as exc:
-        fail(2, f"forget: {exc}; nothing was erased")
+        [address] = valid_addresses([email], "forget")
+    except BadInput as exc:
+        fail(2, f"{exc}; nothing was erased")
     if not yes:
         if not stdin_is_tty():
             fail(2, f"forget: erasing {address} cannot be undone and there is no terminal to "
@@ -78,65 +93,27 @@ def forget(
             fail(1, "forget: not confirmed; nothing was erased")
     settings = load_settings()
 
-    async def go() -> dict[str, int]:
+    async def go() -> ErasureReport:
         store = open_store(settings)
         try:
-            return await store.forget(address, derived_text_hashes=lead_text_hashes)
+            return await suppression.forget(settings, store, address)
         finally:
             await store.close()
 
-    counts = run(go())
-    counts["outbox"] = erase_outbox(settings.outbox_dir, address)
-    doc: dict[str, Any] = {"email": address, "subject": subject_digest(address),
-                           "campaigns": counts.pop("campaigns"), "counts": counts,
-                           "suppressed": True, "reason": FORGOTTEN_REASON}
+    report = run(go())
     if as_json:
-        emit_json(doc)
+        emit_json(report.model_dump())
         return
-    erased = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "suppressions")
-    out.print(f"Erased {shown(address)} from {doc['campaigns']} campaign(s): "
+    erased = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v and k != "suppressions")
+    out.print(f"Erased {shown(address)} from {report.campaigns} campaign(s): "
               f"{shown(erased or 'nothing was stored about it')}.", highlight=False)
     out.print(f"It stays on the suppression list ({FORGOTTEN_REASON}), so it is never emailed "
               "again.", highlight=False)
-    if doc["campaigns"]:
-        out.print(f"Each campaign's audit trail records the erasure as {shown(doc['subject'])}.",
+    if report.campaigns:
+        out.print(f"Each campaign's audit trail records the erasure as {shown(report.subject)}.",
                   highlight=False)
 
 
 def stdin_is_tty() -> bool:
     """Whether someone can answer the confirmation (tests replace this)."""
     return sys.stdin.isatty()
-
-
-def lead_text_hashes(lead: Lead, brief: str) -> list[str]:
-    """The text hashes of what retrieval embedded for the lead (its own fields).
-
-    When the lead has no fields the query is the campaign's brief, which is no one's
-    personal data and is shared by other leads: that embedding stays.
-    """
-    from activities.knowledge import dense_query
-    from activities.retrieval.dense import text_hash
-
-    query = dense_query(lead, brief)
-    return [text_hash(query)] if query and query != brief else []
-
-
-def erase_outbox(outbox: Path, address: str) -> int:
-    """Delete the outbox `.eml` files addressed to `address`; returns how many."""
-    if not outbox.is_dir():
-        return 0
-    wanted = set(address_forms(address))
-    parser = BytesParser(policy=policy.default)
-    removed = 0
-    for path in sorted(outbox.glob("*.eml")):
-        try:
-            with path.open("rb") as fh:
-                headers = parser.parse(fh, headersonly=True)
-            recipients = [a.addr_spec for field in ("To", "Cc", "Bcc")
-                          for a in getattr(headers[field], "addresses", ())]
-        except (OSError, ValueError):
-            continue
-        if any(not wanted.isdisjoint(address_forms(r)) for r in recipients):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
