@@ -20,6 +20,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
+from campaign_core.deployment import (
+    deployment_config,
+    deployment_version,
+    describe,
+    set_current_command,
+    set_current_version,
+)
 from campaign_core.metrics import install, telemetry_runtime, watch_backlog
 from campaign_core.registry import (
     AGENT_CLASSES,
@@ -110,6 +117,7 @@ def build_workers(
         return overrides.get(spec.name) or bind(spec.activity, agents)
 
     runner = workflow_runner(client)  # the client's converter and interceptors reach every worker
+    versioning = deployment_config(settings)  # None: unversioned (CAMPAIGN_DEPLOYMENT_VERSION unset)
     workers = []
     for q in QUEUES.values():
         if q.name not in wanted:
@@ -130,14 +138,21 @@ def build_workers(
             max_task_queue_activities_per_second=rate,
             # Eager execution would bypass the task-queue rate limits.
             disable_eager_activity_execution=q.name == WORKFLOW_QUEUE or bool(rate),
+            deployment_config=versioning,
         ))
     return workers
 
 
 async def run_workers(
-    client: Client, settings: Settings, queues: Iterable[str] | None, stop: asyncio.Event
+    client: Client, settings: Settings, queues: Iterable[str] | None, stop: asyncio.Event,
+    *, make_current: bool = False,
 ) -> None:
-    """Run until `stop` is set, then shut every worker down gracefully."""
+    """Run until `stop` is set, then shut every worker down gracefully.
+
+    `make_current`: the embedded stack's workers make their deployment version current
+    themselves (nobody else deploys there); production workers never do: README
+    "Deploying a new version".
+    """
     store = open_store(settings)
     # The embedded store migrates itself; a shared one must already be current
     # (`campaign db migrate`): a worker never changes a schema other workers use.
@@ -150,13 +165,27 @@ async def run_workers(
             log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
+    log.info("%s", serving_line(settings))
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    version = deployment_version(settings)
+    if make_current and version is not None:
+        await set_current_version(client, version)
+        log.info("deployment version %s is current", describe(version))
     backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
     await stop.wait()
     await backlog
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
+
+
+def serving_line(settings: Settings) -> str:
+    """What a worker says about the Worker Deployment Version it serves."""
+    version = deployment_version(settings)
+    if version is None:
+        return "deployment version: unversioned (CAMPAIGN_DEPLOYMENT_VERSION unset)"
+    return (f"deployment version: {describe(version)} (campaigns upgrade, leads pinned); it "
+            f"gets new work once current: {set_current_command(version)}")
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -169,7 +198,9 @@ async def main(queues: list[str] | None = None, metrics_at: str | None = None) -
     """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port")."""
     settings = load_settings()
     install(telemetry_runtime(settings, metrics_at))
+    serving = serving_line(settings)  # a bad CAMPAIGN_DEPLOYMENT_VERSION fails before connecting
     client = await connect(settings)
+    print(serving, flush=True)
     stop = asyncio.Event()
     install_stop_handlers(stop)
     await run_workers(client, settings, queues, stop)

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryAgent
     from activities.store_agent import StoreAgent
+    from campaign_core.deployment import LONG_RUNNING
     from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
         ApprovedLead,
@@ -35,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
 MINUTE = timedelta(minutes=1)
 
 
-@workflow.defn(name="DeliveryOrchestrator")
+@workflow.defn(name="DeliveryOrchestrator", versioning_behavior=LONG_RUNNING)
 class DeliveryOrchestrator:
     def __init__(self) -> None:
         self._result = DeliveryResult()

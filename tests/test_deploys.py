@@ -1,0 +1,237 @@
+"""Safe deploys: Worker Versioning on the real dev server (the time-skipping server has no
+Worker Deployments).
+
+Two builds of the same workflow types run side by side, as in a deploy: a campaign that
+waits for its approval moves to the new build once that build is current and takes the
+branch the new build adds behind `workflow.patched`; a lead drafted when the deploy
+happened finishes on the build that started it; new campaigns start on the new build. Then
+the engine's own workers, built by `worker_main.build_workers` from
+CAMPAIGN_DEPLOYMENT_VERSION, carry a real campaign through the same deploy.
+Each test has its own deployment name, so setting a current version touches no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import VersioningBehavior as BehaviorProto
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker, WorkerDeploymentConfig
+
+from campaign_core.deployment import (
+    DeploymentSettingError,
+    current_version,
+    deployment_config,
+    deployment_version,
+    parse_version,
+    set_current_version,
+)
+from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import Stage
+from campaign_core.settings import Settings
+from campaign_core.store.sqlite import SqliteStore
+from starter.manager import CampaignManager
+from tests.conftest import KB
+from tests.deploy_probe import CAMPAIGN, CampaignV1, CampaignV2, LeadV1, LeadV2, probe_step
+from worker_main import WORKFLOWS, build_agents, build_workers, serving_line
+
+DEADLINE_S = 30.0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+async def versioning(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
+    """(behavior, build id) of the run as the server records it; ("", "") before its first
+    workflow task has completed on a versioned worker."""
+    info = (await handle.describe()).raw_description.workflow_execution_info.versioning_info
+    behavior = BehaviorProto.Name(info.behavior) if info.behavior else ""
+    return behavior, info.deployment_version.build_id
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `check` until it holds; fail after DEADLINE_S with `what`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {DEADLINE_S}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def reaches(handle: WorkflowHandle[Any, Any], behavior: str, build_id: str) -> None:
+    async def check() -> bool:
+        return await versioning(handle) == (behavior, build_id)
+    await until(f"{handle.id} on {behavior} {build_id}", check)
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for w in workers:
+            await stack.enter_async_context(w)
+        yield
+
+
+def probe_worker(client: Client, queue: str, version: WorkerDeploymentVersion,
+                 workflows: Sequence[type]) -> Worker:
+    return Worker(client, task_queue=queue, workflows=list(workflows), activities=[probe_step],
+                  deployment_config=WorkerDeploymentConfig(version=version,
+                                                           use_worker_versioning=True))
+
+
+# -- the deploy, on probe workflows -------------------------------------------------------------
+
+async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
+    dev_env: WorkflowEnvironment, prefix: str,
+) -> None:
+    client = dev_env.client
+    queue, name = f"{prefix}workflows", f"{prefix}engine"
+    v1, v2 = WorkerDeploymentVersion(name, "v1"), WorkerDeploymentVersion(name, "v2")
+
+    async def start(key: str) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
+        campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
+                                               id=f"{prefix}{key}", task_queue=queue,
+                                               result_type=list[str])
+        return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
+
+    async with running([probe_worker(client, queue, v1, [CampaignV1, LeadV1])]):
+        await set_current_version(client, v1)
+        assert await current_version(client, name) == f"{name}:v1"
+        waiting, waiting_lead = await start("waiting")  # waits for its approval over the deploy
+        sent, sent_lead = await start("sent")  # approved and sent on v1, waits for its lead
+        await sent.signal("approve")
+        for campaign in (waiting, sent):
+            await reaches(campaign, "VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v1")
+        for lead in (waiting_lead, sent_lead):
+            await reaches(lead, "VERSIONING_BEHAVIOR_PINNED", "v1")
+
+        async def sent_on_v1() -> bool:
+            history = await sent.fetch_history()
+            return any(e.activity_task_completed_event_attributes.HasField("result")
+                       for e in history.events)
+        await until("the send on v1", sent_on_v1)
+
+        # The deploy: v2 workers start beside v1's, then v2 becomes current.
+        async with running([probe_worker(client, queue, v2, [CampaignV2, LeadV2])]):
+            await set_current_version(client, v2)
+            assert await current_version(client, name) == f"{name}:v2"
+            new, new_lead = await start("new")
+            await reaches(new, "VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
+            await reaches(new_lead, "VERSIONING_BEHAVIOR_PINNED", "v2")
+
+            # Leads in flight finish on the build that started them ...
+            for lead in (waiting_lead, sent_lead):
+                await lead.signal("go")
+                assert await asyncio.wait_for(lead.result(), DEADLINE_S) == "drafted by v1"
+                assert await versioning(lead) == ("VERSIONING_BEHAVIOR_PINNED", "v1")
+            # ... the campaign that had sent on v1 replays on v2 without the new step ...
+            assert await asyncio.wait_for(sent.result(), DEADLINE_S) == ["drafted by v1", "send"]
+            assert await versioning(sent) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
+            # ... the one still waiting for approval moves to v2 and takes it.
+            await waiting.signal("approve")
+            assert await asyncio.wait_for(waiting.result(), DEADLINE_S) == [
+                "drafted by v1", "check", "send"]
+            assert await versioning(waiting) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
+
+            await new_lead.signal("go")
+            await new.signal("approve")
+            assert await asyncio.wait_for(new.result(), DEADLINE_S) == [
+                "drafted by v2", "check", "send"]
+
+
+# -- the engine's own workers -----------------------------------------------------------------
+
+LEADS = [
+    {"email": "ana@example.com", "first_name": "Ana", "company": "Northwind Freight"},
+    {"email": "bo@example.org", "first_name": "Bo", "company": "Ledgerly"},
+]
+
+
+async def test_engine_workers_serve_their_version_through_a_deploy(
+    dev_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str,
+) -> None:
+    client = dev_env.client
+    name = f"{prefix}engine"
+    s1 = settings.model_copy(update={"deployment_version": "build-1", "deployment_name": name})
+    s2 = settings.model_copy(update={"deployment_version": f"{name}:build-2"})
+    v1, v2 = deployment_version(s1), deployment_version(s2)
+    assert v1 == WorkerDeploymentVersion(name, "build-1")
+    assert v2 == WorkerDeploymentVersion(name, "build-2")
+    agents = build_agents(store, settings)
+    mgr = CampaignManager(settings, client=client, store=store, queue_prefix=prefix,
+                          use_search_attributes=False)
+    cid = f"{prefix}c"
+    campaign = client.get_workflow_handle(campaign_workflow_id(cid))
+
+    async def stage_is(stage: Stage) -> bool:
+        return (await mgr.status(cid)).stage is stage
+
+    async with running(build_workers(client, store, s1, prefix=prefix, agents=agents)):
+        await set_current_version(client, v1)
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="deploy",
+                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await until("awaiting approval on build-1",
+                    lambda: stage_is(Stage.AWAITING_APPROVAL))
+        assert await versioning(campaign) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-1")
+        lead_id = (await store.report(cid))[0].lead_id
+        lead = client.get_workflow_handle(lead_workflow_id(cid, lead_id))
+        assert await versioning(lead) == ("VERSIONING_BEHAVIOR_PINNED", "build-1")
+
+        async with running(build_workers(client, store, s2, prefix=prefix, agents=agents)):
+            await set_current_version(client, v2)
+            await mgr.approve(cid, by="tester")
+            await until("completed", lambda: stage_is(Stage.COMPLETED))
+            assert (await mgr.status(cid)).counts.sent == len(LEADS)
+            assert await versioning(campaign) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-2")
+            delivery = client.get_workflow_handle(delivery_workflow_id(cid))
+            assert await versioning(delivery) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-2")
+
+
+# -- settings and declarations (no server) ------------------------------------------------------
+
+def test_unset_means_unversioned(settings: Settings) -> None:
+    assert settings.deployment_version is None
+    assert deployment_config(settings) is None
+    assert "unversioned" in serving_line(settings)
+
+
+def test_version_from_the_environment(monkeypatch: pytest.MonkeyPatch, home: Any) -> None:
+    monkeypatch.setenv("CAMPAIGN_DEPLOYMENT_VERSION", "2026-11-30.1")
+    config = deployment_config(Settings())
+    assert config is not None and config.use_worker_versioning
+    assert config.version == WorkerDeploymentVersion("campaign-engine", "2026-11-30.1")
+    line = serving_line(Settings())
+    assert "campaign-engine:2026-11-30.1" in line
+    assert "set-current-version --deployment-name campaign-engine --build-id 2026-11-30.1" in line
+    monkeypatch.setenv("CAMPAIGN_DEPLOYMENT_NAME", "outreach")
+    assert deployment_version(Settings()) == WorkerDeploymentVersion("outreach", "2026-11-30.1")
+
+
+@pytest.mark.parametrize("bad", ["", " ", "build id", "engine:", ":b1", "-b1", "b1;rm"])
+def test_bad_versions_are_refused(bad: str) -> None:
+    with pytest.raises(DeploymentSettingError, match="CAMPAIGN_DEPLOYMENT_"):
+        parse_version(bad)
+
+
+def test_every_orchestrator_declares_its_behavior() -> None:
+    """A workflow added without a declared behavior would silently take the worker default."""
+    declared = {
+        workflow._Definition.must_from_class(cls).name:
+        workflow._Definition.must_from_class(cls).versioning_behavior for cls in WORKFLOWS
+    }
+    assert VersioningBehavior.UNSPECIFIED not in declared.values(), declared
+    assert declared | {
+        "CampaignWorkflow": VersioningBehavior.AUTO_UPGRADE,
+        "DeliveryOrchestrator": VersioningBehavior.AUTO_UPGRADE,
+        "LeadOrchestrator": VersioningBehavior.PINNED,
+        "ScheduledCampaign": VersioningBehavior.PINNED,
+        "ReplyMailboxPoll": VersioningBehavior.PINNED,
+    } == declared
