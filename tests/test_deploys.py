@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.enums.v1 import VersioningBehavior as BehaviorProto
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -145,6 +146,61 @@ async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
             await new.signal("approve")
             assert await asyncio.wait_for(new.result(), DEADLINE_S) == [
                 "drafted by v2", "check", "send"]
+
+
+async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
+    dev_env: WorkflowEnvironment, prefix: str,
+) -> None:
+    """Rollback is `set-current-version` to the old build: campaigns follow at their next
+    task. One that already ran a step only the new build has cannot be replayed by the old
+    build: its workflow task fails and is retried (nothing is lost or repeated) until a build
+    with that step is current again: roll forward."""
+    client = dev_env.client
+    queue, name = f"{prefix}workflows", f"{prefix}engine"
+    v1, v2 = WorkerDeploymentVersion(name, "v1"), WorkerDeploymentVersion(name, "v2")
+
+    async def start(key: str) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
+        campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
+                                               id=f"{prefix}{key}", task_queue=queue,
+                                               result_type=list[str])
+        return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
+
+    async def events(handle: WorkflowHandle[Any, Any], kind: EventType.ValueType) -> int:
+        history = await handle.fetch_history()
+        return sum(1 for e in history.events if e.event_type == kind)
+
+    async with running([probe_worker(client, queue, v1, [CampaignV1, LeadV1]),
+                        probe_worker(client, queue, v2, [CampaignV2, LeadV2])]):
+        await set_current_version(client, v2)
+        took, took_lead = await start("took")  # approved on v2: runs "check" and "send"
+        await took.signal("approve")
+
+        async def both_steps_ran() -> bool:
+            return await events(took, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) == 2
+        await until("check and send on v2", both_steps_ran)
+        waiting, waiting_lead = await start("waiting")
+        await reaches(waiting, "VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
+
+        await set_current_version(client, v1)  # the rollback
+        for lead in (took_lead, waiting_lead):  # pinned: they finish where they started
+            await lead.signal("go")
+            assert await asyncio.wait_for(lead.result(), DEADLINE_S) == "drafted by v2"
+        await waiting.signal("approve")
+        assert await asyncio.wait_for(waiting.result(), DEADLINE_S) == ["drafted by v2", "send"]
+        assert await versioning(waiting) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v1")
+
+        async def refused_by_v1() -> bool:
+            return await events(took, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) > 0
+        await until("v1 refuses the history with v2's step", refused_by_v1)
+        history = await took.fetch_history()
+        failure = next(e.workflow_task_failed_event_attributes for e in history.events
+                       if e.HasField("workflow_task_failed_event_attributes"))
+        assert "Nondeterminism" in failure.failure.message
+        assert (await took.describe()).status == WorkflowExecutionStatus.RUNNING
+
+        await set_current_version(client, v2)  # roll forward
+        assert await asyncio.wait_for(took.result(), DEADLINE_S) == [
+            "drafted by v2", "check", "send"]
 
 
 # -- the engine's own workers -----------------------------------------------------------------
