@@ -24,9 +24,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.enums.v1 import VersioningBehavior as BehaviorProto
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+import worker_main
 from campaign_core.deployment import (
     DeploymentSettingError,
     current_version,
@@ -249,6 +251,29 @@ async def test_engine_workers_serve_their_version_through_a_deploy(
             assert await versioning(campaign) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-2")
             delivery = client.get_workflow_handle(delivery_workflow_id(cid))
             assert await versioning(delivery) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-2")
+
+
+async def test_embedded_stack_makes_its_own_version_current(
+    dev_env: WorkflowEnvironment, settings: Settings, prefix: str,
+) -> None:
+    """`campaign dev` (and the demo) own their server: nobody else would set the version."""
+    name = f"{prefix}engine"
+    s = settings.model_copy(update={"deployment_version": "local-1", "deployment_name": name,
+                                    "task_queue_prefix": prefix})
+    stop = asyncio.Event()
+    workers = asyncio.create_task(
+        worker_main.run_workers(dev_env.client, s, None, stop, make_current=True))
+
+    async def current() -> bool:
+        try:
+            return await current_version(dev_env.client, name) == f"{name}:local-1"
+        except RPCError:
+            return False  # no such deployment until the workers have polled
+    try:
+        await until("local-1 current", current)
+    finally:
+        stop.set()
+        await workers
 
 
 # -- settings and declarations (no server) ------------------------------------------------------
