@@ -78,6 +78,16 @@ def workflow_runner(client: Client) -> WorkflowRunner:
     return SandboxedWorkflowRunner()
 
 
+def registered_workflows(versioned: bool) -> list[type]:
+    """The orchestrators; a versioned worker registers their twins that declare a versioning
+    behavior (workflows/versioned.py says why the plain classes cannot)."""
+    if not versioned:
+        return list(WORKFLOWS)
+    from workflows.versioned import VERSIONED
+
+    return [VERSIONED[w] for w in WORKFLOWS]
+
+
 def llm_rate(settings: Settings) -> float | None:
     """The `llm` queue's rate: the provider's limit, none for the offline template writer.
 
@@ -123,7 +133,7 @@ def build_workers(
         if q.name not in wanted:
             continue
         activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
-        workflows = list(WORKFLOWS) if q.name == WORKFLOW_QUEUE else []
+        workflows = registered_workflows(versioning is not None) if q.name == WORKFLOW_QUEUE else []
         rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)
         workers.append(Worker(

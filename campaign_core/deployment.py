@@ -71,8 +71,8 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     version = deployment_version(settings)
     if version is None:
         return None
-    # Each orchestrator declares its own behavior; this default only covers a workflow added
-    # without one (tests/test_deploys.py fails for that), and matches unversioned workers.
+    # Each orchestrator's versioned twin declares its behavior (workflows/versioned.py); this
+    # default only covers a workflow added without one (tests/test_deploys.py fails for that).
     return WorkerDeploymentConfig(version=version, use_worker_versioning=True,
                                   default_versioning_behavior=LONG_RUNNING)
 

@@ -45,7 +45,14 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.manager import CampaignManager
 from tests.conftest import KB
 from tests.deploy_probe import CAMPAIGN, CampaignV1, CampaignV2, LeadV1, LeadV2, probe_step
-from worker_main import WORKFLOWS, build_agents, build_workers, serving_line
+from worker_main import (
+    WORKFLOWS,
+    build_agents,
+    build_workers,
+    registered_workflows,
+    serving_line,
+)
+from workflows.versioned import VERSIONED
 
 DEADLINE_S = 30.0
 
@@ -253,6 +260,26 @@ async def test_engine_workers_serve_their_version_through_a_deploy(
             assert await versioning(delivery) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-2")
 
 
+async def test_unset_version_leaves_workers_unversioned(
+    dev_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str,
+) -> None:
+    """Unset: today's behavior. The server refuses any task an unversioned worker completes
+    with a versioning behavior, so the plain classes must declare none (they do not)."""
+    client = dev_env.client
+    mgr = CampaignManager(settings, client=client, store=store, queue_prefix=prefix,
+                          use_search_attributes=False)
+    cid = f"{prefix}plain"
+
+    async def awaiting() -> bool:
+        return (await mgr.status(cid)).stage is Stage.AWAITING_APPROVAL
+
+    async with running(build_workers(client, store, settings, prefix=prefix)):
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="plain",
+                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await until("awaiting approval, unversioned", awaiting)
+    assert await versioning(client.get_workflow_handle(campaign_workflow_id(cid))) == ("", "")
+
+
 async def test_embedded_stack_makes_its_own_version_current(
     dev_env: WorkflowEnvironment, settings: Settings, prefix: str,
 ) -> None:
@@ -303,11 +330,18 @@ def test_bad_versions_are_refused(bad: str) -> None:
 
 
 def test_every_orchestrator_declares_its_behavior() -> None:
-    """A workflow added without a declared behavior would silently take the worker default."""
-    declared = {
-        workflow._Definition.must_from_class(cls).name:
-        workflow._Definition.must_from_class(cls).versioning_behavior for cls in WORKFLOWS
-    }
+    """Versioned workers register a twin of every orchestrator with its behavior; a workflow
+    added without one would silently take the worker's default."""
+    assert set(VERSIONED) == set(WORKFLOWS)
+    declared = {}
+    for plain, twin in VERSIONED.items():
+        defn, plain_defn = (workflow._Definition.must_from_class(c) for c in (twin, plain))
+        assert defn.name == plain_defn.name  # the same workflow type
+        assert set(defn.signals) == set(plain_defn.signals)
+        assert set(defn.queries) == set(plain_defn.queries)
+        assert set(defn.updates) == set(plain_defn.updates)
+        assert not plain_defn.versioning_behavior  # unversioned workers must send none
+        declared[defn.name] = defn.versioning_behavior
     assert VersioningBehavior.UNSPECIFIED not in declared.values(), declared
     assert declared | {
         "CampaignWorkflow": VersioningBehavior.AUTO_UPGRADE,
@@ -316,3 +350,5 @@ def test_every_orchestrator_declares_its_behavior() -> None:
         "ScheduledCampaign": VersioningBehavior.PINNED,
         "ReplyMailboxPoll": VersioningBehavior.PINNED,
     } == declared
+    assert registered_workflows(False) == list(WORKFLOWS)
+    assert registered_workflows(True) == [VERSIONED[w] for w in WORKFLOWS]

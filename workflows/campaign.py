@@ -16,7 +16,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.store_agent import StoreAgent
-    from campaign_core.deployment import LONG_RUNNING
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
     from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
@@ -74,7 +73,7 @@ def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -
     return TypedSearchAttributes(pairs)
 
 
-@workflow.defn(name="CampaignWorkflow", versioning_behavior=LONG_RUNNING)
+@workflow.defn(name="CampaignWorkflow")
 class CampaignWorkflow:
     def __init__(self) -> None:
         self._inp: CampaignInput | None = None

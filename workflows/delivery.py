@@ -17,7 +17,6 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryAgent
     from activities.store_agent import StoreAgent
-    from campaign_core.deployment import LONG_RUNNING
     from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
         ApprovedLead,
@@ -36,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
 MINUTE = timedelta(minutes=1)
 
 
-@workflow.defn(name="DeliveryOrchestrator", versioning_behavior=LONG_RUNNING)
+@workflow.defn(name="DeliveryOrchestrator")
 class DeliveryOrchestrator:
     def __init__(self) -> None:
         self._result = DeliveryResult()

@@ -13,7 +13,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.copywriter import CopywriterAgent
     from activities.knowledge import KnowledgeAgent
     from activities.store_agent import StoreAgent
-    from campaign_core.deployment import SHORT_LIVED
     from campaign_core.models import LeadFailure, LeadInput, LeadResult, StoreDraftInput
     from workflows.agents import call_agent
 
@@ -32,7 +31,7 @@ def failure_type(err: ActivityError) -> str | None:
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-@workflow.defn(name="LeadOrchestrator", versioning_behavior=SHORT_LIVED)
+@workflow.defn(name="LeadOrchestrator")
 class LeadOrchestrator:
     def __init__(self) -> None:
         self._step = "starting"

@@ -11,7 +11,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.replies import ReplyAgent
-    from campaign_core.deployment import SHORT_LIVED
     from campaign_core.imap import PollSummary, ReplyPollInput
     from workflows.agents import call_agent
 
@@ -24,7 +23,7 @@ def reply_schedule_id(prefix: str = "") -> str:
     return f"{prefix}{REPLY_SCHEDULE_ID}"
 
 
-@workflow.defn(name="ReplyMailboxPoll", versioning_behavior=SHORT_LIVED)
+@workflow.defn(name="ReplyMailboxPoll")
 class ReplyMailboxPoll:
     @workflow.run
     async def run(self, inp: ReplyPollInput) -> PollSummary:

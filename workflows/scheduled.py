@@ -15,7 +15,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.schedule_agent import ScheduleAgent
-    from campaign_core.deployment import SHORT_LIVED
     from campaign_core.ids import campaign_workflow_id
     from campaign_core.models import (
         CopyLeadsInput,
@@ -51,7 +50,7 @@ def scheduled_campaign_id(name: str, fired_at: datetime) -> str:
     return f"{name}-{fired_at.astimezone(UTC):%Y%m%d-%H%M%S}"
 
 
-@workflow.defn(name="ScheduledCampaign", versioning_behavior=SHORT_LIVED)
+@workflow.defn(name="ScheduledCampaign")
 class ScheduledCampaign:
     @workflow.run
     async def run(self, inp: ScheduledCampaignInput) -> ScheduledRun:
