@@ -179,8 +179,12 @@ async def run_workers(
     tasks = [asyncio.create_task(w.run()) for w in workers]
     version = deployment_version(settings)
     if make_current and version is not None:
-        await set_current_version(client, version)
-        log.info("deployment version %s is current", describe(version))
+        try:
+            await set_current_version(client, version)
+            log.info("deployment version %s is current", describe(version))
+        except Exception:  # the workers still run; the line says how to route work to them
+            log.exception("could not make %s current: %s", describe(version),
+                          set_current_command(version))
     backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
     await stop.wait()
     await backlog
