@@ -20,6 +20,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
+from campaign_core.deployment import (
+    deployment_config,
+    deployment_version,
+    describe,
+    set_current_command,
+    set_current_version,
+)
 from campaign_core.metrics import install, telemetry_runtime, watch_backlog
 from campaign_core.registry import (
     AGENT_CLASSES,
@@ -71,6 +78,16 @@ def workflow_runner(client: Client) -> WorkflowRunner:
     return SandboxedWorkflowRunner()
 
 
+def registered_workflows(versioned: bool) -> list[type]:
+    """The orchestrators; a versioned worker registers their twins that declare a versioning
+    behavior (workflows/versioned.py says why the plain classes cannot)."""
+    if not versioned:
+        return list(WORKFLOWS)
+    from workflows.versioned import VERSIONED
+
+    return [VERSIONED[w] for w in WORKFLOWS]
+
+
 def llm_rate(settings: Settings) -> float | None:
     """The `llm` queue's rate: the provider's limit, none for the offline template writer.
 
@@ -110,12 +127,13 @@ def build_workers(
         return overrides.get(spec.name) or bind(spec.activity, agents)
 
     runner = workflow_runner(client)  # the client's converter and interceptors reach every worker
+    versioning = deployment_config(settings)  # None: unversioned (CAMPAIGN_DEPLOYMENT_VERSION unset)
     workers = []
     for q in QUEUES.values():
         if q.name not in wanted:
             continue
         activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
-        workflows = list(WORKFLOWS) if q.name == WORKFLOW_QUEUE else []
+        workflows = registered_workflows(versioning is not None) if q.name == WORKFLOW_QUEUE else []
         rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)
         workers.append(Worker(
@@ -130,14 +148,21 @@ def build_workers(
             max_task_queue_activities_per_second=rate,
             # Eager execution would bypass the task-queue rate limits.
             disable_eager_activity_execution=q.name == WORKFLOW_QUEUE or bool(rate),
+            deployment_config=versioning,
         ))
     return workers
 
 
 async def run_workers(
-    client: Client, settings: Settings, queues: Iterable[str] | None, stop: asyncio.Event
+    client: Client, settings: Settings, queues: Iterable[str] | None, stop: asyncio.Event,
+    *, make_current: bool = False,
 ) -> None:
-    """Run until `stop` is set, then shut every worker down gracefully."""
+    """Run until `stop` is set, then shut every worker down gracefully.
+
+    `make_current`: the embedded stack's workers make their deployment version current
+    themselves (nobody else deploys there); production workers never do: README
+    "Deploying a new version".
+    """
     store = open_store(settings)
     # The embedded store migrates itself; a shared one must already be current
     # (`campaign db migrate`): a worker never changes a schema other workers use.
@@ -150,13 +175,31 @@ async def run_workers(
             log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
+    log.info("%s", serving_line(settings))
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    version = deployment_version(settings)
+    if make_current and version is not None:
+        try:
+            await set_current_version(client, version)
+            log.info("deployment version %s is current", describe(version))
+        except Exception:  # the workers still run; the line says how to route work to them
+            log.exception("could not make %s current: %s", describe(version),
+                          set_current_command(version))
     backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
     await stop.wait()
     await backlog
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
+
+
+def serving_line(settings: Settings) -> str:
+    """What a worker says about the Worker Deployment Version it serves."""
+    version = deployment_version(settings)
+    if version is None:
+        return "deployment version: unversioned (CAMPAIGN_DEPLOYMENT_VERSION unset)"
+    return (f"deployment version: {describe(version)} (campaigns upgrade, leads pinned); it "
+            f"gets new work once current: {set_current_command(version)}")
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -169,7 +212,9 @@ async def main(queues: list[str] | None = None, metrics_at: str | None = None) -
     """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port")."""
     settings = load_settings()
     install(telemetry_runtime(settings, metrics_at))
+    serving = serving_line(settings)  # a bad CAMPAIGN_DEPLOYMENT_VERSION fails before connecting
     client = await connect(settings)
+    print(serving, flush=True)
     stop = asyncio.Event()
     install_stop_handlers(stop)
     await run_workers(client, settings, queues, stop)

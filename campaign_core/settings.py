@@ -130,6 +130,16 @@ class Settings(BaseSettings):
         description="Messages sent per second, across all workers (the delivery queue's limit).",
     )
 
+    deployment_version: str | None = Field(
+        default=None, alias="CAMPAIGN_DEPLOYMENT_VERSION",
+        description="Worker Versioning: the build id (or deployment:build id) every worker "
+        "serves; unset, workers are unversioned. README: Deploying a new version.",
+    )
+    deployment_name: str = Field(
+        default="campaign-engine", alias="CAMPAIGN_DEPLOYMENT_NAME",
+        description="The Worker Deployment the versions belong to.",
+    )
+
     @cached_property
     def dev_file(self) -> Path:
         """Where a running `campaign dev` records its addresses."""

@@ -66,7 +66,8 @@ async def stack_for_demo(settings: Settings) -> AsyncIterator[tuple[CampaignMana
             joined = await connect(settings)
     if joined is not None:
         console.print(f"Using the running dev server at {settings.resolved_temporal_address}")
-        workers = asyncio.create_task(run_workers(joined, settings, None, stop))
+        workers = asyncio.create_task(run_workers(joined, settings, None, stop,
+                                                   make_current=True))
         try:
             yield CampaignManager(settings, client=joined), settings.resolved_ui_url
         finally:
@@ -78,7 +79,8 @@ async def stack_for_demo(settings: Settings) -> AsyncIterator[tuple[CampaignMana
     console.print(f"Starting the embedded Temporal dev server on 127.0.0.1:{port} ...")
     async with embedded_stack(settings, port, ui_port) as stack:
         settings = settings.model_copy(update={"temporal_ui_url": stack.ui_url})
-        workers = asyncio.create_task(run_workers(stack.client, settings, None, stop))
+        workers = asyncio.create_task(run_workers(stack.client, settings, None, stop,
+                                                   make_current=True))
         try:
             yield CampaignManager(settings, client=stack.client), stack.ui_url
         finally:

@@ -147,7 +147,7 @@ async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: 
             print(f"Payloads are encrypted: run `campaign codec-server` so the UI decodes them "
                   f"through {CODEC_ENDPOINT}", flush=True)
         if with_workers:
-            await run_workers(stack.client, settings, None, stop)
+            await run_workers(stack.client, settings, None, stop, make_current=True)
         else:
             await stop.wait()
     print("stopped", flush=True)
