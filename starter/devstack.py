@@ -48,8 +48,8 @@ def free_port() -> int:
 #: The embedded server's SQLite file in WAL mode with `synchronous=normal`: a commit no
 #: longer waits for its own fsync, so the server keeps up with the workers (the bare
 #: child-per-lead shape on 1,000 leads, as measured when this work was planned: 12.5
-#: leads/s with the defaults, 31.6 with these). What it trades: the last transactions before a power loss or a kernel
-#: crash; a crash of the server process itself loses nothing.
+#: leads/s with the defaults, 31.6 with these). What it trades: the last transactions
+#: before a power loss or a kernel crash; a crash of the server process loses nothing.
 DEV_SERVER_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal",
                       "--sqlite-pragma", "synchronous=normal"]
 

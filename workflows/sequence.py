@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from temporalio import workflow
 
@@ -31,8 +31,24 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.agents import call_agent
 
-if TYPE_CHECKING:
-    from workflows.delivery import DeliveryOrchestrator
+
+
+class Owner(Protocol):
+    """What the follow-up loop uses of the DeliveryOrchestrator that runs it (a Protocol,
+    so the two modules do not import each other)."""
+
+    _cancelled: bool
+    _paused: bool
+    _stop_queue: dict[str, list[str]]
+
+    async def _flush_stops(self, inp: DeliveryInput) -> None: ...
+
+    async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None: ...
+
+    def _details(self) -> None: ...
+
+    async def _deliver(self, inp: DeliveryInput, lead: ApprovedLead, slots: asyncio.Semaphore,
+                       step: int = 1) -> None: ...
 
 #: A run continues as new once its history passes this many events: the sends still in
 #: flight then finish in it (at most a window of them), well under Temporal's 10,240
@@ -55,7 +71,7 @@ def run_is_full() -> bool:
 class FollowUps:
     """The follow-up loop of one delivery run (see the module docstring)."""
 
-    def __init__(self, owner: DeliveryOrchestrator, inp: DeliveryInput,
+    def __init__(self, owner: Owner, inp: DeliveryInput,
                  slots: asyncio.Semaphore) -> None:
         self.owner = owner
         self.inp = inp
