@@ -222,6 +222,24 @@ def _lead_text(lead: Lead) -> str:
     return " ".join([*(f for f in fields if f), *lead.custom.values()])
 
 
+def size_and_placeholders(subject: str, body: str, rules: BriefRules) -> list[str]:
+    """The body's length limits and unfilled placeholders anywhere: for written drafts
+    and reviewers' edits alike."""
+    reasons = []
+    words = word_count(body)
+    if words < BODY_MIN_WORDS:
+        reasons.append(f"the body has {words} words; at least {BODY_MIN_WORDS}")
+    elif words > rules.max_words:
+        reasons.append(f"the body has {words} words; the limit is {rules.max_words}")
+    if len(body) > BODY_MAX_CHARS:
+        reasons.append(f"the body has {len(body)} characters; at most {BODY_MAX_CHARS}")
+    for where, text in (("subject", subject), ("body", body)):
+        found = placeholders(text)
+        if found:
+            reasons.append(f"the {where} has unfilled placeholders: {', '.join(dict.fromkeys(found))}")
+    return reasons
+
+
 def check_draft(
     draft: DraftOutput,
     *,
@@ -244,18 +262,7 @@ def check_draft(
         reasons.append(f"the subject has {len(subject)} characters; at most {SUBJECT_MAX_CHARS}")
     if "\n" in subject:
         reasons.append("the subject must be one line")
-    words = word_count(body)
-    if words < BODY_MIN_WORDS:
-        reasons.append(f"the body has {words} words; at least {BODY_MIN_WORDS}")
-    elif words > rules.max_words:
-        reasons.append(f"the body has {words} words; the limit is {rules.max_words}")
-    if len(body) > BODY_MAX_CHARS:
-        reasons.append(f"the body has {len(body)} characters; at most {BODY_MAX_CHARS}")
-    for where, text in (("subject", subject), ("body", body)):
-        found = placeholders(text)
-        if found:
-            shown = ", ".join(dict.fromkeys(found))
-            reasons.append(f"the {where} has unfilled placeholders: {shown}")
+    reasons += size_and_placeholders(subject, body, rules)
 
     by_id = {str(p["passage_id"]): p for p in passages}
     cited = [c.passage_id for c in draft.citations] + INLINE_CITATION.findall(body)
@@ -326,17 +333,7 @@ def check_edit(
     unsafe = _unsafe_chars(body, _BODY_CONTROLS)
     if unsafe:
         reasons.append(f"the body has control characters: {', '.join(unsafe)}")
-    words = word_count(body)
-    if words < BODY_MIN_WORDS:
-        reasons.append(f"the body has {words} words; at least {BODY_MIN_WORDS}")
-    elif words > rules.max_words:
-        reasons.append(f"the body has {words} words; the limit is {rules.max_words}")
-    if len(body) > BODY_MAX_CHARS:
-        reasons.append(f"the body has {len(body)} characters; at most {BODY_MAX_CHARS}")
-    for where, text in (("subject", subject), ("body", body)):
-        found = placeholders(text)
-        if found:
-            reasons.append(f"the {where} has unfilled placeholders: {', '.join(dict.fromkeys(found))}")
+    reasons += size_and_placeholders(subject, body, rules)
     known = {str(p["passage_id"]) for p in passages}
     for pid in dict.fromkeys(INLINE_CITATION.findall(body)):
         if pid not in known:
