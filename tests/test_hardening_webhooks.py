@@ -107,7 +107,9 @@ async def test_a_correct_signature_acts_and_a_wrong_one_is_401(client, store, ac
     assert len(acted) == 1
 
 
-@pytest.mark.parametrize("skew", [-301, 301, -3600])
+# Clear of the 300 s boundary by more than a slow request takes: at +301 a timestamp
+# truncated to whole seconds, checked a second later, is within the tolerance again.
+@pytest.mark.parametrize("skew", [-330, 330, -3600])
 async def test_a_timestamp_more_than_5_minutes_off_is_401(client, acted, skew: int) -> None:
     headers = signed_headers(BOUNCE, timestamp=int(time.time()) + skew)
     r = await client.post("/webhooks/bounce", content=BOUNCE, headers={**AUTH, **headers})
