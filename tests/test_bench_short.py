@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_engine_short_mode_runs_every_shape() -> None:
-    done = subprocess.run([sys.executable, "-m", "bench.bench_engine", "--leads", "40",
+    done = subprocess.run([sys.executable, "-m", "bench.bench_engine", "--leads", "20",
                            "--runs", "1"], cwd=ROOT, capture_output=True, text=True,
                           timeout=540, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
