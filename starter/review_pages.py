@@ -305,30 +305,32 @@ _DONE = {"approved": "Campaign approved: delivery starts.", "rejected": "Campaig
          "excluded": "Lead excluded: it will not be sent.", "included": "Lead included again."}
 
 
-@router.post("/campaigns/{campaign_id}/approve")
-async def approve(request: Request, campaign_id: str) -> Response:
+async def _decide(request: Request, campaign_id: str, decision: str) -> Response:
+    """Approve or reject as the signed-in reviewer; a refusal is shown on the campaign page."""
     viewer, form = await _checked_post(request)
     m = _manager(request)
     back = f"/review/campaigns/{quote(campaign_id, safe='')}"
     try:
-        await m.approve(campaign_id, by=viewer.reviewer, note=form.get("note") or None)
+        if decision == "approve":
+            await m.approve(campaign_id, by=viewer.reviewer, note=form.get("note") or None)
+        else:
+            await m.reject(campaign_id, by=viewer.reviewer, reason=form.get("reason") or None)
     except BadInput as err:
+        what = "Approval" if decision == "approve" else "Rejection"
         raise PageRefusal(404 if isinstance(err, NotFound) else 409,
-                          f"Approval refused: {err}", back) from err
-    return RedirectResponse(f"{back}?done=approved", status_code=303)
+                          f"{what} refused: {err}", back) from err
+    done = "approved" if decision == "approve" else "rejected"
+    return RedirectResponse(f"{back}?done={done}", status_code=303)
+
+
+@router.post("/campaigns/{campaign_id}/approve")
+async def approve(request: Request, campaign_id: str) -> Response:
+    return await _decide(request, campaign_id, "approve")
 
 
 @router.post("/campaigns/{campaign_id}/reject")
 async def reject(request: Request, campaign_id: str) -> Response:
-    viewer, form = await _checked_post(request)
-    m = _manager(request)
-    back = f"/review/campaigns/{quote(campaign_id, safe='')}"
-    try:
-        await m.reject(campaign_id, by=viewer.reviewer, reason=form.get("reason") or None)
-    except BadInput as err:
-        raise PageRefusal(404 if isinstance(err, NotFound) else 409,
-                          f"Rejection refused: {err}", back) from err
-    return RedirectResponse(f"{back}?done=rejected", status_code=303)
+    return await _decide(request, campaign_id, "reject")
 
 
 # -- one lead --------------------------------------------------------------------------------
