@@ -132,7 +132,10 @@ def build_workers(
     for q in QUEUES.values():
         if q.name not in wanted:
             continue
-        activities = [implementation(a) for a in AGENTS.values() if a.queue == q.name]
+        # The workflow worker also runs the local agents (local activities run where the
+        # workflow runs); they stay on their own queue too, for runs from before the patch.
+        activities = [implementation(a) for a in AGENTS.values()
+                      if a.queue == q.name or (a.local and q.name == WORKFLOW_QUEUE)]
         workflows = registered_workflows(versioning is not None) if q.name == WORKFLOW_QUEUE else []
         rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
             q.name, q.rate_per_second)

@@ -26,7 +26,21 @@ def test_histories_are_present() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
-            "delivery_breaker", "scheduled_firing", "campaign_reviewed"} <= names
+            "delivery_breaker", "scheduled_firing", "campaign_reviewed",
+            "lead_local_store"} <= names
+
+
+def test_the_local_store_steps_history_records_them_as_local_activities() -> None:
+    """`lead_local_store` proves the patched path replays only if it took that path: its
+    store steps are markers, and no store activity was scheduled on a queue."""
+    text = (Path(__file__).parent / "histories" / "lead_local_store.json").read_text()
+    history = WorkflowHistory.from_json("lead_local_store", text)
+    kinds = [e.WhichOneof("attributes") for e in history.events]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    assert kinds.count("marker_recorded_event_attributes") >= 3  # patch, store lead, 2 drafts
+    assert "store_lead" not in scheduled and "store_draft" not in scheduled
+    assert scheduled.count("write_draft") == 2
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -1,7 +1,9 @@
 """How orchestrators call agents: by method reference, on the agent's own queue.
 
 `call_agent(StoreAgent.store_lead, inp, ...)` looks up queue, timeouts and retries in
-the registry; the result type comes from the method's annotation.
+the registry; the result type comes from the method's annotation. An agent the registry
+marks `local` runs as a local activity on the workflow worker, in workflow runs that
+started after that change (`workflow.patched`, so older histories still replay).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from campaign_core.registry import agent_spec, queue_name
 
+#: The patch that moved the registry's `local` agents from their queue to local activities.
+LOCAL_STORE_STEPS = "local-store-steps"
+
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -23,6 +28,14 @@ async def call_agent(
 ) -> R:
     """Run the agent method `activity` (e.g. `StoreAgent.store_lead`) and return its result."""
     spec = agent_spec(activity)
+    if spec.local and workflow.patched(LOCAL_STORE_STEPS):
+        return await workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=spec.start_to_close,
+            retry_policy=spec.retry,
+            summary=summary[:200],
+        )
     return await workflow.execute_activity_method(
         activity,
         arg,

@@ -7,8 +7,9 @@ workflow run into this folder. Scenarios: `basic` (approve with a send window an
 continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
 tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
 campaign) and `reviewed` (a draft edited, a lead excluded and included, another
-excluded, then approved) and `sequence` (two follow-ups, one lead replying after
-step 1); all by default. Re-record only the scenario you added: the older files are
+excluded, then approved), `sequence` (two follow-ups, one lead replying after
+step 1) and `local` (a lead of two steps whose store steps are local activities); all by
+default. Re-record only the scenario you added: the older files are
 what proves new code still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
@@ -102,6 +103,8 @@ async def main(scenarios: list[str]) -> None:
             await reviewed(env, mgr)
         if "sequence" in scenarios:
             await sequence(env, mgr)
+        if "local" in scenarios:
+            await local(env, mgr)
     await env.shutdown()
 
 
@@ -182,6 +185,19 @@ async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await save(env.client, delivery_workflow_id(cid), "delivery_sequence")
 
 
+async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """A lead of two steps drafted after the `local-store-steps` patch: its store steps
+    are local activities (marker events), then the campaign is rejected."""
+    cid = "rec-local"
+    intake = parse_lead_rows(enumerate(LEADS[:1], start=2), cid)
+    await mgr.start(intake, name="local", kb_dir=KB, campaign_id=cid, follow_up_seconds=[3600])
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    await mgr.reject(cid, by="recorder", reason="recorded")
+    await wait_stage(env.client, cid, Stage.REJECTED)
+    (lead_id,) = await mgr.store.list_lead_ids(cid, None, 10)  # the campaign's salted id
+    await save(env.client, lead_workflow_id(cid, lead_id), "lead_local_store")
+
+
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """One firing of a recurring campaign, started directly (the time-skipping server has
     no Schedules; the firing falls back to its start time for the campaign's name)."""
@@ -237,4 +253,5 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence"]))
+    asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence",
+                                              "local"]))
