@@ -154,7 +154,7 @@ async def bare_phase(client: Client, shape: str, n: int, tag: str, metrics_port:
                          f'WorkflowId STARTS_WITH "{workflow_id}"', run)
 
 
-async def one_round(n: int, tag: str) -> list[Phase]:
+async def one_round(n: int, tag: str, engine_only: bool = False) -> list[Phase]:
     home = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     metrics_port = free_port()
     settings = Settings(CAMPAIGN_HOME=home, CAMPAIGN_LLM_PROVIDER="offline")
@@ -173,9 +173,10 @@ async def one_round(n: int, tag: str) -> list[Phase]:
         await workers.enter_async_context(Worker(
             client, task_queue="bench-bare-activities", activities=[bare_noop],
             max_concurrent_activities=20))
-        phases = [await engine_phase(client, settings, store, n, tag, metrics_port),
-                  await bare_phase(client, "child", n, tag, metrics_port),
-                  await bare_phase(client, "flat", n, tag, metrics_port)]
+        phases = [await engine_phase(client, settings, store, n, tag, metrics_port)]
+        if not engine_only:
+            phases += [await bare_phase(client, "child", n, tag, metrics_port),
+                       await bare_phase(client, "flat", n, tag, metrics_port)]
     await store.close()
     install(None)
     return phases

@@ -120,23 +120,26 @@ AGENT_CLASSES: tuple[type[Agent], ...] = (
     StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent, SequenceAgent,
 )
 
+#: `local=True`: short reads and idempotent writes of the store, run as local activities
+#: (see AgentSpec.local); longer or batch work (decisions, review edits, stopping
+#: sequences in batches, template copies) keeps its queue.
 AGENTS: dict[AgentMethod, AgentSpec] = {
     a.activity: a
     for a in (
         _store(StoreAgent.store_lead, local=True),
-        _store(StoreAgent.list_lead_ids),
+        _store(StoreAgent.list_lead_ids, local=True),
         _store(StoreAgent.store_draft, local=True),
-        _store(StoreAgent.record_lead_failure),
-        _store(StoreAgent.set_stage),
+        _store(StoreAgent.record_lead_failure, local=True),
+        _store(StoreAgent.set_stage, local=True),
         _store(StoreAgent.record_decision),
-        _store(StoreAgent.list_approved_leads),
-        _store(StoreAgent.check_lead_ids),
+        _store(StoreAgent.list_approved_leads, local=True),
+        _store(StoreAgent.check_lead_ids, local=True),
         _store(StoreAgent.apply_draft_edit),
         _store(StoreAgent.set_excluded),
-        _store(SequenceAgent.list_due_steps),
-        _store(SequenceAgent.next_due_at),
+        _store(SequenceAgent.list_due_steps, local=True),
+        _store(SequenceAgent.next_due_at, local=True),
         _store(SequenceAgent.stop_sequence),
-        _store(SequenceAgent.record_step_failure),
+        _store(SequenceAgent.record_step_failure, local=True),
         # Long enough for a first index build that embeds the whole knowledge base;
         # heartbeats (also while waiting for another lead's build) catch a dead worker.
         AgentSpec(KnowledgeAgent.retrieve_knowledge, "knowledge", timedelta(minutes=5),

@@ -27,20 +27,33 @@ def test_histories_are_present() -> None:
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
             "delivery_breaker", "scheduled_firing", "campaign_reviewed",
-            "lead_local_store"} <= names
+            "lead_local_store", "campaign_local_store", "delivery_local_store"} <= names
 
 
-def test_the_local_store_steps_history_records_them_as_local_activities() -> None:
-    """`lead_local_store` proves the patched path replays only if it took that path: its
-    store steps are markers, and no store activity was scheduled on a queue."""
-    text = (Path(__file__).parent / "histories" / "lead_local_store.json").read_text()
-    history = WorkflowHistory.from_json("lead_local_store", text)
-    kinds = [e.WhichOneof("attributes") for e in history.events]
+def _scheduled_and_markers(name: str) -> tuple[list[str], int]:
+    text = (Path(__file__).parent / "histories" / f"{name}.json").read_text()
+    history = WorkflowHistory.from_json(name, text)
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
                  for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
-    assert kinds.count("marker_recorded_event_attributes") >= 3  # patch, store lead, 2 drafts
-    assert "store_lead" not in scheduled and "store_draft" not in scheduled
-    assert scheduled.count("write_draft") == 2
+    markers = sum(e.HasField("marker_recorded_event_attributes") for e in history.events)
+    return scheduled, markers
+
+
+@pytest.mark.parametrize(("name", "kept", "gone"), [
+    ("lead_local_store", {"write_draft", "retrieve_knowledge"}, {"store_lead", "store_draft"}),
+    ("campaign_local_store", {"record_decision"}, {"set_stage", "list_lead_ids"}),
+    ("delivery_local_store", {"deliver_message"},
+     {"list_approved_leads", "list_due_steps", "next_due_at"}),
+])
+def test_the_local_store_steps_histories_took_the_patched_path(
+    name: str, kept: set[str], gone: set[str]
+) -> None:
+    """The `*_local_store` histories prove the patched path replays only if they took it:
+    their cheap store steps are markers, and none was scheduled on a queue."""
+    scheduled, markers = _scheduled_and_markers(name)
+    assert markers >= 3
+    assert kept <= set(scheduled)
+    assert not gone & set(scheduled)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -186,16 +186,25 @@ async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
 
 
 async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
-    """A lead of two steps drafted after the `local-store-steps` patch: its store steps
-    are local activities (marker events), then the campaign is rejected."""
+    """Two leads of two steps after the `local-store-steps` patch: the store steps are
+    local activities (marker events) in the campaign, the leads and the delivery, which
+    sends both steps."""
     cid = "rec-local"
-    intake = parse_lead_rows(enumerate(LEADS[:1], start=2), cid)
+    intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
     await mgr.start(intake, name="local", kb_dir=KB, campaign_id=cid, follow_up_seconds=[3600])
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
-    await mgr.reject(cid, by="recorder", reason="recorded")
-    await wait_stage(env.client, cid, Stage.REJECTED)
-    (lead_id,) = await mgr.store.list_lead_ids(cid, None, 10)  # the campaign's salted id
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.DELIVERING)
+    for _ in range(600):
+        if (await mgr.store.counts(cid)).sent >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await env.sleep(timedelta(hours=2))
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    lead_id = (await mgr.store.list_lead_ids(cid, None, 10))[0]  # the campaign's salted ids
+    await save(env.client, campaign_workflow_id(cid), "campaign_local_store")
     await save(env.client, lead_workflow_id(cid, lead_id), "lead_local_store")
+    await save(env.client, delivery_workflow_id(cid), "delivery_local_store")
 
 
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
