@@ -31,6 +31,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from bench.docs import write_section
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
@@ -156,5 +157,11 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3,
                         help="runs first, not counted (imports, the sticky cache, the index)")
+    parser.add_argument("--write", action="store_true", help="write docs/performance.md")
     args = parser.parse_args()
-    print(report(asyncio.run(main(args.runs, args.warmup))))
+    text = report(asyncio.run(main(args.runs, args.warmup)))
+    print(text)
+    if args.write:
+        write_section("bench_latency", "One lead: what the orchestration adds",
+                      "the embedded server, in-process workers, offline writer, one-lead "
+                      "campaigns one after another.", text)

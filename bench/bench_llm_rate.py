@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.bench_workers import spawn_worker
+from bench.docs import write_section
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
 from campaign_core.settings import Settings
@@ -156,9 +157,15 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write docs/performance.md")
     args = parser.parse_args()
     result = asyncio.run(run(args.leads, args.workers, args.rate, args.latency, args.timeout))
     print(json.dumps(asdict(result)) if args.json else report(result))
+    if args.write:
+        write_section("bench_llm_rate", "The LLM rate the user pays for",
+                      "the embedded server, separate worker processes sharing the SQLite "
+                      "store, the OpenAI-compatible test server, the demo knowledge base.",
+                      report(result))
     sys.exit(0 if result.drafted == result.leads else 1)
 
 

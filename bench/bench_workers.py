@@ -27,6 +27,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from bench.docs import write_section
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
 from campaign_core.settings import Settings
@@ -180,9 +181,16 @@ if __name__ == "__main__":
     parser.add_argument("--leads", type=int, default=1000)
     parser.add_argument("--layouts", default="1,2,2-split",
                         help=f"comma-separated, of: {', '.join(LAYOUTS)}")
+    parser.add_argument("--write", action="store_true", help="write docs/performance.md")
     args = parser.parse_args()
     chosen = args.layouts.split(",")
     unknown = set(chosen) - set(LAYOUTS)
     if unknown:
         parser.error(f"unknown layout(s): {', '.join(sorted(unknown))}")
-    print(table(asyncio.run(main(args.leads, chosen))))
+    results = asyncio.run(main(args.leads, chosen))
+    print(table(results))
+    if args.write:
+        write_section("bench_workers", "One worker process, two, two on split queues",
+                      "a durable throwaway PostgreSQL store, the embedded Temporal server, "
+                      "worker processes as `python worker_main.py [--queues ...]`, offline "
+                      "writer, one campaign per layout.", table(results))
