@@ -120,24 +120,27 @@ AGENT_CLASSES: tuple[type[Agent], ...] = (
     StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent, SequenceAgent,
 )
 
-#: `local=True`: short reads and idempotent writes of the store, run as local activities
-#: (see AgentSpec.local); longer or batch work (decisions, review edits, stopping
-#: sequences in batches, template copies) keeps its queue.
+#: `local=True`: short, idempotent store steps, run as local activities (AgentSpec.local).
+#: The pages that orchestrators read while a pause or cancel may arrive stay queued: a
+#: local activity's result is seen in the same workflow task, before a signal that came
+#: in meanwhile, so a page read as a local activity would start its leads (or sends)
+#: after the person paused. Longer or batch work (decisions, review edits, stopping
+#: sequences in batches, template copies) keeps its queue too.
 AGENTS: dict[AgentMethod, AgentSpec] = {
     a.activity: a
     for a in (
         _store(StoreAgent.store_lead, local=True),
-        _store(StoreAgent.list_lead_ids, local=True),
+        _store(StoreAgent.list_lead_ids),
         _store(StoreAgent.store_draft, local=True),
         _store(StoreAgent.record_lead_failure, local=True),
         _store(StoreAgent.set_stage, local=True),
         _store(StoreAgent.record_decision),
-        _store(StoreAgent.list_approved_leads, local=True),
+        _store(StoreAgent.list_approved_leads),
         _store(StoreAgent.check_lead_ids, local=True),
         _store(StoreAgent.apply_draft_edit),
         _store(StoreAgent.set_excluded),
-        _store(SequenceAgent.list_due_steps, local=True),
-        _store(SequenceAgent.next_due_at, local=True),
+        _store(SequenceAgent.list_due_steps),
+        _store(SequenceAgent.next_due_at),
         _store(SequenceAgent.stop_sequence),
         _store(SequenceAgent.record_step_failure, local=True),
         # Long enough for a first index build that embeds the whole knowledge base;

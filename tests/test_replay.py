@@ -27,7 +27,7 @@ def test_histories_are_present() -> None:
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
             "delivery_breaker", "scheduled_firing", "campaign_reviewed",
-            "lead_local_store", "campaign_local_store", "delivery_local_store"} <= names
+            "lead_local_store", "campaign_local_store"} <= names
 
 
 def _scheduled_and_markers(name: str) -> tuple[list[str], int]:
@@ -41,9 +41,7 @@ def _scheduled_and_markers(name: str) -> tuple[list[str], int]:
 
 @pytest.mark.parametrize(("name", "kept", "gone"), [
     ("lead_local_store", {"write_draft", "retrieve_knowledge"}, {"store_lead", "store_draft"}),
-    ("campaign_local_store", {"record_decision"}, {"set_stage", "list_lead_ids"}),
-    ("delivery_local_store", {"deliver_message"},
-     {"list_approved_leads", "list_due_steps", "next_due_at"}),
+    ("campaign_local_store", {"record_decision", "list_lead_ids"}, {"set_stage"}),
 ])
 def test_the_local_store_steps_histories_took_the_patched_path(
     name: str, kept: set[str], gone: set[str]

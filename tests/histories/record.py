@@ -186,9 +186,8 @@ async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
 
 
 async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
-    """Two leads of two steps after the `local-store-steps` patch: the store steps are
-    local activities (marker events) in the campaign, the leads and the delivery, which
-    sends both steps."""
+    """Two leads of two steps after the `local-store-steps` patch: the cheap store steps
+    are local activities (marker events) in the campaign and the leads; both steps sent."""
     cid = "rec-local"
     intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
     await mgr.start(intake, name="local", kb_dir=KB, campaign_id=cid, follow_up_seconds=[3600])
@@ -204,7 +203,6 @@ async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     lead_id = (await mgr.store.list_lead_ids(cid, None, 10))[0]  # the campaign's salted ids
     await save(env.client, campaign_workflow_id(cid), "campaign_local_store")
     await save(env.client, lead_workflow_id(cid, lead_id), "lead_local_store")
-    await save(env.client, delivery_workflow_id(cid), "delivery_local_store")
 
 
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
