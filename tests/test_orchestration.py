@@ -252,10 +252,12 @@ async def test_bad_llm_key_is_one_campaign_level_error(ts_env, settings, store, 
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.timeout(900)  # CPU-bound (about 25,000 tasks): minutes on a shared 2-core machine
-async def test_2500_leads_complete_with_small_histories(ts_env, settings, store, prefix, run_workers):
-    n = 2500
+@pytest.mark.timeout(900)  # CPU-bound (about 12,000 tasks): minutes on a shared 2-core machine
+async def test_1200_leads_complete_with_small_histories(ts_env, settings, store, prefix, run_workers):
+    """A full run of 1,000 leads (the default per run) and a second one, for drafting and
+    for delivery: each run's history stays small. (2,500 leads proved nothing more and
+    took six minutes of the suite; bench/bench_campaign_scale.py runs 20,000.)"""
+    n = 1200
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
         mgr = await start(ts_env, settings, store, prefix, "c-scale", leads(n), leads_per_run=1000)
@@ -266,7 +268,7 @@ async def test_2500_leads_complete_with_small_histories(ts_env, settings, store,
     assert final.counts.sent == n and len(set(sent)) == n
     for wid in (campaign_workflow_id("c-scale"), delivery_workflow_id("c-scale")):
         lengths = await run_history_lengths(ts_env.client, wid)
-        assert max(lengths) < 10_000, (wid, lengths)
+        assert len(lengths) >= 2 and max(lengths) < 10_000, (wid, lengths)
 
 
 async def wait_stage_long(env: WorkflowEnvironment, cid: str, stage: Stage) -> CampaignStatus:
