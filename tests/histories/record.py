@@ -30,7 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
-from campaign_core.leads import parse_lead_rows
+from campaign_core.leads import IntakeResult, parse_lead_rows
 from campaign_core.models import (
     CampaignInput,
     CampaignStatus,
@@ -162,19 +162,25 @@ async def reviewed(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await save(env.client, campaign_workflow_id(cid), "campaign_reviewed")
 
 
-async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
-    """Three steps an hour apart; one lead replies after step 1, the other gets all three."""
-    cid = "rec-sequence"
-    intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
-    await mgr.start(intake, name="sequence", kb_dir=KB, campaign_id=cid,
-                    follow_up_seconds=[3600, 3600])
+async def approved_and_sent(env: WorkflowEnvironment, mgr: CampaignManager, cid: str,
+                            intake: IntakeResult, follow_ups: list[int]) -> None:
+    """Start a sequence of the intake's leads, approve it, wait for every first step."""
+    name = cid.removeprefix("rec-")
+    await mgr.start(intake, name=name, kb_dir=KB, campaign_id=cid, follow_up_seconds=follow_ups)
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
     await mgr.approve(cid, by="recorder")
     await wait_stage(env.client, cid, Stage.DELIVERING)
     for _ in range(600):
-        if (await mgr.store.counts(cid)).sent >= 2:
+        if (await mgr.store.counts(cid)).sent >= len(intake.leads):
             break
         await asyncio.sleep(0.05)
+
+
+async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Three steps an hour apart; one lead replies after step 1, the other gets all three."""
+    cid = "rec-sequence"
+    intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
+    await approved_and_sent(env, mgr, cid, intake, [3600, 3600])
     await env.client.get_workflow_handle(campaign_workflow_id(cid)).signal(
         "reply", ReplySignal(lead_id=intake.leads[0].lead_id, kind="reply", reply_id="r-1"))
     await asyncio.sleep(1)
@@ -190,14 +196,7 @@ async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     are local activities (marker events) in the campaign and the leads; both steps sent."""
     cid = "rec-local"
     intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
-    await mgr.start(intake, name="local", kb_dir=KB, campaign_id=cid, follow_up_seconds=[3600])
-    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
-    await mgr.approve(cid, by="recorder")
-    await wait_stage(env.client, cid, Stage.DELIVERING)
-    for _ in range(600):
-        if (await mgr.store.counts(cid)).sent >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await approved_and_sent(env, mgr, cid, intake, [3600])
     await env.sleep(timedelta(hours=2))
     await wait_stage(env.client, cid, Stage.COMPLETED)
     lead_id = (await mgr.store.list_lead_ids(cid, None, 10))[0]  # the campaign's salted ids
