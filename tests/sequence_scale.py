@@ -11,6 +11,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, ReplySignal, Stage
@@ -79,9 +80,10 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
         await mgr.approve(cid, by="bench")
         handle = env.client.get_workflow_handle(campaign_workflow_id(cid))
         await until_sent(store, cid, n)  # step 1 to everyone first
+        signal = temporal_signal(env.client)
         for lead_id in repliers:  # as the replies ingestion does
-            await handle.signal("reply", ReplySignal(lead_id=lead_id, kind="reply",
-                                                     reply_id=f"r-{lead_id}"))
+            await signal_campaign(signal, cid, "reply", ReplySignal(
+                lead_id=lead_id, kind="reply", reply_id=f"r-{lead_id}"))
         await handle.result()
     elapsed = time.monotonic() - started
     replied = set(repliers)

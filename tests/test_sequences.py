@@ -20,9 +20,13 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
+from campaign_core.campaign_signals import temporal_signal
+from campaign_core.events import DeliveryEvent
+from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, message_key
+from campaign_core.inbound import InboundMessage
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import ReplySignal, Stage
+from campaign_core.models import DeliveryEventKind, ReplySignal, Stage
+from campaign_core.replies import ReplyDesk
 from campaign_core.store.base import Store
 from campaign_core.temporal import run_history_lengths
 from starter.manager import CampaignManager
@@ -108,6 +112,51 @@ async def test_reply_stops_the_sequence_out_of_office_does_not_unsubscribe_stops
     counts = await store.counts("c-seq")
     assert (counts.sent, counts.stopped, counts.approved) == (9, 2, 4)
     assert final.counts.stopped == 1  # the unsubscribe, stopped at due time (the reply at once)
+
+
+async def test_replies_and_bounces_go_to_the_delivery_run_not_the_campaign_history(
+    ts_env, settings, store, prefix, run_workers
+):
+    """Replies (the inbound path) and bounces (the webhook path) signal the running
+    delivery orchestrator directly: the campaign run's history, which never continues as
+    new while a sequence waits, stays flat however many arrive (forwarded, each cost it
+    about six events: some 1,500 took it past 10,000)."""
+    sent: list[str] = []
+    n = 48
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        mgr, ids = await started(ts_env, settings, store, prefix, "c-flat", rows(n),
+                                 follow_up_seconds=[86400])
+        await sent_count(store, "c-flat", n)
+        before = await run_history_lengths(ts_env.client, campaign_workflow_id("c-flat"))
+        delivery_before = await run_history_lengths(ts_env.client,
+                                                    delivery_workflow_id("c-flat"))
+        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="webhook")
+        repliers, bounced = ids[:46], ids[46:]  # 2 bounces: under the breaker's 5%
+        for lead_id in repliers:
+            lead = await store.get_lead("c-flat", lead_id)
+            assert lead is not None
+            got = await desk.process(InboundMessage.model_validate({
+                "from": lead.email, "subject": "Re: s", "message_id": f"<in-{lead_id}@x>",
+                "in_reply_to": [message_key("c-flat", lead_id)], "text": "Interested."}))
+            assert [m.notified for m in got.matches] == [True], got
+        for lead_id in bounced:
+            lead = await store.get_lead("c-flat", lead_id)
+            assert lead is not None
+            event = await mgr.delivery_event(DeliveryEvent(
+                type=DeliveryEventKind.BOUNCE, email=lead.email,
+                message_id=message_key("c-flat", lead_id), event_id=f"b-{lead_id}"),
+                source="webhook")
+            assert event.campaign_notified
+        after = await run_history_lengths(ts_env.client, campaign_workflow_id("c-flat"))
+        delivery_after = await run_history_lengths(ts_env.client, delivery_workflow_id("c-flat"))
+        final = await finish(ts_env, "c-flat", DAY)
+    assert final.stage is Stage.COMPLETED
+    assert after[-1] - before[-1] < 10, (before, after)  # was about 6 a signal: 288 here
+    assert sum(delivery_after) - sum(delivery_before) >= n  # one signal event each, at least
+    assert sorted(sent) == sorted(ids)  # every follow-up stopped: replied or bounced
+    report = {(r.lead_id, r.step): r.stop_reason for r in await store.report("c-flat")}
+    assert {report[(lid, 2)] for lid in repliers} == {"replied"}
+    assert {report[(lid, 2)] for lid in bounced} == {"bounced"}
 
 
 async def test_pause_holds_follow_ups_and_cancel_stops_them(
