@@ -12,7 +12,7 @@ import email
 import email.message
 import os
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,36 @@ async def test_replies_and_bounces_go_to_the_delivery_run_not_the_campaign_histo
     report = {(r.lead_id, r.step): r.stop_reason for r in await store.report("c-flat")}
     assert {report[(lid, 2)] for lid in repliers} == {"replied"}
     assert {report[(lid, 2)] for lid in bounced} == {"bounced"}
+
+
+async def test_a_follow_up_due_while_step_1_is_still_going_out_is_sent_on_time(
+    ts_env, settings, store, prefix, run_workers
+):
+    """Paced at one send every 10 minutes, step 1 to five leads spans 40 minutes; the first
+    lead's step 2 falls due after 25. It goes at the first free slot of the pace after that
+    (30 minutes), before step 1 has reached the last leads, not after the last step 1."""
+    sent: list[str] = []
+    gap, first, second = 600, 1500, 3600
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        _, ids = await started(ts_env, settings, store, prefix, "c-due", rows(5),
+                               follow_up_seconds=[first, second], send_rate_per_second=1 / gap)
+        final = await finish(ts_env, "c-due", timedelta(minutes=5))
+    assert final.stage is Stage.COMPLETED
+    assert sorted(sent) == sorted(ids + [f"{lid}#{s}" for lid in ids for s in (2, 3)])
+
+    async def due(lead_id: str, step: int) -> datetime:
+        row = await store.get_step("c-due", lead_id, step)
+        assert row is not None
+        return datetime.fromisoformat(row.due_at)
+    # Workflow times of the sends, from the due times they scheduled (a send at t
+    # schedules the next step at t + its delay).
+    step_1 = {lid: await due(lid, 2) - timedelta(seconds=first) for lid in ids}
+    earliest, latest = min(ids, key=step_1.__getitem__), max(ids, key=step_1.__getitem__)
+    assert step_1[latest] - step_1[earliest] >= timedelta(seconds=4 * gap)
+    step_2 = await due(earliest, 3) - timedelta(seconds=second)
+    on_time = step_1[earliest] + timedelta(seconds=first)
+    assert on_time <= step_2 <= on_time + timedelta(seconds=gap), (step_1, step_2)
+    assert step_2 < step_1[latest]  # not held back until step 1 reached everyone
 
 
 async def test_pause_holds_follow_ups_and_cancel_stops_them(
