@@ -221,9 +221,12 @@ async def test_pause_holds_follow_ups_and_cancel_stops_them(
 async def test_continue_as_new_in_the_middle_of_a_sequence_sends_every_step_once(
     dev_env, settings, store, prefix, run_workers
 ):
-    """On the dev server, in real time: the time-skipping server stops skipping time once a
-    child workflow has continued as new (its clock then runs at wall speed), so seconds-long
-    follow-ups on a real server are the honest test of timers across runs."""
+    """On the dev server, in real time, seconds-long follow-ups. On the time-skipping server
+    a wait for the campaign's result must unlock its clock (`TimeSkippingServer.unlocked`:
+    a handle from `get_workflow_handle` waits with it locked, which looked like a server
+    that stopped skipping once a child continued as new); unlocked, it skips across every
+    run, but on a loaded machine a run now and then still found the clock held (a timer
+    pending, time at wall speed), so this test stays on the real server."""
     sent: list[str] = []
     n = 24
     async with run_workers(dev_env.client, overrides=fast_agents(store, sent)):
@@ -234,9 +237,8 @@ async def test_continue_as_new_in_the_middle_of_a_sequence_sends_every_step_once
     expected = ids + [f"{lid}#{step}" for lid in ids for step in (2, 3)]
     assert sorted(sent) == sorted(expected)  # every step once, none twice
     runs = await run_history_lengths(dev_env.client, delivery_workflow_id("c-can"))
-    # Step 1 (24 sends, 5 per run) spans five runs; the follow-ups (48) then pass the
-    # limit at least once more, however their due times bunch up in real time, so at least
-    # one run boundary falls inside the follow-up phase.
+    # Step 1 alone spans five runs (24 leads, five a run, follow-ups counted with it while
+    # they run beside it); the 48 follow-ups take more, so boundaries fall among them.
     assert len(runs) >= 6, runs
     assert max(runs) < 10_000
     assert (await store.counts("c-can")).sent == 3 * n
