@@ -86,7 +86,13 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
             await signal_campaign(signal, cid, "reply", ReplySignal(
                 lead_id=lead_id, kind="reply", reply_id=f"r-{lead_id}"))
         async with skipping(env):  # on the time-skipping server, let it skip while we wait
-            await handle.result()
+            for _ in range(100):
+                try:
+                    await handle.result()
+                    break
+                except RuntimeError as err:  # skipping outran the long poll: ask again
+                    if "No completion event found" not in str(err):
+                        raise
     elapsed = time.monotonic() - started
     replied = set(repliers)
     to_repliers = 0
