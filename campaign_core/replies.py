@@ -7,20 +7,19 @@ else by the sender's stored address among the campaigns still sending, records o
 `replies` row per lead (idempotent by Message-ID), writes the audit entry, turns a
 bounce that arrived as mail into the same delivery event a bounce webhook makes, and
 signals each campaign (`reply`, with a `ReplySignal`) for a person's reply or a hard
-bounce. The store is the record (the send-time check reads it); the signal only makes
-a step already waiting on its timer hear of it at once.
+bounce (to its delivery orchestrator while that runs: `campaign_core.campaign_signals`).
+The store is the record (the send-time check reads it); the signal only makes a step
+already waiting on its timer hear of it at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
+from campaign_core.campaign_signals import Signal, signal_campaign, temporal_signal
 from campaign_core.envelope import (
     Envelope,
     EnvelopeMetadata,
@@ -30,7 +29,6 @@ from campaign_core.envelope import (
     now_utc,
 )
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
-from campaign_core.ids import campaign_workflow_id
 from campaign_core.inbound import Classification, InboundMessage, ReplyKind, classify, excerpt
 from campaign_core.models import DeliveryEventKind, DeliveryEventSignal, ReplySignal, Stage
 from campaign_core.store.base import Store
@@ -46,22 +44,7 @@ DSN_SOURCE = "dsn"
 
 #: (campaign_id, lead_id, step, how it matched)
 Match = tuple[str, str, int | None, Literal["message_id", "address"]]
-#: `signal(workflow_id, name, arg)`: True when delivered, False when the workflow is not running.
-Signal = Callable[[str, str, BaseModel], Awaitable[bool]]
-
-
-def temporal_signal(client: Client) -> Signal:
-    """Signals through a Temporal client; a workflow that is not running is not an error."""
-    async def signal(workflow_id: str, name: str, arg: BaseModel) -> bool:
-        try:
-            await client.get_workflow_handle(workflow_id).signal(name, arg)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
-
-    return signal
+__all__ = ["InboundResult", "ReplyDesk", "ReplyMatch", "Signal", "temporal_signal"]
 
 
 class ReplyMatch(BaseModel):
@@ -73,7 +56,8 @@ class ReplyMatch(BaseModel):
     step: int | None = None
     matched_by: Literal["message_id", "address"]
     duplicate: bool = Field(description="Recorded before (the same message processed again).")
-    notified: bool = Field(description="The campaign workflow was running and was signalled.")
+    notified: bool = Field(description="A running workflow of the campaign (its delivery "
+                                       "orchestrator, else the campaign) was signalled.")
 
 
 class InboundResult(BaseModel):
@@ -125,8 +109,9 @@ class ReplyDesk:
             # Signalled even when recorded before: a crash may have come between the record
             # and the signal; the workflow's handler is idempotent per reply id.
             if c.kind == "reply" or c.permanent_bounce:
-                notified = await self.signal(campaign_workflow_id(cid), REPLY_SIGNAL,
-                                             ReplySignal(lead_id=lid, kind=c.kind, reply_id=reply_id))
+                notified = await signal_campaign(
+                    self.signal, cid, REPLY_SIGNAL,
+                    ReplySignal(lead_id=lid, kind=c.kind, reply_id=reply_id))
             found.append(ReplyMatch(campaign_id=cid, lead_id=lid, reply_id=reply_id, step=step,
                                     matched_by=how, duplicate=not new, notified=notified))
         log.info("inbound %s: %s matched %d lead(s) (%s)", self.source, c.kind, len(found), c.reason)
@@ -176,7 +161,7 @@ class ReplyDesk:
             return None
 
         async def tell(campaign_id: str, signal: DeliveryEventSignal) -> bool:
-            return await self.signal(campaign_workflow_id(campaign_id), "delivery_event", signal)
+            return await signal_campaign(self.signal, campaign_id, "delivery_event", signal)
 
         return await apply_delivery_event(self.store, event, source=DSN_SOURCE, tell=tell)
 

@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
 from campaign_core.ids import (
@@ -570,12 +571,8 @@ class CampaignManager(ControlPlane):
                                           tell=self._tell_campaign)
 
     async def _tell_campaign(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
-        """Signal a running campaign; False when it is no longer running (nothing to pause)."""
-        handle = await self._handle(campaign_id)
-        try:
-            await handle.signal("delivery_event", signal)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
+        """Signal a running campaign (its delivery orchestrator while that runs, so the
+        campaign's own history does not grow with every bounce); False when it is no longer
+        running (nothing to pause)."""
+        return await signal_campaign(temporal_signal(await self.client()), campaign_id,
+                                     "delivery_event", signal)

@@ -10,12 +10,16 @@ has the details.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from temporalio.api.testservice.v1 import SleepRequest
+from temporalio.api.testservice.v1 import (
+    LockTimeSkippingRequest,
+    SleepRequest,
+    UnlockTimeSkippingRequest,
+)
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -57,6 +61,23 @@ class TimeSkippingServer(WorkflowEnvironment):
                     f"time (an activity or workflow task held its clock): {err}") from err
             left -= step
 
+    @asynccontextmanager
+    async def unlocked(self) -> AsyncIterator[None]:
+        """Let the server skip time freely inside the block, e.g. around
+        `client.get_workflow_handle(...).result()`.
+
+        The server skips only while no one holds its time lock, and the client holds one
+        except inside `sleep` or the `result()` of a handle that `start_workflow` returned
+        (the SDK's `_TimeSkippingWorkflowHandle` unlocks around it). A handle from
+        `get_workflow_handle` waits with the lock held: timers then run at wall speed, which
+        looks like a server that stopped skipping (e.g. after a child continued as new) but
+        is only the handle."""
+        await self.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+        try:
+            yield
+        finally:
+            await self.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+
     async def get_current_time(self, handle: WorkflowHandle[Any, Any] | None = None) -> datetime:
         return await self._inner.get_current_time()
 
@@ -71,3 +92,13 @@ class TimeSkippingServer(WorkflowEnvironment):
 
     async def shutdown(self) -> None:
         await self._inner.shutdown()
+
+
+@asynccontextmanager
+async def skipping(env: WorkflowEnvironment) -> AsyncIterator[None]:
+    """`env.unlocked()` on the time-skipping server, nothing on a real one."""
+    if isinstance(env, TimeSkippingServer):
+        async with env.unlocked():
+            yield
+    else:
+        yield

@@ -2,7 +2,8 @@
 
 Pages approved leads, waits durably for each lead's send window, paces sends, and
 pauses itself when bounces pass the circuit breaker's threshold. A sequence's
-follow-ups are sent afterwards as they fall due (`workflows/sequence.py`). See
+follow-ups are sent as they fall due (`workflows/sequence.py`), by a loop that runs beside
+step 1, so that a follow-up due while step 1 is still going out is not held back. See
 docs/architecture.md ("Orchestration and wiring", "Sequences").
 """
 
@@ -39,6 +40,9 @@ with workflow.unsafe.imports_passed_through():
 
 
 MINUTE = timedelta(minutes=1)
+#: The follow-up loop runs beside step 1 instead of after it (a run recorded before this
+#: marker replays the old order: step 1 to everyone, then the follow-ups).
+FOLLOW_UPS_ALONGSIDE = "follow-ups-alongside-step-1"
 
 
 @workflow.defn(name="DeliveryOrchestrator")
@@ -57,6 +61,14 @@ class DeliveryOrchestrator:
         #: Replies not yet recorded in the store, by stop reason.
         self._stop_queue: dict[str, list[str]] = {}
         self._follow_ups: FollowUps | None = None
+        #: Step 1 and follow-ups side by side: either loop asks for continue-as-new here,
+        #: step 1 says it reached everyone, and where step 1 goes on in the next run.
+        self._handoff = False
+        self._first_done = False
+        self._after: str | None = None
+        self._run_sends = 0
+        #: Follow-ups waiting for the campaign pace: step 1 lets them go first.
+        self._follow_ups_pacing = 0
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
@@ -177,7 +189,7 @@ class DeliveryOrchestrator:
                     workflow.now()
                 ):
                     continue  # the window closed while this send was queued
-                if not await self._pace(inp, lead):
+                if not await self._pace(inp, lead, step):
                     return
                 if self._paused:
                     continue  # paused (by a person or the breaker) while waiting its turn
@@ -197,12 +209,29 @@ class DeliveryOrchestrator:
                 wait = max(wait, recent[-inp.domain_limit_per_minute] + MINUTE - now)
         return wait
 
-    async def _pace(self, inp: DeliveryInput, lead: ApprovedLead) -> bool:
-        """Wait (durably) for pacing; record the send slot. False if cancelled meanwhile."""
-        while (wait := self._pace_wait(inp, lead.domain)) > timedelta(0):
-            await self._sleep(wait, "pacing")
-            if self._cancelled:
-                return False
+    async def _pace(self, inp: DeliveryInput, lead: ApprovedLead, step: int = 1) -> bool:
+        """Wait (durably) for pacing; record the send slot. False if cancelled meanwhile.
+
+        A follow-up is due at a time and step 1 is not, so step 1 lets follow-ups that wait
+        for the campaign's pace go first (they only overlap in runs where the follow-up
+        loop runs beside step 1)."""
+        if step > 1:
+            self._follow_ups_pacing += 1
+        try:
+            while True:
+                wait = self._pace_wait(inp, lead.domain)
+                if wait > timedelta(0):
+                    await self._sleep(wait, "pacing")
+                elif step == 1 and self._follow_ups_pacing and inp.send_rate_per_second:
+                    await workflow.wait_condition(
+                        lambda: not self._follow_ups_pacing or self._cancelled)
+                else:
+                    break
+                if self._cancelled:
+                    return False
+        finally:
+            if step > 1:
+                self._follow_ups_pacing -= 1
         now = workflow.now()
         if lead.domain and inp.domain_limit_per_minute:
             self._recent.setdefault(lead.domain, []).append(now)
@@ -281,6 +310,14 @@ class DeliveryOrchestrator:
         self._breaker_tripped = inp.breaker_tripped
         self._recent = {d: list(ts) for d, ts in inp.recent_by_domain.items()}
         slots = asyncio.Semaphore(inp.in_flight)
+        if inp.follow_up_seconds and not inp.follow_ups_phase and workflow.patched(
+                FOLLOW_UPS_ALONGSIDE):
+            # Follow-ups get their own window of sends, so that step 1 queued for its
+            # pace does not hold the ones falling due.
+            self._follow_ups = FollowUps(self, inp, asyncio.Semaphore(inp.in_flight))
+            await self._step_1_with_follow_ups(inp, slots, self._follow_ups)
+            self._details()
+            return self._result
         if inp.follow_up_seconds:
             self._follow_ups = FollowUps(self, inp, slots)
         if not inp.follow_ups_phase:
@@ -289,6 +326,62 @@ class DeliveryOrchestrator:
             await self._follow_ups.run()
         self._details()
         return self._result
+
+    async def _step_1_with_follow_ups(self, inp: DeliveryInput, slots: asyncio.Semaphore,
+                                      follow_ups: FollowUps) -> None:
+        """Step 1 and the follow-up loop side by side, so a follow-up falls due on time even
+        while step 1 is still going out (send windows, pacing). When either loop finds the
+        run full, both stop starting sends and wait for theirs, then one continue-as-new
+        carries step 1's cursor and whether step 1 is done (then the next runs are the
+        follow-up loop alone)."""
+        loop = asyncio.create_task(follow_ups.run(alongside=True))
+        await self._first_steps_alongside(inp, slots)
+        await loop
+        if self._cancelled:  # after step 1's last sends, which may have scheduled steps
+            await self._flush_stops(inp)
+            await call_agent(
+                SequenceAgent.stop_sequence,
+                StopSequence(campaign_id=inp.campaign_id, reason="cancelled"),
+                prefix=inp.queue_prefix, summary="cancelled: stop every open follow-up")
+        elif self._handoff:
+            await self._continue_as_new(inp, after=self._after,
+                                        follow_ups_phase=self._first_done)
+
+    async def _first_steps_alongside(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> None:
+        """Step 1 to every approved lead, page by page, beside the follow-up loop; stops
+        starting sends once a continue-as-new is asked for (`_handoff`), keeping in
+        `_after` the last lead it started."""
+        self._after = inp.after
+        pending: set[asyncio.Task[None]] = set()
+        max_pending = max(inp.in_flight, inp.page_size) * 2
+        exhausted = False
+        while not self._cancelled and not self._handoff:
+            page = await call_agent(
+                StoreAgent.list_approved_leads,
+                PageRequest(campaign_id=inp.campaign_id, after=self._after, limit=inp.page_size),
+                prefix=inp.queue_prefix, summary="next approved leads",
+            )
+            whole_page = True
+            for lead in page:
+                if len(pending) >= max_pending:
+                    _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    pending = set(rest)
+                if self._cancelled or self._handoff:
+                    whole_page = False
+                    break
+                pending.add(asyncio.create_task(self._deliver(inp, lead, slots)))
+                self._after = lead.lead_id
+                self._run_sends += 1
+            if self._stop_queue:
+                await self._flush_stops(inp)
+            if whole_page and len(page) < inp.page_size:
+                exhausted = True
+                break
+            if self._run_sends >= inp.sends_per_run or run_is_full():
+                self._handoff = True
+        if pending:
+            await workflow.wait(pending)
+        self._first_done = exhausted
 
     async def _first_steps(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> None:
         """Step 1 to every approved lead, page by page; may continue as new."""

@@ -7,7 +7,10 @@ the steps due by then (by lead id, one open step a lead), starts their sends in 
 orchestrator's sliding window, asks the store for the earliest later due time and sleeps
 until then on a timer. A send that puts an earlier step on the schedule, a cancel or a
 resume wakes it early. Stop conditions are read by the delivery agent at the moment of
-sending. A run continues as new before its history nears 10,000 events.
+sending. The loop runs beside step 1 (`DeliveryOrchestrator._step_1_with_follow_ups`), so
+a follow-up due while step 1 is still going out is sent on time; it then does not end
+before step 1 has reached everyone, and a full run is handed off to one continue-as-new for
+both. A run continues as new before its history nears 10,000 events.
 See "Sequences" in docs/architecture.md.
 """
 
@@ -40,6 +43,11 @@ class Owner(Protocol):
     _cancelled: bool
     _paused: bool
     _stop_queue: dict[str, list[str]]
+    #: Beside step 1: continue-as-new asked for (by either loop), step 1 sent to everyone,
+    #: and sends started in this run by both loops.
+    _handoff: bool
+    _first_done: bool
+    _run_sends: int
 
     async def _flush_stops(self, inp: DeliveryInput) -> None: ...
 
@@ -80,6 +88,8 @@ class FollowUps:
         #: The earliest due time put on the schedule by a send since the store was last asked.
         self.new_due: datetime | None = None
         self.next_due: datetime | None = None
+        #: Running beside step 1 (see `run`).
+        self.alongside = False
 
     def scheduled(self, due: datetime) -> None:
         """A send put the lead's next step on the schedule at `due`."""
@@ -103,26 +113,37 @@ class FollowUps:
     def _woken(self) -> bool:
         """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
         due earlier."""
-        if self.owner._cancelled or self.owner._stop_queue:
+        if self.owner._cancelled or self.owner._stop_queue or self._handing_off():
             return True
         if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
             return True
-        return self.next_due is None and not self.in_flight
+        return (self.next_due is None and not self.in_flight
+                and (not self.alongside or self.owner._first_done))
 
-    async def run(self) -> None:
+    def _handing_off(self) -> bool:
+        """Beside step 1: either loop asked for continue-as-new, so start nothing more."""
+        return self.alongside and self.owner._handoff
+
+    async def run(self, alongside: bool = False) -> None:
+        """The loop. `alongside`: step 1 is still going out in the same run, so the loop
+        does not end before it has (`owner._first_done`), a run that is full hands off
+        (`owner._handoff`) instead of continuing as new itself, and a cancel's final stop
+        is left to the owner, which waits for step 1's sends first."""
         inp, owner = self.inp, self.owner
+        self.alongside = alongside
         pending: set[asyncio.Task[None]] = set()
         started = 0
         max_pending = max(inp.in_flight, inp.page_size) * 2
-        while not owner._cancelled:
-            await workflow.wait_condition(lambda: not owner._paused or owner._cancelled)
-            if owner._cancelled:
+        while not owner._cancelled and not self._handing_off():
+            await workflow.wait_condition(
+                lambda: not owner._paused or owner._cancelled or self._handing_off())
+            if owner._cancelled or self._handing_off():
                 break
             if owner._stop_queue:
                 await owner._flush_stops(inp)
             tick = workflow.now()
             after: str | None = None
-            while not owner._cancelled:
+            while not owner._cancelled and not self._handing_off():
                 page = await call_agent(
                     SequenceAgent.list_due_steps,
                     DueRequest(campaign_id=inp.campaign_id, before=tick, after=after,
@@ -138,12 +159,19 @@ class FollowUps:
                     pending.add(asyncio.create_task(
                         self._one(due.lead_id, due.step, due.timezone, due.domain)))
                     started += 1
+                    if alongside:
+                        owner._run_sends += 1
                 if page:
                     after = page[-1].lead_id
                 if len(page) < inp.page_size:
                     break
             pending = {t for t in pending if not t.done()}
-            if started >= inp.sends_per_run or run_is_full():
+            if alongside:
+                if owner._run_sends >= inp.sends_per_run or run_is_full():
+                    owner._handoff = True
+                if owner._handoff:
+                    break
+            elif started >= inp.sends_per_run or run_is_full():
                 if pending:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -156,8 +184,9 @@ class FollowUps:
                 NextDueRequest(campaign_id=inp.campaign_id, after=tick),
                 prefix=inp.queue_prefix, summary="when the next follow-up is due")
             owner._details()
-            if self.next_due is None and idle and self.new_due is None:
-                break  # nothing scheduled and nothing in flight: the sequence is over
+            if (self.next_due is None and idle and self.new_due is None
+                    and (not alongside or owner._first_done)):
+                break  # nothing scheduled, nothing in flight, step 1 done: the sequence is over
             timeout = (max(self.next_due - workflow.now(), timedelta(0))
                        if self.next_due is not None else None)
             if timeout == timedelta(0):
@@ -168,7 +197,7 @@ class FollowUps:
         if pending:
             await workflow.wait(pending)
         await owner._flush_stops(inp)
-        if owner._cancelled:
+        if owner._cancelled and not alongside:
             await call_agent(
                 SequenceAgent.stop_sequence,
                 StopSequence(campaign_id=inp.campaign_id, reason="cancelled"),

@@ -8,9 +8,11 @@ continue-as-new, reject, expire), `signals` (leads added while drafting, bounces
 tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
 campaign) and `reviewed` (a draft edited, a lead excluded and included, another
 excluded, then approved), `sequence` (two follow-ups, one lead replying after
-step 1) and `local` (a lead of two steps whose store steps are local activities); all by
-default. Re-record only the scenario you added: the older files are
-what proves new code still replays runs of older code. Commit the files: CI replays
+step 1), `paced_sequence` (follow-ups falling due while a paced step 1 still goes out,
+beside it, across continue-as-new; a reply signalled to the delivery run) and `local`
+(leads of two steps whose cheap store steps are local activities); all by default.
+Re-record only the scenario you added: the older files are what proves new code
+still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
 instead of re-recording.
@@ -29,6 +31,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
 from campaign_core.leads import IntakeResult, parse_lead_rows
 from campaign_core.models import (
@@ -103,6 +106,8 @@ async def main(scenarios: list[str]) -> None:
             await reviewed(env, mgr)
         if "sequence" in scenarios:
             await sequence(env, mgr)
+        if "paced_sequence" in scenarios:
+            await paced_sequence(env, mgr)
         if "local" in scenarios:
             await local(env, mgr)
     await env.shutdown()
@@ -204,6 +209,32 @@ async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await save(env.client, lead_workflow_id(cid, lead_id), "lead_local_store")
 
 
+async def paced_sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Step 1 paced at one send per 10 minutes to four leads, follow-ups 25 minutes apart:
+    the first lead's step 2 goes out before the last step 1, and the fifth send of the run
+    hands off to continue-as-new with both loops running; the last lead replies, signalled
+    to the delivery run."""
+    cid = "rec-paced"
+    intake = parse_lead_rows(enumerate(LEADS[:4], start=2), cid)
+    await mgr.start(intake, name="paced", campaign_id=cid, follow_up_seconds=[1500, 1500],
+                    send_rate_per_second=1 / 600, leads_per_run=5, page_size=2)
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.DELIVERING)
+    for _ in range(600):
+        if (await mgr.store.counts(cid)).sent >= 1:
+            break
+        await asyncio.sleep(0.05)
+    await signal_campaign(temporal_signal(env.client), cid, "reply", ReplySignal(
+        lead_id=sorted(lead.lead_id for lead in intake.leads)[-1], kind="reply", reply_id="r-1"))
+    await asyncio.sleep(1)
+    await env.sleep(timedelta(hours=3))
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_paced_sequence")
+    await save(env.client, delivery_workflow_id(cid), "delivery_paced_first_run", True)
+    await save(env.client, delivery_workflow_id(cid), "delivery_paced_sequence")
+
+
 async def scheduled(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """One firing of a recurring campaign, started directly (the time-skipping server has
     no Schedules; the firing falls back to its start time for the campaign's name)."""
@@ -260,4 +291,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence",
-                                              "local"]))
+                                              "paced_sequence", "local"]))
