@@ -91,8 +91,8 @@ async def test_campaign_rows_keep_their_budget(backend: Backend) -> None:
 def test_the_rule_and_the_words() -> None:
     assert fits(None, 10**12, 10**12, 10**12)
     assert fits(0.005, 0, 4 * CALL, CALL) and not fits(0.005, 0, 4 * CALL, CALL + 1)
-    # Float sums would refuse the fifth $0.001 of $0.005 (0.005000000000000001); nano-USD not.
-    assert sum([0.001] * 5) > 0.005 and sum([CALL] * 5) == round(0.005 * NANO)
+    # The ledger counts integers: $0.1 + $0.2 fits a $0.3 budget exactly (floats: 0.30000000000000004).
+    assert 0.1 + 0.2 > 0.3 and fits(0.3, round(0.1 * NANO), 0, round(0.2 * NANO))
     assert usd(0.0021) == "$0.0021" and usd(5.0) == "$5" and usd(None) == "no cap"
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="--budget-usd"):
