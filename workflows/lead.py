@@ -77,12 +77,12 @@ class LeadOrchestrator:
                 )
         except ActivityError as err:
             reason = failure_reason(err)
-            if failure_type(err) == BUDGET_EXHAUSTED:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == BUDGET_EXHAUSTED:
                 # Not a failure: the campaign pauses and drafts this lead again on resume
                 # (steps already written are found in the audit log, not paid for twice).
-                self._step = f"stopped by the budget: {reason}"
-                return LeadResult(lead_id=inp.lead_id, status="budget", error=reason,
-                                  error_type=BUDGET_EXHAUSTED)
+                self._step = f"stopped by the budget: {err.cause.message}"
+                return LeadResult(lead_id=inp.lead_id, status="budget",
+                                  error=err.cause.message, error_type=BUDGET_EXHAUSTED)
             self._step = f"failed: {reason}"
             workflow.logger.warning("lead %s not drafted: %s", inp.lead_id, reason)
             await call_agent(
