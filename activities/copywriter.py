@@ -19,6 +19,7 @@ from typing import Any
 import openai
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.base import Agent, permanent
 from activities.guardrails import SUBJECT_MAX_CHARS, BriefRules, Citation, DraftOutput, check_draft
@@ -486,7 +487,10 @@ class CopywriterAgent(Agent):
                             f"the price of model {self.model!r} is unknown: set "
                             "CAMPAIGN_LLM_PRICE_INPUT and CAMPAIGN_LLM_PRICE_OUTPUT")
         if not grant.granted:
-            raise permanent(BUDGET_EXHAUSTED, exhausted_message(grant, from_nano(worst or 0)))
+            # Benign: an expected stop, not an error (the SDK logs it quietly, no failure metric).
+            raise ApplicationError(exhausted_message(grant, from_nano(worst or 0)),
+                                   type=BUDGET_EXHAUSTED, non_retryable=True,
+                                   category=ApplicationErrorCategory.BENIGN)
 
     def _outcome(self, raw: Any, request_hash: str, purpose: str) -> CallOutcome:
         """What came back, whether or not the SDK could parse it into `DraftOutput`."""

@@ -203,7 +203,7 @@ async def test_api_takes_a_budget_and_refuses_bad_ones(
                               json={"budget_usd": 5})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "budget_usd"]
         r = await client.post("/campaigns/api-budget/resume", headers=AUTH,
-                              json={"budget_usd": st.spend_usd / 2})
+                              json={"budget_usd": (st.spend_usd or 0.0) / 2})
         assert r.status_code == 409 and "less than the" in r.json()["detail"]
         r = await client.post("/campaigns/api-budget/resume", headers=AUTH,
                               json={"budget_usd": 1})

@@ -26,7 +26,8 @@ def test_histories_are_present() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
-            "delivery_breaker", "scheduled_firing", "campaign_reviewed"} <= names
+            "delivery_breaker", "scheduled_firing", "campaign_reviewed", "campaign_budget",
+            "lead_budget"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
