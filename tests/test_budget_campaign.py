@@ -158,6 +158,9 @@ def test_cli_refuses_a_bad_budget(value: str, home: Any, tmp_path: Any) -> None:
     assert start.exit_code == 2 and "--budget-usd" in start.output
     resume = runner.invoke(cli_app, ["resume", "some-campaign", f"--budget-usd={value}"])
     assert resume.exit_code == 2 and "--budget-usd" in resume.output
+    schedule = runner.invoke(cli_app, ["schedule", "create", "weekly", "--cron", "0 9 * * MON",
+                                       "--leads", str(leads), f"--budget-usd={value}"])
+    assert schedule.exit_code == 2 and "--budget-usd" in schedule.output
 
 
 def test_cli_refuses_a_budget_that_is_not_a_number(home: Any, tmp_path: Any) -> None:
