@@ -6,6 +6,7 @@ and Temporal owns retries. See "Agents" in docs/architecture.md.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from typing import Any
 import openai
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.base import Agent, permanent
 from activities.guardrails import SUBJECT_MAX_CHARS, BriefRules, Citation, DraftOutput, check_draft
 from activities.history_guard import PrivateReasonError
-from activities.llm_client import cost_usd, make_client, provider_call
+from activities.llm_client import cost_usd, make_client, max_cost_nanousd, provider_call
+from campaign_core.budget import BUDGET_EXHAUSTED, exhausted_message, from_nano, to_nano
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
 from campaign_core.metrics import process_metrics
@@ -240,6 +243,11 @@ def offline_follow_up(lead: Lead, passages: list[dict[str, Any]], earlier: list[
                        personal_points=points, citations=citations)
 
 
+def _nano_or_none(cost: float | None) -> int | None:
+    """A call's cost for the ledger; None when the model's price is unknown."""
+    return None if cost is None else to_nano(cost)
+
+
 def _find(history: list[AuditEntry], kind: str, key: str, value: str, model: str) -> (
     tuple[AuditEntry, dict[str, Any]] | None
 ):
@@ -418,10 +426,17 @@ class CopywriterAgent(Agent):
     ) -> tuple[CallOutcome, bool]:
         """Answer `request`: from the audit log if it was answered before, else one paid call."""
         request_hash = digest(request)
+        # The call's line in the spend ledger: opaque, the same on every retry of this call.
+        call_key = digest([inp.lead_id, request_hash])
         found = _find(history, "llm_call", "request_hash", request_hash, self.model)
         if found is not None:
-            return CallOutcome.model_validate(found[1]["data"]), True
+            cached = CallOutcome.model_validate(found[1]["data"])
+            # Settles a reservation a crash left between the record and its settlement.
+            await self.store.settle_llm_call(inp.campaign_id, call_key,
+                                             _nano_or_none(cached.cost_usd))
+            return cached, True
         assert self._client is not None
+        await self._reserve(inp, call_key, request)
         started = now_utc()
         metrics = process_metrics()
         try:
@@ -436,6 +451,8 @@ class CopywriterAgent(Agent):
         except Exception:
             metrics.llm_call(purpose=purpose, outcome="error", prompt_tokens=0,
                              completion_tokens=0, cost_usd=None)
+            # Not answered: its hold goes back (a retry reserves again, checking anew).
+            await self.store.release_llm_call(inp.campaign_id, call_key)
             raise
         outcome = self._outcome(raw, request_hash, purpose)
         metrics.llm_call(
@@ -450,7 +467,30 @@ class CopywriterAgent(Agent):
         )
         await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
                         f"LLM {purpose} call, {outcome.prompt_tokens}+{outcome.completion_tokens} tokens")
+        await self.store.settle_llm_call(inp.campaign_id, call_key,
+                                         _nano_or_none(outcome.cost_usd))
         return outcome, False
+
+    async def _reserve(self, inp: LeadInput, call_key: str, request: dict[str, Any]) -> None:
+        """Hold the call's worst-case cost against the campaign's budget before it starts;
+        BudgetExhausted (non-retryable, not a failure: the campaign pauses) when it does
+        not fit. See "Spend caps" in docs/architecture.md."""
+        messages: list[dict[str, str]] = request["messages"]
+        prompt_bytes = sum(len(m["content"].encode()) for m in messages) + len(
+            json.dumps(request["schema"]).encode())
+        worst = max_cost_nanousd(self.model, self.settings, prompt_bytes, len(messages),
+                                 self.settings.llm_max_output_tokens)
+        grant = await self.store.reserve_llm_call(inp.campaign_id, call_key, worst or 0)
+        if grant.budget_usd is not None and worst is None:
+            await self.store.release_llm_call(inp.campaign_id, call_key)
+            raise permanent("LLMPriceUnknown", f"campaign {inp.campaign_id} has a budget, but "
+                            f"the price of model {self.model!r} is unknown: set "
+                            "CAMPAIGN_LLM_PRICE_INPUT and CAMPAIGN_LLM_PRICE_OUTPUT")
+        if not grant.granted:
+            # Benign: an expected stop, not an error (the SDK logs it quietly, no failure metric).
+            raise ApplicationError(exhausted_message(grant, from_nano(worst or 0)),
+                                   type=BUDGET_EXHAUSTED, non_retryable=True,
+                                   category=ApplicationErrorCategory.BENIGN)
 
     def _outcome(self, raw: Any, request_hash: str, purpose: str) -> CallOutcome:
         """What came back, whether or not the SDK could parse it into `DraftOutput`."""

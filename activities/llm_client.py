@@ -8,6 +8,7 @@ See "Agents" in docs/architecture.md.
 from __future__ import annotations
 
 import email.utils
+import math
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -76,6 +77,26 @@ def cost_usd(model: str, settings: Settings, prompt_tokens: int, completion_toke
     if price is None:
         return None
     return round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000, 8)
+
+
+#: Tokens a chat request may spend on each message's framing (role markers), counted
+#: generously: the worst case below must never be below what the provider bills.
+TOKENS_PER_MESSAGE = 8
+
+
+def max_cost_nanousd(model: str, settings: Settings, prompt_bytes: int, messages: int,
+                     max_completion_tokens: int) -> int | None:
+    """The most a call can cost, in nano-USD, or None when the model's price is unknown.
+
+    A byte-level BPE token covers at least one byte, so the prompt's UTF-8 size (plus each
+    message's framing) bounds its input tokens; `max_completion_tokens` bounds the output.
+    """
+    price = price_per_mtok(model, settings)
+    if price is None:
+        return None
+    tokens_in = prompt_bytes + TOKENS_PER_MESSAGE * (messages + 1)
+    # USD per million tokens -> nano-USD per token is price * 1000; rounded up.
+    return math.ceil(tokens_in * price[0] * 1000 + max_completion_tokens * price[1] * 1000)
 
 
 def retry_after(headers: Any) -> timedelta | None:

@@ -35,6 +35,7 @@ class ScheduleAgent(Agent):
             channel=template.channel, kb_dir=template.kb_dir,
             workflow_id=campaign_workflow_id(inp.campaign_id),
             lead_id_salt=await new_lead_id_salt(self.store, inp.campaign_id),
+            budget_usd=template.budget_usd,  # the schedule's cap, for each firing's campaign
         )
         row = await self.store.get_campaign(inp.campaign_id)
         salt = row.lead_id_salt if row else None  # a retried firing keeps its row's scheme

@@ -91,6 +91,10 @@ class CampaignCarry(BaseModel):
         default_factory=list,
         description="Leads added while drafting (`add-leads`), drafted after the paged ones.",
     )
+    budget_lead_ids: list[str] = Field(
+        default_factory=list,
+        description="Leads the spend cap stopped mid-draft: drafted again first on resume.",
+    )
 
 
 class AddLeads(BaseModel):
@@ -144,7 +148,7 @@ class LeadInput(BaseModel):
 
 class LeadResult(BaseModel):
     lead_id: str
-    status: str  # "drafted" | "failed"
+    status: str  # "drafted" | "failed" | "budget" (a refused LLM call: drafted again on resume)
     error: str | None = None
     error_type: str | None = None
 
@@ -220,8 +224,12 @@ class CampaignStatus(BaseModel):
     error: str | None = None
     paused_reason: str | None = Field(
         default=None, description="Why the campaign is paused when a person did not pause it "
-        "(the bounce circuit breaker).",
+        "(the bounce circuit breaker; `budget: ...` when the spend cap stopped drafting).",
     )
+    spend_usd: float | None = Field(
+        default=None, description="LLM spend recorded so far, in USD (the control plane "
+        "fills it in from the store).")
+    budget_usd: float | None = Field(default=None, description="The LLM spend cap, if any.")
 
 
 class DeliveryEventKind(StrEnum):

@@ -149,6 +149,17 @@ class ApprovalResponse(BaseModel):
     approved: int | None = None
 
 
+class ControlRequest(BaseModel):
+    """The optional body of `POST /campaigns/{id}/resume`: a new LLM spend cap first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Set the campaign's LLM budget to this (USD) before resuming; refused "
+        "(409) below what it has already spent.")
+
+
 class ControlResponse(BaseModel):
     campaign_id: str
     action: str
@@ -324,8 +335,12 @@ def create_app(
     @app.post("/campaigns/{campaign_id}/{action}", status_code=202,
               response_model=ControlResponse, dependencies=auth)
     async def campaign_control(campaign_id: str, action: Literal["pause", "resume", "cancel"],
-                               m: Manager) -> ControlResponse:
-        await m.control(campaign_id, action)
+                               m: Manager, body: ControlRequest | None = None) -> ControlResponse:
+        budget = body.budget_usd if body is not None else None
+        if budget is not None and action != "resume":
+            raise HTTPException(422, [{"loc": ["body", "budget_usd"], "type": "value_error",
+                                       "msg": f"only resume takes a budget, not {action}"}])
+        await m.control(campaign_id, action, budget_usd=budget)
         return ControlResponse(campaign_id=campaign_id, action=action)
 
     # -- webhooks ---------------------------------------------------------------------------

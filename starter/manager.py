@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from campaign_core.budget import check_budget, usd
 from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
@@ -96,6 +97,16 @@ def follow_up_delays(texts: list[str] | None) -> list[int]:
         return parse_follow_ups(texts or [])
     except FollowUpError as err:
         raise BadInput(f"--follow-up: {err}") from err
+
+
+def budget_option(value: float | None, field: str = "--budget-usd") -> float | None:
+    """A budget as given (None: no cap); BadInput naming `field` unless more than 0."""
+    if value is None:
+        return None
+    try:
+        return check_budget(value, field)
+    except ValueError as err:
+        raise BadInput(str(err)) from err
 
 
 def check_campaign_id(campaign_id: str) -> str:
@@ -246,6 +257,7 @@ class CampaignManager(ControlPlane):
         leads_per_run: int = 1000, page_size: int = 100,
         domain_limit_per_minute: int | None = 20, send_rate_per_second: float | None = None,
         follow_up_seconds: list[int] | None = None, stop_on_company_reply: bool = False,
+        budget_usd: float | None = None,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
@@ -254,6 +266,7 @@ class CampaignManager(ControlPlane):
         """
         check_campaign_id(campaign_id)
         self.check_options(channel, kb_dir)
+        budget_option(budget_usd)
         if not intake.leads:
             raise BadInput("no valid lead to start a campaign with")
         cid = campaign_id
@@ -268,7 +281,7 @@ class CampaignManager(ControlPlane):
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, brief=brief, channel=channel.value,
             kb_dir=str(kb_dir.resolve()) if kb_dir else None, workflow_id=wid,
-            lead_id_salt=await new_lead_id_salt(self.store, cid),
+            lead_id_salt=await new_lead_id_salt(self.store, cid), budget_usd=budget_usd,
         )
         leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
@@ -294,6 +307,7 @@ class CampaignManager(ControlPlane):
                     f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
                     f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
                     f"* send window: {send_window.describe() if send_window else 'any time'}"
+                    + (f"\n* LLM budget: {usd(budget_usd)}" if budget_usd is not None else "")
                     + (f"\n* follow-ups: {', '.join(map(describe_seconds, follow_up_seconds))}"
                        + (" (a company reply stops colleagues)" if stop_on_company_reply else "")
                        if follow_up_seconds else "")
@@ -346,8 +360,10 @@ class CampaignManager(ControlPlane):
         elif exec_status not in (None, WorkflowExecutionStatus.COMPLETED):
             stage = Stage.FAILED
         counts = await self.store.counts(campaign_id)
+        spend = await self.store.spend(campaign_id)
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
-                              paused=paused, error=error, paused_reason=reason)
+                              paused=paused, error=error, paused_reason=reason,
+                              spend_usd=spend.spent_usd, budget_usd=spend.budget_usd)
 
     async def drafts(self, campaign_id: str, *, page: int = 1, limit: int = 50) -> list[DraftView]:
         """A page of the campaign's drafts (`limit` a page, pages from 1), in lead order."""
@@ -531,11 +547,26 @@ class CampaignManager(ControlPlane):
                                "failed, not drafted)") from err
         return result
 
-    async def control(self, campaign_id: str, action: str) -> None:
-        """pause, resume or cancel a running campaign (a signal; takes effect at once)."""
+    async def control(self, campaign_id: str, action: str, *,
+                      budget_usd: float | None = None) -> None:
+        """pause, resume or cancel a running campaign (a signal; takes effect at once).
+
+        `resume` with `budget_usd` first sets the campaign's LLM spend cap to it (refused
+        below what is already spent), then resumes: drafting the spend cap paused goes on.
+        """
         if action not in {"pause", "resume", "cancel"}:
             raise BadInput(f"unknown action {action!r}")
+        if budget_usd is not None and action != "resume":
+            raise BadInput(f"--budget-usd: only `resume` takes a budget, not `{action}`")
+        budget_option(budget_usd)
         handle = await self._running_handle(campaign_id, action)
+        if budget_usd is not None:
+            spend = await self.store.spend(campaign_id)
+            if budget_usd < spend.spent_usd:
+                raise Conflict(f"--budget-usd: {usd(budget_usd)} is less than the "
+                               f"{usd(spend.spent_usd)} campaign {campaign_id!r} has already "
+                               "spent; give more to let drafting go on")
+            await self.store.set_budget(campaign_id, budget_usd)
         await handle.signal(action)
 
     # -- what recipients tell us ----------------------------------------------------------

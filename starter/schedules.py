@@ -41,7 +41,7 @@ from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt
-from starter.manager import BadInput, Conflict, ControlPlane, NotFound
+from starter.manager import BadInput, Conflict, ControlPlane, NotFound, budget_option
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
@@ -159,7 +159,7 @@ class ScheduleManager(ControlPlane):
         send_window: SendWindow | None = None, domain_limit_per_minute: int | None = 20,
         send_rate_per_second: float | None = None, paused: bool = False,
         source: str = "", follow_up_seconds: list[int] | None = None,
-        stop_on_company_reply: bool = False,
+        stop_on_company_reply: bool = False, budget_usd: float | None = None,
     ) -> ScheduleCreated:
         """Store the leads once under `template_id`, then create the schedule.
 
@@ -179,6 +179,7 @@ class ScheduleManager(ControlPlane):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise BadCron(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
         self.check_options(channel, kb_dir)
+        budget_option(budget_usd)
         if not intake.leads:
             raise BadInput("no valid lead to schedule campaigns with")
 
@@ -202,6 +203,7 @@ class ScheduleManager(ControlPlane):
             "leads_file": source or None, "created_at": datetime.now(UTC).isoformat(),
             "follow_ups": [describe_seconds(s) for s in follow_up_seconds or []],
             "stop_on_company_reply": stop_on_company_reply,
+            "budget_usd": budget_usd,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
@@ -244,6 +246,7 @@ class ScheduleManager(ControlPlane):
                 campaign_id=template_id, name=f"{name} (schedule template)", brief=brief,
                 channel=channel.value, kb_dir=str(kb_dir.resolve()) if kb_dir else None,
                 workflow_id=sid, lead_id_salt=await new_lead_id_salt(self.store, template_id),
+                budget_usd=budget_usd,  # each firing's campaign gets the same cap
             )
             row = await self.store.get_campaign(template_id)
             keyed = rekeyed(intake, template_id, row.lead_id_salt if row else None)

@@ -71,7 +71,7 @@ def kb_under_root(kb: str, root: Path | None) -> Path:
 
 class CampaignOptions(BaseModel):
     """How a campaign drafts and sends, as `campaign start` takes them: the knowledge base,
-    the send window and the pacing. Shared by the API's start and schedule bodies."""
+    the send window, the pacing and the LLM budget. Shared by the API's start and schedule bodies."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +88,10 @@ class CampaignOptions(BaseModel):
                               description="At most this many sends a minute to one domain.")
     send_rate: float | None = Field(default=None, ge=MIN_SEND_RATE, le=10_000,
                                     description="This campaign's sends per second.")
+    budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Cap on the campaign's LLM spend in USD: drafting pauses before a call "
+        "that could pass it (`resume` with a higher budget goes on).")
 
     @field_validator("timezone")
     @classmethod
@@ -114,4 +118,5 @@ class CampaignOptions(BaseModel):
             "send_window": self.window(),
             "domain_limit_per_minute": self.domain_limit,
             "send_rate_per_second": self.send_rate,
+            "budget_usd": self.budget_usd,
         }

@@ -27,7 +27,8 @@ def test_histories_are_present() -> None:
     assert {"campaign_first_run", "campaign_approved", "campaign_rejected", "campaign_expired",
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
             "delivery_breaker", "scheduled_firing", "campaign_reviewed", "delivery_sequence",
-            "delivery_paced_first_run", "lead_local_store", "campaign_local_store"} <= names
+            "delivery_paced_first_run", "lead_local_store", "campaign_local_store",
+            "campaign_budget", "lead_budget"} <= names
 
 
 def _scheduled_and_markers(name: str) -> tuple[list[str], int]:

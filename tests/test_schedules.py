@@ -108,7 +108,8 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
     mgr = schedules(dev_env, settings, store, prefix)
     camp = CampaignManager(settings, client=dev_env.client, store=store, queue_prefix=prefix)
     name = f"weekly-{prefix.rstrip('-')}"
-    tid = await create(mgr, name, brief="Say hello.", approval_timeout_seconds=3600)
+    tid = await create(mgr, name, brief="Say hello.", approval_timeout_seconds=3600,
+                       budget_usd=7.5)
     summary = await mgr.describe(name)
     assert (summary.paused, summary.leads, summary.cron) == (False, 4, "0 9 * * MON")
     assert summary.next_runs and summary.next_runs[0].weekday() == 0
@@ -123,6 +124,7 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
         campaign = await store.get_campaign(first)
         assert campaign is not None and campaign.brief == "Say hello."
         assert campaign.kb_dir == str(KB.resolve())
+        assert campaign.budget_usd == 7.5  # the schedule's LLM spend cap, for every firing
         # The leads are the template's, re-keyed for the new campaign.
         ids = await store.list_lead_ids(first, None, 100)
         assert campaign.lead_id_salt, "a firing's campaign is a new campaign: salted ids"

@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.store_agent import StoreAgent
+    from campaign_core.budget import BUDGET_REASON
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
     from campaign_core.metrics import EngineMetrics
     from campaign_core.models import (
@@ -46,8 +47,9 @@ CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
 CAMPAIGN_STAGE = SearchAttributeKey.for_keyword("CampaignStage")
 FLOW = SearchAttributeKey.for_keyword("Flow")
 
-#: Error types that mean the whole campaign cannot go on (e.g. a bad LLM key).
-CAMPAIGN_FATAL = {"LLMAuthError"}
+#: Error types that mean the whole campaign cannot go on (e.g. a bad LLM key, or a
+#: budget that cannot be enforced because the model's price is unknown).
+CAMPAIGN_FATAL = {"LLMAuthError", "LLMPriceUnknown"}
 
 
 def _conflict(message: str) -> ApplicationError:
@@ -333,6 +335,9 @@ class CampaignWorkflow:
             counts.draft_failed += 1
             EngineMetrics(workflow.metric_meter()).leads(failed=1)
             return
+        if result.status == "budget":
+            self._stopped_by_budget(inp, lead_id, result.error or "")
+            return
         if result.status == "drafted":
             counts.drafted += 1
             EngineMetrics(workflow.metric_meter()).leads(drafted=1)
@@ -342,6 +347,29 @@ class CampaignWorkflow:
             if result.error_type in CAMPAIGN_FATAL and self._error is None:
                 self._error = result.error or result.error_type
         self._details()
+
+    def _stopped_by_budget(self, inp: CampaignInput, lead_id: str, why: str) -> None:
+        """A refused LLM call: pause drafting and remember the lead, to draft it again first
+        on resume (the carry keeps it across continue-as-new). The lead is not failed."""
+        carry = self._carry
+        if lead_id not in carry.budget_lead_ids:
+            carry.budget_lead_ids.append(lead_id)
+        carry.paused = True
+        carry.paused_reason = (f"{BUDGET_REASON}: {why}; `campaign resume {inp.campaign_id} "
+                               "--budget-usd M` raises it")
+        self._details(carry.paused_reason)
+
+    async def _redraft(self, inp: CampaignInput, pending: set[asyncio.Task[None]]) -> None:
+        """Start the leads the budget stopped, in the window, until none is left or drafting
+        pauses again (a call refused once more) or stops."""
+        carry = self._carry
+        while carry.budget_lead_ids and not (carry.paused or carry.cancelled or self._error):
+            if len(pending) >= inp.window:
+                done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending.difference_update(done)
+                continue
+            lead_id = carry.budget_lead_ids.pop(0)
+            pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))
 
     async def _draft_all(self, inp: CampaignInput) -> None:
         """Start a child per lead, `inp.window` at a time; may continue as new."""
@@ -379,6 +407,13 @@ class CampaignWorkflow:
                     break
                 drained += 1
                 continue
+            if carry.budget_lead_ids and not carry.paused:
+                await self._redraft(inp, pending)
+                continue
+            if carry.budget_lead_ids and not pending:  # all done but these: wait for resume
+                await workflow.wait_condition(
+                    lambda: not carry.paused or carry.cancelled or self._error is not None)
+                continue
             if not pending:
                 break
             done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -396,13 +431,20 @@ class CampaignWorkflow:
         it is drafted once.
         """
         carry = self._carry
-        await workflow.wait_condition(
-            lambda: not carry.paused or carry.cancelled or self._error is not None)
-        if carry.cancelled or self._error:
-            return False
-        if len(pending) >= inp.window:
-            done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            pending.difference_update(done)
+        while True:
+            await workflow.wait_condition(
+                lambda: not carry.paused or carry.cancelled or self._error is not None)
+            if carry.cancelled or self._error:
+                return False
+            if carry.budget_lead_ids:
+                await self._redraft(inp, pending)  # the leads the budget stopped come first
+                continue
+            if len(pending) >= inp.window:
+                done, _ = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending.difference_update(done)
+                if carry.budget_lead_ids:  # the budget paused drafting meanwhile
+                    continue
+            break
         if paged and lead_id in self._added:
             return True
         pending.add(asyncio.create_task(self._draft_lead(inp, lead_id)))

@@ -1,7 +1,8 @@
 """LeadOrchestrator: one lead from stored data to a stored draft.
 
 A lead that cannot be drafted is recorded as `failed` with its reason and the
-workflow still completes, so one bad lead never fails the campaign.
+workflow still completes, so one bad lead never fails the campaign. A lead the
+campaign's budget stopped is not failed: it returns status `budget`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.copywriter import CopywriterAgent
     from activities.knowledge import KnowledgeAgent
     from activities.store_agent import StoreAgent
+    from campaign_core.budget import BUDGET_EXHAUSTED
     from campaign_core.models import LeadFailure, LeadInput, LeadResult, StoreDraftInput
     from workflows.agents import call_agent
 
@@ -75,6 +77,12 @@ class LeadOrchestrator:
                 )
         except ActivityError as err:
             reason = failure_reason(err)
+            if isinstance(err.cause, ApplicationError) and err.cause.type == BUDGET_EXHAUSTED:
+                # Not a failure: the campaign pauses and drafts this lead again on resume
+                # (steps already written are found in the audit log, not paid for twice).
+                self._step = f"stopped by the budget: {err.cause.message}"
+                return LeadResult(lead_id=inp.lead_id, status="budget",
+                                  error=err.cause.message, error_type=BUDGET_EXHAUSTED)
             self._step = f"failed: {reason}"
             workflow.logger.warning("lead %s not drafted: %s", inp.lead_id, reason)
             await call_agent(

@@ -29,14 +29,16 @@ from campaign_core.store.rows import (
     DraftRow,
     ReplyRow,
     ReportRow,
+    Reservation,
     ReviewerRow,
     ReviewPage,
     Row,
     SequenceStepRow,
+    Spend,
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -89,17 +91,46 @@ class Store(Protocol):
     async def upsert_campaign(
         self, *, campaign_id: str, name: str, brief: str, channel: str,
         kb_dir: str | None, workflow_id: str, lead_id_salt: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         """Create the campaign row once; an existing row is left as it is (its salt too).
 
         `lead_id_salt` is the new row's lead-id salt (`new_lead_id_salt`); None writes a
-        row of the old, unsalted scheme.
+        row of the old, unsalted scheme. `budget_usd` caps its LLM spend (None: no cap).
         """
         ...
 
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
 
     async def set_stage(self, campaign_id: str, stage: str) -> None: ...
+
+    # -- LLM spend caps (schema 11) -------------------------------------------------------
+
+    async def set_budget(self, campaign_id: str, budget_usd: float | None) -> bool:
+        """Set (or lift, None) the campaign's LLM spend cap; False when there is no such
+        campaign."""
+        ...
+
+    async def reserve_llm_call(self, campaign_id: str, call_key: str, amount_nanousd: int
+                               ) -> Reservation:
+        """Hold `amount_nanousd` (the call's worst case) for one LLM call, iff recorded spend
+        + what calls in flight hold + it stays within the budget; atomic across processes.
+        A `call_key` already in the ledger (a retried activity) is granted again and holds
+        nothing more."""
+        ...
+
+    async def settle_llm_call(self, campaign_id: str, call_key: str,
+                              cost_nanousd: int | None) -> None:
+        """Record what the call cost, replacing its reservation (idempotent)."""
+        ...
+
+    async def release_llm_call(self, campaign_id: str, call_key: str) -> None:
+        """Drop the reservation of a call that was not answered (a settled one stays)."""
+        ...
+
+    async def spend(self, campaign_id: str) -> Spend:
+        """The campaign's budget, recorded spend and reservations in flight."""
+        ...
 
     async def list_campaigns(self, limit: int = 200) -> list[CampaignRow]:
         """The most recently created campaigns first, at most `limit`."""

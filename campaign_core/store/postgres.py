@@ -85,6 +85,7 @@ class PostgresStore(SqlStore):
     COMPANY = "(l.data->>'company')"
     VECTOR_READ = "vector::real[]"  # pgvector's column and the plain one alike
     VECTOR_WRITE = "?::real[]"  # cast to `vector` on assignment
+    LOCK_ROW = " FOR UPDATE"  # reservations of one campaign queue on its row
     #: SQLSTATE classes 23 and 22; a server that is down raises OperationalError (retried).
     REJECTED = (psycopg.IntegrityError, psycopg.DataError)
     #: The text columns `_insert_many` casts from text (the rest are text already).

@@ -40,6 +40,7 @@ class CampaignRow(Row):
     created_at: str
     updated_at: str
     lead_id_salt: str | None = None  # None: a campaign of the unsalted lead-id scheme
+    budget_usd: float | None = None  # the LLM spend cap (None: no cap)
 
 
 class DraftRow(Row):
@@ -224,3 +225,21 @@ class ReviewPage(Row):
 
     total: int
     items: list[ReviewItem]
+
+
+class Spend(Row):
+    """A campaign's LLM spend: its cap, what answered calls cost, what calls in flight hold.
+
+    The ledger counts in nano-USD (integers, so sums are exact); these are the USD values.
+    """
+
+    budget_usd: float | None = None
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+
+class Reservation(Spend):
+    """The answer to a reservation: granted or not, and the campaign's spend as it stood
+    (a granted one includes its own worst case in `reserved_usd`)."""
+
+    granted: bool

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+from campaign_core.budget import fits, reservation_of, spend_of
 from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
@@ -61,9 +62,11 @@ from campaign_core.store.rows import (
     DraftRow,
     ReplyRow,
     ReportRow,
+    Reservation,
     ReviewerRow,
     ReviewPage,
     SequenceStepRow,
+    Spend,
 )
 
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
@@ -126,6 +129,9 @@ class SqlStore(Erasure[Scope]):
     COMPANY: ClassVar[str]  # the `company` field of a lead's `data` (alias `l`), as text
     VECTOR_READ: ClassVar[str] = "vector"  # the embeddings.vector column as the driver reads it
     VECTOR_WRITE: ClassVar[str] = "?"
+    #: Appended to the campaign's SELECT in a reservation: Postgres locks the row; SQLite's
+    #: write transaction (BEGIN IMMEDIATE) already holds the whole file.
+    LOCK_ROW: ClassVar[str] = ""
     #: Driver errors no retry will fix (a constraint, a malformed value).
     REJECTED: ClassVar[tuple[type[Exception], ...]]
 
@@ -244,13 +250,67 @@ class SqlStore(Erasure[Scope]):
 
     async def upsert_campaign(self, *, campaign_id: str, name: str, brief: str, channel: str,
                               kb_dir: str | None, workflow_id: str,
-                              lead_id_salt: str | None = None) -> None:
+                              lead_id_salt: str | None = None,
+                              budget_usd: float | None = None) -> None:
         await self._run(
             "INSERT INTO campaigns(campaign_id, name, brief, channel, kb_dir, workflow_id, "
-            "lead_id_salt, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, now(), now()) "
-            "ON CONFLICT (campaign_id) DO NOTHING",
-            (campaign_id, name, brief, channel, kb_dir, workflow_id, lead_id_salt), "campaigns",
-            campaign_id)
+            "lead_id_salt, budget_usd, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), now()) ON CONFLICT (campaign_id) DO NOTHING",
+            (campaign_id, name, brief, channel, kb_dir, workflow_id, lead_id_salt, budget_usd),
+            "campaigns", campaign_id)
+
+    # -- LLM spend caps (schema 11) -------------------------------------------------------
+
+    _TOTALS = ("SELECT COALESCE(SUM(CASE WHEN status = 'spent' THEN cost_nanousd END), 0) "
+               "AS spent, COALESCE(SUM(CASE WHEN status = 'reserved' THEN reserved_nanousd "
+               "END), 0) AS held FROM llm_spend WHERE campaign_id = ?")
+
+    async def set_budget(self, campaign_id: str, budget_usd: float | None) -> bool:
+        return await self._run(
+            "UPDATE campaigns SET budget_usd = ?, updated_at = now() WHERE campaign_id = ?",
+            (budget_usd, campaign_id), "campaigns", campaign_id) > 0
+
+    async def reserve_llm_call(self, campaign_id: str, call_key: str,
+                               amount_nanousd: int) -> Reservation:
+        """Check and hold in one write transaction, the campaign's row locked."""
+        async with self._conn("llm_spend", campaign_id, write=True) as c:
+            rows = await c.all("SELECT budget_usd FROM campaigns WHERE campaign_id = ?"
+                               + self.LOCK_ROW, (campaign_id,))
+            budget = rows[0]["budget_usd"] if rows else None
+            totals = (await c.all(self._TOTALS, (campaign_id,)))[0]
+            spent, held = int(totals["spent"]), int(totals["held"])
+            known = await c.all("SELECT 1 AS one FROM llm_spend WHERE campaign_id = ? AND "
+                                "call_key = ?", (campaign_id, call_key))
+            if known:
+                return reservation_of(True, budget, spent, held)
+            if not fits(budget, spent, held, amount_nanousd):
+                return reservation_of(False, budget, spent, held)
+            await c.run("INSERT INTO llm_spend(campaign_id, call_key, status, reserved_nanousd, "
+                        "created_at, updated_at) VALUES (?, ?, 'reserved', ?, now(), now())",
+                        (campaign_id, call_key, amount_nanousd))
+            return reservation_of(True, budget, spent, held + amount_nanousd)
+
+    async def settle_llm_call(self, campaign_id: str, call_key: str,
+                              cost_nanousd: int | None) -> None:
+        await self._run(
+            "INSERT INTO llm_spend(campaign_id, call_key, status, cost_nanousd, created_at, "
+            "updated_at) VALUES (?, ?, 'spent', ?, now(), now()) ON CONFLICT (campaign_id, "
+            "call_key) DO UPDATE SET status = 'spent', cost_nanousd = excluded.cost_nanousd, "
+            "updated_at = excluded.updated_at",
+            (campaign_id, call_key, cost_nanousd), "llm_spend", campaign_id)
+
+    async def release_llm_call(self, campaign_id: str, call_key: str) -> None:
+        await self._run("DELETE FROM llm_spend WHERE campaign_id = ? AND call_key = ? "
+                        "AND status = 'reserved'", (campaign_id, call_key), "llm_spend",
+                        campaign_id)
+
+    async def spend(self, campaign_id: str) -> Spend:
+        async with self._conn("llm_spend", campaign_id) as c:
+            rows = await c.all("SELECT budget_usd FROM campaigns WHERE campaign_id = ?",
+                               (campaign_id,))
+            totals = (await c.all(self._TOTALS, (campaign_id,)))[0]
+        return spend_of(rows[0]["budget_usd"] if rows else None, int(totals["spent"]),
+                        int(totals["held"]))
 
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         return campaign_row(await self._one("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)))

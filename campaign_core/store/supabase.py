@@ -20,6 +20,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from campaign_core.budget import reservation_of, spend_of
 from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
@@ -65,9 +66,11 @@ from campaign_core.store.rows import (
     DraftRow,
     ReplyRow,
     ReportRow,
+    Reservation,
     ReviewerRow,
     ReviewPage,
     SequenceStepRow,
+    Spend,
 )
 
 HOW_TO_MIGRATE = (
@@ -224,9 +227,11 @@ class SupabaseStore(Erasure[Pairs]):
     async def upsert_campaign(
         self, *, campaign_id: str, name: str, brief: str, channel: str,
         kb_dir: str | None, workflow_id: str, lead_id_salt: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         row = {"campaign_id": campaign_id, "name": name, "brief": brief, "channel": channel,
-               "kb_dir": kb_dir, "workflow_id": workflow_id, "lead_id_salt": lead_id_salt}
+               "kb_dir": kb_dir, "workflow_id": workflow_id, "lead_id_salt": lead_id_salt,
+               "budget_usd": budget_usd}
         await self._run(lambda db: db.table("campaigns").upsert(
             row, on_conflict="campaign_id", ignore_duplicates=True, returning=MINIMAL),
             "campaigns", campaign_id)
@@ -246,6 +251,51 @@ class SupabaseStore(Erasure[Pairs]):
         await self._run(lambda db: db.table("campaigns").update(
             {"stage": stage, "updated_at": _now()}, returning=MINIMAL)
             .eq("campaign_id", campaign_id), "campaigns", campaign_id)
+
+    # -- LLM spend caps (schema 11) -------------------------------------------------------
+
+    async def set_budget(self, campaign_id: str, budget_usd: float | None) -> bool:
+        res = await self._run(lambda db: db.table("campaigns").update(
+            {"budget_usd": budget_usd, "updated_at": _now()},
+            returning=ReturnMethod.representation).eq("campaign_id", campaign_id),
+            "campaigns", campaign_id)
+        return bool(res.data)
+
+    async def reserve_llm_call(self, campaign_id: str, call_key: str,
+                               amount_nanousd: int) -> Reservation:
+        """One RPC (`reserve_llm_call`, migration 11): the check and the hold in one
+        transaction under the campaign row's lock, as the SQL stores do it."""
+        db = await self._ready_db()
+        res = await self._execute(db.rpc("reserve_llm_call", {
+            "p_campaign_id": campaign_id, "p_call_key": call_key, "p_amount": amount_nanousd}),
+            "llm_spend", campaign_id)
+        row = res.data[0]
+        return reservation_of(bool(row["granted"]), row["budget"], int(row["spent"]),
+                              int(row["held"]))
+
+    async def settle_llm_call(self, campaign_id: str, call_key: str,
+                              cost_nanousd: int | None) -> None:
+        await self._run(lambda db: db.table("llm_spend").upsert(
+            {"campaign_id": campaign_id, "call_key": call_key, "status": "spent",
+             "cost_nanousd": cost_nanousd, "updated_at": _now()},
+            on_conflict="campaign_id,call_key", returning=MINIMAL), "llm_spend", campaign_id)
+
+    async def release_llm_call(self, campaign_id: str, call_key: str) -> None:
+        await self._delete("llm_spend", campaign_id, _match(
+            eq={"campaign_id": campaign_id, "call_key": call_key, "status": "reserved"}))
+
+    async def spend(self, campaign_id: str) -> Spend:
+        """The budget from the campaign's row, the sums from `llm_spend_totals` (an RPC:
+        PostgREST does not aggregate)."""
+        db = await self._ready_db()
+        res = await self._execute(db.rpc("llm_spend_totals", {"p_campaign_id": campaign_id}),
+                                  "llm_spend", campaign_id)
+        campaign = await self._run(lambda db: db.table("campaigns").select("budget_usd")
+                                   .eq("campaign_id", campaign_id).limit(1), "campaigns",
+                                   campaign_id)
+        totals = res.data[0] if res.data else {"spent": 0, "held": 0}
+        budget = campaign.data[0]["budget_usd"] if campaign.data else None
+        return spend_of(budget, int(totals["spent"]), int(totals["held"]))
 
     async def upsert_leads(self, campaign_id: str, leads: list[Lead]) -> int:
         """Upsert in batches; a batch is one statement, so duplicates in it are merged first."""

@@ -69,6 +69,9 @@ StopOnCompanyReply = Annotated[bool, typer.Option(
     "the company's other leads too (freemail domains never count).")]
 SendRate = Annotated[float | None, typer.Option(
     "--send-rate", min=MIN_SEND_RATE, help="This campaign's sends per second.")]
+BudgetUsd = Annotated[float | None, typer.Option(
+    "--budget-usd", help="Cap on the campaign's LLM spend in USD: drafting pauses before a "
+    "call that could pass it; `campaign resume ID --budget-usd M` raises it.")]
 
 
 # ANSI/VT escape sequences (CSI, OSC, and two-byte ESC forms, 7- and 8-bit introducers),

@@ -10,12 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from campaign_core.budget import usd
 from campaign_core.leads import read_leads_file
 from campaign_core.models import Channel
 from starter.cli.app import (
     ApprovalTimeout,
     BriefFile,
     BriefText,
+    BudgetUsd,
     CampaignId,
     ChannelOption,
     DomainLimit,
@@ -37,7 +39,7 @@ from starter.cli.app import (
     shown,
     with_logging,
 )
-from starter.manager import campaign_id_for, follow_up_delays, parse_duration
+from starter.manager import budget_option, campaign_id_for, follow_up_delays, parse_duration
 from starter.start_options import DEFAULT_DOMAIN_LIMIT
 
 
@@ -57,6 +59,7 @@ def start(
     send_rate: SendRate = None,
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,
+    budget_usd: BudgetUsd = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
@@ -66,6 +69,7 @@ def start(
         mgr = manager()
         timeout = parse_duration(approval_timeout)
         delays = follow_up_delays(follow_up)
+        budget_option(budget_usd)
         cname = name or leads.stem
         cid = campaign_id_for(cname, campaign_id)
         intake = read_leads_file(leads, cid)
@@ -77,6 +81,7 @@ def start(
             campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
             domain_limit_per_minute=domain_limit, send_rate_per_second=send_rate,
             follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
+            budget_usd=budget_usd,
         )
         if as_json:
             emit_json(result.to_json())
@@ -139,6 +144,9 @@ def status(
                   highlight=False)
         for key, value in st.counts.model_dump().items():
             out.print(f"  {shown(key):<13} {shown(value)}", highlight=False)
+        cap = f" of {usd(st.budget_usd)}" if st.budget_usd is not None else ""
+        out.print(f"  {'LLM spend':<13} {shown(usd(st.spend_usd or 0.0) + cap)}",
+                  highlight=False)
         if st.paused_reason:
             out.print(f"[yellow]{shown(st.paused_reason, multiline=True)}[/]", highlight=False)
         if st.error:
@@ -279,10 +287,16 @@ def pause(campaign_id: CampaignId) -> None:
     err.print(f"Paused {shown(campaign_id)}: what is in flight finishes, nothing new starts.")
 
 
-def resume(campaign_id: CampaignId) -> None:
-    """Continue a paused campaign."""
-    run(manager().control(campaign_id, "resume"))
-    err.print(f"Resumed {shown(campaign_id)}.")
+def resume(
+    campaign_id: CampaignId,
+    budget_usd: Annotated[float | None, typer.Option(
+        "--budget-usd", help="Set the LLM budget (USD) first: drafting paused by the budget "
+        "goes on. Refused below what is already spent.")] = None,
+) -> None:
+    """Continue a paused campaign (with --budget-usd: under a new LLM spend cap)."""
+    run(manager().control(campaign_id, "resume", budget_usd=budget_usd))
+    cap = f" with an LLM budget of {usd(budget_usd)}" if budget_usd is not None else ""
+    err.print(f"Resumed {shown(campaign_id)}{cap}.")
 
 
 def cancel(campaign_id: CampaignId) -> None:

@@ -18,6 +18,7 @@ from starter.cli.app import (
     ApprovalTimeout,
     BriefFile,
     BriefText,
+    BudgetUsd,
     ChannelOption,
     DomainLimit,
     FollowUpOption,
@@ -76,6 +77,7 @@ def create(
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused (resume to start).")] = False,
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,
+    budget_usd: BudgetUsd = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick."""
@@ -97,6 +99,7 @@ def create(
                 send_window=window, domain_limit_per_minute=domain_limit,
                 send_rate_per_second=send_rate, paused=paused, source=leads.name,
                 follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
+                budget_usd=budget_usd,
             )
         finally:
             await mgr.close()

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from campaign_core.budget import usd
 from campaign_core.models import CampaignStatus, Stage
 from starter.cli.app import shown
 from starter.manager import CampaignManager
@@ -54,9 +55,13 @@ def _line(status: CampaignStatus) -> str:
     c = status.counts
     paused = " [yellow]paused[/]" if status.paused else ""
     reason = f" ({shown(status.paused_reason)})" if status.paused_reason else ""
+    spend = ""
+    if status.budget_usd is not None or status.spend_usd:
+        cap = f" of {usd(status.budget_usd)}" if status.budget_usd is not None else ""
+        spend = f" · LLM spend {shown(usd(status.spend_usd or 0.0) + cap)}"
     return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
             f" · failed drafts {c.draft_failed} · send failures {c.send_failed}"
-            f" · suppressed {c.suppressed}")
+            f" · suppressed {c.suppressed}{spend}")
 
 
 async def watch_progress(manager: CampaignManager, campaign_id: str, interval: float,

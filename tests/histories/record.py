@@ -9,10 +9,11 @@ tripping the circuit breaker, resume), `scheduled` (one firing of a recurring
 campaign) and `reviewed` (a draft edited, a lead excluded and included, another
 excluded, then approved), `sequence` (two follow-ups, one lead replying after
 step 1), `paced_sequence` (follow-ups falling due while a paced step 1 still goes out,
-beside it, across continue-as-new; a reply signalled to the delivery run) and `local`
-(leads of two steps whose cheap store steps are local activities); all by default.
-Re-record only the scenario you added: the older files are what proves new code
-still replays runs of older code. Commit the files: CI replays
+beside it, across continue-as-new; a reply signalled to the delivery run), `local`
+(leads of two steps whose cheap store steps are local activities) and `budget` (the LLM
+test server's priced calls, a spend cap pausing drafting, `resume --budget-usd` finishing
+it); all by default. Re-record only the scenario you added: the older files are what
+proves new code still replays runs of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
 instead of re-recording.
@@ -27,6 +28,7 @@ import tempfile
 from datetime import time, timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -48,6 +50,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
 from starter.manager import CampaignManager
+from tests.llm_server import LLMTestServer
 from worker_main import build_workers
 from workflows.scheduled import ScheduledCampaign
 
@@ -110,7 +113,52 @@ async def main(scenarios: list[str]) -> None:
             await paced_sequence(env, mgr)
         if "local" in scenarios:
             await local(env, mgr)
+        if "budget" in scenarios:
+            await budget(env, settings, store)
     await env.shutdown()
+
+
+async def budget(env: WorkflowEnvironment, settings: Settings, store: SqliteStore) -> None:
+    """Priced LLM calls (the test server) under a cap of about one call: drafting pauses,
+    a lead returns `budget`, and a resume with a higher cap drafts the rest."""
+    cid = "rec-budget"
+    with LLMTestServer() as llm:
+        priced = settings.model_copy(update={
+            "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
+            "openai_base_url": llm.base_url, "llm_model": "test-model",
+            "llm_price_input": 1.0, "llm_price_output": 2.0})
+        mgr = CampaignManager(priced, client=env.client, store=store, queue_prefix="recb-",
+                              use_search_attributes=False)
+        intake = parse_lead_rows(enumerate(LEADS[:3], start=2), cid)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in build_workers(env.client, store, priced, prefix="recb-"):
+                await stack.enter_async_context(w)
+            await mgr.start(intake, name="budget", campaign_id=cid, budget_usd=0.006)
+            for _ in range(600):
+                st = await mgr.status(cid)
+                if st.paused and (st.paused_reason or "").startswith("budget"):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("the budget did not pause drafting")
+            await asyncio.sleep(2)  # the leads in flight finish
+            stopped = [lid for lid in await store.list_lead_ids(cid, None, 10)
+                       if (await store.get_draft(cid, lid)) is None]
+            await mgr.control(cid, "resume", budget_usd=1.0)
+            await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+            await mgr.reject(cid, by="recorder", reason="recorded")
+            await wait_stage(env.client, cid, Stage.REJECTED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_budget")
+    # The first run of a lead the budget stopped: it ended with status `budget`.
+    lead_wf = lead_workflow_id(cid, stopped[0])
+    campaign = await env.client.get_workflow_handle(campaign_workflow_id(cid)).fetch_history()
+    runs = [e.child_workflow_execution_started_event_attributes.workflow_execution.run_id
+            for e in campaign.events if e.HasField("child_workflow_execution_started_event_attributes")
+            and e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+            == lead_wf]
+    history = await env.client.get_workflow_handle(lead_wf, run_id=runs[0]).fetch_history()
+    (HERE / "lead_budget.json").write_text(history.to_json())
+    print(f"wrote lead_budget.json ({len(history.events)} events)")
 
 
 async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
@@ -291,4 +339,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence",
-                                              "paced_sequence", "local"]))
+                                              "paced_sequence", "local", "budget"]))
