@@ -282,13 +282,24 @@ async def wait_stage_long(env: WorkflowEnvironment, cid: str, stage: Stage) -> C
 
 
 async def scheduled_sends(env: WorkflowEnvironment, cid: str) -> list[datetime]:
-    """Workflow-clock times at which delivery scheduled each send, across all runs."""
+    """The workflow clock at each send decision, across all runs: the start of the workflow
+    task that scheduled each `deliver_message` (what `workflow.now()` read when pacing).
+
+    Not the scheduled event's own time: that is when the server processed the task's
+    completion, later by however long the task took, so under load two sends paced exactly
+    2 s apart could show 1.94 s between their events."""
     times = []
+    task_started: datetime | None = None
     async for e in env.client.get_workflow_handle(delivery_workflow_id(cid)).fetch_history_events():
-        if (e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            task_started = None  # a new run (the handle follows continue-as-new)
+        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            task_started = e.event_time.ToDatetime(tzinfo=UTC)
+        elif (e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
                 and e.activity_task_scheduled_event_attributes.activity_type.name
                 == "deliver_message"):
-            times.append(e.event_time.ToDatetime(tzinfo=UTC))
+            assert task_started is not None
+            times.append(task_started)
     return sorted(times)
 
 
