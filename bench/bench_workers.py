@@ -46,7 +46,7 @@ LAYOUTS: dict[str, list[str | None]] = {
     "2-split": ["workflows,store", "knowledge,llm,delivery"],
 }
 LABELS = {"1": "1 worker process", "2": "2 worker processes",
-          "2-split": "2 processes, split queues (workflows+store | knowledge+llm+delivery)"}
+          "2-split": "2 processes, split queues (workflows,store / knowledge,llm,delivery)"}
 
 
 def cpu_seconds(pid: int) -> float:
