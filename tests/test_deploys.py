@@ -98,6 +98,15 @@ def probe_worker(client: Client, queue: str, version: WorkerDeploymentVersion,
                                                            use_worker_versioning=True))
 
 
+async def start_probe(client: Client, prefix: str, queue: str, key: str
+                      ) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
+    """Start a probe campaign; its handle and its lead's (the lead starts as its child)."""
+    campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
+                                           id=f"{prefix}{key}", task_queue=queue,
+                                           result_type=list[str])
+    return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
+
+
 # -- the deploy, on probe workflows -------------------------------------------------------------
 
 async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
@@ -108,10 +117,7 @@ async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
     v1, v2 = WorkerDeploymentVersion(name, "v1"), WorkerDeploymentVersion(name, "v2")
 
     async def start(key: str) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
-        campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
-                                               id=f"{prefix}{key}", task_queue=queue,
-                                               result_type=list[str])
-        return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
+        return await start_probe(client, prefix, queue, key)
 
     async with running([probe_worker(client, queue, v1, [CampaignV1, LeadV1])]):
         await set_current_version(client, v1)
@@ -170,10 +176,7 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
     v1, v2 = WorkerDeploymentVersion(name, "v1"), WorkerDeploymentVersion(name, "v2")
 
     async def start(key: str) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
-        campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
-                                               id=f"{prefix}{key}", task_queue=queue,
-                                               result_type=list[str])
-        return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
+        return await start_probe(client, prefix, queue, key)
 
     async def events(handle: WorkflowHandle[Any, Any], kind: EventType.ValueType) -> int:
         history = await handle.fetch_history()
