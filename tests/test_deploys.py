@@ -68,6 +68,28 @@ async def versioning(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     return behavior, info.deployment_version.build_id
 
 
+async def make_current(client: Client, version: WorkerDeploymentVersion) -> None:
+    """Make `version` current and wait until the server has passed the new routing to its
+    task queues. The server answers `set-current-version` before that propagation ends
+    (`routing_config_update_state` IN_PROGRESS): a task scheduled in between can still go to
+    the old current version, and under load the rollback test's campaign then ran its next
+    task on v2 instead of being refused by v1."""
+    from temporalio.api.enums.v1 import RoutingConfigUpdateState
+    from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
+
+    await set_current_version(client, version)
+    request = DescribeWorkerDeploymentRequest(namespace=client.namespace,
+                                              deployment_name=version.deployment_name)
+
+    async def routed() -> bool:
+        info = (await client.workflow_service.describe_worker_deployment(request)
+                ).worker_deployment_info
+        return (info.routing_config.current_deployment_version.build_id == version.build_id
+                and info.routing_config_update_state
+                != RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS)
+    await until(f"{version.build_id} routed on every task queue", routed)
+
+
 async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
     """Poll `check` until it holds; fail after DEADLINE_S with `what`."""
     deadline = time.monotonic() + DEADLINE_S
@@ -120,7 +142,7 @@ async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
         return await start_probe(client, prefix, queue, key)
 
     async with running([probe_worker(client, queue, v1, [CampaignV1, LeadV1])]):
-        await set_current_version(client, v1)
+        await make_current(client, v1)
         assert await current_version(client, name) == f"{name}:v1"
         waiting, waiting_lead = await start("waiting")  # waits for its approval over the deploy
         sent, sent_lead = await start("sent")  # approved and sent on v1, waits for its lead
@@ -138,7 +160,7 @@ async def test_running_campaigns_upgrade_and_leads_in_flight_stay_pinned(
 
         # The deploy: v2 workers start beside v1's, then v2 becomes current.
         async with running([probe_worker(client, queue, v2, [CampaignV2, LeadV2])]):
-            await set_current_version(client, v2)
+            await make_current(client, v2)
             assert await current_version(client, name) == f"{name}:v2"
             new, new_lead = await start("new")
             await reaches(new, "VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
@@ -184,7 +206,7 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
 
     async with running([probe_worker(client, queue, v1, [CampaignV1, LeadV1]),
                         probe_worker(client, queue, v2, [CampaignV2, LeadV2])]):
-        await set_current_version(client, v2)
+        await make_current(client, v2)
         took, took_lead = await start("took")  # approved on v2: runs "check" and "send"
         await took.signal("approve")
 
@@ -194,7 +216,7 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
         waiting, waiting_lead = await start("waiting")
         await reaches(waiting, "VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v2")
 
-        await set_current_version(client, v1)  # the rollback
+        await make_current(client, v1)  # the rollback
         for lead in (took_lead, waiting_lead):  # pinned: they finish where they started
             await lead.signal("go")
             assert await asyncio.wait_for(lead.result(), DEADLINE_S) == "drafted by v2"
@@ -211,7 +233,7 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
         assert "Nondeterminism" in failure.failure.message
         assert (await took.describe()).status == WorkflowExecutionStatus.RUNNING
 
-        await set_current_version(client, v2)  # roll forward
+        await make_current(client, v2)  # roll forward
         assert await asyncio.wait_for(took.result(), DEADLINE_S) == [
             "drafted by v2", "check", "send"]
 
@@ -244,7 +266,7 @@ async def test_engine_workers_serve_their_version_through_a_deploy(
         return (await mgr.status(cid)).stage is stage
 
     async with running(build_workers(client, store, s1, prefix=prefix, agents=agents)):
-        await set_current_version(client, v1)
+        await make_current(client, v1)
         await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="deploy",
                         brief="Book a call.", kb_dir=KB, campaign_id=cid)
         await until("awaiting approval on build-1",
@@ -255,7 +277,7 @@ async def test_engine_workers_serve_their_version_through_a_deploy(
         assert await versioning(lead) == ("VERSIONING_BEHAVIOR_PINNED", "build-1")
 
         async with running(build_workers(client, store, s2, prefix=prefix, agents=agents)):
-            await set_current_version(client, v2)
+            await make_current(client, v2)
             await mgr.approve(cid, by="tester")
             await until("completed", lambda: stage_is(Stage.COMPLETED))
             assert (await mgr.status(cid)).counts.sent == len(LEADS)
