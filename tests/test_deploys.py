@@ -71,9 +71,9 @@ async def versioning(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
 async def make_current(client: Client, version: WorkerDeploymentVersion) -> None:
     """Make `version` current and wait until the server has passed the new routing to its
     task queues. The server answers `set-current-version` before that propagation ends
-    (`routing_config_update_state` IN_PROGRESS): a task scheduled in between can still go to
-    the old current version, and under load the rollback test's campaign then ran its next
-    task on v2 instead of being refused by v1."""
+    (`routing_config_update_state` IN_PROGRESS), and a task scheduled in between can still
+    go to the old current version. (This was suspected, not proven, to be why the rollback
+    test's "v1 refuses" wait once ran out under load; see the session note.)"""
     from temporalio.api.enums.v1 import RoutingConfigUpdateState
     from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
 
