@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -56,6 +57,8 @@ from workflows.versioned import VERSIONED
 
 #: A bound, not a wait: on a loaded 2-core machine a retried workflow task took over 30 s.
 DEADLINE_S = 120.0
+#: The probe campaigns' workflow task timeout (`start_probe` says why).
+TASK_TIMEOUT = timedelta(seconds=60)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -69,34 +72,59 @@ async def versioning(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
 
 
 async def make_current(client: Client, version: WorkerDeploymentVersion) -> None:
-    """Make `version` current and wait until the server has passed the new routing to its
-    task queues. The server answers `set-current-version` before that propagation ends
-    (`routing_config_update_state` IN_PROGRESS), and a task scheduled in between can still
-    go to the old current version. (This was suspected, not proven, to be why the rollback
-    test's "v1 refuses" wait once ran out under load; see the session note.)"""
-    from temporalio.api.enums.v1 import RoutingConfigUpdateState
-    from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
+    """Make `version` current and wait until every task queue of the version routes to it
+    (each queue's own `versioning_info`, which matching routes by).
+
+    Not the deployment's `routing_config_update_state`: on this server it can stay
+    IN_PROGRESS for good while every queue already routes to the new version (seen here:
+    revision 1, both queue types on the new build, the flag still IN_PROGRESS after 120 s)."""
+    from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import (
+        DescribeTaskQueueRequest,
+        DescribeWorkerDeploymentVersionRequest,
+    )
 
     await set_current_version(client, version)
-    request = DescribeWorkerDeploymentRequest(namespace=client.namespace,
-                                              deployment_name=version.deployment_name)
+    service, namespace = client.workflow_service, client.namespace
+    queues = (await service.describe_worker_deployment_version(
+        DescribeWorkerDeploymentVersionRequest(
+            namespace=namespace, deployment_version=VersionProto(
+                deployment_name=version.deployment_name, build_id=version.build_id)))
+              ).version_task_queues
+    assert queues, f"{version} has no task queues"
 
     async def routed() -> bool:
-        info = (await client.workflow_service.describe_worker_deployment(request)
-                ).worker_deployment_info
-        return (info.routing_config.current_deployment_version.build_id == version.build_id
-                and info.routing_config_update_state
-                != RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS)
-    await until(f"{version.build_id} routed on every task queue", routed)
+        for q in queues:
+            info = (await service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=namespace, task_queue=TaskQueue(name=q.name), task_queue_type=q.type,
+            ))).versioning_info
+            if info.current_deployment_version.build_id != version.build_id:
+                return False
+        return True
+    await until(f"{version.build_id} current on {len(queues)} task queues", routed)
 
 
-async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `check` until it holds; fail after DEADLINE_S with `what`."""
+async def until(what: str, check: Callable[[], Awaitable[bool]],
+                explain: Callable[[], Awaitable[str]] | None = None) -> None:
+    """Poll `check` until it holds; fail after DEADLINE_S with `what` and, if given, what
+    `explain` says of the state at that moment."""
     deadline = time.monotonic() + DEADLINE_S
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S}s: {what}")
+            state = f"; {await explain()}" if explain else ""
+            raise AssertionError(f"not within {DEADLINE_S}s: {what}{state}")
         await asyncio.sleep(0.1)
+
+
+async def story(handle: WorkflowHandle[Any, Any]) -> str:
+    """A run's status, pending workflow task and event kinds, for a failure message."""
+    description = await handle.describe()
+    pending = description.raw_description.pending_workflow_task
+    kinds = [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+             for e in (await handle.fetch_history()).events]
+    return (f"{handle.id} {description.status.name if description.status else '?'}, "
+            f"workflow task attempt {pending.attempt}, events {kinds}")
 
 
 async def reaches(handle: WorkflowHandle[Any, Any], behavior: str, build_id: str) -> None:
@@ -122,10 +150,14 @@ def probe_worker(client: Client, queue: str, version: WorkerDeploymentVersion,
 
 async def start_probe(client: Client, prefix: str, queue: str, key: str
                       ) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
-    """Start a probe campaign; its handle and its lead's (the lead starts as its child)."""
+    """Start a probe campaign; its handle and its lead's (the lead starts as its child).
+
+    The campaign's workflow tasks may take a minute, not the default 10 s: only a task's
+    first attempt that *fails* is written to history (later attempts are transient), so a
+    first attempt that timed out on a loaded machine would hide v1's refusal for good."""
     campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
                                            id=f"{prefix}{key}", task_queue=queue,
-                                           result_type=list[str])
+                                           task_timeout=TASK_TIMEOUT, result_type=list[str])
     return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
 
 
@@ -226,7 +258,8 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
 
         async def refused_by_v1() -> bool:
             return await events(took, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) > 0
-        await until("v1 refuses the history with v2's step", refused_by_v1)
+        await until("v1 refuses the history with v2's step", refused_by_v1,
+                    lambda: story(took))
         history = await took.fetch_history()
         failure = next(e.workflow_task_failed_event_attributes for e in history.events
                        if e.HasField("workflow_task_failed_event_attributes"))
