@@ -24,7 +24,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.enums.v1 import VersioningBehavior as BehaviorProto
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
@@ -126,7 +126,12 @@ async def story(handle: WorkflowHandle[Any, Any]) -> str:
 
 async def reaches(handle: WorkflowHandle[Any, Any], behavior: str, build_id: str) -> None:
     async def check() -> bool:
-        return await versioning(handle) == (behavior, build_id)
+        try:
+            return await versioning(handle) == (behavior, build_id)
+        except RPCError as exc:  # a lead the campaign has not started yet
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return False
     await until(f"{handle.id} on {behavior} {build_id}", check)
 
 
