@@ -7,67 +7,20 @@ Web UI's own API, that SIGTERM stops it cleanly, and that history survives a res
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from starter.devstack import free_port
+from tests import dev_process
 from tests.conftest import KB
+from tests.dev_process import DevProcess
 from tests.test_cli_e2e import cli, cli_json, wait_stage
 
 pytestmark = pytest.mark.slow
 
-CAMPAIGN = str(Path(sys.executable).parent / "campaign")
-
-
-class DevProcess:
-    def __init__(self, env: dict[str, str], home: Path) -> None:
-        self.env, self.home = env, home
-        self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self.ui = ""
-        self.sign_in = ""
-
-    async def start(self) -> str:
-        self.proc = await asyncio.create_subprocess_exec(
-            CAMPAIGN, "dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
-            "--api-port", str(self.api_port), env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(90):
-            while True:
-                line = (await self.proc.stdout.readline()).decode()
-                assert line, f"campaign dev exited early: {''.join(self.lines)}"
-                self.lines.append(line)
-                if line.startswith("Temporal Web UI:"):
-                    self.ui = line.split(":", 1)[1].strip()
-                if line.startswith("Review sign-in"):
-                    self.sign_in = line.rsplit(" ", 1)[1].strip()
-                    return self.ui
-
-    async def stop(self) -> int:
-        assert self.proc is not None and self.proc.stdout is not None
-        self.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            rest = await self.proc.stdout.read()
-            self.lines.append(rest.decode())
-            return await self.proc.wait()
-
-
-@pytest.fixture
-def dev_cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "CAMPAIGN_"))}
-    env.update({"CAMPAIGN_HOME": str(home), "NO_COLOR": "1"})
-    return env
+dev_cli_env = dev_process.dev_cli_env
 
 
 async def test_dev_runs_campaign_shows_it_in_ui_and_stops_cleanly(dev_cli_env, home, tmp_path):
