@@ -10,6 +10,8 @@ to docs/performance.md with the machine and the versions.
 
     .venv/bin/python -m bench.bench_engine --leads 2000 --runs 3 --write
     .venv/bin/python -m bench.bench_engine --short      # CI: proves it still runs
+    py-spy record --format raw -o prof.txt -- .venv/bin/python -m bench.bench_engine \
+        --leads 400 --runs 1 --engine-only              # profile the engine's shape alone
 """
 
 from __future__ import annotations
