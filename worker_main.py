@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
@@ -38,6 +38,7 @@ from campaign_core.registry import (
     activity_name,
     queue_name,
 )
+from campaign_core.sandbox import FastSandboxedWorkflowRunner
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.base import Store
 from campaign_core.store.factory import open_store
@@ -71,11 +72,12 @@ def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:
 
 
 def workflow_runner(client: Client) -> WorkflowRunner:
-    """The sandbox; with tracing on, `opentelemetry` passes through it (Temporal's OTel sample)."""
+    """The sandbox (without its per-payload costs: campaign_core/sandbox.py); with tracing
+    on, `opentelemetry` passes through it (Temporal's OTel sample)."""
     if is_traced(client.config()["interceptors"]):
-        return SandboxedWorkflowRunner(
+        return FastSandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
-    return SandboxedWorkflowRunner()
+    return FastSandboxedWorkflowRunner()
 
 
 def registered_workflows(versioned: bool) -> list[type]:

@@ -10,6 +10,8 @@ to docs/performance.md with the machine and the versions.
 
     .venv/bin/python -m bench.bench_engine --leads 2000 --runs 3 --write
     .venv/bin/python -m bench.bench_engine --short      # CI: proves it still runs
+    py-spy record --format raw -o prof.txt -- .venv/bin/python -m bench.bench_engine \
+        --leads 400 --runs 1 --engine-only              # profile the engine's shape alone
 """
 
 from __future__ import annotations
@@ -192,7 +194,6 @@ def medians(rounds: list[list[Phase]]) -> list[Phase]:
 
 
 def table(phases: list[Phase]) -> str:
-    engine, child, flat = phases
     lines = ["| shape | leads/s | events/lead | workflow task s2s (ms) | activity s2s (ms) "
              "| server CPU (s) | worker CPU (s) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in phases:
@@ -200,6 +201,9 @@ def table(phases: list[Phase]) -> str:
                      f"| {p.latencies_ms['workflow task s2s']:.1f} "
                      f"| {p.latencies_ms['activity s2s']:.1f} "
                      f"| {p.server_cpu:.1f} | {p.worker_cpu:.1f} |")
+    if len(phases) < 3:  # --engine-only: no bare shapes to compare with
+        return "\n".join(lines)
+    engine, child, flat = phases
     lines.append("")
     lines.append(f"Ratio to the bare child shape: **{engine.rate / child.rate:.2f}** "
                  f"(target >= 1.0); to the flat shape: **{engine.rate / flat.rate:.2f}**.")
@@ -212,10 +216,10 @@ def write_docs(phases: list[Phase], n: int, runs: int) -> None:
                   "(the one `campaign dev` starts) in the same run.", table(phases))
 
 
-async def main(n: int, runs: int, write: bool) -> None:
+async def main(n: int, runs: int, write: bool, engine_only: bool = False) -> None:
     rounds = []
     for i in range(runs):
-        phases = await one_round(n, f"{int(time.time())}-{i}")
+        phases = await one_round(n, f"{int(time.time())}-{i}", engine_only)
         print(f"run {i + 1}/{runs}:\n{table(phases)}\n", flush=True)
         rounds.append(phases)
     result = medians(rounds)
@@ -231,7 +235,11 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="write docs/performance.md")
     parser.add_argument("--short", action="store_true", help="100 leads, one run (CI)")
+    parser.add_argument("--engine-only", action="store_true",
+                        help="the engine's shape only (profiling it); never written")
     args = parser.parse_args()
     if args.short:
         args.leads, args.runs, args.write = 100, 1, False
-    asyncio.run(main(args.leads, args.runs, args.write))
+    if args.engine_only:
+        args.write = False
+    asyncio.run(main(args.leads, args.runs, args.write, args.engine_only))
