@@ -151,3 +151,20 @@ async def browser(chromium: str) -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files run first. `make test` shares files between two xdist workers
+    (`--dist loadfile`) in collection order; a minutes-long file collected last would run
+    alone on one worker while the other sits idle. A file's weight is the longest
+    `timeout` any of its tests declares, then whether it has a `slow` test; stable, so the
+    order within a weight stays."""
+    def weight(item: pytest.Item) -> tuple[float, bool]:
+        timeout = item.get_closest_marker("timeout")
+        return (float(timeout.args[0]) if timeout and timeout.args else 0.0,
+                item.get_closest_marker("slow") is not None)
+
+    heaviest: dict[Path, tuple[float, bool]] = {}
+    for item in items:
+        heaviest[item.path] = max(heaviest.get(item.path, (0.0, False)), weight(item))
+    items.sort(key=lambda item: heaviest[item.path], reverse=True)

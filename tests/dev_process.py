@@ -26,6 +26,8 @@ class DevProcess:
     def __init__(self, env: dict[str, str], home: Path) -> None:
         self.env, self.home = env, home
         self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
+        #: Not the default 9464: another test's process (or the user's) may hold it.
+        self.metrics_port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self.ui = ""
@@ -39,7 +41,8 @@ class DevProcess:
     async def start(self) -> str:
         self.proc = await asyncio.create_subprocess_exec(
             CAMPAIGN, "dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
-            "--api-port", str(self.api_port), env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            "--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port),
+            env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None

@@ -99,10 +99,23 @@ async def test_required_encryption_refuses_payloads_in_clear(settings: Settings)
         assert r.status_code == 400 and "not encrypted" in r.text, r.text
 
 
-@pytest.mark.parametrize("args", [["status", "c1"], ["worker"], ["api"], ["dev"],
+BUSY = "{busy}"  # a metrics port something already listens on
+
+
+@pytest.mark.parametrize("args", [["status", "c1"], ["worker", "--metrics-port", BUSY],
+                                  ["api", "--metrics-port", BUSY], ["dev", "--metrics-port", BUSY],
                                   ["codec-server"], ["schedule", "list"]])
 def test_every_process_refuses_to_start_without_a_key(args: list[str], served, monkeypatch) -> None:
+    """The missing key is the error, whatever else is wrong (here: the metrics port is
+    taken), so the check comes before anything the process opens."""
+    import socket
+
     import starter.devstack
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    args = [a.replace(BUSY, str(taken.getsockname()[1])) for a in args]
 
     async def no_dev(*_: Any, **__: Any) -> None:
         served.append({"host": "dev"})
@@ -112,7 +125,8 @@ def test_every_process_refuses_to_start_without_a_key(args: list[str], served, m
     monkeypatch.setenv("CAMPAIGN_REQUIRE_ENCRYPTION", "true")
     monkeypatch.setenv("CAMPAIGN_API_TOKEN", "t0ken")
     monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:9")  # nothing listens: the check comes first
-    result = CliRunner().invoke(cli_app, args)
+    with taken:
+        result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 2, result.output
     assert "CAMPAIGN_REQUIRE_ENCRYPTION" in result.output and "CAMPAIGN_ENCRYPTION_KEY" in result.output
     assert served == []

@@ -34,6 +34,18 @@ def start_metrics(settings: Settings, host: str, port: int | None) -> None:
     install(telemetry_runtime(settings, metrics_at(host, port)))
 
 
+def require_key(settings: Settings) -> None:
+    """Exit 2 when the encryption setting is unusable: no key while
+    CAMPAIGN_REQUIRE_ENCRYPTION is on, or a malformed CAMPAIGN_ENCRYPTION_KEY. Checked
+    before anything else a process opens, so that is the error it reports."""
+    from campaign_core.temporal import data_converter
+
+    try:
+        data_converter(settings)
+    except EncryptionKeyError as exc:
+        fail(2, str(exc))
+
+
 def port_available(host: str, port: int) -> bool:
     import socket
 
@@ -59,14 +71,10 @@ def dev(
 ) -> None:
     """Start the embedded Temporal dev server (persistent, with UI), all workers, and the API
     with the review pages (printing a one-time sign-in link for the reviewer `dev`)."""
-    from campaign_core.temporal import data_converter
     from starter.devstack import run_dev
 
     settings = load_settings()
-    try:
-        data_converter(settings)  # no key while CAMPAIGN_REQUIRE_ENCRYPTION is on: stop here
-    except EncryptionKeyError as exc:
-        fail(2, str(exc))
+    require_key(settings)
     start_metrics(settings, "127.0.0.1", metrics_port)
     if not no_worker or api_port:
         run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
@@ -85,6 +93,7 @@ def worker(
     """Run workers against TEMPORAL_ADDRESS for all task queues, or the named ones."""
     import worker_main
 
+    require_key(load_settings())  # before the port: a missing key is the error to report
     at = metrics_at(metrics_host, metrics_port)
     try:
         run(worker_main.main(queues.split(",") if queues else None, metrics_at=at))
@@ -106,13 +115,12 @@ def api(
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
 
-    from campaign_core.temporal import data_converter
     from starter.api import create_app
 
     settings = load_settings()
+    require_key(settings)
     start_metrics(settings, metrics_host, metrics_port)
     try:
-        data_converter(settings)  # a malformed CAMPAIGN_ENCRYPTION_KEY stops us here, not later
         application = create_app(settings, insecure_dev=insecure_dev)
     except (BadInput, EncryptionKeyError) as exc:
         fail(2, str(exc))
