@@ -180,7 +180,9 @@ async def test_api_takes_a_budget_and_refuses_bad_ones(
     llm_settings = priced(settings, llm)
     mgr = CampaignManager(llm_settings, client=ts_env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
-    body = {"name": "api-budget", "id": "api-budget", "leads": LEADS[:3]}
+    # The same 12 calls and cap as above: at most four fit even when the calls run one
+    # after another (a smaller campaign paused only when its calls overlapped).
+    body = {"name": "api-budget", "id": "api-budget", "leads": LEADS, "follow_ups": ["1d"]}
     async with run_workers(ts_env.client, agents=build_agents(store, llm_settings)), \
             serve(mgr) as client:
         for bad in (-1, 0, "ten"):
@@ -191,12 +193,12 @@ async def test_api_takes_a_budget_and_refuses_bad_ones(
             "name": "weekly", "cron": "0 9 * * MON", "leads": LEADS[:1], "budget_usd": -5})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "budget_usd"]
 
-        r = await client.post("/campaigns", headers=AUTH, json={**body, "budget_usd": 0.01})
+        r = await client.post("/campaigns", headers=AUTH, json={**body, "budget_usd": BUDGET})
         assert r.status_code == 201, r.text
         st = await paused_by_budget(ts_env, mgr, "api-budget")
         r = await client.get("/campaigns/api-budget", headers=AUTH)
         shown = r.json()
-        assert shown["spend_usd"] == st.spend_usd and shown["budget_usd"] == 0.01
+        assert shown["spend_usd"] == st.spend_usd and shown["budget_usd"] == BUDGET
         assert shown["paused_reason"].startswith("budget")
 
         r = await client.post("/campaigns/api-budget/resume", headers=AUTH,
@@ -212,6 +214,6 @@ async def test_api_takes_a_budget_and_refuses_bad_ones(
                               json={"budget_usd": 1})
         assert r.status_code == 202, r.text
         done = await until_stage(mgr, "api-budget", Stage.AWAITING_APPROVAL)
-        assert (done.counts.drafted, done.counts.draft_failed) == (3, 0)
+        assert (done.counts.drafted, done.counts.draft_failed) == (len(LEADS), 0)
         r = await client.post("/campaigns/api-budget/pause", headers=AUTH)  # no body: as before
         assert r.status_code == 202
