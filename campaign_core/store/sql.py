@@ -162,6 +162,10 @@ class SqlStore(Erasure[Scope]):
     def _reason(self, exc: Exception) -> str:
         return str(exc).strip()
 
+    def _rejected(self, exc: Exception, table: str | None, key: str | None) -> StoreError:
+        """A row the store refused, as the StoreError that names its table and key."""
+        return StoreError(f"rejected by the store: {self._reason(exc)}", table=table, key=key)
+
     async def _insert_many(self, c: Conn, table: str, columns: tuple[str, ...],
                            rows: list[tuple[Any, ...]], tail: str, stamps: tuple[str, ...]) -> int:
         """Insert `rows` (their `stamps` columns set to now()); the rows inserted or updated."""
@@ -174,8 +178,7 @@ class SqlStore(Erasure[Scope]):
                 try:
                     await c.run(sql, row)
                 except self.REJECTED as one:
-                    raise StoreError(f"rejected by the store: {self._reason(one)}", table=table,
-                                     key="/".join(map(str, row[:2]))) from one
+                    raise self._rejected(one, table, "/".join(map(str, row[:2]))) from one
             raise exc
 
     # -- connections and schema ---------------------------------------------------------
@@ -190,8 +193,7 @@ class SqlStore(Erasure[Scope]):
             async with self._open(write=write) as c:
                 yield c
         except self.REJECTED as exc:
-            raise StoreError(f"rejected by the store: {self._reason(exc)}", table=table,
-                             key=key) from exc
+            raise self._rejected(exc, table, key) from exc
 
     async def _all(self, sql: str, args: Sequence[Any] = (), table: str | None = None,
                    key: str | None = None) -> list[dict[str, Any]]:

@@ -171,8 +171,7 @@ class SqliteStore(SqlStore):
         try:
             return await asyncio.get_running_loop().run_in_executor(self._threads, self._once, fn)
         except self.REJECTED as exc:
-            raise StoreError(f"rejected by the store: {self._reason(exc)}", table=table,
-                             key=key) from exc
+            raise self._rejected(exc, table, key) from exc
 
     async def _all(self, sql: str, args: Sequence[Any] = (), table: str | None = None,
                    key: str | None = None) -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ def api(
     start_metrics(settings, metrics_host, metrics_port)
     try:
         application = create_app(settings, insecure_dev=insecure_dev)
-    except (BadInput, EncryptionKeyError) as exc:
+    except BadInput as exc:
         fail(2, str(exc))
     if insecure_dev and settings.api_token is None:
         log.warning("serving WITHOUT authentication (--insecure-dev): keep this private")
