@@ -213,9 +213,11 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def main(queues: list[str] | None = None, metrics_at: str | None = None) -> None:
-    """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port")."""
-    settings = load_settings()
+async def main(queues: list[str] | None = None, metrics_at: str | None = None,
+               settings: Settings | None = None) -> None:
+    """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port");
+    `settings` when the caller has loaded them already (the CLI, which checks the key)."""
+    settings = settings or load_settings()
     install(telemetry_runtime(settings, metrics_at))
     serving = serving_line(settings)  # a bad CAMPAIGN_DEPLOYMENT_VERSION fails before connecting
     client = await connect(settings)

@@ -93,10 +93,12 @@ def worker(
     """Run workers against TEMPORAL_ADDRESS for all task queues, or the named ones."""
     import worker_main
 
-    require_key(load_settings())  # before the port: a missing key is the error to report
+    settings = load_settings()
+    require_key(settings)  # before the port: a missing key is the error to report
     at = metrics_at(metrics_host, metrics_port)
     try:
-        run(worker_main.main(queues.split(",") if queues else None, metrics_at=at))
+        run(worker_main.main(queues.split(",") if queues else None, metrics_at=at,
+                             settings=settings))
     except ValueError as exc:
         fail(2, str(exc))
 
