@@ -99,6 +99,28 @@ def llm_rate(settings: Settings) -> float | None:
     return None if settings.resolved_llm_provider == "offline" else settings.llm_rate_limit
 
 
+#: The widest stretch a user's per-second limit is judged over: a provider counts calls in
+#: windows of seconds to a minute, and five seconds may carry at most 1.1 times the limit.
+WINDOW_S = 5.0
+WINDOW_TOLERANCE = 1.1
+
+
+def server_rate(limit: float | None) -> float | None:
+    """The rate given to the Temporal server for a user's limit of `limit` calls a second.
+
+    The server's limiter is a token bucket holding a second's worth of tasks (burst =
+    ceil(rate)), so after a lull any five seconds can dispatch six seconds of tokens: 1.2
+    times the rate (measured with the limit itself: a busiest five-second window of 1.16).
+    With r = (5.5 * limit - 1) / 6, ceil(r) + 5 * r stays within 5.5 * limit, so no window
+    passes 1.1 times the limit; a saturated queue then averages r (0.90 of a limit of 10).
+    Under about 1/s a single burst token dominates, and half the limit is the floor.
+    """
+    if limit is None:
+        return None
+    tokens = WINDOW_S * WINDOW_TOLERANCE * limit  # the most one window may carry
+    return max((tokens - 1) / (WINDOW_S + 1), limit / 2)
+
+
 def build_workers(
     client: Client,
     store: Store,
@@ -139,8 +161,8 @@ def build_workers(
         activities = [implementation(a) for a in AGENTS.values()
                       if a.queue == q.name or (a.local and q.name == WORKFLOW_QUEUE)]
         workflows = registered_workflows(versioning is not None) if q.name == WORKFLOW_QUEUE else []
-        rate = {"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
-            q.name, q.rate_per_second)
+        rate = server_rate({"llm": llm_rate(settings), "delivery": settings.send_rate_limit}.get(
+            q.name, q.rate_per_second))
         workers.append(Worker(
             client,
             task_queue=queue_name(q.name, prefix),

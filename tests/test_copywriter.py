@@ -8,6 +8,7 @@ Retry-After delays are skipped while the test awaits a result.
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -38,7 +39,7 @@ from campaign_core.settings import Settings
 from starter.manager import CampaignManager
 from tests.conftest import KB
 from tests.llm_server import INVENTED_PASSAGE, LLMTestServer
-from worker_main import build_agents, build_workers
+from worker_main import build_agents, build_workers, server_rate
 
 BRIEF = ("Book a 20-minute intro call. Plain tone, under 120 words. "
          "Every claim must cite the knowledge base.")
@@ -375,12 +376,23 @@ def test_unknown_provider_is_refused_at_start(settings):
 # -- rate limiting -----------------------------------------------------------------------
 
 
+def test_no_five_second_window_can_pass_the_limit_by_more_than_a_tenth() -> None:
+    """The server's bucket holds ceil(rate) tokens: a window gets those plus five seconds'."""
+    for limit in [0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 20, 33.3, 50, 100, 1000]:
+        rate = server_rate(limit)
+        assert rate is not None and 0 < rate < limit
+        assert math.ceil(rate) + 5 * rate <= 5.5 * limit + 1e-9, limit
+    assert server_rate(None) is None
+    assert server_rate(10) == pytest.approx(9.0)  # a saturated queue averages 0.9 of 10/s
+
+
 async def test_llm_rate_limit_is_task_queue_wide_and_not_bypassed_by_eager(ts_env, store, settings):
     tuned = settings.model_copy(update={"llm_rate_limit": 2.5, "llm_provider": "openai",
                                         "openai_api_key": SecretStr("k")})
     workers = {w.task_queue: w.config() for w in build_workers(ts_env.client, store, tuned, prefix="x-")}
     llm_worker = workers["x-llm"]
-    assert llm_worker["max_task_queue_activities_per_second"] == 2.5
+    # Below the limit by the server's one-second burst (worker_main.server_rate).
+    assert llm_worker["max_task_queue_activities_per_second"] == pytest.approx(2.125)
     # The offline template writer calls no provider: no provider's rate holds it back.
     offline = settings.model_copy(update={"llm_rate_limit": 2.5, "llm_provider": "offline"})
     offline_llm = {w.task_queue: w.config() for w in build_workers(
