@@ -76,11 +76,6 @@ def partition_args(temporal_db: Path) -> list[str]:
     return []
 
 
-def record_partitions(temporal_db: Path, args: list[str]) -> None:
-    if args:
-        temporal_db.with_name(PARTITIONS_MARKER).write_text("1\n")
-
-
 @dataclass
 class DevStack:
     client: Client
@@ -111,7 +106,8 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
     with owner_only_umask():
         env = await start_server(settings, converter, extra, temporal_db, port, ui_port, attrs)
     tighten_database(temporal_db)
-    record_partitions(temporal_db, partitions)
+    if partitions:
+        temporal_db.with_name(PARTITIONS_MARKER).write_text("1\n")
     address = f"127.0.0.1:{port}"
     ui_url = f"http://127.0.0.1:{ui_port}"
     settings.dev_file.write_text(json.dumps(
