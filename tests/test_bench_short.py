@@ -56,6 +56,17 @@ def test_bench_workers_and_latency_short_modes_run() -> None:
     assert "| orchestration (the difference) |" in out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_time_skipping_short_mode_reports_every_batch() -> None:
+    out = _run("bench.bench_time_skipping", "--batch", "10", "--batches", "2")
+    assert "batch 1: after 0 leads," in out and "batch 2: after 10 leads," in out
+    rss = [float(line.rsplit("RSS ", 1)[1].split()[0]) for line in out.splitlines()
+           if line.startswith("batch ")]
+    assert len(rss) == 2 and all(mb > 10 for mb in rss)  # the server's memory was found
+    assert "the last batch ran at" in out
+
+
 def test_busiest_window_and_interval_union() -> None:
     """The two figures the benchmarks judge by, on known inputs."""
     from bench.bench_latency import union_seconds
