@@ -78,15 +78,19 @@ def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -
 
 @workflow.defn(name="CampaignWorkflow")
 class CampaignWorkflow:
-    def __init__(self) -> None:
-        self._inp: CampaignInput | None = None
+    @workflow.init
+    def __init__(self, inp: CampaignInput) -> None:
+        """The state a run starts from, set before any signal or update of the run's first
+        task is handled: one that arrives right after a continue-as-new (a pause, a cancel)
+        must change the carried state, not be overwritten by it when `run` starts."""
+        self._inp: CampaignInput | None = inp
         self._stage = Stage.DRAFTING
-        self._carry = CampaignCarry()
+        self._carry = inp.carry.model_copy(deep=True) if inp.carry else CampaignCarry()
         self._error: str | None = None
         self._decision_recorded = False
         self._delivery_running = False
         self._paging_done_at_end = False  # drafting finished: too late to add leads
-        self._added: set[str] = set()  # the carry's added_lead_ids, for quick lookups
+        self._added: set[str] = set(self._carry.added_lead_ids)  # for quick lookups
         self._reviews_in_flight = 0  # edits and exclusions being written to the store
 
     # -- decisions -------------------------------------------------------------------
@@ -465,11 +469,7 @@ class CampaignWorkflow:
 
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignStatus:
-        self._inp = inp
-        if inp.carry is not None:
-            self._carry = inp.carry.model_copy(deep=True)
-            self._added = set(self._carry.added_lead_ids)
-        else:
+        if inp.carry is None:  # the first run (the carry is set in `__init__`)
             await self._set_stage(inp, Stage.DRAFTING, f"drafting campaign {inp.name!r}")
         self._details()
         await self._draft_all(inp)

@@ -47,15 +47,21 @@ FOLLOW_UPS_ALONGSIDE = "follow-ups-alongside-step-1"
 
 @workflow.defn(name="DeliveryOrchestrator")
 class DeliveryOrchestrator:
-    def __init__(self) -> None:
-        self._result = DeliveryResult()
-        self._paused = False
+    @workflow.init
+    def __init__(self, inp: DeliveryInput) -> None:
+        """The state a run starts from, set before any signal of the run's first task is
+        handled: a pause, resume, reply or bounce that arrives right after a
+        continue-as-new must change the carried state, not be overwritten by it (a pause
+        there was lost, and the follow-ups it should have held went out)."""
+        self._inp: DeliveryInput | None = inp
+        self._result = inp.result.model_copy()
+        self._paused = inp.paused
         self._cancelled = False
         self._waiting_for_window = 0
-        self._recent: dict[str, list[datetime]] = {}
+        self._recent: dict[str, list[datetime]] = {
+            d: list(ts) for d, ts in inp.recent_by_domain.items()}
         self._next_send_at: datetime | None = None
-        self._inp: DeliveryInput | None = None
-        self._breaker_tripped = False
+        self._breaker_tripped = inp.breaker_tripped
         #: Leads whose sequence a reply stopped during this run: their next step is not sent.
         self._stopped: dict[str, str] = {}
         #: Replies not yet recorded in the store, by stop reason.
@@ -304,11 +310,6 @@ class DeliveryOrchestrator:
 
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
-        self._inp = inp
-        self._result = inp.result.model_copy()
-        self._paused = inp.paused
-        self._breaker_tripped = inp.breaker_tripped
-        self._recent = {d: list(ts) for d, ts in inp.recent_by_domain.items()}
         slots = asyncio.Semaphore(inp.in_flight)
         if inp.follow_up_seconds and not inp.follow_ups_phase and workflow.patched(
                 FOLLOW_UPS_ALONGSIDE):

@@ -63,6 +63,10 @@ class Owner(Protocol):
 #: suggestion and its 51,200 limit, and under the 10,000 the issue sets.
 EVENTS_PER_RUN = 7000
 
+#: `workflow.patched` id: a pass over the due steps stops starting sends once the run is
+#: full (before it, one pass started every step due at its tick, whatever their number).
+BOUNDED_PASS = "follow-ups-bounded-pass"
+
 #: Replies recorded per store call (one activity) when many arrive at once.
 STOP_BATCH = 500
 
@@ -120,6 +124,12 @@ class FollowUps:
         return (self.next_due is None and not self.in_flight
                 and (not self.alongside or self.owner._first_done))
 
+    def _full(self, started: int) -> bool:
+        """This run has started its share of sends (`started` by this loop; beside step 1,
+        both loops' together) or its history is near the bound."""
+        sends = self.owner._run_sends if self.alongside else started
+        return sends >= self.inp.sends_per_run or run_is_full()
+
     def _handing_off(self) -> bool:
         """Beside step 1: either loop asked for continue-as-new, so start nothing more."""
         return self.alongside and self.owner._handoff
@@ -143,6 +153,11 @@ class FollowUps:
                 await owner._flush_stops(inp)
             tick = workflow.now()
             after: str | None = None
+            # Thousands of follow-ups can fall due at one tick (step 1 went out in minutes):
+            # the pass stops starting sends once the run is full, so that no run grows past
+            # its bound; the next run asks the store again. Older histories paged on.
+            bounded = workflow.patched(BOUNDED_PASS)
+            full = False
             while not owner._cancelled and not self._handing_off():
                 page = await call_agent(
                     SequenceAgent.list_due_steps,
@@ -150,6 +165,9 @@ class FollowUps:
                                limit=inp.page_size),
                     prefix=inp.queue_prefix, summary="follow-ups due now")
                 for due in page:
+                    if bounded and self._full(started):
+                        full = True
+                        break
                     if due.lead_id in self.in_flight:
                         continue
                     if len(pending) >= max_pending:
@@ -163,15 +181,15 @@ class FollowUps:
                         owner._run_sends += 1
                 if page:
                     after = page[-1].lead_id
-                if len(page) < inp.page_size:
+                if full or len(page) < inp.page_size:
                     break
             pending = {t for t in pending if not t.done()}
             if alongside:
-                if owner._run_sends >= inp.sends_per_run or run_is_full():
+                if self._full(started):
                     owner._handoff = True
                 if owner._handoff:
                     break
-            elif started >= inp.sends_per_run or run_is_full():
+            elif self._full(started):
                 if pending:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
