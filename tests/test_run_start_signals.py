@@ -21,7 +21,7 @@ from workflows.delivery import DeliveryOrchestrator
 
 
 async def test_a_pause_in_a_continued_campaign_runs_first_task_holds(
-    dev_env: Any, store: Any, prefix: str, run_workers: Any
+    dev_env: Any, prefix: str, run_workers: Any
 ) -> None:
     cid = "c-first-task"
     carry = CampaignCarry(runs=2)  # a continued run: the carry says "not paused"
@@ -38,7 +38,7 @@ async def test_a_pause_in_a_continued_campaign_runs_first_task_holds(
 
 
 async def test_a_resume_in_a_continued_delivery_runs_first_task_resumes(
-    dev_env: Any, store: Any, prefix: str, run_workers: Any
+    dev_env: Any, prefix: str, run_workers: Any
 ) -> None:
     """The carry says paused (the run before was paused); the resume sent as it continued
     as new goes on: nothing is approved or due here, so the run ends at once. Lost, the

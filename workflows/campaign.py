@@ -83,7 +83,7 @@ class CampaignWorkflow:
         """The state a run starts from, set before any signal or update of the run's first
         task is handled: one that arrives right after a continue-as-new (a pause, a cancel)
         must change the carried state, not be overwritten by it when `run` starts."""
-        self._inp: CampaignInput | None = inp
+        self._inp = inp
         self._stage = Stage.DRAFTING
         self._carry = inp.carry.model_copy(deep=True) if inp.carry else CampaignCarry()
         self._error: str | None = None
@@ -101,7 +101,7 @@ class CampaignWorkflow:
 
     def _check_decidable(self) -> None:
         """Why a decision cannot be taken now, as a message for the person who tried."""
-        cid = self._inp.campaign_id if self._inp else "?"
+        cid = self._inp.campaign_id
         if self._decided:
             raise _conflict(f"campaign {cid!r} has already been decided (see `campaign audit`)")
         if self._stage is Stage.DRAFTING:
@@ -132,7 +132,6 @@ class CampaignWorkflow:
     @workflow.update(name="approve")
     async def approve_update(self, approval: Approval) -> int:
         """Approve synchronously; returns how many drafts were approved."""
-        assert self._inp is not None
         if approval.lead_ids:
             unknown = await call_agent(
                 StoreAgent.check_lead_ids,
@@ -170,7 +169,7 @@ class CampaignWorkflow:
     # refused. Only ids travel: the edit's text waits in the store as a pending version.
 
     def _check_reviewable(self, what: str, campaign_id: str) -> None:
-        cid = self._inp.campaign_id if self._inp else "?"
+        cid = self._inp.campaign_id
         if campaign_id != cid:  # each campaign's drafts only through its own workflow
             raise ApplicationError(f"this is campaign {cid!r}, not {campaign_id!r}",
                                    type="InvalidInput", non_retryable=True)
@@ -185,7 +184,6 @@ class CampaignWorkflow:
     @workflow.update(name="edit_draft")
     async def edit_draft(self, ref: DraftEditRef) -> DraftVersionRef:
         """Make a reviewer's pending edit (checked by the guardrails) the draft's next version."""
-        assert self._inp is not None
         self._reviews_in_flight += 1
         try:
             return await call_agent(StoreAgent.apply_draft_edit, ref,
@@ -202,7 +200,6 @@ class CampaignWorkflow:
     @workflow.update(name="set_excluded")
     async def set_excluded(self, exclusion: Exclusion) -> list[int]:
         """Leave a lead's draft(s) out of the approval, or put them back; the steps changed."""
-        assert self._inp is not None
         self._reviews_in_flight += 1
         try:
             return await call_agent(
@@ -234,7 +231,7 @@ class CampaignWorkflow:
 
     @add_leads.validator
     def _validate_add_leads(self, more: AddLeads) -> None:
-        cid = self._inp.campaign_id if self._inp else "?"
+        cid = self._inp.campaign_id
         if self._stage is not Stage.DRAFTING or self._paging_done_at_end:
             raise ValueError(f"campaign {cid!r} is {self._stage.value}: leads can be added "
                              "only while it is drafting")
@@ -245,7 +242,7 @@ class CampaignWorkflow:
 
     async def _forward(self, name: str, arg: object = None) -> None:
         """Pass control signals and delivery events on to the delivery orchestrator."""
-        if self._delivery_running and self._inp is not None:
+        if self._delivery_running:
             handle = workflow.get_external_workflow_handle(
                 delivery_workflow_id(self._inp.campaign_id))
             if arg is None:
@@ -294,7 +291,7 @@ class CampaignWorkflow:
     @workflow.query(name="status")
     def status(self) -> CampaignStatus:
         return CampaignStatus(
-            campaign_id=self._inp.campaign_id if self._inp else "",
+            campaign_id=self._inp.campaign_id,
             stage=self._stage, counts=self._carry.counts, paused=self._carry.paused,
             error=self._error, paused_reason=self._carry.paused_reason,
         )

@@ -53,7 +53,7 @@ class DeliveryOrchestrator:
         handled: a pause, resume, reply or bounce that arrives right after a
         continue-as-new must change the carried state, not be overwritten by it (a pause
         there was lost, and the follow-ups it should have held went out)."""
-        self._inp: DeliveryInput | None = inp
+        self._inp = inp
         self._result = inp.result.model_copy()
         self._paused = inp.paused
         self._cancelled = False
@@ -99,7 +99,7 @@ class DeliveryOrchestrator:
             r.complaints += 1
         self._details()
         inp = self._inp
-        if inp is None or self._breaker_tripped or event.kind is not DeliveryEventKind.BOUNCE:
+        if self._breaker_tripped or event.kind is not DeliveryEventKind.BOUNCE:
             return
         if r.sent < inp.bounce_min_sends or r.bounced <= inp.bounce_threshold * r.sent:
             return
@@ -127,7 +127,7 @@ class DeliveryOrchestrator:
         signal wakes: many replies at once are one store call, not one each."""
         reason = REPLY_STOPS.get(signal.kind)
         inp = self._inp
-        if reason is None or inp is None or not inp.follow_up_seconds:
+        if reason is None or not inp.follow_up_seconds:
             return
         self._stopped[signal.lead_id] = reason
         self._stop_queue.setdefault(reason, []).append(signal.lead_id)
