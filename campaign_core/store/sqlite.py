@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import struct
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -107,13 +108,31 @@ class SqliteStore(SqlStore):
                                check_same_thread=False)  # one user at a time, any thread
         try:
             conn.row_factory = _dict_row
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _wal(conn: sqlite3.Connection) -> None:
+        """Put the database in WAL mode (it stays so, in the file). Switching needs an
+        exclusive lock, and SQLite answers "database is locked" at once, without its busy
+        timeout, when waiting could deadlock with another connection's write (several
+        stores opening a new database together, as concurrent migrators do): so read the
+        mode first, and back off and retry the switch for up to the busy timeout."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()["journal_mode"] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _checkout(self) -> sqlite3.Connection:
         """An idle connection or a new one, with `now()` fixed for this use (per transaction,
