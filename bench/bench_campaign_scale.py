@@ -27,6 +27,7 @@ from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path, run_history_lengths
+from starter.devstack import DEV_SERVER_QUEUE_READS
 from starter.manager import CampaignManager
 from tests.doubles import fast_agents
 from worker_main import build_workers
@@ -43,6 +44,7 @@ async def wait(mgr: CampaignManager, cid: str, stages: set[Stage]) -> CampaignSt
 async def main(n: int, window: int) -> None:
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
         search_attributes=[SearchAttributeKey.for_keyword(a) for a in SEARCH_ATTRIBUTES],
         dev_server_log_level="error")
     home = Path(tempfile.mkdtemp())

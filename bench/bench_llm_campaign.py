@@ -46,6 +46,7 @@ from campaign_core.registry import SEARCH_ATTRIBUTES  # noqa: E402
 from campaign_core.settings import Settings  # noqa: E402
 from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from campaign_core.temporal import dev_server_path  # noqa: E402
+from starter.devstack import DEV_SERVER_QUEUE_READS  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
 from tests.llm_server import LLMTestServer  # noqa: E402
 from worker_main import build_agents, build_workers  # noqa: E402
@@ -76,6 +77,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await store.migrate()
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
         search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
         dev_server_log_level="error",
     )

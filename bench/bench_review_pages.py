@@ -34,7 +34,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
 from starter.api import create_app
-from starter.devstack import free_port
+from starter.devstack import DEV_SERVER_QUEUE_READS, free_port
 from starter.manager import CampaignManager
 from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
 from tests.doubles import fast_agents
@@ -71,6 +71,7 @@ async def bench(n_leads: int, n_requests: int, drafting: bool) -> None:
         await store.migrate()
         env = await WorkflowEnvironment.start_local(
             data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+            dev_server_extra_args=DEV_SERVER_QUEUE_READS,
             search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
             dev_server_log_level="error")
         try:

@@ -22,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.temporal import dev_server_path
+from starter.devstack import DEV_SERVER_QUEUE_READS
 from tests.sequence_scale import run_sequence
 from tests.time_skipping import TimeSkippingServer
 
@@ -34,6 +35,7 @@ async def main(n: int, dev_server: bool) -> None:
     else:
         env = await WorkflowEnvironment.start_local(
             data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+            dev_server_extra_args=DEV_SERVER_QUEUE_READS,
             dev_server_log_level="error")
         delays = [120, 120]
     try:

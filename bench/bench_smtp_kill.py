@@ -43,6 +43,7 @@ from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
+from starter.devstack import DEV_SERVER_QUEUE_READS
 from starter.manager import CampaignManager
 from tests.smtp_server import SmtpSink, smtp_server
 
@@ -131,6 +132,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
 
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
         search_attributes=[SearchAttributeKey.for_keyword(a) for a in SEARCH_ATTRIBUTES],
         dev_server_log_level="error")
     worker: WorkerProcess | None = None

@@ -25,6 +25,7 @@ from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
+from starter.devstack import DEV_SERVER_QUEUE_READS
 from tests.time_skipping import TimeSkippingServer
 from tests.webhook_receiver import Hook
 from worker_main import build_workers
@@ -49,6 +50,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=dev_server_path(),
+        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
         search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
         dev_server_log_level="error",
     )

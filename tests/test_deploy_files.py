@@ -182,3 +182,16 @@ def test_the_temporal_server_gives_each_rate_limited_queue_one_partition(
     for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
         ones = {c["constraints"]["taskQueueName"] for c in config[key] if c["value"] == 1}
         assert ones == limited, key
+
+
+def test_the_temporal_server_reads_its_transfer_queue_as_the_embedded_one_does(
+        compose: dict[str, Any]) -> None:
+    """The server's default (20 reads a second per shard) holds every task up to 50 ms."""
+    from starter.devstack import DEV_SERVER_QUEUE_READS
+
+    temporal = compose["services"]["temporal"]
+    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in temporal["volumes"]}
+    config = yaml.safe_load((ROOT / mounted[f"/etc/temporal/{path}"]).read_text())
+    key, value = DEV_SERVER_QUEUE_READS[1].split("=")
+    assert config[key] == [{"value": int(value)}]
