@@ -6,7 +6,10 @@ from `start` (the control plane storing the lead and starting the workflow) to t
 of `store_draft`, and the agents' own time: the union of every activity's execution
 interval for that campaign, measured inside the worker by an activity interceptor (so
 local activities count too). Orchestration = wall - agents. Printed: p50 and p95 of
-each (target: orchestration p50 under 50 ms).
+each (target: orchestration p50 under 50 ms). Then, on the same server and worker
+process, the bare child-per-lead shape with one lead (bench/bare_shapes.py: a parent,
+one child, three no-op activities), start to result: what Temporal and the SDK cost for
+a lead's chain of hand-offs, against which the engine's orchestration is read.
 
     .venv/bin/python -m bench.bench_latency --runs 50
 """
@@ -29,8 +32,10 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
+    Worker,
 )
 
+from bench.bare_shapes import BareChild, BareInput, BareParent, bare_noop
 from bench.docs import write_section
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
@@ -39,7 +44,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import embedded_stack, free_port
 from starter.manager import CampaignManager
-from worker_main import build_workers
+from worker_main import build_workers, workflow_runner
 
 
 class ActivityClock(tclient.Interceptor, Interceptor):
@@ -98,7 +103,26 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def main(runs: int, warmup: int) -> list[Sample]:
+@dataclass
+class Result:
+    engine: list[Sample]
+    bare_ms: list[float]
+
+
+async def bare_one_lead(client: tclient.Client, runs: int, warmup: int) -> list[float]:
+    """Start to result of the bare child-per-lead shape with one lead, `runs` times."""
+    times: list[float] = []
+    for i in range(warmup + runs):
+        t0 = time.monotonic()
+        await client.execute_workflow(
+            BareParent.run, BareInput(leads=1, activity_queue="lat-bare-activities"),
+            id=f"lat-bare-{i}", task_queue="lat-bare")
+        if i >= warmup:
+            times.append(1000 * (time.monotonic() - t0))
+    return times
+
+
+async def main(runs: int, warmup: int) -> Result:
     home = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     settings = Settings(CAMPAIGN_HOME=home, CAMPAIGN_LLM_PROVIDER="offline")
     store = SqliteStore(home / "campaign.db")
@@ -112,6 +136,11 @@ async def main(runs: int, warmup: int) -> list[Sample]:
         client = tclient.Client(**config)
         for w in build_workers(client, store, settings, prefix="lat-"):
             await workers.enter_async_context(w)
+        await workers.enter_async_context(Worker(
+            client, task_queue="lat-bare", workflows=[BareParent, BareChild],
+            workflow_runner=workflow_runner(client)))
+        await workers.enter_async_context(Worker(
+            client, task_queue="lat-bare-activities", activities=[bare_noop]))
         mgr = CampaignManager(settings, client=client, store=store, queue_prefix="lat-",
                               use_search_attributes=True)
         for i in range(warmup + runs):
@@ -132,14 +161,17 @@ async def main(runs: int, warmup: int) -> list[Sample]:
                 if (await mgr.status(cid)).stage is not Stage.DRAFTING:
                     break
                 await asyncio.sleep(0.05)
+        bare = await bare_one_lead(client, runs, warmup)
     await store.close()
-    return samples
+    return Result(samples, bare)
 
 
-def report(samples: list[Sample]) -> str:
+def report(result: Result) -> str:
+    samples = result.engine
     rows = [("start to draft stored", [s.wall_ms for s in samples]),
             ("agents' own time", [s.agents_ms for s in samples]),
-            ("orchestration (the difference)", [s.orchestration_ms for s in samples])]
+            ("orchestration (the difference)", [s.orchestration_ms for s in samples]),
+            ("bare child shape, one lead: start to result", result.bare_ms)]
     lines = [f"one-lead campaigns, {len(samples)} runs (offline writer):",
              "| ms | p50 | p95 | mean |", "| --- | ---: | ---: | ---: |"]
     for label, values in rows:
@@ -147,7 +179,8 @@ def report(samples: list[Sample]) -> str:
                      f"| {statistics.fmean(values):.1f} |")
     lines.append("")
     lines.append(f"Orchestration p50 **{pct([s.orchestration_ms for s in samples], 0.5):.1f} ms**"
-                 " (target < 50 ms).")
+                 " (target < 50 ms); the bare child-per-lead shape, one lead with no-op "
+                 f"activities, on the same server: p50 **{pct(result.bare_ms, 0.5):.1f} ms**.")
     return "\n".join(lines)
 
 

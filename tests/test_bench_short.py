@@ -54,6 +54,9 @@ def test_bench_workers_and_latency_short_modes_run() -> None:
     out = _run("bench.bench_latency", "--runs", "3", "--warmup", "1")
     assert "one-lead campaigns, 3 runs" in out
     assert "| orchestration (the difference) |" in out
+    bare = next(line for line in out.splitlines()
+                if line.startswith("| bare child shape, one lead: start to result |"))
+    assert float(bare.split("|")[2]) > 0  # its p50: the comparison was measured
 
 
 @pytest.mark.slow
