@@ -108,12 +108,14 @@ WINDOW_TOLERANCE = 1.1
 def server_rate(limit: float | None) -> float | None:
     """The rate given to the Temporal server for a user's limit of `limit` calls a second.
 
-    The server's limiter is a token bucket holding a second's worth of tasks (burst =
-    ceil(rate)), so after a lull any five seconds can dispatch six seconds of tokens: 1.2
-    times the rate (measured with the limit itself: a busiest five-second window of 1.16).
-    With r = (5.5 * limit - 1) / 6, ceil(r) + 5 * r stays within 5.5 * limit, so no window
-    passes 1.1 times the limit; a saturated queue then averages r (0.90 of a limit of 10).
-    Under about 1/s a single burst token dominates, and half the limit is the floor.
+    The server's limiter (the matching service's, with a burst of one second) lets a
+    second's worth of tasks and one more go at once after a lull, then `rate` a second, so
+    five seconds can carry six seconds of tasks and one: 1.2 times the rate (measured with
+    the limit itself: a busiest five-second window of 1.16). With r = (5.5 * limit - 1) / 6,
+    6 * r + 1 is 5.5 * limit, so no window passes 1.1 times the limit; a saturated queue
+    then averages r (0.90 of a limit of 10). tests/test_copywriter.py holds this against the
+    server's limiter written out as arithmetic. Under about 1/s a single burst task
+    dominates, and half the limit is the floor.
     """
     if limit is None:
         return None
