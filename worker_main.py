@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
+from campaign_core import payload_walks
 from campaign_core.deployment import (
     deployment_config,
     deployment_version,
@@ -73,7 +74,10 @@ def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:
 
 def workflow_runner(client: Client) -> WorkflowRunner:
     """The sandbox (without its per-payload costs: campaign_core/sandbox.py); with tracing
-    on, `opentelemetry` passes through it (Temporal's OTel sample)."""
+    on, `opentelemetry` passes through it (Temporal's OTel sample). Also skips the SDK's
+    payload walks of a workflow task when they can change nothing
+    (campaign_core/payload_walks.py)."""
+    payload_walks.install()
     if is_traced(client.config()["interceptors"]):
         return FastSandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
