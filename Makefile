@@ -89,8 +89,8 @@ imap-server:
 	fi
 
 # The performance benchmarks (docs/performance.md says what each measures); each writes
-# its own section of docs/performance.md. On 2 cores this takes about 25 minutes, and the
-# last step (one worker's peak RSS on a 20,000-lead campaign) about 45 more; it measures
+# its own section of docs/performance.md. On 2 cores this takes about 13 minutes, and the
+# last step (one worker's peak RSS on a 20,000-lead campaign) about 20 more; it measures
 # memory, not speed, so it runs last. BENCH_RSS_LEADS=0 leaves it out.
 BENCH_LEADS ?= 1000
 BENCH_RUNS ?= 3

@@ -66,8 +66,8 @@ DEV_SERVER_PARTITIONS = ["--dynamic-config-value", "matching.numTaskqueueReadPar
 #: matching: every workflow task, activity task and child start). The server's default of
 #: 20 reads a second per shard, on the dev server's one shard, holds each task for up to
 #: 50 ms before a worker can see it, on an idle server too: a bare workflow running three
-#: activities one after another took 350 ms, with this setting 51 ms. A read happens only
-#: when new tasks were written, so a busy server reads larger batches less often anyway.
+#: activities one after another took 350 ms, with this setting 51 ms. The shard reads
+#: only after new tasks were written, so an idle server does not spin.
 DEV_SERVER_QUEUE_READS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
 #: Written next to a temporal.db the server created with one partition. A database from an
 #: older `campaign dev` may hold tasks in partitions 1-3, which a one-partition server would
