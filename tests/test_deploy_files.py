@@ -168,15 +168,21 @@ def test_every_bind_mount_names_a_file_in_the_repo(compose: dict[str, Any]) -> N
                 assert (ROOT / source).exists(), f"service {name} mounts {source}, missing"
 
 
+def temporal_dynamic_config(compose: dict[str, Any]) -> dict[str, Any]:
+    """The dynamic config file the compose file mounts into its Temporal server."""
+    temporal = compose["services"]["temporal"]
+    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in temporal["volumes"]}
+    config: dict[str, Any] = yaml.safe_load((ROOT / mounted[f"/etc/temporal/{path}"]).read_text())
+    return config
+
+
 def test_the_temporal_server_gives_each_rate_limited_queue_one_partition(
         compose: dict[str, Any]) -> None:
     """A queue's rate is split between its read partitions; one partition meets the limit."""
     from campaign_core.registry import QUEUES
 
-    temporal = compose["services"]["temporal"]
-    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
-    mounted = {v.split(":")[1]: v.split(":")[0] for v in temporal["volumes"]}
-    config = yaml.safe_load((ROOT / mounted[f"/etc/temporal/{path}"]).read_text())
+    config = temporal_dynamic_config(compose)
     limited = {q.name for q in QUEUES.values() if q.rate_per_second}
     assert limited == {"llm", "delivery"}
     for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
@@ -189,9 +195,6 @@ def test_the_temporal_server_reads_its_transfer_queue_as_the_embedded_one_does(
     """The server's default (20 reads a second per shard) holds every task up to 50 ms."""
     from starter.devstack import DEV_SERVER_QUEUE_READS
 
-    temporal = compose["services"]["temporal"]
-    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
-    mounted = {v.split(":")[1]: v.split(":")[0] for v in temporal["volumes"]}
-    config = yaml.safe_load((ROOT / mounted[f"/etc/temporal/{path}"]).read_text())
+    config = temporal_dynamic_config(compose)
     key, value = DEV_SERVER_QUEUE_READS[1].split("=")
     assert config[key] == [{"value": int(value)}]
