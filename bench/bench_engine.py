@@ -38,9 +38,10 @@ from bench.docs import write_section
 from campaign_core.leads import parse_lead_rows
 from campaign_core.metrics import install, metrics_address, telemetry_runtime
 from campaign_core.models import Stage
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from starter.devstack import embedded_stack, free_port
+from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from worker_main import build_workers, workflow_runner
 

@@ -34,9 +34,10 @@ from bench.bench_workers import spawn_worker
 from bench.docs import write_section
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from starter.devstack import embedded_stack, free_port
+from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from tests.llm_server import LLMTestServer
 from worker_main import WINDOW_S  # the window the worker keeps the limit over

@@ -29,12 +29,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
+from campaign_core.ports import free_port
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import dev_server_path
 from starter.api import create_app
-from starter.devstack import DEV_SERVER_QUEUE_READS, free_port
+from starter.devstack import DEV_SERVER_QUEUE_READS
 from starter.manager import CampaignManager
 from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
 from tests.doubles import fast_agents

@@ -34,9 +34,10 @@ from temporalio.client import Client
 from bench.docs import write_section
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
-from starter.devstack import embedded_stack, free_port
+from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from tests.pg_fixtures import TempPostgres
 

@@ -20,11 +20,12 @@ from rich.prompt import Confirm
 
 from campaign_core.leads import read_leads_file
 from campaign_core.models import CampaignStatus, Stage
+from campaign_core.ports import free_port, port_free
 from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
 from campaign_core.temporal import TemporalUnreachable, connect
 from starter.cli.app import out, report_table, shown
-from starter.devstack import embedded_stack, free_port, port_free
+from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from worker_main import run_workers
 

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.metrics import installed_runtime
+from campaign_core.ports import port_free
 from campaign_core.private_files import private_dir, tighten_database
 from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
@@ -32,17 +32,6 @@ log = logging.getLogger("campaign.dev")
 # Where the dev server's Web UI asks `campaign codec-server` (its default port) to decode
 # payloads when CAMPAIGN_ENCRYPTION_KEY is set.
 CODEC_ENDPOINT = "http://127.0.0.1:8081"
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: The embedded server's SQLite file in WAL mode with `synchronous=normal`: a commit no

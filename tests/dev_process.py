@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from starter.devstack import free_port
+from campaign_core.ports import free_port
 
 CAMPAIGN = str(Path(sys.executable).parent / "campaign")
 

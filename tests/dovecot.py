@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from campaign_core.ports import free_port
+
 RUN_AS = "nobody"
 USER, PASSWORD = "replies", "imap-test-password-123"
 
@@ -32,12 +34,6 @@ def find_dovecot() -> Path | None:
     found = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists()
                                         else None)
     return Path(found) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -157,7 +153,7 @@ def start_dovecot(binary: Path) -> Dovecot:
     for sub in ("run", "state", "mail"):
         (base / sub).mkdir()
     (base / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    port = _free_port()
+    port = free_port()
     conf = base / "dovecot.conf"
     conf.write_text(_config(base, port, account.pw_uid, account.pw_gid, account.pw_name, group, cert))
     if as_root:  # hand the whole dir to the unprivileged user the server runs as

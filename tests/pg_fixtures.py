@@ -15,7 +15,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from campaign_core.ports import free_port
 
 PG_USER = "postgres"
 
@@ -46,12 +47,6 @@ def find_pg_bin() -> Path | None:
         if (c / "initdb").exists() and (c / "pg_ctl").exists():
             return c
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _postgres_can_run(program: Path) -> bool:
@@ -118,7 +113,7 @@ class TempPostgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         last_error = ""
         for _ in range(3):  # another process may take the free port before the server does
-            self.port = _free_port()
+            self.port = free_port()
             done = subprocess.run(
                 self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                           "-w", "-t", "60", "-o", " ".join([f"-p {self.port}", *options]), "start"),

@@ -9,7 +9,6 @@ before anything else; with `tls="implicit"` it speaks TLS from the first byte
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -23,6 +22,8 @@ from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from campaign_core.ports import free_port
 
 
 @dataclass
@@ -61,12 +62,6 @@ class SmtpSink:
 
     def with_message_id(self, message_id: str) -> list[Received]:
         return [m for m in self.messages if m.message["Message-ID"] == message_id]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

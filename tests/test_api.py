@@ -13,7 +13,6 @@ import contextlib
 import email
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from datetime import time, timedelta
 from email.policy import default as default_policy
@@ -29,6 +28,7 @@ from typer.testing import CliRunner
 
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
+from campaign_core.ports import free_port
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store.rows import ReportRow
@@ -50,12 +50,6 @@ LEADS = [
     {"email": "bo@example.org", "first_name": "Bo", "company": "Ledgerly", "title": "CTO"},
     {"email": "not-an-address", "first_name": "Bad"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

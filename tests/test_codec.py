@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from campaign_core.codec import (
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignInput, CampaignStatus, Stage
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.temporal import data_converter
 from starter.cli import app as cli_app
@@ -184,12 +184,6 @@ async def test_history_holds_no_plaintext_and_the_keyed_client_reads_it(
 
 
 # -- the codec server --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -16,13 +16,13 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import ListTaskQueuePartitionsRequest
 from temporalio.client import Client
 
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from starter.devstack import (
     DEV_SERVER_PARTITIONS,
     DEV_SERVER_QUEUE_READS,
     PARTITIONS_MARKER,
     embedded_stack,
-    free_port,
     partition_args,
 )
 

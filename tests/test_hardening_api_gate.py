@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
@@ -28,16 +28,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP = 2000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _serve(settings: Settings, store: SqliteStore, *,
                  insecure_dev: bool = False) -> AsyncIterator[httpx.AsyncClient]:
-    port = _free_port()
+    port = free_port()
     app = create_app(settings, manager=CampaignManager(settings, store=store),
                      insecure_dev=insecure_dev)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

@@ -21,10 +21,11 @@ from campaign_core.codec import (
     EncryptionKeyError,
     codec_from_setting,
 )
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.temporal import data_converter
 from starter.cli import app as cli_app
-from tests.test_codec import KEY_A, MARKER, as_json, codec, free_port, payload, serve
+from tests.test_codec import KEY_A, MARKER, as_json, codec, payload, serve
 
 
 async def test_codec_server_refuses_other_host_names(settings: Settings) -> None:

@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from activities.channels import write_outbox
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
 from starter.cli import app as cli_app
-from starter.devstack import embedded_stack, free_port
+from starter.devstack import embedded_stack
 
 
 def mode(path: Path) -> int:

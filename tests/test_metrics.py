@@ -27,8 +27,8 @@ from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.metrics import install, metrics_address, telemetry_runtime, watch_backlog
 from campaign_core.models import CampaignStatus, DeliveryEventKind, Stage
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
-from starter.devstack import free_port
 from starter.manager import CampaignManager
 from tests.conftest import KB
 from tests.llm_server import LLMTestServer

@@ -26,9 +26,10 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campaign_core.models import Stage
+from campaign_core.ports import free_port
 from starter.api import create_app
 from starter.manager import CampaignManager
-from tests.test_api import AUTH, api_settings, free_port, manager
+from tests.test_api import AUTH, api_settings, manager
 from tests.test_campaign_workflow import LEADS, outbox, start
 from tests.test_orchestration import finish, wait_stage
 

@@ -36,6 +36,7 @@ from typer.testing import CliRunner
 
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import Lead, parse_lead_rows
+from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.base import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, migrations
 from campaign_core.store.factory import open_store
@@ -580,16 +581,8 @@ async def test_postgres_schema_has_row_level_security_on_every_table(pg_url: str
 # -- a store that is down -----------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_postgres_down_is_an_ordinary_retryable_error() -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     store = PostgresStore(f"postgresql://postgres:pw@127.0.0.1:{port}/x", timeout=1.0)
     try:
         with pytest.raises(StoreUnavailable) as exc:
