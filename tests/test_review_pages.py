@@ -56,6 +56,14 @@ async def start_campaign(manager: Any, ts_env: Any, cid: str, n: int) -> list[st
     return [lead.lead_id for lead in await manager._keyed(cid, intake)]  # salted ids
 
 
+async def follow(page: Any, target: Any) -> None:
+    """Click what loads a new page, and wait until that page has loaded: a click returns
+    once the navigation commits, while the new page's HTML may still be arriving (a check
+    for the pager below the 50-row table once ran before the browser had parsed it)."""
+    async with page.expect_navigation():
+        await target.click()
+
+
 async def sign_in(page: Any, base: str, token: str) -> None:
     await page.goto(f"{base}/review")
     assert "/review/sign-in" in page.url  # no session: to the sign-in page
@@ -79,7 +87,7 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
         # A wrong token is refused.
         await page.goto(f"{base}/review/sign-in")
         await page.get_by_label("Token").fill(rita[:-3] + "xyz")
-        await page.get_by_role("button", name="Sign in").click()
+        await follow(page, page.get_by_role("button", name="Sign in"))
         assert "Sign-in refused" in await page.content()
         assert not any(c["name"] == SESSION_COOKIE for c in await context.cookies())
 
@@ -87,7 +95,7 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
         cookie = next(c for c in await context.cookies() if c["name"] == SESSION_COOKIE)
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert "Signed in as" in await page.content() and "rita" in await page.content()
-        await page.get_by_role("link", name="Campaign c-pages").click()
+        await follow(page, page.get_by_role("link", name="Campaign c-pages"))
 
         # Three pages of 50, 50 and 20.
         seen: list[str] = []
@@ -97,11 +105,11 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
             assert await links.count() == rows
             seen += await links.all_inner_texts()
             if number < 3:
-                await page.get_by_role("link", name="Next page").click()
+                await follow(page, page.get_by_role("link", name="Next page"))
         assert len(set(seen)) == 120
         # The search finds one lead by company.
         await page.get_by_label("Search").fill("company 007")
-        await page.get_by_role("button", name="Filter").click()
+        await follow(page, page.get_by_role("button", name="Filter"))
         assert await page.locator("tbody a").all_inner_texts() == ["p007@d7.example.com"]
 
         # Sam opens the campaign page now, and decides after Rita (below).
@@ -111,19 +119,19 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
         await sam_page.goto(f"{base}/review/campaigns/c-pages")
 
         # Edit the first lead's body.
-        await page.get_by_role("link", name="p007@d7.example.com").click()
+        await follow(page, page.get_by_role("link", name="p007@d7.example.com"))
         edited_url = page.url
         edited_lead = urlsplit(edited_url).path.rsplit("/", 1)[1]
         await page.get_by_label("Body").fill(EDITED)
-        await page.get_by_role("button", name="Save draft").click()
+        await follow(page, page.get_by_role("button", name="Save draft"))
         assert "Draft saved" in await page.content()
         assert await page.get_by_label("Body").input_value() == EDITED
 
         # Exclude another.
         await page.goto(f"{base}/review/campaigns/c-pages?q=p008")
-        await page.get_by_role("link", name="p008@d8.example.com").click()
+        await follow(page, page.get_by_role("link", name="p008@d8.example.com"))
         excluded_lead = urlsplit(page.url).path.rsplit("/", 1)[1]
-        await page.get_by_role("button", name="Exclude lead").click()
+        await follow(page, page.get_by_role("button", name="Exclude lead"))
         assert "Lead excluded" in await page.content()
         assert await page.get_by_role("button", name="Include lead").count() == 1
 
@@ -132,16 +140,16 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
         await stale.goto(edited_url)
 
         await page.goto(f"{base}/review/campaigns/c-pages")
-        await page.get_by_role("button", name="Approve campaign").click()
+        await follow(page, page.get_by_role("button", name="Approve campaign"))
         assert "Campaign approved" in await page.content()
 
         # Sam's rejection comes second: refused, and changes nothing.
-        await sam_page.get_by_role("button", name="Reject campaign").click()
+        await follow(sam_page, sam_page.get_by_role("button", name="Reject campaign"))
         text = await sam_page.content()
         assert "Rejection refused" in text, text
         # An edit after approval: refused.
         await stale.get_by_label("Body").fill("Too late")
-        await stale.get_by_role("button", name="Save draft").click()
+        await follow(stale, stale.get_by_role("button", name="Save draft"))
         assert "Not saved" in await stale.content()
 
         final = await finish(ts_env, "c-pages", timedelta(minutes=1))
