@@ -31,7 +31,6 @@ async def test_a_pause_in_a_continued_campaign_runs_first_task_holds(
             CampaignInput(campaign_id=cid, name=cid, queue_prefix=prefix, carry=carry),
             id=campaign_workflow_id(cid), task_queue=queue_name(WORKFLOW_QUEUE, prefix),
             start_signal="pause")
-        await asyncio.sleep(0.5)
         status = await handle.query(CampaignWorkflow.status)
         assert status.paused, status
         await handle.terminate()
