@@ -16,18 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
-
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
-from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from campaign_core.temporal import dev_server_path, run_history_lengths
-from starter.devstack import DEV_SERVER_QUEUE_READS
+from campaign_core.temporal import run_history_lengths
+from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from tests.doubles import fast_agents
 from worker_main import build_workers
@@ -42,11 +37,7 @@ async def wait(mgr: CampaignManager, cid: str, stages: set[Stage]) -> CampaignSt
 
 
 async def main(n: int, window: int) -> None:
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
-        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-        search_attributes=[SearchAttributeKey.for_keyword(a) for a in SEARCH_ATTRIBUTES],
-        dev_server_log_level="error")
+    env = await in_memory_dev_server()
     home = Path(tempfile.mkdtemp())
     # The doubles cost nothing: lift the LLM and send rate limits so the orchestration is measured.
     settings = Settings(CAMPAIGN_HOME=home, CAMPAIGN_SEND_RATE_LIMIT=1000, CAMPAIGN_LLM_RATE_LIMIT=1000)

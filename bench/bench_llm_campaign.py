@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -42,11 +39,9 @@ if str(REPO) not in sys.path:
 from activities.knowledge import KnowledgeAgent  # noqa: E402
 from campaign_core.leads import parse_lead_rows  # noqa: E402
 from campaign_core.models import CampaignStatus, Stage  # noqa: E402
-from campaign_core.registry import SEARCH_ATTRIBUTES  # noqa: E402
 from campaign_core.settings import Settings  # noqa: E402
 from campaign_core.store.sqlite import SqliteStore  # noqa: E402
-from campaign_core.temporal import dev_server_path  # noqa: E402
-from starter.devstack import DEV_SERVER_QUEUE_READS  # noqa: E402
+from starter.devstack import in_memory_dev_server  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
 from tests.llm_server import LLMTestServer  # noqa: E402
 from worker_main import build_agents, build_workers  # noqa: E402
@@ -75,12 +70,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     })
     store = SqliteStore(home / "campaign.db")
     await store.migrate()
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
-        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
-        dev_server_log_level="error",
-    )
+    env = await in_memory_dev_server()
     agents = build_agents(store, settings)
     cid = "bench-llm"
     try:

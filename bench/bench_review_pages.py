@@ -23,19 +23,14 @@ from pathlib import Path
 import httpx
 import uvicorn
 from pydantic import SecretStr
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
 from campaign_core.ports import free_port
-from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from campaign_core.temporal import dev_server_path
 from starter.api import create_app
-from starter.devstack import DEV_SERVER_QUEUE_READS
+from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
 from tests.doubles import fast_agents
@@ -70,11 +65,7 @@ async def bench(n_leads: int, n_requests: int, drafting: bool) -> None:
         settings.api_token = SecretStr("bench-service-token")
         store = SqliteStore(home / "campaign.db")
         await store.migrate()
-        env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
-            dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-            search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
-            dev_server_log_level="error")
+        env = await in_memory_dev_server()
         try:
             doubles = fast_agents(store)
             del doubles["deliver_message"]

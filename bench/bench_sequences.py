@@ -18,11 +18,9 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.temporal import dev_server_path
-from starter.devstack import DEV_SERVER_QUEUE_READS
+from starter.devstack import in_memory_dev_server
 from tests.sequence_scale import run_sequence
 from tests.time_skipping import TimeSkippingServer
 
@@ -33,10 +31,7 @@ async def main(n: int, dev_server: bool) -> None:
         env = await TimeSkippingServer.start()
         delays = [86400, 2 * 86400]
     else:
-        env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
-            dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-            dev_server_log_level="error")
+        env = await in_memory_dev_server()
         delays = [120, 120]
     try:
         result = await run_sequence(env, Path(tempfile.mkdtemp()), n, delays=delays)

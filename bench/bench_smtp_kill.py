@@ -32,18 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import SecretStr
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import message_key
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Channel, Stage
-from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from campaign_core.temporal import dev_server_path
-from starter.devstack import DEV_SERVER_QUEUE_READS
+from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from tests.smtp_server import SmtpSink, smtp_server
 
@@ -130,11 +125,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     sink: SmtpSink
     sink, smtp_url = stack.enter_context(smtp_server(**server_tls))
 
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
-        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-        search_attributes=[SearchAttributeKey.for_keyword(a) for a in SEARCH_ATTRIBUTES],
-        dev_server_log_level="error")
+    env = await in_memory_dev_server()
     worker: WorkerProcess | None = None
     try:
         address = env.client.service_client.config.target_host

@@ -16,6 +16,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
@@ -70,6 +71,17 @@ def partition_args(temporal_db: Path) -> list[str]:
     if not temporal_db.exists() or marker.exists():
         return DEV_SERVER_PARTITIONS
     return []
+
+
+async def in_memory_dev_server() -> WorkflowEnvironment:
+    """A dev server in memory (the test suite's and the benchmarks'), with the embedded
+    server's transfer-queue reads, the project's search attributes and the pydantic
+    converter."""
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter, dev_server_existing_path=dev_server_path(),
+        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        dev_server_log_level="error")
 
 
 @dataclass

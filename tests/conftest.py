@@ -16,16 +16,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from campaign_core.registry import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
-from campaign_core.temporal import dev_server_path
-from starter.devstack import DEV_SERVER_QUEUE_READS
+from starter.devstack import in_memory_dev_server
 from tests.time_skipping import TimeSkippingServer
 from tests.webhook_receiver import Hook
 from worker_main import build_workers
@@ -47,13 +43,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (in memory), with the project's search attributes."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=dev_server_path(),
-        dev_server_extra_args=DEV_SERVER_QUEUE_READS,
-        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
-        dev_server_log_level="error",
-    )
+    env = await in_memory_dev_server()
     yield env
     await env.shutdown()
 
