@@ -130,11 +130,18 @@ class EngineMetrics:
         self.count("guardrail_failures", int(failed))
 
     def delivery_event(self, kind: str) -> None:
-        """bounce, complaint, unsubscribe or reply (a webhook, a page, a mailbox)."""
+        """bounce, complaint or unsubscribe (a webhook, a page, a mailbox); replies have
+        their own `reply`, with labels."""
         name = {"bounce": "bounces", "complaint": "complaints",
-                "unsubscribe": "unsubscribes", "reply": "replies"}.get(kind)
+                "unsubscribe": "unsubscribes"}.get(kind)
         if name:
             self.count(name)
+
+    def reply(self, *, kind: str, matched_by: str) -> None:
+        """One received message newly recorded (never a redelivery of one already recorded):
+        `kind` reply, auto_reply or bounce; `matched_by` message_id, address, or none (no
+        lead found, so an unmatched inbox shows in the metrics too)."""
+        self.count("replies", 1, {"kind": kind, "matched_by": matched_by})
 
     def api_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.count("api_requests", 1, {"method": method, "route": route, "status": str(status)})
@@ -188,7 +195,7 @@ _HELP = {
     "bounces": "Bounces reported for our messages.",
     "complaints": "Spam complaints reported for our messages.",
     "unsubscribes": "Unsubscribes from our links.",
-    "replies": "Replies from leads.",
+    "replies": "Received messages recorded, by kind and how they matched a lead.",
     "api_requests": "HTTP API requests by method, route and status.",
     "api_request_duration": "HTTP API request latency.",
     "task_queue_backlog": "Approximate backlog of each task queue (server statistics).",

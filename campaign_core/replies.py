@@ -30,6 +30,7 @@ from campaign_core.envelope import (
 )
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
 from campaign_core.inbound import Classification, InboundMessage, ReplyKind, classify, excerpt
+from campaign_core.metrics import process_metrics
 from campaign_core.models import DeliveryEventKind, DeliveryEventSignal, ReplySignal, Stage
 from campaign_core.store.base import Store
 
@@ -91,6 +92,8 @@ class ReplyDesk:
             reply_id, new = await self.store.record_reply(
                 message_id=mid, kind=c.kind, email=email, source=self.source,
                 subject=msg.subject, text=text)
+            if new:
+                process_metrics().reply(kind=c.kind, matched_by="none")
             log.info("inbound %s: %s matched no lead (%s)", self.source, c.kind, c.reason)
             event = await self._bounce(c, mid, None, None) if c.kind == "bounce" else None
             return InboundResult(message_id=mid, kind=c.kind, reason=c.reason, status="unmatched",
@@ -103,6 +106,9 @@ class ReplyDesk:
                 lead_id=lid, step=step, subject=msg.subject, text=text, matched_by=how)
             if new:
                 await self.store.save_envelope(self._audit(cid, reply_id, c, step, how), lid)
+                # Counted once per lead and message: a provider's redelivery, a second poll
+                # or a replay after a crash finds the row recorded and counts nothing.
+                process_metrics().reply(kind=c.kind, matched_by=how)
             if c.kind == "bounce" and bounce is None:
                 bounce = await self._bounce(c, mid, (cid, lid), answered)
             notified = False
