@@ -6,10 +6,8 @@ Same `CampaignManager` as the CLI; bearer-token auth on every route but `/health
 
 from __future__ import annotations
 
-import html
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -35,6 +33,7 @@ from campaign_core.webhook_signature import (
     signer,
     verify,
 )
+from starter import unsubscribe_page as unsub_pages
 from starter.actor import acting_as
 from starter.api_admin import router as admin_router
 from starter.api_deps import Manager, authorised
@@ -397,25 +396,33 @@ def create_app(
 
     @app.get("/unsubscribe", response_class=HTMLResponse)
     async def unsubscribe_page(m: Manager, token: str = "") -> HTMLResponse:
-        """The link in every message's footer and List-Unsubscribe header."""
+        """The link in every message's footer and List-Unsubscribe header: a confirmation
+        page whose button POSTs; it changes nothing, since mail link scanners fetch every
+        link (starter/unsubscribe_page.py)."""
+        try:
+            email = await m.unsubscribe_address(token)
+        except BadInput as err:
+            return unsub_pages.refused(str(err), 404 if isinstance(err, NotFound) else 400)
+        return unsub_pages.confirm(email, token)
+
+    @app.post("/unsubscribe", response_model=UnsubscribeResponse,
+              responses={200: {"content": {"text/html": {}},
+                               "description": "JSON for RFC 8058 one-click; a page for the "
+                                              "confirmation page's button (confirm=page)"}})
+    async def unsubscribe_one_click(request: Request, m: Manager,
+                                    token: str = "") -> UnsubscribeResponse | HTMLResponse:
+        """RFC 8058 one-click (the mail client POSTs `List-Unsubscribe=One-Click`), or the
+        confirmation page's button: either suppresses the address."""
+        page = await unsub_pages.from_the_page(request)
         try:
             email = await m.unsubscribe(token)
         except BadInput as err:
             code = 404 if isinstance(err, NotFound) else 400
-            return HTMLResponse(_page("This link does not work",
-                                      f"{err}. Reply to the message to ask us to stop."), code)
-        return HTMLResponse(_page("You are unsubscribed",
-                                  f"We will send no more messages to {_masked(email)}."))
-
-    @app.post("/unsubscribe", response_model=UnsubscribeResponse)
-    async def unsubscribe_one_click(m: Manager, token: str = "") -> UnsubscribeResponse:
-        """RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`."""
-        try:
-            await m.unsubscribe(token)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from err
-        except BadInput as err:
-            raise HTTPException(400, str(err)) from err
+            if page:
+                return unsub_pages.refused(str(err), code)
+            raise HTTPException(code, str(err)) from err
+        if page:
+            return unsub_pages.done(email)
         return UnsubscribeResponse(unsubscribed=True)
 
     # -- health -------------------------------------------------------------------------------
@@ -574,19 +581,3 @@ def _events(data: Any, *, default_type: str | None) -> list[DeliveryEvent]:
     if errors:
         raise HTTPException(422, errors[:100])
     return events
-
-
-_EMAIL_USER = re.compile(r"^(.)(.*)(@.*)$")
-
-
-def _masked(email: str) -> str:
-    """a***@example.com: enough for the person to recognise, little for a shoulder-surfer."""
-    return _EMAIL_USER.sub(lambda mt: mt.group(1) + "***" + mt.group(3), email)
-
-
-def _page(title: str, text: str) -> str:
-    t, x = html.escape(title), html.escape(text)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{t}</title></head>\n<body style=\"font-family:sans-serif;max-width:36em;"
-            f'margin:4em auto;padding:0 1em"><h1>{t}</h1><p>{x}</p></body></html>\n')

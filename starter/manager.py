@@ -57,7 +57,7 @@ from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
 from campaign_core.store.rows import AuditEntry, CampaignRow, DraftRow, DraftView, ReportRow
 from campaign_core.temporal import connect
-from campaign_core.unsubscribe import BadToken, read_token, signing_key
+from campaign_core.unsubscribe import BadToken, Claims, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 from workflows.campaign import CampaignWorkflow, search_attributes
 
@@ -571,13 +571,8 @@ class CampaignManager(ControlPlane):
 
     # -- what recipients tell us ----------------------------------------------------------
 
-    async def unsubscribe(self, token: str) -> str:
-        """Suppress the address an unsubscribe link was made for; returns the address.
-
-        Suppression is checked at the moment of sending, so this stops every pending
-        send to the address, in every campaign, from now on. Idempotent: a second
-        click (or a mail scanner's prefetch) changes nothing.
-        """
+    async def _unsubscribe_claims(self, token: str) -> tuple[Claims, str]:
+        """The verified claims of an unsubscribe token and the address they name."""
         try:
             claims = read_token(await signing_key(self.settings, self.store), token)
         except BadToken as err:
@@ -585,15 +580,30 @@ class CampaignManager(ControlPlane):
         lead = await self.store.get_lead(claims.campaign_id, claims.lead_id)
         if lead is None:
             raise NotFound("token: the message it came from is no longer on record")
-        await self.store.add_suppressions([lead.email], f"unsubscribe ({claims.campaign_id})")
+        return claims, lead.email
+
+    async def unsubscribe_address(self, token: str) -> str:
+        """The address an unsubscribe link was made for, changing nothing: what the link's
+        confirmation page shows (a GET must not act: mail link scanners fetch every link)."""
+        return (await self._unsubscribe_claims(token))[1]
+
+    async def unsubscribe(self, token: str) -> str:
+        """Suppress the address an unsubscribe link was made for; returns the address.
+
+        Suppression is checked at the moment of sending, so this stops every pending
+        send to the address, in every campaign, from now on. Idempotent: a second
+        POST (the page's button pressed twice, or after the one-click POST) changes nothing.
+        """
+        claims, email = await self._unsubscribe_claims(token)
+        await self.store.add_suppressions([email], f"unsubscribe ({claims.campaign_id})")
         key = message_key(claims.campaign_id, claims.lead_id, claims.step)
         new = await self.store.record_delivery_event(
             event_id=f"unsubscribe:{key}", kind=DeliveryEventKind.UNSUBSCRIBE.value,
-            email=lead.email, source="unsubscribe", campaign_id=claims.campaign_id,
+            email=email, source="unsubscribe", campaign_id=claims.campaign_id,
             lead_id=claims.lead_id, message_key=key)
         if new:
             process_metrics().delivery_event("unsubscribe")
-        return lead.email
+        return email
 
     async def delivery_event(self, event: DeliveryEvent, *, source: str) -> DeliveryEventResult:
         """Record a bounce or complaint, suppress the address, and tell its campaign
