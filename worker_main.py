@@ -242,11 +242,14 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def main(queues: list[str] | None = None, metrics_at: str | None = None,
-               settings: Settings | None = None) -> None:
+               settings: Settings | None = None, *, metrics_installed: bool = False) -> None:
     """Workers for `queues` (default: all), with /metrics on `metrics_at` ("host:port");
-    `settings` when the caller has loaded them already (the CLI, which checks the key)."""
+    `settings` when the caller has loaded them already (the CLI, which checks the key);
+    `metrics_installed` when the caller has installed the process's runtime itself (the
+    CLI, which falls back to another port when the default one is taken)."""
     settings = settings or load_settings()
-    install(telemetry_runtime(settings, metrics_at))
+    if not metrics_installed:
+        install(telemetry_runtime(settings, metrics_at))
     serving = serving_line(settings)  # a bad CAMPAIGN_DEPLOYMENT_VERSION fails before connecting
     client = await connect(settings)
     print(serving, flush=True)

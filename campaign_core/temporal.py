@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -124,15 +125,32 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
                if config.get("tls") or config.get("api_key") else
                "start the embedded stack with `campaign dev` (or set TEMPORAL_ADDRESS)")
         raise TemporalUnreachable(
-            f"Temporal is not reachable at {target} ({exc.__class__.__name__}: "
-            f"{_first_line(exc)}); {how}."
+            f"Temporal is not reachable at {target} ({connection_failure(exc)}); {how}."
         ) from exc
 
 
-def _first_line(exc: Exception) -> str:
-    """The gist of a connection error, never a credential (the SDK does not echo them)."""
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no detail"
+#: A double-quoted string in the Rust debug form of an error (escapes kept as written).
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def connection_failure(exc: Exception) -> str:
+    """Why connecting failed, whole and in words, never a credential (the SDK echoes none).
+
+    The SDK's core reports a failed connect as the Rust debug form of its error chain:
+    `Failed client connect: Server connection error: tonic::transport::Error(Transport,
+    ConnectError(ConnectError("tcp connect error", 127.0.0.1:1, Os { code: 111, kind:
+    ConnectionRefused, message: "Connection refused" })))`. Its words are the quoted
+    strings, outermost first ("tcp connect error: Connection refused"; "dns error: failed
+    to lookup address information: ..."). Cutting that text at a length once left a user
+    with `message: "Co`, so nothing here is shortened: any other error is given by its
+    first line, whole.
+    """
+    text = str(exc).strip()
+    quoted = _QUOTED.findall(text) if "tonic::" in text else []
+    if quoted:
+        return ": ".join(dict.fromkeys(q.strip() for q in quoted if q.strip()))
+    lines = text.splitlines()
+    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
 
 
 async def run_history_lengths(client: Client, workflow_id: str) -> list[int]:

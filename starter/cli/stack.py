@@ -27,11 +27,47 @@ def metrics_at(host: str, port: int | None) -> str | None:
     return at
 
 
-def start_metrics(settings: Settings, host: str, port: int | None) -> None:
-    """Give this process a runtime that exports metrics (Prometheus, else OTLP if set)."""
-    from campaign_core.metrics import install, telemetry_runtime
+#: The /metrics port of `campaign worker` and `campaign dev` when none is given.
+DEFAULT_METRICS_PORT = 9464
+#: How many ports after the default a process without `--metrics-port` tries when the
+#: default is taken (a second worker on the same host: 9465, then 9466, ...).
+METRICS_FALLBACKS = 10
 
-    install(telemetry_runtime(settings, metrics_at(host, port)))
+
+def start_metrics(settings: Settings, host: str, port: int | None, *,
+                  fallback: bool = False) -> None:
+    """Give this process a runtime that exports metrics (Prometheus, else OTLP if set).
+
+    A port the user chose and that is taken is exit 2: they asked for that port. With
+    `fallback`, `port` is the command's default, not the user's choice, and being taken
+    only means another process of this host got there first (`campaign dev` and a
+    `campaign worker`, or two workers, as the README runs them): the next free port after
+    it is used, named in a warning on stderr, or none (with a warning) when the next
+    METRICS_FALLBACKS are taken too.
+    """
+    from campaign_core.metrics import install, metrics_address, telemetry_runtime
+
+    if not (fallback and port):
+        install(telemetry_runtime(settings, metrics_at(host, port)))
+        return
+    for candidate in range(port, port + METRICS_FALLBACKS + 1):
+        if not port_available(host, candidate):
+            continue
+        try:
+            runtime = telemetry_runtime(settings, metrics_address(host, candidate))
+        except ValueError as exc:  # taken between the check and the bind: try the next
+            if "in use" not in str(exc):
+                raise
+            continue
+        if candidate != port:
+            log.warning("metrics: %s:%s is in use (another worker?); serving /metrics on "
+                        "%s:%s instead (--metrics-port N to choose, 0 for off)",
+                        host, port, host, candidate)
+        install(runtime)
+        return
+    log.warning("metrics: ports %s-%s on %s are all in use; serving no /metrics "
+                "(--metrics-port N to choose one)", port, port + METRICS_FALLBACKS, host)
+    install(telemetry_runtime(settings, None))
 
 
 def require_key(settings: Settings) -> None:
@@ -66,8 +102,10 @@ def dev(
     api_port: Annotated[int, typer.Option(
         "--api-port", min=0, max=65535,
         help="Serve the API and the review pages on 127.0.0.1 at this port (0: do not).")] = 8000,
-    metrics_port: Annotated[int, typer.Option(
-        "--metrics-port", help="Prometheus /metrics on 127.0.0.1 (0: off).")] = 9464,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", show_default=False,
+        help="Prometheus /metrics on 127.0.0.1 (0: off). Default: 9464 (the next free port "
+        "when taken) with the workers; none with --no-worker.")] = None,
 ) -> None:
     """Start the embedded Temporal dev server (persistent, with UI), all workers, and the API
     with the review pages (printing a one-time sign-in link for the reviewer `dev`)."""
@@ -75,7 +113,13 @@ def dev(
 
     settings = load_settings()
     require_key(settings)
-    start_metrics(settings, "127.0.0.1", metrics_port)
+    # `--no-worker` runs no workers, so unless asked it serves no /metrics: port 9464 stays
+    # free for the `campaign worker` the README starts next to it (OTLP still, when set).
+    if metrics_port is None and no_worker:
+        metrics_port = 0
+    start_metrics(settings, "127.0.0.1",
+                  DEFAULT_METRICS_PORT if metrics_port is None else metrics_port,
+                  fallback=metrics_port is None)
     if not no_worker or api_port:
         run(migrate_store(settings))  # `campaign dev` keeps its store at the code's schema
     run(run_dev(settings, port=port, ui_port=ui_port, with_workers=not no_worker,
@@ -85,8 +129,10 @@ def dev(
 @with_logging
 def worker(
     queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: all).")] = None,
-    metrics_port: Annotated[int, typer.Option(
-        "--metrics-port", help="Prometheus /metrics port (0: off).")] = 9464,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", show_default=False,
+        help="Prometheus /metrics port (0: off). Default: 9464, or the next free port when "
+        "another process has it (a warning names the one used).")] = None,
     metrics_host: Annotated[str, typer.Option(
         "--metrics-host", help="Interface of the /metrics listener.")] = "127.0.0.1",
 ) -> None:
@@ -95,10 +141,13 @@ def worker(
 
     settings = load_settings()
     require_key(settings)  # before the port: a missing key is the error to report
-    at = metrics_at(metrics_host, metrics_port)
+    if metrics_port is None:
+        start_metrics(settings, metrics_host, DEFAULT_METRICS_PORT, fallback=True)
+    else:
+        start_metrics(settings, metrics_host, metrics_port)
     try:
-        run(worker_main.main(queues.split(",") if queues else None, metrics_at=at,
-                             settings=settings))
+        run(worker_main.main(queues.split(",") if queues else None, settings=settings,
+                             metrics_installed=True))
     except ValueError as exc:
         fail(2, str(exc))
 
