@@ -139,7 +139,7 @@ class DeliveryAgent(Agent):
         msg = render_message(
             key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
             subject=draft.subject, body=draft.body,
-            unsubscribe_url=unsubscribe_url(self.settings.public_url, make_token(
+            unsubscribe_url=unsubscribe_url(self.settings.resolved_public_url, make_token(
                 await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
             mailto=unsubscribe_mailto(self.settings.mail_from, key),
             postal_address=self.settings.postal_address,

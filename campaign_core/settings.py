@@ -111,7 +111,10 @@ class Settings(BaseSettings):
         description="Largest request body the API reads, in bytes (10 MB); larger is 413, "
         "decided before the body is parsed.",
     )
-    public_url: str = Field(default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL")
+    public_url: str = Field(
+        default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL",
+        description="Base of unsubscribe links. Unset: the address `campaign dev` or "
+        "`campaign api` serves (see `resolved_public_url`), else this default.")
     unsubscribe_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_UNSUBSCRIBE_SECRET",
         description="Key that signs unsubscribe links; when unset, one is generated once and "
@@ -176,6 +179,24 @@ class Settings(BaseSettings):
         if self.temporal_ui_url:
             return self.temporal_ui_url.rstrip("/")
         return self._dev_info().get("ui_url", DEFAULT_UI_URL).rstrip("/")
+
+    @property
+    def resolved_public_url(self) -> str:
+        """Where unsubscribe links point: CAMPAIGN_PUBLIC_URL when set; else the API of a
+        running `campaign dev` (dev.json, so its own workers and a `campaign worker` beside
+        it link to the port it was given, not to :8000); else the default.
+
+        Read at each use, like the Temporal address, since dev.json comes and goes.
+        """
+        if "public_url" in self.model_fields_set:
+            return self.public_url.rstrip("/")
+        return self._dev_info().get("api_url", self.public_url).rstrip("/")
+
+    def serve_links_from(self, base: str) -> None:
+        """Links made by this process point at `base`, the API it serves, unless
+        CAMPAIGN_PUBLIC_URL is set (`campaign api --host --port`)."""
+        if "public_url" not in self.model_fields_set:
+            self.public_url = base
 
     @property
     def resolved_llm_provider(self) -> str:

@@ -92,8 +92,11 @@ class DevStack:
 
 
 @contextlib.asynccontextmanager
-async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIterator[DevStack]:
-    """Start the persistent dev server, record its addresses, stop it on exit."""
+async def embedded_stack(settings: Settings, port: int, ui_port: int,
+                         api_url: str | None = None) -> AsyncIterator[DevStack]:
+    """Start the persistent dev server, record its addresses (and `api_url`, the API
+    `campaign dev` serves, which unsubscribe links use while CAMPAIGN_PUBLIC_URL is unset),
+    stop it on exit."""
     for p, flag in ((port, "--port"), (ui_port, "--ui-port")):
         if not port_free(p):
             raise RuntimeError(
@@ -118,9 +121,10 @@ async def embedded_stack(settings: Settings, port: int, ui_port: int) -> AsyncIt
         temporal_db.with_name(PARTITIONS_MARKER).write_text("1\n")
     address = f"127.0.0.1:{port}"
     ui_url = f"http://127.0.0.1:{ui_port}"
-    settings.dev_file.write_text(json.dumps(
-        {"address": address, "ui_url": ui_url, "pid": os.getpid()}, indent=2
-    ))
+    recorded = {"address": address, "ui_url": ui_url, "pid": os.getpid()}
+    if api_url:
+        recorded["api_url"] = api_url
+    settings.dev_file.write_text(json.dumps(recorded, indent=2))
     try:
         yield DevStack(env.client, address, ui_url)
     finally:
@@ -168,7 +172,9 @@ async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: 
     if api_port and not port_free(api_port):
         raise RuntimeError(f"port {api_port} is in use: choose another --api-port (0: no API)")
     stop = asyncio.Event()
-    async with embedded_stack(settings, port, ui_port) as stack, contextlib.AsyncExitStack() as http:
+    api_url = f"http://127.0.0.1:{api_port}" if api_port else None
+    async with embedded_stack(settings, port, ui_port, api_url) as stack, \
+            contextlib.AsyncExitStack() as http:
         install_stop_handlers(stop)
         print(f"Temporal dev server on {stack.address}", flush=True)
         print(f"Temporal Web UI: {stack.ui_url}", flush=True)
@@ -177,6 +183,8 @@ async def run_dev(settings: Settings, *, port: int, ui_port: int, with_workers: 
             print(f"API and review pages on http://127.0.0.1:{api_port}", flush=True)
             print(f"Review sign-in (one-time link, valid 15 minutes): {link}", flush=True)
         print(f"State in {settings.campaign_home.resolve()}; Ctrl-C to stop.", flush=True)
+        print(f"Unsubscribe links point at {settings.resolved_public_url} "
+              "(CAMPAIGN_PUBLIC_URL to change)", flush=True)
         if settings.encryption_key and settings.encryption_key.get_secret_value().strip():
             print(f"Payloads are encrypted: run `campaign codec-server` so the UI decodes them "
                   f"through {CODEC_ENDPOINT}", flush=True)

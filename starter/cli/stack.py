@@ -70,6 +70,14 @@ def start_metrics(settings: Settings, host: str, port: int | None, *,
     install(telemetry_runtime(settings, None))
 
 
+def served_url(host: str, port: int) -> str:
+    """The base URL of an API served on `host`:`port`, as a browser on this machine reaches
+    it (a wildcard interface is reached as localhost)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def require_key(settings: Settings) -> None:
     """Exit 2 when the encryption setting is unusable: no key while
     CAMPAIGN_REQUIRE_ENCRYPTION is on, or a malformed CAMPAIGN_ENCRYPTION_KEY. Checked
@@ -171,6 +179,7 @@ def api(
     settings = load_settings()
     require_key(settings)
     start_metrics(settings, metrics_host, metrics_port)
+    settings.serve_links_from(served_url(host, port))
     try:
         application = create_app(settings, insecure_dev=insecure_dev)
     except BadInput as exc:
