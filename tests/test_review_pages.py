@@ -141,6 +141,9 @@ async def test_a_reviewer_edits_excludes_and_approves_in_the_browser(
 
         await page.goto(f"{base}/review/campaigns/c-pages")
         await follow(page, page.get_by_role("button", name="Approve campaign"))
+        assert "No lead is held" in await page.content()  # the confirmation: nothing sent yet
+        assert (await manager.status("c-pages")).stage is Stage.AWAITING_APPROVAL
+        await follow(page, page.get_by_role("button", name="Confirm: approve campaign"))
         assert "Campaign approved" in await page.content()
 
         # Sam's rejection comes second: refused, and changes nothing.
