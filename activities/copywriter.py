@@ -22,9 +22,20 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.base import Agent, permanent
-from activities.guardrails import SUBJECT_MAX_CHARS, BriefRules, Citation, DraftOutput, check_draft
+from activities.guardrails import SUBJECT_MAX_CHARS, DraftOutput, check_draft
 from activities.history_guard import PrivateReasonError
 from activities.llm_client import cost_usd, make_client, max_cost_nanousd, provider_call
+from activities.offline_writer import (  # OFFLINE_ASK: the edit check grounds on it too
+    OFFLINE_ASK as OFFLINE_ASK,
+)
+from activities.offline_writer import (
+    OFFLINE_FOLLOW_UP_ASK,
+    OFFLINE_LAST_NOTE,
+    TEMPLATE_VERSION,
+    offline_draft,
+    offline_follow_up,
+    signature_name,
+)
 from campaign_core.budget import BUDGET_EXHAUSTED, exhausted_message, from_nano, to_nano
 from campaign_core.envelope import EnvelopeRef, Record, digest, now_utc
 from campaign_core.leads import Lead
@@ -35,21 +46,13 @@ from campaign_core.store.base import Store
 from campaign_core.store.rows import AuditEntry, DraftRow
 
 OFFLINE_MODEL = "offline-template"
-TEMPLATE_VERSION = "offline-v1"
 PROMPT_NAME = "copywriter_v2"
 #: The prompt of steps 2, 3...: a reply in the thread, with the earlier messages as context.
 FOLLOW_UP_PROMPT_NAME = "copywriter_followup_v1"
-#: The offline writer's follow-up sentences (fixed, so their numbers need no citation).
-OFFLINE_FOLLOW_UP_ASK = "If the timing is wrong, a one-line reply saying so is just as welcome."
-OFFLINE_LAST_NOTE = ("This is my last note on this for now, so I will not keep filling your "
-                     "inbox. If it becomes a priority later, a short reply is all it takes "
-                     "and I will pick it up from there.")
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PROVIDERS = ("openai", "offline")
 #: Longest passage text put into a prompt; passages are chunks, this only bounds outliers.
 PASSAGE_PROMPT_CHARS = 1500
-#: The offline writer's own fixed sentences: numbers in them need no citation.
-OFFLINE_ASK = "Would a 20-minute call next week be useful to see whether this fits?"
 
 _SECTION = re.compile(r"(?m)^\[(system|user|repair)\]\s*$")
 
@@ -173,74 +176,12 @@ def earlier_block(earlier: list[DraftRow]) -> str:
         "</earlier_message>" for d in earlier)
 
 
-def _first_sentence(text: str) -> str:
-    body = " ".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    body = re.sub(r"\s+", " ", body).strip()
-    match = re.match(r"(.{20,300}?[.!?])(\s|$)", body)
-    return (match.group(1) if match else body[:200]).strip()
-
-
-def offline_draft(lead: Lead, passages: list[dict[str, Any]], brief: str = "") -> DraftOutput:
-    """A deterministic, personalised message built from the lead and its passages.
-
-    It cites up to two passages inline and stays inside the brief's word limit.
-    """
-    greeting = f"Hi {lead.first_name}," if lead.first_name else "Hello,"
-    who = lead.company or lead.email.split("@", 1)[1]
-    role = f" as {lead.title}" if lead.title else ""
-    intro = (f"I am reaching out because teams like {who} often face the problems our "
-             f"customers brought to us, and your work{role} sits right where they show up.")
-    closing = ["", OFFLINE_ASK, "", "Best regards"]
-    lines = [greeting, "", intro]
-    limit = BriefRules.from_brief(brief).max_words
-    citations: list[Citation] = []
-    for passage in passages[:2]:
-        sentence = _first_sentence(str(passage["text"]))
-        candidate = [*lines, "", f"{sentence} [{passage['passage_id']}]"]
-        if len(" ".join(candidate + closing).split()) > limit and citations:
-            break
-        lines = candidate
-        citations.append(Citation(passage_id=str(passage["passage_id"]), claim=sentence))
-    points = [p for p in (lead.first_name, lead.company, lead.title) if p]
-    return DraftOutput(subject=f"An idea for {who}"[:120], body="\n".join(lines + closing),
-                       personal_points=points, citations=citations)
-
-
 def guardrail_failure(reasons: list[str], what: str) -> PrivateReasonError:
     """A guardrail failure: the reasons quote the draft (claims, links), so history gets
     their count and the store the reasons themselves."""
     return PrivateReasonError(
         f"{what}: {len(reasons)} check(s) failed (the reasons are in the lead's report "
         "and audit trail)", type="GuardrailViolation", private=f"{what}: " + "; ".join(reasons))
-
-
-def offline_follow_up(lead: Lead, passages: list[dict[str, Any]], earlier: list[DraftRow],
-                      step: int, steps: int) -> DraftOutput:
-    """A deterministic follow-up: short, not a repeat of step 1, in the same thread.
-
-    The middle steps add one passage the first message did not use (when there is one)
-    and a smaller ask; the last step of a longer sequence closes the thread politely.
-    """
-    greeting = f"Hi {lead.first_name}," if lead.first_name else "Hello,"
-    who = lead.company or lead.email.split("@", 1)[1]
-    used = {pid for d in earlier for pid in d.citations}
-    fresh = [p for p in passages if str(p["passage_id"]) not in used]
-    citations: list[Citation] = []
-    if step == steps and steps > 2:
-        lines = [greeting, "", OFFLINE_LAST_NOTE]
-    else:
-        lines = [greeting, "", f"A short follow-up on my earlier note about {who}, in case it "
-                 "got buried under everything else this week."]
-        if fresh:
-            passage = fresh[(step - 2) % len(fresh)]
-            sentence = _first_sentence(str(passage["text"]))
-            lines += ["", f"One thing I did not mention: {sentence} [{passage['passage_id']}]"]
-            citations.append(Citation(passage_id=str(passage["passage_id"]), claim=sentence))
-        lines += ["", OFFLINE_FOLLOW_UP_ASK]
-    lines += ["", "Best regards"]
-    points = [p for p in (lead.first_name, lead.company) if p]
-    return DraftOutput(subject=follow_up_subject(earlier[0].subject), body="\n".join(lines),
-                       personal_points=points, citations=citations)
 
 
 def _nano_or_none(cost: float | None) -> int | None:
@@ -318,7 +259,7 @@ class CopywriterAgent(Agent):
         cached = self._cached_draft(history, prompt_hash)
         if cached is not None:
             return cached
-        draft = offline_draft(lead, passages, brief)
+        draft = offline_draft(lead, passages, brief, sender=signature_name(self.settings.mail_from))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
         if reasons:  # deterministic: a repair would produce the same text
             process_metrics().guardrail(repaired=False, failed=True)
@@ -343,7 +284,9 @@ class CopywriterAgent(Agent):
         cached = self._cached_draft(history, prompt_hash)
         if cached is not None:
             return cached
-        draft = offline_follow_up(lead, passages, earlier, inp.step, inp.steps)
+        draft = offline_follow_up(lead, passages, earlier, inp.step, inp.steps,
+                                  subject=follow_up_subject(earlier[0].subject), brief=brief,
+                                  sender=signature_name(self.settings.mail_from))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief,
                               grounding=[OFFLINE_FOLLOW_UP_ASK, OFFLINE_LAST_NOTE])
         if reasons:

@@ -16,8 +16,8 @@ import pytest
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
-from activities.copywriter import offline_draft
 from activities.delivery import DeliveryAgent
+from activities.offline_writer import offline_draft
 from activities.rendering import render_message, strip_citations
 from campaign_core.ids import message_key
 from campaign_core.leads import Lead
