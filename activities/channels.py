@@ -1,8 +1,9 @@
 """The delivery channels: where one rendered message goes (outbox, SMTP, webhook).
 
 SMTP always verifies TLS and splits the transaction so delivery can record `committing`
-before DATA; `ChannelRefused` is the provider's answer, anything else a retryable transport
-failure. See "Agents" in docs/architecture.md.
+before DATA; `ChannelRefused` is the provider's answer, `SmtpUtf8Required` a recipient the
+server cannot take, anything else a retryable transport failure. See "Agents" in
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_li
 from aiosmtplib.typing import SMTPStatus
 from standardwebhooks import Webhook
 
-from activities.rendering import header_safe
+from activities.rendering import UTF8_MAIL_POLICY, header_safe
+from campaign_core.leads import needs_smtputf8
 from campaign_core.private_files import private_dir
 from campaign_core.webhook_signature import sign
 
@@ -156,6 +158,37 @@ def _ssl_error(err: BaseException) -> ssl.SSLError | None:
     return None
 
 
+class SmtpUtf8Required(Exception):
+    """The address needs SMTPUTF8 (a non-ASCII local part) and the server does not offer it.
+
+    Raised before MAIL FROM, so nothing was sent. No retry can change it (the address has
+    no ASCII spelling, and the server's extensions stay what they are), so delivery
+    records the send as failed at once instead of retrying it as a transport fault. The
+    message names host and port, never the address (it goes to history).
+    """
+
+
+def _smtputf8_missing(config: SmtpConfig) -> SmtpUtf8Required:
+    return SmtpUtf8Required(
+        f"SMTP server {config.host}:{config.port} does not offer SMTPUTF8, which the "
+        "recipient's address needs (it is not ASCII before the @). Nothing was sent; "
+        "not retried: use a server that offers SMTPUTF8, or another address for this lead.")
+
+
+async def _greet(smtp: aiosmtplib.SMTP) -> None:
+    """EHLO (HELO if refused) unless this session already has: after STARTTLS the client
+    must forget the server's extensions and ask again (RFC 3207), and SMTPUTF8 is read
+    from that answer."""
+    if not smtp.is_ehlo_or_helo_needed:
+        return
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not smtp.is_connected:
+            raise
+        await smtp.helo()
+
+
 def _tls_failure(config: SmtpConfig, err: ssl.SSLError) -> SmtpTlsError:
     if isinstance(err, ssl.SSLCertVerificationError):
         reason = f"certificate not trusted: {err.verify_message or err.reason}"
@@ -185,8 +218,13 @@ async def send_smtp(
     If DATA gets an explicit refusal, `data_refused` runs (the server certainly did not
     take the message) before `ChannelRefused` is raised. A transport failure after the
     final `.` raises as is: whether the server queued the message is then unknown.
+
+    An address that is not ASCII before the @ goes with SMTPUTF8 (RFC 6531): MAIL FROM
+    says so, the envelope is UTF-8 and the headers are raw UTF-8 (RFC 6532). A server
+    that does not offer it raises `SmtpUtf8Required` before MAIL FROM.
     """
     sender = parseaddr(str(msg["From"]))[1]
+    utf8 = needs_smtputf8(recipient) or needs_smtputf8(sender)
     smtp = aiosmtplib.SMTP(
         hostname=config.host, port=config.port, use_tls=config.implicit_tls,
         start_tls=False if config.implicit_tls else None, timeout=SMTP_TIMEOUT_SECONDS,
@@ -213,15 +251,27 @@ async def send_smtp(
                 "CAMPAIGN_SMTP_REQUIRE_TLS is on: not sending the message in clear (use "
                 "smtps:// or a server with STARTTLS; CAMPAIGN_SMTP_REQUIRE_TLS=false only for a "
                 "relay on a trusted network). Nothing was sent; the send is retried.")
+        options: list[str] = []
+        if utf8:
+            await _greet(smtp)
+            if not smtp.supports_extension("smtputf8"):
+                raise _smtputf8_missing(config)
+            options.append("SMTPUTF8")
+            if smtp.supports_extension("8bitmime"):
+                options.append("BODY=8BITMIME")  # the UTF-8 headers are 8-bit data
         if config.username:
             await smtp.login(config.username, config.password or "")
-        await smtp.mail(sender)
-        await smtp.rcpt(recipient)
+        encoding = "utf-8" if utf8 else "ascii"
+        await smtp.mail(sender, options=options, encoding=encoding)
+        await smtp.rcpt(recipient, encoding=encoding)
     except aiosmtplib.SMTPResponseException as err:
         raise _refused(err) from err
+    # A message built with the ASCII policy is serialised with UTF-8 headers all the
+    # same: an address written as an encoded word is no address (RFC 2047 5).
+    data = msg.as_bytes(policy=UTF8_MAIL_POLICY) if utf8 else bytes(msg)
     try:
         try:
-            response = await _data(smtp, bytes(msg), before_final_dot=before_data)
+            response = await _data(smtp, data, before_final_dot=before_data)
         except aiosmtplib.SMTPResponseException as err:
             refused = _refused(err)
             await data_refused(str(refused))

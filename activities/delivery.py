@@ -2,12 +2,15 @@
 
 A deterministic message key and a delivery row that records how far a send got (`sending`,
 `committing`, `sent`) keep a retry from sending twice; suppression is checked at sending.
+A send that can never succeed (a permanent refusal, an address the SMTP server cannot
+take) ends its row `failed` with the reason at once, and stops the steps after it.
 See "Agents" in docs/architecture.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from email.errors import MessageError
 from email.message import EmailMessage
 from typing import Any
 
@@ -20,6 +23,7 @@ from activities.channels import (
     ChannelConfigError,
     ChannelRefused,
     SmtpConfig,
+    SmtpUtf8Required,
     parse_smtp_url,
     send_smtp,
     send_webhook,
@@ -44,6 +48,10 @@ from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError,
 COMMITTING = "committing"
 UNCONFIRMED = ("unconfirmed: the worker stopped during DATA; not sent again, "
                "to avoid a duplicate")
+#: The error type of a recipient that needs SMTPUTF8 on a server without it (not retried).
+SMTPUTF8_REQUIRED = "SMTPUTF8Required"
+#: The error type of a message that cannot be built for its recipient (not retried).
+NOT_RENDERABLE = "MessageNotRenderable"
 
 
 class DeliveryAgent(Agent):
@@ -135,16 +143,32 @@ class DeliveryAgent(Agent):
             await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
             return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id)
 
+        async def failed_for_good(error: str) -> None:
+            """Row `failed` with the reason, and the sequence stopped after this step:
+            the report and the counts then say what became of every step, none `pending`."""
+            await mark("failed", error=error)
+            if inp.step < inp.steps:
+                await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step + 1,
+                                                 "stopped", f"step {inp.step} failed")
+
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
-        msg = render_message(
-            key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
-            subject=draft.subject, body=draft.body,
-            unsubscribe_url=unsubscribe_url(self.settings.resolved_public_url, make_token(
-                await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step))),
-            mailto=unsubscribe_mailto(self.settings.mail_from, key),
-            postal_address=self.settings.postal_address,
-            references=await self._thread(inp),
-        )
+        link = unsubscribe_url(self.settings.resolved_public_url, make_token(
+            await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step)))
+        references = await self._thread(inp)
+        try:
+            msg = render_message(
+                key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
+                subject=draft.subject, body=draft.body, unsubscribe_url=link,
+                mailto=unsubscribe_mailto(self.settings.mail_from, key),
+                postal_address=self.settings.postal_address, references=references,
+            )
+        except (ValueError, MessageError) as err:
+            # Rendering is a pure function of the lead and the draft: a retry fails alike.
+            reason = f"the message cannot be built for this address: {type(err).__name__}: {err}"
+            await failed_for_good(reason)
+            raise PrivateReasonError(
+                f"{NOT_RENDERABLE}: the message cannot be built (the reason is in the "
+                "delivery record)", type=NOT_RENDERABLE, private=reason) from err
         message_id = str(msg["Message-ID"])
         if done and done.status == COMMITTING:
             # A previous attempt issued DATA and never recorded the reply: see the docstring.
@@ -159,9 +183,12 @@ class DeliveryAgent(Agent):
         try:
             accepted = await heartbeating(self._send(inp, key, lead.email, msg, mark),
                                           details=f"sending via {inp.channel.value}")
+        except SmtpUtf8Required as err:
+            await failed_for_good(str(err))
+            raise permanent(SMTPUTF8_REQUIRED, str(err)) from err
         except ChannelRefused as err:
             if err.permanent:
-                await mark("failed", error=str(err))  # the provider's whole reply: store only
+                await failed_for_good(str(err))  # the provider's whole reply: store only
                 raise PrivateReasonError(
                     f"{err.summary}: refused (the reply is in the delivery record)",
                     type="DeliveryRejected", private=str(err)) from err

@@ -12,12 +12,18 @@ import re
 import unicodedata
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import formatdate, parseaddr
 from urllib.parse import quote
 
+from campaign_core.leads import needs_smtputf8
+
 #: CRLF line ends (RFC 5322) and no folding of long URLs into encoded words.
 MAIL_POLICY = SMTP.clone(max_line_length=998)
+#: The same for a recipient whose local part is not ASCII (RFC 6532): its address can be
+#: written only as UTF-8, never as an encoded word, so the headers are raw UTF-8 and the
+#: message can go over SMTP only with SMTPUTF8 (`channels.send_smtp` checks).
+UTF8_MAIL_POLICY = SMTPUTF8.clone(max_line_length=998)
 
 FOOTER_TEXT = "To stop receiving these messages: {url}"
 #: Unicode categories never allowed in a header: controls, line and paragraph separators.
@@ -72,7 +78,13 @@ def unsubscribe_mailto(sender: str, key: str) -> str:
 
 def _address(name: str | None, email: str) -> Address:
     addr = header_safe(email)
-    return Address(display_name=header_safe(name) if name else "", addr_spec=addr)
+    display = header_safe(name) if name else ""
+    if needs_smtputf8(addr):
+        # `Address(addr_spec=...)` refuses a non-ASCII local part (NonASCIILocalPartDefect)
+        # whatever the policy; given as its two halves it is kept, and quoted if need be.
+        local, _, domain = addr.rpartition("@")
+        return Address(display_name=display, username=local, domain=domain)
+    return Address(display_name=display, addr_spec=addr)
 
 
 def postal_lines(address: str | None) -> list[str]:
@@ -106,8 +118,9 @@ def render_message(
     The footer of both parts carries `postal_address` (CAN-SPAM) and the unsubscribe link.
     A follow-up names the earlier messages of its thread (`references`, oldest first):
     `In-Reply-To` the last of them, `References` all (RFC 5322 3.6.4).
+    A recipient whose local part is not ASCII gets a message in `UTF8_MAIL_POLICY`.
     """
-    msg = EmailMessage(policy=MAIL_POLICY)
+    msg = EmailMessage(policy=UTF8_MAIL_POLICY if needs_smtputf8(to) else MAIL_POLICY)
     msg["Message-ID"] = message_id_for(key, sender)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["From"] = header_safe(sender)

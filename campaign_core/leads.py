@@ -26,13 +26,17 @@ __all__ = [
     "HEADER_FIELDS",
     "KNOWN_FIELDS",
     "MAX_VALUE_LENGTH",
+    "SMTPUTF8_WARNING",
     "IntakeResult",
     "Lead",
     "LeadsFileError",
     "RejectedRow",
+    "Utf8Address",
     "address_forms",
     "campaign_salt",
     "lead_id_for",
+    "needs_smtputf8",
+    "needs_smtputf8_leads",
     "normalise_email",
     "parse_lead_rows",
     "read_leads_file",
@@ -88,6 +92,17 @@ class RejectedRow(BaseModel):
 
     row: int
     error: str
+
+
+class Utf8Address(BaseModel):
+    """An accepted lead whose address needs SMTPUTF8 (`row`: its first source row)."""
+
+    row: int
+    email: str
+
+
+SMTPUTF8_WARNING = "needs SMTPUTF8: delivered only if the SMTP server offers it"
+"""What intake says of an address with a non-ASCII local part (see `needs_smtputf8`)."""
 
 
 class IntakeResult(BaseModel):
@@ -212,6 +227,24 @@ def _clean_row(
             continue
         cleaned[key] = text
     return cleaned, errors
+
+
+def needs_smtputf8(email: str) -> bool:
+    """Whether the address can travel over SMTP only with the SMTPUTF8 extension (RFC 6531).
+
+    Intake writes the domain in its IDNA ASCII form, so only a non-ASCII local part
+    (`josé.muñoz@...`) needs it: such an address is valid, but a server that does not
+    offer SMTPUTF8 cannot take it, and there is no ASCII spelling of it to fall back to.
+    """
+    return not email.rpartition("@")[0].isascii()
+
+
+def needs_smtputf8_leads(leads: Iterable[Lead]) -> list[Utf8Address]:
+    """The accepted leads whose address needs SMTPUTF8, in order, each with its first row:
+    what `start` and `add-leads` warn about, since these are delivered only by an SMTP
+    server that offers the extension (the outbox and webhook channels take them as is)."""
+    return [Utf8Address(row=lead.rows[0] if lead.rows else 0, email=lead.email)
+            for lead in leads if needs_smtputf8(lead.email)]
 
 
 def valid_email(raw: str) -> str:

@@ -97,6 +97,9 @@ class StartResponse(BaseModel):
     ui_url: str
     leads_accepted: int
     leads_rejected: list[dict[str, Any]]
+    leads_needing_smtputf8: list[dict[str, Any]] = Field(
+        default_factory=list, description="Accepted addresses not ASCII before the @ "
+        "(`row`, `email`): delivered only if the SMTP server offers SMTPUTF8.")
 
 
 class AddLeadsRequest(BaseModel):
@@ -173,6 +176,8 @@ class AddLeadsResponse(BaseModel):
     leads_accepted: int
     leads_already_present: int
     leads_rejected: list[dict[str, Any]]
+    leads_needing_smtputf8: list[dict[str, Any]] = Field(
+        default_factory=list, description="As in the start response.")
 
 
 class WebhookSeenBefore(BaseModel):

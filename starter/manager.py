@@ -34,7 +34,14 @@ from campaign_core.ids import (
     message_key,
     new_campaign_id,
 )
-from campaign_core.leads import IntakeResult, Lead, RejectedRow, rekeyed
+from campaign_core.leads import (
+    IntakeResult,
+    Lead,
+    RejectedRow,
+    Utf8Address,
+    needs_smtputf8_leads,
+    rekeyed,
+)
 from campaign_core.metrics import process_metrics
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
@@ -152,6 +159,8 @@ class AddLeadsResult:
     leads_accepted: int
     leads_already_present: int
     leads_rejected: list[RejectedRow] = field(default_factory=list)
+    #: Accepted addresses that only an SMTP server offering SMTPUTF8 can take.
+    leads_needing_smtputf8: list[Utf8Address] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +168,7 @@ class AddLeadsResult:
             "leads_accepted": self.leads_accepted,
             "leads_already_present": self.leads_already_present,
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+            "leads_needing_smtputf8": [a.model_dump() for a in self.leads_needing_smtputf8],
         }
 
 
@@ -170,6 +180,9 @@ class StartResult:
     leads_accepted: int
     leads_rejected: list[RejectedRow] = field(default_factory=list)
     already_running: bool = False
+    #: Accepted addresses that only an SMTP server offering SMTPUTF8 can take (a key
+    #: added to the contract's start JSON; the others are unchanged).
+    leads_needing_smtputf8: list[Utf8Address] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,6 +191,7 @@ class StartResult:
             "ui_url": self.ui_url,
             "leads_accepted": self.leads_accepted,
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+            "leads_needing_smtputf8": [a.model_dump() for a in self.leads_needing_smtputf8],
         }
 
 
@@ -318,7 +332,8 @@ class CampaignManager(ControlPlane):
         except WorkflowAlreadyStartedError:
             counts = await self.store.counts(cid)
             return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
-        return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected))
+        return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected),
+                           leads_needing_smtputf8=needs_smtputf8_leads(leads))
 
     async def _keyed(self, campaign_id: str, intake: IntakeResult) -> list[Lead]:
         """The intake's leads with the ids of the stored campaign's lead-id scheme: salted
@@ -530,7 +545,8 @@ class CampaignManager(ControlPlane):
                if await self.store.get_lead(campaign_id, lead.lead_id) is None]
         result = AddLeadsResult(campaign_id=campaign_id, leads_accepted=len(new),
                                 leads_already_present=len(intake.leads) - len(new),
-                                leads_rejected=list(intake.rejected))
+                                leads_rejected=list(intake.rejected),
+                                leads_needing_smtputf8=needs_smtputf8_leads(new))
         if not new:
             return result
         await self.store.upsert_leads(campaign_id, new)

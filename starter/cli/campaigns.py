@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from campaign_core.budget import usd
-from campaign_core.leads import read_leads_file
+from campaign_core.leads import SMTPUTF8_WARNING, Utf8Address, read_leads_file
 from campaign_core.models import Channel
 from starter.cli.app import (
     ApprovalTimeout,
@@ -41,6 +41,14 @@ from starter.cli.app import (
 )
 from starter.manager import budget_option, campaign_id_for, follow_up_delays, parse_duration
 from starter.start_options import DEFAULT_DOMAIN_LIMIT
+
+
+def warn_smtputf8(leads: Path, addresses: list[Utf8Address]) -> None:
+    """Name the accepted addresses that are not ASCII before the @: valid, but an SMTP
+    server that does not offer SMTPUTF8 cannot take them (their send then fails)."""
+    for a in addresses:
+        err.print(f"[yellow]{shown(leads)}: row {a.row}: {shown(a.email)}: {SMTPUTF8_WARNING}[/]",
+                  highlight=False)
 
 
 @with_logging
@@ -83,6 +91,7 @@ def start(
             follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
             budget_usd=budget_usd,
         )
+        warn_smtputf8(leads, result.leads_needing_smtputf8)
         if as_json:
             emit_json(result.to_json())
             return
@@ -105,6 +114,7 @@ def add_leads(campaign_id: CampaignId, leads: LeadsFile, as_json: JsonFlag = Fal
             err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
                       highlight=False)
         result = await manager().add_leads(campaign_id, intake)
+        warn_smtputf8(leads, result.leads_needing_smtputf8)
         if as_json:
             emit_json(result.to_json())
             return
