@@ -176,6 +176,13 @@ def earlier_block(earlier: list[DraftRow]) -> str:
         "</earlier_message>" for d in earlier)
 
 
+def failed_reason(reasons: list[str], what: str) -> str | None:
+    """Why a draft failed its guardrails, for the store (never history: the reasons quote
+    the draft); None when it passed. The step is kept as a failed draft, not raised, so the
+    reviewer sees its text and reasons and can fix it by an edit."""
+    return f"{what}: " + "; ".join(reasons) if reasons else None
+
+
 def guardrail_failure(reasons: list[str], what: str) -> PrivateReasonError:
     """A guardrail failure: the reasons quote the draft (claims, links), so history gets
     their count and the store the reasons themselves."""
@@ -261,11 +268,12 @@ class CopywriterAgent(Agent):
             return cached
         draft = offline_draft(lead, passages, brief, sender=signature_name(self.settings.mail_from))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
-        if reasons:  # deterministic: a repair would produce the same text
+        failed = failed_reason(reasons, "guardrail")
+        if failed:  # deterministic: a repair would produce the same text
             process_metrics().guardrail(repaired=False, failed=True)
-            raise guardrail_failure(reasons, "guardrail")
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
-                                template_hash=None, calls=[], cached_calls=0)
+                                template_hash=None, calls=[], cached_calls=0,
+                                failed_reason=failed)
         record = Record(kind="draft", key=f"{inp.lead_id}:1", data=data,
                         provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL,
                                                    prompt_hash=prompt_hash, tokens=0, cost_usd=0.0))
@@ -289,11 +297,12 @@ class CopywriterAgent(Agent):
                                   sender=signature_name(self.settings.mail_from))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief,
                               grounding=[OFFLINE_FOLLOW_UP_ASK, OFFLINE_LAST_NOTE])
-        if reasons:
-            raise permanent("GuardrailViolation", f"guardrail (step {inp.step}): "
-                            + "; ".join(reasons))
+        failed = failed_reason(reasons, f"guardrail (step {inp.step})")
+        if failed:
+            process_metrics().guardrail(repaired=False, failed=True)
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=TEMPLATE_VERSION,
-                                template_hash=None, calls=[], cached_calls=0, step=inp.step)
+                                template_hash=None, calls=[], cached_calls=0, step=inp.step,
+                                failed_reason=failed)
         record = Record(kind="draft", key=f"{inp.lead_id}:{inp.step}", data=data,
                         provenance=self.provenance("llm:offline", inputs, model=OFFLINE_MODEL,
                                                    prompt_hash=prompt_hash, tokens=0, cost_usd=0.0))
@@ -350,12 +359,13 @@ class CopywriterAgent(Agent):
             draft, reasons = judge(second, passages=passages, lead=lead, brief=brief,
                                    subject=subject)
             process_metrics().guardrail(repaired=not reused_again, failed=bool(reasons))
-            if reasons:
-                raise guardrail_failure(reasons, "guardrail (after one repair attempt)")
-        assert draft is not None
+        failed = failed_reason(reasons, "guardrail (after one repair attempt)")
+        if draft is None:  # no usable answer at all: an empty step for the reviewer to write
+            draft = DraftOutput.model_construct(subject="", body="", citations=[],
+                                                personal_points=[])
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=prompt.name,
                                 template_hash=prompt.sha256, calls=calls, cached_calls=reused,
-                                step=inp.step)
+                                step=inp.step, failed_reason=failed)
         record = Record(kind="draft", key=f"{inp.lead_id}:{inp.step}", data=data,
                         provenance=self.provenance(
                             f"llm:{self.provider}", self._request(messages), model=self.model,
@@ -477,8 +487,10 @@ class CopywriterAgent(Agent):
     def _draft_data(
         self, draft: DraftOutput, *, prompt_hash: str, template: str, template_hash: str | None,
         calls: list[CallOutcome], cached_calls: int, step: int = 1,
+        failed_reason: str | None = None,
     ) -> dict[str, Any]:
-        """The draft record: the text, what it cites, and what it took to produce it."""
+        """The draft record: the text, what it cites, and what it took to produce it; with
+        `failed_reason` when it failed its guardrails (kept, so a reviewer can fix it)."""
         prompt_tokens = sum(c.prompt_tokens for c in calls)
         completion_tokens = sum(c.completion_tokens for c in calls)
         costs = [c.cost_usd for c in calls]
@@ -500,5 +512,6 @@ class CopywriterAgent(Agent):
             "llm_calls": len(calls),
             "cached_calls": cached_calls,
             "repaired": len(calls) > 1,
-            "guardrails": "passed",
+            "guardrails": "failed" if failed_reason else "passed",
+            **({"failed_reason": failed_reason} if failed_reason else {}),
         }

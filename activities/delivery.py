@@ -9,6 +9,7 @@ See "Agents" in docs/architecture.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from email.errors import MessageError
 from email.message import EmailMessage
@@ -30,6 +31,7 @@ from activities.channels import (
     webhook_payload,
     write_outbox,
 )
+from activities.copywriter import follow_up_subject
 from activities.history_guard import PrivateReasonError
 from activities.rendering import (
     message_id_for,
@@ -44,6 +46,8 @@ from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
 from campaign_core.unsubscribe import Claims, make_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 
+#: A subject that replies in a thread (`Re:`, `RE :`, ...).
+RE_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
 #: The SMTP row state between "server accepted the envelope" and "server accepted DATA".
 COMMITTING = "committing"
 UNCONFIRMED = ("unconfirmed: the worker stopped during DATA; not sent again, "
@@ -158,7 +162,7 @@ class DeliveryAgent(Agent):
         try:
             msg = render_message(
                 key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
-                subject=draft.subject, body=draft.body, unsubscribe_url=link,
+                subject=await self._subject(inp, draft.subject), body=draft.body, unsubscribe_url=link,
                 mailto=unsubscribe_mailto(self.settings.mail_from, key),
                 postal_address=self.settings.postal_address, references=references,
             )
@@ -207,6 +211,20 @@ class DeliveryAgent(Agent):
         if inp.next_due_at is not None and inp.step < inp.steps:
             await self.store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1,
                                            inp.next_due_at)
+
+    async def _subject(self, inp: DeliverInput, subject: str) -> str:
+        """The subject to send: a follow-up's `Re:` subject follows the subject actually
+        sent at step 1 (a reviewer may have edited it after the follow-ups were written);
+        a follow-up whose subject a reviewer made something else keeps it."""
+        if inp.step == 1 or not RE_PREFIX.match(subject):
+            return subject
+        first = await self.store.get_draft(inp.campaign_id, inp.lead_id, 1)
+        if first is None:
+            return subject
+        if first.approved_version not in (None, first.version):
+            first = await self.store.get_draft_version(
+                inp.campaign_id, inp.lead_id, 1, first.approved_version) or first
+        return follow_up_subject(first.subject)
 
     async def _thread(self, inp: DeliverInput) -> list[str]:
         """The Message-IDs of the earlier steps, oldest first: a follow-up replies to them."""

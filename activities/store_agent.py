@@ -83,37 +83,60 @@ class StoreAgent(Agent):
         if not drafts:
             raise permanent("NotFound", f"envelope {inp.envelope_id} holds no draft")
         draft = drafts[0]
+        step = int(draft.data.get("step", 1))
+        failed = draft.data.get("failed_reason")
+        failed = str(failed) if failed else None
         try:
             await self.store.upsert_draft(
                 campaign_id=inp.campaign_id,
                 lead_id=inp.lead_id,
-                step=int(draft.data.get("step", 1)),
+                step=step,
                 subject=str(draft.data["subject"]),
                 body=str(draft.data["body"]),
                 citations=[str(c) for c in draft.data.get("citations", [])],
                 provenance=draft.provenance.model_dump(mode="json"),
                 envelope_id=inp.envelope_id,
+                failed_reason=failed,
             )
         except (KeyError, StoreError) as exc:
             raise permanent("InvalidInput", f"drafts[{inp.lead_id}]: {exc}") from exc
-        await self.store.set_lead_status(inp.campaign_id, inp.lead_id, "drafted")
+        await self._settle_lead_status(inp.campaign_id, inp.lead_id)
         record = Record(
             kind="draft_stored",
             key=inp.lead_id,
             data={"envelope_id": inp.envelope_id},
             provenance=self.provenance(f"envelope:{inp.envelope_id}", inp.model_dump()),
         )
-        return await self.keep(
-            self.envelope(inp.campaign_id, [record], started), inp.lead_id, "draft stored"
-        )
+        ref = await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
+                              f"step {step} failed its checks" if failed else "draft stored")
+        return ref.model_copy(update={"failed": bool(failed)})
+
+    async def _settle_lead_status(self, campaign_id: str, lead_id: str) -> None:
+        """The lead is `failed` (with the first failed step's reason) while any of its steps
+        is, else `drafted`: a later passing step or a reviewer's fix must not hide a failure,
+        and fixing the last failed step makes the lead an ordinary drafted one."""
+        steps = await self.store.list_lead_drafts(campaign_id, lead_id)
+        failed = [d for d in steps if d.failed_reason]
+        if failed:
+            await self.store.set_lead_status(campaign_id, lead_id, "failed",
+                                             f"step {failed[0].step}: {failed[0].failed_reason}")
+        else:
+            await self.store.set_lead_status(campaign_id, lead_id, "drafted")
 
     @activity.defn(name="record_lead_failure")
     async def record_lead_failure(self, inp: LeadFailure) -> None:
         """Mark the lead failed with the full reason: the one its failed activity left in
         the audit trail (history only carries a reason without lead data), else `error`."""
         full = await latest_failure_reason(self.store, inp.campaign_id, inp.lead_id)
-        await self.store.set_lead_status(inp.campaign_id, inp.lead_id, "failed",
-                                         full or inp.error)
+        reason = full or inp.error
+        written = {d.step for d in await self.store.list_lead_drafts(inp.campaign_id, inp.lead_id)}
+        for step in range(1, inp.steps + 1):
+            if step not in written:  # an empty failed step: the reviewer can write it
+                await self.store.upsert_draft(
+                    campaign_id=inp.campaign_id, lead_id=inp.lead_id, step=step, subject="",
+                    body="", citations=[], provenance={"source": "none", "agent": self.name},
+                    envelope_id="", failed_reason=f"not written: {reason}")
+        await self.store.set_lead_status(inp.campaign_id, inp.lead_id, "failed", reason)
 
     @activity.defn(name="set_stage")
     async def set_stage(self, inp: StageUpdate) -> None:
@@ -131,6 +154,7 @@ class StoreAgent(Agent):
             lead_ids=inp.lead_ids,
             by=inp.by,
             note=inp.note,
+            send_passing=inp.send_passing,
         )
         record = Record(
             kind="decision",
@@ -243,6 +267,8 @@ class StoreAgent(Agent):
         )
         await self.keep(self.envelope(ref.campaign_id, [record], started), ref.lead_id,
                         f"draft edited (version {applied.version})")
+        if draft.failed_reason:  # a failed step fixed: the lead may no longer be held
+            await self._settle_lead_status(ref.campaign_id, ref.lead_id)
         return DraftVersionRef(lead_id=ref.lead_id, step=ref.step, version=applied.version)
 
     @activity.defn(name="set_excluded")

@@ -98,6 +98,8 @@ class EnvelopeRef(BaseModel):
     agent: str
     record_count: int = 0
     summary: str = ""
+    #: The draft it stored failed its checks (the reason is in the store, not here).
+    failed: bool = False
 
 
 def now_utc() -> datetime:

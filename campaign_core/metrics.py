@@ -112,7 +112,8 @@ class EngineMetrics:
         self.count("drafts_approved", drafts)
 
     def message(self, channel: str, outcome: str) -> None:
-        """One message's outcome: sent, suppressed or failed."""
+        """One message's outcome: sent, suppressed, failed, or stopped (a follow-up a stop
+        condition held at its due time; not a failure)."""
         self.count("messages", 1, {"channel": channel, "outcome": outcome})
         if outcome == "suppressed":
             self.count("suppressed_sends")
@@ -185,7 +186,7 @@ _HELP = {
     "leads_drafted": "Leads whose draft was stored.",
     "leads_draft_failed": "Leads that could not be drafted.",
     "drafts_approved": "Drafts approved for delivery.",
-    "messages": "Messages by channel and outcome (sent, suppressed, failed).",
+    "messages": "Messages by channel and outcome (sent, suppressed, failed, stopped).",
     "suppressed_sends": "Sends skipped because the address is suppressed.",
     "llm_calls": "LLM calls made (not answered from the cache), by purpose and outcome.",
     "llm_tokens": "LLM tokens by direction (input, output).",

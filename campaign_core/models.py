@@ -47,6 +47,12 @@ class Counts(BaseModel):
     send_failed: int = 0
     replied: int = 0
     stopped: int = Field(default=0, description="Follow-up steps not sent: a stop condition held.")
+    excluded: int = Field(default=0, description="Messages (lead steps) a reviewer excluded.")
+    not_approved: int = Field(default=0, description="Messages not approved (or rejected).")
+    pending: int = Field(default=0, description="Messages not yet at a final outcome.")
+    messages: int = Field(default=0, description="Messages in all: one per lead and step.")
+    held: int = Field(default=0, description="Leads held by a failed step: not sent unless a "
+                                             "reviewer fixes the step or sends the passing ones.")
 
 
 class Approval(BaseModel):
@@ -62,6 +68,10 @@ class Approval(BaseModel):
         description="The audit entry where the control plane recorded who decided and their "
         "note; with it, `by` and `note` hold no name or text, so history holds neither.",
     )
+    send_passing: bool = Field(
+        default=False, description="With `lead_ids`: send the passing steps of those leads "
+        "even if another of their steps failed (that step ends `failed`). Without it a lead "
+        "with a failed step is held, not approved.")
 
 
 class Rejection(BaseModel):
@@ -230,6 +240,10 @@ class CampaignStatus(BaseModel):
         default=None, description="LLM spend recorded so far, in USD (the control plane "
         "fills it in from the store).")
     budget_usd: float | None = Field(default=None, description="The LLM spend cap, if any.")
+    writer: str | None = Field(
+        default=None, description="Who wrote the drafts, from their provenance: `offline` (the "
+        "template writer, used when no LLM is configured) or `openai:<model>`; None before "
+        "the first draft.")
 
 
 class DeliveryEventKind(StrEnum):
@@ -272,6 +286,8 @@ class LeadFailure(BaseModel):
     campaign_id: str
     lead_id: str
     error: str
+    steps: int = Field(default=0, ge=0, description="The sequence's steps: each one without a "
+                                                     "draft is recorded as a failed step.")
 
 
 class StageUpdate(BaseModel):
@@ -289,6 +305,7 @@ class Decision(BaseModel):
     by: str
     note: str | None = None
     request_id: str | None = None  # where `by` and `note` really are (see Approval)
+    send_passing: bool = False  # see Approval
 
 
 class DeliverInput(BaseModel):

@@ -121,6 +121,9 @@ class ApprovalRequest(BaseModel):
                            description="Who decides (a reviewer's token names the reviewer "
                            "instead; default `api`).")
     note: str | None = Field(default=None, max_length=2000)
+    send_passing: bool = Field(
+        default=False, description="With `lead_ids`: send the passing steps of those leads "
+        "even where another step failed (that step ends `failed`).")
 
 
 class DraftEditRequest(BaseModel):
@@ -149,6 +152,8 @@ class ApprovalResponse(BaseModel):
     campaign_id: str
     decision: str
     approved: int | None = None
+    held: list[str] = Field(default_factory=list, description="Leads held by a failed step: "
+                            "not approved, so not sent.")
 
 
 class ControlRequest(BaseModel):
@@ -315,8 +320,17 @@ def create_app(
                                 m: Manager) -> ApprovalResponse:
         by = acting_as(request, body.by)
         if body.decision == "approve":
-            n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=by, note=body.note)
-            return ApprovalResponse(campaign_id=campaign_id, decision="approve", approved=n)
+            if body.send_passing and not body.lead_ids:
+                raise HTTPException(422, [{"loc": ["body", "send_passing"], "type": "value_error",
+                                           "msg": "send_passing needs the leads it applies to "
+                                                  "(lead_ids)"}])
+            n = await m.approve(campaign_id, lead_ids=body.lead_ids, by=by, note=body.note,
+                                send_passing=body.send_passing)
+            held = await m.held_leads(campaign_id)
+            if body.lead_ids:
+                held = [h for h in held if h in set(body.lead_ids)]
+            return ApprovalResponse(campaign_id=campaign_id, decision="approve", approved=n,
+                                    held=held)
         if body.lead_ids:
             raise HTTPException(422, [{"loc": ["body", "lead_ids"], "type": "value_error",
                                        "msg": "a rejection is for the whole campaign: "

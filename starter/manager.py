@@ -378,7 +378,20 @@ class CampaignManager(ControlPlane):
         spend = await self.store.spend(campaign_id)
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason,
-                              spend_usd=spend.spent_usd, budget_usd=spend.budget_usd)
+                              spend_usd=spend.spent_usd, budget_usd=spend.budget_usd,
+                              writer=await self.writer(campaign_id))
+
+    async def writer(self, campaign_id: str) -> str | None:
+        """Who wrote the campaign's drafts, read from the first draft's provenance (the
+        workers' settings decide it, not this process's): `offline` or `<provider>:<model>`."""
+        first = await self.store.list_drafts(campaign_id, limit=1)
+        if not first:
+            return None
+        source = str(first[0].provenance.get("source", ""))
+        if source == "llm:offline":
+            return "offline"
+        model = first[0].provenance.get("model")
+        return source.removeprefix("llm:") + (f":{model}" if model else "") or None
 
     async def drafts(self, campaign_id: str, *, page: int = 1, limit: int = 50) -> list[DraftView]:
         """A page of the campaign's drafts (`limit` a page, pages from 1), in lead order."""
@@ -500,7 +513,7 @@ class CampaignManager(ControlPlane):
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
-        note: str | None = None,
+        note: str | None = None, send_passing: bool = False,
     ) -> int:
         """Approve all drafts, or only `lead_ids`; returns how many drafts are approved.
 
@@ -512,8 +525,33 @@ class CampaignManager(ControlPlane):
         await self._running_handle(campaign_id, "approve")
         request = await self.store.save_envelope(
             decision_request(campaign_id, "approve", by, note, lead_ids or None))
-        approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request)
+        approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request,
+                            send_passing=send_passing and bool(lead_ids))
         return int(await self._update(campaign_id, "approve", approval))
+
+    async def approve_leads(self, campaign_id: str, lead_ids: list[str], *, by: str,
+                            note: str | None = None, send_passing: bool = False) -> int:
+        """Approve a selection of leads during the review; the campaign still awaits its
+        decision (`approve`), which sends them with the rest. Held leads (a failed step) are
+        approved only with `send_passing` (their passing steps). Returns how many leads are
+        approved so far. Through the workflow's `approve_leads` Update: only while
+        awaiting approval."""
+        if not lead_ids:
+            raise BadInput("lead_ids: name the leads to approve")
+        Approval(lead_ids=lead_ids, by=by, note=note)
+        await self._running_handle(campaign_id, "approve leads of")
+        unknown = [lid for lid in lead_ids if await self.store.get_draft(campaign_id, lid) is None]
+        if unknown:
+            raise NotFound(f"lead: no draft for lead id(s) {', '.join(unknown[:20])}")
+        request = await self.store.save_envelope(
+            decision_request(campaign_id, "approve_leads", by, note, lead_ids))
+        return int(await self._update(campaign_id, "approve_leads", Approval(
+            lead_ids=lead_ids, by=IN_THE_STORE, request_id=request, send_passing=send_passing)))
+
+    async def held_leads(self, campaign_id: str) -> list[str]:
+        """The leads a failed step holds: a campaign approval does not send them."""
+        await self._require(campaign_id)
+        return await self.store.held_leads(campaign_id)
 
     async def reject(self, campaign_id: str, *, by: str = "unknown", reason: str | None = None) -> None:
         """Reject the campaign; who and why are stored, not put into history (as `approve`)."""

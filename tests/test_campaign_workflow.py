@@ -108,7 +108,7 @@ async def test_reject_sends_nothing(ts_env, settings, store, prefix, run_workers
         final = await handle.result()
     assert final.stage is Stage.REJECTED
     assert outbox(settings) == []
-    assert {r.delivery_status for r in await mgr.report("c-reject")} == {"not_approved"}
+    assert {r.delivery_status for r in await mgr.report("c-reject")} == {"rejected"}
     assert (await mgr.status("c-reject")).stage is Stage.REJECTED
 
 

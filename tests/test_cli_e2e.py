@@ -124,7 +124,7 @@ async def test_reject_leaves_no_message(dev_env, cli_env, home, tmp_path, run_wo
         report = await cli_json(cli_env, "report", "e2e-reject")
     assert status["stage"] == "rejected"
     assert eml_files(home) == []
-    assert {r["delivery_status"] for r in report} == {"not_approved"}
+    assert {r["delivery_status"] for r in report} == {"rejected"}
 
 
 async def test_bad_input_exits_2_and_starts_nothing(cli_env, tmp_path):

@@ -135,6 +135,11 @@ async def test_campaign_moves_the_counters_by_its_counts(
     assert total(samples, "campaign_leads_draft_failed_total") == c.draft_failed
     assert total(samples, "campaign_drafts_approved_total") == c.approved
     assert total(samples, "campaign_messages_total", channel="outbox", outcome="sent") == c.sent
+    # Status, report and metrics agree: the counts are the report's tallies (issue 24).
+    assert total(samples, "campaign_messages_total", outcome="suppressed") == c.suppressed
+    assert total(samples, "campaign_messages_total", outcome="failed") == c.send_failed
+    assert c.sent == sum(r.delivery_status == "sent" for r in report.values())
+    assert (c.pending, c.held, report["bo@example.org"].delivery_status) == (0, 1, "not_approved")
     assert total(samples, "campaign_complaints_total") == 1
     calls = llm.calls()
     assert total(samples, "campaign_llm_calls_total") == len(calls)

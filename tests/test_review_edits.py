@@ -81,7 +81,7 @@ async def test_edit_exclude_and_approve_deliver_exactly_what_was_decided(
     assert len(edits) == 1 and edits[0]["data"]["by"] == "rita"
     assert "+I rewrote this note by hand" in edits[0]["data"]["diff"]
     report = {r.email: r.delivery_status for r in await mgr.report("c-edit")}
-    assert report["bo@example.org"] == "not_approved"
+    assert report["bo@example.org"] == "excluded"  # every step of an excluded lead
 
 
 async def test_edit_while_drafting_is_refused(ts_env, settings, store, prefix, run_workers):

@@ -214,6 +214,26 @@ class CampaignWorkflow:
     def _validate_excluded(self, exclusion: Exclusion) -> None:
         self._check_reviewable("excluded or included", exclusion.campaign_id)
 
+    @workflow.update(name="approve_leads")
+    async def approve_leads(self, approval: Approval) -> int:
+        """Approve a selection of leads during the review (their drafts at the versions
+        they have now); the campaign still awaits its decision, which sends them with the
+        rest. Returns how many leads are approved so far."""
+        self._reviews_in_flight += 1
+        try:
+            return await self._record(self._inp, "approve_leads", approval.by, approval.note,
+                                      approval.lead_ids, approval.request_id,
+                                      send_passing=approval.send_passing)
+        finally:
+            self._reviews_in_flight -= 1
+
+    @approve_leads.validator
+    def _validate_approve_leads(self, approval: Approval) -> None:
+        self._check_reviewable("approved", self._inp.campaign_id)
+        if not approval.lead_ids:
+            raise ApplicationError("lead_ids: name the leads to approve", type="InvalidInput",
+                                   non_retryable=True)
+
     # -- more leads ------------------------------------------------------------------
 
     @workflow.update(name="add_leads")
@@ -453,12 +473,13 @@ class CampaignWorkflow:
         return True
 
     async def _record(self, inp: CampaignInput, decision: str, by: str, note: str | None,
-                      lead_ids: list[str] | None = None, request_id: str | None = None) -> int:
+                      lead_ids: list[str] | None = None, request_id: str | None = None,
+                      *, send_passing: bool = False) -> int:
         return await call_agent(
             StoreAgent.record_decision,
             Decision(campaign_id=inp.campaign_id, decision_id=str(workflow.uuid4()),
                      decision=decision, lead_ids=lead_ids, by=by, note=note,
-                     request_id=request_id),
+                     request_id=request_id, send_passing=send_passing),
             prefix=inp.queue_prefix, summary=f"record the {decision} decision",
         )
 
@@ -510,7 +531,8 @@ class CampaignWorkflow:
         # Edits accepted before the approval are written before it is recorded.
         await workflow.wait_condition(lambda: self._reviews_in_flight == 0)
         self._carry.counts.approved = await self._record(
-            inp, "approve", approval.by, approval.note, approval.lead_ids, approval.request_id)
+            inp, "approve", approval.by, approval.note, approval.lead_ids, approval.request_id,
+            send_passing=approval.send_passing)
         EngineMetrics(workflow.metric_meter()).approved(self._carry.counts.approved)
         self._decision_recorded = True
         await self._set_stage(inp, Stage.DELIVERING,

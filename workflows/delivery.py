@@ -287,7 +287,7 @@ class DeliveryOrchestrator:
             self._result.stopped += 1
         else:
             self._result.failed += 1
-        outcome = out.status if out.status in ("sent", "suppressed") else "failed"
+        outcome = out.status if out.status in ("sent", "suppressed", "stopped") else "failed"
         EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome)
         self._details()
 

@@ -19,6 +19,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.agents import call_agent
 
 
+#: Marker: a lead whose drafting stopped records a failed draft for every step not written.
+FAILED_STEPS_KEPT = "failed-steps-kept"
+
+
 def failure_reason(err: ActivityError) -> str:
     """The innermost message, which names what actually went wrong."""
     cause: BaseException | None = err.cause
@@ -57,24 +61,29 @@ class LeadOrchestrator:
             draft = await call_agent(CopywriterAgent.write_draft, inp, prefix=p,
                                      summary=f"write draft for {inp.lead_id}")
             self._step = "storing draft"
-            await call_agent(
+            stored = await call_agent(
                 StoreAgent.store_draft,
                 StoreDraftInput(campaign_id=inp.campaign_id, lead_id=inp.lead_id,
                                 envelope_id=draft.envelope_id),
                 prefix=p, summary=f"store draft {draft.envelope_id}",
             )
+            failed_steps = [1] if stored.failed else []
             # A sequence: each follow-up is written after the steps before it, as a reply.
+            # A step that failed its checks is kept (text and reasons) and the next ones are
+            # still written, so the reviewer sees the whole sequence and can fix that step.
             for step in range(2, inp.steps + 1):
                 self._step = f"writing follow-up {step}"
                 follow_up = await call_agent(
                     CopywriterAgent.write_draft, inp.model_copy(update={"step": step}), prefix=p,
                     summary=f"write step {step} for {inp.lead_id}")
-                await call_agent(
+                stored = await call_agent(
                     StoreAgent.store_draft,
                     StoreDraftInput(campaign_id=inp.campaign_id, lead_id=inp.lead_id,
                                     envelope_id=follow_up.envelope_id),
                     prefix=p, summary=f"store draft {follow_up.envelope_id}",
                 )
+                if stored.failed:
+                    failed_steps.append(step)
         except ActivityError as err:
             reason = failure_reason(err)
             if isinstance(err.cause, ApplicationError) and err.cause.type == BUDGET_EXHAUSTED:
@@ -85,13 +94,21 @@ class LeadOrchestrator:
                                   error=err.cause.message, error_type=BUDGET_EXHAUSTED)
             self._step = f"failed: {reason}"
             workflow.logger.warning("lead %s not drafted: %s", inp.lead_id, reason)
-            await call_agent(
-                StoreAgent.record_lead_failure,
-                LeadFailure(campaign_id=inp.campaign_id, lead_id=inp.lead_id, error=reason),
-                prefix=p, summary=f"record failure of {inp.lead_id}",
-            )
+            failure = LeadFailure(campaign_id=inp.campaign_id, lead_id=inp.lead_id, error=reason)
+            if workflow.patched(FAILED_STEPS_KEPT):
+                # Every step not written is a failed step of its own, so the reviewer sees the
+                # whole sequence, and can write the missing steps by an edit.
+                failure.steps = inp.steps
+            await call_agent(StoreAgent.record_lead_failure, failure, prefix=p,
+                             summary=f"record failure of {inp.lead_id}")
             return LeadResult(lead_id=inp.lead_id, status="failed", error=reason,
                               error_type=failure_type(err))
+        if failed_steps:
+            what = f"step(s) {', '.join(map(str, failed_steps))} failed their checks"
+            self._step = f"held: {what}"
+            workflow.set_current_details(f"held for review: {what} (reasons in the store)")
+            return LeadResult(lead_id=inp.lead_id, status="failed", error=what,
+                              error_type="GuardrailViolation")
         self._step = "drafted"
         workflow.set_current_details(f"drafted: {draft.summary}")
         return LeadResult(lead_id=inp.lead_id, status="drafted")

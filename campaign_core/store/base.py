@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead, campaign_salt, normalise_email
 from campaign_core.models import Counts
+from campaign_core.store.outcomes import DECIDED
 from campaign_core.store.rows import (
     AuditEntry,
     CampaignRow,
@@ -38,14 +39,17 @@ from campaign_core.store.rows import (
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
 REVIEW_STATUSES = ("drafted", "failed", "pending", "approved", "excluded", "edited")
 
 #: Stages after which a draft that was not approved will never be sent.
-DECIDED_STAGES = frozenset({"delivering", "completed", "rejected", "expired"})
+DECIDED_STAGES = DECIDED
+#: Decisions that approve drafts: the campaign's approval, and a selection approved during
+#: the review (`approve_leads`), after which the campaign still awaits its decision.
+APPROVALS = frozenset({"approve", "approve_leads"})
 
 
 class StoreError(Exception):
@@ -159,7 +163,10 @@ class Store(Protocol):
     async def upsert_draft(
         self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
         citations: list[str], provenance: dict[str, Any], envelope_id: str,
-    ) -> None: ...
+        failed_reason: str | None = None,
+    ) -> None:
+        """Store a step's draft; `failed_reason` when it failed (its text kept for a fix)."""
+        ...
 
     async def list_drafts(
         self, campaign_id: str, *, offset: int = 0, limit: int | None = None
@@ -168,6 +175,10 @@ class Store(Protocol):
         ...
 
     async def get_draft(self, campaign_id: str, lead_id: str, step: int = 1) -> DraftRow | None: ...
+
+    async def list_lead_drafts(self, campaign_id: str, lead_id: str) -> list[DraftRow]:
+        """Every step's draft of one lead, in step order (the lead page shows them all)."""
+        ...
 
     # -- reviewers' edits and exclusions (schema 6) --------------------------------------
 
@@ -213,12 +224,20 @@ class Store(Protocol):
 
     async def record_decision(
         self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
-        by: str, note: str | None,
-    ) -> int: ...
+        by: str, note: str | None, send_passing: bool = False,
+    ) -> int:
+        """Record a decision; an approval (`APPROVALS`) approves drafts, each at its current
+        version, and returns how many leads are approved in all. Never approved: excluded
+        drafts, failed ones (`failed_reason`), and the steps of a held lead (a failed step
+        not excluded), unless `send_passing` with named `lead_ids`: then those leads' passing
+        steps are. A draft approved before keeps its approved version."""
+        ...
 
     async def list_approved_lead_ids(
         self, campaign_id: str, after: str | None, limit: int
-    ) -> list[str]: ...
+    ) -> list[str]:
+        """Leads whose step 1 is approved, in lead-id order after `after`."""
+        ...
 
     async def add_suppressions(self, emails: list[str], reason: str) -> int: ...
 
@@ -305,6 +324,10 @@ class Store(Protocol):
 
     async def counts(self, campaign_id: str) -> Counts: ...
 
+    async def held_leads(self, campaign_id: str) -> list[str]:
+        """The leads a failed step holds (`outcomes.held_lead_ids`), in report order."""
+        ...
+
     async def report(self, campaign_id: str) -> list[ReportRow]: ...
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]: ...
@@ -344,11 +367,13 @@ class Store(Protocol):
 
     async def review_page(
         self, campaign_id: str, *, status: str | None = None, search: str | None = None,
-        offset: int = 0, limit: int = 50,
+        step_status: str | None = None, offset: int = 0, limit: int = 50,
     ) -> ReviewPage:
-        """A page of the campaign's leads in intake order, with their first draft: only
-        those of `status` (one of `REVIEW_STATUSES`) and whose email or company contains
-        `search` (case-insensitive) when given; `total` counts every match."""
+        """A page of the campaign's leads in intake order, each with its first draft and
+        every step of its sequence (`review.review_items`): only those of `status` (one of
+        `REVIEW_STATUSES`), with a step of `step_status` (one of `review.STEP_STATUSES`),
+        and whose email, name, company or title contains `search` (ignoring case and
+        accents), when given; `total` counts every match. `decisions` are the campaign's."""
         ...
 
     # -- embeddings (schema 4) --------------------------------------------------------
@@ -610,22 +635,6 @@ def reviewer_row(row: dict[str, Any] | None) -> ReviewerRow | None:
     return None if row is None else typed(ReviewerRow, row, "reviewers", str(row.get("name")))
 
 
-def review_page_of(rows: list[dict[str, Any]], total: int, campaign_id: str) -> ReviewPage:
-    """The page's rows (lead_id, email, company, draft_status, subject, approved) as a model."""
-    try:
-        return ReviewPage.model_validate({"total": total, "items": [
-            {**r, "approved": bool(r.get("approved")), "excluded": bool(r.get("excluded"))}
-            for r in rows]})
-    except ValueError as exc:
-        raise StoreError(f"malformed review row: {exc}", table="leads", key=campaign_id) from exc
-
-
-def search_text(search: str | None) -> str | None:
-    """A review page's search as matched: trimmed and lower-cased; None when empty."""
-    text = (search or "").strip().lower()
-    return text or None
-
-
 def draft_row(row: dict[str, Any]) -> DraftRow:
     key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
     return typed(DraftRow, row, "drafts", key, ("citations", "provenance"))
@@ -660,50 +669,6 @@ def reply_row(row: dict[str, Any]) -> ReplyRow:
 
 def audit_entry(row: dict[str, Any]) -> AuditEntry:
     return typed(AuditEntry, row, "audit_log", str(row.get("envelope_id")), ("envelope",))
-
-
-def report_rows(rows: list[dict[str, Any]], stage: str | None) -> list[ReportRow]:
-    """One outcome per lead and step, in the contract's shape, from the joined store rows.
-
-    Each input row has: lead_id, email, draft_status, draft_error, approved,
-    delivery, message_id, delivery_error, and for sequences step (None: no draft),
-    step_status and stop_reason (the `sequence_steps` row). Rows come ordered by lead,
-    then step. Shared so that every backend reports the same outcome for the same facts.
-
-    Step 1 keeps its statuses. A follow-up not sent because of a stop condition is
-    `stopped` with its reason; so are the steps after it (and those after a suppressed
-    step 1), and the open ones of a cancelled campaign.
-    """
-    decided = stage in DECIDED_STAGES
-    out = []
-    stopped: tuple[str, str | None] | None = None  # (lead, reason) of a stop earlier in the sequence
-    for r in rows:
-        step = int(r.get("step") or 1)
-        if step == 1:
-            stopped = None
-        draft_status = r["draft_status"] if r["draft_status"] in {"drafted", "failed"} else "pending"
-        reason: str | None = None
-        if r["delivery"] in {"sent", "suppressed", "failed"}:
-            delivery = r["delivery"]
-        elif step > 1 and r.get("step_status") == "stopped":
-            delivery, reason = "stopped", r.get("stop_reason")
-        elif step > 1 and stopped is not None and stopped[0] == r["lead_id"]:
-            delivery, reason = "stopped", stopped[1]
-        elif draft_status == "failed" or (decided and not r["approved"]):
-            delivery = "not_approved"
-        elif step > 1 and stage == "cancelled":
-            delivery, reason = "stopped", "cancelled"
-        else:
-            delivery = "pending"
-        if delivery == "stopped" or (delivery == "suppressed" and step == 1):
-            stopped = (r["lead_id"], reason or "suppressed")
-        out.append(ReportRow(lead_id=r["lead_id"], email=r["email"], draft_status=draft_status,
-                             delivery_status=delivery, message_id=r["message_id"],
-                             error=r["delivery_error"] or r["draft_error"], step=step,
-                             stop_reason=reason))
-    return out
-
-
 
 
 #: The store secret that new campaigns' lead-id salts are derived from.

@@ -20,7 +20,7 @@ DeliveryState = Literal["sending", "committing", "sent", "suppressed", "failed"]
 #: The outcomes `campaign report` gives (the contract's).
 DraftOutcome = Literal["drafted", "failed", "pending"]
 DeliveryOutcomeName = Literal["sent", "suppressed", "not_approved", "failed", "pending",
-                              "stopped"]
+                              "stopped", "excluded", "rejected"]
 #: A follow-up's state in the store's schedule (`sequence_steps`).
 StepState = Literal["scheduled", "sent", "stopped", "failed"]
 
@@ -61,6 +61,8 @@ class DraftRow(Row):
     edited_by: str | None = None
     excluded: bool = False
     approved_version: int | None = None
+    #: Why this step failed (a guardrail's reasons, a writer's error); None when it passed.
+    failed_reason: str | None = None
 
 
 class DeliveryRow(Row):
@@ -207,8 +209,31 @@ class ReviewerRow(Row):
     removed_at: str | None = None
 
 
+class ReviewStep(Row):
+    """One step of a lead on a review page: its draft's state and what became of it.
+
+    `outcome`, `error` and `stop_reason` are the report's for this (lead, step), so the
+    page and `campaign report` cannot disagree; `events` are what came back for this
+    step's message (`replied`, `auto_reply`, `bounced`, `unsubscribed`, `complained`)."""
+
+    step: int
+    subject: str = ""
+    version: int = 1
+    edited_by: str | None = None
+    approved: bool = False
+    excluded: bool = False
+    failed_reason: str | None = None
+    outcome: str = "pending"
+    error: str | None = None
+    stop_reason: str | None = None
+    due_at: str | None = None
+    sent_at: str | None = None
+    events: list[str] = []
+
+
 class ReviewItem(Row):
-    """One lead on a review page: who it is, its first draft (if any) and where it stands."""
+    """One lead on a review page: who it is, its first draft (if any) and where it stands,
+    and (`steps`) every step of its sequence."""
 
     lead_id: str
     email: str
@@ -218,13 +243,32 @@ class ReviewItem(Row):
     approved: bool = False
     version: int | None = None
     excluded: bool = False
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    error: str | None = None
+    held: bool = False
+    replied: bool = False
+    steps: list[ReviewStep] = []
+
+
+class ReviewDecision(Row):
+    """A reviewer's decision on the campaign (`approve`, `approve_leads`, `reject`)."""
+
+    decision: str
+    by: str
+    note: str | None = None
+    lead_count: int | None = None  # None: every lead
+    decided_at: str | None = None
 
 
 class ReviewPage(Row):
-    """One page of a campaign's leads as the review pages show it, and how many match in all."""
+    """One page of a campaign's leads as the review pages show it, and how many match in all;
+    `decisions` are the campaign's decisions so far, oldest first."""
 
     total: int
     items: list[ReviewItem]
+    decisions: list[ReviewDecision] = []
 
 
 class Spend(Row):

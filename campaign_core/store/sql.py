@@ -22,6 +22,7 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
+    APPROVALS,
     REVIEW_STATUSES,
     SCHEMA_VERSION,
     StoreError,
@@ -45,14 +46,19 @@ from campaign_core.store.base import (
     parse_lead,
     reply_id_for,
     reply_row,
-    report_rows,
-    review_page_of,
     reviewer_row,
-    search_text,
     step_row,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
+from campaign_core.store.review import (
+    SEARCHED,
+    STEP_STATUSES,
+    lead_matches,
+    page_of,
+    search_key,
+)
 from campaign_core.store.rows import (
     AuditEntry,
     CampaignRow,
@@ -380,15 +386,18 @@ class SqlStore(Erasure[Scope]):
         return list(parse_json(row["passages"], "retrievals", f"{campaign_id}/{lead_id}")) if row else []
 
     async def upsert_draft(self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
-                           citations: list[str], provenance: dict[str, Any], envelope_id: str) -> None:
+                           citations: list[str], provenance: dict[str, Any], envelope_id: str,
+                           failed_reason: str | None = None) -> None:
         await self._run(
             "INSERT INTO drafts(campaign_id, lead_id, step, subject, body, citations, provenance, "
-            "envelope_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()) "
+            "envelope_id, failed_reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()) "
             "ON CONFLICT (campaign_id, lead_id, step) DO UPDATE SET subject = excluded.subject, "
             "body = excluded.body, citations = excluded.citations, "
-            "provenance = excluded.provenance, envelope_id = excluded.envelope_id",
+            "provenance = excluded.provenance, envelope_id = excluded.envelope_id, "
+            "failed_reason = excluded.failed_reason",
             (campaign_id, lead_id, step, subject, body, json.dumps(citations),
-             json.dumps(provenance, default=str), envelope_id), "drafts", f"{campaign_id}/{lead_id}/{step}")
+             json.dumps(provenance, default=str), envelope_id, failed_reason), "drafts",
+            f"{campaign_id}/{lead_id}/{step}")
 
     _DRAFTS = "SELECT d.*, l.email FROM drafts d JOIN leads l USING (campaign_id, lead_id) "
 
@@ -407,6 +416,11 @@ class SqlStore(Erasure[Scope]):
         row = await self._one(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? AND d.step = ?",
                               (campaign_id, lead_id, step))
         return draft_row(row) if row else None
+
+    async def list_lead_drafts(self, campaign_id: str, lead_id: str) -> list[DraftRow]:
+        rows = await self._all(self._DRAFTS + "WHERE d.campaign_id = ? AND d.lead_id = ? "
+                               "ORDER BY d.step", (campaign_id, lead_id))
+        return [draft_row(r) for r in rows]
 
     # -- reviewers' edits and exclusions (schema 6) -----------------------------------
 
@@ -447,7 +461,8 @@ class SqlStore(Erasure[Scope]):
                     "AND step = ? AND version = 1 ON CONFLICT DO NOTHING",
                     (original_edit_id(*where), *where))
             changed = await c.run(
-                "UPDATE drafts SET subject = ?, body = ?, version = version + 1, edited_by = ? "
+                "UPDATE drafts SET subject = ?, body = ?, version = version + 1, edited_by = ?, "
+                "failed_reason = NULL "
                 "WHERE campaign_id = ? AND lead_id = ? AND step = ? AND version = ?",
                 (subject, body, edit.edited_by, *where, expected_version))
             if not changed:
@@ -497,8 +512,11 @@ class SqlStore(Erasure[Scope]):
     # -- approvals and delivery --------------------------------------------------------
 
     async def record_decision(self, *, campaign_id: str, decision_id: str, decision: str,
-                              lead_ids: list[str] | None, by: str, note: str | None) -> int:
-        """Record who decided what; on approval mark the drafts approved. Returns how many."""
+                              lead_ids: list[str] | None, by: str, note: str | None,
+                              send_passing: bool = False) -> int:
+        """Record who decided what; on approval mark the drafts approved. Returns how many
+        leads are approved. `approve_leads` approves a selection during the review (the
+        campaign still awaits its decision); see `Store.record_decision` for the rules."""
         async with self._conn("approvals", f"{campaign_id}/{decision_id}", write=True) as c:
             await c.run(
                 "INSERT INTO approvals(campaign_id, decision_id, decision, lead_ids, decided_by, note, "
@@ -506,11 +524,21 @@ class SqlStore(Erasure[Scope]):
                 "ON CONFLICT (campaign_id, decision_id) DO NOTHING",
                 (campaign_id, decision_id, decision, None if lead_ids is None else json.dumps(lead_ids),
                  by, note))
-            if decision != "approve":
+            if decision not in APPROVALS:
                 return 0
-            # Excluded drafts are never approved; each approved draft keeps its version.
+            # Excluded and failed drafts are never approved, nor are a held lead's (one with a
+            # failed step) unless the reviewer sends its passing steps. The campaign's decision
+            # approves each draft at the version it has then, those approved earlier in the
+            # review too (an edit since then is what the reviewer last saw).
+            if decision == "approve":
+                await c.run("UPDATE drafts SET approved_version = version WHERE campaign_id = ? "
+                            "AND approved = TRUE", (campaign_id,))
             approve = ("UPDATE drafts SET approved = TRUE, approved_version = version "
-                       "WHERE excluded = FALSE AND campaign_id = ?")
+                       "WHERE excluded = FALSE AND failed_reason IS NULL AND campaign_id = ?")
+            if not (send_passing and lead_ids is not None):
+                approve += (" AND lead_id NOT IN (SELECT f.lead_id FROM drafts f WHERE "
+                            "f.campaign_id = drafts.campaign_id AND f.failed_reason IS NOT NULL "
+                            "AND f.excluded = FALSE)")
             if lead_ids is None:
                 await c.run(approve, (campaign_id,))
             for part in chunks(lead_ids or []):
@@ -520,8 +548,9 @@ class SqlStore(Erasure[Scope]):
             return int(rows[0]["n"])
 
     async def list_approved_lead_ids(self, campaign_id: str, after: str | None, limit: int) -> list[str]:
+        """Leads whose step 1 is approved: a sequence starts there, or not at all."""
         rows = await self._all(
-            "SELECT DISTINCT lead_id FROM drafts WHERE campaign_id = ? AND approved = TRUE "
+            "SELECT lead_id FROM drafts WHERE campaign_id = ? AND approved = TRUE AND step = 1 "
             "AND lead_id > ? ORDER BY lead_id LIMIT ?", (campaign_id, after or "", limit))
         return [r["lead_id"] for r in rows]
 
@@ -631,9 +660,28 @@ class SqlStore(Erasure[Scope]):
             return None
         return str(rows[0]["reviewer"])
 
+    #: A review page's filters on a lead (alias `l`) by the state of any of its steps.
+    _ANY_STEP = ("EXISTS (SELECT 1 FROM drafts f WHERE f.campaign_id = l.campaign_id "
+                 "AND f.lead_id = l.lead_id AND {})")
+    _STEP_FILTERS: ClassVar[dict[str, str]] = {
+        "failed": _ANY_STEP.format("f.failed_reason IS NOT NULL"),
+        "edited": _ANY_STEP.format("f.version > 1"),
+        "excluded": _ANY_STEP.format("f.excluded = TRUE"),
+        "replied": ("EXISTS (SELECT 1 FROM replies r WHERE r.campaign_id = l.campaign_id "
+                    "AND r.lead_id = l.lead_id AND r.kind = 'reply')"),
+        "held": (_ANY_STEP.format("f.failed_reason IS NOT NULL AND f.excluded = FALSE")
+                 + " AND NOT " + _ANY_STEP.format("f.approved = TRUE")),
+    }
+
+    def _lead_field(self, name: str) -> str:
+        """A field of a lead's `data` (alias `l`) as text, in this dialect."""
+        return self.COMPANY.replace("company", name)
+
     async def review_page(self, campaign_id: str, *, status: str | None = None,
-                          search: str | None = None, offset: int = 0,
-                          limit: int = 50) -> ReviewPage:
+                          search: str | None = None, step_status: str | None = None,
+                          offset: int = 0, limit: int = 50) -> ReviewPage:
+        """The filters in SQL; a search reads the searched fields of the leads that pass
+        them and matches here (`review.lead_matches`: accents folded, on every dialect)."""
         where, args = "l.campaign_id = ?", [campaign_id]
         if status is not None:
             if status not in REVIEW_STATUSES:
@@ -644,20 +692,64 @@ class SqlStore(Erasure[Scope]):
                 status, " AND l.draft_status = ?")
             if status in {"drafted", "failed"}:
                 args.append(status)
-        text = search_text(search)
-        if text is not None:
-            find, company = self.FIND.format, f"lower(COALESCE({self.COMPANY}, ''))"
-            where += f" AND ({find('lower(l.email)', '?')} OR {find(company, '?')})"
-            args += [text, text]
+        if step_status is not None:
+            if step_status not in STEP_STATUSES:
+                raise StoreError(f"unknown step status {step_status!r}", table="drafts",
+                                 key=campaign_id)
+            where += f" AND {self._STEP_FILTERS[step_status]}"
+        fields = ", ".join(f"{self._lead_field(f)} AS {f}" for f in SEARCHED)
         joined = ("FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
                   f"AND d.lead_id = l.lead_id AND d.step = 1 WHERE {where}")
+        order = " ORDER BY l.created_at, l.lead_id"
+        key = search_key(search)
         async with self._conn("leads", campaign_id) as c:
-            total = await c.all(f"SELECT count(*) AS n {joined}", args)
-            rows = await c.all(
-                f"SELECT l.lead_id, l.email, {self.COMPANY} AS company, l.draft_status, "
-                f"d.subject, d.approved, d.version, d.excluded {joined} ORDER BY l.created_at, l.lead_id "
-                "LIMIT ? OFFSET ?", [*args, max(limit, 0), max(offset, 0)])
-        return review_page_of(rows, int(total[0]["n"]), campaign_id)
+            if key is None:
+                total = int((await c.all(f"SELECT count(*) AS n {joined}", args))[0]["n"])
+                found = await c.all(f"SELECT l.lead_id {joined}{order} LIMIT ? OFFSET ?",
+                                    [*args, max(limit, 0), max(offset, 0)])
+                ids = [str(r["lead_id"]) for r in found]
+            else:
+                rows = await c.all(f"SELECT l.lead_id, l.email, {fields} {joined}{order}", args)
+                hits = [str(r["lead_id"]) for r in rows if lead_matches(r, key)]
+                total, ids = len(hits), hits[max(offset, 0):max(offset, 0) + max(limit, 0)]
+            leads: dict[str, dict[str, Any]] = {}
+            facts: list[dict[str, Any]] = []
+            replies: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for part in chunks(ids):
+                within = (campaign_id, *part)
+                for r in await c.all(
+                        f"SELECT l.lead_id, l.email, l.draft_status, l.error, {fields} FROM leads l "
+                        f"WHERE l.campaign_id = ? AND l.lead_id IN ({marks(part)})", within):
+                    leads[str(r["lead_id"])] = r
+                facts += await c.all(
+                    "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, "
+                    "d.approved, d.excluded, d.failed_reason, d.subject, d.version, d.edited_by, "
+                    "x.status AS delivery, x.message_id, x.error AS delivery_error, "
+                    "x.updated_at AS sent_at, s.status AS step_status, s.stop_reason, s.due_at "
+                    "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
+                    "AND d.lead_id = l.lead_id "
+                    "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id "
+                    "AND x.lead_id = l.lead_id AND x.step = COALESCE(d.step, 1) "
+                    "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id "
+                    "AND s.lead_id = l.lead_id AND s.step = d.step "
+                    f"WHERE l.campaign_id = ? AND l.lead_id IN ({marks(part)}) "
+                    "ORDER BY l.lead_id, COALESCE(d.step, 1)", within)
+                replies += await c.all(
+                    "SELECT lead_id, step, kind FROM replies WHERE campaign_id = ? "
+                    f"AND lead_id IN ({marks(part)}) ORDER BY received_at", within)
+                events += await c.all(
+                    "SELECT lead_id, message_key, kind FROM delivery_events WHERE campaign_id = ? "
+                    f"AND lead_id IN ({marks(part)}) ORDER BY created_at", within)
+            decisions = await c.all(
+                "SELECT decision, decided_by, note, lead_ids, created_at FROM approvals "
+                "WHERE campaign_id = ? ORDER BY created_at, decision_id", (campaign_id,))
+            stage = await c.all("SELECT stage FROM campaigns WHERE campaign_id = ?", (campaign_id,))
+        return page_of(
+            campaign_id, total, [leads[i] for i in ids if i in leads], facts,
+            stage[0]["stage"] if stage else None, replies=replies, events=events,
+            decisions=decisions)
+
     # -- replies (schema 8) ----------------------------------------------------------
 
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
@@ -779,27 +871,32 @@ class SqlStore(Erasure[Scope]):
     # -- read models ----------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
+        """Drafting figures counted here; every message's figure tallied from the report's
+        rows (`outcomes.counts_of`), so status and report cannot disagree."""
         of = {"leads": ("leads", ""), "drafted": ("leads", "draft_status = 'drafted'"),
               "draft_failed": ("leads", "draft_status = 'failed'"),
-              "approved": ("drafts", "approved = TRUE AND step = 1"),
-              "suppressed": ("deliveries", "status = 'suppressed'"),
-              "sent": ("deliveries", "status = 'sent'"), "send_failed": ("deliveries", "status = 'failed'"),
-              "stopped": ("sequence_steps", "status = 'stopped'")}
+              "approved": ("drafts", "approved = TRUE AND step = 1")}
         # Leads that replied (a person, not an auto-reply), however many times each did.
         replied = ("(SELECT count(DISTINCT lead_id) FROM replies WHERE campaign_id = ? "
                    "AND kind = 'reply') AS replied")
         row = await self._one("SELECT " + ", ".join([*(
             f"(SELECT count(*) FROM {table} WHERE campaign_id = ?{' AND ' + cond if cond else ''}) AS {name}"
             for name, (table, cond) in of.items()), replied]), [campaign_id] * (len(of) + 1))
-        return Counts(**{k: int(v) for k, v in (row or {}).items()})
+        figures = {k: int(v) for k, v in (row or {}).items()}
+        facts, stage = await self._report_facts(campaign_id)
+        return counts_of(report_rows(facts, stage), held=len(held_lead_ids(facts)), **figures)
 
-    async def report(self, campaign_id: str) -> list[ReportRow]:
-        """One row per lead and step with its outcome, in the contract's shape."""
+    async def held_leads(self, campaign_id: str) -> list[str]:
+        facts, _ = await self._report_facts(campaign_id)
+        return held_lead_ids(facts)
+
+    async def _report_facts(self, campaign_id: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The joined rows `outcomes.report_rows` reads, and the campaign's stage."""
         campaign = await self.get_campaign(campaign_id)
         rows = await self._all(
             "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, "
-            "d.approved, x.status AS delivery, x.message_id, x.error AS delivery_error, "
-            "s.status AS step_status, s.stop_reason "
+            "d.approved, d.excluded, d.failed_reason, x.status AS delivery, x.message_id, "
+            "x.error AS delivery_error, s.status AS step_status, s.stop_reason "
             "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
             "AND d.lead_id = l.lead_id "
             "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
@@ -807,7 +904,12 @@ class SqlStore(Erasure[Scope]):
             "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id "
             "AND s.step = d.step WHERE l.campaign_id = ? "
             "ORDER BY l.created_at, l.lead_id, COALESCE(d.step, 1)", (campaign_id,))
-        return report_rows(rows, campaign.stage if campaign else None)
+        return rows, campaign.stage if campaign else None
+
+    async def report(self, campaign_id: str) -> list[ReportRow]:
+        """One row per lead and step with its outcome, in the contract's shape."""
+        facts, stage = await self._report_facts(campaign_id)
+        return report_rows(facts, stage)
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         args = (campaign_id, REQUEST_AGENT, lead_id) if lead_id else (campaign_id, REQUEST_AGENT)

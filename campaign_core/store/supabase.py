@@ -26,6 +26,7 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
+    APPROVALS,
     REVIEW_STATUSES,
     SCHEMA_VERSION,
     TIME_COLUMNS,
@@ -49,14 +50,19 @@ from campaign_core.store.base import (
     parse_lead,
     reply_id_for,
     reply_row,
-    report_rows,
-    review_page_of,
     reviewer_row,
-    search_text,
     step_row,
     trace_fields,
 )
 from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
+from campaign_core.store.review import (
+    STEP_STATUSES,
+    lead_fields,
+    lead_matches,
+    page_of,
+    search_key,
+)
 from campaign_core.store.rows import (
     AuditEntry,
     CampaignRow,
@@ -373,10 +379,11 @@ class SupabaseStore(Erasure[Pairs]):
     async def upsert_draft(
         self, *, campaign_id: str, lead_id: str, step: int, subject: str, body: str,
         citations: list[str], provenance: dict[str, Any], envelope_id: str,
+        failed_reason: str | None = None,
     ) -> None:
         row = {"campaign_id": campaign_id, "lead_id": lead_id, "step": step, "subject": subject,
                "body": body, "citations": citations, "provenance": provenance,
-               "envelope_id": envelope_id}
+               "envelope_id": envelope_id, "failed_reason": failed_reason}
         await self._run(lambda db: db.table("drafts").upsert(
             row, on_conflict="campaign_id,lead_id,step", returning=MINIMAL),
             "drafts", f"{campaign_id}/{lead_id}/{step}")
@@ -415,6 +422,15 @@ class SupabaseStore(Erasure[Pairs]):
         if lead_id not in leads:
             return None
         return draft_row({**res.data[0], "email": leads[lead_id]["email"]})
+
+    async def list_lead_drafts(self, campaign_id: str, lead_id: str) -> list[DraftRow]:
+        res = await self._run(lambda db: db.table("drafts").select("*").eq("campaign_id", campaign_id)
+                              .eq("lead_id", lead_id).order("step"), "drafts",
+                              f"{campaign_id}/{lead_id}")
+        leads = await self._emails(campaign_id, [lead_id])
+        if lead_id not in leads:
+            return []
+        return [draft_row({**r, "email": leads[lead_id]["email"]}) for r in res.data]
 
     # -- reviewers' edits and exclusions (schema 6) ----------------------------------
 
@@ -461,7 +477,8 @@ class SupabaseStore(Erasure[Pairs]):
         if not done_before:
             res = await self._run(lambda db: db.table("drafts").update(
                 {"subject": subject, "body": body, "version": expected_version + 1,
-                 "edited_by": edit.edited_by}, returning=ReturnMethod.representation)
+                 "edited_by": edit.edited_by, "failed_reason": None},
+                returning=ReturnMethod.representation)
                 .eq("campaign_id", cid).eq("lead_id", lid).eq("step", step)
                 .eq("version", expected_version), "drafts", f"{cid}/{lid}/{step}")
             if not res.data:
@@ -516,12 +533,13 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def record_decision(
         self, *, campaign_id: str, decision_id: str, decision: str, lead_ids: list[str] | None,
-        by: str, note: str | None,
+        by: str, note: str | None, send_passing: bool = False,
     ) -> int:
-        """Record who decided what; on approval mark the drafts approved. Returns how many.
+        """Record who decided what; on approval mark the drafts approved. Returns how many
+        leads are approved (the rules: `Store.record_decision`).
 
-        Three idempotent requests instead of one transaction: a retry after a partial
-        failure repeats them and ends in the same state.
+        Idempotent requests instead of one transaction: a retry after a partial failure
+        repeats them and ends in the same state.
         """
         key = f"{campaign_id}/{decision_id}"
         row = {"campaign_id": campaign_id, "decision_id": decision_id, "decision": decision,
@@ -529,57 +547,59 @@ class SupabaseStore(Erasure[Pairs]):
         await self._run(lambda db: db.table("approvals").upsert(
             row, on_conflict="campaign_id,decision_id", ignore_duplicates=True,
             returning=MINIMAL), "approvals", key)
-        if decision != "approve":
+        if decision not in APPROVALS:
             return 0
-        await self._approve(campaign_id, lead_ids)
+        await self._approve(campaign_id, lead_ids, send_passing, final=decision == "approve")
         return await self._count(  # leads approved: a sequence's follow-ups count once
             "drafts", lambda q: q.eq("campaign_id", campaign_id).is_("approved", True).eq("step", 1))
 
-    async def _approve(self, campaign_id: str, lead_ids: list[str] | None) -> None:
-        """Approve the drafts not excluded (of `lead_ids` only, when given), recording the
-        version approved: one update per version present (REST cannot set a column to
-        another's value), each idempotent."""
-        def where(q: Query, part: list[str] | None) -> Query:
-            q = q.eq("campaign_id", campaign_id).is_("excluded", False)
-            return q.in_("lead_id", part) if part is not None else q
+    async def _approve(self, campaign_id: str, lead_ids: list[str] | None,
+                       send_passing: bool, *, final: bool) -> None:
+        """Approve the drafts not excluded or failed (of `lead_ids` only, when given),
+        leaving out held leads unless `send_passing`, recording the version approved (for
+        the `final` decision, that of the drafts approved earlier in the review too): one
+        update per (version, step) group present (REST cannot set a column to another's
+        value), each idempotent."""
+        rows = await self._pages(
+            "drafts", "lead_id,step,version,approved,excluded,failed_reason",
+            lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"])
+        wanted = None if lead_ids is None else set(lead_ids)
+        held = set() if send_passing and wanted is not None else {
+            r["lead_id"] for r in rows if r.get("failed_reason") and not r.get("excluded")}
+        todo: dict[int, list[tuple[str, int]]] = {}
+        for r in rows:
+            if not (final and r.get("approved")):
+                if (wanted is not None and r["lead_id"] not in wanted) or r["lead_id"] in held:
+                    continue
+                if r.get("excluded") or r.get("failed_reason"):
+                    continue
+            todo.setdefault(int(r["version"]), []).append((r["lead_id"], int(r["step"])))
+        for version, keys in sorted(todo.items()):
+            for step in sorted({k[1] for k in keys}):
+                ids = sorted({k[0] for k in keys if k[1] == step})
+                for i in range(0, len(ids), 100):  # keep the URL short
+                    def build(db: AsyncClient, version: int = version, step: int = step,
+                              part: list[str] = ids[i:i + 100]) -> Query:
+                        return db.table("drafts").update(
+                            {"approved": True, "approved_version": version}, returning=MINIMAL
+                        ).eq("campaign_id", campaign_id).eq("version", version).eq(
+                            "step", step).in_("lead_id", part)
 
-        parts: list[list[str] | None] = [None] if lead_ids is None else [
-            lead_ids[i:i + 100] for i in range(0, len(lead_ids), 100)]  # keep the URL short
-        for part in parts:
-            def these(q: Query, part: list[str] | None = part) -> Query:
-                return where(q, part)
-
-            rows = await self._pages("drafts", "lead_id,step,version", these, ["lead_id", "step"])
-            for version in sorted({int(r["version"]) for r in rows}):
-                def build(db: AsyncClient, version: int = version) -> Query:
-                    return these(db.table("drafts").update(
-                        {"approved": True, "approved_version": version}, returning=MINIMAL)
-                    ).eq("version", version)
-
-                await self._run(build, "drafts", campaign_id)
+                    await self._run(build, "drafts", campaign_id)
 
     async def list_approved_lead_ids(
         self, campaign_id: str, after: str | None, limit: int
     ) -> list[str]:
-        """Distinct lead ids (a lead may have several approved steps), `limit` at most."""
-        ids: list[str] = []
-        cursor = after
-        while len(ids) < limit:
-            def build(db: AsyncClient, cursor: str | None = cursor) -> Query:
-                q = db.table("drafts").select("lead_id").eq("campaign_id", campaign_id).is_(
-                    "approved", True)
-                if cursor:
-                    q = q.gt("lead_id", cursor)
-                return q.order("lead_id").order("step").limit(limit)
+        """Leads whose step 1 is approved: a sequence starts there, or not at all."""
+        def build(db: AsyncClient) -> Query:
+            q = db.table("drafts").select("lead_id").eq("campaign_id", campaign_id).is_(
+                "approved", True).eq("step", 1)
+            if after:
+                q = q.gt("lead_id", after)
+            return q.order("lead_id").limit(limit)
 
-            rows = (await self._run(build, "drafts", campaign_id)).data
-            for r in rows:
-                if not ids or ids[-1] != r["lead_id"]:
-                    ids.append(r["lead_id"])
-            if len(rows) < limit:
-                break
-            cursor = rows[-1]["lead_id"]  # that lead is counted; skip its other steps
-        return ids[:limit]
+        rows = (await self._run(build, "drafts", campaign_id)).data
+        return [str(r["lead_id"]) for r in rows]
 
     async def add_suppressions(self, emails: list[str], reason: str) -> int:
         """New addresses only are returned by an ignore-duplicates upsert: that is the count."""
@@ -723,21 +743,130 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def review_page(
         self, campaign_id: str, *, status: str | None = None, search: str | None = None,
-        offset: int = 0, limit: int = 50,
+        step_status: str | None = None, offset: int = 0, limit: int = 50,
     ) -> ReviewPage:
-        """One RPC (`review_page`, migration 7): the filter, the search and the count in SQL."""
+        """Filtered by status alone, one RPC (`review_page`, migration 7) gives the page and
+        the count; with a search or a step filter, the campaign's leads and drafts are read
+        page by page and matched here (no accent folding in PostgREST, no join on a plain
+        key). Then the page's leads are read with every step (`_review_details`)."""
         if status is not None and status not in REVIEW_STATUSES:
             raise StoreError(f"unknown review status {status!r}", table="leads", key=campaign_id)
-        db = await self._ready_db()
-        res = await self._execute(db.rpc("review_page", {
-            "p_campaign_id": campaign_id, "p_status": status, "p_search": search_text(search),
-            "p_offset": max(offset, 0), "p_limit": max(limit, 0)}), "leads", campaign_id)
-        rows: list[dict[str, Any]] = list(res.data or [])
-        total = int(rows[0]["total"]) if rows else (
-            0 if offset <= 0 else (await self.review_page(
-                campaign_id, status=status, search=search, offset=0, limit=1)).total)
-        return review_page_of([{k: v for k, v in r.items() if k != "total"} for r in rows],
-                              total, campaign_id)
+        if step_status is not None and step_status not in STEP_STATUSES:
+            raise StoreError(f"unknown step status {step_status!r}", table="drafts",
+                             key=campaign_id)
+        key = search_key(search)
+        if key is None and step_status is None:
+            db = await self._ready_db()
+            res = await self._execute(db.rpc("review_page", {
+                "p_campaign_id": campaign_id, "p_status": status, "p_search": None,
+                "p_offset": max(offset, 0), "p_limit": max(limit, 0)}), "leads", campaign_id)
+            rows: list[dict[str, Any]] = list(res.data or [])
+            ids = [str(r["lead_id"]) for r in rows]
+            total = int(rows[0]["total"]) if rows else (
+                0 if offset <= 0 else (await self.review_page(
+                    campaign_id, status=status, offset=0, limit=1)).total)
+        else:
+            hits = await self._review_matches(campaign_id, status, step_status, key)
+            total, ids = len(hits), hits[max(offset, 0):max(offset, 0) + max(limit, 0)]
+        return await self._review_details(campaign_id, total, ids)
+
+    async def _review_matches(self, campaign_id: str, status: str | None,
+                              step_status: str | None, key: str | None) -> list[str]:
+        """The ids of the campaign's leads that pass the filters and the search, in order."""
+        def where(q: Query) -> Query:
+            return q.eq("campaign_id", campaign_id)
+
+        columns = "lead_id,email,draft_status,created_at" + (",data" if key else "")
+        leads, drafts = await asyncio.gather(
+            self._pages("leads", columns, where, ["lead_id"]),
+            self._pages("drafts", "lead_id,step,version,approved,excluded,failed_reason", where,
+                        ["lead_id", "step"]))
+        replied: set[str] = set()
+        if step_status == "replied":
+            replied = {str(r["lead_id"]) for r in await self._pages(
+                "replies", "reply_id,lead_id", lambda q: where(q).eq("kind", "reply"),
+                ["reply_id"])}
+        steps: dict[str, list[dict[str, Any]]] = {}
+        for d in drafts:
+            steps.setdefault(str(d["lead_id"]), []).append(d)
+
+        def passes(lead: dict[str, Any]) -> bool:
+            mine = steps.get(str(lead["lead_id"]), [])
+            first = next((d for d in mine if int(d["step"]) == 1), {})
+            if status is not None and not {
+                "approved": bool(first.get("approved")), "excluded": bool(first.get("excluded")),
+                "edited": int(first.get("version") or 1) > 1,
+                "pending": lead["draft_status"] in {"pending", "drafting"},
+            }.get(status, lead["draft_status"] == status):
+                return False
+            failing = any(d.get("failed_reason") for d in mine)
+            if step_status is not None and not {
+                "failed": failing, "edited": any(int(d.get("version") or 1) > 1 for d in mine),
+                "excluded": any(d.get("excluded") for d in mine),
+                "replied": str(lead["lead_id"]) in replied,
+                "held": any(d.get("failed_reason") and not d.get("excluded") for d in mine)
+                and not any(d.get("approved") for d in mine),
+            }[step_status]:
+                return False
+            return key is None or lead_matches({"email": lead["email"],
+                                                **lead_fields(lead.get("data"))}, key)
+
+        leads.sort(key=lambda r: (iso(r["created_at"]), r["lead_id"]))
+        return [str(r["lead_id"]) for r in leads if passes(r)]
+
+    async def _review_details(self, campaign_id: str, total: int, ids: list[str]) -> ReviewPage:
+        """The page's leads with every step, as `review.page_of` reads them."""
+        def within(q: Query) -> Query:
+            return q.eq("campaign_id", campaign_id).in_("lead_id", ids or [""])
+
+        reads = [
+            self._pages("leads", "lead_id,email,data,draft_status,error", within, ["lead_id"]),
+            self._pages("drafts", "lead_id,step,subject,version,edited_by,approved,excluded,"
+                        "failed_reason", within, ["lead_id", "step"]),
+            self._pages("deliveries", "lead_id,step,status,message_id,error,updated_at,"
+                        "message_key", within, ["lead_id", "step", "message_key"]),
+            self._pages("sequence_steps", "lead_id,step,status,stop_reason,due_at", within,
+                        ["lead_id", "step"]),
+            self._pages("replies", "reply_id,lead_id,step,kind,received_at", within,
+                        ["received_at", "reply_id"]),
+            self._pages("delivery_events", "event_id,lead_id,message_key,kind,created_at",
+                        within, ["created_at", "event_id"]),
+            self._pages("approvals", "decision_id,decision,decided_by,note,lead_ids,created_at",
+                        lambda q: q.eq("campaign_id", campaign_id), ["created_at", "decision_id"]),
+        ]
+        campaign = await self.get_campaign(campaign_id)
+        leads, drafts, deliveries, planned, replies, events, decisions = await asyncio.gather(*reads)
+        by_lead: dict[str, dict[int, Any]] = {}
+        for d in drafts:
+            by_lead.setdefault(str(d["lead_id"]), {})[int(d["step"])] = d
+        sent = {(str(x["lead_id"]), int(x["step"])): x for x in deliveries}
+        due = {(str(x["lead_id"]), int(x["step"])): x for x in planned}
+        rows = {str(r["lead_id"]): {
+            "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
+            "error": r.get("error"), **lead_fields(r.get("data"))} for r in leads}
+        facts = []
+        for lead_id in sorted(rows):
+            r = rows[lead_id]
+            lead_steps: dict[int, Any] = by_lead.get(lead_id) or {1: None}
+            for step in sorted(lead_steps):
+                d = lead_steps[step] or {}
+                x = sent.get((lead_id, step), {})
+                p = due.get((lead_id, step), {})
+                facts.append({
+                    "lead_id": lead_id, "email": r["email"], "draft_status": r["draft_status"],
+                    "draft_error": r["error"], "step": step if d else None,
+                    "approved": d.get("approved"), "excluded": d.get("excluded"),
+                    "failed_reason": d.get("failed_reason"), "subject": d.get("subject"),
+                    "version": d.get("version"), "edited_by": d.get("edited_by"),
+                    "delivery": x.get("status"), "message_id": x.get("message_id"),
+                    "delivery_error": x.get("error"), "sent_at": x.get("updated_at"),
+                    "step_status": p.get("status"), "stop_reason": p.get("stop_reason"),
+                    "due_at": p.get("due_at"),
+                })
+        return page_of(campaign_id, total, [rows[i] for i in ids if i in rows], facts,
+                       campaign.stage if campaign else None, replies=replies, events=events,
+                       decisions=decisions)
+
     # -- replies (schema 8) ------------------------------------------------------------
 
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
@@ -994,6 +1123,8 @@ class SupabaseStore(Erasure[Pairs]):
     # -- read models ---------------------------------------------------------------
 
     async def counts(self, campaign_id: str) -> Counts:
+        """Drafting figures counted here; every message's figure tallied from the report's
+        rows (`outcomes.counts_of`), so status and report cannot disagree."""
         def on(table: str, **eq: Any) -> Awaitable[int]:
             def where(q: Query) -> Query:
                 q = q.eq("campaign_id", campaign_id)
@@ -1005,48 +1136,59 @@ class SupabaseStore(Erasure[Pairs]):
 
         values = await asyncio.gather(
             on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
-            on("drafts", approved=True, step=1), on("deliveries", status="suppressed"),
-            on("deliveries", status="sent"), on("deliveries", status="failed"),
-            on("sequence_steps", status="stopped"))
+            on("drafts", approved=True, step=1))
         replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
             "campaign_id", campaign_id).eq("kind", "reply"), ["reply_id"])
-        return Counts(**dict(zip(
-            ["leads", "drafted", "draft_failed", "approved", "suppressed", "sent", "send_failed",
-             "stopped"], values, strict=True)), replied=len({r["lead_id"] for r in replied}))
+        facts, stage = await self._report_facts(campaign_id)
+        figures = dict(zip(["leads", "drafted", "draft_failed", "approved"], values, strict=True))
+        return counts_of(report_rows(facts, stage), held=len(held_lead_ids(facts)),
+                         replied=len({r["lead_id"] for r in replied}), **figures)
+
+    async def held_leads(self, campaign_id: str) -> list[str]:
+        facts, _ = await self._report_facts(campaign_id)
+        return held_lead_ids(facts)
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
-        """One row per lead and step with its outcome: four paged reads joined here."""
+        """One row per lead and step with its outcome, in the contract's shape."""
+        facts, stage = await self._report_facts(campaign_id)
+        return report_rows(facts, stage)
+
+    async def _report_facts(self, campaign_id: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The rows `outcomes.report_rows` reads: four paged reads joined here."""
         campaign, leads, drafts, deliveries, steps = await asyncio.gather(
             self.get_campaign(campaign_id),
             self._pages("leads", "lead_id,email,draft_status,error,created_at",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id"]),
-            self._pages("drafts", "lead_id,step,approved",
+            self._pages("drafts", "lead_id,step,approved,excluded,failed_reason",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]),
             self._pages("deliveries", "lead_id,step,status,message_id,error,message_key",
                         lambda q: q.eq("campaign_id", campaign_id),
                         ["lead_id", "step", "message_key"]),
             self._pages("sequence_steps", "lead_id,step,status,stop_reason",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]))
-        approved: dict[str, dict[int, Any]] = {}
+        by_lead: dict[str, dict[int, Any]] = {}
         for d in drafts:
-            approved.setdefault(d["lead_id"], {})[int(d["step"])] = d["approved"]
+            by_lead.setdefault(d["lead_id"], {})[int(d["step"])] = d
         sent = {(x["lead_id"], int(x["step"])): x for x in deliveries}
         planned = {(x["lead_id"], int(x["step"])): x for x in steps}
         leads.sort(key=lambda r: (iso(r["created_at"]), r["lead_id"]))
         rows = []
         for r in leads:
-            lead_steps = approved.get(r["lead_id"]) or {1: None}
+            lead_steps: dict[int, Any] = by_lead.get(r["lead_id"]) or {1: None}
             for step in sorted(lead_steps):
+                d = lead_steps[step] or {}
                 x = sent.get((r["lead_id"], step), {})
                 p = planned.get((r["lead_id"], step), {})
                 rows.append({
                     "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
-                    "draft_error": r["error"], "approved": lead_steps[step], "step": step,
+                    "draft_error": r["error"], "approved": d.get("approved"),
+                    "excluded": d.get("excluded"), "failed_reason": d.get("failed_reason"),
+                    "step": step if d else None,
                     "delivery": x.get("status"), "message_id": x.get("message_id"),
                     "delivery_error": x.get("error"), "step_status": p.get("status"),
                     "stop_reason": p.get("stop_reason"),
                 })
-        return report_rows(rows, campaign.stage if campaign else None)
+        return rows, campaign.stage if campaign else None
 
     async def audit(self, campaign_id: str, lead_id: str | None = None) -> list[AuditEntry]:
         def where(q: Query) -> Query:

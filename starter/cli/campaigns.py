@@ -157,6 +157,11 @@ def status(
         cap = f" of {usd(st.budget_usd)}" if st.budget_usd is not None else ""
         out.print(f"  {'LLM spend':<13} {shown(usd(st.spend_usd or 0.0) + cap)}",
                   highlight=False)
+        if st.writer == "offline":
+            out.print(f"  {'writer':<13} offline templates (no LLM configured: set "
+                      "OPENAI_API_KEY for an LLM)", highlight=False)
+        elif st.writer:
+            out.print(f"  {'writer':<13} {shown(st.writer)}", highlight=False)
         if st.paused_reason:
             out.print(f"[yellow]{shown(st.paused_reason, multiline=True)}[/]", highlight=False)
         if st.error:
@@ -274,11 +279,37 @@ def approve(
     lead: Annotated[list[str] | None, typer.Option("--lead", help="Approve only these lead ids.")] = None,
     by: By = None,
     note: Annotated[str | None, typer.Option("--note")] = None,
+    send_passing: Annotated[bool, typer.Option(
+        "--send-passing", help="With --lead: send the passing steps of leads that have a "
+        "failed step (that step ends `failed`).")] = False,
 ) -> None:
-    """Approve every draft not excluded, or only the listed leads (the rest are not sent)."""
-    approved = run(manager().approve(campaign_id, lead_ids=lead or None, by=by or os_user(),
-                                     note=note))
-    err.print(f"Approved {approved} draft(s) of {shown(campaign_id)}; delivery starts now.")
+    """Approve every draft not excluded, or only the listed leads (the rest are not sent).
+
+    A lead with a failed step is held: it is not approved (its rows end `not_approved`)
+    unless the step is fixed with `campaign edit`, or the lead is named with --lead and
+    --send-passing. The answer names the held leads."""
+    if send_passing and not lead:
+        raise typer.BadParameter("--send-passing needs the leads it applies to (--lead)",
+                                 param_hint="--send-passing")
+
+    async def go() -> tuple[int, list[str]]:
+        m = manager()
+        approved = await m.approve(campaign_id, lead_ids=lead or None, by=by or os_user(),
+                                   note=note, send_passing=send_passing)
+        return approved, await m.held_leads(campaign_id)
+
+    approved, held = run(go())
+    if lead:
+        held = [h for h in held if h in set(lead)]
+    if approved:
+        err.print(f"Approved {approved} lead(s) of {shown(campaign_id)}; delivery starts now.")
+    else:
+        err.print(f"Approved no lead of {shown(campaign_id)}: nothing will be sent.")
+    if held:
+        err.print(f"[yellow]Held, not sent ({len(held)} lead(s) with a failed step): "
+                  f"{shown(', '.join(held[:50]))}{' ...' if len(held) > 50 else ''}. Fix a "
+                  "failed step with `campaign edit`, or name the lead with --lead and "
+                  "--send-passing before deciding.[/]", highlight=False)
 
 
 def reject(

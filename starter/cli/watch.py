@@ -59,9 +59,12 @@ def _line(status: CampaignStatus) -> str:
     if status.budget_usd is not None or status.spend_usd:
         cap = f" of {usd(status.budget_usd)}" if status.budget_usd is not None else ""
         spend = f" · LLM spend {shown(usd(status.spend_usd or 0.0) + cap)}"
+    held = f" · held {c.held}" if c.held else ""
     return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
-            f" · failed drafts {c.draft_failed} · send failures {c.send_failed}"
-            f" · suppressed {c.suppressed}{spend}")
+            f" · drafted {c.drafted} · failed drafts {c.draft_failed}{held}"
+            f" · sent {c.sent} · replied {c.replied} · stopped {c.stopped}"
+            f" · suppressed {c.suppressed} · send failures {c.send_failed}"
+            f" · pending {c.pending} of {c.messages}{spend}")
 
 
 async def watch_progress(manager: CampaignManager, campaign_id: str, interval: float,
@@ -80,9 +83,11 @@ async def watch_progress(manager: CampaignManager, campaign_id: str, interval: f
             progress.update(drafting, total=max(c.leads, 1), completed=c.drafted + c.draft_failed,
                             note=f"{c.draft_failed} failed" if c.draft_failed else "")
             if c.approved or status.stage in (Stage.DELIVERING, Stage.COMPLETED):
-                done = c.sent + c.suppressed + c.send_failed
-                progress.update(delivery, visible=True, total=max(c.approved, done, 1),
-                                completed=done,
+                # Every message (lead step) that is to go out; it is done once it has its
+                # final outcome (sent, suppressed, stopped, failed), as the report says.
+                total = c.messages - c.excluded - c.not_approved
+                done = total - c.pending
+                progress.update(delivery, visible=True, total=max(total, 1), completed=done,
                                 note=f"{c.send_failed} failed" if c.send_failed else "")
             for task in progress.tasks:
                 speed = task.finished_speed or task.speed

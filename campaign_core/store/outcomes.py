@@ -1,0 +1,160 @@
+"""Each (lead, step)'s outcome, and a campaign's counts, computed in one place.
+
+`report`, `status` (and so `status --watch`), the review pages and the tests of the
+metrics all read these two functions, so what one says cannot disagree with another: the
+counts are tallies of the report's rows. Every backend feeds them the same joined facts
+(`OutcomeFacts` below), so every backend reports the same outcome for the same facts.
+
+The rule that no campaign ends with a row `pending` lives here: once a campaign is
+decided and no longer delivering, every row has one of the terminal outcomes (`sent`,
+`suppressed`, `stopped`, `excluded`, `not_approved`, `failed` with its error, `rejected`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from itertools import groupby
+from typing import Any
+
+from campaign_core.models import Counts
+from campaign_core.store.rows import ReportRow
+
+#: Stages in which a person has decided and delivery has started or will never start.
+DECIDED = frozenset({"delivering", "completed", "rejected", "expired"})
+#: Stages after which nothing moves: a row not yet settled is settled by the stage.
+FINAL = frozenset({"completed", "rejected", "expired", "cancelled", "failed"})
+#: The outcomes a row can end with.
+TERMINAL = frozenset({"sent", "suppressed", "stopped", "excluded", "not_approved", "failed",
+                      "rejected"})
+#: Why a held lead's rows were not sent.
+HELD = "a step failed"
+#: A row approved for sending that the campaign ended without any delivery record for.
+NO_RECORD = "not delivered: no send was confirmed before the campaign ended"
+
+
+def _fact(r: Mapping[str, Any], key: str) -> Any:
+    return r.get(key)
+
+
+def _lead_rows(rows: list[Mapping[str, Any]], stage: str | None) -> list[ReportRow]:
+    """One lead's rows (ordered by step), each with its outcome."""
+    decided = stage in DECIDED
+    final = stage in FINAL
+    approved_any = any(_fact(r, "approved") for r in rows)
+    failed_steps = [int(_fact(r, "step") or 1) for r in rows
+                    if _fact(r, "failed_reason") and not _fact(r, "excluded")]
+    held = bool(failed_steps) and not approved_any
+    step_1 = next((r for r in rows if int(_fact(r, "step") or 1) == 1), None)
+    # Step 1 never went out: its follow-ups have nothing to follow.
+    first_unsent = step_1 is not None and step_1.get("delivery") is None and not (
+        _fact(step_1, "approved"))
+    out: list[ReportRow] = []
+    chain: tuple[str, str | None] | None = None  # an earlier step ended the sequence: (outcome, why)
+    for r in rows:
+        step = int(_fact(r, "step") or 1)
+        raw_draft = _fact(r, "draft_status")
+        draft_status = raw_draft if raw_draft in {"drafted", "failed"} else "pending"
+        if _fact(r, "failed_reason"):
+            draft_status = "failed"
+        elif _fact(r, "step") is not None and raw_draft == "failed" and failed_steps:
+            draft_status = "drafted"  # this step is fine; another one failed
+        delivery, reason = _row_outcome(r, step, stage, decided=decided, final=final,
+                                        approved_any=approved_any, held=held, chain=chain,
+                                        first_unsent=first_unsent)
+        error = _fact(r, "delivery_error") if delivery in {"sent", "failed"} else None
+        if delivery == "failed" and not error:
+            error = _fact(r, "failed_reason") or _fact(r, "draft_error") or NO_RECORD
+        elif delivery == "not_approved" and held:
+            error = (_fact(r, "failed_reason") if step in failed_steps
+                     else f"{HELD} (step {', '.join(map(str, failed_steps))})")
+        elif delivery in {"not_approved", "pending"} and draft_status == "failed":
+            error = _fact(r, "failed_reason") or _fact(r, "draft_error")
+        if chain is None:
+            if delivery == "stopped" or (delivery == "suppressed" and step == 1):
+                chain = ("stopped", reason or "suppressed")
+            elif delivery == "failed" and _fact(r, "delivery") == "failed":
+                chain = ("stopped", f"step {step} failed")
+            elif delivery in {"excluded", "failed"} and approved_any and decided:
+                chain = ("stopped", f"step {step} not sent")  # nothing for the next to follow
+        out.append(ReportRow(
+            lead_id=str(r["lead_id"]), email=str(r["email"]), draft_status=draft_status,
+            delivery_status=delivery, message_id=_fact(r, "message_id"), error=error,
+            step=step, stop_reason=reason if delivery == "stopped" else None))
+    return out
+
+
+def _row_outcome(r: Mapping[str, Any], step: int, stage: str | None, *, decided: bool,
+                 final: bool, approved_any: bool, held: bool,
+                 chain: tuple[str, str | None] | None, first_unsent: bool,
+                 ) -> tuple[str, str | None]:
+    """(outcome, stop reason) of one row, in order of precedence."""
+    delivery = _fact(r, "delivery")
+    if delivery in {"sent", "suppressed", "failed"}:
+        return delivery, None
+    if _fact(r, "excluded"):
+        return "excluded", None
+    approved = bool(_fact(r, "approved"))
+    if decided and not approved and _fact(r, "failed_reason") and approved_any:
+        return "failed", None  # the reviewer chose to send the passing steps only
+    if step > 1 and _fact(r, "step_status") == "stopped":
+        return "stopped", _fact(r, "stop_reason")
+    if chain is not None:
+        return chain
+    if stage == "rejected":
+        return "rejected", None
+    if decided and not approved:
+        if step > 1 and approved_any and first_unsent:
+            return "stopped", "step 1 not sent"
+        return "not_approved", None
+    if stage == "cancelled":
+        return ("stopped", "cancelled") if approved else ("not_approved", None)
+    if final:
+        if not approved or held or _fact(r, "step") is None:
+            return "not_approved", None
+        return "failed", None
+    return "pending", None
+
+
+def report_rows(rows: Iterable[Mapping[str, Any]], stage: str | None) -> list[ReportRow]:
+    """One outcome per lead and step, in the contract's shape, from the joined store rows.
+
+    Each input row has: lead_id, email, draft_status, draft_error, and for a lead with
+    drafts step, approved, excluded, failed_reason (the draft), delivery, message_id,
+    delivery_error (the delivery row), step_status, stop_reason (the `sequence_steps` row).
+    Rows come ordered by lead, then step. A lead with no draft has one row (step None).
+
+    A lead with a failed step is held: none of its rows is sent (`not_approved`, the
+    reason "a step failed"), unless a reviewer approved it to send its passing steps
+    (then the failed step's row ends `failed` with its reason).
+    """
+    out: list[ReportRow] = []
+    for _, lead_rows in groupby(rows, key=lambda r: r["lead_id"]):
+        out.extend(_lead_rows(list(lead_rows), stage))
+    return out
+
+
+def counts_of(report: list[ReportRow], *, leads: int, drafted: int, draft_failed: int,
+              approved: int, replied: int, held: int) -> Counts:
+    """A campaign's counts: the drafting figures as given, the rest tallied from `report`."""
+    tally: dict[str, int] = {}
+    for row in report:
+        tally[row.delivery_status] = tally.get(row.delivery_status, 0) + 1
+    return Counts(leads=leads, drafted=drafted, draft_failed=draft_failed, approved=approved,
+                  replied=replied, sent=tally.get("sent", 0),
+                  suppressed=tally.get("suppressed", 0), send_failed=tally.get("failed", 0),
+                  stopped=tally.get("stopped", 0), excluded=tally.get("excluded", 0),
+                  not_approved=tally.get("not_approved", 0) + tally.get("rejected", 0),
+                  pending=tally.get("pending", 0), messages=len(report), held=held)
+
+
+def held_lead_ids(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The leads held by a failed step: one not excluded, with no step of the lead approved
+    (so approving the lead to send its passing steps releases it). Same facts as
+    `report_rows`, in the same order."""
+    held = []
+    for lead_id, group in groupby(rows, key=lambda r: r["lead_id"]):
+        lead = list(group)
+        if any(r.get("failed_reason") and not r.get("excluded") for r in lead) and not any(
+                r.get("approved") for r in lead):
+            held.append(str(lead_id))
+    return held
