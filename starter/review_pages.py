@@ -724,8 +724,8 @@ async def _step_view(m: CampaignManager, lead: Any, draft: DraftRow, first: Draf
 
 async def _lead_item(m: CampaignManager, campaign_id: str, lead: Any) -> ReviewItem | None:
     """The lead as the campaign page lists it (its steps' outcomes as `report` has them)."""
-    found = await m.store.review_page(campaign_id, search=lead.email, limit=PAGE_SIZE)
-    return next((i for i in found.items if i.lead_id == lead.lead_id), None)
+    found = await m.store.review_page(campaign_id, lead_id=lead.lead_id, limit=1)
+    return found.items[0] if found.items else None
 
 
 @router.get("/campaigns/{campaign_id}/leads/{lead_id}")

@@ -178,6 +178,15 @@ async def test_review_page_filters_by_step_status_and_lists_every_step(backend) 
         ("approve_leads", "rita", "José first", 1)]
     assert ids[JOSE] == jose.lead_id
 
+    # One lead alone (the lead page reads its steps so), with the other filters as well.
+    one = await s.review_page("c-ws", lead_id=ids[ANA])
+    assert (one.total, [i.email for i in one.items]) == (1, [ANA])
+    assert one.items[0].steps == items[ANA].steps
+    assert await emails(lead_id=ids[ANA], step_status="failed") == [ANA]
+    assert await emails(lead_id=ids[BO], step_status="failed") == []
+    assert await emails(lead_id=ids[ANA], search="jose") == []
+    assert await emails(lead_id="no-such-lead") == []
+
 
 # -- the pages, in a browser ------------------------------------------------------------------
 
