@@ -367,13 +367,15 @@ class Store(Protocol):
 
     async def review_page(
         self, campaign_id: str, *, status: str | None = None, search: str | None = None,
-        step_status: str | None = None, offset: int = 0, limit: int = 50,
+        step_status: str | None = None, lead_id: str | None = None, offset: int = 0,
+        limit: int = 50,
     ) -> ReviewPage:
         """A page of the campaign's leads in intake order, each with its first draft and
         every step of its sequence (`review.review_items`): only those of `status` (one of
         `REVIEW_STATUSES`), with a step of `step_status` (one of `review.STEP_STATUSES`),
-        and whose email, name, company or title contains `search` (ignoring case and
-        accents), when given; `total` counts every match. `decisions` are the campaign's."""
+        whose email, name, company or title contains `search` (ignoring case and accents),
+        and `lead_id` itself, when given; `total` counts every match. `decisions` are the
+        campaign's."""
         ...
 
     # -- embeddings (schema 4) --------------------------------------------------------

@@ -679,10 +679,14 @@ class SqlStore(Erasure[Scope]):
 
     async def review_page(self, campaign_id: str, *, status: str | None = None,
                           search: str | None = None, step_status: str | None = None,
-                          offset: int = 0, limit: int = 50) -> ReviewPage:
+                          lead_id: str | None = None, offset: int = 0,
+                          limit: int = 50) -> ReviewPage:
         """The filters in SQL; a search reads the searched fields of the leads that pass
         them and matches here (`review.lead_matches`: accents folded, on every dialect)."""
         where, args = "l.campaign_id = ?", [campaign_id]
+        if lead_id is not None:
+            where += " AND l.lead_id = ?"
+            args.append(lead_id)
         if status is not None:
             if status not in REVIEW_STATUSES:
                 raise StoreError(f"unknown review status {status!r}", table="leads", key=campaign_id)

@@ -743,7 +743,8 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def review_page(
         self, campaign_id: str, *, status: str | None = None, search: str | None = None,
-        step_status: str | None = None, offset: int = 0, limit: int = 50,
+        step_status: str | None = None, lead_id: str | None = None, offset: int = 0,
+        limit: int = 50,
     ) -> ReviewPage:
         """Filtered by status alone, one RPC (`review_page`, migration 7) gives the page and
         the count; with a search or a step filter, the campaign's leads and drafts are read
@@ -755,6 +756,17 @@ class SupabaseStore(Erasure[Pairs]):
             raise StoreError(f"unknown step status {step_status!r}", table="drafts",
                              key=campaign_id)
         key = search_key(search)
+        if lead_id is not None:  # one lead (the lead page): read it alone
+            lead = await self._pages("leads", "lead_id,email,data,draft_status,created_at",
+                                     _match(eq={"campaign_id": campaign_id, "lead_id": lead_id}),
+                                     ["lead_id"])
+            hits = [lead_id] if lead and (key is None or lead_matches(
+                {"email": lead[0]["email"], **lead_fields(lead[0].get("data"))}, key)) else []
+            if hits and (status is not None or step_status is not None):
+                hits = [i for i in await self._review_matches(
+                    campaign_id, status, step_status, None) if i == lead_id]
+            return await self._review_details(
+                campaign_id, len(hits), hits[max(offset, 0):max(offset, 0) + max(limit, 0)])
         if key is None and step_status is None:
             db = await self._ready_db()
             res = await self._execute(db.rpc("review_page", {
