@@ -27,7 +27,6 @@ from activities.copywriter import (
     prompt_template,
 )
 from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft, placeholders
-from activities.history_guard import PrivateReasonError
 from activities.llm_client import retry_after
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import campaign_workflow_id
@@ -170,17 +169,20 @@ async def test_citation_to_a_passage_not_retrieved_is_caught_and_repaired(store,
     assert (draft["llm_calls"], draft["repaired"]) == (2, True)
 
 
-async def test_guardrail_violation_after_the_repair_is_permanent(store, llm, llm_settings):
+async def test_guardrail_violation_after_the_repair_is_kept_as_a_failed_step(
+        store, llm, llm_settings):
+    """A draft still failing after the one repair is not retried: it is kept with its text
+    and reasons, marked failed, for the reviewer to fix (issue 24); the reasons quote the
+    draft, so they go to the store and never into the reference history carries."""
     leads = await seed(store, "c-guard")
     llm.default_action = "bad_citation"
-    with pytest.raises(ApplicationError) as err:
-        await run_write(CopywriterAgent(store, llm_settings), "c-guard", leads[0].lead_id)
-    assert err.value.type == "GuardrailViolation" and err.value.non_retryable
-    assert "GuardrailViolation" in PERMANENT_ERRORS
-    assert isinstance(err.value, PrivateReasonError)  # the reason: store only (item 9)
-    assert INVENTED_PASSAGE in err.value.private
+    ref = await run_write(CopywriterAgent(store, llm_settings), "c-guard", leads[0].lead_id)
+    record = await draft_record(store, ref)
+    assert record["guardrails"] == "failed"
+    assert record["failed_reason"].startswith("guardrail (after one repair attempt): ")
+    assert INVENTED_PASSAGE in record["failed_reason"]
+    assert INVENTED_PASSAGE not in ref.model_dump_json()
     assert len(llm.calls()) == 2, "one draft call and exactly one repair"
-    assert await store.get_draft("c-guard", leads[0].lead_id) is None
 
 
 @pytest.mark.parametrize("action, reason", [
