@@ -37,6 +37,7 @@ from campaign_core.store.review import STEP_STATUSES
 from campaign_core.store.rows import CampaignRow, DraftRow, ReviewDecision, ReviewItem, ReviewStep
 from campaign_core.unsubscribe import Claims, make_token, signing_key
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
+from starter.page_headers import html_page
 from starter.review_auth import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -99,14 +100,7 @@ async def _refused(request: Request, exc: PageRefusal) -> HTMLResponse:
 
 def _render(template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = _templates.get_template(f"review/{template}").render(**context)
-    response = HTMLResponse(html, status_code=status_code)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'")
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+    return html_page(html, status_code=status_code)
 
 
 # -- request plumbing --------------------------------------------------------------------------

@@ -21,6 +21,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from starter.page_headers import html_page
+
 #: The form field the confirmation page's button sends, telling it apart from RFC 8058.
 CONFIRM_FIELD = "confirm"
 
@@ -40,17 +42,8 @@ def _render(title: str, text: str, *, token: str | None = None,
             status_code: int = 200) -> HTMLResponse:
     html = _templates.get_template("unsubscribe.html").render(
         title=title, text=text, token=token, confirm_field=CONFIRM_FIELD)
-    response = HTMLResponse(html, status_code=status_code)
-    # Never cached or framed (the URL carries the token); the token never leaves in a
-    # Referer; the form may post only back here.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'")
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Robots-Tag"] = "noindex"
-    return response
+    # The URL carries the token: it never leaves in a Referer, nor lands in an index.
+    return html_page(html, status_code=status_code, referrer="no-referrer", robots="noindex")
 
 
 def confirm(email: str, token: str) -> HTMLResponse:

@@ -36,6 +36,7 @@ from tests.conftest import KB
 from tests.test_api import api_settings, serve
 from tests.test_metrics import port, runtime, scrape, total, wait_stage
 from tests.test_review_pages import sign_in
+from tests.test_sequences import until
 
 __all__ = ["api_settings", "port", "runtime"]  # fixtures, used by name
 
@@ -47,14 +48,6 @@ LEADS = [
     {"email": "ed@relay.example", "first_name": "Ed", "company": "Relay Health"},
 ]
 ANA, BO, CY, DI, ED = (lead["email"] for lead in LEADS)
-
-
-async def until(check: Any, what: str, seconds: float = 120) -> None:
-    for _ in range(int(seconds / 0.1)):
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow

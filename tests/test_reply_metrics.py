@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,36 +23,21 @@ from pydantic import SecretStr
 from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.metrics import install, metrics_address, telemetry_runtime
-from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.replies import poll_by_hand
 from tests import dovecot as dovecot_fixture
-from tests import test_inbound_webhook
+from tests import test_inbound_webhook, test_metrics
 from tests.dovecot import Dovecot
 from tests.test_inbound import raw_reply
 from tests.test_inbound_webhook import post, reply_to, seed
 
 api = test_inbound_webhook.api
 dovecot = dovecot_fixture.dovecot
+port = test_metrics.port  # fixtures, shared with the engine-metrics test
+runtime = test_metrics.runtime
 
 Series = dict[frozenset[tuple[str, str]], float]
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def runtime(settings: Settings, port: int) -> AsyncIterator[Runtime]:
-    """A runtime exporting to Prometheus, installed as the process's for this test only."""
-    rt = telemetry_runtime(settings, metrics_address("127.0.0.1", port))
-    assert rt is not None
-    install(rt)
-    yield rt
-    install(None)
 
 
 async def replies_total(port: int) -> Series:

@@ -27,13 +27,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from temporalio import activity
 
-from activities.copywriter import CopywriterAgent
-from campaign_core.envelope import Envelope, EnvelopeRef, Record
 from campaign_core.ids import message_key
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import LeadInput, Stage
+from campaign_core.models import Stage
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from starter.manager import CampaignManager
@@ -46,6 +43,7 @@ from tests.test_api import api_settings, serve
 from tests.test_cli_e2e import cli_json
 from tests.test_orchestration import finish, wait_stage
 from tests.test_review_pages import follow, sign_in
+from tests.test_sequence_review import failing_writer
 from tests.test_store import backend
 
 pg_cluster = pg_fixtures.pg_cluster
@@ -191,29 +189,6 @@ async def test_review_page_filters_by_step_status_and_lists_every_step(backend) 
 # -- the pages, in a browser ------------------------------------------------------------------
 
 
-def failing_writer(store: Store, settings: Settings, fail: set[tuple[str, int]]) -> Any:
-    """The real `write_draft`, with the drafts of `fail` ((email, step)) marked failed."""
-    real = CopywriterAgent(store, settings)
-
-    @activity.defn(name="write_draft")
-    async def write_draft(inp: LeadInput) -> EnvelopeRef:
-        ref = await real.write_draft(inp)
-        lead = await store.get_lead(inp.campaign_id, inp.lead_id)
-        assert lead is not None
-        if (lead.email, inp.step) not in fail:
-            return ref
-        env = await store.get_envelope(ref.envelope_id)
-        assert env is not None
-        records = [Record.model_validate({**r.model_dump(), "data": {
-            **r.data, "failed_reason": FAILED.format(step=inp.step), "guardrails": "failed"}})
-            for r in env.records]
-        failed = Envelope(metadata=env.metadata.model_copy(update={"run_id": "failing"}),
-                          records=records)
-        return await real.keep(failed, inp.lead_id, "draft failed its checks")
-
-    return write_draft
-
-
 async def started(ts_env: Any, settings: Settings, store: Store, prefix: str, cid: str
                   ) -> tuple[CampaignManager, dict[str, str]]:
     """A 3-step campaign (follow-ups a day apart) of PEOPLE awaiting approval; ids by email."""
@@ -254,7 +229,7 @@ async def test_campaign_page_finds_filters_and_acts_on_a_selection(
     token = await Reviewers(store).add("rita")
     fail = {(ANA, 2)}
     async with run_workers(ts_env.client, overrides={
-            "write_draft": failing_writer(store, settings, fail)}):
+            "write_draft": failing_writer(store, settings, fail, FAILED)}):
         mgr, ids = await started(ts_env, settings, store, prefix, "c-find")
         async with serve(mgr) as client:
             base = str(client.base_url).rstrip("/")
@@ -345,7 +320,7 @@ async def test_lead_page_shows_the_failure_first_refuses_a_bad_edit_and_fits_a_p
     settings = review_settings
     token = await Reviewers(store).add("rita")
     async with run_workers(ts_env.client, overrides={
-            "write_draft": failing_writer(store, settings, {(ANA, 3)})}):
+            "write_draft": failing_writer(store, settings, {(ANA, 3)}, FAILED)}):
         mgr, ids = await started(ts_env, settings, store, prefix, "c-lead")
         async with serve(mgr) as client:
             base = str(client.base_url).rstrip("/")
@@ -416,7 +391,7 @@ async def test_preview_confirmation_approver_and_outcomes(
     settings = review_settings
     token = await Reviewers(store).add("rita")
     async with run_workers(ts_env.client, overrides={
-            "write_draft": failing_writer(store, settings, {(CY, 2), (BO, 3)})}):
+            "write_draft": failing_writer(store, settings, {(CY, 2), (BO, 3)}, FAILED)}):
         mgr, ids = await started(ts_env, settings, store, prefix, "c-send")
         async with serve(mgr) as client:
             base = str(client.base_url).rstrip("/")

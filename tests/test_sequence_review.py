@@ -45,8 +45,10 @@ LEADS = [
 ]
 
 
-def failing_writer(store: Store, settings: Settings, fail: set[tuple[str, int]]) -> Any:
-    """The real `write_draft`, with the drafts of `fail` ((email, step)) marked failed."""
+def failing_writer(store: Store, settings: Settings, fail: set[tuple[str, int]],
+                   reason: str = FAILED) -> Any:
+    """The real `write_draft`, with the drafts of `fail` ((email, step)) marked failed with
+    `reason` (`{step}` filled in)."""
     real = CopywriterAgent(store, settings)
 
     @activity.defn(name="write_draft")
@@ -59,7 +61,7 @@ def failing_writer(store: Store, settings: Settings, fail: set[tuple[str, int]])
         env = await store.get_envelope(ref.envelope_id)
         assert env is not None
         records = [Record.model_validate({**r.model_dump(), "data": {
-            **r.data, "failed_reason": FAILED.format(step=inp.step), "guardrails": "failed"}})
+            **r.data, "failed_reason": reason.format(step=inp.step), "guardrails": "failed"}})
             for r in env.records]
         failed = Envelope(metadata=env.metadata.model_copy(update={"run_id": "failing"}),
                           records=records)
