@@ -62,7 +62,8 @@ PLACEHOLDERS = [
 INLINE_CITATION = re.compile(r"\[([^\[\]\s]+#[^\[\]\s]+)\]")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_STOP = frozenset({
+#: Words that carry no content: left out when comparing a draft's words with its sources.
+STOP_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
     "it", "its", "of", "on", "or", "our", "that", "the", "this", "to", "we", "with", "you", "your",
 })
@@ -209,7 +210,7 @@ class BriefRules:
 
 
 def _content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+    return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS and len(w) > 1]
 
 
 def _numbers(text: str) -> set[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from activities.guardrails import (
     INLINE_CITATION,
+    STOP_WORDS,
     SUBJECT_MAX_CHARS,
     BriefRules,
     Citation,
@@ -189,10 +190,6 @@ _OBJECT_STARTS = _DETERMINERS | frozenset({"us", "them", "it", "him", "me", "you
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
 _TOKENS = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\u2019%-]*")
 _CONTENT = re.compile(r"[a-z0-9']+")
-_STOP = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is",
-    "it", "its", "of", "on", "or", "our", "that", "the", "this", "to", "we", "with", "you", "your",
-})
 #: A sentence about the source rather than the product ("The customer asked to remain
 #: anonymous"): it reads oddly in a message, and it points at a quotation left out.
 _ABOUT_SOURCE = re.compile(r"\banonym", re.I)
@@ -355,7 +352,7 @@ def _clashes(text: str, source_numbers: set[str]) -> bool:
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _CONTENT.findall(text.lower()) if w not in _STOP and len(w) > 1}
+    return {w for w in _CONTENT.findall(text.lower()) if w not in STOP_WORDS and len(w) > 1}
 
 
 def passage_facts(passage: dict[str, Any], rank: int = 0,
