@@ -38,10 +38,14 @@ class DevProcess:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    def args(self) -> list[str]:
+        """The `campaign dev` command line (free ports for everything it serves)."""
+        return ["dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
+                "--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port)]
+
     async def start(self) -> str:
         self.proc = await asyncio.create_subprocess_exec(
-            CAMPAIGN, "dev", "--port", str(self.port), "--ui-port", str(self.ui_port),
-            "--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port),
+            CAMPAIGN, *self.args(),
             env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )

@@ -42,21 +42,9 @@ FALLBACK = re.compile(r"serving /metrics on 127\.0\.0\.1:(\d+) instead")
 class ServerOnly(DevProcess):
     """`campaign dev --no-worker` with the README's metrics flags (none)."""
 
-    async def start(self) -> str:
-        self.proc = await asyncio.create_subprocess_exec(
-            CAMPAIGN, "dev", "--no-worker", "--port", str(self.port),
-            "--ui-port", str(self.ui_port), "--api-port", str(self.api_port),
-            env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(90):
-            while True:
-                line = (await self.proc.stdout.readline()).decode()
-                assert line, f"campaign dev exited early: {''.join(self.lines)}"
-                self.lines.append(line)
-                if line.startswith("Review sign-in"):
-                    self._reader = asyncio.create_task(self._read_rest())
-                    return line
+    def args(self) -> list[str]:
+        return ["dev", "--no-worker", "--port", str(self.port), "--ui-port", str(self.ui_port),
+                "--api-port", str(self.api_port)]
 
 
 class Worker:
