@@ -888,7 +888,7 @@ class SqlStore(Erasure[Scope]):
             for name, (table, cond) in of.items()), replied]), [campaign_id] * (len(of) + 1))
         figures = {k: int(v) for k, v in (row or {}).items()}
         facts, stage = await self._report_facts(campaign_id)
-        return counts_of(report_rows(facts, stage), held=len(held_lead_ids(facts)), **figures)
+        return counts_of(facts, stage, **figures)
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         facts, _ = await self._report_facts(campaign_id)

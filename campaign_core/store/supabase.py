@@ -1153,8 +1153,7 @@ class SupabaseStore(Erasure[Pairs]):
             "campaign_id", campaign_id).eq("kind", "reply"), ["reply_id"])
         facts, stage = await self._report_facts(campaign_id)
         figures = dict(zip(["leads", "drafted", "draft_failed", "approved"], values, strict=True))
-        return counts_of(report_rows(facts, stage), held=len(held_lead_ids(facts)),
-                         replied=len({r["lead_id"] for r in replied}), **figures)
+        return counts_of(facts, stage, replied=len({r["lead_id"] for r in replied}), **figures)
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         facts, _ = await self._report_facts(campaign_id)
