@@ -8,7 +8,7 @@ sent, a third of the step 2s sent, some stopped, a few excluded and held) and ti
 `counts()` and `report()`: the median of `--repeat` calls at each size. Not part of the test
 suite.
 
-    .venv/bin/python -m bench.bench_counts [--leads 1000 10000 20000] [--repeat 5] [--write]
+    .venv/bin/python -m bench.bench_counts [--leads 1000 5000 10000] [--repeat 5] [--write]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ async def main(sizes: list[int], repeat: int) -> list[tuple[int, int, float, flo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leads", type=int, nargs="+", default=[1000, 10000, 20000])
+    parser.add_argument("--leads", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--write", action="store_true",
                         help="write the figures into docs/performance.md")

@@ -149,13 +149,16 @@ class ReplyRow(Row):
     campaign_id: str | None = None
     lead_id: str | None = None
     step: int | None = None
-    kind: Literal["reply", "auto_reply", "bounce"]
+    kind: Literal["reply", "auto_reply", "bounce", "unparseable"]
     email: str
     subject: str = ""
     text: str = ""
     matched_by: Literal["message_id", "address"] | None = None
     source: str
     received_at: str
+    #: False: matched by an address nobody vouched for (no passing, aligned
+    #: Authentication-Results from CAMPAIGN_TRUSTED_AUTHSERV_ID); it changed nothing (schema 13).
+    verified: bool = True
 
 
 class DraftView(Row):
@@ -207,6 +210,8 @@ class ReviewerRow(Row):
     name: str
     created_at: str
     removed_at: str | None = None
+    #: Bumped by sign-out: session cookies minted under an older epoch are refused (schema 13).
+    session_epoch: int = 0
 
 
 class ReviewStep(Row):
