@@ -64,7 +64,7 @@ async def test_status_report_watch_page_and_metrics_agree(
     intake = parse_lead_rows(enumerate(LEADS, start=2), cid)
     async with run_workers(client), serve(mgr) as api:
         await mgr.start(intake, name="Agree", brief="Book a 20-minute call.", kb_dir=KB,
-                        campaign_id=cid, follow_up_seconds=[2, 2], domain_limit_per_minute=None)
+                        campaign_id=cid, follow_up_seconds=[5, 5], domain_limit_per_minute=None)
         ids = {lead.email: lead.lead_id for lead in await mgr._keyed(cid, intake)}
         await wait_stage(client, cid, {Stage.AWAITING_APPROVAL})
         await mgr.set_excluded(cid, ids[ANA], excluded=True, by="rita")
@@ -73,6 +73,7 @@ async def test_status_report_watch_page_and_metrics_agree(
 
         async def cy_sent() -> bool:
             return (await store.get_delivery(message_key(cid, ids[CY], 1))) is not None
+        # Cy answers step 1 well before step 2 is due (5 s later): the stop is read then.
         await until(cy_sent, "Cy's step 1")
         desk = ReplyDesk(store, temporal_signal(client), source="webhook")
         await desk.process(InboundMessage.model_validate({

@@ -10,6 +10,7 @@ records a guardrail failure (the text kept, with its reason), so everything afte
 from __future__ import annotations
 
 import email
+import os
 from datetime import timedelta
 from email import policy
 from typing import Any
@@ -27,6 +28,7 @@ from campaign_core.store.outcomes import TERMINAL
 from starter.manager import CampaignManager
 from tests.conftest import KB
 from tests.test_campaign_workflow import outbox, wait_stage
+from tests.test_cli_e2e import cli
 from tests.test_orchestration import finish
 
 DAY = timedelta(days=1)
@@ -215,3 +217,27 @@ async def test_expired_and_rejected_campaigns_settle_every_row(
     assert {r.delivery_status for r in (await assert_settled(mgr, "c-rej")).values()} == {
         "rejected"}
     assert outbox(settings) == []
+
+
+async def test_the_cli_approval_names_the_held_leads(
+        ts_env, settings, store, prefix, run_workers, home):
+    """`campaign approve` says which leads it holds back; --send-passing needs --lead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "CAMPAIGN_"))}
+    env.update({"TEMPORAL_ADDRESS": ts_env.client.service_client.config.target_host,
+                "CAMPAIGN_HOME": str(home), "CAMPAIGN_TASK_QUEUE_PREFIX": prefix,
+                "NO_COLOR": "1", "COLUMNS": "400"})
+    fail = {("ana@northwind.example", 3)}
+    async with run_workers(ts_env.client,
+                           overrides={"write_draft": failing_writer(store, settings, fail)}):
+        mgr, ids = await started(ts_env, settings, store, prefix, "c-cli")
+        code, _, err = await cli(env, "approve", "c-cli", "--send-passing")
+        assert code == 2 and "--lead" in err, err
+        code, _, err = await cli(env, "approve", "c-cli", "--by", "rita")
+        assert code == 0, err
+        assert "Approved 4 lead(s) of c-cli" in err, err
+        assert "Held, not sent (1 lead(s) with a failed step)" in err, err
+        assert ids["ana@northwind.example"] in err, err
+        await finish(ts_env, "c-cli", DAY)
+    rows = await assert_settled(mgr, "c-cli")
+    assert {rows[("ana@northwind.example", s)].delivery_status for s in (1, 2, 3)} == {
+        "not_approved"}

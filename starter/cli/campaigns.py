@@ -4,6 +4,7 @@ approve, reject, pause, resume, cancel, report, audit (all through `CampaignMana
 from __future__ import annotations
 
 import getpass
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -282,6 +283,9 @@ def approve(
     send_passing: Annotated[bool, typer.Option(
         "--send-passing", help="With --lead: send the passing steps of leads that have a "
         "failed step (that step ends `failed`).")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation at a terminal when leads are held.")
+    ] = False,
 ) -> None:
     """Approve every draft not excluded, or only the listed leads (the rest are not sent).
 
@@ -294,6 +298,14 @@ def approve(
 
     async def go() -> tuple[int, list[str]]:
         m = manager()
+        if not lead and not yes and sys.stdin.isatty():
+            waiting = await m.held_leads(campaign_id)
+            if waiting:  # a person at a terminal confirms, knowing who will not be sent
+                more = " ..." if len(waiting) > 50 else ""
+                err.print(f"[yellow]{len(waiting)} lead(s) have a failed step and will not be "
+                          f"sent: {shown(', '.join(waiting[:50]))}{more}[/]", highlight=False)
+                if not typer.confirm("Approve the other leads?", default=False, err=True):
+                    raise typer.Exit(1)
         approved = await m.approve(campaign_id, lead_ids=lead or None, by=by or os_user(),
                                    note=note, send_passing=send_passing)
         return approved, await m.held_leads(campaign_id)
