@@ -269,7 +269,10 @@ def create_app(
     # -- campaigns ------------------------------------------------------------------------
 
     @app.post("/campaigns", status_code=201, response_model=StartResponse, dependencies=auth,
-              responses={200: {"description": "The campaign with this id already runs"}})
+              responses={200: {"description": "The campaign with this id already runs, "
+                                              "started with the same options"},
+                         409: {"description": "The id is taken (other options, or no "
+                                              "workflow) or reserved for schedules"}})
     async def start_campaign(body: StartRequest, m: Manager, response: Response) -> dict[str, Any]:
         return await _start(m, body, response)
 
@@ -516,7 +519,7 @@ async def _start(m: CampaignManager, body: StartRequest, response: Response) -> 
                                campaign_id=cid, approval_timeout_seconds=timeout,
                                follow_up_seconds=delays,
                                stop_on_company_reply=body.stop_on_company_reply, **options)
-    except NotFound:
+    except (NotFound, Conflict):  # 409: the id is taken with other options, or reserved
         raise
     except BadInput as err:
         raise HTTPException(422, [{"loc": ["body"], "type": "value_error",

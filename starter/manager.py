@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -27,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from campaign_core.budget import check_budget, usd
 from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.decisions import IN_THE_STORE, decision_request
+from campaign_core.envelope import digest
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
 from campaign_core.ids import (
     CAMPAIGN_ID_PATTERN,
@@ -122,9 +124,70 @@ def check_campaign_id(campaign_id: str) -> str:
     return campaign_id
 
 
+#: The prefix of the schedules' template campaigns (`sched-NAME-<hex>`, starter/schedules.py).
+#: Reserved: a start naming a template would add its leads to the template, and so to every
+#: later firing of the schedule.
+TEMPLATE_ID_PREFIX = "sched-"
+
+
+def check_start_id(campaign_id: str) -> str:
+    """An id a start may take: valid, and not in the schedules' reserved prefix (Conflict,
+    409 / exit 2, whether or not such a template exists: the answer must not depend on it)."""
+    check_campaign_id(campaign_id)
+    if campaign_id.lower().startswith(TEMPLATE_ID_PREFIX):
+        raise Conflict(f"--id: {campaign_id!r}: ids starting with {TEMPLATE_ID_PREFIX!r} are "
+                       "reserved for the templates of recurring campaigns (`campaign schedule`); "
+                       "choose another id")
+    return campaign_id
+
+
 def campaign_id_for(name: str, given: str | None) -> str:
-    """The id a new campaign will have: the one given (checked), else a fresh one."""
-    return check_campaign_id(given) if given else new_campaign_id(name)
+    """The id a new campaign will have: the one given (checked), else a fresh one (never in
+    the schedules' reserved prefix, whatever the name)."""
+    if given:
+        return check_start_id(given)
+    fresh = new_campaign_id(name)
+    return f"campaign-{fresh}" if fresh.startswith(TEMPLATE_ID_PREFIX) else fresh
+
+
+#: The memo key on a campaign's workflow holding a digest of each option it started with, so
+#: a later start with the same `--id` can tell a retry (same options) from a clash (others).
+START_MEMO_KEY = "campaign_start"
+
+
+def start_digests(
+    intake: IntakeResult, *, name: str, brief: str, kb_dir: Path | None, channel: Channel,
+    approval_timeout_seconds: int, send_window: SendWindow | None,
+    domain_limit_per_minute: int | None, send_rate_per_second: float | None,
+    follow_up_seconds: list[int] | None, stop_on_company_reply: bool, budget_usd: float | None,
+) -> dict[str, str]:
+    """One digest per option of a start, keyed by the option's name (what a refusal names).
+
+    Digests, not values: the memo lies in Temporal's history, where a brief or the leads
+    must not be readable. The leads count by their content (ids and source rows aside), so
+    the same file read again is the same start, in any row order.
+    """
+    leads = sorted((lead.model_dump(mode="json", exclude={"lead_id", "rows"})
+                    for lead in intake.leads), key=lambda lead: str(lead["email"]))
+    values: dict[str, Any] = {
+        "name": name, "brief": brief, "channel": channel.value,
+        "kb": str(kb_dir.resolve()) if kb_dir else None,
+        "approval_timeout": approval_timeout_seconds,
+        "send_window": send_window.model_dump(mode="json") if send_window else None,
+        "domain_limit": domain_limit_per_minute, "send_rate": send_rate_per_second,
+        "follow_ups": list(follow_up_seconds or []),
+        "stop_on_company_reply": stop_on_company_reply, "budget_usd": budget_usd,
+        "leads": leads,
+    }
+    return {option: digest(value) for option, value in values.items()}
+
+
+def stored_digests(row: CampaignRow) -> dict[str, str]:
+    """The digests of what a campaign row keeps of its start (name, brief, channel, kb,
+    budget): the comparison for a campaign whose workflow carries no start memo (started
+    before the memo, or by a schedule's firing)."""
+    return {"name": digest(row.name), "brief": digest(row.brief), "channel": digest(row.channel),
+            "kb": digest(row.kb_dir), "budget_usd": digest(row.budget_usd)}
 
 
 #: Lead ids per `add_leads` Update (the model's limit): keeps each history event small.
@@ -277,8 +340,15 @@ class CampaignManager(ControlPlane):
 
         The leads must have been read for this `campaign_id` (`campaign_id_for`), since
         a lead's id is derived from its campaign and email.
+
+        An id that names a campaign already started with the same options (a retry) returns
+        that campaign and starts nothing. Conflict (409 / exit 2), with nothing written,
+        when that campaign started with other options (naming them), when the id is in the
+        store without a workflow (Temporal's retention purged it, or it never started: the
+        store's row would otherwise be silently reused, dropping the options given and adding
+        the leads to whatever the row is), or when it is in the schedules' reserved prefix.
         """
-        check_campaign_id(campaign_id)
+        check_start_id(campaign_id)
         self.check_options(channel, kb_dir)
         budget_option(budget_usd)
         if not intake.leads:
@@ -286,17 +356,34 @@ class CampaignManager(ControlPlane):
         cid = campaign_id
         wid = campaign_workflow_id(cid)
         client = await self.client()
+        wanted = start_digests(
+            intake, name=name, brief=brief, kb_dir=kb_dir, channel=channel,
+            approval_timeout_seconds=approval_timeout_seconds, send_window=send_window,
+            domain_limit_per_minute=domain_limit_per_minute,
+            send_rate_per_second=send_rate_per_second, follow_up_seconds=follow_up_seconds,
+            stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd)
         existing = await self.store.get_campaign(cid)
+        described = await self._describe(cid)
+        if described is not None:
+            return await self._same_start(cid, described, existing, wanted)
         if existing is not None:
-            running = await self._describe_status(cid)
-            if running is not None:
-                counts = await self.store.counts(cid)
-                return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
+            raise Conflict(f"--id: campaign {cid!r} is in the store but Temporal has no workflow "
+                           "for it (its history was deleted after the retention period, or it "
+                           "never started): it cannot be started again; choose another id")
+        kb_text = str(kb_dir.resolve()) if kb_dir else None
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, brief=brief, channel=channel.value,
-            kb_dir=str(kb_dir.resolve()) if kb_dir else None, workflow_id=wid,
+            kb_dir=kb_text, workflow_id=wid,
             lead_id_salt=await new_lead_id_salt(self.store, cid), budget_usd=budget_usd,
         )
+        row = await self.store.get_campaign(cid)
+        if row is None or stored_digests(row) != {
+                key: wanted[key] for key in ("name", "brief", "channel", "budget_usd")} | {
+                "kb": digest(kb_text)}:
+            # Another start of this id, with other options, stored its row first: ours was
+            # not written (the upsert keeps the first row), and neither are our leads.
+            raise Conflict(f"--id: campaign {cid!r} is being started by another request with "
+                           "other options; choose another id")
         leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
         try:
@@ -328,10 +415,14 @@ class CampaignManager(ControlPlane):
                 ),
                 search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
                 if self.use_search_attributes else None,
+                memo={START_MEMO_KEY: {"options": wanted}},
             )
         except WorkflowAlreadyStartedError:
-            counts = await self.store.counts(cid)
-            return StartResult(cid, wid, self.ui_url(wid), counts.leads, [], True)
+            described = await self._describe(cid)  # a concurrent start of the same id won
+            if described is None:
+                raise Conflict(f"--id: campaign {cid!r} was started meanwhile by another "
+                               "request, and is gone already; choose another id") from None
+            return await self._same_start(cid, described, row, wanted)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected),
                            leads_needing_smtputf8=needs_smtputf8_leads(leads))
 
@@ -341,16 +432,45 @@ class CampaignManager(ControlPlane):
         row = await self.store.get_campaign(campaign_id)
         return rekeyed(intake, campaign_id, row.lead_id_salt if row else None).leads
 
-    async def _describe_status(self, campaign_id: str) -> WorkflowExecutionStatus | None:
-        """The workflow's execution status, or None when Temporal has no such workflow."""
+    async def _describe(self, campaign_id: str) -> WorkflowExecutionDescription | None:
+        """The campaign's workflow as Temporal describes it, or None when it has none."""
         handle = await self._handle(campaign_id)
         try:
-            desc = await handle.describe()
+            return await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None
             raise
-        return desc.status
+
+    async def _describe_status(self, campaign_id: str) -> WorkflowExecutionStatus | None:
+        """The workflow's execution status, or None when Temporal has no such workflow."""
+        desc = await self._describe(campaign_id)
+        return None if desc is None else desc.status
+
+    async def _same_start(
+        self, campaign_id: str, described: WorkflowExecutionDescription,
+        row: CampaignRow | None, wanted: dict[str, str],
+    ) -> StartResult:
+        """The campaign a start with an existing id names, if it was started with the
+        options `wanted` (their digests): a retry, answered idempotently. Otherwise Conflict
+        naming the options that differ. The workflow's start memo is the record; a workflow
+        without one (from before it, or a schedule's firing) is compared on what the store's
+        row keeps (name, brief, channel, kb, budget)."""
+        wid = campaign_workflow_id(campaign_id)
+        if row is None:
+            raise Conflict(f"--id: campaign {campaign_id!r} has a workflow in Temporal but is not "
+                           "in this store (another deployment's?); choose another id")
+        memo = await described.memo_value(START_MEMO_KEY, default=None)
+        options = memo.get("options") if isinstance(memo, dict) else None
+        have: dict[str, str] = options if isinstance(options, dict) else stored_digests(row)
+        differ = [key for key in have if wanted.get(key) != have[key]]
+        if differ:
+            raise Conflict(f"--id: campaign {campaign_id!r} already exists with other options "
+                           f"({', '.join(differ)} differ): starting it again must repeat its "
+                           "options (`campaign add-leads` adds leads); choose another id for a "
+                           "new campaign")
+        counts = await self.store.counts(campaign_id)
+        return StartResult(campaign_id, wid, self.ui_url(wid), counts.leads, [], True)
 
     async def status(self, campaign_id: str) -> CampaignStatus:
         """Stage from the workflow (or the store once it has closed), counts from the store."""

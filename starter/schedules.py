@@ -41,7 +41,14 @@ from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt
-from starter.manager import BadInput, Conflict, ControlPlane, NotFound, budget_option
+from starter.manager import (
+    TEMPLATE_ID_PREFIX,
+    BadInput,
+    Conflict,
+    ControlPlane,
+    NotFound,
+    budget_option,
+)
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
@@ -75,8 +82,9 @@ def check_schedule_name(name: str) -> str:
 
 
 def template_id_for(name: str) -> str:
-    """A fresh template campaign id for the schedule `name` (read the leads file for it)."""
-    return f"sched-{check_schedule_name(name)}-{uuid.uuid4().hex[:8]}"
+    """A fresh template campaign id for the schedule `name` (read the leads file for it), in
+    the prefix `campaign start` refuses, so no start can add leads to a template."""
+    return f"{TEMPLATE_ID_PREFIX}{check_schedule_name(name)}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -169,7 +177,7 @@ class ScheduleManager(ControlPlane):
         stored, so no firing can find it empty.
         """
         check_schedule_name(name)
-        if not template_id.startswith(f"sched-{name}-"):
+        if not template_id.startswith(f"{TEMPLATE_ID_PREFIX}{name}-"):
             raise BadInput(f"template id {template_id!r} was not made for schedule {name!r}")
         cron = " ".join(cron.split())
         if not cron:

@@ -86,7 +86,10 @@ async def test_start_bad_rows_approve_completes(dev_env, cli_env, home, tmp_path
         assert "email" in started["leads_rejected"][0]["error"]
         assert started["ui_url"].startswith("http://ui.test:8233/namespaces/default/workflows/")
 
-        again = await cli_json(cli_env, "start", "--leads", str(leads), "--id", "e2e-approve")
+        # The same start again (its options repeated: other options are refused, issue 25).
+        again = await cli_json(cli_env, "start", "--leads", str(leads), "--name", "Q4 test",
+                               "--brief", "Book a 20-minute call.", "--kb", str(KB),
+                               "--id", "e2e-approve")
         assert again["workflow_id"] == started["workflow_id"]
 
         status = await wait_stage(cli_env, "e2e-approve", {"awaiting_approval"})

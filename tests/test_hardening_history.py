@@ -21,7 +21,8 @@ from temporalio import activity
 
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.leads import lead_id_for, parse_lead_rows
-from campaign_core.models import Channel, LeadInput, Stage
+from campaign_core.models import CampaignInput, Channel, LeadInput, Stage
+from campaign_core.registry import WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings
 from campaign_core.store.base import new_lead_id_salt
 from starter.manager import CampaignManager
@@ -31,6 +32,7 @@ from tests.llm_server import LLMTestServer
 from tests.smtp_server import SmtpSink, smtp_server
 from tests.test_campaign_workflow import result_handle, wait_stage
 from worker_main import build_agents
+from workflows.campaign import CampaignWorkflow
 
 CID = "c-history"
 REFUSED = "zelda.qwx@zorbitron-industries.example"
@@ -229,11 +231,20 @@ async def test_new_campaigns_salt_their_lead_ids_and_old_ones_keep_theirs(
             assert again.already_running
             assert (await store.get_campaign("c-new")).lead_id_salt == salt
 
-            # A campaign row from before salting (no salt) keeps the unsalted scheme.
+            # A campaign from before salting (its row has no salt, its leads the plain ids,
+            # its workflow runs) keeps the unsalted scheme. It is made here as it was then:
+            # a start now refuses a stored row without a workflow (issue 25, finding 8).
             await store.upsert_campaign(campaign_id="c-old", name="old", brief="",
                                         channel="outbox", kb_dir=None,
                                         workflow_id="campaign:c-old")
-            await mgr.start(intake("c-old", rows), name="old", campaign_id="c-old")
+            await store.upsert_leads("c-old", intake("c-old", rows).leads)
+            await ts_env.client.start_workflow(
+                CampaignWorkflow.run, CampaignInput(campaign_id="c-old", name="old",
+                                                    queue_prefix=prefix,
+                                                    use_search_attributes=False),
+                id="campaign:c-old", task_queue=queue_name(WORKFLOW_QUEUE, prefix))
+            again = await mgr.start(intake("c-old", rows), name="old", campaign_id="c-old")
+            assert again.already_running  # compared on the row: no start memo back then
             old = await store.get_campaign("c-old")
             assert old is not None and old.lead_id_salt is None
             assert await store.list_lead_ids("c-old", None, 10) == [

@@ -60,7 +60,9 @@ def start(
     brief_file: BriefFile = None,
     kb: KbDir = None,
     channel: ChannelOption = Channel.OUTBOX,
-    campaign_id: Annotated[str | None, typer.Option("--id", help="Idempotent campaign id.")] = None,
+    campaign_id: Annotated[str | None, typer.Option(
+        "--id", help="Idempotent campaign id: the same start again returns the campaign; an id "
+        "taken with other options, or without a workflow, is refused (exit 2).")] = None,
     approval_timeout: ApprovalTimeout = "72h",
     send_window: SendWindowOption = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Zone for leads without one.")] = "UTC",
