@@ -6,6 +6,7 @@ and Temporal owns retries. See "Agents" in docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import string
@@ -196,6 +197,47 @@ def _nano_or_none(cost: float | None) -> int | None:
     return None if cost is None else to_nano(cost)
 
 
+def ledger_key(lead_id: str, request_hash: str) -> str:
+    """The spend-ledger line of this attempt at the call: opaque, the same if the store
+    write is repeated within the attempt, distinct for every attempt (Temporal's retries,
+    and the same activity scheduled again by a later workflow run)."""
+    info = activity.info()
+    return digest([lead_id, request_hash, info.workflow_id, info.workflow_run_id,
+                   info.activity_id, info.attempt])
+
+
+#: The transport's errors raised before a byte of the request went out: connection refused,
+#: no route or name, a failed TLS handshake, a connect or pool timeout, a URL the client
+#: cannot use. By name: the SDK's transport is httpx or, in newer SDKs, its fork httpx2,
+#: whose classes are distinct but named alike.
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout", "UnsupportedProtocol"})
+
+
+def _never_sent(transport_error: BaseException | None) -> bool:
+    return transport_error is not None and any(
+        kind.__name__ in _NOT_SENT for kind in type(transport_error).__mro__)
+
+
+def may_have_been_billed(err: BaseException) -> bool:
+    """Whether a failed provider call may have been processed (and billed) by the provider.
+
+    Only a call that certainly did not reach it is not: refused before sending (no
+    connection, a connect timeout), or answered with a 4xx (refused, rate-limited, not
+    processed). Anything else (a read timeout after the request was sent, a connection
+    dropped mid-answer, a 5xx, an error this code does not know) may have been billed.
+    `provider_call` raises its ApplicationError `from None`; the SDK's error stays its
+    context, and the SDK's own cause is the transport's error.
+    """
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, openai.APIError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, openai.APIStatusError):
+        return cause.status_code >= 500
+    if isinstance(cause, openai.APIConnectionError):  # APITimeoutError too
+        return not _never_sent(cause.__cause__)
+    return True
+
+
 def _find(history: list[AuditEntry], kind: str, key: str, value: str, model: str) -> (
     tuple[AuditEntry, dict[str, Any]] | None
 ):
@@ -379,17 +421,20 @@ class CopywriterAgent(Agent):
     ) -> tuple[CallOutcome, bool]:
         """Answer `request`: from the audit log if it was answered before, else one paid call."""
         request_hash = digest(request)
-        # The call's line in the spend ledger: opaque, the same on every retry of this call.
-        call_key = digest([inp.lead_id, request_hash])
         found = _find(history, "llm_call", "request_hash", request_hash, self.model)
         if found is not None:
             cached = CallOutcome.model_validate(found[1]["data"])
-            # Settles a reservation a crash left between the record and its settlement.
-            await self.store.settle_llm_call(inp.campaign_id, call_key,
+            # Settles a reservation a crash left between the record and its settlement (the
+            # record names its attempt's ledger line; older records used the call's key).
+            key = found[1]["data"].get("ledger_key") or digest([inp.lead_id, request_hash])
+            await self.store.settle_llm_call(inp.campaign_id, str(key),
                                              _nano_or_none(cached.cost_usd))
             return cached, True
         assert self._client is not None
-        await self._reserve(inp, call_key, request)
+        # This attempt's line in the spend ledger: one per attempt, never shared with a
+        # retry, since an attempt that may have been billed keeps its worst case there.
+        key = ledger_key(inp.lead_id, request_hash)
+        worst = await self._reserve(inp, key, request)
         started = now_utc()
         metrics = process_metrics()
         try:
@@ -401,13 +446,32 @@ class CopywriterAgent(Agent):
                 ),
                 what="LLM", settings=self.settings, details=f"{purpose} for lead {inp.lead_id}",
             )
-        except Exception:
+        except asyncio.CancelledError:
+            # Cancelled by Temporal (a heartbeat or start-to-close timeout, or the workflow)
+            # while the request may be at the provider: its worst case is spent. Shielded, so
+            # a second cancellation cannot leave the ledger between hold and charge.
+            await asyncio.shield(self.store.settle_llm_call(inp.campaign_id, key, worst))
+            raise
+        except Exception as err:
             metrics.llm_call(purpose=purpose, outcome="error", prompt_tokens=0,
                              completion_tokens=0, cost_usd=None)
-            # Not answered: its hold goes back (a retry reserves again, checking anew).
-            await self.store.release_llm_call(inp.campaign_id, call_key)
+            if may_have_been_billed(err):
+                # Timed out after sending, connection lost after the request was written,
+                # or a 5xx after processing: the provider may bill it and will not say how
+                # much, so the hold becomes spend. Released, a retry could be granted the
+                # same money again and the spend pass the cap unseen.
+                await self.store.settle_llm_call(inp.campaign_id, key, worst)
+            else:
+                # Certainly not processed (no connection, or refused with a 4xx): nothing
+                # to pay; the hold goes back (a retry reserves again, checking anew).
+                await self.store.release_llm_call(inp.campaign_id, key)
             raise
-        outcome = self._outcome(raw, request_hash, purpose)
+        try:
+            outcome = self._outcome(raw, request_hash, purpose)
+        except Exception:
+            # Answered, but its usage cannot be read: charged at the worst case.
+            await self.store.settle_llm_call(inp.campaign_id, key, worst)
+            raise
         metrics.llm_call(
             purpose=purpose, outcome="refused" if outcome.refusal else "answered",
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
@@ -415,19 +479,21 @@ class CopywriterAgent(Agent):
         # Recorded at once: from here on a retry reuses this answer instead of paying again.
         record = Record(
             kind="llm_call", key=f"{inp.lead_id}:{purpose}:{request_hash[7:23]}",
-            data=outcome.model_dump(),
+            data={**outcome.model_dump(), "ledger_key": key},
             provenance=self.provenance(f"llm:{self.provider}", request, model=self.model),
         )
         await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
                         f"LLM {purpose} call, {outcome.prompt_tokens}+{outcome.completion_tokens} tokens")
-        await self.store.settle_llm_call(inp.campaign_id, call_key,
-                                         _nano_or_none(outcome.cost_usd))
+        await self.store.settle_llm_call(inp.campaign_id, key, _nano_or_none(outcome.cost_usd))
         return outcome, False
 
-    async def _reserve(self, inp: LeadInput, call_key: str, request: dict[str, Any]) -> None:
+    async def _reserve(self, inp: LeadInput, call_key: str, request: dict[str, Any]
+                       ) -> int | None:
         """Hold the call's worst-case cost against the campaign's budget before it starts;
         BudgetExhausted (non-retryable, not a failure: the campaign pauses) when it does
-        not fit. See "Spend caps" in docs/architecture.md."""
+        not fit. Returns the worst case held (None when the model's price is unknown):
+        what the call is charged if it may have been billed with no usage to tell.
+        See "Spend caps" in docs/architecture.md."""
         messages: list[dict[str, str]] = request["messages"]
         prompt_bytes = sum(len(m["content"].encode()) for m in messages) + len(
             json.dumps(request["schema"]).encode())
@@ -444,6 +510,7 @@ class CopywriterAgent(Agent):
             raise ApplicationError(exhausted_message(grant, from_nano(worst or 0)),
                                    type=BUDGET_EXHAUSTED, non_retryable=True,
                                    category=ApplicationErrorCategory.BENIGN)
+        return worst
 
     def _outcome(self, raw: Any, request_hash: str, purpose: str) -> CallOutcome:
         """What came back, whether or not the SDK could parse it into `DraftOutput`."""
