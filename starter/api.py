@@ -39,6 +39,7 @@ from starter.api_admin import router as admin_router
 from starter.api_deps import Manager, authorised
 from starter.api_gate import RequestGate
 from starter.api_metrics import RequestMetrics
+from starter.limits import MAX_BODY, MAX_PAGE_NUMBER, MAX_STEP, MAX_SUBJECT, MAX_VERSION
 from starter.manager import (
     MAX_PAGE,
     BadInput,
@@ -131,11 +132,12 @@ class DraftEditRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(default=1, ge=1, le=100)
-    subject: str | None = Field(default=None, max_length=1000)
-    body: str | None = Field(default=None, max_length=50_000)
-    version: int | None = Field(default=None, ge=1, description="The version this edit is "
-                                "based on: 409 if the draft has moved on since.")
+    step: int = Field(default=1, ge=1, le=MAX_STEP)
+    subject: str | None = Field(default=None, max_length=MAX_SUBJECT)
+    body: str | None = Field(default=None, max_length=MAX_BODY)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION,
+                                description="The version this edit is based on: 409 if the "
+                                "draft has moved on since.")
     by: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -144,7 +146,7 @@ class ExclusionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int | None = Field(default=None, ge=1, le=100)
+    step: int | None = Field(default=None, ge=1, le=MAX_STEP)
     by: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -282,7 +284,8 @@ def create_app(
 
     @app.get("/campaigns/{campaign_id}/drafts", response_model=list[DraftView], dependencies=auth)
     async def campaign_drafts(
-        campaign_id: str, m: Manager, page: Annotated[int, Query(ge=1)] = 1,
+        campaign_id: str, m: Manager,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)] = 1,  # the offset fits an int64
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> list[DraftView]:
         return await m.drafts(campaign_id, page=page, limit=limit)

