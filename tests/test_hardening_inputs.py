@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import string
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from temporalio.runtime import Runtime
 
 from campaign_core.ports import free_port
 from campaign_core.settings import Settings
@@ -109,6 +113,66 @@ def copy_of(client: httpx.AsyncClient, cookie: str) -> httpx.AsyncClient:
     """Another browser holding a copy of the session cookie."""
     return httpx.AsyncClient(base_url=client.base_url, cookies={SESSION_COOKIE: cookie},
                              follow_redirects=False, timeout=60)
+
+
+# -- 4: the metrics stay bounded -------------------------------------------------------------
+
+
+async def api_series(port: int) -> list[str]:
+    """The lines of every `campaign_api_*` series in /metrics, once the exporter caught up."""
+    await asyncio.sleep(1.5)  # let the exporter see the last points
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).raise_for_status().text
+    return [line for line in text.splitlines() if line.startswith("campaign_api_")]
+
+
+def series(line: str) -> str:
+    """A sample line without its value: the series' name and labels."""
+    return line.rsplit(" ", 1)[0]
+
+
+async def test_made_up_methods_and_paths_do_not_grow_the_metrics(
+        settings: Settings, store: SqliteStore, runtime: Runtime, port: int) -> None:
+    rng = random.Random(25)
+    app = app_of(token_settings(settings), store)
+    async with serving(app) as client:
+        # Every kind of answer once: public, refused, authorised, unmatched, a made-up method.
+        assert (await client.get("/health")).status_code in (200, 503)
+        assert (await client.get("/campaigns")).status_code == 401
+        assert (await client.get("/campaigns", headers=AUTH)).status_code == 200
+        assert (await client.get("/nowhere", headers=AUTH)).status_code == 404
+        assert (await client.request("BREW", "/nowhere")).status_code == 401
+        assert (await client.request("BREW", "/health")).status_code == 405
+        assert (await client.request("BREW", "/campaigns/c0", headers=AUTH)).status_code == 405
+        before = await api_series(port)
+
+        for i in range(300):
+            method = "".join(rng.choices(string.ascii_uppercase, k=12)) + str(i)
+            path = "/" + "/".join("".join(rng.choices(string.ascii_lowercase + string.digits,
+                                                      k=10)) for _ in range(rng.randint(1, 3)))
+            answer = await client.request(method, path)
+            assert answer.status_code == 401, (method, path, answer.status_code)
+        for i in range(20):  # made-up methods on routes that exist, with and without the token
+            assert (await client.request(f"X{i}", "/health")).status_code == 405
+            assert (await client.request(f"Y{i}", f"/campaigns/c{i}", headers=AUTH)
+                    ).status_code == 405
+        after = await api_series(port)
+
+    # Not one new series (the values move, the set of series does not): the issue saw 156
+    # lines grow to 4,356.
+    assert len(after) == len(before), (len(before), len(after))
+    assert {series(line) for line in after} == {series(line) for line in before}
+    labels: dict[str, set[str]] = {"method": set(), "route": set(), "status": set()}
+    for family in text_string_to_metric_families("\n".join(after) + "\n"):
+        for sample in family.samples:
+            for name, values in labels.items():
+                if name in sample.labels:
+                    values.add(sample.labels[name])
+    assert labels["method"] <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+                                "OTHER"}, labels["method"]
+    templates = {getattr(r, "path", None) for r in app.routes}
+    assert labels["route"] <= templates | {"unmatched"}, labels["route"] - templates
+    assert all(s.isdigit() and len(s) == 3 for s in labels["status"]), labels["status"]
 
 
 # -- 5: the edit form's size -----------------------------------------------------------------
