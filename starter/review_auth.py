@@ -4,10 +4,13 @@ A reviewer token (`crt_` + 32 random bytes) is shown once and stored only as its
 it is a bearer token for the review routes of the API and the sign-in of the pages. The
 pages then carry the reviewer in a session cookie (HttpOnly, SameSite=Strict) signed with
 HMAC-SHA256 under a key kept in the store (`get_or_create_secret`), so every API process
-shares it; the cookie holds the reviewer's name, when it was issued and a random nonce, and
-expires after `SESSION_TTL`. A session of a removed (or removed and re-added) reviewer stops
-working at once, since every request looks the reviewer up. Every form carries a CSRF token
-derived from the session's nonce (or, before sign-in, from a pre-session cookie's nonce).
+shares it; the cookie holds the reviewer's name, when it was issued, a random nonce and the
+reviewer's session epoch, and expires after `SESSION_TTL`. Every request looks the reviewer
+up and compares epochs: signing out bumps the stored epoch (as does removing the reviewer),
+so a cookie issued before, even one copied to another browser, stops working on the server
+side, not only where the cookie was deleted. A session of a removed (or removed and
+re-added) reviewer stops working at once. Every form carries a CSRF token derived from the
+session's nonce (or, before sign-in, from a pre-session cookie's nonce).
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class Session:
     reviewer: str
     issued_at: int  # unix seconds
     nonce: str
+    #: The reviewer's session epoch at sign-in: the session ends once the stored one moves on.
+    epoch: int = 0
 
 
 class SessionSigner:
@@ -138,9 +143,10 @@ class SessionSigner:
     def _mac(self, purpose: str, data: bytes) -> bytes:
         return hmac.new(self.key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
 
-    def issue(self, reviewer: str, now: datetime | None = None) -> str:
+    def issue(self, reviewer: str, now: datetime | None = None, *, epoch: int = 0) -> str:
+        """A signed cookie for `reviewer`, valid while their stored epoch is `epoch`."""
         claims = {"r": reviewer, "iat": int((now or now_utc()).timestamp()),
-                  "n": secrets.token_urlsafe(16)}
+                  "n": secrets.token_urlsafe(16), "e": epoch}
         body = json.dumps(claims, separators=(",", ":")).encode()
         return f"{_b64(body)}.{_b64(self._mac('session', body))}"
 
@@ -157,9 +163,10 @@ class SessionSigner:
             return None
         try:
             claims = json.loads(body)
-            session = Session(str(claims["r"]), int(claims["iat"]), str(claims["n"]))
+            session = Session(str(claims["r"]), int(claims["iat"]), str(claims["n"]),
+                              int(claims["e"]))
         except (ValueError, KeyError, TypeError):
-            return None
+            return None  # a cookie from before epochs (no "e") too: sign in again
         t = int((now or now_utc()).timestamp())
         if not session.issued_at - 60 <= t < session.issued_at + int(self.ttl.total_seconds()):
             return None
@@ -182,8 +189,9 @@ async def session_signer(store: Store) -> SessionSigner:
 
 
 def reviewer_still_valid(reviewer: ReviewerRow | None, session: Session) -> bool:
-    """The reviewer exists, is not removed, and was not re-created after the sign-in."""
-    if reviewer is None:
+    """The reviewer exists, is not removed, was not re-created after the sign-in, and has
+    not signed out since (their stored epoch is still the session's)."""
+    if reviewer is None or reviewer.session_epoch != session.epoch:
         return False
     created = datetime.fromisoformat(reviewer.created_at)
     return int(created.timestamp()) <= session.issued_at

@@ -256,7 +256,7 @@ async def sign_in(request: Request) -> Response:
                    "Sign-in refused: that is not an active reviewer's token.")
         raise PageRefusal(401, message, "/review/sign-in")
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    _set_session(response, request, signer.issue(reviewer.name),
+    _set_session(response, request, signer.issue(reviewer.name, epoch=reviewer.session_epoch),
                  int(signer.ttl.total_seconds()))
     response.delete_cookie(PRE_SESSION_COOKIE, path="/review/sign-in")
     return response
@@ -264,7 +264,11 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
-    await _checked_post(request)
+    """End the session on the server, not only in this browser: the reviewer's session
+    epoch moves on, so every cookie issued before (one copied elsewhere too, and the
+    reviewer's sessions on other devices) stops working."""
+    viewer, _ = await _checked_post(request)
+    await _manager(request).store.bump_session_epoch(viewer.reviewer)
     response = RedirectResponse("/review/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/review")
     return response

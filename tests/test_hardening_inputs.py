@@ -28,6 +28,7 @@ import contextlib
 import random
 import string
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +40,7 @@ from temporalio.runtime import Runtime
 
 from campaign_core.ports import free_port
 from campaign_core.settings import Settings
+from campaign_core.store.base import now_utc
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.manager import CampaignManager
@@ -255,4 +257,71 @@ async def test_huge_page_and_step_numbers_are_422_never_500(
             f"/review/campaigns/c1/leads/{lid}/edit", headers={"Origin": str(client.base_url)},
             data={"csrf": csrf, "step": "1", "body": "x", "base_version": HUGE})
         assert answer.status_code == 422 and "base_version" in answer.text
+
+
+# -- 7: sign-out ends the session on the server ----------------------------------------------
+
+
+async def test_a_copied_session_cookie_dies_at_sign_out(
+        settings: Settings, store: SqliteStore) -> None:
+    token = await Reviewers(store).add("rita")
+    async with serving(app_of(token_settings(settings), store)) as client:
+        cookie = await sign_in(client, token)
+        async with copy_of(client, cookie) as other:
+            assert (await other.get("/review")).status_code == 200  # the copy works, for now
+            answer = await client.post("/review/sign-out", headers={
+                "Origin": str(client.base_url)}, data={"csrf": await csrf_of(store, cookie)})
+            assert answer.status_code == 303
+            answer = await other.get("/review")
+            assert answer.status_code == 303 and answer.headers["location"].startswith(
+                "/review/sign-in"), "a copied cookie must not outlive the sign-out"
+            answer = await other.post("/review/sign-out", headers={
+                "Origin": str(client.base_url)}, data={"csrf": await csrf_of(store, cookie)})
+            assert answer.status_code == 303 and "/review/sign-in" in answer.headers["location"]
+        # Signing in again gives a session that works.
+        client.cookies.clear()
+        await sign_in(client, token)
+        assert (await client.get("/review")).status_code == 200
+
+
+async def test_removing_a_reviewer_ends_their_sessions_even_if_the_name_comes_back(
+        settings: Settings, store: SqliteStore) -> None:
+    reviewers = Reviewers(store)
+    await reviewers.add("rita")
+    before = await store.get_reviewer("rita")
+    assert before is not None
+    signer = await session_signer(store)
+    await reviewers.remove("rita")
+    await reviewers.add("rita")
+    again = await store.get_reviewer("rita")
+    assert again is not None and again.session_epoch > before.session_epoch
+    # A cookie of the old account, even one dated after the name came back (the same
+    # second, or a clock a little behind), is refused by its epoch.
+    stale = signer.issue("rita", now=now_utc() + timedelta(seconds=5),
+                         epoch=before.session_epoch)
+    fresh = signer.issue("rita", epoch=again.session_epoch)
+    async with serving(app_of(token_settings(settings), store)) as client:
+        async with copy_of(client, stale) as http:
+            assert (await http.get("/review")).status_code == 303
+        async with copy_of(client, fresh) as http:
+            assert (await http.get("/review")).status_code == 200
+
+
+async def test_the_store_bumps_a_reviewers_epoch(backend: Any) -> None:
+    """On every backend: sign-out's bump, and removal's, move the epoch on by one."""
+    store = backend.store
+    assert await store.add_reviewer("ana", "sha256:a")
+    found = await store.get_reviewer("ana")
+    assert found is not None and found.session_epoch == 0
+    assert await store.bump_session_epoch("ana")
+    assert await store.bump_session_epoch("ana")
+    by_token = await store.reviewer_by_token("sha256:a")
+    assert by_token is not None and by_token.session_epoch == 2
+    assert [r.session_epoch for r in await store.list_reviewers()] == [2]
+    assert not await store.bump_session_epoch("nobody")
+    assert await store.remove_reviewer("ana")
+    assert not await store.bump_session_epoch("ana"), "a removed reviewer has no sessions"
+    assert await store.add_reviewer("ana", "sha256:a2")
+    again = await store.get_reviewer("ana")
+    assert again is not None and again.session_epoch == 3, "the removal moved it on too"
 

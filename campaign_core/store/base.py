@@ -352,8 +352,15 @@ class Store(Protocol):
         ...
 
     async def remove_reviewer(self, name: str) -> bool:
-        """Mark the reviewer removed (their token and sessions stop working); False if
-        there was no active reviewer of that name."""
+        """Mark the reviewer removed (their token and sessions stop working) and bump their
+        session epoch, so a session from before stays dead if the name is given again;
+        False if there was no active reviewer of that name."""
+        ...
+
+    async def bump_session_epoch(self, name: str) -> bool:
+        """Move the active reviewer's session epoch on by one (sign-out): every session
+        cookie issued under an older epoch stops working, wherever it was copied. False if
+        there is no active reviewer of that name."""
         ...
 
     async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:

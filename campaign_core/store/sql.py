@@ -628,24 +628,30 @@ class SqlStore(Erasure[Scope]):
 
     async def get_reviewer(self, name: str) -> ReviewerRow | None:
         return reviewer_row(await self._one(
-            "SELECT name, created_at, removed_at FROM reviewers WHERE name = ? "
+            "SELECT name, created_at, removed_at, session_epoch FROM reviewers WHERE name = ? "
             "AND removed_at IS NULL", (name,), "reviewers", name))
 
     async def reviewer_by_token(self, token_hash: str) -> ReviewerRow | None:
         return reviewer_row(await self._one(
-            "SELECT name, created_at, removed_at FROM reviewers WHERE token_hash = ? "
+            "SELECT name, created_at, removed_at, session_epoch FROM reviewers WHERE token_hash = ? "
             "AND removed_at IS NULL", (token_hash,), "reviewers"))
 
     async def list_reviewers(self) -> list[ReviewerRow]:
-        rows = await self._all("SELECT name, created_at, removed_at FROM reviewers "
+        rows = await self._all("SELECT name, created_at, removed_at, session_epoch FROM reviewers "
                                "WHERE removed_at IS NULL ORDER BY name")
         return [r for r in map(reviewer_row, rows) if r is not None]
 
     async def remove_reviewer(self, name: str) -> bool:
         async with self._conn("reviewers", name, write=True) as c:
             await c.run("DELETE FROM sign_in_codes WHERE reviewer = ?", (name,))
-            return await c.run("UPDATE reviewers SET removed_at = now() WHERE name = ? "
+            return await c.run("UPDATE reviewers SET removed_at = now(), "
+                               "session_epoch = session_epoch + 1 WHERE name = ? "
                                "AND removed_at IS NULL", (name,)) > 0
+
+    async def bump_session_epoch(self, name: str) -> bool:
+        return await self._run("UPDATE reviewers SET session_epoch = session_epoch + 1 "
+                               "WHERE name = ? AND removed_at IS NULL", (name,),
+                               "reviewers", name) > 0
 
     async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:
         await self._run("INSERT INTO sign_in_codes(code_hash, reviewer, expires_at, created_at) "

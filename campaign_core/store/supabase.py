@@ -685,7 +685,10 @@ class SupabaseStore(Erasure[Pairs]):
 
     # -- reviewers and sign-in codes (schema 7) ----------------------------------------
 
-    _REVIEWER = "name,created_at,removed_at"
+    _REVIEWER = "name,created_at,removed_at,session_epoch"
+    #: Attempts of a compare-and-set on a reviewer's epoch before giving up (each loses
+    #: only to another sign-out or removal of the same reviewer at the same moment).
+    _EPOCH_TRIES = 5
 
     async def add_reviewer(self, name: str, token_hash: str) -> bool:
         """An ignore-duplicates insert says whether the name was free; a removed reviewer's
@@ -723,9 +726,30 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def remove_reviewer(self, name: str) -> bool:
         await self._delete("sign_in_codes", name, _match(eq={"reviewer": name}))
+        return await self._move_epoch(name, {"removed_at": _now()})
+
+    async def bump_session_epoch(self, name: str) -> bool:
+        return await self._move_epoch(name, {})
+
+    async def _move_epoch(self, name: str, also: dict[str, Any]) -> bool:
+        """Bump the active reviewer's epoch (and set `also`): PostgREST has no
+        `SET x = x + 1`, so read it and update only while it is still the value read
+        (a compare-and-set, retried if another bump came between)."""
+        for _ in range(self._EPOCH_TRIES):
+            found = await self._active_reviewer("name", name)
+            if found is None:
+                return False
+            if await self._set_epoch(name, found.session_epoch, also):
+                return True
+        raise StoreError("the session epoch kept changing; try again", table="reviewers",
+                         key=name)
+
+    async def _set_epoch(self, name: str, epoch: int, also: dict[str, Any]) -> bool:
+        """One compare-and-set: `epoch + 1` if the active reviewer's epoch is still `epoch`."""
         res = await self._run(lambda db: db.table("reviewers").update(
-            {"removed_at": _now()}, returning=ReturnMethod.representation)
-            .eq("name", name).is_("removed_at", "null"), "reviewers", name)
+            {**also, "session_epoch": epoch + 1}, returning=ReturnMethod.representation)
+            .eq("name", name).is_("removed_at", "null").eq("session_epoch", epoch),
+            "reviewers", name)
         return bool(res.data)
 
     async def add_sign_in_code(self, code_hash: str, reviewer: str, expires_at: datetime) -> None:
