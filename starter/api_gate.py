@@ -10,11 +10,17 @@ A reviewer's token (`crt_...`) is accepted too, on the review routes only (`REVI
 403 elsewhere): the gate then puts the reviewer's name in `request.state.reviewer`, to
 which every decision and edit of the request is attributed. The review pages (`/review`,
 `/review/...`) pass the gate: they authenticate by their own session cookie.
+
+Without a token (`campaign api --insecure-dev`) the gate answers only requests whose `Host`
+is loopback (`localhost`, `127.x.x.x`, `[::1]`, any port), and refuses any other with 421:
+a web page that rebinds its own DNS name to 127.0.0.1 reaches the port, but its requests
+carry its own name as `Host`, so it cannot drive an API that has no token to check.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
@@ -55,6 +61,27 @@ def is_review_route(method: str, path: str) -> bool:
 
 def is_page(path: str) -> bool:
     return path == PAGES_PREFIX or path.startswith(PAGES_PREFIX + "/")
+
+
+def is_loopback_host(host: str) -> bool:
+    """`Host` names this machine's loopback: `localhost` (or a name under it), an IPv4
+    address in 127.0.0.0/8, or `[::1]`; with or without a port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+    else:
+        name, _, port = host.partition(":")
+        if port and not port.isdigit():
+            return False
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class BodyTooLarge(HTTPException):
@@ -102,6 +129,11 @@ class RequestGate:
         """None when the request may go on (a reviewer's name then in its state), else
         (status, detail, headers) of the refusal."""
         path = scope.get("path", "")
+        if self.token is None and not is_loopback_host(headers.get("host", "")):
+            # --insecure-dev: no token stands between a DNS-rebinding page and the API.
+            return (421, "without CAMPAIGN_API_TOKEN (--insecure-dev) the API answers only "
+                         "requests to a loopback address (localhost, 127.0.0.1, [::1]); set "
+                         "the token to serve it under another name", {})
         if path in self.public_paths or is_page(path):
             return None
         scheme, _, given = headers.get("authorization", "").strip().partition(" ")

@@ -325,3 +325,36 @@ async def test_the_store_bumps_a_reviewers_epoch(backend: Any) -> None:
     again = await store.get_reviewer("ana")
     assert again is not None and again.session_epoch == 3, "the removal moved it on too"
 
+
+# -- 10: --insecure-dev answers loopback Host values only ------------------------------------
+
+
+async def test_insecure_dev_answers_loopback_hosts_only(
+        settings: Settings, store: SqliteStore) -> None:
+    assert settings.api_token is None
+    async with serving(app_of(settings, store, insecure_dev=True)) as client:
+        port = client.base_url.port
+        rebound = {"Host": f"{REBIND}:{port}"}
+        answer = await client.get("/campaigns", headers=rebound)
+        assert answer.status_code == 421, answer.text
+        answer = await client.post("/suppressions", headers=rebound,
+                                   json={"emails": ["victim@example.com"]})
+        assert answer.status_code == 421, answer.text
+        assert not await store.is_suppressed("victim@example.com")
+        for host in (REBIND, "localhost.attacker.example", "127.0.0.1.nip.io", "0.0.0.0",
+                     "[::ffff:7f00:1]x", "localhost:80x"):
+            assert (await client.get("/health", headers={"Host": host})).status_code == 421, host
+        for host in (f"localhost:{port}", "localhost", f"127.0.0.1:{port}", "127.0.0.1",
+                     f"[::1]:{port}", "[::1]", "LOCALHOST"):
+            answer = await client.get("/campaigns", headers={"Host": host})
+            assert answer.status_code == 200, (host, answer.text)
+        answer = await client.post("/suppressions", headers={"Host": f"localhost:{port}"},
+                                   json={"emails": ["victim@example.com"]})
+        assert answer.status_code == 200, answer.text
+
+    # With a token configured, nothing changes: any Host, the token decides.
+    async with serving(app_of(token_settings(settings), store, insecure_dev=True)) as client:
+        rebound = {"Host": REBIND}
+        assert (await client.get("/campaigns", headers={**rebound, **AUTH})).status_code == 200
+        assert (await client.get("/campaigns", headers=rebound)).status_code == 401
+
