@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +111,21 @@ class Settings(BaseSettings):
         default=10_000_000, gt=0, alias="CAMPAIGN_API_MAX_BODY",
         description="Largest request body the API reads, in bytes (10 MB); larger is 413, "
         "decided before the body is parsed.",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1", alias="CAMPAIGN_TRUSTED_PROXIES",
+        validation_alias=AliasChoices("CAMPAIGN_TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS"),
+        description="Comma-separated addresses or networks of the reverse proxies whose "
+        "X-Forwarded-Proto and X-Forwarded-For `campaign api` and `campaign dev` believe "
+        "(uvicorn's forwarded_allow_ips; `*` trusts any peer). Through a TLS proxy not "
+        "listed here, requests look like plain http and the review session cookie goes out "
+        "without Secure (see cookie_secure).",
+    )
+    cookie_secure: Literal["auto", "always"] = Field(
+        default="auto", alias="CAMPAIGN_COOKIE_SECURE",
+        description="`auto`: the review pages' cookies are Secure when the request came over "
+        "https (directly, or through a trusted proxy); `always`: Secure whatever the request "
+        "looked like, for a deployment served only over https.",
     )
     public_url: str = Field(
         default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL",

@@ -476,6 +476,17 @@ def create_app(
     return app
 
 
+# -- serving ------------------------------------------------------------------------------------
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy options for `campaign api` and `campaign dev`: X-Forwarded-Proto and
+    -For are believed only from CAMPAIGN_TRUSTED_PROXIES. Said explicitly, not left to
+    uvicorn's default (127.0.0.1): the scheme they give decides whether the review pages'
+    session cookie is Secure, so a TLS proxy elsewhere must be named to be believed."""
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ async def sign_in_link(manager: CampaignManager, base: str, reviewer: str = DEV_
 async def dev_api(settings: Settings, client: Client, port: int) -> AsyncIterator[str]:
     """Serve the API and the pages on 127.0.0.1:`port` while the block runs; yields the
     sign-in link (print it; do not log it)."""
-    from starter.api import create_app
+    from starter.api import create_app, server_options
 
     api_settings = settings.model_copy()
     if api_settings.api_token is None:
@@ -61,7 +61,7 @@ async def dev_api(settings: Settings, client: Client, port: int) -> AsyncIterato
     link = await sign_in_link(manager, base)
     server = _Server(uvicorn.Config(create_app(api_settings, manager=manager), host="127.0.0.1",
                                     port=port, log_level="warning", access_log=False,
-                                    lifespan="on"))
+                                    lifespan="on", **server_options(api_settings)))
     task = asyncio.create_task(server.serve(), name="campaign-dev-api")
     try:
         while not server.started:

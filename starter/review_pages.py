@@ -122,7 +122,10 @@ async def _signer(request: Request) -> SessionSigner:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the pages' cookies carry Secure: always with CAMPAIGN_COOKIE_SECURE=always,
+    else when the request came over https. Behind a TLS proxy the scheme is https only if
+    uvicorn trusts that proxy's X-Forwarded-Proto (CAMPAIGN_TRUSTED_PROXIES)."""
+    return _manager(request).settings.cookie_secure == "always" or request.url.scheme == "https"
 
 
 async def _viewer(request: Request) -> Viewer:

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -44,7 +45,7 @@ from campaign_core.store.base import now_utc
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.manager import CampaignManager
-from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
+from starter.review_auth import PRE_SESSION_COOKIE, SESSION_COOKIE, Reviewers, session_signer
 from tests import pg_fixtures, test_metrics
 from tests.test_api import AUTH, TOKEN, api_settings, manager
 from tests.test_review_pages import EDITED, drafting_doubles, start_campaign
@@ -358,3 +359,52 @@ async def test_insecure_dev_answers_loopback_hosts_only(
         assert (await client.get("/campaigns", headers={**rebound, **AUTH})).status_code == 200
         assert (await client.get("/campaigns", headers=rebound)).status_code == 401
 
+
+# -- the session cookie's Secure flag --------------------------------------------------------
+
+
+def set_cookies(answer: httpx.Response, name: str) -> list[str]:
+    return [v for v in answer.headers.get_list("set-cookie") if v.startswith(f"{name}=")]
+
+
+async def secure_flags(client: httpx.AsyncClient, token: str, headers: dict[str, str]
+                       ) -> tuple[bool, bool]:
+    """Whether the pre-session and the session cookie each go out Secure."""
+    page = await client.get("/review/sign-in", headers=headers)
+    [pre] = set_cookies(page, PRE_SESSION_COOKIE)
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    nonce = pre.split(";", 1)[0].split("=", 1)[1]
+    client.cookies.set(PRE_SESSION_COOKIE, nonce)  # a Secure one is not sent back over http
+    answer = await client.post("/review/sign-in", headers={
+        **headers, "Origin": str(client.base_url)}, data={"csrf": csrf, "token": token})
+    assert answer.status_code == 303, answer.text
+    [session] = set_cookies(answer, SESSION_COOKIE)
+    return "secure" in pre.lower().split("; "), "secure" in session.lower().split("; ")
+
+
+@pytest.mark.parametrize(("trusted", "forwarded", "secure"), [
+    ("127.0.0.1", True, True),  # the TLS proxy is trusted: its https is believed
+    ("10.20.30.40", True, False),  # a proxy elsewhere is trusted, not this peer
+    ("127.0.0.1", False, False),  # plain http, no proxy
+])
+async def test_the_cookie_is_secure_through_a_trusted_tls_proxy(
+        settings: Settings, store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+        trusted: str, forwarded: bool, secure: bool) -> None:
+    from starter.api import server_options
+
+    monkeypatch.setenv("CAMPAIGN_TRUSTED_PROXIES", trusted)
+    configured = token_settings(Settings())
+    assert server_options(configured)["forwarded_allow_ips"] == trusted
+    token = await Reviewers(store).add("rita")
+    headers = {"X-Forwarded-Proto": "https"} if forwarded else {}
+    async with serving(app_of(configured, store), **server_options(configured)) as client:
+        assert await secure_flags(client, token, headers) == (secure, secure)
+
+
+async def test_cookie_secure_always_forces_the_flag(
+        settings: Settings, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGN_COOKIE_SECURE", "always")
+    configured = token_settings(Settings())
+    token = await Reviewers(store).add("rita")
+    async with serving(app_of(configured, store), forwarded_allow_ips="") as client:
+        assert await secure_flags(client, token, {"X-Forwarded-Proto": "http"}) == (True, True)

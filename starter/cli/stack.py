@@ -174,7 +174,7 @@ def api(
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
 
-    from starter.api import create_app
+    from starter.api import create_app, server_options
 
     settings = load_settings()
     require_key(settings)
@@ -186,7 +186,8 @@ def api(
         fail(2, str(exc))
     if insecure_dev and settings.api_token is None:
         log.warning("serving WITHOUT authentication (--insecure-dev): keep this private")
-    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False,
+                **server_options(settings))
 
 
 @with_logging
