@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         default=10.0, gt=0, alias="CAMPAIGN_SEND_RATE_LIMIT",
         description="Messages sent per second, across all workers (the delivery queue's limit).",
     )
+    schedule_min_interval: str = Field(
+        default="1h", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$",
+        alias="CAMPAIGN_SCHEDULE_MIN_INTERVAL",
+        description="The shortest gap a recurring campaign's schedule may leave between two "
+        "firings (cron or @every), e.g. 1h, 30m, 3600 (seconds); 0 sets no minimum. Each "
+        "firing starts a new campaign with a budget of its own.",
+    )
 
     deployment_version: str | None = Field(
         default=None, alias="CAMPAIGN_DEPLOYMENT_VERSION",

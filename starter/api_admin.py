@@ -91,6 +91,10 @@ class ScheduleRequest(CampaignOptions):
     channel: Channel = Channel.OUTBOX
     approval_timeout: ApprovalTimeout
     paused: bool = Field(default=False, description="Create it paused (resume to start).")
+    total_budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Cap on what all the schedule's campaigns spend on the LLM together: once "
+        "spent, no firing starts a campaign and the schedule pauses.")
 
     @field_validator("cron_timezone")
     @classmethod
@@ -137,6 +141,7 @@ class ScheduleResponse(BaseModel):
     leads: int | None
     channel: str | None
     ui_url: str
+    total_budget_usd: float | None = None
 
 
 class ScheduleActionResponse(BaseModel):
@@ -232,7 +237,8 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
         created = await s.create(
             body.name, intake, template_id=template_id, cron=body.cron,
             cron_timezone=body.cron_timezone, brief=body.brief, channel=body.channel,
-            approval_timeout_seconds=timeout, paused=body.paused, source="api", **options)
+            approval_timeout_seconds=timeout, paused=body.paused, source="api",
+            total_budget_usd=body.total_budget_usd, **options)
     except (NotFound, Conflict):
         raise
     except BadCron as err:

@@ -7,11 +7,12 @@ them. See "Schedules" in docs/architecture.md.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,8 @@ from temporalio.client import (
 from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.schedule_agent import SCHEDULE_BUDGET
+from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest, now_utc
 from campaign_core.leads import IntakeResult, RejectedRow, rekeyed
 from campaign_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
@@ -71,7 +74,135 @@ NEXT_RUNS_SHOWN = 3
 
 
 class BadCron(BadInput):
-    """A cron expression (or its time zone) that Temporal cannot read."""
+    """A cron expression (or its time zone) that Temporal cannot read, or one that fires
+    more often than CAMPAIGN_SCHEDULE_MIN_INTERVAL allows."""
+
+
+# -- how often a cron expression fires ------------------------------------------------------
+#
+# Every firing starts a new campaign with a budget of its own, so `@every 1s` would start a
+# campaign (and pay for its drafts) every second. The gap is found here, before anything is
+# created, by reading the expression as Temporal does (service/worker/scheduler/calendar.go:
+# 5, 6 or 7 fields, a day matching both day-of-month and day-of-week, names as prefixes);
+# an expression read otherwise is left to Temporal, and the times it then computes are
+# checked again (`ScheduleManager._refuse_short_gap`).
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+             "h": 3600.0, "d": 86400.0}
+_PREDEFINED = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+               "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+               "@hourly": "0 * * * *"}
+_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december"]
+_DAY_NAMES = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+#: How far ahead matching days are looked for: two years hold every month and weekday.
+_DAYS_AHEAD = 800
+
+
+def min_interval(setting: str) -> timedelta:
+    """CAMPAIGN_SCHEDULE_MIN_INTERVAL (`1h`, `30m`, `3600`) as a timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", setting.lower())
+    if match is None:
+        raise BadInput(f"CAMPAIGN_SCHEDULE_MIN_INTERVAL: {setting!r} is not a duration like 1h")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def _go_duration(text: str) -> timedelta | None:
+    """A Go duration as Temporal reads `@every` (`90m`, `1h30m`, `1.5h`, `2d`), or None."""
+    if not text or _GO_DURATION.sub("", text):
+        return None
+    return timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION.findall(text)))
+
+
+def _field(text: str, low: int, high: int, names: list[str] | None = None,
+           shortest: int = 3) -> set[int] | None:
+    """The values one cron field matches, or None when it does not read as Temporal's."""
+
+    def value(word: str) -> int:
+        if names and len(word) >= shortest and not word.isdigit():
+            for i, name in enumerate(names):
+                if name.startswith(word.lower()):
+                    return i + (1 if names is _MONTH_NAMES else 0)
+            raise ValueError(word)
+        return int(word)
+
+    found: set[int] = set()
+    try:
+        for part in text.split(","):
+            step, has_step = 1, "/" in part
+            if has_step:
+                part, step_text = part.split("/")
+                step = int(step_text)
+                if step < 1:
+                    return None
+            start, end = low, high
+            if part != "*":
+                if "-" in part:
+                    first, last = part.split("-")
+                    start, end = value(first), value(last)
+                else:
+                    start = value(part)
+                    end = high if has_step else start
+            if not low <= start <= high or not start <= end <= high:
+                return None
+            found.update(range(start, end + 1, step))
+    except ValueError:
+        return None
+    return found
+
+
+def cron_gap(cron: str, today: date | None = None) -> timedelta | None:
+    """The shortest time between two firings of `cron` (wall-clock time in its zone), over
+    the next two years; None when it does not read as Temporal's grammar (Temporal then
+    decides), or when it fires at most once in that time."""
+    text = cron.strip()
+    if text.startswith(("TZ=", "CRON_TZ=")):
+        text = text.partition(" ")[2].strip()
+    if text.startswith("@every"):
+        interval = text.removeprefix("@every").strip().partition("/")[0]
+        return _go_duration(interval)
+    fields = _PREDEFINED.get(text, text).split()
+    if len(fields) == 5:
+        fields = ["0", *fields, "*"]
+    elif len(fields) == 6:
+        fields = ["0", *fields]
+    elif len(fields) != 7:
+        return None
+    seconds, minutes, hours = (_field(fields[0], 0, 59), _field(fields[1], 0, 59),
+                               _field(fields[2], 0, 23))
+    days, months = _field(fields[3], 1, 31), _field(fields[4], 1, 12, _MONTH_NAMES)
+    weekdays = _field(fields[5], 0, 7, _DAY_NAMES, shortest=2)
+    years = _field(fields[6], 2000, 2100)
+    if None in (seconds, minutes, hours, days, months, weekdays, years):
+        return None
+    assert seconds and minutes and hours and days and months and weekdays is not None
+    assert years is not None
+    sunday_too = {0} if 7 in weekdays else set()
+    weekdays = {d % 7 for d in weekdays} | sunday_too
+    times = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    start = today or datetime.now(UTC).date()
+    previous: date | None = None
+    for offset in range(_DAYS_AHEAD):
+        day = start + timedelta(days=offset)
+        # date.weekday(): Monday is 0; cron's day-of-week: Sunday is 0.
+        if (day.year in years and day.month in months and day.day in days
+                and (day.weekday() + 1) % 7 in weekdays):
+            if previous is not None:
+                gaps.append((day - previous).days * 86400 - times[-1] + times[0])
+            previous = day
+    return timedelta(seconds=min(gaps)) if gaps else None
+
+
+def describe_gap(gap: timedelta) -> str:
+    """`1s`, `90m`, `2h`: a gap as people write it."""
+    total = int(gap.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total >= size and total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{gap.total_seconds():g}s"
 
 
 def check_schedule_name(name: str) -> str:
@@ -85,6 +216,21 @@ def template_id_for(name: str) -> str:
     """A fresh template campaign id for the schedule `name` (read the leads file for it), in
     the prefix `campaign start` refuses, so no start can add leads to a template."""
     return f"{TEMPLATE_ID_PREFIX}{check_schedule_name(name)}-{uuid.uuid4().hex[:8]}"
+
+
+def total_budget_record(name: str, template_id: str, total_budget_usd: float) -> Envelope:
+    """The template's audit entry that holds the schedule's total budget, where each
+    firing's schedule agent reads it (the schedule's memo is out of an activity's reach)."""
+    at = now_utc()
+    data = {"schedule": name, "total_budget_usd": total_budget_usd}
+    return Envelope(
+        metadata=EnvelopeMetadata(campaign_id=template_id, run_id="control-plane",
+                                  agent="control_plane.schedule", agent_version="1", attempt=1,
+                                  started_at=at, ended_at=at),
+        records=[Record(kind=SCHEDULE_BUDGET, key=name, data=data, provenance=Provenance(
+            source="control_plane", agent="control_plane", created_at=at,
+            inputs_digest=digest(data)))],
+    )
 
 
 @dataclass
@@ -125,6 +271,7 @@ class ScheduleSummary:
     channel: str | None
     ui_url: str
     queue_prefix: str = ""
+    total_budget_usd: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +280,7 @@ class ScheduleSummary:
             "next_runs": [t.isoformat() for t in self.next_runs],
             "recent_campaigns": self.recent_campaigns, "template_id": self.template_id,
             "leads": self.leads, "channel": self.channel, "ui_url": self.ui_url,
+            "total_budget_usd": self.total_budget_usd,
         }
 
 
@@ -168,6 +316,7 @@ class ScheduleManager(ControlPlane):
         send_rate_per_second: float | None = None, paused: bool = False,
         source: str = "", follow_up_seconds: list[int] | None = None,
         stop_on_company_reply: bool = False, budget_usd: float | None = None,
+        total_budget_usd: float | None = None,
     ) -> ScheduleCreated:
         """Store the leads once under `template_id`, then create the schedule.
 
@@ -175,6 +324,10 @@ class ScheduleManager(ControlPlane):
         created when the name is taken, the cron expression is invalid or no lead is
         valid. The schedule is created paused and resumed only once the template is
         stored, so no firing can find it empty.
+
+        A cron firing more often than CAMPAIGN_SCHEDULE_MIN_INTERVAL is refused (BadCron):
+        every firing is a new campaign with a budget of its own. `total_budget_usd` caps
+        what all the schedule's campaigns spend together (activities/schedule_agent.py).
         """
         check_schedule_name(name)
         if not template_id.startswith(f"{TEMPLATE_ID_PREFIX}{name}-"):
@@ -188,6 +341,9 @@ class ScheduleManager(ControlPlane):
             raise BadCron(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
         self.check_options(channel, kb_dir)
         budget_option(budget_usd)
+        budget_option(total_budget_usd, "--total-budget-usd")
+        minimum = min_interval(self.settings.schedule_min_interval)
+        self._refuse_short_gap(cron, cron_gap(cron), minimum)
         if not intake.leads:
             raise BadInput("no valid lead to schedule campaigns with")
 
@@ -211,7 +367,7 @@ class ScheduleManager(ControlPlane):
             "leads_file": source or None, "created_at": datetime.now(UTC).isoformat(),
             "follow_ups": [describe_seconds(s) for s in follow_up_seconds or []],
             "stop_on_company_reply": stop_on_company_reply,
-            "budget_usd": budget_usd,
+            "budget_usd": budget_usd, "total_budget_usd": total_budget_usd,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
@@ -250,6 +406,11 @@ class ScheduleManager(ControlPlane):
                 raise BadCron(f"--cron {cron!r}: {reason}") from err
             raise
         try:
+            # The times Temporal computed (it reads the cron, paused or not): a gap the
+            # reading above could not find (an expression it does not parse) is caught here.
+            times = (await handle.describe()).info.next_action_times
+            self._refuse_short_gap(cron, min((b - a for a, b in itertools.pairwise(times)),
+                                             default=None), minimum)
             await self.store.upsert_campaign(
                 campaign_id=template_id, name=f"{name} (schedule template)", brief=brief,
                 channel=channel.value, kb_dir=str(kb_dir.resolve()) if kb_dir else None,
@@ -259,6 +420,9 @@ class ScheduleManager(ControlPlane):
             row = await self.store.get_campaign(template_id)
             keyed = rekeyed(intake, template_id, row.lead_id_salt if row else None)
             await self.store.upsert_leads(template_id, keyed.leads)
+            if total_budget_usd is not None:
+                await self.store.save_envelope(total_budget_record(name, template_id,
+                                                                   total_budget_usd))
             if paused:
                 await handle.pause(note=f"created paused: {summary}")
             else:
@@ -274,6 +438,14 @@ class ScheduleManager(ControlPlane):
             next_runs=[] if paused else list(desc.info.next_action_times[:NEXT_RUNS_SHOWN]),
             ui_url=self.ui_url(sid), leads_accepted=leads, leads_rejected=list(intake.rejected),
         )
+
+    @staticmethod
+    def _refuse_short_gap(cron: str, gap: timedelta | None, minimum: timedelta) -> None:
+        """BadCron when `cron` fires twice within less than `minimum` (`gap` None: unknown)."""
+        if gap is not None and gap < minimum:
+            raise BadCron(f"--cron {cron!r}: fires {describe_gap(gap)} apart, more often than "
+                          f"every {describe_gap(minimum)} (CAMPAIGN_SCHEDULE_MIN_INTERVAL): each "
+                          "firing starts a new campaign with a budget of its own")
 
     # -- read ---------------------------------------------------------------------------
 
@@ -299,6 +471,7 @@ class ScheduleManager(ControlPlane):
             template_id=memo.get("template_id"), leads=memo.get("leads"),
             channel=memo.get("channel"), ui_url=self.ui_url(desc.id),
             queue_prefix=str(memo.get("queue_prefix") or ""),
+            total_budget_usd=memo.get("total_budget_usd"),
         )
 
     async def describe(self, name: str) -> ScheduleSummary:

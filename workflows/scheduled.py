@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.schedule_agent import ScheduleAgent
+    from activities.schedule_agent import SCHEDULE_BUDGET_EXHAUSTED, ScheduleAgent
     from campaign_core.ids import campaign_workflow_id
     from campaign_core.models import (
         CopyLeadsInput,
@@ -58,12 +58,22 @@ class ScheduledCampaign:
         cid = scheduled_campaign_id(inp.schedule, fired)
         name = f"{inp.schedule} {fired.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         prefix = inp.campaign.queue_prefix
-        leads = await call_agent(
-            ScheduleAgent.copy_template_leads,
-            CopyLeadsInput(template_id=inp.template_id, campaign_id=cid, name=name,
-                           schedule=inp.schedule),
-            prefix=prefix, summary=f"copy the leads of {inp.template_id} to {cid}",
-        )
+        try:
+            leads = await call_agent(
+                ScheduleAgent.copy_template_leads,
+                CopyLeadsInput(template_id=inp.template_id, campaign_id=cid, name=name,
+                               schedule=inp.schedule),
+                prefix=prefix, summary=f"copy the leads of {inp.template_id} to {cid}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, ApplicationError) and \
+                    err.cause.type == SCHEDULE_BUDGET_EXHAUSTED:
+                # The schedule's total budget is spent: the firing fails with the reason
+                # itself, which Temporal's pause-on-failure writes into the schedule's note
+                # (an activity's failure would read "Activity task failed" there).
+                raise ApplicationError(err.cause.message, type=SCHEDULE_BUDGET_EXHAUSTED,
+                                       non_retryable=True) from None
+            raise
         campaign = inp.campaign.model_copy(update={"campaign_id": cid, "name": name, "carry": None})
         already = False
         try:

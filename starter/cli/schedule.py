@@ -46,6 +46,10 @@ schedule_app = typer.Typer(
 )
 
 ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")]
+TotalBudgetUsd = Annotated[float | None, typer.Option(
+    "--total-budget-usd", help="Cap on what all the schedule's campaigns spend on the LLM "
+    "together, in USD: each firing's campaign gets at most what is left, and once it is spent "
+    "no firing starts a campaign and the schedule pauses.")]
 
 
 def _manager() -> ScheduleManager:
@@ -60,7 +64,8 @@ def _when(values: list[str]) -> str:
 def create(
     name: ScheduleName,
     cron: Annotated[str, typer.Option("--cron", help="When to fire, e.g. '0 9 * * MON' (UTC unless "
-                                      "--cron-timezone); @daily, @weekly and '@every 24h' work too.")],
+                                      "--cron-timezone); @daily, @weekly and '@every 24h' work too; "
+                                      "at most once every CAMPAIGN_SCHEDULE_MIN_INTERVAL (1h).")],
     leads: LeadsFile,
     cron_timezone: Annotated[str, typer.Option(
         "--cron-timezone", help="IANA zone the cron expression is read in.")] = "UTC",
@@ -78,6 +83,7 @@ def create(
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,
     budget_usd: BudgetUsd = None,
+    total_budget_usd: TotalBudgetUsd = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick."""
@@ -99,7 +105,7 @@ def create(
                 send_window=window, domain_limit_per_minute=domain_limit,
                 send_rate_per_second=send_rate, paused=paused, source=leads.name,
                 follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
-                budget_usd=budget_usd,
+                budget_usd=budget_usd, total_budget_usd=total_budget_usd,
             )
         finally:
             await mgr.close()
