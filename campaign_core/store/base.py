@@ -262,7 +262,10 @@ class Store(Protocol):
         """Record a bounce/complaint/unsubscribe once; True when it was new."""
         ...
 
-    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]: ...
+    async def list_delivery_events(self, campaign_id: str, lead_id: str | None = None
+                                   ) -> list[DeliveryEventRow]:
+        """The campaign's events (with `lead_id`, that lead's alone), oldest first."""
+        ...
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
         """The shared secret `name`; `candidate` becomes it if none exists yet.
@@ -410,13 +413,26 @@ class Store(Protocol):
         self, *, message_id: str, kind: str, email: str, source: str,
         campaign_id: str | None = None, lead_id: str | None = None, step: int | None = None,
         subject: str = "", text: str = "", matched_by: str | None = None,
+        verified: bool = True,
     ) -> tuple[str, bool]:
         """Record a message that came back, once per (Message-ID, campaign, lead):
-        returns its `reply_id` and whether it was new. No lead: an unmatched message."""
+        returns its `reply_id` and whether it was new. No lead: an unmatched message.
+        `verified` False: matched by an address nobody vouched for; such a row counts for
+        nothing (not replied, no stop) until `confirm_reply`."""
+        ...
+
+    async def get_reply(self, reply_id: str) -> ReplyRow | None:
+        """One recorded message by its id."""
+        ...
+
+    async def confirm_reply(self, reply_id: str) -> bool:
+        """A person vouches for an unverified message: it is verified from now on (and so
+        counts as the lead's reply). True when it was unverified before."""
         ...
 
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
-        """Whether a person's reply (not an automatic one, not a bounce) is recorded for the lead."""
+        """Whether a person's verified reply (not an automatic one, not a bounce, not one
+        matched by an address nobody vouched for) is recorded for the lead."""
         ...
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:

@@ -596,9 +596,12 @@ class SqlStore(Erasure[Scope]):
             (event_id, kind, normalise_address(email), campaign_id, lead_id, message_key, source,
              detail), "delivery_events", event_id) > 0
 
-    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
-        rows = await self._all("SELECT * FROM delivery_events WHERE campaign_id = ? "
-                               "ORDER BY created_at, event_id", (campaign_id,))
+    async def list_delivery_events(self, campaign_id: str, lead_id: str | None = None
+                                   ) -> list[DeliveryEventRow]:
+        lead = " AND lead_id = ?" if lead_id is not None else ""
+        rows = await self._all(f"SELECT * FROM delivery_events WHERE campaign_id = ?{lead} "
+                               "ORDER BY created_at, event_id",
+                               (campaign_id, lead_id) if lead_id is not None else (campaign_id,))
         return [event_row(r) for r in rows]
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
@@ -674,7 +677,7 @@ class SqlStore(Erasure[Scope]):
         "edited": _ANY_STEP.format("f.version > 1"),
         "excluded": _ANY_STEP.format("f.excluded = TRUE"),
         "replied": ("EXISTS (SELECT 1 FROM replies r WHERE r.campaign_id = l.campaign_id "
-                    "AND r.lead_id = l.lead_id AND r.kind = 'reply')"),
+                    "AND r.lead_id = l.lead_id AND r.kind = 'reply' AND r.verified = TRUE)"),
         "held": (_ANY_STEP.format("f.failed_reason IS NOT NULL AND f.excluded = FALSE")
                  + " AND NOT " + _ANY_STEP.format("f.approved = TRUE")),
     }
@@ -747,7 +750,8 @@ class SqlStore(Erasure[Scope]):
                     "ORDER BY l.lead_id, COALESCE(d.step, 1)", within)
                 replies += await c.all(
                     "SELECT lead_id, step, kind FROM replies WHERE campaign_id = ? "
-                    f"AND lead_id IN ({marks(part)}) ORDER BY received_at", within)
+                    f"AND lead_id IN ({marks(part)}) AND verified = TRUE "
+                    "ORDER BY received_at", within)
                 events += await c.all(
                     "SELECT lead_id, message_key, kind FROM delivery_events WHERE campaign_id = ? "
                     f"AND lead_id IN ({marks(part)}) ORDER BY created_at", within)
@@ -765,19 +769,30 @@ class SqlStore(Erasure[Scope]):
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
                            campaign_id: str | None = None, lead_id: str | None = None,
                            step: int | None = None, subject: str = "", text: str = "",
-                           matched_by: str | None = None) -> tuple[str, bool]:
+                           matched_by: str | None = None, verified: bool = True
+                           ) -> tuple[str, bool]:
         reply_id = reply_id_for(message_id, campaign_id, lead_id)
         new = await self._run(
             "INSERT INTO replies(reply_id, message_id, campaign_id, lead_id, step, kind, email, "
-            "subject, text, matched_by, source, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (reply_id) DO NOTHING",
+            "subject, text, matched_by, source, verified, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (reply_id) DO NOTHING",
             (reply_id, bare_message_id(message_id), campaign_id, lead_id, step, kind,
-             normalise_address(email), subject, text, matched_by, source), "replies", reply_id)
+             normalise_address(email), subject, text, matched_by, source, verified),
+            "replies", reply_id)
         return reply_id, new > 0
+
+    async def get_reply(self, reply_id: str) -> ReplyRow | None:
+        row = await self._one("SELECT * FROM replies WHERE reply_id = ?", (reply_id,))
+        return reply_row(row) if row is not None else None
+
+    async def confirm_reply(self, reply_id: str) -> bool:
+        return await self._run("UPDATE replies SET verified = TRUE WHERE reply_id = ? "
+                               "AND verified = FALSE", (reply_id,), "replies", reply_id) > 0
 
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
         return await self._one("SELECT 1 AS x FROM replies WHERE campaign_id = ? AND lead_id = ? "
-                               "AND kind = 'reply' LIMIT 1", (campaign_id, lead_id)) is not None
+                               "AND kind = 'reply' AND verified = TRUE LIMIT 1",
+                               (campaign_id, lead_id)) is not None
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
         where = "campaign_id = ?" if campaign_id is not None else "campaign_id IS NULL"
@@ -888,7 +903,7 @@ class SqlStore(Erasure[Scope]):
               "approved": ("drafts", "approved = TRUE AND step = 1")}
         # Leads that replied (a person, not an auto-reply), however many times each did.
         replied = ("(SELECT count(DISTINCT lead_id) FROM replies WHERE campaign_id = ? "
-                   "AND kind = 'reply') AS replied")
+                   "AND kind = 'reply' AND verified = TRUE) AS replied")
         row = await self._one("SELECT " + ", ".join([*(
             f"(SELECT count(*) FROM {table} WHERE campaign_id = ?{' AND ' + cond if cond else ''}) AS {name}"
             for name, (table, cond) in of.items()), replied]), [campaign_id] * (len(of) + 1))

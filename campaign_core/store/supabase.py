@@ -656,10 +656,15 @@ class SupabaseStore(Erasure[Pairs]):
             returning=ReturnMethod.representation), "delivery_events", event_id)
         return bool(res.data)
 
-    async def list_delivery_events(self, campaign_id: str) -> list[DeliveryEventRow]:
-        res = await self._run(lambda db: db.table("delivery_events").select("*")
-                              .eq("campaign_id", campaign_id).order("created_at")
-                              .order("event_id"), "delivery_events")
+    async def list_delivery_events(self, campaign_id: str, lead_id: str | None = None
+                                   ) -> list[DeliveryEventRow]:
+        def query(db: Any) -> Any:
+            q = db.table("delivery_events").select("*").eq("campaign_id", campaign_id)
+            if lead_id is not None:
+                q = q.eq("lead_id", lead_id)
+            return q.order("created_at").order("event_id")
+
+        res = await self._run(query, "delivery_events")
         return [event_row(r) for r in res.data]
 
     async def get_or_create_secret(self, name: str, candidate: str) -> str:
@@ -820,8 +825,8 @@ class SupabaseStore(Erasure[Pairs]):
         replied: set[str] = set()
         if step_status == "replied":
             replied = {str(r["lead_id"]) for r in await self._pages(
-                "replies", "reply_id,lead_id", lambda q: where(q).eq("kind", "reply"),
-                ["reply_id"])}
+                "replies", "reply_id,lead_id",
+                lambda q: where(q).eq("kind", "reply").eq("verified", True), ["reply_id"])}
         steps: dict[str, list[dict[str, Any]]] = {}
         for d in drafts:
             steps.setdefault(str(d["lead_id"]), []).append(d)
@@ -863,8 +868,8 @@ class SupabaseStore(Erasure[Pairs]):
                         "message_key", within, ["lead_id", "step", "message_key"]),
             self._pages("sequence_steps", "lead_id,step,status,stop_reason,due_at", within,
                         ["lead_id", "step"]),
-            self._pages("replies", "reply_id,lead_id,step,kind,received_at", within,
-                        ["received_at", "reply_id"]),
+            self._pages("replies", "reply_id,lead_id,step,kind,received_at",
+                        lambda q: within(q).eq("verified", True), ["received_at", "reply_id"]),
             self._pages("delivery_events", "event_id,lead_id,message_key,kind,created_at",
                         within, ["created_at", "event_id"]),
             self._pages("approvals", "decision_id,decision,decided_by,note,lead_ids,created_at",
@@ -908,22 +913,36 @@ class SupabaseStore(Erasure[Pairs]):
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
                            campaign_id: str | None = None, lead_id: str | None = None,
                            step: int | None = None, subject: str = "", text: str = "",
-                           matched_by: str | None = None) -> tuple[str, bool]:
+                           matched_by: str | None = None, verified: bool = True
+                           ) -> tuple[str, bool]:
         """An ignore-duplicates upsert returns only new rows: that says whether it was new."""
         reply_id = reply_id_for(message_id, campaign_id, lead_id)
         row = {"reply_id": reply_id, "message_id": bare_message_id(message_id),
                "campaign_id": campaign_id, "lead_id": lead_id, "step": step, "kind": kind,
                "email": normalise_address(email), "subject": subject, "text": text,
-               "matched_by": matched_by, "source": source}
+               "matched_by": matched_by, "source": source, "verified": verified}
         res = await self._run(lambda db: db.table("replies").upsert(
             row, on_conflict="reply_id", ignore_duplicates=True,
             returning=ReturnMethod.representation), "replies", reply_id)
         return reply_id, bool(res.data)
 
+    async def get_reply(self, reply_id: str) -> ReplyRow | None:
+        res = await self._run(lambda db: db.table("replies").select("*")
+                              .eq("reply_id", reply_id).limit(1), "replies", reply_id)
+        return reply_row(res.data[0]) if res.data else None
+
+    async def confirm_reply(self, reply_id: str) -> bool:
+        """An update returns the rows it changed: that says whether it was unverified."""
+        res = await self._run(lambda db: db.table("replies").update(
+            {"verified": True}, returning=ReturnMethod.representation)
+            .eq("reply_id", reply_id).eq("verified", False), "replies", reply_id)
+        return bool(res.data)
+
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
         res = await self._run(lambda db: db.table("replies").select("reply_id")
                               .eq("campaign_id", campaign_id).eq("lead_id", lead_id)
-                              .eq("kind", "reply").limit(1), "replies", f"{campaign_id}/{lead_id}")
+                              .eq("kind", "reply").eq("verified", True).limit(1), "replies",
+                              f"{campaign_id}/{lead_id}")
         return bool(res.data)
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
@@ -1174,7 +1193,7 @@ class SupabaseStore(Erasure[Pairs]):
             on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
             on("drafts", approved=True, step=1))
         replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
-            "campaign_id", campaign_id).eq("kind", "reply"), ["reply_id"])
+            "campaign_id", campaign_id).eq("kind", "reply").eq("verified", True), ["reply_id"])
         facts, stage = await self._report_facts(campaign_id)
         figures = dict(zip(["leads", "drafted", "draft_failed", "approved"], values, strict=True))
         return counts_of(facts, stage, replied=len({r["lead_id"] for r in replied}), **figures)
