@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         description="The reply mailbox: imaps://user:pass@host[:port]/INBOX (imap:// uses "
         "STARTTLS when offered; plain only to loopback). Polled by a Temporal Schedule.",
     )
+    trusted_authserv_id: str | None = Field(
+        default=None, alias="CAMPAIGN_TRUSTED_AUTHSERV_ID",
+        description="The authserv-id of the mail server that receives replies for us: a "
+        "reply matched by its sender's address alone is acted on only when this server's "
+        "Authentication-Results says DMARC passed, or DKIM or SPF passed aligned with the "
+        "From domain. Unset: every address-only match is recorded unverified and changes "
+        "nothing until `campaign replies confirm`.",
+    )
     imap_poll_seconds: int = Field(
         default=60, ge=10, alias="CAMPAIGN_IMAP_POLL_SECONDS",
         description="How often the reply mailbox is polled.",
