@@ -36,7 +36,8 @@ class ReplyAgent(Agent):
             config = parse_imap_url(url)
         except ValueError as exc:
             raise permanent("InvalidInput", str(exc)) from None
-        desk = ReplyDesk(self.store, temporal_signal(activity.client()), source="imap")
+        desk = ReplyDesk(self.store, temporal_signal(activity.client()), source="imap",
+                         trusted_authserv_id=self.settings.trusted_authserv_id)
         report = await poll_mailbox(config, self.store, desk, limit=inp.limit,
                                     progress=lambda uid: activity.heartbeat(uid))
         return PollSummary.of(report)

@@ -69,6 +69,11 @@ class DeliveryEventResult(BaseModel):
 
 #: Signals a running campaign; False when it no longer runs.
 TellCampaign = Callable[[str, DeliveryEventSignal], Awaitable[bool]]
+#: Appended to the recorded detail of a soft bounce, which counts for nothing.
+SOFT_BOUNCE = " (soft bounce)"
+#: Appended to the recorded detail of an event whose address is not the recipient of the
+#: message it names: it suppresses nobody and counts for nothing.
+NOT_THE_RECIPIENT = " (not the recipient of the message it names: nothing done)"
 
 
 async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: str,
@@ -77,32 +82,62 @@ async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: st
 
     Hard bounces and complaints suppress the address for every campaign; a soft
     (temporary) bounce is recorded only. When the event names one of our messages
-    (by Message-ID), its campaign's delivery orchestrator hears of it once, even if
-    the provider delivers the same event twice, and its bounce circuit breaker
-    counts it. One path for webhook events and bounces that arrive as mail (DSNs).
+    (by Message-ID), its campaign's delivery orchestrator hears of it, and its bounce
+    circuit breaker counts it, once per lead: not again when the provider delivers the
+    same event twice, nor for a second bounce (another DSN, another provider event) of a
+    lead already counted. An event that names one of our messages but another address
+    than that message's recipient is recorded and does nothing else: whoever made it
+    cannot put an address that never received our message on the suppression list, nor
+    trip a campaign's breaker. One path for webhook events and bounces that arrive as
+    mail (DSNs).
     """
     email = normalise_email(event.email)
     delivery = (await store.find_delivery_by_message_id(event.message_id)
                 if event.message_id else None)
-    campaign_id = delivery.campaign_id if delivery else None
-    lead_id = delivery.lead_id if delivery else None
+    mismatch = False
+    if delivery is not None:
+        lead = await store.get_lead(delivery.campaign_id, delivery.lead_id)
+        mismatch = lead is None or normalise_email(lead.email) != email
+    campaign_id = delivery.campaign_id if delivery and not mismatch else None
+    lead_id = delivery.lead_id if delivery and not mismatch else None
     event_id = event.event_id or "evt_" + digest(
         [source, event.type.value, email, event.message_id, event.detail]
     ).removeprefix("sha256:")[:32]
-    counts = event.type is DeliveryEventKind.COMPLAINT or event.permanent
+    counts = (event.type is DeliveryEventKind.COMPLAINT or event.permanent) and not mismatch
+    stored_id = f"{source}:{event_id}"
     new = await store.record_delivery_event(
-        event_id=f"{source}:{event_id}", kind=event.type.value, email=email, source=source,
+        event_id=stored_id, kind=event.type.value, email=email, source=source,
         campaign_id=campaign_id, lead_id=lead_id,
         message_key=delivery.message_key if delivery else None,
-        detail=(event.detail or "") + ("" if counts else " (soft bounce)") or None)
+        detail=(event.detail or "") + (NOT_THE_RECIPIENT if mismatch else
+                                       "" if counts else SOFT_BOUNCE) or None)
     if new and counts:
         process_metrics().delivery_event(event.type.value)
     suppressed = False
     if counts:
         suppressed = await store.add_suppressions([email], f"{event.type.value} ({source})") > 0
     signalled = False
-    if new and counts and campaign_id:
+    if new and counts and campaign_id and lead_id and await _first_for_lead(
+            store, campaign_id, lead_id, event.type, stored_id):
         signalled = await tell(campaign_id, DeliveryEventSignal(kind=event.type, lead_id=lead_id))
     return DeliveryEventResult(event_id=event_id, duplicate=not new, suppressed=suppressed,
                                campaign_id=campaign_id, lead_id=lead_id,
                                campaign_notified=signalled)
+
+
+async def _first_for_lead(store: Store, campaign_id: str, lead_id: str, kind: DeliveryEventKind,
+                          event_id: str) -> bool:
+    """Whether `event_id` is the lead's first counted event of this kind (oldest first): the
+    circuit breaker counts bouncing leads, not bounce messages, so a lead that bounced
+    twice (two DSNs, a DSN and a provider webhook) is one bounce in "N bounces in M sent".
+
+    Decided by reading what is recorded (no schema change): two events of one lead
+    recorded at the same instant by two processes may both count (the breaker then
+    over-counts by one; it never under-counts). The IMAP poll processes one message at a
+    time, so only concurrent webhook calls for the same lead can do that.
+    """
+    for e in await store.list_delivery_events(campaign_id, lead_id=lead_id):
+        detail = e.detail or ""
+        if e.kind == kind.value and not detail.endswith((SOFT_BOUNCE, NOT_THE_RECIPIENT)):
+            return e.event_id == event_id
+    return True

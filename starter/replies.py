@@ -1,5 +1,6 @@
 """Replies in, on the control plane: the inbound webhook's body, polling by hand, listing,
-and the Temporal Schedule that polls the IMAP reply mailbox.
+confirming a reply nobody vouched for, and the Temporal Schedule that polls the IMAP
+reply mailbox.
 
 The matching itself is `campaign_core.replies.ReplyDesk`, the same for the webhook, the
 schedule's activity and `campaign replies poll`.
@@ -8,6 +9,7 @@ schedule's activity and `campaign replies poll`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -28,9 +30,9 @@ from temporalio.client import (
 )
 
 from campaign_core.imap import SETTING, PollReport, ReplyPollInput, parse_imap_url, poll_mailbox
-from campaign_core.inbound import InboundMessage
+from campaign_core.inbound import InboundMessage, with_report
 from campaign_core.registry import WORKFLOW_QUEUE, queue_name
-from campaign_core.replies import InboundResult, ReplyDesk, temporal_signal
+from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk, temporal_signal
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from workflows.replies import ReplyMailboxPoll, reply_schedule_id
@@ -71,11 +73,35 @@ def inbound_messages(data: Any) -> list[InboundMessage]:
     return messages
 
 
+def read_inbound_body(raw: bytes) -> list[InboundMessage]:
+    """The inbound webhook's body as messages ready to process: the JSON, each message
+    validated, a delivery report's DSN fields read from its text (`with_report`). CPU
+    work bounded by the caps, which the route runs on a worker thread so that a large
+    body leaves /health and the workers' heartbeats alone (issue 25: 60,000 newlines
+    froze /health for 30 s). InboundBodyError names what does not fit."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
+        raise InboundBodyError([{"loc": ["body"], "type": "json_invalid",
+                                 "msg": f"not JSON: {str(err)[:200]}"}]) from err
+    return [with_report(m) for m in inbound_messages(data)]
+
+
 async def process_inbound(store: Store, client: Client, messages: list[InboundMessage],
-                          *, source: str = "webhook") -> list[InboundResult]:
-    """Match, record and signal each message, in order."""
-    desk = ReplyDesk(store, temporal_signal(client), source=source)
+                          *, source: str = "webhook", trusted_authserv_id: str | None = None
+                          ) -> list[InboundResult]:
+    """Match, record and signal each message, in order. `trusted_authserv_id` is
+    CAMPAIGN_TRUSTED_AUTHSERV_ID (None: no address-only match is verified)."""
+    desk = ReplyDesk(store, temporal_signal(client), source=source,
+                     trusted_authserv_id=trusted_authserv_id)
     return [await desk.process(msg) for msg in messages]
+
+
+async def confirm_reply(store: Store, client: Client, reply_id: str, *, by: str) -> ConfirmResult:
+    """`campaign replies confirm`: a person vouches for a reply recorded unverified (see
+    `ReplyDesk.confirm`); UnknownReply / NothingToConfirm when there is nothing to confirm."""
+    desk = ReplyDesk(store, temporal_signal(client), source="confirm")
+    return await desk.confirm(reply_id, by=by)
 
 
 async def poll_by_hand(settings: Settings, store: Store, client: Client) -> PollReport:
@@ -84,7 +110,8 @@ async def poll_by_hand(settings: Settings, store: Store, client: Client) -> Poll
     if not url.strip():
         raise ValueError(f"{SETTING} is not set (imaps://user:password@host/INBOX)")
     config = parse_imap_url(url)
-    desk = ReplyDesk(store, temporal_signal(client), source="imap")
+    desk = ReplyDesk(store, temporal_signal(client), source="imap",
+                     trusted_authserv_id=settings.trusted_authserv_id)
     return await poll_mailbox(config, store, desk)
 
 

@@ -75,10 +75,12 @@ async def test_status_report_watch_page_and_metrics_agree(
             return (await store.get_delivery(message_key(cid, ids[CY], 1))) is not None
         # Cy answers step 1 well before step 2 is due (5 s later): the stop is read then.
         await until(cy_sent, "Cy's step 1")
+        to_cy = await store.get_delivery(message_key(cid, ids[CY], 1))
+        assert to_cy is not None and to_cy.message_id
         desk = ReplyDesk(store, temporal_signal(client), source="webhook")
-        await desk.process(InboundMessage.model_validate({
+        await desk.process(InboundMessage.model_validate({  # in the thread of our message
             "from": CY, "subject": "Re: hello", "message_id": "<r-cy@carely.example>",
-            "in_reply_to": [message_key(cid, ids[CY], 1)], "text": "Yes, call me Tuesday."}))
+            "in_reply_to": [to_cy.message_id], "text": "Yes, call me Tuesday."}))
         await wait_stage(client, cid, {Stage.COMPLETED})
 
         status = await mgr.status(cid)

@@ -114,7 +114,11 @@ async def test_each_message_is_processed_once_across_polls_and_restarts(
     assert [(e.kind, e.lead_id) for e in await restarted.list_delivery_events("c1")] == [
         ("bounce", ids["bo"])]
     assert await restarted.is_suppressed("bo@example.org")
-    assert (await restarted.counts("c1")).replied == 2
+    # Bo's "Re: hello" names none of our messages: matched by address alone, nobody
+    # vouched for it (no CAMPAIGN_TRUSTED_AUTHSERV_ID), so it is recorded and counts for
+    # nothing until confirmed (issue 25).
+    assert [r.verified for r in replies if r.kind == "reply" and r.lead_id == ids["bo"]] == [False]
+    assert (await restarted.counts("c1")).replied == 1
     flags = dovecot.flags()
     assert sorted(flags) == [1, 2, 3, 4], "no message deleted"
     assert all("\\Seen" in f and "\\Deleted" not in f for f in flags.values()), flags

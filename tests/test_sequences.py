@@ -139,7 +139,8 @@ async def test_replies_and_bounces_go_to_the_delivery_run_not_the_campaign_histo
             assert lead is not None
             got = await desk.process(InboundMessage.model_validate({
                 "from": lead.email, "subject": "Re: s", "message_id": f"<in-{lead_id}@x>",
-                "in_reply_to": [message_key("c-flat", lead_id)], "text": "Interested."}))
+                "in_reply_to": [f"<{message_key('c-flat', lead_id)}>"],  # our Message-ID
+                "text": "Interested."}))
             assert [m.notified for m in got.matches] == [True], got
         for lead_id in bounced:
             lead = await store.get_lead("c-flat", lead_id)
