@@ -136,8 +136,13 @@ async def engine_phase(client: Client, settings: Settings, store: SqliteStore, n
                 return
             await asyncio.sleep(0.2)
 
-    return await measure("engine (offline writer)", n, metrics_port, client,
-                         f'CampaignId = "{cid}"', run)
+    phase = await measure("engine (offline writer)", n, metrics_port, client,
+                          f'CampaignId = "{cid}"', run)
+    # The writer and the guardrails must agree on every lead: a failed step holds a lead.
+    c = (await mgr.status(cid)).counts
+    print(f"engine: {c.drafted} of {c.leads} leads drafted, {c.draft_failed} with a failed "
+          f"step ({c.held} held)", flush=True)
+    return phase
 
 
 async def bare_phase(client: Client, shape: str, n: int, tag: str, metrics_port: int) -> Phase:
