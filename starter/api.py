@@ -6,6 +6,7 @@ Same `CampaignManager` as the CLI; bearer-token auth on every route but `/health
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,7 +50,7 @@ from starter.manager import (
     campaign_id_for,
     parse_duration,
 )
-from starter.replies import InboundBodyError, inbound_messages, process_inbound
+from starter.replies import InboundBodyError, process_inbound, read_inbound_body
 from starter.review_auth import TOKEN_PREFIX, Reviewers
 from starter.review_pages import install as install_review_pages
 from starter.start_options import CampaignOptions, KbOutsideRoot
@@ -567,14 +568,10 @@ async def _act_on_webhook(m: CampaignManager, source: str, raw: bytes, response:
 
 
 async def _act_on_inbound(m: CampaignManager, raw: bytes) -> list[dict[str, Any]]:
-    """Validate every message first (422 naming the field; nothing is recorded), then act."""
+    """Validate every message first (422 naming the field; nothing is recorded), then act.
+    The body is read on a worker thread: /health and the heartbeats go on meanwhile."""
     try:
-        data = json.loads(raw)
-    except ValueError as err:
-        raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid",
-                                   "msg": f"not JSON: {err}"}]) from err
-    try:
-        messages = inbound_messages(data)
+        messages = await asyncio.to_thread(read_inbound_body, raw)
     except InboundBodyError as err:
         raise HTTPException(422, err.errors) from err
     results = await process_inbound(m.store, await m.client(), messages,
