@@ -278,20 +278,20 @@ async def test_60000_newlines_through_the_signed_webhook_leave_health_answering(
     took = await health_while(client, work)
     r = await work
     assert r.status_code == 200 and r.json()[0]["kind"] == "bounce", r.text
-    assert max(took) < 1.0, took
+    assert max(took) < 3.0, took  # a loaded CI machine's margin; the bug stalls it 30 s
 
 
 async def test_the_webhook_reads_its_body_on_a_worker_thread(
         api: tuple[httpx.AsyncClient, Any], store: SqliteStore,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """However long reading a body takes (here a DSN read made to take 2 s), /health
+    """However long reading a body takes (here a DSN read made to take 4 s), /health
     answers meanwhile. Before: the read ran on the event loop, and /health waited."""
     client, _ = api
     await seed(store)
     real = inbound_module.dsn_from_text
 
     def slow(text: str) -> Any:
-        time.sleep(2)
+        time.sleep(4)
         return real(text)
 
     monkeypatch.setattr(inbound_module, "dsn_from_text", slow)
@@ -299,7 +299,7 @@ async def test_the_webhook_reads_its_body_on_a_worker_thread(
     took = await health_while(client, work)
     r = await work
     assert r.status_code == 200 and r.json()[0]["kind"] == "bounce", r.text
-    assert len(took) >= 5 and max(took) < 1.0, took
+    assert len(took) >= 5 and max(took) < 2.0, took  # half the read: margin for a busy CI
 
 
 async def test_a_sender_of_nested_comments_is_a_422_not_a_500(
@@ -432,12 +432,12 @@ async def test_uids_that_would_overflow_the_store_are_refused(
 
 async def test_the_poll_parses_on_a_worker_thread(store: SqliteStore,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A message that takes a second to parse leaves the event loop free (its heartbeats
-    go on). Before: parse_raw ran on the loop, which stood still for that second."""
+    """A message that takes two seconds to parse leaves the event loop free (its heartbeats
+    go on). Before: parse_raw ran on the loop, which stood still for those seconds."""
     real = inbound_module.parse_raw
 
     def slow(data: bytes) -> InboundMessage:
-        time.sleep(1)
+        time.sleep(2)
         return real(data)
 
     monkeypatch.setattr(imap_module, "parse_raw", slow)
@@ -458,7 +458,7 @@ async def test_the_poll_parses_on_a_worker_thread(store: SqliteStore,
         report = await poll_mailbox(config, store, ReplyDesk(store, no_signal, source="imap"))
         stop.set()
         await tick
-    assert report.processed == 1 and max(gaps) < 0.5, max(gaps)
+    assert report.processed == 1 and max(gaps) < 1.0, max(gaps)  # on the loop: 2 s
 
 
 # -- Done when: the reply mailbox on a real Dovecot -------------------------------------------------
