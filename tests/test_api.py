@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -38,6 +37,7 @@ from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
 from tests.doubles import fast_agents
+from tests.served import serving
 from tests.test_orchestration import finish, result_of, wait_stage
 from tests.webhook_signing import INBOUND_SECRET, signed_headers
 
@@ -56,21 +56,9 @@ LEADS = [
 async def serve(mgr: CampaignManager) -> AsyncIterator[httpx.AsyncClient]:
     """The app under uvicorn on a free loopback port, and a client for it."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    mgr.settings.public_url = base  # unsubscribe links in messages point at this server
-    server = uvicorn.Server(uvicorn.Config(create_app(mgr.settings, manager=mgr), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    mgr.settings.public_url = f"http://127.0.0.1:{port}"  # unsubscribe links point here
+    async with serving(create_app(mgr.settings, manager=mgr), port=port, client_timeout=30) as client:
+        yield client
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ async def test_status_report_watch_page_and_metrics_agree(
         await mgr.approve(cid, by="rita")
 
         async def cy_sent() -> bool:
-            return (await store.get_delivery(message_key(cid, ids[CY], 1))) is not None
+            row = await store.get_delivery(message_key(cid, ids[CY], 1))
+            return row is not None and row.status == "sent"  # its Message-ID recorded
         # Cy answers step 1 well before step 2 is due (5 s later): the stop is read then.
         await until(cy_sent, "Cy's step 1")
         to_cy = await store.get_delivery(message_key(cid, ids[CY], 1))

@@ -8,45 +8,32 @@ No Temporal is needed: every request here is answered before a campaign is touch
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
-from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.manager import CampaignManager
+from tests.served import serving
 
 TOKEN = "gate-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP = 2000
 
 
+
 @contextlib.asynccontextmanager
 async def _serve(settings: Settings, store: SqliteStore, *,
                  insecure_dev: bool = False) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
     app = create_app(settings, manager=CampaignManager(settings, store=store),
                      insecure_dev=insecure_dev)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(250):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app, client_timeout=30) as client:
+        yield client
 
 
 @pytest.fixture

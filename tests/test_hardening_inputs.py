@@ -24,22 +24,18 @@ when its fix is reverted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import string
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from temporalio.runtime import Runtime
 
-from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from campaign_core.store.base import now_utc
 from campaign_core.store.sqlite import SqliteStore
@@ -47,6 +43,7 @@ from starter.api import create_app
 from starter.manager import CampaignManager
 from starter.review_auth import PRE_SESSION_COOKIE, SESSION_COOKIE, Reviewers, session_signer
 from tests import pg_fixtures, test_metrics
+from tests.served import serving
 from tests.test_api import AUTH, TOKEN, api_settings, manager
 from tests.test_review_pages import EDITED, drafting_doubles, start_campaign
 from tests.test_store import backend, draft, new_campaign
@@ -59,26 +56,6 @@ __all__ = ["api_settings", "backend", "manager"]  # fixtures, used by name
 
 HUGE = "1" + "0" * 29  # a 30-digit number: past every store's 64-bit integers
 REBIND = "rebind.attacker.example"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """`app` under uvicorn on a free loopback port (with extra uvicorn `options`)."""
-    listen = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=listen,
-                                           log_level="warning", lifespan="on", **options))
-    task = asyncio.create_task(server.serve())
-    for _ in range(250):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listen}", timeout=60,
-                                     follow_redirects=False) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
 
 
 def app_of(settings: Settings, store: SqliteStore, *, manager: CampaignManager | None = None,

@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campaign_core.models import Stage
-from campaign_core.ports import free_port
 from starter.api import create_app
 from starter.manager import CampaignManager
+from tests.served import serving
 from tests.test_api import AUTH, api_settings, manager
 from tests.test_campaign_workflow import LEADS, outbox, start
 from tests.test_orchestration import finish, wait_stage
@@ -58,22 +57,10 @@ class FakeAuth:
 
 @contextlib.asynccontextmanager
 async def serve(mgr: CampaignManager) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
     app = create_app(mgr.settings, manager=mgr)
     app.add_middleware(FakeAuth)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app, client_timeout=30) as client:
+        yield client
 
 
 def records(trail: list[Any], kind: str) -> list[dict[str, Any]]:
