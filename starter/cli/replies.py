@@ -139,6 +139,8 @@ def poll(as_json: bool) -> None:
         out.print(f"{report.processed} new message(s) in {shown(report.mailbox)}: "
                   f"{kinds.count('reply')} replies, {kinds.count('auto_reply')} automatic, "
                   f"{kinds.count('bounce')} bounces, {len(unmatched)} unmatched"
+                  + (f", {kinds.count('unparseable')} unparseable (recorded, passed over)"
+                     if "unparseable" in kinds else "")
                   + (" (more waiting: poll again)" if report.more else ""), highlight=False)
         for r in report.results:
             for match in r.matches:
