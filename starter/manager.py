@@ -635,6 +635,15 @@ class CampaignManager(ControlPlane):
             return await handle.execute_update(name, arg)
         except WorkflowUpdateFailedError as err:
             raise _refused(err) from err
+        except RPCError as err:
+            # The run closed between the check above and the Update's arrival (a small
+            # campaign can finish delivering in that instant): the server then answers
+            # "update ... not found" or "workflow execution already completed".
+            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise
+            status = await self.status(campaign_id)
+            raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot "
+                           f"{name} it") from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",

@@ -15,6 +15,7 @@ from datetime import timedelta
 from email import policy
 from typing import Any
 
+import pytest
 from temporalio import activity
 
 from activities.copywriter import CopywriterAgent
@@ -25,7 +26,7 @@ from campaign_core.models import LeadInput, Stage
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from campaign_core.store.outcomes import TERMINAL
-from starter.manager import CampaignManager
+from starter.manager import CampaignManager, Conflict
 from tests.conftest import KB
 from tests.test_campaign_workflow import outbox, wait_stage
 from tests.test_cli_e2e import cli
@@ -241,3 +242,21 @@ async def test_the_cli_approval_names_the_held_leads(
     rows = await assert_settled(mgr, "c-cli")
     assert {rows[("ana@northwind.example", s)].delivery_status for s in (1, 2, 3)} == {
         "not_approved"}
+
+
+async def test_an_update_racing_the_campaigns_end_is_a_conflict(
+        ts_env, settings, store, prefix, run_workers, monkeypatch):
+    """An exclusion checked while the campaign still ran, arriving once it has closed, is a
+    Conflict (HTTP 409, exit 2), not the server's raw 'update not found' (a 500): a small
+    campaign can finish delivering in between (seen once in a clean-clone run)."""
+    async with run_workers(ts_env.client):
+        mgr, ids = await started(ts_env, settings, store, prefix, "c-race")
+        await mgr.approve("c-race", by="tester")
+        await finish(ts_env, "c-race", DAY)
+
+    async def still_running(campaign_id: str, action: str) -> Any:
+        return await mgr._handle(campaign_id)  # as if the run had not closed yet
+
+    monkeypatch.setattr(mgr, "_running_handle", still_running)
+    with pytest.raises(Conflict, match="completed"):
+        await mgr.set_excluded("c-race", ids["ana@northwind.example"], excluded=True, by="rita")
