@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -44,6 +43,7 @@ from starter.cli import app as cli_app
 from starter.codec_app import create_codec_app
 from starter.manager import BadInput, CampaignManager
 from tests.conftest import KB
+from tests.served import serving
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(100, 132))).decode()
@@ -188,20 +188,8 @@ async def test_history_holds_no_plaintext_and_the_keyed_client_reads_it(
 
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, c: EncryptionCodec, **kwargs) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_codec_app(settings, c, **kwargs), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(250):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(create_codec_app(settings, c, **kwargs), client_timeout=10) as client:
+        yield client
 
 
 def as_json(payloads: list[Payload]) -> dict[str, object]:
