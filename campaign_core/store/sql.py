@@ -75,6 +75,19 @@ from campaign_core.store.rows import (
     Spend,
 )
 
+#: The facts `outcomes.report_rows` reads about each (lead, step): the lead, its draft, the
+#: draft's delivery and its place on the schedule. `report`, `counts` and the review page
+#: select them (the page with more columns) from the same joins.
+FACT_COLUMNS = ("l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, d.approved, "
+                "d.excluded, d.failed_reason, x.status AS delivery, x.message_id, "
+                "x.error AS delivery_error, s.status AS step_status, s.stop_reason")
+FACTS_FROM = ("FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
+              "AND d.lead_id = l.lead_id "
+              "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
+              "AND x.step = COALESCE(d.step, 1) "
+              "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id "
+              "AND s.lead_id = l.lead_id AND s.step = d.step ")
+
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
 CHUNK = 500
 
@@ -736,16 +749,8 @@ class SqlStore(Erasure[Scope]):
                         f"WHERE l.campaign_id = ? AND l.lead_id IN ({marks(part)})", within):
                     leads[str(r["lead_id"])] = r
                 facts += await c.all(
-                    "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, "
-                    "d.approved, d.excluded, d.failed_reason, d.subject, d.version, d.edited_by, "
-                    "x.status AS delivery, x.message_id, x.error AS delivery_error, "
-                    "x.updated_at AS sent_at, s.status AS step_status, s.stop_reason, s.due_at "
-                    "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
-                    "AND d.lead_id = l.lead_id "
-                    "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id "
-                    "AND x.lead_id = l.lead_id AND x.step = COALESCE(d.step, 1) "
-                    "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id "
-                    "AND s.lead_id = l.lead_id AND s.step = d.step "
+                    f"SELECT {FACT_COLUMNS}, d.subject, d.version, d.edited_by, "
+                    f"x.updated_at AS sent_at, s.due_at {FACTS_FROM}"
                     f"WHERE l.campaign_id = ? AND l.lead_id IN ({marks(part)}) "
                     "ORDER BY l.lead_id, COALESCE(d.step, 1)", within)
                 replies += await c.all(
@@ -919,15 +924,7 @@ class SqlStore(Erasure[Scope]):
         """The joined rows `outcomes.report_rows` reads, and the campaign's stage."""
         campaign = await self.get_campaign(campaign_id)
         rows = await self._all(
-            "SELECT l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, "
-            "d.approved, d.excluded, d.failed_reason, x.status AS delivery, x.message_id, "
-            "x.error AS delivery_error, s.status AS step_status, s.stop_reason "
-            "FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
-            "AND d.lead_id = l.lead_id "
-            "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
-            "AND x.step = COALESCE(d.step, 1) "
-            "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id "
-            "AND s.step = d.step WHERE l.campaign_id = ? "
+            f"SELECT {FACT_COLUMNS} {FACTS_FROM}WHERE l.campaign_id = ? "
             "ORDER BY l.created_at, l.lead_id, COALESCE(d.step, 1)", (campaign_id,))
         return rows, campaign.stage if campaign else None
 
