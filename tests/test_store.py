@@ -551,16 +551,20 @@ async def test_embedded_store_migrates_itself_but_postgres_refuses(tmp_path: Pat
         await auto.close()
 
 
-def test_migration_files_are_twins_and_shipped_for_the_supabase_cli() -> None:
+def test_migrations_have_one_source_that_the_supabase_cli_reads() -> None:
+    """One copy of each Postgres migration: `supabase/migrations` is a symlink to the package's
+    folder (which the wheel ships), so the Supabase CLI and `campaign db migrate` apply the
+    same files and no copy can fall behind."""
     sqlite_files, pg_files = migrations("sqlite"), migrations("postgres")
     assert [m.version for m in sqlite_files] == [m.version for m in pg_files] == list(
         range(1, SCHEMA_VERSION + 1))
-    supa = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
+    supa_dir = REPO / "supabase" / "migrations"
+    assert supa_dir.is_symlink(), f"{supa_dir} must be a symlink, not a second copy"
+    assert supa_dir.resolve() == (REPO / "campaign_core" / "migrations" / "postgres").resolve()
+    supa = sorted(supa_dir.glob("*.sql"))
     assert [p.name for p in supa] == [m.name for m in pg_files]
     for path, m in zip(supa, pg_files, strict=True):
         assert re.fullmatch(r"\d+_\w+\.sql", path.name), "the Supabase CLI's <version>_<name>.sql"
-        assert path.read_text(encoding="utf-8") == m.sql, (
-            f"{path} differs from campaign_core/migrations/postgres/{m.name}: copy it over")
         assert f"VALUES ({m.version})" in m.sql, "each migration records its own version"
 
 
