@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
+from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, activity_name
 from campaign_core import payload_walks
 from campaign_core.deployment import (
     deployment_config,
@@ -29,16 +30,7 @@ from campaign_core.deployment import (
     set_current_version,
 )
 from campaign_core.metrics import install, telemetry_runtime, watch_backlog
-from campaign_core.registry import (
-    AGENT_CLASSES,
-    AGENTS,
-    QUEUES,
-    WORKFLOW_QUEUE,
-    AgentMethod,
-    AgentSpec,
-    activity_name,
-    queue_name,
-)
+from campaign_core.queues import QUEUES, WORKFLOW_QUEUE, queue_name
 from campaign_core.sandbox import FastSandboxedWorkflowRunner
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.base import Store

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from campaign_core.metrics import installed_runtime
 from campaign_core.ports import port_free
 from campaign_core.private_files import private_dir, tighten_database
-from campaign_core.registry import SEARCH_ATTRIBUTES
+from campaign_core.queues import SEARCH_ATTRIBUTES
 from campaign_core.settings import Settings
 from campaign_core.temporal import client_interceptors, data_converter, dev_server_path
 from worker_main import install_stop_handlers, run_workers

@@ -57,7 +57,7 @@ from campaign_core.models import (
     Rejection,
     Stage,
 )
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
 from campaign_core.send_window import SendWindow
 from campaign_core.sequence import FollowUpError, describe_seconds, parse_follow_ups

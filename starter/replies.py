@@ -31,7 +31,7 @@ from temporalio.client import (
 
 from campaign_core.imap import SETTING, PollReport, ReplyPollInput, parse_imap_url, poll_mailbox
 from campaign_core.inbound import InboundMessage, with_report
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk, temporal_signal
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store

@@ -40,7 +40,7 @@ from campaign_core.models import (
     Channel,
     ScheduledCampaignInput,
 )
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.send_window import SendWindow
 from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt

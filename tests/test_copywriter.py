@@ -28,11 +28,12 @@ from activities.copywriter import (
 )
 from activities.guardrails import BriefRules, Citation, DraftOutput, check_draft, placeholders
 from activities.llm_client import retry_after
+from activities.registry import AGENTS, PERMANENT_ERRORS
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.models import CampaignStatus, LeadInput, Stage
-from campaign_core.registry import AGENTS, PERMANENT_ERRORS, QUEUES, WORKFLOW_QUEUE
+from campaign_core.queues import QUEUES, WORKFLOW_QUEUE
 from campaign_core.settings import Settings
 from starter.manager import CampaignManager
 from tests.conftest import KB

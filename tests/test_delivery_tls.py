@@ -23,9 +23,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities import channels
 from activities.channels import ChannelRefused, SmtpTlsError, parse_smtp_url
+from activities.registry import PERMANENT_ERRORS
 from campaign_core.ids import message_key
 from campaign_core.models import Channel
-from campaign_core.registry import PERMANENT_ERRORS
 from tests.smtp_server import smtp_server
 from tests.test_delivery_channels import deliver, parsed_leads, seed
 

@@ -180,7 +180,7 @@ def temporal_dynamic_config(compose: dict[str, Any]) -> dict[str, Any]:
 def test_the_temporal_server_gives_each_rate_limited_queue_one_partition(
         compose: dict[str, Any]) -> None:
     """A queue's rate is split between its read partitions; one partition meets the limit."""
-    from campaign_core.registry import QUEUES
+    from campaign_core.queues import QUEUES
 
     config = temporal_dynamic_config(compose)
     limited = {q.name for q in QUEUES.values() if q.rate_per_second}

@@ -22,7 +22,7 @@ from temporalio import activity
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.leads import lead_id_for, parse_lead_rows
 from campaign_core.models import CampaignInput, Channel, LeadInput, Stage
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings
 from campaign_core.store.base import new_lead_id_salt
 from starter.manager import CampaignManager

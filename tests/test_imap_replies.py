@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.imap import PollSummary, ReplyPollInput
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.replies import poll_by_hand

@@ -15,7 +15,7 @@ from typing import Any
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
 from campaign_core.models import CampaignCarry, CampaignInput, DeliveryInput, DeliveryResult
-from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 

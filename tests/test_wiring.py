@@ -17,14 +17,8 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.registry import (
-    AGENT_CLASSES,
-    AGENTS,
-    WORKFLOW_QUEUE,
-    activity_name,
-    agent_spec,
-    queue_name,
-)
+from activities.registry import AGENT_CLASSES, AGENTS, activity_name, agent_spec
+from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from worker_main import WORKFLOWS, build_workers

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from campaign_core.registry import agent_spec, queue_name
+    from activities.registry import agent_spec
+    from campaign_core.queues import queue_name
 
 #: The patch that moved the registry's `local` agents from their queue to local activities.
 LOCAL_STORE_STEPS = "local-store-steps"

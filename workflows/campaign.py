@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         StageUpdate,
     )
-    from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+    from campaign_core.queues import WORKFLOW_QUEUE, queue_name
     from campaign_core.review import CONFLICT, DraftEditRef, DraftVersionRef, Exclusion
     from workflows.agents import call_agent
     from workflows.delivery import DeliveryOrchestrator

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduledRun,
         Stage,
     )
-    from campaign_core.registry import WORKFLOW_QUEUE, queue_name
+    from campaign_core.queues import WORKFLOW_QUEUE, queue_name
     from workflows.agents import call_agent
     from workflows.campaign import CampaignWorkflow, search_attributes
 

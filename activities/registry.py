@@ -1,9 +1,13 @@
-"""The registry: task queues and their limits, and each agent's queue, timeouts and retries.
+"""The agent registry: each agent's queue, timeouts and retries.
 
 Entries are keyed by the activity method itself (`StoreAgent.store_lead`), so workflows,
-the worker and this table can only name agents that exist. Workflows import it under
-`workflow.unsafe.imports_passed_through()`; the agent modules it imports have no
-import-time side effects. See docs/architecture.md ("Orchestration and wiring").
+the worker and this table can only name agents that exist. It imports every agent class,
+so it sits with the activities: the worker and the workflows import it (workflows under
+`workflow.unsafe.imports_passed_through()`), the control plane and `campaign_core` never
+do. The agent modules it imports have no import-time side effects, and they import their
+heavy libraries (openai, numpy, bm25s, aiosmtplib, phonenumbers) where the work is done,
+so a workflow's reference to an agent method costs no LLM client. The queues themselves
+are campaign_core/queues.py. See docs/architecture.md ("Orchestration and wiring").
 """
 
 from __future__ import annotations
@@ -45,15 +49,6 @@ def activity_name(fn: AgentMethod) -> str:
 
 
 @dataclass(frozen=True)
-class QueueSpec:
-    """A task queue and its limits: concurrency per worker, a server-enforced rate."""
-
-    name: str
-    max_concurrent: int
-    rate_per_second: float | None = None
-
-
-@dataclass(frozen=True)
 class AgentSpec:
     """An agent activity on its queue, with its own timeouts and retries."""
 
@@ -71,19 +66,6 @@ class AgentSpec:
     def name(self) -> str:
         return activity_name(self.activity)
 
-
-WORKFLOW_QUEUE = "workflows"
-
-QUEUES: dict[str, QueueSpec] = {
-    q.name: q
-    for q in (
-        QueueSpec(WORKFLOW_QUEUE, max_concurrent=200),  # orchestrators
-        QueueSpec("store", max_concurrent=20),  # reads and writes to the store
-        QueueSpec("knowledge", max_concurrent=8),  # retrieval over the knowledge base
-        QueueSpec("llm", max_concurrent=8, rate_per_second=5.0),  # the copywriter
-        QueueSpec("delivery", max_concurrent=4, rate_per_second=10.0),  # sending
-    )
-}
 
 # The store may be down for a while: keep retrying with backoff rather than fail a lead.
 _STORE_RETRY = RetryPolicy(
@@ -173,11 +155,3 @@ def agent_spec(fn: AgentMethod) -> AgentSpec:
     except KeyError:
         raise LookupError(f"{getattr(fn, '__qualname__', fn)!r} is not in the registry") from None
 
-
-#: Search attributes every workflow of this project sets (no personal data in them).
-SEARCH_ATTRIBUTES = {"CampaignId": "Keyword", "CampaignStage": "Keyword", "Flow": "Keyword"}
-
-
-def queue_name(queue: str, prefix: str = "") -> str:
-    """The real task-queue name for a logical queue under a deployment prefix."""
-    return f"{prefix}{queue}"
