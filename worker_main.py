@@ -41,6 +41,7 @@ from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
 from workflows.replies import ReplyMailboxPoll
+from workflows.reply_schedule import ensure_reply_schedule
 from workflows.scheduled import ScheduledCampaign
 
 #: Every orchestrator; they all run on the workflow queue.
@@ -193,11 +194,9 @@ async def run_workers(
     # (`campaign db migrate`): a worker never changes a schema other workers use.
     await store.ensure_schema()
     workers = build_workers(client, store, settings, queues=queues)
-    if not queues or WORKFLOW_QUEUE in queues:
-        from starter.replies import ensure_reply_schedule  # the control plane's, made once
-
-        if await ensure_reply_schedule(client, settings, settings.task_queue_prefix):
-            log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
+    if (not queues or WORKFLOW_QUEUE in queues) and await ensure_reply_schedule(
+            client, settings, settings.task_queue_prefix):
+        log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
     log.info("%s", serving_line(settings))

@@ -1,6 +1,6 @@
 """Replies in, on the control plane: the inbound webhook's body, polling by hand, listing,
-confirming a reply nobody vouched for, and the Temporal Schedule that polls the IMAP
-reply mailbox.
+and confirming a reply nobody vouched for. The Temporal Schedule that polls the IMAP reply
+mailbox is the worker's to make: workflows/reply_schedule.py.
 
 The matching itself is `campaign_core.replies.ReplyDesk`, the same for the webhook, the
 schedule's activity and `campaign replies poll`.
@@ -8,41 +8,23 @@ schedule's activity and `campaign replies poll`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
+from temporalio.client import Client
 
-from campaign_core.imap import SETTING, PollReport, ReplyPollInput, parse_imap_url, poll_mailbox
+from campaign_core.imap import SETTING, PollReport, parse_imap_url, poll_mailbox
 from campaign_core.inbound import InboundMessage, with_report
-from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk, temporal_signal
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
-from workflows.replies import ReplyMailboxPoll, reply_schedule_id
 
 log = logging.getLogger("campaign.replies")
 
 #: The most messages one inbound webhook call may carry.
 MAX_MESSAGES = 100
-#: A poll that has not finished in this time is given up (the next firing goes on).
-POLL_TIMEOUT = timedelta(minutes=30)
 
 
 class InboundBodyError(ValueError):
@@ -113,41 +95,3 @@ async def poll_by_hand(settings: Settings, store: Store, client: Client) -> Poll
     desk = ReplyDesk(store, temporal_signal(client), source="imap",
                      trusted_authserv_id=settings.trusted_authserv_id)
     return await poll_mailbox(config, store, desk)
-
-
-def reply_schedule(settings: Settings, prefix: str) -> Schedule:
-    """Every CAMPAIGN_IMAP_POLL_SECONDS, one `ReplyMailboxPoll`; a firing is skipped while
-    the previous poll still runs. The action carries no address and no password."""
-    every = timedelta(seconds=settings.imap_poll_seconds)
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReplyMailboxPoll.run, ReplyPollInput(queue_prefix=prefix),
-            id=reply_schedule_id(prefix), task_queue=queue_name(WORKFLOW_QUEUE, prefix),
-            execution_timeout=POLL_TIMEOUT,
-            static_summary=f"Poll the reply mailbox (every {every})",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
-        state=ScheduleState(note=f"reads {SETTING} every {every}, marks messages seen, "
-                                 "never deletes"),
-    )
-
-
-async def ensure_reply_schedule(client: Client, settings: Settings, prefix: str) -> bool:
-    """Create the reply-mailbox schedule, or bring an existing one to the current settings
-    (keeping its paused state); False when CAMPAIGN_IMAP_URL is not set. Idempotent."""
-    if settings.imap_url is None or not settings.imap_url.get_secret_value().strip():
-        return False
-    parse_imap_url(settings.imap_url.get_secret_value())  # a bad URL stops the worker here
-    schedule = reply_schedule(settings, prefix)
-    sid = reply_schedule_id(prefix)
-    try:
-        await client.create_schedule(sid, schedule)
-        log.info("reply mailbox: schedule %s created (every %ss)", sid, settings.imap_poll_seconds)
-    except ScheduleAlreadyRunningError:
-        def keep_state(inp: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=dataclasses.replace(
-                schedule, state=inp.description.schedule.state))
-
-        await client.get_schedule_handle(sid).update(keep_state)
-    return True
