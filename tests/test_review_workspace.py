@@ -480,7 +480,7 @@ async def test_preview_confirmation_approver_and_outcomes(
 def test_progress_is_never_full_while_a_row_is_pending() -> None:
     """The campaign page's progress counts the report's rows (one a lead and step)."""
     from campaign_core.models import Counts
-    from starter.review_pages import _progress
+    from starter.api.review_pages import _progress
 
     delivering = Counts(leads=4, approved=4, sent=4, messages=12, pending=6, stopped=2)
     assert _progress(Stage.DELIVERING, delivering) == 50

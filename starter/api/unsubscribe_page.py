@@ -21,13 +21,13 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from starter.page_headers import html_page
+from starter.api.page_headers import html_page
 
 #: The form field the confirmation page's button sends, telling it apart from RFC 8058.
 CONFIRM_FIELD = "confirm"
 
 _templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 _EMAIL_USER = re.compile(r"^(.)(.*)(@.*)$")

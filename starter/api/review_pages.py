@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
@@ -36,9 +36,11 @@ from campaign_core.store.base import REVIEW_STATUSES
 from campaign_core.store.review import STEP_STATUSES
 from campaign_core.store.rows import CampaignRow, DraftRow, ReviewDecision, ReviewItem, ReviewStep
 from campaign_core.unsubscribe import Claims, make_token, signing_key
+from starter.api.deps import manager_of
+from starter.api.errors import Handler
+from starter.api.page_headers import html_page
 from starter.limits import MAX_BODY, MAX_FORM_BYTES, MAX_PAGE_NUMBER, MAX_STEP, MAX_SUBJECT, MAX_VERSION
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
-from starter.page_headers import html_page
 from starter.review_auth import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -55,7 +57,7 @@ LIVE_REFRESH = 5
 LIVE_STAGES = frozenset({Stage.DRAFTING, Stage.DELIVERING})
 
 _templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
     autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
 
 router = APIRouter(prefix="/review", include_in_schema=False)
@@ -80,13 +82,6 @@ class Viewer:
     session: Session
 
 
-def install(app: FastAPI) -> None:
-    """Serve the pages on `app` (the API's, or `campaign dev`'s)."""
-    app.include_router(router)
-    app.add_exception_handler(PageRefusal, _refused)  # type: ignore[arg-type]
-    app.add_exception_handler(_SignInFirst, _to_sign_in)  # type: ignore[arg-type]
-
-
 async def _to_sign_in(_: Request, exc: _SignInFirst) -> Response:
     """No (valid) session: to the sign-in page, coming back here afterwards."""
     return RedirectResponse("/review/sign-in?" + urlencode({"next": _safe_next(exc.target)}),
@@ -108,8 +103,7 @@ def _render(template: str, *, status_code: int = 200, **context: Any) -> HTMLRes
 
 
 def _manager(request: Request) -> CampaignManager:
-    managers: dict[str, CampaignManager] = request.app.state.managers
-    return managers["manager"]
+    return manager_of(request)
 
 
 async def _signer(request: Request) -> SessionSigner:
@@ -146,6 +140,11 @@ class _SignInFirst(Exception):
     def __init__(self, target: str) -> None:
         super().__init__(target)
         self.target = target
+
+
+#: The pages' answers to their own refusals, for the app's exception handlers: a page
+#: naming the reason, or the way to the sign-in page.
+HANDLERS: dict[type[Exception], Handler] = {PageRefusal: _refused, _SignInFirst: _to_sign_in}
 
 
 def _same_origin(request: Request) -> None:

@@ -1,78 +1,30 @@
-"""The API routes for what the CLI does beside running one campaign: the campaign list, the
-audit trail, the suppression list, erasure requests and recurring campaigns.
-
-Each goes through the same code as its command (`CampaignManager`, `starter.suppression`,
-`ScheduleManager`) and answers its `--json` document. The campaign list and the audit
-trail are review routes (a reviewer's token reaches them); suppressions, erasure and
-schedules need the service token (starter/api_gate.py answers 403 to a reviewer's).
-"""
+"""Recurring campaigns on Temporal Schedules, as `campaign schedule ...`: create, list,
+describe, pause, resume, trigger and delete. Service token only (the gate answers 403 to a
+reviewer's); each answers its command's `--json` document."""
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from campaign_core.leads import parse_lead_rows, valid_email
-from campaign_core.models import Channel, Stage
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import Channel
 from campaign_core.send_window import zone
-from campaign_core.store.rows import AuditEntry, CampaignRow
-from starter import suppression
-from starter.api_deps import Manager
-from starter.manager import MAX_PAGE, BadInput, Conflict, NotFound, parse_duration
-from starter.schedules import SCHEDULE_NAME_PATTERN, BadCron, ScheduleManager, template_id_for
+from starter.api.deps import AUTHORISED, Schedules
+from starter.api.errors import invalid
+from starter.manager import BadInput, Conflict, NotFound, parse_duration
+from starter.schedules import SCHEDULE_NAME_PATTERN, BadCron, template_id_for
 from starter.start_options import ApprovalTimeout, CampaignOptions, KbOutsideRoot
-from starter.suppression import ErasureReport, SuppressionResult
 
-router = APIRouter()
+router = APIRouter(dependencies=AUTHORISED)
 
-#: The most addresses one `POST /suppressions` may carry.
-MAX_SUPPRESSIONS = 10_000
-
-Email = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(valid_email)]
 ScheduleName = Annotated[str, Path(pattern=SCHEDULE_NAME_PATTERN,
                                    description="The schedule's name.")]
 
 
 # -- bodies and answers -------------------------------------------------------------------------
-
-
-class CampaignSummary(BaseModel):
-    """One campaign in `GET /campaigns`: the stored stage (`GET /campaigns/{id}` has the live one)."""
-
-    campaign_id: str
-    name: str
-    channel: str
-    stage: Stage
-    workflow_id: str
-    knowledge_base: str | None = Field(description="The knowledge-base folder's name.")
-    created_at: str
-    updated_at: str
-
-    @classmethod
-    def of(cls, row: CampaignRow) -> CampaignSummary:
-        kb = PurePath(row.kb_dir).name if row.kb_dir else None
-        return cls(campaign_id=row.campaign_id, name=row.name, channel=row.channel,
-                   stage=row.stage, workflow_id=row.workflow_id, knowledge_base=kb,
-                   created_at=row.created_at, updated_at=row.updated_at)
-
-
-class SuppressRequest(BaseModel):
-    """`POST /suppressions`: addresses never to send to again, in any campaign."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    emails: list[Email] = Field(min_length=1, max_length=MAX_SUPPRESSIONS)
-
-
-class ErasureRequest(BaseModel):
-    """`POST /erasure`: the address of the person whose data is to be erased."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    email: Email
 
 
 class ScheduleRequest(CampaignOptions):
@@ -149,60 +101,6 @@ class ScheduleActionResponse(BaseModel):
     action: str
 
 
-# -- dependencies -------------------------------------------------------------------------------
-
-
-async def current_schedules(m: Manager) -> ScheduleManager:
-    """A `ScheduleManager` on the app's Temporal client and store (503 if Temporal is down)."""
-    return ScheduleManager(m.settings, client=await m.client(), store=m.store,
-                           queue_prefix=m.queue_prefix,
-                           use_search_attributes=m.use_search_attributes)
-
-
-Schedules = Annotated[ScheduleManager, Depends(current_schedules)]
-
-
-def _invalid(field: str, err: Exception) -> HTTPException:
-    return HTTPException(422, [{"loc": ["body", field], "type": "value_error", "msg": str(err)}])
-
-
-# -- campaigns: the list and the audit trail (review routes) ------------------------------------
-
-
-@router.get("/campaigns", response_model=list[CampaignSummary])
-async def list_campaigns(
-    m: Manager, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
-) -> list[CampaignSummary]:
-    """The campaigns, newest first (at most `limit`)."""
-    return [CampaignSummary.of(row) for row in await m.list_campaigns(limit)]
-
-
-@router.get("/campaigns/{campaign_id}/audit", response_model=list[AuditEntry])
-async def campaign_audit(
-    campaign_id: str, m: Manager,
-    lead_id: Annotated[str | None, Query(max_length=200, description="Only this lead's trail.")]
-    = None,
-) -> list[AuditEntry]:
-    """The trail of agent steps and decisions, with provenance (as `campaign audit --json`)."""
-    return await m.audit(campaign_id, lead_id)
-
-
-# -- the suppression list and erasure (service token only) --------------------------------------
-
-
-@router.post("/suppressions", response_model=SuppressionResult)
-async def add_suppressions(body: SuppressRequest, m: Manager) -> SuppressionResult:
-    """Add addresses to the suppression list (as `campaign suppress --json`): never sent to
-    again, in any campaign; an address already there is counted, not added twice."""
-    return await suppression.suppress(m.store, body.emails)
-
-
-@router.post("/erasure", response_model=ErasureReport)
-async def erase_person(body: ErasureRequest, m: Manager) -> ErasureReport:
-    """Erase everything stored about the person, in every campaign, and keep the address
-    suppressed (as `campaign forget --yes --json`; idempotent)."""
-    return await suppression.forget(m.settings, m.store, body.email)
-
 
 # -- schedules (service token only) -------------------------------------------------------------
 
@@ -221,11 +119,11 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
     try:
         timeout = parse_duration(body.approval_timeout)
     except BadInput as err:
-        raise _invalid("approval_timeout", err) from err
+        raise invalid("approval_timeout", err) from err
     try:
         options = body.start_kwargs(s.settings.kb_root)
     except KbOutsideRoot as err:
-        raise _invalid("kb", err) from err
+        raise invalid("kb", err) from err
     template_id = template_id_for(body.name)
     intake = parse_lead_rows(enumerate(body.leads, start=1), template_id)
     if not intake.leads:
@@ -242,9 +140,9 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
     except (NotFound, Conflict):
         raise
     except BadCron as err:
-        raise _invalid("cron", err) from err
+        raise invalid("cron", err) from err
     except BadInput as err:  # the channel's settings
-        raise _invalid("channel", err) from err
+        raise invalid("channel", err) from err
     return created.to_json()
 
 
