@@ -107,8 +107,8 @@ def server_rate(limit: float | None) -> float | None:
 
     The server's limiter (the matching service's, with a burst of one second) lets a
     second's worth of tasks and one more go at once after a lull, then `rate` a second, so
-    five seconds can carry six seconds of tasks and one: 1.2 times the rate (measured with
-    the limit itself: a busiest five-second window of 1.16). With r = (5.5 * limit - 1) / 6,
+    five seconds can carry six seconds of tasks and one: 1.2 times the rate (what was measured:
+    docs/performance.md, "Rate limits that hold over five seconds"). With r = (5.5 * limit - 1) / 6,
     6 * r + 1 is 5.5 * limit, so no window passes 1.1 times the limit; a saturated queue
     then averages r (0.90 of a limit of 10). tests/test_copywriter.py holds this against the
     server's limiter written out as arithmetic. Under about 1/s a single burst task
@@ -186,7 +186,7 @@ async def run_workers(
     """Run until `stop` is set, then shut every worker down gracefully.
 
     `make_current`: the embedded stack's workers make their deployment version current
-    themselves (nobody else deploys there); production workers never do: README
+    themselves (nobody else deploys there); production workers never do: docs/operations.md,
     "Deploying a new version".
     """
     store = open_store(settings)

@@ -126,7 +126,7 @@ def may_hold_phone(text: str) -> bool:
 def _phones(text: str) -> dict[str, set[str]]:
     """Each valid phone number as written, with its readings in every region tried."""
     found: dict[str, set[str]] = {}
-    if not may_hold_phone(text):  # the matcher costs ~2 ms a draft even when it finds nothing
+    if not may_hold_phone(text):  # the matcher is costly even when it finds nothing
         return found
     for region in PHONE_REGIONS:
         for match in phonenumbers.PhoneNumberMatcher(text, region,

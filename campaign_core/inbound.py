@@ -391,7 +391,7 @@ def _field_lines(text: str, *, indented: bool) -> Iterator[tuple[str, str]]:
 # its size, and no message may stop the ones behind it (issue 25). The stdlib's email
 # package is used in its compat32 form, which keeps header values as the raw strings they
 # arrived as: the modern policy's header parser is quadratic on values such as 4,000
-# quotes in `From` (2 s) and recurses on nested comments. The MIME parser itself is
+# quotes in `From` and recurses on nested comments. The MIME parser itself is
 # bounded before it can go deep: each part counts against MAX_MIME_PARTS and its depth
 # against MAX_MIME_DEPTH as the parser creates it (1,200 nested multiparts raised
 # RecursionError inside the parser), and every header value is cut to its cap as it is
@@ -670,9 +670,9 @@ def _returned_headers(part: Message) -> list[tuple[str, str]]:
 #
 # One forward pass with str.find: every search starts where the last one ended, so the
 # work is linear in the HTML whatever it holds. The regexes this replaces
-# (`<(script|style).*?</\1>`, `<[^>]*>`) were quadratic: 280 KB of `<style ` took 74 s.
-# The stdlib's html.parser is no better on this interpreter: it rescans an unterminated
-# tag from each `<` (256 KB of `<style ` took 156 s on Python 3.11.7).
+# (`<(script|style).*?</\1>`, `<[^>]*>`) were quadratic, and the stdlib's html.parser is
+# no better on this interpreter: it rescans an unterminated tag from each `<` (the figures:
+# docs/performance.md, "Reading hostile mail" and "Large campaigns, and the test servers").
 
 #: Where a tag, comment, declaration or processing instruction may start.
 _OPENS = re.compile(r"<(?:/?[A-Za-z]|!|\?)")

@@ -26,24 +26,73 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
-    temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")
-    temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
-    temporal_ui_url: str | None = Field(default=None, alias="TEMPORAL_UI_URL")
-    campaign_home: Path = Field(default=Path(".campaign"), alias="CAMPAIGN_HOME")
+    temporal_address: str | None = Field(
+        default=None, alias="TEMPORAL_ADDRESS",
+        description="The Temporal frontend (host:port). Unset: the address a running "
+        "`campaign dev` recorded in dev.json, else localhost:7233.",
+    )
+    temporal_namespace: str = Field(
+        default="default", alias="TEMPORAL_NAMESPACE", description="The Temporal namespace.",
+    )
+    temporal_ui_url: str | None = Field(
+        default=None, alias="TEMPORAL_UI_URL",
+        description="Base of the Web UI links that commands print. Unset: the UI a running "
+        "`campaign dev` recorded in dev.json, else http://localhost:8233.",
+    )
+    campaign_home: Path = Field(
+        default=Path(".campaign"), alias="CAMPAIGN_HOME",
+        description="The embedded state: temporal.db, campaign.db, outbox/, dev.json "
+        "(docs/operations.md, State on disk).",
+    )
     # URLs that may carry a password are secrets too: never in a repr or a log line.
-    store_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_STORE_URL")
-    supabase_url: str | None = Field(default=None, alias="SUPABASE_URL")
-    supabase_key: SecretStr | None = Field(default=None, alias="SUPABASE_KEY")
-    llm_provider: str | None = Field(default=None, alias="CAMPAIGN_LLM_PROVIDER")
-    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
-    llm_model: str = Field(default="gpt-4o-mini", alias="CAMPAIGN_LLM_MODEL")
-    llm_rate_limit: float = Field(default=5.0, gt=0, alias="CAMPAIGN_LLM_RATE_LIMIT")
+    store_url: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_STORE_URL",
+        description="sqlite:///PATH or postgresql://... (Postgres, or a Supabase project's "
+        "database). Unset: sqlite:///$CAMPAIGN_HOME/campaign.db (or Supabase's REST API "
+        "when SUPABASE_URL and SUPABASE_KEY are set).",
+    )
+    supabase_url: str | None = Field(
+        default=None, alias="SUPABASE_URL",
+        description="With SUPABASE_KEY and no CAMPAIGN_STORE_URL, the store talks to this "
+        "Supabase project's REST API.",
+    )
+    supabase_key: SecretStr | None = Field(
+        default=None, alias="SUPABASE_KEY",
+        description="The Supabase project's service key (the anon key sees nothing: row-level "
+        "security is on for every table).",
+    )
+    llm_provider: str | None = Field(
+        default=None, alias="CAMPAIGN_LLM_PROVIDER",
+        description="`openai` or `offline` (the deterministic template writer, labelled "
+        "`offline-template` in provenance). Unset: `openai` if OPENAI_API_KEY is set, else "
+        "`offline`.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, alias="OPENAI_API_KEY",
+        description="Key of the OpenAI-compatible endpoint the copywriter calls.",
+    )
+    openai_base_url: str | None = Field(
+        default=None, alias="OPENAI_BASE_URL",
+        description="Any OpenAI-compatible endpoint; unset: OpenAI's.",
+    )
+    llm_model: str = Field(
+        default="gpt-4o-mini", alias="CAMPAIGN_LLM_MODEL", description="The drafting model.",
+    )
+    llm_rate_limit: float = Field(
+        default=5.0, gt=0, alias="CAMPAIGN_LLM_RATE_LIMIT",
+        description="LLM calls per second across all workers (the llm task queue's limit, "
+        "enforced by the Temporal server).",
+    )
     llm_timeout_seconds: float = Field(
         default=60.0, gt=0, alias="CAMPAIGN_LLM_TIMEOUT",
-        description="Per-request timeout of one LLM or embeddings call; a timeout is retried.",
+        description="Per-request timeout of one LLM or embeddings call, in seconds; a timeout "
+        "is retried.",
     )
-    llm_max_output_tokens: int = Field(default=800, gt=0, alias="CAMPAIGN_LLM_MAX_TOKENS")
+    llm_max_output_tokens: int = Field(
+        default=800, gt=0, alias="CAMPAIGN_LLM_MAX_TOKENS",
+        description="Output cap of one LLM call, and the output part of a call's worst case "
+        "that --budget-usd reserves.",
+    )
     llm_price_input: float | None = Field(
         default=None, ge=0, alias="CAMPAIGN_LLM_PRICE_INPUT",
         description="USD per million prompt tokens; overrides the built-in price table.",
@@ -57,7 +106,10 @@ class Settings(BaseSettings):
         description="When set, retrieval adds dense search with this OpenAI-compatible "
         "embedding model, fused with BM25 by reciprocal rank.",
     )
-    retrieval_top_k: int = Field(default=3, ge=1, le=20, alias="CAMPAIGN_RETRIEVAL_TOP_K")
+    retrieval_top_k: int = Field(
+        default=3, ge=1, le=20, alias="CAMPAIGN_RETRIEVAL_TOP_K",
+        description="Passages retrieved per lead.",
+    )
     kb_max_file_bytes: int = Field(
         default=5 * 1024 * 1024, gt=0, alias="CAMPAIGN_KB_MAX_FILE_BYTES",
         description="Largest knowledge-base file read; larger ones are skipped and logged.",
@@ -68,14 +120,26 @@ class Settings(BaseSettings):
         "/campaigns, the campaign webhook, POST /schedules) must lie; while unset, HTTP "
         "callers can name no knowledge base.",
     )
-    smtp_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_SMTP_URL")
-    mail_from: str = Field(default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM")
+    smtp_url: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_SMTP_URL",
+        description="The smtp channel's server: smtp://user:pass@host:port (STARTTLS when "
+        "offered) or smtps:// (implicit TLS); docs/deliverability.md, SMTP.",
+    )
+    mail_from: str = Field(
+        default="Campaigns <campaigns@localhost>", alias="CAMPAIGN_FROM",
+        description="The sender of every message; its name signs the drafts, its domain "
+        "names the mailto: unsubscribe address.",
+    )
     smtp_require_tls: bool | None = Field(
         default=None, alias="CAMPAIGN_SMTP_REQUIRE_TLS",
         description="Refuse to send over SMTP without TLS (smtps:// or STARTTLS); unset: on "
         "for every host but loopback.",
     )
-    webhook_url: SecretStr | None = Field(default=None, alias="CAMPAIGN_WEBHOOK_URL")
+    webhook_url: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_WEBHOOK_URL",
+        description="Target of the webhook channel (a JSON POST signed as Standard Webhooks, "
+        "with Idempotency-Key).",
+    )
     imap_url: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_IMAP_URL",
         description="The reply mailbox: imaps://user:pass@host[:port]/INBOX (imap:// uses "
@@ -98,13 +162,22 @@ class Settings(BaseSettings):
         description="The sender's physical postal address, put in every message's footer "
         "(CAN-SPAM); required by the smtp and webhook channels.",
     )
-    encryption_key: SecretStr | None = Field(default=None, alias="CAMPAIGN_ENCRYPTION_KEY")
+    encryption_key: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_ENCRYPTION_KEY",
+        description="When set, every payload in Temporal history is AES-256-GCM encrypted: "
+        "comma-separated KEY_ID:BASE64 entries of 32-byte keys; the first encrypts, all "
+        "decrypt (docs/operations.md, Encryption and tracing).",
+    )
     require_encryption: bool = Field(
         default=False, alias="CAMPAIGN_REQUIRE_ENCRYPTION",
         description="Refuse to start without CAMPAIGN_ENCRYPTION_KEY and refuse payloads that "
         "are not encrypted (drain runs started in clear first).",
     )
-    api_token: SecretStr | None = Field(default=None, alias="CAMPAIGN_API_TOKEN")
+    api_token: SecretStr | None = Field(
+        default=None, alias="CAMPAIGN_API_TOKEN",
+        description="Bearer token of the HTTP API's service routes; `campaign api` refuses "
+        "to start without it unless --insecure-dev.",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_WEBHOOK_SECRET",
         description="whsec_<base64>: verifies the Standard Webhooks signature of calls to "
@@ -137,14 +210,20 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(
         default="http://localhost:8000", alias="CAMPAIGN_PUBLIC_URL",
-        description="Base of unsubscribe links. Unset: the address `campaign dev` or "
-        "`campaign api` serves (see `resolved_public_url`), else this default.")
+        description="Base of unsubscribe links; set it wherever workers run apart from the API "
+        "that recipients reach. Unset: the API `campaign dev` serves (its workers, and "
+        "`campaign worker`s with the same CAMPAIGN_HOME, read it from dev.json), in "
+        "`campaign api` its own --host/--port, else this default.")
     unsubscribe_secret: SecretStr | None = Field(
         default=None, alias="CAMPAIGN_UNSUBSCRIBE_SECRET",
         description="Key that signs unsubscribe links; when unset, one is generated once and "
         "kept in the store, so every worker and API process shares it.",
     )
-    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="When set, traces go there over OTLP/HTTP (<endpoint>/v1/traces), and "
+        "metrics too (<endpoint>/v1/metrics) from a process with no --metrics-port.",
+    )
     task_queue_prefix: str = Field(
         default="",
         alias="CAMPAIGN_TASK_QUEUE_PREFIX",
@@ -167,7 +246,7 @@ class Settings(BaseSettings):
     deployment_version: str | None = Field(
         default=None, alias="CAMPAIGN_DEPLOYMENT_VERSION",
         description="Worker Versioning: the build id (or deployment:build id) every worker "
-        "serves; unset, workers are unversioned. README: Deploying a new version.",
+        "serves; unset, workers are unversioned. docs/operations.md: Deploying a new version.",
     )
     deployment_name: str = Field(
         default="campaign-engine", alias="CAMPAIGN_DEPLOYMENT_NAME",

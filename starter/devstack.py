@@ -36,9 +36,8 @@ CODEC_ENDPOINT = "http://127.0.0.1:8081"
 
 
 #: The embedded server's SQLite file in WAL mode with `synchronous=normal`: a commit no
-#: longer waits for its own fsync, so the server keeps up with the workers (the bare
-#: child-per-lead shape on 1,000 leads, as measured when this work was planned: 12.5
-#: leads/s with the defaults, 31.6 with these). What it trades: the last transactions
+#: longer waits for its own fsync, so the server keeps up with the workers (how much:
+#: docs/performance.md, "Where the time goes"). What it trades: the last transactions
 #: before a power loss or a kernel crash; a crash of the server process loses nothing.
 DEV_SERVER_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal",
                       "--sqlite-pragma", "synchronous=normal"]
@@ -47,16 +46,14 @@ DEV_SERVER_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal",
 #: server is one node, where they only add forwarding between partitions, and the server
 #: splits a queue's rate limit evenly between its read partitions: with the default four, a
 #: rate-limited queue (llm, delivery) whose tasks land unevenly runs below the limit the user
-#: pays for. Measured with no-op activities at a limit of 10/s and a full backlog: 10.35/s
-#: with one partition, 9.0-9.7/s with four; four read partitions fed through one write
-#: partition, 2.52/s.
+#: pays for (docs/performance.md, "One partition per task queue").
 DEV_SERVER_PARTITIONS = ["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
                          "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"]
 #: How often the server's history shard reads its transfer queue (the tasks it hands to
 #: matching: every workflow task, activity task and child start). The server's default of
 #: 20 reads a second per shard, on the dev server's one shard, holds each task for up to
-#: 50 ms before a worker can see it, on an idle server too: a bare workflow running three
-#: activities one after another took 350 ms, with this setting 51 ms. The shard reads
+#: 50 ms before a worker can see it, on an idle server too (what that cost a workflow:
+#: docs/performance.md, "The server's transfer-queue reads"). The shard reads
 #: only after new tasks were written, so an idle server does not spin.
 DEV_SERVER_QUEUE_READS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
 #: Written next to a temporal.db the server created with one partition. A database from an

@@ -59,8 +59,8 @@ def read_inbound_body(raw: bytes) -> list[InboundMessage]:
     """The inbound webhook's body as messages ready to process: the JSON, each message
     validated, a delivery report's DSN fields read from its text (`with_report`). CPU
     work bounded by the caps, which the route runs on a worker thread so that a large
-    body leaves /health and the workers' heartbeats alone (issue 25: 60,000 newlines
-    froze /health for 30 s). InboundBodyError names what does not fit."""
+    body leaves /health and the workers' heartbeats alone (issue 25: a large body froze
+    /health; docs/performance.md, "Reading hostile mail"). InboundBodyError names what does not fit."""
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep

@@ -1,6 +1,6 @@
 """The offline writer (issue 24): drafts a person would send, on every step of a sequence.
 
-The demo campaign of the README (its leads, knowledge base and brief, three steps) runs on
+The demo campaign of docs/guide.md (its leads, knowledge base and brief, three steps) runs on
 the time-skipping server with the real agents, and every draft of every step is read back:
 it passes the guardrails, holds no markdown and no question lifted from the knowledge base,
 and is signed with the sender's name from CAMPAIGN_FROM. The writer is also run directly
@@ -43,7 +43,7 @@ from worker_main import build_workers
 DEMO = REPO / "starter" / "demo_data"
 DEMO_BRIEF = (DEMO / "brief.md").read_text(encoding="utf-8")
 CITE_BRIEF = "Book a 20-minute intro call. Cite a passage for every claim."
-#: The README's `--follow-up 3d --follow-up 7d`.
+#: docs/guide.md's `--follow-up 3d --follow-up 7d`.
 FOLLOW_UPS = [3 * 86400, 7 * 86400]
 SENDER = "Maya Lind <maya@relay.example>"
 GROUNDING = [OFFLINE_ASK, OFFLINE_FOLLOW_UP_ASK, OFFLINE_LAST_NOTE]
@@ -107,7 +107,7 @@ async def draft_output(store: Store, draft: DraftRow) -> DraftOutput:
 async def test_the_demo_sequence_drafts_every_step_as_a_person_would_write_it(
     ts_env: WorkflowEnvironment, settings: Settings, store: Store, prefix: str, brief: str,
 ) -> None:
-    """The README's start command on the demo data: 12 leads x 3 steps, none failed."""
+    """docs/guide.md's start command on the demo data: 12 leads x 3 steps, none failed."""
     sender = settings.model_copy(update={"mail_from": SENDER})
     cid = "c-demo-seq"
     rows = demo_rows()

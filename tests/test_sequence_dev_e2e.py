@@ -6,7 +6,7 @@ aiosmtpd on loopback (tests/smtp_server.py); its reply mailbox is a real Dovecot
 (`CAMPAIGN_IMAP_POLL_SECONDS=10`, the least the setting allows, so the schedule itself is
 exercised, not `campaign replies poll`). The user's actions go through the CLI (`start
 --channel smtp --follow-up ...`, `approve`, `cancel`, `status`, `report`, `replies`) and
-the dev API (`POST /webhooks/inbound`, signed as README "Webhook signatures" says); the
+the dev API (`POST /webhooks/inbound`, signed as docs/api.md "Webhook signatures" says); the
 test waits for stages through the API, since each CLI run costs seconds of CPU.
 
 Four leads, steps 20 s apart: ana answers her first message through the inbound webhook,
@@ -14,7 +14,7 @@ bo answers his second one by mail into the IMAP mailbox, each with the In-Reply-
 the Message-ID the SMTP server received (as a mail client would). The two stop; cy and
 dee get all three messages. 20 s is the shortest honest delay: a reply must beat the next
 step's timer, and the mailbox is read every 10 s. A second campaign, started alongside,
-checks that `--follow-up 2m` is accepted and puts step 2 two minutes after step 1. README
+checks that `--follow-up 2m` is accepted and puts step 2 two minutes after step 1. docs/guide.md
 "Try a sequence on `campaign dev`" is the same walk-through by hand.
 """
 

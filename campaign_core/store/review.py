@@ -9,7 +9,8 @@ The search ignores case and accents ("jose" finds "José") over the lead's email
 company and title. Accents are folded here, in Python, so that SQLite, Postgres and
 PostgREST answer alike without an extension or a folded column: a backend reads the
 few searched fields of the campaign's leads that pass the other filters and keeps
-those that match (about 20 ms for 20,000 leads).
+those that match, which is cheap at campaign scale (docs/performance.md, "Large campaigns,
+and the test servers").
 """
 
 from __future__ import annotations
