@@ -20,7 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
-from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, activity_name
+from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, activity_name, preload
 from campaign_core import payload_walks
 from campaign_core.deployment import (
     deployment_config,
@@ -131,6 +131,7 @@ def build_workers(
     overrides: dict[str, Callable[..., Any]] | None = None,
 ) -> list[Worker]:
     """A worker per queue; `overrides` replaces activities by activity name (test doubles)."""
+    preload()  # the agents' libraries, before the first activity rather than during it
     prefix = settings.task_queue_prefix if prefix is None else prefix
     wanted = set(queues) if queues else set(QUEUES)
     unknown = wanted - set(QUEUES)

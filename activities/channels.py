@@ -20,19 +20,22 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import aiosmtplib
 import httpx
-from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
-from aiosmtplib.typing import SMTPStatus
 from standardwebhooks import Webhook
 
 from activities.rendering import UTF8_MAIL_POLICY, header_safe
 from campaign_core.leads import needs_smtputf8
 from campaign_core.private_files import private_dir
 from campaign_core.webhook_signature import sign
+
+if TYPE_CHECKING:
+    # aiosmtplib is imported where a message is sent: workflows and the CLI import the
+    # agents' modules for their references, and need no SMTP client for that.
+    import aiosmtplib
+    from aiosmtplib.protocol import SMTPProtocol
 
 SMTP_TIMEOUT_SECONDS = 30.0
 WEBHOOK_TIMEOUT_SECONDS = 20.0
@@ -179,6 +182,8 @@ async def _greet(smtp: aiosmtplib.SMTP) -> None:
     """EHLO (HELO if refused) unless this session already has: after STARTTLS the client
     must forget the server's extensions and ask again (RFC 3207), and SMTPUTF8 is read
     from that answer."""
+    import aiosmtplib
+
     if not smtp.is_ehlo_or_helo_needed:
         return
     try:
@@ -223,6 +228,8 @@ async def send_smtp(
     says so, the envelope is UTF-8 and the headers are raw UTF-8 (RFC 6532). A server
     that does not offer it raises `SmtpUtf8Required` before MAIL FROM.
     """
+    import aiosmtplib
+
     sender = parseaddr(str(msg["From"]))[1]
     utf8 = needs_smtputf8(recipient) or needs_smtputf8(sender)
     smtp = aiosmtplib.SMTP(
@@ -300,6 +307,10 @@ async def _data(smtp: aiosmtplib.SMTP, message: bytes, *,
     reaches the server when the socket is closed. This is aiosmtplib's own
     `execute_data_command`, split in two (hence the pinned major version).
     """
+    import aiosmtplib
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+    from aiosmtplib.typing import SMTPStatus
+
     proto = smtp.protocol
     if proto is None or proto._command_lock is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")

@@ -17,7 +17,6 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-import openai
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -228,6 +227,8 @@ def may_have_been_billed(err: BaseException) -> bool:
     `provider_call` raises its ApplicationError `from None`; the SDK's error stays its
     context, and the SDK's own cause is the transport's error.
     """
+    import openai  # here, not at the top: see activities/llm_client.py
+
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, openai.APIError):
         cause = cause.__cause__ or cause.__context__
@@ -514,6 +515,8 @@ class CopywriterAgent(Agent):
 
     def _outcome(self, raw: Any, request_hash: str, purpose: str) -> CallOutcome:
         """What came back, whether or not the SDK could parse it into `DraftOutput`."""
+        import openai
+
         try:
             completion = raw.parse()
             choice = completion.choices[0]

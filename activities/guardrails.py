@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
 from campaign_core.leads import Lead
@@ -128,6 +127,8 @@ def _phones(text: str) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     if not may_hold_phone(text):  # the matcher is costly even when it finds nothing
         return found
+    import phonenumbers  # here, not at the top: workflows and the CLI import this module
+
     for region in PHONE_REGIONS:
         for match in phonenumbers.PhoneNumberMatcher(text, region,
                                                       leniency=phonenumbers.Leniency.VALID):

@@ -11,9 +11,8 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from temporalio import activity
 
 from activities.base import Agent, heartbeating, permanent
@@ -26,6 +25,9 @@ from campaign_core.leads import Lead
 from campaign_core.models import LeadInput
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
+
+if TYPE_CHECKING:
+    import numpy as np  # annotations only: the vectors are made in activities/retrieval/dense.py
 
 __all__ = [
     "Chunk",

@@ -11,13 +11,17 @@ import email.utils
 import math
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import openai
 from temporalio.exceptions import ApplicationError
 
 from activities.base import heartbeating
 from campaign_core.settings import Settings
+
+if TYPE_CHECKING:
+    # Imported where a call is made: the workflows and the CLI import the agents' modules
+    # for their references, and `openai` alone takes a third of a second to import.
+    import openai
 
 T = TypeVar("T")
 
@@ -55,6 +59,8 @@ def make_client(settings: Settings) -> openai.AsyncOpenAI:
             "OPENAI_API_KEY is not set: it is needed for CAMPAIGN_LLM_PROVIDER=openai and for "
             "CAMPAIGN_EMBEDDING_MODEL (any non-empty value for a local endpoint that ignores it)"
         )
+    import openai
+
     return openai.AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url or None,
@@ -145,6 +151,8 @@ def _provider_message(exc: openai.APIStatusError) -> str:
 
 def classify(exc: BaseException, *, what: str = "LLM", secret: str | None = None) -> ApplicationError:
     """The ApplicationError that tells Temporal whether and when to retry `exc`."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return ApplicationError(f"{what} call timed out", type=TIMEOUT)
     if isinstance(exc, openai.APIConnectionError):
@@ -171,15 +179,14 @@ def classify(exc: BaseException, *, what: str = "LLM", secret: str | None = None
     raise TypeError(f"not a provider error: {exc!r}")
 
 
-PROVIDER_ERRORS = (openai.APIConnectionError, openai.APIStatusError)
-
-
 async def provider_call(
     aw: Awaitable[T], *, what: str, settings: Settings, details: str = "waiting for the provider"
 ) -> T:
     """Run one provider call with heartbeats, translating its failures for Temporal."""
+    import openai
+
     secret = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     try:
         return await heartbeating(aw, details=details)
-    except PROVIDER_ERRORS as exc:
+    except (openai.APIConnectionError, openai.APIStatusError) as exc:
         raise classify(exc, what=what, secret=secret) from None

@@ -12,6 +12,7 @@ are campaign_core/queues.py. See docs/architecture.md ("Orchestration and wiring
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +37,20 @@ from activities.store_agent import StoreAgent
 #: down raises `StoreUnavailable` instead, which stays retryable.
 PERMANENT_ERRORS = ["InvalidInput", "NotFound", "GuardrailViolation", "LLMAuthError",
                     "LLMRequestRejected", "StoreError"]
+
+#: The libraries the agents import where the work is done rather than at the top of their
+#: modules (so that the workflows' references to agent methods, and the CLI through them,
+#: load none of them). The worker imports them when it builds its workers (`preload`), as
+#: it did when they were top-level imports: the first activity of a fresh worker does not
+#: stall the event loop, which also runs workflow tasks and heartbeats, on an import.
+IMPLEMENTATION_LIBRARIES = ("openai", "numpy", "bm25s", "aiosmtplib", "phonenumbers")
+
+
+def preload() -> None:
+    """Import what the agents import where the work is done (IMPLEMENTATION_LIBRARIES)."""
+    for name in IMPLEMENTATION_LIBRARIES:
+        importlib.import_module(name)
+
 
 #: An agent's activity, unbound: `StoreAgent.store_lead`.
 AgentMethod = Callable[..., Awaitable[Any]]

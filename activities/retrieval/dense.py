@@ -9,13 +9,17 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-
-import numpy as np
-import openai
+from typing import TYPE_CHECKING
 
 from activities.llm_client import provider_call
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
+
+if TYPE_CHECKING:
+    # numpy and openai are imported where vectors are made or searched: the workflows,
+    # the CLI and `campaign forget` (text_hash) import this module without needing them.
+    import numpy as np
+    import openai
 
 #: The constant of reciprocal-rank fusion (Cormack et al., 2009).
 RRF_K = 60
@@ -45,6 +49,8 @@ class Embedder:
         Each batch the provider returns is stored before the next is asked for, so a
         build cut short by a timeout or a crash resumes where it stopped.
         """
+        import numpy as np
+
         hashes = [text_hash(t) for t in texts]
         unique = list(dict.fromkeys(hashes))
         stored = await self.store.get_embeddings(self.model, unique)
@@ -111,6 +117,8 @@ class DenseIndex:
         return self.search_in_memory(query_vector, limit)
 
     def search_in_memory(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        import numpy as np
+
         if self.vectors.size == 0:
             return []
         sims = self.vectors @ query_vector.reshape(-1)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-
-import bm25s
-import numpy as np
+from typing import TYPE_CHECKING
 
 from activities.retrieval.chunking import Chunk
 
-# bm25s sets its own logger to DEBUG and logs every index build; keep that out of worker logs.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+if TYPE_CHECKING:
+    # bm25s and numpy are imported where an index is built or searched: the workflows and
+    # the CLI import the agents' modules for their references and need neither.
+    import bm25s
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS_TEXT = """
@@ -61,6 +61,11 @@ class LexicalIndex:
         self.chunks = chunks
         self._retriever: bm25s.BM25 | None = None
         if chunks:
+            import bm25s
+
+            # bm25s sets its own logger to DEBUG when imported and logs every index build;
+            # keep that out of worker logs.
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
             self._retriever = bm25s.BM25(k1=k1, b=b)
             self._retriever.index([tokens(f"{c.title} {c.search_text}") or [""] for c in chunks],
                                   show_progress=False)
@@ -70,6 +75,8 @@ class LexicalIndex:
         parts = [(query, 1.0)] if isinstance(query, str) else query
         if self._retriever is None:
             return []
+        import numpy as np
+
         scores = np.zeros(len(self.chunks), dtype=float)
         for text, weight in parts:
             q = tokens(text)
