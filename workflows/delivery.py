@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from campaign_core.send_window import next_open
     from workflows.agents import call_agent
     from workflows.lead import failure_reason
-    from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, run_is_full
+    from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, RunState, run_is_full
 
 
 MINUTE = timedelta(minutes=1)
@@ -55,8 +55,8 @@ class DeliveryOrchestrator:
         there was lost, and the follow-ups it should have held went out)."""
         self._inp = inp
         self._result = inp.result.model_copy()
-        self._paused = inp.paused
-        self._cancelled = False
+        #: Paused, cancelled, replies to record, and what step 1 and the follow-up loop share.
+        self._state = RunState(paused=inp.paused)
         self._waiting_for_window = 0
         self._recent: dict[str, list[datetime]] = {
             d: list(ts) for d, ts in inp.recent_by_domain.items()}
@@ -64,15 +64,9 @@ class DeliveryOrchestrator:
         self._breaker_tripped = inp.breaker_tripped
         #: Leads whose sequence a reply stopped during this run: their next step is not sent.
         self._stopped: dict[str, str] = {}
-        #: Replies not yet recorded in the store, by stop reason.
-        self._stop_queue: dict[str, list[str]] = {}
         self._follow_ups: FollowUps | None = None
-        #: Step 1 and follow-ups side by side: either loop asks for continue-as-new here,
-        #: step 1 says it reached everyone, and where step 1 goes on in the next run.
-        self._handoff = False
-        self._first_done = False
+        #: Step 1 beside the follow-ups: where step 1 goes on in the next run.
         self._after: str | None = None
-        self._run_sends = 0
         #: Follow-ups waiting for the campaign pace: step 1 lets them go first.
         self._follow_ups_pacing = 0
 
@@ -82,11 +76,11 @@ class DeliveryOrchestrator:
 
     @workflow.signal(name="pause")
     def pause(self) -> None:
-        self._paused = True
+        self._state.paused = True
 
     @workflow.signal(name="resume")
     def resume(self) -> None:
-        self._paused = False
+        self._state.paused = False
         self._breaker_tripped = False  # a person looked and chose to go on
 
     @workflow.signal(name="delivery_event")
@@ -104,7 +98,7 @@ class DeliveryOrchestrator:
         if r.sent < inp.bounce_min_sends or r.bounced <= inp.bounce_threshold * r.sent:
             return
         self._breaker_tripped = True
-        self._paused = True
+        self._state.paused = True
         reason = (f"circuit breaker: {r.bounced} bounces in {r.sent} sent "
                   f"({r.bounced / r.sent:.1%}) is over {inp.bounce_threshold:.0%}; delivery "
                   f"paused — check the list, then `campaign resume {inp.campaign_id}`")
@@ -117,7 +111,7 @@ class DeliveryOrchestrator:
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
-        self._cancelled = True
+        self._state.cancelled = True
 
     @workflow.signal(name="reply")
     def reply(self, signal: ReplySignal) -> None:
@@ -130,16 +124,17 @@ class DeliveryOrchestrator:
         if reason is None or not inp.follow_up_seconds:
             return
         self._stopped[signal.lead_id] = reason
-        self._stop_queue.setdefault(reason, []).append(signal.lead_id)
+        self._state.stop_queue.setdefault(reason, []).append(signal.lead_id)
 
     async def _flush_stops(self, inp: DeliveryInput) -> None:
         """Record the stops that replies asked for since the last flush, in batches."""
-        while self._stop_queue:
-            reason = next(iter(self._stop_queue))
-            lead_ids = self._stop_queue[reason][:STOP_BATCH]
-            del self._stop_queue[reason][:STOP_BATCH]
-            if not self._stop_queue[reason]:
-                del self._stop_queue[reason]
+        queue = self._state.stop_queue
+        while queue:
+            reason = next(iter(queue))
+            lead_ids = queue[reason][:STOP_BATCH]
+            del queue[reason][:STOP_BATCH]
+            if not queue[reason]:
+                del queue[reason]
             stopped = await call_agent(
                 SequenceAgent.stop_sequence,
                 StopSequence(campaign_id=inp.campaign_id, lead_ids=lead_ids, reason=reason,
@@ -153,7 +148,7 @@ class DeliveryOrchestrator:
     def _details(self) -> None:
         r = self._result
         state = " (paused by the bounce circuit breaker)" if self._breaker_tripped else (
-            " (paused)" if self._paused else "")
+            " (paused)" if self._state.paused else "")
         stopped = f", stopped {r.stopped}" if r.stopped else ""
         follow_ups = self._follow_ups.describe() if self._follow_ups else ""
         workflow.set_current_details(
@@ -165,7 +160,7 @@ class DeliveryOrchestrator:
     async def _sleep(self, duration: timedelta, summary: str) -> None:
         """A durable timer that a cancel cuts short."""
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._cancelled, timeout=duration,
+            await workflow.wait_condition(lambda: self._state.cancelled, timeout=duration,
                                           timeout_summary=summary)
 
     async def _wait_for_window(self, inp: DeliveryInput, lead: ApprovedLead) -> None:
@@ -186,8 +181,8 @@ class DeliveryOrchestrator:
                        step: int = 1) -> None:
         while True:
             await self._wait_for_window(inp, lead)
-            await workflow.wait_condition(lambda: not self._paused or self._cancelled)
-            if self._cancelled:
+            await workflow.wait_condition(lambda: not self._state.paused or self._state.cancelled)
+            if self._state.cancelled:
                 return
             async with slots:
                 window = inp.send_window
@@ -197,7 +192,7 @@ class DeliveryOrchestrator:
                     continue  # the window closed while this send was queued
                 if not await self._pace(inp, lead, step):
                     return
-                if self._paused:
+                if self._state.paused:
                     continue  # paused (by a person or the breaker) while waiting its turn
                 await self._send(inp, lead.lead_id, step)
                 return
@@ -230,10 +225,10 @@ class DeliveryOrchestrator:
                     await self._sleep(wait, "pacing")
                 elif step == 1 and self._follow_ups_pacing and inp.send_rate_per_second:
                     await workflow.wait_condition(
-                        lambda: not self._follow_ups_pacing or self._cancelled)
+                        lambda: not self._follow_ups_pacing or self._state.cancelled)
                 else:
                     break
-                if self._cancelled:
+                if self._state.cancelled:
                     return False
         finally:
             if step > 1:
@@ -296,11 +291,11 @@ class DeliveryOrchestrator:
         (replies waiting to be recorded are recorded first)."""
         await self._flush_stops(inp)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        while self._stop_queue:  # a reply arrived during the flush
+        while self._state.stop_queue:  # a reply arrived during the flush
             await self._flush_stops(inp)
         workflow.continue_as_new(inp.model_copy(update={
             "result": self._result, "runs": inp.runs + 1,
-            "paused": self._paused, "breaker_tripped": self._breaker_tripped,
+            "paused": self._state.paused, "breaker_tripped": self._breaker_tripped,
             "recent_by_domain": {
                 d: [t for t in ts if t > workflow.now() - MINUTE]
                 for d, ts in self._recent.items()
@@ -315,18 +310,28 @@ class DeliveryOrchestrator:
                 FOLLOW_UPS_ALONGSIDE):
             # Follow-ups get their own window of sends, so that step 1 queued for its
             # pace does not hold the ones falling due.
-            self._follow_ups = FollowUps(self, inp, asyncio.Semaphore(inp.in_flight))
+            self._follow_ups = self._follow_up_loop(inp, asyncio.Semaphore(inp.in_flight))
             await self._step_1_with_follow_ups(inp, slots, self._follow_ups)
             self._details()
             return self._result
         if inp.follow_up_seconds:
-            self._follow_ups = FollowUps(self, inp, slots)
+            self._follow_ups = self._follow_up_loop(inp, slots)
         if not inp.follow_ups_phase:
             await self._first_steps(inp, slots)
         if self._follow_ups is not None:
             await self._follow_ups.run()
         self._details()
         return self._result
+
+    def _follow_up_loop(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> FollowUps:
+        """The run's follow-up loop: it sends through `_deliver` in `slots` (a window of its
+        own beside step 1), and shares the run's state."""
+        return FollowUps(
+            inp, self._state,
+            send=lambda lead, step: self._deliver(inp, lead, slots, step),
+            flush_stops=lambda: self._flush_stops(inp),
+            continue_as_new=lambda: self._continue_as_new(inp, follow_ups_phase=True),
+            changed=self._details)
 
     async def _step_1_with_follow_ups(self, inp: DeliveryInput, slots: asyncio.Semaphore,
                                       follow_ups: FollowUps) -> None:
@@ -338,15 +343,15 @@ class DeliveryOrchestrator:
         loop = asyncio.create_task(follow_ups.run(alongside=True))
         await self._first_steps_alongside(inp, slots)
         await loop
-        if self._cancelled:  # after step 1's last sends, which may have scheduled steps
+        if self._state.cancelled:  # after step 1's last sends, which may have scheduled steps
             await self._flush_stops(inp)
             await call_agent(
                 SequenceAgent.stop_sequence,
                 StopSequence(campaign_id=inp.campaign_id, reason="cancelled"),
                 prefix=inp.queue_prefix, summary="cancelled: stop every open follow-up")
-        elif self._handoff:
+        elif self._state.handoff:
             await self._continue_as_new(inp, after=self._after,
-                                        follow_ups_phase=self._first_done)
+                                        follow_ups_phase=self._state.first_done)
 
     async def _first_steps_alongside(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> None:
         """Step 1 to every approved lead, page by page, beside the follow-up loop; stops
@@ -356,7 +361,7 @@ class DeliveryOrchestrator:
         pending: set[asyncio.Task[None]] = set()
         max_pending = max(inp.in_flight, inp.page_size) * 2
         exhausted = False
-        while not self._cancelled and not self._handoff:
+        while not self._state.cancelled and not self._state.handoff:
             page = await call_agent(
                 StoreAgent.list_approved_leads,
                 PageRequest(campaign_id=inp.campaign_id, after=self._after, limit=inp.page_size),
@@ -367,22 +372,22 @@ class DeliveryOrchestrator:
                 if len(pending) >= max_pending:
                     _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     pending = set(rest)
-                if self._cancelled or self._handoff:
+                if self._state.cancelled or self._state.handoff:
                     whole_page = False
                     break
                 pending.add(asyncio.create_task(self._deliver(inp, lead, slots)))
                 self._after = lead.lead_id
-                self._run_sends += 1
-            if self._stop_queue:
+                self._state.sends += 1
+            if self._state.stop_queue:
                 await self._flush_stops(inp)
             if whole_page and len(page) < inp.page_size:
                 exhausted = True
                 break
-            if self._run_sends >= inp.sends_per_run or run_is_full():
-                self._handoff = True
+            if self._state.sends >= inp.sends_per_run or run_is_full():
+                self._state.handoff = True
         if pending:
             await workflow.wait(pending)
-        self._first_done = exhausted
+        self._state.first_done = exhausted
 
     async def _first_steps(self, inp: DeliveryInput, slots: asyncio.Semaphore) -> None:
         """Step 1 to every approved lead, page by page; may continue as new."""
@@ -390,7 +395,7 @@ class DeliveryOrchestrator:
         pending: set[asyncio.Task[None]] = set()
         started = 0
         max_pending = max(inp.in_flight, inp.page_size) * 2
-        while not self._cancelled:
+        while not self._state.cancelled:
             page = await call_agent(
                 StoreAgent.list_approved_leads,
                 PageRequest(campaign_id=inp.campaign_id, after=after, limit=inp.page_size),
@@ -404,7 +409,7 @@ class DeliveryOrchestrator:
                 started += 1
             if page:
                 after = page[-1].lead_id
-            if self._stop_queue:
+            if self._state.stop_queue:
                 await self._flush_stops(inp)
             if len(page) < inp.page_size:
                 break
@@ -412,7 +417,7 @@ class DeliveryOrchestrator:
                 if pending:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._cancelled:
+                if not self._state.cancelled:
                     await self._continue_as_new(inp, after=after)
         if pending:
             await workflow.wait(pending)

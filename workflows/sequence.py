@@ -1,5 +1,5 @@
-"""The follow-up half of the DeliveryOrchestrator: sends a sequence's later steps as they
-fall due, on durable timers, without a workflow per lead.
+"""The DeliveryOrchestrator's follow-up loop: sends a sequence's later steps as they fall
+due, on durable timers, without a workflow per lead.
 
 The store holds who is due when (`sequence_steps`, written by the delivery agent when the
 previous step is sent); this loop holds the clock. Each pass takes the time `tick`, pages
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from temporalio import workflow
 
@@ -34,29 +35,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.agents import call_agent
 
-
-
-class Owner(Protocol):
-    """What the follow-up loop uses of the DeliveryOrchestrator that runs it (a Protocol,
-    so the two modules do not import each other)."""
-
-    _cancelled: bool
-    _paused: bool
-    _stop_queue: dict[str, list[str]]
-    #: Beside step 1: continue-as-new asked for (by either loop), step 1 sent to everyone,
-    #: and sends started in this run by both loops.
-    _handoff: bool
-    _first_done: bool
-    _run_sends: int
-
-    async def _flush_stops(self, inp: DeliveryInput) -> None: ...
-
-    async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None: ...
-
-    def _details(self) -> None: ...
-
-    async def _deliver(self, inp: DeliveryInput, lead: ApprovedLead, slots: asyncio.Semaphore,
-                       step: int = 1) -> None: ...
 
 #: A run continues as new once its history passes this many events: the sends still in
 #: flight then finish in it (at most a window of them), well under Temporal's 10,240
@@ -80,14 +58,44 @@ def run_is_full() -> bool:
     return info.is_continue_as_new_suggested() or info.get_current_history_length() > EVENTS_PER_RUN
 
 
-class FollowUps:
-    """The follow-up loop of one delivery run (see the module docstring)."""
+@dataclass
+class RunState:
+    """What a delivery run's signal handlers set and its two loops (step 1 and the
+    follow-ups) both read: the `DeliveryOrchestrator` owns it and hands it to its
+    `FollowUps`, so neither reaches into the other's members."""
 
-    def __init__(self, owner: Owner, inp: DeliveryInput,
-                 slots: asyncio.Semaphore) -> None:
-        self.owner = owner
+    paused: bool
+    cancelled: bool = False
+    #: Replies not yet recorded in the store, by stop reason.
+    stop_queue: dict[str, list[str]] = field(default_factory=dict)
+    #: Beside step 1: continue-as-new asked for (by either loop), step 1 sent to everyone,
+    #: and sends started in this run by both loops.
+    handoff: bool = False
+    first_done: bool = False
+    sends: int = 0
+
+
+class FollowUps:
+    """The follow-up loop of one delivery run (see the module docstring).
+
+    It owns the follow-up state (the steps in flight, the next due time) and is given the
+    rest explicitly: the run's shared `state`, and what it asks of the orchestrator —
+    `send` one step to one lead (in the orchestrator's window, pace and send window),
+    `flush_stops` (record the replies' stops), `continue_as_new` (the next run is the
+    follow-up loop alone) and `changed` (the counts shown in the UI moved).
+    """
+
+    def __init__(self, inp: DeliveryInput, state: RunState, *,
+                 send: Callable[[ApprovedLead, int], Awaitable[None]],
+                 flush_stops: Callable[[], Awaitable[None]],
+                 continue_as_new: Callable[[], Awaitable[None]],
+                 changed: Callable[[], None]) -> None:
         self.inp = inp
-        self.slots = slots
+        self.state = state
+        self.send = send
+        self.flush_stops = flush_stops
+        self.continue_as_new = continue_as_new
+        self.changed = changed
         self.in_flight: dict[str, int] = {}  # lead id -> step being sent
         #: The earliest due time put on the schedule by a send since the store was last asked.
         self.new_due: datetime | None = None
@@ -109,48 +117,49 @@ class FollowUps:
     async def _one(self, lead_id: str, step: int, timezone: str | None, domain: str | None
                    ) -> None:
         try:
-            await self.owner._deliver(self.inp, ApprovedLead(
-                lead_id=lead_id, timezone=timezone, domain=domain), self.slots, step)
+            await self.send(ApprovedLead(lead_id=lead_id, timezone=timezone, domain=domain),
+                            step)
         finally:
             self.in_flight.pop(lead_id, None)
 
     def _woken(self) -> bool:
         """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
         due earlier."""
-        if self.owner._cancelled or self.owner._stop_queue or self._handing_off():
+        state = self.state
+        if state.cancelled or state.stop_queue or self._handing_off():
             return True
         if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
             return True
         return (self.next_due is None and not self.in_flight
-                and (not self.alongside or self.owner._first_done))
+                and (not self.alongside or state.first_done))
 
     def _full(self, started: int) -> bool:
         """This run has started its share of sends (`started` by this loop; beside step 1,
         both loops' together) or its history is near the bound."""
-        sends = self.owner._run_sends if self.alongside else started
+        sends = self.state.sends if self.alongside else started
         return sends >= self.inp.sends_per_run or run_is_full()
 
     def _handing_off(self) -> bool:
         """Beside step 1: either loop asked for continue-as-new, so start nothing more."""
-        return self.alongside and self.owner._handoff
+        return self.alongside and self.state.handoff
 
     async def run(self, alongside: bool = False) -> None:
         """The loop. `alongside`: step 1 is still going out in the same run, so the loop
-        does not end before it has (`owner._first_done`), a run that is full hands off
-        (`owner._handoff`) instead of continuing as new itself, and a cancel's final stop
-        is left to the owner, which waits for step 1's sends first."""
-        inp, owner = self.inp, self.owner
+        does not end before it has (`state.first_done`), a run that is full hands off
+        (`state.handoff`) instead of continuing as new itself, and a cancel's final stop
+        is left to the orchestrator, which waits for step 1's sends first."""
+        inp, state = self.inp, self.state
         self.alongside = alongside
         pending: set[asyncio.Task[None]] = set()
         started = 0
         max_pending = max(inp.in_flight, inp.page_size) * 2
-        while not owner._cancelled and not self._handing_off():
+        while not state.cancelled and not self._handing_off():
             await workflow.wait_condition(
-                lambda: not owner._paused or owner._cancelled or self._handing_off())
-            if owner._cancelled or self._handing_off():
+                lambda: not state.paused or state.cancelled or self._handing_off())
+            if state.cancelled or self._handing_off():
                 break
-            if owner._stop_queue:
-                await owner._flush_stops(inp)
+            if state.stop_queue:
+                await self.flush_stops()
             tick = workflow.now()
             after: str | None = None
             # Thousands of follow-ups can fall due at one tick (step 1 went out in minutes):
@@ -158,7 +167,7 @@ class FollowUps:
             # its bound; the next run asks the store again. Older histories paged on.
             bounded = workflow.patched(BOUNDED_PASS)
             full = False
-            while not owner._cancelled and not self._handing_off():
+            while not state.cancelled and not self._handing_off():
                 page = await call_agent(
                     SequenceAgent.list_due_steps,
                     DueRequest(campaign_id=inp.campaign_id, before=tick, after=after,
@@ -178,7 +187,7 @@ class FollowUps:
                         self._one(due.lead_id, due.step, due.timezone, due.domain)))
                     started += 1
                     if alongside:
-                        owner._run_sends += 1
+                        state.sends += 1
                 if page:
                     after = page[-1].lead_id
                 if full or len(page) < inp.page_size:
@@ -186,24 +195,24 @@ class FollowUps:
             pending = {t for t in pending if not t.done()}
             if alongside:
                 if self._full(started):
-                    owner._handoff = True
-                if owner._handoff:
+                    state.handoff = True
+                if state.handoff:
                     break
             elif self._full(started):
                 if pending:
                     await workflow.wait(pending)
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not owner._cancelled:
-                    await owner._continue_as_new(inp, follow_ups_phase=True)
+                if not state.cancelled:
+                    await self.continue_as_new()
             idle = not pending
             self.new_due = None
             self.next_due = await call_agent(
                 SequenceAgent.next_due_at,
                 NextDueRequest(campaign_id=inp.campaign_id, after=tick),
                 prefix=inp.queue_prefix, summary="when the next follow-up is due")
-            owner._details()
+            self.changed()
             if (self.next_due is None and idle and self.new_due is None
-                    and (not alongside or owner._first_done)):
+                    and (not alongside or state.first_done)):
                 break  # nothing scheduled, nothing in flight, step 1 done: the sequence is over
             timeout = (max(self.next_due - workflow.now(), timedelta(0))
                        if self.next_due is not None else None)
@@ -214,8 +223,8 @@ class FollowUps:
                                               timeout_summary="next follow-up due")
         if pending:
             await workflow.wait(pending)
-        await owner._flush_stops(inp)
-        if owner._cancelled and not alongside:
+        await self.flush_stops()
+        if state.cancelled and not alongside:
             await call_agent(
                 SequenceAgent.stop_sequence,
                 StopSequence(campaign_id=inp.campaign_id, reason="cancelled"),
