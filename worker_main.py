@@ -20,8 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
-from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, activity_name, preload
-from campaign_core import payload_walks
+from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, preload
 from campaign_core.deployment import (
     deployment_config,
     deployment_version,
@@ -31,7 +30,7 @@ from campaign_core.deployment import (
 )
 from campaign_core.metrics import install, telemetry_runtime, watch_backlog
 from campaign_core.queues import QUEUES, WORKFLOW_QUEUE, queue_name
-from campaign_core.sandbox import FastSandboxedWorkflowRunner
+from campaign_core.sdk_patches import activity_name, sandbox_runner
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.base import Store
 from campaign_core.store.factory import open_store
@@ -66,15 +65,12 @@ def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:
 
 
 def workflow_runner(client: Client) -> WorkflowRunner:
-    """The sandbox (without its per-payload costs: campaign_core/sandbox.py); with tracing
-    on, `opentelemetry` passes through it (Temporal's OTel sample). Also skips the SDK's
-    payload walks of a workflow task when they can change nothing
-    (campaign_core/payload_walks.py)."""
-    payload_walks.install()
+    """The sandbox, without its per-payload costs and with the SDK's idle payload walks
+    skipped (campaign_core/sdk_patches.py); with tracing on, `opentelemetry` passes through
+    it (Temporal's OTel sample)."""
     if is_traced(client.config()["interceptors"]):
-        return FastSandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
-    return FastSandboxedWorkflowRunner()
+        return sandbox_runner(SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
+    return sandbox_runner()
 
 
 def registered_workflows(versioned: bool) -> list[type]:
@@ -139,7 +135,7 @@ def build_workers(
         raise ValueError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
     agents = agents if agents is not None else build_agents(store, settings)
     overrides = overrides or {}
-    unknown = set(overrides) - {spec.name for spec in AGENTS.values()}
+    unknown = set(overrides) - {activity_name(spec.activity) for spec in AGENTS.values()}
     if unknown:
         raise ValueError(f"overrides for unregistered activities: {', '.join(sorted(unknown))}")
 
@@ -148,7 +144,7 @@ def build_workers(
             raise ValueError(f"the override for {name!r} is registered as {activity_name(double)!r}")
 
     def implementation(spec: AgentSpec) -> Callable[..., Any]:
-        return overrides.get(spec.name) or bind(spec.activity, agents)
+        return overrides.get(activity_name(spec.activity)) or bind(spec.activity, agents)
 
     runner = workflow_runner(client)  # the client's converter and interceptors reach every worker
     versioning = deployment_config(settings)  # None: unversioned (CAMPAIGN_DEPLOYMENT_VERSION unset)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from temporalio import activity
 from temporalio.common import RetryPolicy
 
 from activities.base import Agent
@@ -56,13 +55,6 @@ def preload() -> None:
 AgentMethod = Callable[..., Awaitable[Any]]
 
 
-def activity_name(fn: AgentMethod) -> str:
-    """The activity type name `fn` is registered under (its `@activity.defn(name=...)`)."""
-    name = activity._Definition.must_from_callable(fn).name
-    assert name is not None, f"{fn!r} is a dynamic activity"
-    return name
-
-
 @dataclass(frozen=True)
 class AgentSpec:
     """An agent activity on its queue, with its own timeouts and retries."""
@@ -76,10 +68,6 @@ class AgentSpec:
     #: that costs one marker event instead of a task-queue round trip (three events, two
     #: matchings and a workflow task). The worker of the workflow queue registers it.
     local: bool = False
-
-    @property
-    def name(self) -> str:
-        return activity_name(self.activity)
 
 
 # The store may be down for a while: keep retrying with backoff rather than fail a lead.

@@ -16,7 +16,7 @@ from temporalio.bridge.proto.workflow_completion import WorkflowActivationComple
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import PayloadCodec
 
-from campaign_core import payload_walks
+from campaign_core import sdk_patches
 from worker_main import workflow_runner
 
 
@@ -43,14 +43,14 @@ def argument(done: WorkflowActivationCompletion) -> Payload:
 
 
 def test_only_a_converter_with_neither_codec_nor_external_storage_skips() -> None:
-    assert payload_walks.walks_change_nothing(pydantic_data_converter)
+    assert sdk_patches.walks_change_nothing(pydantic_data_converter)
     with_codec = dataclasses.replace(pydantic_data_converter, payload_codec=Marking())
-    assert not payload_walks.walks_change_nothing(with_codec)
-    assert not payload_walks.walks_change_nothing(object())  # not a converter: the SDK's walk
+    assert not sdk_patches.walks_change_nothing(with_codec)
+    assert not sdk_patches.walks_change_nothing(object())  # not a converter: the SDK's walk
 
 
 async def test_the_walk_still_runs_with_a_codec_and_is_skipped_without() -> None:
-    payload_walks.install()
+    sdk_patches.install_payload_walks()
     with_codec = dataclasses.replace(pydantic_data_converter, payload_codec=Marking())
     done = completion()
     await bridge_worker.encode_completion(done, with_codec, encode_headers=False,
@@ -65,15 +65,15 @@ async def test_the_walk_still_runs_with_a_codec_and_is_skipped_without() -> None
 
 
 async def test_the_workers_runner_installs_it_once(ts_env) -> None:
-    payload_walks.install()
+    sdk_patches.install_payload_walks()
     wrapped = (bridge_worker.decode_activation, bridge_worker.encode_completion)
     sdk = tuple(getattr(f, "__wrapped__") for f in wrapped)  # noqa: B009
-    assert not any(getattr(f, payload_walks._MARK, False) for f in sdk)
+    assert not any(getattr(f, sdk_patches._MARK, False) for f in sdk)
     try:
         bridge_worker.decode_activation, bridge_worker.encode_completion = sdk
         workflow_runner(ts_env.client)  # what build_workers calls for every worker
         installed = (bridge_worker.decode_activation, bridge_worker.encode_completion)
-        assert all(getattr(f, payload_walks._MARK, False) for f in installed)
+        assert all(getattr(f, sdk_patches._MARK, False) for f in installed)
         workflow_runner(ts_env.client)
         assert (bridge_worker.decode_activation, bridge_worker.encode_completion) == installed
     finally:

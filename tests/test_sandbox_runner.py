@@ -1,8 +1,12 @@
-"""The worker's sandbox runner: same answers as the SDK's, by the fast path it claims."""
+"""The worker's sandbox runner: same answers as the SDK's, by the fast path it claims; and
+only on the SDK version the patches were written for, which pyproject.toml pins."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import tomllib
+from pathlib import Path
 
 import temporalio.converter
 import temporalio.workflow
@@ -13,7 +17,8 @@ from temporalio.worker import WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _fake_info
 
-from campaign_core.sandbox import IN_SANDBOX, FastSandboxedWorkflowRunner, _FastInstance, compiled
+from campaign_core import sdk_patches
+from campaign_core.sdk_patches import IN_SANDBOX, FastSandboxedWorkflowRunner, _FastInstance, compiled
 from workflows.lead import LeadOrchestrator
 
 
@@ -45,3 +50,24 @@ async def test_contexts_come_from_the_in_sandbox_instance_without_exec() -> None
 def test_sandbox_code_is_compiled_once() -> None:
     source = "x = 1\n"
     assert compiled(source) is compiled(source)
+
+
+def test_the_pinned_sdk_gets_the_fast_runner() -> None:
+    assert sdk_patches.patches_apply(), "the installed temporalio is not the minor the pin names"
+    assert isinstance(sdk_patches.sandbox_runner(), FastSandboxedWorkflowRunner)
+
+
+def test_another_sdk_minor_gets_the_sdks_own_runner_and_a_warning(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(sdk_patches, "installed_version", lambda: "1.36.0")
+    with caplog.at_level(logging.WARNING, logger="campaign.worker"):
+        runner = sdk_patches.sandbox_runner()
+    assert type(runner) is SandboxedWorkflowRunner  # the SDK's own, not the patched one
+    assert "temporalio 1.36.0 is installed" in caplog.text
+    assert f"written for {sdk_patches.WRITTEN_FOR}.x" in caplog.text
+
+
+def test_pyproject_pins_temporalio_to_the_minor_the_patches_were_written_for() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("temporalio")]
+    major, minor = sdk_patches.WRITTEN_FOR.split(".")
+    assert pins == [f"temporalio>={major}.{minor},<{major}.{int(minor) + 1}"]

@@ -17,8 +17,9 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 
-from activities.registry import AGENT_CLASSES, AGENTS, activity_name, agent_spec
+from activities.registry import AGENT_CLASSES, AGENTS, agent_spec
 from campaign_core.queues import WORKFLOW_QUEUE, queue_name
+from campaign_core.sdk_patches import activity_name
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from worker_main import WORKFLOWS, build_workers
@@ -41,10 +42,10 @@ async def test_every_agent_has_a_worker_and_every_worker_activity_is_registered(
     workers = build_workers(ts_env.client, store, settings, prefix="w-")
     served = {(activity_name(fn), w.task_queue)
               for w in workers for fn in w.config().get("activities", [])}
-    registered = {(spec.name, queue_name(spec.queue, "w-")) for spec in AGENTS.values()}
+    registered = {(activity_name(spec.activity), queue_name(spec.queue, "w-")) for spec in AGENTS.values()}
     # Local agents also run on the workflow worker (local activities run where the workflow
     # does); only they may be served twice.
-    local = {(spec.name, queue_name(WORKFLOW_QUEUE, "w-"))
+    local = {(activity_name(spec.activity), queue_name(WORKFLOW_QUEUE, "w-"))
              for spec in AGENTS.values() if spec.local}
     assert local, "no agent runs as a local activity"
     assert served == registered | local
