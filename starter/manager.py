@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from temporalio.client import (
@@ -25,9 +24,9 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.workflow import UpdateMethodMultiParam
 
 from campaign_core.budget import check_budget, usd
+from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.envelope import digest
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
@@ -71,11 +70,22 @@ from campaign_core.unsubscribe import BadToken, Claims, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 from starter.limits import MAX_BODY, MAX_SUBJECT
 from workflows.campaign import CampaignWorkflow, search_attributes
-from workflows.signals import TemporalCampaignSignals
 
 
 class BadInput(Exception):
-    """The user asked for something invalid (exit 2, HTTP 4xx)."""
+    """The user asked for something invalid (exit 2, HTTP 4xx).
+
+    `field` names the input at fault by its JSON name (`id`, `channel`, `budget_usd`, ...)
+    and `value` what was given, when the error is about one: each door phrases them for its
+    caller (the CLI as its flag, the API as the body's field), so no message here speaks of
+    one door's spelling. `str()` is the API's phrasing: "field value: message".
+    """
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 value: str | None = None) -> None:
+        self.reason, self.field, self.value = message, field, value
+        named = " ".join(part for part in (field, value) if part)
+        super().__init__(f"{named}: {message}" if named else message)
 
 
 class NotFound(BadInput):
@@ -99,31 +109,32 @@ def parse_duration(text: str) -> int:
     """'72h', '3d', '90m', '3600' → seconds."""
     match = _DURATION.match(text.lower())
     if not match or int(match.group(1)) <= 0:
-        raise BadInput(f"--approval-timeout: {text!r} is not a duration like 72h, 3d or 90m")
+        raise BadInput(f"{text!r} is not a duration like 72h, 3d or 90m", field="approval_timeout")
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def follow_up_delays(texts: list[str] | None) -> list[int]:
-    """`--follow-up 3d --follow-up 7d` -> delays in seconds; BadInput naming the bad one."""
+    """['3d', '7d'] -> delays in seconds; BadInput naming the bad one."""
     try:
         return parse_follow_ups(texts or [])
     except FollowUpError as err:
-        raise BadInput(f"--follow-up: {err}") from err
+        raise BadInput(str(err), field="follow_ups") from err
 
 
-def budget_option(value: float | None, field: str = "--budget-usd") -> float | None:
+def budget_option(value: float | None, field: str = "budget_usd") -> float | None:
     """A budget as given (None: no cap); BadInput naming `field` unless more than 0."""
     if value is None:
         return None
     try:
         return check_budget(value, field)
-    except ValueError as err:
-        raise BadInput(str(err)) from err
+    except ValueError as err:  # "<field>: <why>": the field travels apart, for each door
+        raise BadInput(str(err).removeprefix(f"{field}: "), field=field) from err
 
 
 def check_campaign_id(campaign_id: str) -> str:
     if not re.match(CAMPAIGN_ID_PATTERN, campaign_id):
-        raise BadInput(f"--id: {campaign_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise BadInput(f"{campaign_id!r} must be 1-64 letters, digits, '.', '_' or '-'",
+                       field="id")
     return campaign_id
 
 
@@ -138,9 +149,9 @@ def check_start_id(campaign_id: str) -> str:
     409 / exit 2, whether or not such a template exists: the answer must not depend on it)."""
     check_campaign_id(campaign_id)
     if campaign_id.lower().startswith(TEMPLATE_ID_PREFIX):
-        raise Conflict(f"--id: {campaign_id!r}: ids starting with {TEMPLATE_ID_PREFIX!r} are "
-                       "reserved for the templates of recurring campaigns (`campaign schedule`); "
-                       "choose another id")
+        raise Conflict(f"{campaign_id!r}: ids starting with {TEMPLATE_ID_PREFIX!r} are "
+                       "reserved for the templates of recurring campaigns (schedules); "
+                       "choose another id", field="id")
     return campaign_id
 
 
@@ -195,18 +206,6 @@ def stored_digests(row: CampaignRow) -> dict[str, str]:
 
 #: Lead ids per `add_leads` Update (the model's limit): keeps each history event small.
 ADD_LEADS_CHUNK = 5000
-
-#: `control`'s actions (`campaign pause|resume|cancel`, POST /campaigns/{id}/{action}) and
-#: the campaign workflow's signal each one sends.
-CONTROL_SIGNALS: dict[str, Callable[[CampaignWorkflow], Awaitable[None]]] = {
-    "pause": CampaignWorkflow.pause,
-    "resume": CampaignWorkflow.resume,
-    "cancel": CampaignWorkflow.cancel,
-}
-
-#: An Update's argument (`CampaignManager._update`). Its result is Any: the SDK types an
-#: `async` handler declared with `@workflow.update(name=...)` as returning its coroutine.
-A = TypeVar("A")
 
 
 def _innermost(err: WorkflowUpdateFailedError) -> BaseException:
@@ -306,24 +305,25 @@ class ControlPlane:
         for the footer; the outbox (files for review) may go without.
         """
         if channel is Channel.SMTP and self.settings.smtp_url is None:
-            raise BadInput("--channel smtp: set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, "
-                           "or smtps:// for TLS)")
+            raise BadInput("set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, or smtps:// "
+                           "for TLS)", field="channel", value="smtp")
         if channel is Channel.WEBHOOK and not self.settings.webhook_url:
-            raise BadInput("--channel webhook: set CAMPAIGN_WEBHOOK_URL")
+            raise BadInput("set CAMPAIGN_WEBHOOK_URL", field="channel", value="webhook")
         if channel is Channel.WEBHOOK:
             secret = self.settings.delivery_webhook_secret
             if secret is None:
-                raise BadInput(f"--channel webhook: set {DELIVERY_SECRET} (whsec_<base64>; "
-                               "it signs every post)")
+                raise BadInput(f"set {DELIVERY_SECRET} (whsec_<base64>; it signs every post)",
+                               field="channel", value="webhook")
             try:
                 signer(secret.get_secret_value(), DELIVERY_SECRET)
             except WebhookSecretError as err:
-                raise BadInput(f"--channel webhook: {err}") from err
+                raise BadInput(str(err), field="channel", value="webhook") from err
         if channel is not Channel.OUTBOX and not (self.settings.postal_address or "").strip():
-            raise BadInput(f"--channel {channel.value}: set CAMPAIGN_POSTAL_ADDRESS (the sender's "
-                           "physical postal address, which CAN-SPAM requires in every message)")
+            raise BadInput("set CAMPAIGN_POSTAL_ADDRESS (the sender's physical postal address, "
+                           "which CAN-SPAM requires in every message)", field="channel",
+                           value=channel.value)
         if kb_dir is not None and not kb_dir.is_dir():
-            raise BadInput(f"--kb: {kb_dir} is not a directory")
+            raise BadInput(f"{kb_dir} is not a directory", field="kb")
 
     def ui_link(self, kind: str, ident: str) -> str:
         """The Web UI page of a workflow or schedule (`kind`: workflows, schedules)."""
@@ -382,9 +382,10 @@ class CampaignManager(ControlPlane):
         if described is not None:
             return await self._same_start(cid, described, existing, wanted)
         if existing is not None:
-            raise Conflict(f"--id: campaign {cid!r} is in the store but Temporal has no workflow "
+            raise Conflict(f"campaign {cid!r} is in the store but Temporal has no workflow "
                            "for it (its history was deleted after the retention period, or it "
-                           "never started): it cannot be started again; choose another id")
+                           "never started): it cannot be started again; choose another id",
+                           field="id")
         kb_text = str(kb_dir.resolve()) if kb_dir else None
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, brief=brief, channel=channel.value,
@@ -397,8 +398,8 @@ class CampaignManager(ControlPlane):
                 "kb": digest(kb_text)}:
             # Another start of this id, with other options, stored its row first: ours was
             # not written (the upsert keeps the first row), and neither are our leads.
-            raise Conflict(f"--id: campaign {cid!r} is being started by another request with "
-                           "other options; choose another id")
+            raise Conflict(f"campaign {cid!r} is being started by another request with "
+                           "other options; choose another id", field="id")
         leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
         try:
@@ -435,8 +436,9 @@ class CampaignManager(ControlPlane):
         except WorkflowAlreadyStartedError:
             described = await self._describe(cid)  # a concurrent start of the same id won
             if described is None:
-                raise Conflict(f"--id: campaign {cid!r} was started meanwhile by another "
-                               "request, and is gone already; choose another id") from None
+                raise Conflict(f"campaign {cid!r} was started meanwhile by another "
+                               "request, and is gone already; choose another id",
+                               field="id") from None
             return await self._same_start(cid, described, row, wanted)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected),
                            leads_needing_smtputf8=needs_smtputf8_leads(leads))
@@ -473,17 +475,18 @@ class CampaignManager(ControlPlane):
         row keeps (name, brief, channel, kb, budget)."""
         wid = campaign_workflow_id(campaign_id)
         if row is None:
-            raise Conflict(f"--id: campaign {campaign_id!r} has a workflow in Temporal but is not "
-                           "in this store (another deployment's?); choose another id")
+            raise Conflict(f"campaign {campaign_id!r} has a workflow in Temporal but is not "
+                           "in this store (another deployment's?); choose another id",
+                           field="id")
         memo = await described.memo_value(START_MEMO_KEY, default=None)
         options = memo.get("options") if isinstance(memo, dict) else None
         have: dict[str, str] = options if isinstance(options, dict) else stored_digests(row)
         differ = [key for key in have if wanted.get(key) != have[key]]
         if differ:
-            raise Conflict(f"--id: campaign {campaign_id!r} already exists with other options "
+            raise Conflict(f"campaign {campaign_id!r} already exists with other options "
                            f"({', '.join(differ)} differ): starting it again must repeat its "
-                           "options (`campaign add-leads` adds leads); choose another id for a "
-                           "new campaign")
+                           "options (leads are added to the running campaign, not by a new "
+                           "start); choose another id for a new campaign", field="id")
         counts = await self.store.counts(campaign_id)
         return StartResult(campaign_id, wid, self.ui_url(wid), counts.leads, [], True)
 
@@ -498,8 +501,9 @@ class CampaignManager(ControlPlane):
         if exec_status == WorkflowExecutionStatus.RUNNING:
             handle = await self._handle(campaign_id)
             try:
-                live = await handle.query(CampaignWorkflow.status,
-                                          rpc_timeout=timedelta(seconds=10))
+                live: CampaignStatus = await handle.query(
+                    "status", result_type=CampaignStatus, rpc_timeout=timedelta(seconds=10)
+                )
                 stage, paused, error = live.stage, live.paused, live.error
                 reason = live.paused_reason
             except RPCError:
@@ -581,8 +585,8 @@ class CampaignManager(ControlPlane):
             edit_id=edit_id, campaign_id=campaign_id, lead_id=lead_id, step=step,
             subject=subject, body=body, base_version=base_version, by=by.strip())
         try:
-            await handle.execute_update(  # type: ignore[unused-coroutine]  # see `A`
-                CampaignWorkflow.edit_draft,
+            await handle.execute_update(
+                "edit_draft",
                 DraftEditRef(campaign_id=campaign_id, edit_id=edit_id, lead_id=lead_id, step=step))
         except WorkflowUpdateFailedError as err:
             refused = _refused(err)
@@ -607,10 +611,9 @@ class CampaignManager(ControlPlane):
         await self._draft(campaign_id, lead_id, step or 1)
         request = await self.store.save_envelope(decision_request(
             campaign_id, "exclude" if excluded else "include", by.strip(), None, [lead_id]))
-        await self._update(campaign_id, CampaignWorkflow.set_excluded, Exclusion(
+        await self._update(campaign_id, "set_excluded", Exclusion(
             campaign_id=campaign_id, lead_id=lead_id, step=step, excluded=excluded,
-            by=IN_THE_STORE, request_id=request),
-            action="exclude drafts of" if excluded else "include drafts of")
+            by=IN_THE_STORE, request_id=request))
         return DraftView.of(await self._draft(campaign_id, lead_id, step or 1))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
@@ -643,15 +646,10 @@ class CampaignManager(ControlPlane):
             raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot {action} it")
         return await self._handle(campaign_id)
 
-    async def _update(self, campaign_id: str,
-                      update: UpdateMethodMultiParam[[CampaignWorkflow, A], Any], arg: A, *,
-                      action: str) -> Any:
-        """The campaign workflow's `update` (`CampaignWorkflow.approve_update`) with `arg`;
-        its refusal as Conflict or BadInput, and a run that is not (or no longer) running as
-        a Conflict that says the campaign cannot `action` (`approve leads of`) now."""
-        handle = await self._running_handle(campaign_id, action)
+    async def _update(self, campaign_id: str, name: str, arg: Any) -> Any:
+        handle = await self._running_handle(campaign_id, name)
         try:
-            return await handle.execute_update(update, arg)
+            return await handle.execute_update(name, arg)
         except WorkflowUpdateFailedError as err:
             raise _refused(err) from err
         except RPCError as err:
@@ -662,7 +660,7 @@ class CampaignManager(ControlPlane):
                 raise
             status = await self.status(campaign_id)
             raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot "
-                           f"{action} it") from err
+                           f"{name} it") from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
@@ -680,8 +678,7 @@ class CampaignManager(ControlPlane):
             decision_request(campaign_id, "approve", by, note, lead_ids or None))
         approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request,
                             send_passing=send_passing and bool(lead_ids))
-        return int(await self._update(campaign_id, CampaignWorkflow.approve_update, approval,
-                                      action="approve"))
+        return int(await self._update(campaign_id, "approve", approval))
 
     async def approve_leads(self, campaign_id: str, lead_ids: list[str], *, by: str,
                             note: str | None = None, send_passing: bool = False) -> int:
@@ -699,9 +696,8 @@ class CampaignManager(ControlPlane):
             raise NotFound(f"lead: no draft for lead id(s) {', '.join(unknown[:20])}")
         request = await self.store.save_envelope(
             decision_request(campaign_id, "approve_leads", by, note, lead_ids))
-        return int(await self._update(campaign_id, CampaignWorkflow.approve_leads, Approval(
-            lead_ids=lead_ids, by=IN_THE_STORE, request_id=request, send_passing=send_passing),
-            action="approve leads of"))
+        return int(await self._update(campaign_id, "approve_leads", Approval(
+            lead_ids=lead_ids, by=IN_THE_STORE, request_id=request, send_passing=send_passing)))
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         """The leads a failed step holds: a campaign approval does not send them."""
@@ -714,8 +710,7 @@ class CampaignManager(ControlPlane):
         await self._running_handle(campaign_id, "reject")
         request = await self.store.save_envelope(
             decision_request(campaign_id, "reject", by, reason))
-        await self._update(campaign_id, CampaignWorkflow.reject_update,
-                           Rejection(by=IN_THE_STORE, request_id=request), action="reject")
+        await self._update(campaign_id, "reject", Rejection(by=IN_THE_STORE, request_id=request))
 
     async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
         """Add leads to a campaign that is still drafting; they are drafted like the rest.
@@ -730,7 +725,7 @@ class CampaignManager(ControlPlane):
         if not intake.leads:
             raise BadInput("no valid lead to add")
         handle = await self._running_handle(campaign_id, "add leads to")
-        live = await handle.query(CampaignWorkflow.status)
+        live: CampaignStatus = await handle.query("status", result_type=CampaignStatus)
         if live.stage is not Stage.DRAFTING:
             raise BadInput(f"campaign {campaign_id!r} is {live.stage.value}: leads can be added "
                            "only while it is drafting")
@@ -748,7 +743,7 @@ class CampaignManager(ControlPlane):
         for start in range(0, len(ids), ADD_LEADS_CHUNK):
             chunk = ids[start:start + ADD_LEADS_CHUNK]
             try:
-                await handle.execute_update(CampaignWorkflow.add_leads, AddLeads(lead_ids=chunk))
+                await handle.execute_update("add_leads", AddLeads(lead_ids=chunk))
             except WorkflowUpdateFailedError as err:
                 reason = f"not drafted: {_root_cause(err)}"
                 for lid in ids[start:]:
@@ -764,21 +759,20 @@ class CampaignManager(ControlPlane):
         `resume` with `budget_usd` first sets the campaign's LLM spend cap to it (refused
         below what is already spent), then resumes: drafting the spend cap paused goes on.
         """
-        signal = CONTROL_SIGNALS.get(action)
-        if signal is None:
+        if action not in {"pause", "resume", "cancel"}:
             raise BadInput(f"unknown action {action!r}")
         if budget_usd is not None and action != "resume":
-            raise BadInput(f"--budget-usd: only `resume` takes a budget, not `{action}`")
+            raise BadInput(f"only `resume` takes a budget, not `{action}`", field="budget_usd")
         budget_option(budget_usd)
         handle = await self._running_handle(campaign_id, action)
         if budget_usd is not None:
             spend = await self.store.spend(campaign_id)
             if budget_usd < spend.spent_usd:
-                raise Conflict(f"--budget-usd: {usd(budget_usd)} is less than the "
+                raise Conflict(f"{usd(budget_usd)} is less than the "
                                f"{usd(spend.spent_usd)} campaign {campaign_id!r} has already "
-                               "spent; give more to let drafting go on")
+                               "spent; give more to let drafting go on", field="budget_usd")
             await self.store.set_budget(campaign_id, budget_usd)
-        await handle.signal(signal)
+        await handle.signal(action)
 
     # -- what recipients tell us ----------------------------------------------------------
 
@@ -826,5 +820,5 @@ class CampaignManager(ControlPlane):
         """Signal a running campaign (its delivery orchestrator while that runs, so the
         campaign's own history does not grow with every bounce); False when it is no longer
         running (nothing to pause)."""
-        return await TemporalCampaignSignals(await self.client()).delivery_event(campaign_id,
-                                                                                signal)
+        return await signal_campaign(temporal_signal(await self.client()), campaign_id,
+                                     "delivery_event", signal)

@@ -302,7 +302,7 @@ class ScheduleManager(ControlPlane):
             return await call(handle)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound(f"unknown schedule {name!r} (see `campaign schedule list`)") from err
+                raise NotFound(f"unknown schedule {name!r}") from err
             raise
 
     # -- create -------------------------------------------------------------------------
@@ -334,14 +334,14 @@ class ScheduleManager(ControlPlane):
             raise BadInput(f"template id {template_id!r} was not made for schedule {name!r}")
         cron = " ".join(cron.split())
         if not cron:
-            raise BadCron("--cron: give a cron expression such as '0 9 * * MON'")
+            raise BadCron("give a cron expression such as '0 9 * * MON'", field="cron")
         try:
             ZoneInfo(cron_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise BadCron(f"--cron-timezone: unknown time zone {cron_timezone!r}") from exc
+            raise BadCron(f"unknown time zone {cron_timezone!r}", field="cron_timezone") from exc
         self.check_options(channel, kb_dir)
         budget_option(budget_usd)
-        budget_option(total_budget_usd, "--total-budget-usd")
+        budget_option(total_budget_usd, "total_budget_usd")
         minimum = min_interval(self.settings.schedule_min_interval)
         self._refuse_short_gap(cron, cron_gap(cron), minimum)
         if not intake.leads:
@@ -398,12 +398,12 @@ class ScheduleManager(ControlPlane):
         try:
             handle = await client.create_schedule(sid, schedule, memo={MEMO_KEY: memo})
         except ScheduleAlreadyRunningError as exc:
-            raise Conflict(f"schedule {name!r} already exists: delete it first "
-                           f"(`campaign schedule delete {name}`) or choose another name") from exc
+            raise Conflict(f"schedule {name!r} already exists: delete it first or choose "
+                           "another name") from exc
         except RPCError as err:
             if err.status == RPCStatusCode.INVALID_ARGUMENT:
                 reason = err.message.removeprefix("Invalid schedule spec: ")
-                raise BadCron(f"--cron {cron!r}: {reason}") from err
+                raise BadCron(reason, field="cron", value=repr(cron)) from err
             raise
         try:
             # The times Temporal computed (it reads the cron, paused or not): a gap the
@@ -443,9 +443,10 @@ class ScheduleManager(ControlPlane):
     def _refuse_short_gap(cron: str, gap: timedelta | None, minimum: timedelta) -> None:
         """BadCron when `cron` fires twice within less than `minimum` (`gap` None: unknown)."""
         if gap is not None and gap < minimum:
-            raise BadCron(f"--cron {cron!r}: fires {describe_gap(gap)} apart, more often than "
-                          f"every {describe_gap(minimum)} (CAMPAIGN_SCHEDULE_MIN_INTERVAL): each "
-                          "firing starts a new campaign with a budget of its own")
+            raise BadCron(f"fires {describe_gap(gap)} apart, more often than every "
+                          f"{describe_gap(minimum)} (CAMPAIGN_SCHEDULE_MIN_INTERVAL): each "
+                          "firing starts a new campaign with a budget of its own",
+                          field="cron", value=repr(cron))
 
     # -- read ---------------------------------------------------------------------------
 
@@ -503,12 +504,13 @@ class ScheduleManager(ControlPlane):
     # -- control ------------------------------------------------------------------------
 
     async def pause(self, name: str, note: str | None = None) -> None:
-        """No firing until resumed; campaigns already started go on."""
-        await self._known(name, lambda h: h.pause(note=note or "paused by `campaign schedule pause`"))
+        """No firing until resumed; campaigns already started go on. `note` says why (each
+        door gives its own default: who paused it, and how)."""
+        await self._known(name, lambda h: h.pause(note=note or "paused"))
 
     async def resume(self, name: str, note: str | None = None) -> None:
         await self._known(name, lambda h: h.unpause(
-            note=note or "resumed by `campaign schedule resume`"))
+            note=note or "resumed"))
 
     async def trigger(self, name: str) -> None:
         """Fire now, once, even while paused (a campaign named after this moment)."""

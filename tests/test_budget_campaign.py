@@ -127,7 +127,7 @@ async def test_budget_pauses_drafting_and_resume_with_more_finishes_it_once(
 
         with pytest.raises(Conflict, match="less than the"):
             await mgr.control(cid, "resume", budget_usd=st.spend_usd / 2)
-        with pytest.raises(BadInput, match="--budget-usd"):
+        with pytest.raises(BadInput, match="budget_usd"):
             await mgr.control(cid, "resume", budget_usd=-1.0)
         assert (await store.spend(cid)).budget_usd == BUDGET  # refused: unchanged
 

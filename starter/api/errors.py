@@ -35,7 +35,7 @@ async def _unreachable(_: Request, err: TemporalUnreachable) -> JSONResponse:
 Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 
 #: The app's exception handlers for the services' errors (`FastAPI(exception_handlers=...)`).
-HANDLERS: dict[type[Exception], Handler] = {
+HANDLERS: dict[int | type[Exception], Handler] = {
     NotFound: _not_found,
     BadInput: _conflict,
     TemporalUnreachable: _unreachable,

@@ -144,7 +144,7 @@ class _SignInFirst(Exception):
 
 #: The pages' answers to their own refusals, for the app's exception handlers: a page
 #: naming the reason, or the way to the sign-in page.
-HANDLERS: dict[type[Exception], Handler] = {PageRefusal: _refused, _SignInFirst: _to_sign_in}
+HANDLERS: dict[int | type[Exception], Handler] = {PageRefusal: _refused, _SignInFirst: _to_sign_in}
 
 
 def _same_origin(request: Request) -> None:

@@ -156,7 +156,7 @@ async def describe_schedule(name: ScheduleName, s: Schedules) -> dict[str, Any]:
 async def pause_schedule(name: ScheduleName, s: Schedules,
                          body: ScheduleNote | None = None) -> ScheduleActionResponse:
     """Stop firing until resumed; campaigns already started go on."""
-    await s.pause(name, body.note if body else None)
+    await s.pause(name, (body.note if body else None) or f"paused by POST /schedules/{name}/pause")
     return ScheduleActionResponse(name=name, action="pause")
 
 
@@ -164,7 +164,7 @@ async def pause_schedule(name: ScheduleName, s: Schedules,
 async def resume_schedule(name: ScheduleName, s: Schedules,
                           body: ScheduleNote | None = None) -> ScheduleActionResponse:
     """Fire again on the schedule's cron."""
-    await s.resume(name, body.note if body else None)
+    await s.resume(name, (body.note if body else None) or f"resumed by POST /schedules/{name}/resume")
     return ScheduleActionResponse(name=name, action="resume")
 
 

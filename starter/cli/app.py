@@ -104,11 +104,29 @@ def fail(code: int, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, mapping failures to the contract's exit codes."""
+#: The options whose flag is not their field's name with dashes (see `phrased`).
+FLAG_OF_FIELD = {"follow_ups": "--follow-up"}
+
+
+def phrased(exc: BadInput, hints: dict[type[BadInput], str] | None = None) -> str:
+    """A service's error as the CLI says it: the field at fault as its flag (`--id: ...`,
+    `--channel smtp: ...`), and the command's hint for that kind of error if it has one."""
+    text = str(exc)
+    if exc.field:
+        flag = FLAG_OF_FIELD.get(exc.field, "--" + exc.field.replace("_", "-"))
+        text = f"{flag} {exc.value}: {exc.reason}" if exc.value else f"{flag}: {exc.reason}"
+    hint = next((h for kind, h in (hints or {}).items() if isinstance(exc, kind)), None)
+    return f"{text} ({hint})" if hint else text
+
+
+def run(coro: Coroutine[Any, Any, T], *, hints: dict[type[BadInput], str] | None = None) -> T:
+    """Run a command's coroutine, mapping failures to the contract's exit codes; `hints`
+    adds what to do next to an error of that kind (e.g. the command that lists names)."""
     try:
         return asyncio.run(coro)
-    except (BadInput, LeadsFileError, EncryptionKeyError, TemporalConfigError) as exc:
+    except BadInput as exc:
+        fail(2, phrased(exc, hints))
+    except (LeadsFileError, EncryptionKeyError, TemporalConfigError) as exc:
         fail(2, str(exc))
     except TemporalUnreachable as exc:
         fail(3, str(exc))

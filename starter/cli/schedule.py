@@ -35,7 +35,7 @@ from starter.cli.app import (
     run,
     shown,
 )
-from starter.manager import follow_up_delays, parse_duration
+from starter.manager import BadInput, Conflict, NotFound, follow_up_delays, parse_duration
 from starter.schedules import ScheduleManager, template_id_for
 from starter.start_options import DEFAULT_DOMAIN_LIMIT
 
@@ -50,6 +50,10 @@ TotalBudgetUsd = Annotated[float | None, typer.Option(
     "--total-budget-usd", help="Cap on what all the schedule's campaigns spend on the LLM "
     "together, in USD: each firing's campaign gets at most what is left, and once it is spent "
     "no firing starts a campaign and the schedule pauses.")]
+
+
+#: What to do about a name that is not a schedule.
+LISTED: dict[type[BadInput], str] = {NotFound: "see `campaign schedule list`"}
 
 
 def _manager() -> ScheduleManager:
@@ -120,7 +124,7 @@ def create(
         out.print(f"Next runs: {shown(_when(data['next_runs']))}", highlight=False)
         out.print(f"Watch it: {shown(result.ui_url)}", highlight=False)
 
-    run(go())
+    run(go(), hints={Conflict: f"`campaign schedule delete {name}` deletes it"})
 
 
 @schedule_app.command("list")
@@ -152,7 +156,7 @@ def pause(
     note: Annotated[str | None, typer.Option("--note", help="Why (shown in list and the UI).")] = None,
 ) -> None:
     """Stop firing until resumed; campaigns already started go on."""
-    run(_manager().pause(name, note))
+    run(_manager().pause(name, note or "paused by `campaign schedule pause`"), hints=LISTED)
     err.print(f"Paused schedule {shown(name)}: no new campaign starts until "
               f"`campaign schedule resume {shown(name)}`.", highlight=False)
 
@@ -160,14 +164,14 @@ def pause(
 @schedule_app.command("resume")
 def resume(name: ScheduleName) -> None:
     """Fire again on the schedule's cron."""
-    run(_manager().resume(name))
+    run(_manager().resume(name, "resumed by `campaign schedule resume`"), hints=LISTED)
     err.print(f"Resumed schedule {shown(name)}.", highlight=False)
 
 
 @schedule_app.command("trigger")
 def trigger(name: ScheduleName) -> None:
     """Fire once now (even while paused): one new campaign from the schedule's leads."""
-    run(_manager().trigger(name))
+    run(_manager().trigger(name), hints=LISTED)
     err.print(f"Triggered schedule {shown(name)}: a new campaign starts now (see `campaign schedule "
               "list`).", highlight=False)
 
@@ -175,6 +179,6 @@ def trigger(name: ScheduleName) -> None:
 @schedule_app.command("delete")
 def delete(name: ScheduleName) -> None:
     """Delete the schedule; the campaigns it started go on."""
-    run(_manager().delete(name))
+    run(_manager().delete(name), hints=LISTED)
     err.print(f"Deleted schedule {shown(name)}; the campaigns it started are not affected.",
               highlight=False)
