@@ -21,6 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 from activities.base import Agent
 from activities.history_guard import HistoryGuard
 from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, preload
+from activities.replies import ReplyAgent
 from campaign_core.deployment import (
     deployment_config,
     deployment_version,
@@ -42,6 +43,7 @@ from workflows.lead import LeadOrchestrator
 from workflows.replies import ReplyMailboxPoll
 from workflows.reply_schedule import ensure_reply_schedule
 from workflows.scheduled import ScheduledCampaign
+from workflows.signals import TemporalCampaignSignals
 
 #: Every orchestrator; they all run on the workflow queue.
 WORKFLOWS: tuple[type, ...] = (CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator,
@@ -51,8 +53,11 @@ log = logging.getLogger("campaign.worker")
 
 
 def build_agents(store: Store, settings: Settings) -> dict[type[Agent], Agent]:
-    """One instance of every agent class in the registry, sharing the store."""
-    return {cls: cls(store, settings) for cls in AGENT_CLASSES}
+    """One instance of every agent class in the registry, sharing the store. The reply
+    agent is also given how to signal campaigns: by the workflows' handlers, which only the
+    worker knows beside the activities."""
+    return {cls: ReplyAgent(store, settings, signals=TemporalCampaignSignals)
+            if cls is ReplyAgent else cls(store, settings) for cls in AGENT_CLASSES}
 
 
 def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:

@@ -5,11 +5,18 @@ from the worker's own settings, so the secret never enters Temporal history; it 
 the campaigns of the replies it matches through the worker's Temporal client, and it
 heartbeats the UID it reached. See campaign_core/imap.py for how each message is
 processed exactly once.
+
+The signals go by the workflows' handler references, which an activity may not import
+(tests/test_layering.py): the worker gives the agent how to make them
+(`workflows.signals.TemporalCampaignSignals`, in worker_main.build_agents).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.base import Agent, permanent
 from campaign_core.imap import (
@@ -19,11 +26,19 @@ from campaign_core.imap import (
     parse_imap_url,
     poll_mailbox,
 )
-from campaign_core.replies import ReplyDesk, temporal_signal
+from campaign_core.replies import CampaignSignals, ReplyDesk
+from campaign_core.settings import Settings
+from campaign_core.store.base import Store
 
 
 class ReplyAgent(Agent):
     name = "replies"
+
+    def __init__(self, store: Store, settings: Settings, *,
+                 signals: Callable[[Client], CampaignSignals]) -> None:
+        super().__init__(store, settings)
+        #: How to tell campaigns through a Temporal client (the activity's, the worker's).
+        self.signals = signals
 
     @activity.defn(name="poll_reply_mailbox")
     async def poll_reply_mailbox(self, inp: ReplyPollInput) -> PollSummary:
@@ -36,7 +51,7 @@ class ReplyAgent(Agent):
             config = parse_imap_url(url)
         except ValueError as exc:
             raise permanent("InvalidInput", str(exc)) from None
-        desk = ReplyDesk(self.store, temporal_signal(activity.client()), source="imap",
+        desk = ReplyDesk(self.store, self.signals(activity.client()), source="imap",
                          trusted_authserv_id=self.settings.trusted_authserv_id)
         report = await poll_mailbox(config, self.store, desk, limit=inp.limit,
                                     progress=lambda uid: activity.heartbeat(uid))

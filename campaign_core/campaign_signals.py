@@ -1,48 +1,27 @@
-"""Where replies, bounces and complaints from outside are signalled: the delivery
-orchestrator while it runs, else the campaign workflow.
+"""What tells a running campaign of a reply or a delivery event from outside: the port
+`CampaignSignals`, which `ReplyDesk` and `apply_delivery_event` are given.
 
-The delivery orchestrator is what acts on them (it stops a lead's sequence, counts a bounce
-for the circuit breaker). Signalling the campaign workflow instead, which forwards each one
-to its delivery child, costs the campaign's history about six events a signal, and a
-campaign never continues as new while delivering (it waits days for follow-ups): some
-1,500 replies and bounces would take it past 10,000 events. Signalled directly, each costs
-the campaign nothing and the delivery orchestrator one event, which its continue-as-new
-bounds. Before approval (no delivery yet) the campaign workflow is signalled: its handlers
-stay, for that and for the runs and recorded histories that still forward.
+The core knows no workflow (tests/test_layering.py), so it cannot name their signal
+handlers; the implementation that signals by handler reference is the workflows' own:
+`workflows.signals.TemporalCampaignSignals`, built by whoever holds a Temporal client (the
+control plane, the worker). Which workflow each signal goes to, and why, is said there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from pydantic import BaseModel
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
-
-from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
-
-#: `signal(workflow_id, name, arg)`: True when delivered, False when the workflow is not running.
-Signal = Callable[[str, str, BaseModel], Awaitable[bool]]
+from campaign_core.models import DeliveryEventSignal, ReplySignal
 
 
-def temporal_signal(client: Client) -> Signal:
-    """Signals through a Temporal client; a workflow that is not running is not an error."""
-    async def signal(workflow_id: str, name: str, arg: BaseModel) -> bool:
-        try:
-            await client.get_workflow_handle(workflow_id).signal(name, arg)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
+class CampaignSignals(Protocol):
+    """Tells a campaign's running workflows; each method is True when a running workflow of
+    the campaign was signalled, False when none runs (nothing to tell)."""
 
-    return signal
+    async def reply(self, campaign_id: str, signal: ReplySignal) -> bool:
+        """A person's reply, or a hard bounce that came back as mail, from one of its leads."""
+        ...
 
-
-async def signal_campaign(signal: Signal, campaign_id: str, name: str, arg: BaseModel) -> bool:
-    """Signal `name` (`reply` or `delivery_event`) to the campaign's running delivery
-    orchestrator, else to the campaign workflow; True when a running workflow of the
-    campaign was signalled."""
-    if await signal(delivery_workflow_id(campaign_id), name, arg):
-        return True
-    return await signal(campaign_workflow_id(campaign_id), name, arg)
+    async def delivery_event(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
+        """A bounce or complaint for one of its messages (counted by the circuit breaker)."""
+        ...

@@ -7,7 +7,7 @@ else by the sender's stored address among the campaigns still sending, records o
 `replies` row per lead (idempotent by Message-ID), writes the audit entry, turns a
 bounce that arrived as mail into the same delivery event a bounce webhook makes, and
 signals each campaign (`reply`, with a `ReplySignal`) for a person's reply or a hard
-bounce (to its delivery orchestrator while that runs: `campaign_core.campaign_signals`).
+bounce (through the `CampaignSignals` it is given: `workflows.signals` says to which workflow).
 The store is the record (the send-time check reads it); the signal only makes a step
 already waiting on its timer hear of it at once.
 
@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 
 from campaign_core.auth_results import HEADER as AUTH_RESULTS
 from campaign_core.auth_results import sender_verified
-from campaign_core.campaign_signals import Signal, signal_campaign, temporal_signal
+from campaign_core.campaign_signals import CampaignSignals
 from campaign_core.envelope import (
     Envelope,
     EnvelopeMetadata,
@@ -52,15 +52,13 @@ from campaign_core.ids import message_key
 from campaign_core.inbound import Classification, InboundMessage, ReplyKind, classify, excerpt
 from campaign_core.leads import normalise_email
 from campaign_core.metrics import process_metrics
-from campaign_core.models import DeliveryEventKind, DeliveryEventSignal, ReplySignal, Stage
+from campaign_core.models import DeliveryEventKind, ReplySignal, Stage
 from campaign_core.store.base import Store
 
 log = logging.getLogger("campaign.replies")
 
 #: The campaigns a reply found by its sender's address may belong to: those still sending.
 SENDING_STAGES = (Stage.AWAITING_APPROVAL.value, Stage.DELIVERING.value)
-#: The signal a campaign workflow receives for a person's reply or a hard bounce.
-REPLY_SIGNAL = "reply"
 #: Where bounces that arrive as mail are recorded among delivery events.
 DSN_SOURCE = "dsn"
 
@@ -72,8 +70,8 @@ MAILTO_SUBJECT = re.compile(r"\bunsubscribe\s+(msg_[0-9a-f]{32})\b", re.IGNORECA
 
 #: (campaign_id, lead_id, step, how it matched)
 Match = tuple[str, str, int | None, Literal["message_id", "address"]]
-__all__ = ["ConfirmResult", "InboundResult", "ReplyDesk", "ReplyMatch", "Signal",
-           "UnsubscribeResult", "temporal_signal"]
+__all__ = ["CampaignSignals", "ConfirmResult", "InboundResult", "ReplyDesk", "ReplyMatch",
+           "UnsubscribeResult"]
 
 
 class ReplyMatch(BaseModel):
@@ -148,16 +146,16 @@ class _Found:
 
 
 class ReplyDesk:
-    """Processes received messages against the store, signalling campaigns with `signal`.
+    """Processes received messages against the store, telling campaigns through `signals`.
 
     `trusted_authserv_id` is CAMPAIGN_TRUSTED_AUTHSERV_ID: whose Authentication-Results may
     vouch for a sender matched by address alone (None: nobody's).
     """
 
-    def __init__(self, store: Store, signal: Signal, *, source: str,
+    def __init__(self, store: Store, signals: CampaignSignals, *, source: str,
                  trusted_authserv_id: str | None = None) -> None:
         self.store = store
-        self.signal = signal
+        self.signals = signals
         self.source = source  # "webhook" or "imap", for the record
         self.trusted_authserv_id = trusted_authserv_id
 
@@ -243,8 +241,8 @@ class ReplyDesk:
         """Signal the campaign for a person's reply or a hard bounce; nothing for the rest."""
         if kind != "reply" and not (kind == "bounce" and permanent):
             return False
-        return await signal_campaign(
-            self.signal, campaign_id, REPLY_SIGNAL,
+        return await self.signals.reply(
+            campaign_id,
             ReplySignal(lead_id=lead_id, kind="bounce" if kind == "bounce" else "reply",
                         reply_id=reply_id))
 
@@ -305,11 +303,8 @@ class ReplyDesk:
             log.info("inbound %s: a DSN for an address that is not valid; not a bounce event",
                      self.source)
             return None
-
-        async def tell(campaign_id: str, signal: DeliveryEventSignal) -> bool:
-            return await signal_campaign(self.signal, campaign_id, "delivery_event", signal)
-
-        return await apply_delivery_event(self.store, event, source=DSN_SOURCE, tell=tell)
+        return await apply_delivery_event(self.store, event, source=DSN_SOURCE,
+                                          tell=self.signals.delivery_event)
 
     async def _mailto_unsubscribe(self, msg: InboundMessage) -> InboundResult | None:
         """Mail to the List-Unsubscribe `mailto:`: its subject names the message key of the

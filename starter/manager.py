@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from temporalio.client import (
@@ -24,9 +25,9 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from campaign_core.budget import check_budget, usd
-from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.decisions import IN_THE_STORE, decision_request
 from campaign_core.envelope import digest
 from campaign_core.events import DeliveryEvent, DeliveryEventResult, apply_delivery_event
@@ -70,6 +71,7 @@ from campaign_core.unsubscribe import BadToken, Claims, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 from starter.limits import MAX_BODY, MAX_SUBJECT
 from workflows.campaign import CampaignWorkflow, search_attributes
+from workflows.signals import TemporalCampaignSignals
 
 
 class BadInput(Exception):
@@ -206,6 +208,18 @@ def stored_digests(row: CampaignRow) -> dict[str, str]:
 
 #: Lead ids per `add_leads` Update (the model's limit): keeps each history event small.
 ADD_LEADS_CHUNK = 5000
+
+#: `control`'s actions (`campaign pause|resume|cancel`, POST /campaigns/{id}/{action}) and
+#: the campaign workflow's signal each one sends.
+CONTROL_SIGNALS: dict[str, Callable[[CampaignWorkflow], Awaitable[None]]] = {
+    "pause": CampaignWorkflow.pause,
+    "resume": CampaignWorkflow.resume,
+    "cancel": CampaignWorkflow.cancel,
+}
+
+#: An Update's argument (`CampaignManager._update`). Its result is Any: the SDK types an
+#: `async` handler declared with `@workflow.update(name=...)` as returning its coroutine.
+A = TypeVar("A")
 
 
 def _innermost(err: WorkflowUpdateFailedError) -> BaseException:
@@ -501,9 +515,8 @@ class CampaignManager(ControlPlane):
         if exec_status == WorkflowExecutionStatus.RUNNING:
             handle = await self._handle(campaign_id)
             try:
-                live: CampaignStatus = await handle.query(
-                    "status", result_type=CampaignStatus, rpc_timeout=timedelta(seconds=10)
-                )
+                live = await handle.query(CampaignWorkflow.status,
+                                          rpc_timeout=timedelta(seconds=10))
                 stage, paused, error = live.stage, live.paused, live.error
                 reason = live.paused_reason
             except RPCError:
@@ -585,8 +598,8 @@ class CampaignManager(ControlPlane):
             edit_id=edit_id, campaign_id=campaign_id, lead_id=lead_id, step=step,
             subject=subject, body=body, base_version=base_version, by=by.strip())
         try:
-            await handle.execute_update(
-                "edit_draft",
+            await handle.execute_update(  # type: ignore[unused-coroutine]  # see `A`
+                CampaignWorkflow.edit_draft,
                 DraftEditRef(campaign_id=campaign_id, edit_id=edit_id, lead_id=lead_id, step=step))
         except WorkflowUpdateFailedError as err:
             refused = _refused(err)
@@ -611,9 +624,10 @@ class CampaignManager(ControlPlane):
         await self._draft(campaign_id, lead_id, step or 1)
         request = await self.store.save_envelope(decision_request(
             campaign_id, "exclude" if excluded else "include", by.strip(), None, [lead_id]))
-        await self._update(campaign_id, "set_excluded", Exclusion(
+        await self._update(campaign_id, CampaignWorkflow.set_excluded, Exclusion(
             campaign_id=campaign_id, lead_id=lead_id, step=step, excluded=excluded,
-            by=IN_THE_STORE, request_id=request))
+            by=IN_THE_STORE, request_id=request),
+            action="exclude drafts of" if excluded else "include drafts of")
         return DraftView.of(await self._draft(campaign_id, lead_id, step or 1))
 
     async def report(self, campaign_id: str) -> list[ReportRow]:
@@ -646,10 +660,15 @@ class CampaignManager(ControlPlane):
             raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot {action} it")
         return await self._handle(campaign_id)
 
-    async def _update(self, campaign_id: str, name: str, arg: Any) -> Any:
-        handle = await self._running_handle(campaign_id, name)
+    async def _update(self, campaign_id: str,
+                      update: UpdateMethodMultiParam[[CampaignWorkflow, A], Any], arg: A, *,
+                      action: str) -> Any:
+        """The campaign workflow's `update` (`CampaignWorkflow.approve_update`) with `arg`;
+        its refusal as Conflict or BadInput, and a run that is not (or no longer) running as
+        a Conflict that says the campaign cannot `action` (`approve leads of`) now."""
+        handle = await self._running_handle(campaign_id, action)
         try:
-            return await handle.execute_update(name, arg)
+            return await handle.execute_update(update, arg)
         except WorkflowUpdateFailedError as err:
             raise _refused(err) from err
         except RPCError as err:
@@ -660,7 +679,7 @@ class CampaignManager(ControlPlane):
                 raise
             status = await self.status(campaign_id)
             raise Conflict(f"campaign {campaign_id!r} is {status.stage.value}: cannot "
-                           f"{name} it") from err
+                           f"{action} it") from err
 
     async def approve(
         self, campaign_id: str, *, lead_ids: list[str] | None = None, by: str = "unknown",
@@ -678,7 +697,8 @@ class CampaignManager(ControlPlane):
             decision_request(campaign_id, "approve", by, note, lead_ids or None))
         approval = Approval(lead_ids=lead_ids or None, by=IN_THE_STORE, request_id=request,
                             send_passing=send_passing and bool(lead_ids))
-        return int(await self._update(campaign_id, "approve", approval))
+        return int(await self._update(campaign_id, CampaignWorkflow.approve_update, approval,
+                                      action="approve"))
 
     async def approve_leads(self, campaign_id: str, lead_ids: list[str], *, by: str,
                             note: str | None = None, send_passing: bool = False) -> int:
@@ -696,8 +716,9 @@ class CampaignManager(ControlPlane):
             raise NotFound(f"lead: no draft for lead id(s) {', '.join(unknown[:20])}")
         request = await self.store.save_envelope(
             decision_request(campaign_id, "approve_leads", by, note, lead_ids))
-        return int(await self._update(campaign_id, "approve_leads", Approval(
-            lead_ids=lead_ids, by=IN_THE_STORE, request_id=request, send_passing=send_passing)))
+        return int(await self._update(campaign_id, CampaignWorkflow.approve_leads, Approval(
+            lead_ids=lead_ids, by=IN_THE_STORE, request_id=request, send_passing=send_passing),
+            action="approve leads of"))
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         """The leads a failed step holds: a campaign approval does not send them."""
@@ -710,7 +731,8 @@ class CampaignManager(ControlPlane):
         await self._running_handle(campaign_id, "reject")
         request = await self.store.save_envelope(
             decision_request(campaign_id, "reject", by, reason))
-        await self._update(campaign_id, "reject", Rejection(by=IN_THE_STORE, request_id=request))
+        await self._update(campaign_id, CampaignWorkflow.reject_update,
+                           Rejection(by=IN_THE_STORE, request_id=request), action="reject")
 
     async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
         """Add leads to a campaign that is still drafting; they are drafted like the rest.
@@ -725,7 +747,7 @@ class CampaignManager(ControlPlane):
         if not intake.leads:
             raise BadInput("no valid lead to add")
         handle = await self._running_handle(campaign_id, "add leads to")
-        live: CampaignStatus = await handle.query("status", result_type=CampaignStatus)
+        live = await handle.query(CampaignWorkflow.status)
         if live.stage is not Stage.DRAFTING:
             raise BadInput(f"campaign {campaign_id!r} is {live.stage.value}: leads can be added "
                            "only while it is drafting")
@@ -743,7 +765,7 @@ class CampaignManager(ControlPlane):
         for start in range(0, len(ids), ADD_LEADS_CHUNK):
             chunk = ids[start:start + ADD_LEADS_CHUNK]
             try:
-                await handle.execute_update("add_leads", AddLeads(lead_ids=chunk))
+                await handle.execute_update(CampaignWorkflow.add_leads, AddLeads(lead_ids=chunk))
             except WorkflowUpdateFailedError as err:
                 reason = f"not drafted: {_root_cause(err)}"
                 for lid in ids[start:]:
@@ -759,7 +781,8 @@ class CampaignManager(ControlPlane):
         `resume` with `budget_usd` first sets the campaign's LLM spend cap to it (refused
         below what is already spent), then resumes: drafting the spend cap paused goes on.
         """
-        if action not in {"pause", "resume", "cancel"}:
+        signal = CONTROL_SIGNALS.get(action)
+        if signal is None:
             raise BadInput(f"unknown action {action!r}")
         if budget_usd is not None and action != "resume":
             raise BadInput(f"only `resume` takes a budget, not `{action}`", field="budget_usd")
@@ -772,7 +795,7 @@ class CampaignManager(ControlPlane):
                                f"{usd(spend.spent_usd)} campaign {campaign_id!r} has already "
                                "spent; give more to let drafting go on", field="budget_usd")
             await self.store.set_budget(campaign_id, budget_usd)
-        await handle.signal(action)
+        await handle.signal(signal)
 
     # -- what recipients tell us ----------------------------------------------------------
 
@@ -820,5 +843,5 @@ class CampaignManager(ControlPlane):
         """Signal a running campaign (its delivery orchestrator while that runs, so the
         campaign's own history does not grow with every bounce); False when it is no longer
         running (nothing to pause)."""
-        return await signal_campaign(temporal_signal(await self.client()), campaign_id,
-                                     "delivery_event", signal)
+        return await TemporalCampaignSignals(await self.client()).delivery_event(campaign_id,
+                                                                                signal)

@@ -17,9 +17,10 @@ from temporalio.client import Client
 
 from campaign_core.imap import SETTING, PollReport, parse_imap_url, poll_mailbox
 from campaign_core.inbound import InboundMessage, with_report
-from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk, temporal_signal
+from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
+from workflows.signals import TemporalCampaignSignals
 
 log = logging.getLogger("campaign.replies")
 
@@ -74,7 +75,7 @@ async def process_inbound(store: Store, client: Client, messages: list[InboundMe
                           ) -> list[InboundResult]:
     """Match, record and signal each message, in order. `trusted_authserv_id` is
     CAMPAIGN_TRUSTED_AUTHSERV_ID (None: no address-only match is verified)."""
-    desk = ReplyDesk(store, temporal_signal(client), source=source,
+    desk = ReplyDesk(store, TemporalCampaignSignals(client), source=source,
                      trusted_authserv_id=trusted_authserv_id)
     return [await desk.process(msg) for msg in messages]
 
@@ -82,7 +83,7 @@ async def process_inbound(store: Store, client: Client, messages: list[InboundMe
 async def confirm_reply(store: Store, client: Client, reply_id: str, *, by: str) -> ConfirmResult:
     """`campaign replies confirm`: a person vouches for a reply recorded unverified (see
     `ReplyDesk.confirm`); UnknownReply / NothingToConfirm when there is nothing to confirm."""
-    desk = ReplyDesk(store, temporal_signal(client), source="confirm")
+    desk = ReplyDesk(store, TemporalCampaignSignals(client), source="confirm")
     return await desk.confirm(reply_id, by=by)
 
 
@@ -92,6 +93,6 @@ async def poll_by_hand(settings: Settings, store: Store, client: Client) -> Poll
     if not url.strip():
         raise ValueError(f"{SETTING} is not set (imaps://user:password@host/INBOX)")
     config = parse_imap_url(url)
-    desk = ReplyDesk(store, temporal_signal(client), source="imap",
+    desk = ReplyDesk(store, TemporalCampaignSignals(client), source="imap",
                      trusted_authserv_id=settings.trusted_authserv_id)
     return await poll_mailbox(config, store, desk)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, ReplySignal, Stage
@@ -22,6 +21,7 @@ from starter.manager import CampaignManager
 from tests.doubles import fast_agents
 from tests.time_skipping import skipping
 from worker_main import build_workers
+from workflows.signals import TemporalCampaignSignals
 
 
 @dataclass
@@ -85,9 +85,9 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
         await mgr.approve(cid, by="bench")
         handle = env.client.get_workflow_handle(campaign_workflow_id(cid))
         await until_sent(store, cid, n)  # step 1 to everyone first
-        signal = temporal_signal(env.client)
+        signals = TemporalCampaignSignals(env.client)
         for lead_id in repliers:  # as the replies ingestion does
-            await signal_campaign(signal, cid, "reply", ReplySignal(
+            await signals.reply(cid, ReplySignal(
                 lead_id=lead_id, kind="reply", reply_id=f"r-{lead_id}"))
         async with skipping(env):  # on the time-skipping server, let it skip while we wait
             for _ in range(100):

@@ -22,7 +22,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.campaign_signals import temporal_signal
 from campaign_core.ids import message_key
 from campaign_core.inbound import InboundMessage
 from campaign_core.leads import parse_lead_rows
@@ -37,6 +36,7 @@ from tests.test_api import api_settings, serve
 from tests.test_metrics import port, runtime, scrape, total, wait_stage
 from tests.test_review_pages import sign_in
 from tests.test_sequences import until
+from workflows.signals import TemporalCampaignSignals
 
 __all__ = ["api_settings", "port", "runtime"]  # fixtures, used by name
 
@@ -78,7 +78,7 @@ async def test_status_report_watch_page_and_metrics_agree(
         await until(cy_sent, "Cy's step 1")
         to_cy = await store.get_delivery(message_key(cid, ids[CY], 1))
         assert to_cy is not None and to_cy.message_id
-        desk = ReplyDesk(store, temporal_signal(client), source="webhook")
+        desk = ReplyDesk(store, TemporalCampaignSignals(client), source="webhook")
         await desk.process(InboundMessage.model_validate({  # in the thread of our message
             "from": CY, "subject": "Re: hello", "message_id": "<r-cy@carely.example>",
             "in_reply_to": [to_cy.message_id], "text": "Yes, call me Tuesday."}))

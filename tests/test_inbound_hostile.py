@@ -59,7 +59,7 @@ from campaign_core.inbound import (
     excerpt,
     parse_raw,
 )
-from campaign_core.replies import ReplyDesk, temporal_signal
+from campaign_core.replies import ReplyDesk
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.replies import poll_by_hand
@@ -68,6 +68,7 @@ from tests import test_inbound_webhook as webhook_tests
 from tests.dovecot import Dovecot
 from tests.test_inbound import DSN_TEXT, dsn_bytes, raw_reply
 from tests.test_inbound_webhook import Catcher, post, seed
+from workflows.signals import TemporalCampaignSignals
 
 dovecot = dovecot_fixture.dovecot
 api = webhook_tests.api
@@ -495,7 +496,7 @@ async def test_a_bomb_a_malformed_and_a_nested_message_do_not_stop_the_reply_beh
     async with Worker(ts_env.client, task_queue=queue, workflows=[Catcher]):
         catcher = await ts_env.client.start_workflow(
             Catcher.run, id=campaign_workflow_id("c1"), task_queue=queue)
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="imap")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap")
         stamps = [time.perf_counter()]
         report = await poll_mailbox(parse_imap_url(dovecot.url()), store, desk,
                                     progress=lambda uid: stamps.append(time.perf_counter()))

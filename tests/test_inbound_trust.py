@@ -36,7 +36,6 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from campaign_core.auth_results import aligned, parse, sender_verified
-from campaign_core.campaign_signals import temporal_signal
 from campaign_core.events import DeliveryEvent, apply_delivery_event
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, message_key
 from campaign_core.inbound import InboundMessage
@@ -58,6 +57,7 @@ from tests.test_inbound_webhook import Catcher, post
 from tests.test_orchestration import finish, query_status
 from tests.test_sequences import DAY, sent_count, started, until
 from tests.test_store import Backend, new_campaign
+from workflows.signals import TemporalCampaignSignals
 
 # Fixtures of other modules, made visible here (pytest only auto-loads conftest.py).
 pg_cluster = pg_fixtures.pg_cluster
@@ -224,7 +224,7 @@ async def test_forged_dsns_suppress_nobody_and_do_not_trip_the_breaker(
         await started(ts_env, settings, store, prefix, "c-forged", people(30),
                       send_rate_per_second=0.1)
         outsider, real = (await sent_rows(ts_env, store, "c-forged", 22))[:2]
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="imap")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap")
         for n, victim in enumerate(("ceo@victim.example", "cfo@victim.example")):
             got = await desk.process(dsn(victim, str(outsider.message_id), f"forged-{n}"))
             assert (got.kind, got.status, got.bounce, got.matches) == (
@@ -259,7 +259,7 @@ async def test_a_lead_that_bounces_twice_counts_once_for_the_breaker(
         mgr, _ = await started(ts_env, settings, store, prefix, "c-twice", people(30),
                                send_rate_per_second=0.1)
         x, y, z = (await sent_rows(ts_env, store, "c-twice", 22))[:3]
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="imap")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap")
         first = await desk.process(dsn(x.email, str(x.message_id), "x-1"))
         again = await desk.process(dsn(x.email, str(x.message_id), "x-2"))  # another DSN
         webhook = await mgr.delivery_event(DeliveryEvent(
@@ -318,7 +318,7 @@ async def test_a_spoofed_reply_stops_nothing_until_a_person_confirms_it(
                                        follow_up_seconds=[86400, 86400],
                                        stop_on_company_reply=True)
         await sent_count(store, "c-spoof", 2)
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="webhook")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
         got = await desk.process(spoofed())
         assert [(m.lead_id, m.matched_by, m.verified, m.notified) for m in got.matches] == [
             (dana, "address", False, False)]
@@ -360,7 +360,7 @@ async def test_a_reply_the_trusted_server_vouches_for_stops_the_company(
                                        follow_up_seconds=[86400],
                                        stop_on_company_reply=True)
         await sent_count(store, "c-vouch", 2)
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="imap",
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap",
                          trusted_authserv_id=settings.trusted_authserv_id)
         for n, header in enumerate((
                 "mx.attacker.example; dmarc=pass header.from=bigco.example",
@@ -486,7 +486,7 @@ async def test_replies_json_says_verified_and_confirm_acts_once(
     verifies one (exit 0, once), and refuses an unknown id or a message with no lead (2)."""
     monkeypatch.setenv("TEMPORAL_ADDRESS", ts_env.client.service_client.config.target_host)
     ana, _ = await seed_keys(store)
-    desk = ReplyDesk(store, temporal_signal(ts_env.client), source="webhook")
+    desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
     got = await desk.process(InboundMessage.model_validate(
         {"from": ana.email, "subject": "Re: hello", "message_id": "<a1@mail.example.com>",
          "text": "Yes."}))

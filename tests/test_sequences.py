@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.campaign_signals import temporal_signal
 from campaign_core.events import DeliveryEvent
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, message_key
 from campaign_core.inbound import InboundMessage
@@ -33,6 +32,7 @@ from starter.manager import CampaignManager
 from tests.doubles import fast_agents
 from tests.sequence_scale import run_sequence
 from tests.test_orchestration import finish, handle, wait_stage
+from workflows.signals import TemporalCampaignSignals
 
 DAY = timedelta(days=1)
 
@@ -132,7 +132,7 @@ async def test_replies_and_bounces_go_to_the_delivery_run_not_the_campaign_histo
         before = await run_history_lengths(ts_env.client, campaign_workflow_id("c-flat"))
         delivery_before = await run_history_lengths(ts_env.client,
                                                     delivery_workflow_id("c-flat"))
-        desk = ReplyDesk(store, temporal_signal(ts_env.client), source="webhook")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
         repliers, bounced = ids[:46], ids[46:]  # 2 bounces: under the breaker's 5%
         for lead_id in repliers:
             lead = await store.get_lead("c-flat", lead_id)

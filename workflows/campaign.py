@@ -8,7 +8,9 @@ approval. See docs/architecture.md ("Orchestration and wiring").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -260,40 +262,41 @@ class CampaignWorkflow:
 
     # -- control ---------------------------------------------------------------------
 
-    async def _forward(self, name: str, arg: object = None) -> None:
-        """Pass control signals and delivery events on to the delivery orchestrator."""
+    async def _forward(self, signal: Callable[..., Any], arg: object = None) -> None:
+        """Pass control signals and delivery events on to the delivery orchestrator, by its
+        handler (`DeliveryOrchestrator.pause`)."""
         if self._delivery_running:
-            handle = workflow.get_external_workflow_handle(
-                delivery_workflow_id(self._inp.campaign_id))
+            handle = workflow.get_external_workflow_handle_for(
+                DeliveryOrchestrator.run, delivery_workflow_id(self._inp.campaign_id))
             if arg is None:
-                await handle.signal(name)
+                await handle.signal(signal)
             else:
-                await handle.signal(name, arg)
+                await handle.signal(signal, arg)
 
     @workflow.signal(name="pause")
     async def pause(self) -> None:
         """Hold: start no new lead and send nothing until resumed."""
         self._carry.paused = True
         self._details()
-        await self._forward("pause")
+        await self._forward(DeliveryOrchestrator.pause)
 
     @workflow.signal(name="resume")
     async def resume(self) -> None:
         self._carry.paused = False
         self._carry.paused_reason = None
         self._details()
-        await self._forward("resume")
+        await self._forward(DeliveryOrchestrator.resume)
 
     @workflow.signal(name="delivery_event")
     async def delivery_event(self, event: DeliveryEventSignal) -> None:
         """A bounce or complaint for one of our messages (from the API's webhook)."""
-        await self._forward("delivery_event", event)
+        await self._forward(DeliveryOrchestrator.delivery_event, event)
 
     @workflow.signal(name="reply")
     async def reply(self, signal: ReplySignal) -> None:
         """A reply matched to one of our leads (replies ingestion): its sequence stops at
         once, so a follow-up already waiting for its due time never fires."""
-        await self._forward("reply", signal)
+        await self._forward(DeliveryOrchestrator.reply, signal)
 
     @workflow.signal(name="circuit_breaker")
     def circuit_breaker(self, reason: str) -> None:
@@ -306,7 +309,7 @@ class CampaignWorkflow:
     async def cancel(self) -> None:
         """Stop drafting and sending; what is in flight finishes so the record stays whole."""
         self._carry.cancelled = True
-        await self._forward("cancel")
+        await self._forward(DeliveryOrchestrator.cancel)
 
     @workflow.query(name="status")
     def status(self) -> CampaignStatus:
@@ -575,9 +578,9 @@ class CampaignWorkflow:
         self._delivery_running = True
         # Control signals that arrived while the child was being started.
         if self._carry.cancelled:
-            await handle.signal("cancel")
+            await handle.signal(DeliveryOrchestrator.cancel)
         elif self._carry.paused:
-            await handle.signal("pause")
+            await handle.signal(DeliveryOrchestrator.pause)
         try:
             result = await handle
         finally:

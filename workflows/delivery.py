@@ -106,8 +106,13 @@ class DeliveryOrchestrator:
         self._details()
         parent = workflow.info().parent
         if parent is not None:
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                "circuit_breaker", reason)
+            with workflow.unsafe.imports_passed_through():
+                # The parent's handler, by reference; imported here, not at the top of this
+                # module, because workflows.campaign imports this module.
+                from workflows.campaign import CampaignWorkflow
+            await workflow.get_external_workflow_handle_for(
+                CampaignWorkflow.run, parent.workflow_id).signal(
+                CampaignWorkflow.circuit_breaker, reason)
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:

@@ -33,7 +33,6 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.campaign_signals import signal_campaign, temporal_signal
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
 from campaign_core.leads import IntakeResult, parse_lead_rows
 from campaign_core.models import (
@@ -53,6 +52,7 @@ from starter.manager import CampaignManager
 from tests.llm_server import LLMTestServer
 from worker_main import build_workers
 from workflows.scheduled import ScheduledCampaign
+from workflows.signals import TemporalCampaignSignals
 
 HERE = Path(__file__).resolve().parent
 KB = HERE.parent.parent / "starter" / "demo_data" / "kb"
@@ -273,7 +273,7 @@ async def paced_sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None
         if (await mgr.store.counts(cid)).sent >= 1:
             break
         await asyncio.sleep(0.05)
-    await signal_campaign(temporal_signal(env.client), cid, "reply", ReplySignal(
+    await TemporalCampaignSignals(env.client).reply(cid, ReplySignal(
         lead_id=sorted(lead.lead_id for lead in intake.leads)[-1], kind="reply", reply_id="r-1"))
     await asyncio.sleep(1)
     await env.sleep(timedelta(hours=3))
