@@ -24,6 +24,7 @@ from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import run_history_lengths
 from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
+from starter.start_options import EngineTuning
 from tests.doubles import fast_agents
 from worker_main import build_workers
 
@@ -52,8 +53,8 @@ async def main(n: int, window: int) -> None:
                                overrides=fast_agents(store)):
             await stack.enter_async_context(w)
         t0 = time.monotonic()
-        await mgr.start(intake, name=cid, campaign_id=cid, window=window,
-                        domain_limit_per_minute=None)  # every lead is @example.com
+        await mgr.start(intake, name=cid, campaign_id=cid,  # every lead is @example.com
+                        tuning=EngineTuning(window=window, per_domain_pacing=False))
         drafted = await wait(mgr, cid, {Stage.AWAITING_APPROVAL, Stage.FAILED})
         t1 = time.monotonic()
         await mgr.approve(cid, by="bench")

@@ -43,6 +43,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from worker_main import build_workers, workflow_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +131,8 @@ async def engine_phase(client: Client, settings: Settings, store: SqliteStore, n
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
 
     async def run() -> None:
-        await mgr.start(intake, name=cid, campaign_id=cid, brief="Book a short intro call.")
+        await mgr.start(intake, CampaignOptions(brief="Book a short intro call."), name=cid,
+                        campaign_id=cid)
         while True:
             if (await mgr.status(cid)).stage is not Stage.DRAFTING:
                 return

@@ -45,6 +45,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from worker_main import build_workers, workflow_runner
 
 
@@ -152,7 +153,8 @@ async def main(runs: int, warmup: int) -> Result:
                                                  "company": "Co", "first_name": "One"}],
                                                start=2), cid)
             t0 = time.monotonic()
-            await mgr.start(intake, name=cid, campaign_id=cid, brief="Book a short intro call.")
+            await mgr.start(intake, CampaignOptions(brief="Book a short intro call."), name=cid,
+                            campaign_id=cid)
             await asyncio.wait_for(done.wait(), 120)
             t1 = max(end for _, end in clock.spans[key])
             if i >= warmup:

@@ -43,6 +43,7 @@ from campaign_core.settings import Settings  # noqa: E402
 from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from starter.devstack import in_memory_dev_server  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
+from starter.start_options import CampaignOptions  # noqa: E402
 from tests.llm_server import LLMTestServer  # noqa: E402
 from worker_main import build_agents, build_workers  # noqa: E402
 
@@ -82,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                   use_search_attributes=False)
             intake = parse_lead_rows(enumerate(make_leads(args.leads), start=2), cid)
             started = time.monotonic()
-            await mgr.start(intake, name="bench", brief=BRIEF, kb_dir=KB, campaign_id=cid)
+            await mgr.start(intake, CampaignOptions(brief=BRIEF, kb=str(KB)), name="bench", campaign_id=cid)
             status: CampaignStatus | None = None
             while time.monotonic() - started < args.timeout:
                 status = await mgr.status(cid)

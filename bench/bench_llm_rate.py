@@ -39,6 +39,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.llm_server import LLMTestServer
 from worker_main import WINDOW_S  # the window the worker keeps the limit over
 
@@ -104,8 +105,8 @@ async def run(leads: int, workers: int, rate: float, latency: float,
             rows = [{"email": f"lead{i:04d}@rate{i % 50}.example", "first_name": f"Lead{i:04d}",
                      "company": f"Co {i}", "title": "CTO"} for i in range(leads)]
             started = time.monotonic()
-            await mgr.start(parse_lead_rows(enumerate(rows, start=2), cid), name=cid,
-                            brief=BRIEF, kb_dir=KB, campaign_id=cid)
+            await mgr.start(parse_lead_rows(enumerate(rows, start=2), cid),
+                            CampaignOptions(brief=BRIEF, kb=str(KB)), name=cid, campaign_id=cid)
             status = await mgr.status(cid)
             while time.monotonic() - started < limit_s:
                 status = await mgr.status(cid)

@@ -40,6 +40,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.smtp_server import SmtpSink, smtp_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,8 +156,10 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
 
         worker.start()
         t0 = time.monotonic()
-        await mgr.start(intake, name=cid, brief="Book a call about the new dashboard.",
-                        kb_dir=KB, campaign_id=cid, channel=Channel.SMTP)
+        await mgr.start(intake,
+                        CampaignOptions(brief="Book a call about the new dashboard.", kb=str(KB),
+                                        channel=Channel.SMTP),
+                        name=cid, campaign_id=cid)
         drafted = await wait_stage(mgr, cid, {Stage.AWAITING_APPROVAL, Stage.FAILED}, worker,
                                    args.timeout)
         t1 = time.monotonic()

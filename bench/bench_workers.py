@@ -39,6 +39,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.factory import open_store
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.pg_fixtures import TempPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +131,8 @@ async def run_layout(name: str, n: int, settings: Settings, client: Client, stor
         pg0 = postgres_cpu(pg)
         w0 = [cpu_seconds(p.pid) for p in procs]
         t0 = time.monotonic()
-        await mgr.start(intake, name=cid, campaign_id=cid, brief="Book a short intro call.")
+        await mgr.start(intake, CampaignOptions(brief="Book a short intro call."), name=cid,
+                        campaign_id=cid)
         while True:
             if (await mgr.status(cid)).stage is not Stage.DRAFTING:
                 break

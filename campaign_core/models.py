@@ -147,6 +147,19 @@ class CampaignInput(BaseModel):
         """Messages in each lead's sequence: the first and its follow-ups."""
         return 1 + len(self.follow_up_seconds)
 
+    def delivery_input(self, *, paused: bool = False) -> DeliveryInput:
+        """The delivery workflow's input for this campaign: the one place its settings pass
+        from the campaign's input to its delivery's (both names are in recorded histories)."""
+        return DeliveryInput(campaign_id=self.campaign_id, channel=self.channel,
+                             queue_prefix=self.queue_prefix, page_size=self.page_size,
+                             send_window=self.send_window, sends_per_run=self.sends_per_run,
+                             domain_limit_per_minute=self.domain_limit_per_minute,
+                             send_rate_per_second=self.send_rate_per_second,
+                             bounce_threshold=self.bounce_threshold,
+                             bounce_min_sends=self.bounce_min_sends, paused=paused,
+                             follow_up_seconds=self.follow_up_seconds,
+                             stop_on_company_reply=self.stop_on_company_reply)
+
 
 class LeadInput(BaseModel):
     campaign_id: str

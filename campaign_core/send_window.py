@@ -54,6 +54,12 @@ class SendWindow(BaseModel):
         return cls(start=time.fromisoformat(start.zfill(5)), end=time.fromisoformat(end.zfill(5)),
                    days=days, timezone=timezone)
 
+    def spec(self) -> str:
+        """The text `parse` reads back into this window (with `timezone` given beside it):
+        what `--send-window` and the API's `send_window` take."""
+        days = ",".join(DAY_NAMES[d].title() for d in self.days)
+        return f"{self.start:%H:%M}-{self.end:%H:%M} {days}"
+
     def describe(self) -> str:
         days = ",".join(DAY_NAMES[d].title() for d in self.days)
         return f"{self.start:%H:%M}-{self.end:%H:%M} {days} ({self.timezone} by default)"

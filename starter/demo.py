@@ -27,6 +27,7 @@ from campaign_core.temporal import TemporalUnreachable, connect
 from starter.cli.app import out, report_table, shown
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from worker_main import run_workers
 
 console = Console(stderr=True)
@@ -122,8 +123,8 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
     intake = read_leads_file(leads_file, cid)
     brief = (demo_data() / "brief.md").read_text()
     async with stack_for_demo(settings) as (mgr, ui_url):
-        started = await mgr.start(intake, name="Relay demo", brief=brief,
-                                  kb_dir=demo_data() / "kb", campaign_id=cid)
+        started = await mgr.start(intake, CampaignOptions(brief=brief, kb=str(demo_data() / "kb")),
+                                  name="Relay demo", campaign_id=cid)
         console.print(f"Campaign [bold]{cid}[/]: {started.leads_accepted} leads")
         console.print(f"Follow it in the Temporal UI: {started.ui_url}")
         st = await wait_for(mgr, cid, {Stage.AWAITING_APPROVAL} | DONE, started.leads_accepted,

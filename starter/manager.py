@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from temporalio.client import (
@@ -47,10 +47,8 @@ from campaign_core.leads import (
 )
 from campaign_core.metrics import process_metrics
 from campaign_core.models import (
-    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     AddLeads,
     Approval,
-    CampaignInput,
     CampaignStatus,
     Channel,
     DeliveryEventKind,
@@ -60,8 +58,7 @@ from campaign_core.models import (
 )
 from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
-from campaign_core.send_window import SendWindow
-from campaign_core.sequence import FollowUpError, describe_seconds, parse_follow_ups
+from campaign_core.sequence import describe_seconds
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store, new_lead_id_salt
 from campaign_core.store.factory import open_store
@@ -72,6 +69,9 @@ from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError,
 from starter.limits import MAX_BODY, MAX_SUBJECT
 from workflows.campaign import CampaignWorkflow, search_attributes
 from workflows.signals import TemporalCampaignSignals
+
+if TYPE_CHECKING:  # start_options builds on this module's errors
+    from starter.start_options import CampaignOptions, EngineTuning
 
 
 class BadInput(Exception):
@@ -101,26 +101,6 @@ class Conflict(BadInput):
 
 #: The most drafts one page may hold.
 MAX_PAGE = 1000
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> int:
-    """'72h', '3d', '90m', '3600' → seconds."""
-    match = _DURATION.match(text.lower())
-    if not match or int(match.group(1)) <= 0:
-        raise BadInput(f"{text!r} is not a duration like 72h, 3d or 90m", field="approval_timeout")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def follow_up_delays(texts: list[str] | None) -> list[int]:
-    """['3d', '7d'] -> delays in seconds; BadInput naming the bad one."""
-    try:
-        return parse_follow_ups(texts or [])
-    except FollowUpError as err:
-        raise BadInput(str(err), field="follow_ups") from err
 
 
 def budget_option(value: float | None, field: str = "budget_usd") -> float | None:
@@ -169,33 +149,6 @@ def campaign_id_for(name: str, given: str | None) -> str:
 #: The memo key on a campaign's workflow holding a digest of each option it started with, so
 #: a later start with the same `--id` can tell a retry (same options) from a clash (others).
 START_MEMO_KEY = "campaign_start"
-
-
-def start_digests(
-    intake: IntakeResult, *, name: str, brief: str, kb_dir: Path | None, channel: Channel,
-    approval_timeout_seconds: int, send_window: SendWindow | None,
-    domain_limit_per_minute: int | None, send_rate_per_second: float | None,
-    follow_up_seconds: list[int] | None, stop_on_company_reply: bool, budget_usd: float | None,
-) -> dict[str, str]:
-    """One digest per option of a start, keyed by the option's name (what a refusal names).
-
-    Digests, not values: the memo lies in Temporal's history, where a brief or the leads
-    must not be readable. The leads count by their content (ids and source rows aside), so
-    the same file read again is the same start, in any row order.
-    """
-    leads = sorted((lead.model_dump(mode="json", exclude={"lead_id", "rows"})
-                    for lead in intake.leads), key=lambda lead: str(lead["email"]))
-    values: dict[str, Any] = {
-        "name": name, "brief": brief, "channel": channel.value,
-        "kb": str(kb_dir.resolve()) if kb_dir else None,
-        "approval_timeout": approval_timeout_seconds,
-        "send_window": send_window.model_dump(mode="json") if send_window else None,
-        "domain_limit": domain_limit_per_minute, "send_rate": send_rate_per_second,
-        "follow_ups": list(follow_up_seconds or []),
-        "stop_on_company_reply": stop_on_company_reply, "budget_usd": budget_usd,
-        "leads": leads,
-    }
-    return {option: digest(value) for option, value in values.items()}
 
 
 def stored_digests(row: CampaignRow) -> dict[str, str]:
@@ -356,19 +309,15 @@ class CampaignManager(ControlPlane):
         return client.get_workflow_handle(campaign_workflow_id(campaign_id))
 
     async def start(
-        self, intake: IntakeResult, *, name: str, brief: str = "", kb_dir: Path | None = None,
-        channel: Channel = Channel.OUTBOX, campaign_id: str,
-        approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-        window: int = 200, send_window: SendWindow | None = None,
-        leads_per_run: int = 1000, page_size: int = 100,
-        domain_limit_per_minute: int | None = 20, send_rate_per_second: float | None = None,
-        follow_up_seconds: list[int] | None = None, stop_on_company_reply: bool = False,
-        budget_usd: float | None = None,
+        self, intake: IntakeResult, options: CampaignOptions | None = None, *, name: str,
+        campaign_id: str, tuning: EngineTuning | None = None,
     ) -> StartResult:
         """Store the campaign and its leads, then start its workflow; idempotent by id.
 
-        The leads must have been read for this `campaign_id` (`campaign_id_for`), since
-        a lead's id is derived from its campaign and email.
+        `options` are the start's choices as every door builds them (the defaults when
+        None); `tuning` the engine's paging, which only tests and benchmarks change. The
+        leads must have been read for this `campaign_id` (`campaign_id_for`), since a lead's
+        id is derived from its campaign and email.
 
         An id that names a campaign already started with the same options (a retry) returns
         that campaign and starts nothing. Conflict (409 / exit 2), with nothing written,
@@ -377,20 +326,17 @@ class CampaignManager(ControlPlane):
         store's row would otherwise be silently reused, dropping the options given and adding
         the leads to whatever the row is), or when it is in the schedules' reserved prefix.
         """
+        if options is None:
+            from starter.start_options import CampaignOptions
+            options = CampaignOptions()
         check_start_id(campaign_id)
-        self.check_options(channel, kb_dir)
-        budget_option(budget_usd)
+        self.check_options(options.channel, options.kb_dir())
         if not intake.leads:
             raise BadInput("no valid lead to start a campaign with")
         cid = campaign_id
         wid = campaign_workflow_id(cid)
         client = await self.client()
-        wanted = start_digests(
-            intake, name=name, brief=brief, kb_dir=kb_dir, channel=channel,
-            approval_timeout_seconds=approval_timeout_seconds, send_window=send_window,
-            domain_limit_per_minute=domain_limit_per_minute,
-            send_rate_per_second=send_rate_per_second, follow_up_seconds=follow_up_seconds,
-            stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd)
+        wanted = options.digests(intake, name=name)
         existing = await self.store.get_campaign(cid)
         described = await self._describe(cid)
         if described is not None:
@@ -400,48 +346,41 @@ class CampaignManager(ControlPlane):
                            "for it (its history was deleted after the retention period, or it "
                            "never started): it cannot be started again; choose another id",
                            field="id")
-        kb_text = str(kb_dir.resolve()) if kb_dir else None
+        stored = options.stored()
         await self.store.upsert_campaign(
-            campaign_id=cid, name=name, brief=brief, channel=channel.value,
-            kb_dir=kb_text, workflow_id=wid,
-            lead_id_salt=await new_lead_id_salt(self.store, cid), budget_usd=budget_usd,
-        )
+            campaign_id=cid, name=name, workflow_id=wid,
+            lead_id_salt=await new_lead_id_salt(self.store, cid), **stored)
         row = await self.store.get_campaign(cid)
         if row is None or stored_digests(row) != {
                 key: wanted[key] for key in ("name", "brief", "channel", "budget_usd")} | {
-                "kb": digest(kb_text)}:
+                "kb": digest(stored["kb_dir"])}:
             # Another start of this id, with other options, stored its row first: ours was
             # not written (the upsert keeps the first row), and neither are our leads.
             raise Conflict(f"campaign {cid!r} is being started by another request with "
                            "other options; choose another id", field="id")
         leads = await self._keyed(cid, intake)
         await self.store.upsert_leads(cid, leads)
+        inp = options.campaign_input(campaign_id=cid, name=name, queue_prefix=self.queue_prefix,
+                                     use_search_attributes=self.use_search_attributes,
+                                     tuning=tuning)
+        follow_ups = inp.follow_up_seconds
         try:
             await client.start_workflow(
                 CampaignWorkflow.run,
-                CampaignInput(campaign_id=cid, name=name, channel=channel,
-                              approval_timeout_seconds=approval_timeout_seconds,
-                              queue_prefix=self.queue_prefix, window=window,
-                              send_window=send_window, leads_per_run=leads_per_run,
-                              sends_per_run=leads_per_run, page_size=page_size,
-                              domain_limit_per_minute=domain_limit_per_minute,
-                              send_rate_per_second=send_rate_per_second,
-                              use_search_attributes=self.use_search_attributes,
-                              follow_up_seconds=follow_up_seconds or [],
-                              stop_on_company_reply=stop_on_company_reply),
+                inp,
                 id=wid,
                 task_queue=queue_name(WORKFLOW_QUEUE, self.queue_prefix),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=f"Campaign {name!r} ({len(leads)} leads, {channel.value})",
+                static_summary=f"Campaign {name!r} ({len(leads)} leads, {inp.channel.value})",
                 static_details=(
-                    f"**Campaign** `{cid}`\n\n* leads: {len(leads)}\n* channel: {channel.value}\n"
-                    f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
-                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
-                    f"* send window: {send_window.describe() if send_window else 'any time'}"
-                    + (f"\n* LLM budget: {usd(budget_usd)}" if budget_usd is not None else "")
-                    + (f"\n* follow-ups: {', '.join(map(describe_seconds, follow_up_seconds))}"
-                       + (" (a company reply stops colleagues)" if stop_on_company_reply else "")
-                       if follow_up_seconds else "")
+                    f"**Campaign** `{cid}`\n\n* leads: {len(leads)}\n"
+                    f"* channel: {inp.channel.value}\n{options.describe()}"
+                    + (f"\n* LLM budget: {usd(options.budget_usd)}"
+                       if options.budget_usd is not None else "")
+                    + (f"\n* follow-ups: {', '.join(map(describe_seconds, follow_ups))}"
+                       + (" (a company reply stops colleagues)" if inp.stop_on_company_reply
+                          else "")
+                       if follow_ups else "")
                 ),
                 search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
                 if self.use_search_attributes else None,

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,14 +33,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.schedule_agent import SCHEDULE_BUDGET
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest, now_utc
 from campaign_core.leads import IntakeResult, RejectedRow, rekeyed
-from campaign_core.models import (
-    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-    CampaignInput,
-    Channel,
-    ScheduledCampaignInput,
-)
+from campaign_core.models import ScheduledCampaignInput
 from campaign_core.queues import WORKFLOW_QUEUE, queue_name
-from campaign_core.send_window import SendWindow
 from campaign_core.sequence import describe_seconds
 from campaign_core.store.base import new_lead_id_salt
 from starter.manager import (
@@ -50,8 +43,8 @@ from starter.manager import (
     Conflict,
     ControlPlane,
     NotFound,
-    budget_option,
 )
+from starter.start_options import ScheduleOptions
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
     SCHEDULE_ID_PREFIX,
@@ -308,19 +301,14 @@ class ScheduleManager(ControlPlane):
     # -- create -------------------------------------------------------------------------
 
     async def create(
-        self, name: str, intake: IntakeResult, *, template_id: str, cron: str,
-        cron_timezone: str = "UTC", brief: str = "", kb_dir: Path | None = None,
-        channel: Channel = Channel.OUTBOX,
-        approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-        send_window: SendWindow | None = None, domain_limit_per_minute: int | None = 20,
-        send_rate_per_second: float | None = None, paused: bool = False,
-        source: str = "", follow_up_seconds: list[int] | None = None,
-        stop_on_company_reply: bool = False, budget_usd: float | None = None,
-        total_budget_usd: float | None = None,
+        self, name: str, intake: IntakeResult, options: ScheduleOptions, *, template_id: str,
+        source: str = "",
     ) -> ScheduleCreated:
         """Store the leads once under `template_id`, then create the schedule.
 
-        The leads must have been read for `template_id` (`template_id_for`). Nothing is
+        `options` are the schedule's (cron, zone, paused, total budget) and those of every
+        campaign it starts, as the doors build them; `source` names the leads file. The
+        leads must have been read for `template_id` (`template_id_for`). Nothing is
         created when the name is taken, the cron expression is invalid or no lead is
         valid. The schedule is created paused and resumed only once the template is
         stored, so no firing can find it empty.
@@ -332,16 +320,17 @@ class ScheduleManager(ControlPlane):
         check_schedule_name(name)
         if not template_id.startswith(f"{TEMPLATE_ID_PREFIX}{name}-"):
             raise BadInput(f"template id {template_id!r} was not made for schedule {name!r}")
-        cron = " ".join(cron.split())
+        cron = " ".join(options.cron.split())
         if not cron:
             raise BadCron("give a cron expression such as '0 9 * * MON'", field="cron")
+        cron_timezone = options.cron_timezone
         try:
             ZoneInfo(cron_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise BadCron(f"unknown time zone {cron_timezone!r}", field="cron_timezone") from exc
+        kb_dir = options.kb_dir()
+        channel = options.channel
         self.check_options(channel, kb_dir)
-        budget_option(budget_usd)
-        budget_option(total_budget_usd, "total_budget_usd")
         minimum = min_interval(self.settings.schedule_min_interval)
         self._refuse_short_gap(cron, cron_gap(cron), minimum)
         if not intake.leads:
@@ -349,25 +338,20 @@ class ScheduleManager(ControlPlane):
 
         sid = schedule_id(name)
         leads = len(intake.leads)
-        campaign = CampaignInput(
-            campaign_id=template_id, name=name, channel=channel,
-            approval_timeout_seconds=approval_timeout_seconds, send_window=send_window,
-            queue_prefix=self.queue_prefix, domain_limit_per_minute=domain_limit_per_minute,
-            send_rate_per_second=send_rate_per_second,
-            use_search_attributes=self.use_search_attributes,
-            follow_up_seconds=follow_up_seconds or [],
-            stop_on_company_reply=stop_on_company_reply,
-        )
-        window = send_window.describe() if send_window else "any time"
+        paused, total_budget_usd = options.paused, options.total_budget_usd
+        campaign = options.campaign_options().campaign_input(
+            campaign_id=template_id, name=name, queue_prefix=self.queue_prefix,
+            use_search_attributes=self.use_search_attributes)
+        window = campaign.send_window.describe() if campaign.send_window else "any time"
         memo = {
             "name": name, "template_id": template_id, "cron": cron, "timezone": cron_timezone,
             "leads": leads, "channel": channel.value, "queue_prefix": self.queue_prefix,
-            "approval_timeout": str(timedelta(seconds=approval_timeout_seconds)),
+            "approval_timeout": str(timedelta(seconds=campaign.approval_timeout_seconds)),
             "send_window": window, "knowledge_base": kb_dir.name if kb_dir else None,
             "leads_file": source or None, "created_at": datetime.now(UTC).isoformat(),
-            "follow_ups": [describe_seconds(s) for s in follow_up_seconds or []],
-            "stop_on_company_reply": stop_on_company_reply,
-            "budget_usd": budget_usd, "total_budget_usd": total_budget_usd,
+            "follow_ups": [describe_seconds(s) for s in campaign.follow_up_seconds],
+            "stop_on_company_reply": campaign.stop_on_company_reply,
+            "budget_usd": options.budget_usd, "total_budget_usd": total_budget_usd,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
@@ -382,9 +366,7 @@ class ScheduleManager(ControlPlane):
                 static_details=(
                     f"**Schedule** `{name}` → a new campaign `{name}-YYYYMMDD-HHMMSS`\n\n"
                     f"* leads: {leads} (template `{template_id}`)\n* channel: {channel.value}\n"
-                    f"* approval timeout: {timedelta(seconds=approval_timeout_seconds)}\n"
-                    f"* knowledge base: {kb_dir.name if kb_dir else 'none'}\n"
-                    f"* send window: {window}"
+                    f"{options.describe()}"
                 ),
                 typed_search_attributes=search_attributes(template_id, "scheduled")
                 if self.use_search_attributes else TypedSearchAttributes.empty,
@@ -411,12 +393,10 @@ class ScheduleManager(ControlPlane):
             times = (await handle.describe()).info.next_action_times
             self._refuse_short_gap(cron, min((b - a for a, b in itertools.pairwise(times)),
                                              default=None), minimum)
-            await self.store.upsert_campaign(
-                campaign_id=template_id, name=f"{name} (schedule template)", brief=brief,
-                channel=channel.value, kb_dir=str(kb_dir.resolve()) if kb_dir else None,
-                workflow_id=sid, lead_id_salt=await new_lead_id_salt(self.store, template_id),
-                budget_usd=budget_usd,  # each firing's campaign gets the same cap
-            )
+            await self.store.upsert_campaign(  # each firing's campaign gets the same budget
+                campaign_id=template_id, name=f"{name} (schedule template)", workflow_id=sid,
+                lead_id_salt=await new_lead_id_salt(self.store, template_id),
+                **options.stored())
             row = await self.store.get_campaign(template_id)
             keyed = rekeyed(intake, template_id, row.lead_id_salt if row else None)
             await self.store.upsert_leads(template_id, keyed.leads)

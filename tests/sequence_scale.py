@@ -18,6 +18,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import run_history_lengths
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions, EngineTuning
 from tests.doubles import fast_agents
 from tests.time_skipping import skipping
 from worker_main import build_workers
@@ -77,8 +78,8 @@ async def run_sequence(env: WorkflowEnvironment, home: Path, n: int, *, delays: 
         for w in build_workers(env.client, store, settings, prefix=prefix,
                                overrides=fast_agents(store, sent)):
             await stack.enter_async_context(w)
-        await mgr.start(intake, name=cid, campaign_id=cid, follow_up_seconds=delays,
-                        domain_limit_per_minute=None)
+        await mgr.start(intake, CampaignOptions(follow_ups=[f"{s}s" for s in delays]), name=cid,
+                        campaign_id=cid, tuning=EngineTuning(per_domain_pacing=False))
         ids = sorted(lead.lead_id for lead in await mgr._keyed(cid, intake))  # salted ids
         repliers += ids[len(ids) - max(1, round(n * reply_share)):]
         await wait_stage(mgr, cid, {Stage.AWAITING_APPROVAL})

@@ -14,6 +14,7 @@ import pytest
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import Stage
 from starter.manager import BadInput
+from starter.start_options import EngineTuning
 from tests.doubles import fast_agents
 from tests.test_orchestration import finish, leads, start, wait_stage
 
@@ -27,8 +28,8 @@ async def test_added_leads_are_drafted_once_across_continue_as_new(
 ) -> None:
     cid = "c-add"
     async with run_workers(ts_env.client, overrides=fast_agents(store)):
-        mgr = await start(ts_env, settings, store, prefix, cid, leads(12), window=2,
-                          page_size=3, leads_per_run=5)
+        mgr = await start(ts_env, settings, store, prefix, cid, leads(12),
+                          tuning=EngineTuning(window=2, page_size=3, leads_per_run=5))
         await mgr.control(cid, "pause")
         first = await mgr.add_leads(cid, more_leads(cid, [f"new{i}@add{i}.example"
                                                           for i in range(9)]))

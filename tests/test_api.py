@@ -36,6 +36,7 @@ from campaign_core.unsubscribe import Claims, make_token
 from starter.api import create_app
 from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.doubles import fast_agents
 from tests.served import serving
@@ -254,8 +255,8 @@ async def test_an_unsubscribe_link_stops_a_pending_send_in_another_campaign(
 ) -> None:
     async with run_workers(ts_env.client), serve(manager) as client:
         # Campaign A reaches Ana; her message carries the link.
-        await manager.start(parse_lead_rows(enumerate(LEADS[:1], start=2), "c-a"), name="A",
-                            brief="Hello.", kb_dir=KB, campaign_id="c-a")
+        await manager.start(parse_lead_rows(enumerate(LEADS[:1], start=2), "c-a"),
+                            CampaignOptions(brief="Hello.", kb=str(KB)), name="A", campaign_id="c-a")
         await wait_stage(ts_env, "c-a", Stage.AWAITING_APPROVAL)
         await manager.approve("c-a", by="ops")
         await finish(ts_env, "c-a", timedelta(seconds=5))
@@ -275,8 +276,9 @@ async def test_an_unsubscribe_link_stops_a_pending_send_in_another_campaign(
         opens = now + timedelta(days=2)
         window = SendWindow(start=time(opens.hour), end=time(opens.hour, 59),
                             days=[opens.weekday()], timezone="UTC")
-        await manager.start(parse_lead_rows(enumerate(LEADS[:2], start=2), "c-b"), name="B",
-                            brief="Hello.", kb_dir=KB, campaign_id="c-b", send_window=window)
+        await manager.start(parse_lead_rows(enumerate(LEADS[:2], start=2), "c-b"),
+                            CampaignOptions(brief="Hello.", kb=str(KB), send_window=window.spec()), name="B",
+                            campaign_id="c-b")
         await wait_stage(ts_env, "c-b", Stage.AWAITING_APPROVAL)
         await manager.approve("c-b", by="ops")
         await wait_stage(ts_env, "c-b", Stage.DELIVERING)
@@ -326,8 +328,8 @@ async def test_bounces_suppress_and_trip_the_circuit_breaker(
 ) -> None:
     rows = [{"email": f"p{i}@d{i}.example", "company": f"Co {i}"} for i in range(30)]
     async with run_workers(ts_env.client, overrides=fast_agents(store)), serve(manager) as client:
-        await manager.start(parse_lead_rows(enumerate(rows, start=2), "c-bounce"), name="B",
-                            campaign_id="c-bounce", send_rate_per_second=0.1)
+        await manager.start(parse_lead_rows(enumerate(rows, start=2), "c-bounce"),
+                            CampaignOptions(send_rate=0.1), name="B", campaign_id="c-bounce")
         await wait_stage(ts_env, "c-bounce", Stage.AWAITING_APPROVAL)
         await manager.approve("c-bounce", by="ops")
         await wait_stage(ts_env, "c-bounce", Stage.DELIVERING)

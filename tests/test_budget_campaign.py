@@ -29,6 +29,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager, Conflict
+from starter.start_options import CampaignOptions
 from tests.llm_server import LLMTestServer
 from tests.test_api import AUTH, serve
 
@@ -108,8 +109,8 @@ async def test_budget_pauses_drafting_and_resume_with_more_finishes_it_once(
                           use_search_attributes=False)
     cid = "budget-1"
     async with run_workers(ts_env.client, agents=build_agents(store, llm_settings)):
-        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="b",
-                        campaign_id=cid, follow_up_seconds=[86400], budget_usd=BUDGET)
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid),
+                        CampaignOptions(follow_ups=["1d"], budget_usd=BUDGET), name="b", campaign_id=cid)
         st = await paused_by_budget(ts_env, mgr, cid)
         assert st.stage is Stage.DRAFTING and st.budget_usd == BUDGET
         assert st.paused_reason is not None and st.paused_reason.startswith("budget: spent $")

@@ -20,6 +20,7 @@ from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, LeadInput, Stage
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 
 LEADS = [
@@ -35,8 +36,10 @@ async def start(env: WorkflowEnvironment, settings, store, prefix: str, cid: str
     mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(leads, start=2), cid)
-    await mgr.start(intake, name="test", brief="Book a 20-minute call.", kb_dir=KB,
-                    campaign_id=cid, approval_timeout_seconds=timeout_s)
+    await mgr.start(intake,
+                    CampaignOptions(brief="Book a 20-minute call.", kb=str(KB),
+                                    approval_timeout=f"{timeout_s}s"),
+                    name="test", campaign_id=cid)
     return mgr
 
 

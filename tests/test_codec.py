@@ -42,6 +42,7 @@ from campaign_core.temporal import data_converter
 from starter.cli import app as cli_app
 from starter.codec_app import create_codec_app
 from starter.manager import BadInput, CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.served import serving
 
@@ -153,8 +154,8 @@ async def test_history_holds_no_plaintext_and_the_keyed_client_reads_it(
     async with run_workers(enc_client):
         mgr = CampaignManager(settings, client=enc_client, store=store, queue_prefix=prefix,
                               use_search_attributes=False)
-        await mgr.start(parse_lead_rows(enumerate(leads, start=2), cid), name=MARKER,
-                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await mgr.start(parse_lead_rows(enumerate(leads, start=2), cid),
+                        CampaignOptions(brief="Book a call.", kb=str(KB)), name=MARKER, campaign_id=cid)
         handle = enc_client.get_workflow_handle(campaign_workflow_id(cid), result_type=CampaignStatus)
         for _ in range(400):
             st = await handle.query("status", result_type=CampaignStatus)

@@ -36,6 +36,7 @@ from campaign_core.models import CampaignStatus, LeadInput, Stage
 from campaign_core.queues import QUEUES, WORKFLOW_QUEUE
 from campaign_core.settings import Settings
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.llm_server import INVENTED_PASSAGE, LLMTestServer
 from worker_main import build_agents, build_workers, server_rate
@@ -445,8 +446,8 @@ async def run_campaign(ts_env, settings, store, prefix, cid: str, run_workers, a
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(LEADS, start=2), cid)
     async with run_workers(ts_env.client, agents=agents, overrides=overrides):
-        await mgr.start(intake, name="t", brief=BRIEF, kb_dir=KB, campaign_id=cid,
-                        approval_timeout_seconds=72 * 3600)
+        await mgr.start(intake, CampaignOptions(brief=BRIEF, kb=str(KB), approval_timeout="3d"), name="t",
+                        campaign_id=cid)
         handle = ts_env.client.get_workflow_handle(campaign_workflow_id(cid),
                                                    result_type=CampaignStatus)
         for _ in range(200):

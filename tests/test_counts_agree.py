@@ -31,6 +31,7 @@ from campaign_core.settings import Settings
 from starter.cli.watch import changes, watch_progress
 from starter.manager import CampaignManager
 from starter.review_auth import Reviewers
+from starter.start_options import CampaignOptions, EngineTuning
 from tests.conftest import KB
 from tests.test_api import api_settings, serve
 from tests.test_metrics import port, runtime, scrape, total, wait_stage
@@ -63,8 +64,9 @@ async def test_status_report_watch_page_and_metrics_agree(
     cid = "agree-1"
     intake = parse_lead_rows(enumerate(LEADS, start=2), cid)
     async with run_workers(client), serve(mgr) as api:
-        await mgr.start(intake, name="Agree", brief="Book a 20-minute call.", kb_dir=KB,
-                        campaign_id=cid, follow_up_seconds=[5, 5], domain_limit_per_minute=None)
+        await mgr.start(intake,
+                        CampaignOptions(brief="Book a 20-minute call.", kb=str(KB), follow_ups=["5s", "5s"]),
+                        name="Agree", campaign_id=cid, tuning=EngineTuning(per_domain_pacing=False))
         ids = {lead.email: lead.lead_id for lead in await mgr._keyed(cid, intake)}
         await wait_stage(client, cid, {Stage.AWAITING_APPROVAL})
         await mgr.set_excluded(cid, ids[ANA], excluded=True, by="rita")

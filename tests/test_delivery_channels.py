@@ -23,6 +23,7 @@ from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.models import Channel, DeliverInput, Stage
 from campaign_core.unsubscribe import read_token, signing_key
 from starter.manager import BadInput, CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.smtp_server import smtp_server
 from tests.test_campaign_workflow import result_handle, wait_stage
@@ -191,18 +192,18 @@ async def test_start_refuses_channels_without_configuration(store, settings):
     mgr = CampaignManager(settings, client=None, store=store, use_search_attributes=False)
     intake = parse_lead_rows(enumerate(LEADS, start=2), "c-nocfg")
     with pytest.raises(BadInput, match="CAMPAIGN_SMTP_URL"):
-        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.SMTP)
+        await mgr.start(intake, CampaignOptions(channel=Channel.SMTP), name="t", campaign_id="c-nocfg")
     with pytest.raises(BadInput, match="CAMPAIGN_WEBHOOK_URL"):
-        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+        await mgr.start(intake, CampaignOptions(channel=Channel.WEBHOOK), name="t", campaign_id="c-nocfg")
     settings.webhook_url = SecretStr("http://127.0.0.1:9/hook")
     with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET"):
-        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+        await mgr.start(intake, CampaignOptions(channel=Channel.WEBHOOK), name="t", campaign_id="c-nocfg")
     settings.webhook_secret = SecretStr(INBOUND_SECRET)  # the inbound secret is not enough
     with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET"):
-        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+        await mgr.start(intake, CampaignOptions(channel=Channel.WEBHOOK), name="t", campaign_id="c-nocfg")
     settings.delivery_webhook_secret = SecretStr("hook-secret")  # not whsec_<base64>
     with pytest.raises(BadInput, match="CAMPAIGN_DELIVERY_WEBHOOK_SECRET must be whsec_"):
-        await mgr.start(intake, name="t", campaign_id="c-nocfg", channel=Channel.WEBHOOK)
+        await mgr.start(intake, CampaignOptions(channel=Channel.WEBHOOK), name="t", campaign_id="c-nocfg")
     assert await store.get_campaign("c-nocfg") is None
 
 
@@ -275,8 +276,8 @@ async def test_campaign_on_smtp_channel_delivers_to_server(ts_env, settings, sto
             mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
                                   use_search_attributes=False)
             intake = parse_lead_rows(enumerate(LEADS, start=2), cid)
-            await mgr.start(intake, name="smtp", brief="Book a call.", kb_dir=KB,
-                            campaign_id=cid, channel=Channel.SMTP)
+            await mgr.start(intake, CampaignOptions(brief="Book a call.", kb=str(KB), channel=Channel.SMTP),
+                            name="smtp", campaign_id=cid)
             await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
             assert sink.messages == [], "nothing is sent before approval"
             await mgr.approve(cid, by="tester")

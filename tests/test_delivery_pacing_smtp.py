@@ -41,9 +41,9 @@ async def test_domain_limit_and_send_rate_hold_at_the_smtp_server(
         async with run_workers(dev_env.client, overrides=drafting_only):
             mgrs: list[CampaignManager] = [
                 await start(dev_env, settings, store, prefix, "c-domain", same + others,
-                            channel=Channel.SMTP, domain_limit_per_minute=2),
-                await start(dev_env, settings, store, prefix, "c-rate", paced,
-                            channel=Channel.SMTP, send_rate_per_second=2.0),
+                            channel=Channel.SMTP, domain_limit=2),
+                await start(dev_env, settings, store, prefix, "c-rate", paced, channel=Channel.SMTP,
+                            send_rate=2.0),
             ]
             for mgr, cid in zip(mgrs, ("c-domain", "c-rate"), strict=True):
                 await wait_stage(dev_env, cid, Stage.AWAITING_APPROVAL)

@@ -43,6 +43,7 @@ from campaign_core.models import Stage
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.deploy_probe import CAMPAIGN, CampaignV1, CampaignV2, LeadV1, LeadV2, probe_step
 from worker_main import (
@@ -306,8 +307,8 @@ async def test_engine_workers_serve_their_version_through_a_deploy(
 
     async with running(build_workers(client, store, s1, prefix=prefix, agents=agents)):
         await make_current(client, v1)
-        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="deploy",
-                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid),
+                        CampaignOptions(brief="Book a call.", kb=str(KB)), name="deploy", campaign_id=cid)
         await until("awaiting approval on build-1",
                     lambda: stage_is(Stage.AWAITING_APPROVAL))
         assert await versioning(campaign) == ("VERSIONING_BEHAVIOR_AUTO_UPGRADE", "build-1")
@@ -339,8 +340,8 @@ async def test_unset_version_leaves_workers_unversioned(
         return (await mgr.status(cid)).stage is Stage.AWAITING_APPROVAL
 
     async with running(build_workers(client, store, settings, prefix=prefix)):
-        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="plain",
-                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid),
+                        CampaignOptions(brief="Book a call.", kb=str(KB)), name="plain", campaign_id=cid)
         await until("awaiting approval, unversioned", awaiting)
     assert await versioning(client.get_workflow_handle(campaign_workflow_id(cid))) == ("", "")
 

@@ -21,6 +21,7 @@ from campaign_core.leads import normalise_email, read_leads_file
 from campaign_core.models import Stage
 from starter.cli import app as cli_app
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.test_campaign_workflow import outbox, result_handle, wait_stage
 
@@ -70,7 +71,7 @@ async def test_a_hostile_leads_file_through_a_whole_campaign(
     async with run_workers(ts_env.client):
         mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
                               use_search_attributes=False)
-        await mgr.start(intake, name="hostile", brief=BRIEF, kb_dir=KB, campaign_id=CID)
+        await mgr.start(intake, CampaignOptions(brief=BRIEF, kb=str(KB)), name="hostile", campaign_id=CID)
         await wait_stage(ts_env, CID, Stage.AWAITING_APPROVAL)
         shown = await asyncio.to_thread(CliRunner().invoke, cli_app, ["drafts", CID])
         await mgr.approve(CID, by="tester")

@@ -26,6 +26,7 @@ from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.settings import Settings
 from campaign_core.store.base import new_lead_id_salt
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.doubles import fast_agents
 from tests.llm_server import LLMTestServer
@@ -153,9 +154,9 @@ async def test_history_holds_no_personal_data_without_a_key(
         mgr = CampaignManager(s, client=ts_env.client, store=store, queue_prefix=prefix,
                               use_search_attributes=False)
         async with run_workers(ts_env.client, agents=build_agents(store, s)):
-            await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), CID), name="history",
-                            brief="Book a call.", kb_dir=KB, campaign_id=CID,
-                            channel=Channel.SMTP)
+            await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), CID),
+                            CampaignOptions(brief="Book a call.", kb=str(KB), channel=Channel.SMTP),
+                            name="history", campaign_id=CID)
             await wait_stage(ts_env, CID, Stage.AWAITING_APPROVAL)
             cass = next(d.lead_id for d in await store.list_drafts(CID)
                         if d.email == "cass@example.com")

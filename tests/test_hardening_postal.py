@@ -24,6 +24,7 @@ from campaign_core.settings import Settings
 from starter.api import create_app
 from starter.manager import BadInput, CampaignManager
 from starter.schedules import ScheduleManager
+from starter.start_options import CampaignOptions, ScheduleOptions
 from tests.test_hardening_rendering import CHANNELS, _lead, deliver_on
 from tests.webhook_receiver import Hook
 from tests.webhook_signing import DELIVERY_SECRET
@@ -76,15 +77,16 @@ async def test_start_and_schedule_refuse_smtp_and_webhook_without_address(channe
     mgr = CampaignManager(no_address, client=None, store=store, use_search_attributes=False)
     intake = parse_lead_rows(enumerate(LEADS, start=2), "c-nopostal")
     with pytest.raises(BadInput, match="CAMPAIGN_POSTAL_ADDRESS"):
-        await mgr.start(intake, name="t", campaign_id="c-nopostal", channel=channel)
+        await mgr.start(intake, CampaignOptions(channel=channel), name="t", campaign_id="c-nopostal")
     assert await store.get_campaign("c-nopostal") is None
     sched = ScheduleManager(no_address, client=None, store=store, use_search_attributes=False)
     with pytest.raises(BadInput, match="CAMPAIGN_POSTAL_ADDRESS"):
         await sched.create("weekly", parse_lead_rows(enumerate(LEADS, start=2), "sched-weekly-1"),
-                           template_id="sched-weekly-1", cron="0 9 * * MON", channel=channel)
+                           ScheduleOptions(cron="0 9 * * MON", channel=channel),
+                           template_id="sched-weekly-1")
     no_address.postal_address = "   "
     with pytest.raises(BadInput, match="CAMPAIGN_POSTAL_ADDRESS"):
-        await mgr.start(intake, name="t", campaign_id="c-nopostal", channel=channel)
+        await mgr.start(intake, CampaignOptions(channel=channel), name="t", campaign_id="c-nopostal")
 
 
 async def test_outbox_may_go_without_address(store, no_address):

@@ -221,8 +221,7 @@ async def test_forged_dsns_suppress_nobody_and_do_not_trip_the_breaker(
     cfo@victim.example. Before: both suppressed, and "2 bounces in 25 sent" paused the
     campaign. A real bounce afterwards is still acted on, and counts one."""
     async with run_workers(ts_env.client, overrides=fast_agents(store)):
-        await started(ts_env, settings, store, prefix, "c-forged", people(30),
-                      send_rate_per_second=0.1)
+        await started(ts_env, settings, store, prefix, "c-forged", people(30), send_rate=0.1)
         outsider, real = (await sent_rows(ts_env, store, "c-forged", 22))[:2]
         desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap")
         for n, victim in enumerate(("ceo@victim.example", "cfo@victim.example")):
@@ -256,8 +255,7 @@ async def test_a_lead_that_bounces_twice_counts_once_for_the_breaker(
     """Two DSNs and a provider's bounce webhook for one lead are one bouncing lead; a
     second lead's bounce is the second, and 2 in about 25 sent trips the breaker."""
     async with run_workers(ts_env.client, overrides=fast_agents(store)):
-        mgr, _ = await started(ts_env, settings, store, prefix, "c-twice", people(30),
-                               send_rate_per_second=0.1)
+        mgr, _ = await started(ts_env, settings, store, prefix, "c-twice", people(30), send_rate=0.1)
         x, y, z = (await sent_rows(ts_env, store, "c-twice", 22))[:3]
         desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap")
         first = await desk.process(dsn(x.email, str(x.message_id), "x-1"))
@@ -315,8 +313,7 @@ async def test_a_spoofed_reply_stops_nothing_until_a_person_confirms_it(
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
         _, (dana, eli) = await started(ts_env, settings, store, prefix, "c-spoof", BIGCO,
-                                       follow_up_seconds=[86400, 86400],
-                                       stop_on_company_reply=True)
+                                       follow_ups=["1d", "1d"], stop_on_company_reply=True)
         await sent_count(store, "c-spoof", 2)
         desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
         got = await desk.process(spoofed())
@@ -356,8 +353,7 @@ async def test_a_reply_the_trusted_server_vouches_for_stops_the_company(
     sent: list[str] = []
     settings.trusted_authserv_id = TRUSTED
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        _, (dana, eli) = await started(ts_env, settings, store, prefix, "c-vouch", BIGCO,
-                                       follow_up_seconds=[86400],
+        _, (dana, eli) = await started(ts_env, settings, store, prefix, "c-vouch", BIGCO, follow_ups=["1d"],
                                        stop_on_company_reply=True)
         await sent_count(store, "c-vouch", 2)
         desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap",

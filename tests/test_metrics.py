@@ -30,6 +30,7 @@ from campaign_core.models import CampaignStatus, DeliveryEventKind, Stage
 from campaign_core.ports import free_port
 from campaign_core.settings import Settings
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.llm_server import LLMTestServer
 
@@ -115,8 +116,8 @@ async def test_campaign_moves_the_counters_by_its_counts(
                           use_search_attributes=False)
     cid = "metrics-1"
     async with run_workers(client, agents=build_agents(store, llm_settings)):
-        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid), name="m", brief=BRIEF,
-                        kb_dir=KB, campaign_id=cid)
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid),
+                        CampaignOptions(brief=BRIEF, kb=str(KB)), name="m", campaign_id=cid)
         await wait_stage(client, cid, {Stage.AWAITING_APPROVAL})
         await mgr.approve(cid, by="tester")
         await wait_stage(client, cid, {Stage.COMPLETED})

@@ -36,6 +36,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from campaign_core.store.rows import DraftRow
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB, REPO
 from tests.test_orchestration import wait_stage
 from worker_main import build_workers
@@ -115,8 +116,9 @@ async def test_the_demo_sequence_drafts_every_step_as_a_person_would_write_it(
     mgr = CampaignManager(sender, client=ts_env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     async with workers(ts_env.client, store, sender, prefix):
-        await mgr.start(intake, name=cid, campaign_id=cid, brief=brief, kb_dir=KB,
-                        follow_up_seconds=FOLLOW_UPS)
+        await mgr.start(intake,
+                        CampaignOptions(brief=brief, kb=str(KB), follow_ups=[f"{s}s" for s in FOLLOW_UPS]),
+                        name=cid, campaign_id=cid)
         await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
     counts = await store.counts(cid)
     drafts = await store.list_drafts(cid)

@@ -27,6 +27,7 @@ from campaign_core.models import CampaignStatus, LeadInput, PageRequest, Stage
 from campaign_core.send_window import SendWindow
 from campaign_core.temporal import run_history_lengths
 from starter.manager import BadInput, CampaignManager
+from starter.start_options import CampaignOptions, EngineTuning
 from tests.doubles import fast_agents
 
 
@@ -35,11 +36,13 @@ def leads(n: int, tz: str | None = None) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-async def start(env: WorkflowEnvironment, settings, store, prefix, cid: str, rows, **kw: Any):
+async def start(env: WorkflowEnvironment, settings, store, prefix, cid: str, rows,
+                tuning: EngineTuning | None = None, **options: Any):
+    """Start `cid` with these `CampaignOptions` fields; its manager."""
     mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
-    await mgr.start(intake, name=cid, campaign_id=cid, **kw)
+    await mgr.start(intake, CampaignOptions(**options), name=cid, campaign_id=cid, tuning=tuning)
     return mgr
 
 
@@ -109,8 +112,7 @@ async def test_send_window_two_days_out_delays_two_days_and_no_more(
     window = SendWindow(start=time(opens.hour), end=time(opens.hour, 59),
                         days=[opens.weekday()], timezone="UTC")
     async with run_workers(ts_env.client, overrides=fast_agents(store)):
-        mgr = await start(ts_env, settings, store, prefix, "c-window", leads(3),
-                          send_window=window)
+        mgr = await start(ts_env, settings, store, prefix, "c-window", leads(3), send_window=window.spec())
         await wait_stage(ts_env, "c-window", Stage.AWAITING_APPROVAL)
         assert await mgr.approve("c-window", by="tester") == 3
         await wait_stage(ts_env, "c-window", Stage.DELIVERING)
@@ -129,8 +131,8 @@ async def test_send_window_two_days_out_delays_two_days_and_no_more(
 async def test_continue_as_new_keeps_counters_exact(ts_env, settings, store, prefix, run_workers):
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        mgr = await start(ts_env, settings, store, prefix, "c-can", leads(23), window=3,
-                          leads_per_run=5, page_size=3)
+        mgr = await start(ts_env, settings, store, prefix, "c-can", leads(23),
+                          tuning=EngineTuning(window=3, leads_per_run=5, page_size=3))
         st = await wait_stage(ts_env, "c-can", Stage.AWAITING_APPROVAL)
         assert (st.counts.leads, st.counts.drafted, st.counts.draft_failed) == (23, 23, 0)
         await mgr.approve("c-can", by="tester")
@@ -221,7 +223,7 @@ async def test_cancel_while_paused_in_delivery_sends_nothing_more(
     window = SendWindow(start=time(later.hour), end=time(later.hour, 59),
                         days=[later.weekday()], timezone="UTC")
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        mgr = await start(ts_env, settings, store, prefix, "c-cdel", leads(4), send_window=window)
+        mgr = await start(ts_env, settings, store, prefix, "c-cdel", leads(4), send_window=window.spec())
         await wait_stage(ts_env, "c-cdel", Stage.AWAITING_APPROVAL)
         await mgr.approve("c-cdel", by="tester")
         await wait_stage(ts_env, "c-cdel", Stage.DELIVERING)
@@ -242,7 +244,8 @@ async def test_bad_llm_key_is_one_campaign_level_error(ts_env, settings, store, 
                                non_retryable=True)
 
     async with run_workers(ts_env.client, overrides={**doubles, "write_draft": unauthorised}):
-        mgr = await start(ts_env, settings, store, prefix, "c-auth", leads(40), window=2)
+        mgr = await start(ts_env, settings, store, prefix, "c-auth", leads(40),
+                          tuning=EngineTuning(window=2))
         with pytest.raises(Exception) as failure:
             await result_of(handle(ts_env, "c-auth"))
         assert "refused the API key" in str(failure.value.__cause__)
@@ -260,7 +263,8 @@ async def test_1200_leads_complete_with_small_histories(ts_env, settings, store,
     n = 1200
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        mgr = await start(ts_env, settings, store, prefix, "c-scale", leads(n), leads_per_run=1000)
+        mgr = await start(ts_env, settings, store, prefix, "c-scale", leads(n),
+                          tuning=EngineTuning(leads_per_run=1000))
         st = await wait_stage_long(ts_env, "c-scale", Stage.AWAITING_APPROVAL)
         assert st.counts.drafted == n
         await mgr.approve("c-scale", by="tester")
@@ -307,8 +311,7 @@ async def test_domain_limit_and_campaign_pace_hold(ts_env, settings, store, pref
     rows = [{"email": f"p{i}@same.example", "company": "Same"} for i in range(12)]
     rows += [{"email": f"q{i}@other{i}.example", "company": f"Other {i}"} for i in range(3)]
     async with run_workers(ts_env.client, overrides=fast_agents(store)):
-        mgr = await start(ts_env, settings, store, prefix, "c-pace", rows,
-                          domain_limit_per_minute=5)
+        mgr = await start(ts_env, settings, store, prefix, "c-pace", rows, domain_limit=5)
         await wait_stage(ts_env, "c-pace", Stage.AWAITING_APPROVAL)
         await mgr.approve("c-pace", by="tester")
         await wait_stage(ts_env, "c-pace", Stage.DELIVERING)
@@ -323,8 +326,7 @@ async def test_domain_limit_and_campaign_pace_hold(ts_env, settings, store, pref
         assert sends[-1] - sends[0] >= timedelta(minutes=2), "12 sends at 5/min take > 2 min"
 
         rows = [{"email": f"r{i}@d{i}.example", "company": "R"} for i in range(4)]
-        mgr = await start(ts_env, settings, store, prefix, "c-rate", rows,
-                          send_rate_per_second=0.5)
+        mgr = await start(ts_env, settings, store, prefix, "c-rate", rows, send_rate=0.5)
         await wait_stage(ts_env, "c-rate", Stage.AWAITING_APPROVAL)
         await mgr.approve("c-rate", by="tester")
         await wait_stage(ts_env, "c-rate", Stage.DELIVERING)

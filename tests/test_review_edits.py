@@ -21,6 +21,7 @@ from campaign_core.models import Stage
 from campaign_core.review import DraftEditRef, DraftVersionRef
 from campaign_core.send_window import SendWindow
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.test_campaign_workflow import LEADS, outbox, result_handle, start, wait_stage
 from tests.test_orchestration import finish
@@ -115,8 +116,8 @@ async def test_delivery_sends_the_approved_version_whatever_the_draft_became(
     window = SendWindow(start=time(0), end=time(23, 59), days=[opens.weekday()], timezone="UTC")
     intake = parse_lead_rows(enumerate(LEADS[:1], start=2), cid)
     async with run_workers(ts_env.client):
-        await mgr.start(intake, name="frozen", brief="Book a call.", kb_dir=KB, campaign_id=cid,
-                        send_window=window)
+        await mgr.start(intake, CampaignOptions(brief="Book a call.", kb=str(KB), send_window=window.spec()),
+                        name="frozen", campaign_id=cid)
         await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
         (lead_id,) = [d.lead_id for d in await store.list_drafts(cid)]  # ids are salted at start
         await mgr.edit_draft(cid, lead_id, body=NEW_BODY, by="rita")

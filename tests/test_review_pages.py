@@ -29,6 +29,7 @@ from starter.review_auth import (
     SessionSigner,
     session_signer,
 )
+from starter.start_options import EngineTuning
 from tests.doubles import fast_agents
 from tests.test_api import api_settings, manager, serve
 from tests.test_orchestration import finish, wait_stage
@@ -51,7 +52,7 @@ async def start_campaign(manager: Any, ts_env: Any, cid: str, n: int) -> list[st
             for i in range(n)]
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
     await manager.start(intake, name=f"Campaign {cid}", campaign_id=cid,
-                        domain_limit_per_minute=None)
+                        tuning=EngineTuning(per_domain_pacing=False))
     await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
     return [lead.lead_id for lead in await manager._keyed(cid, intake)]  # salted ids
 

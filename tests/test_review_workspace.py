@@ -35,6 +35,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from starter.manager import CampaignManager
 from starter.review_auth import Reviewers
+from starter.start_options import CampaignOptions, EngineTuning
 from tests import dev_process, pg_fixtures
 from tests.conftest import KB
 from tests.dev_process import DevProcess
@@ -195,9 +196,10 @@ async def started(ts_env: Any, settings: Settings, store: Store, prefix: str, ci
     mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(PEOPLE, start=2), cid)
-    await mgr.start(intake, name=f"Campaign {cid}", brief="Book a 20-minute call.", kb_dir=KB,
-                    campaign_id=cid, follow_up_seconds=[int(DAY.total_seconds())] * 2,
-                    domain_limit_per_minute=None)
+    await mgr.start(intake,
+                    CampaignOptions(brief="Book a 20-minute call.", kb=str(KB),
+                                    follow_ups=[f"{int(DAY.total_seconds())}s"] * 2),
+                    name=f"Campaign {cid}", campaign_id=cid, tuning=EngineTuning(per_domain_pacing=False))
     await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
     return mgr, {lead.email: lead.lead_id for lead in await mgr._keyed(cid, intake)}
 

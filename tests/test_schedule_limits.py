@@ -39,6 +39,7 @@ from starter.schedules import (
     template_id_for,
     total_budget_record,
 )
+from starter.start_options import ScheduleOptions
 from tests.doubles import fast_agents
 from workflows.scheduled import schedule_id
 
@@ -128,8 +129,8 @@ async def test_the_api_refuses_it_with_422_and_temporals_times_are_checked_too(
     name = f"backstop-{prefix.rstrip('-')}"
     tid = template_id_for(name)
     with pytest.raises(BadCron, match="fires 1m apart"):
-        await mgr.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid), template_id=tid,
-                         cron="* * * * *")
+        await mgr.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid),
+                         ScheduleOptions(cron="* * * * *"), template_id=tid)
     with pytest.raises(NotFound):
         await mgr.describe(name)
     assert await store.get_campaign(tid) is None
@@ -186,8 +187,8 @@ async def test_the_total_budget_pauses_the_schedule(
     mgr = ScheduleManager(settings, client=dev_env.client, store=store, queue_prefix=prefix)
     name = f"capped-{prefix.rstrip('-')}"
     tid = template_id_for(name)
-    await mgr.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid), template_id=tid,
-                     cron="0 9 * * MON", total_budget_usd=0.5)
+    await mgr.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid),
+                     ScheduleOptions(cron="0 9 * * MON", total_budget_usd=0.5), template_id=tid)
     assert (await mgr.describe(name)).total_budget_usd == 0.5
     handle = dev_env.client.get_schedule_handle(schedule_id(name))
     async with run_workers(dev_env.client, overrides=fast_agents(store)):

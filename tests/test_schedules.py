@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -25,6 +26,7 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app
 from starter.manager import BadInput, CampaignManager, NotFound
 from starter.schedules import ScheduleManager, ScheduleSummary, template_id_for
+from starter.start_options import ScheduleOptions
 from tests.conftest import KB
 from tests.doubles import fast_agents
 from workflows.scheduled import ScheduledCampaign, schedule_id
@@ -38,10 +40,12 @@ def schedules(dev_env: WorkflowEnvironment, settings: Settings, store: SqliteSto
 
 
 async def create(mgr: ScheduleManager, name: str, rows: list[dict[str, Any]] = ROWS,
-                 cron: str = "0 9 * * MON", **kw: Any) -> str:
+                 cron: str = "0 9 * * MON", **options: Any) -> str:
+    """Create schedule `name` with these `ScheduleOptions` fields; its template's id."""
     tid = template_id_for(name)
     intake = parse_lead_rows(enumerate(rows, start=2), tid)
-    await mgr.create(name, intake, template_id=tid, cron=cron, kb_dir=KB, **kw)
+    await mgr.create(name, intake, ScheduleOptions(cron=cron, kb=str(KB), **options),
+                     template_id=tid)
     return tid
 
 
@@ -76,7 +80,7 @@ async def test_create_refuses_bad_input_and_creates_nothing(dev_env, settings, s
         tid = template_id_for("bad-cron")
         with pytest.raises(BadInput, match=reason):
             await mgr.create("bad-cron", parse_lead_rows(enumerate(ROWS, start=2), tid),
-                             template_id=tid, cron=cron)
+                             ScheduleOptions(cron=cron), template_id=tid)
         assert await store.get_campaign(tid) is None
     with pytest.raises(NotFound):
         await mgr.describe("bad-cron")
@@ -84,10 +88,10 @@ async def test_create_refuses_bad_input_and_creates_nothing(dev_env, settings, s
     tid = template_id_for("no-leads")
     no_leads = parse_lead_rows(enumerate([{"email": "nope"}], start=2), tid)
     with pytest.raises(BadInput, match="no valid lead"):
-        await mgr.create("no-leads", no_leads, template_id=tid, cron="@daily")
+        await mgr.create("no-leads", no_leads, ScheduleOptions(cron="@daily"), template_id=tid)
     with pytest.raises(BadInput, match="schedule name"):
         template_id_for("no spaces please")
-    with pytest.raises(BadInput, match="cron-timezone"):
+    with pytest.raises(ValidationError, match="cron_timezone"):  # the options refuse it
         await create(mgr, "bad-zone", cron_timezone="Mars/Olympus")
     for name in ("no-leads", "bad-zone"):
         with pytest.raises(NotFound):
@@ -108,8 +112,7 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
     mgr = schedules(dev_env, settings, store, prefix)
     camp = CampaignManager(settings, client=dev_env.client, store=store, queue_prefix=prefix)
     name = f"weekly-{prefix.rstrip('-')}"
-    tid = await create(mgr, name, brief="Say hello.", approval_timeout_seconds=3600,
-                       budget_usd=7.5)
+    tid = await create(mgr, name, brief="Say hello.", approval_timeout="1h", budget_usd=7.5)
     summary = await mgr.describe(name)
     assert (summary.paused, summary.leads, summary.cron) == (False, 4, "0 9 * * MON")
     assert summary.next_runs and summary.next_runs[0].weekday() == 0

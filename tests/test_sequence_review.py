@@ -27,6 +27,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from campaign_core.store.outcomes import TERMINAL
 from starter.manager import CampaignManager, Conflict
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.test_campaign_workflow import outbox, wait_stage
 from tests.test_cli_e2e import cli
@@ -79,8 +80,10 @@ async def started(env: Any, settings: Settings, store: Store, prefix: str, cid: 
     mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(LEADS, start=2), cid)
-    await mgr.start(intake, name=cid, brief="Book a 20-minute call.", kb_dir=KB, campaign_id=cid,
-                    follow_up_seconds=[int(DAY.total_seconds())] * 2, **kw)
+    await mgr.start(intake,
+                    CampaignOptions(brief="Book a 20-minute call.", kb=str(KB),
+                                    follow_ups=["1d"] * 2, **kw),
+                    name=cid, campaign_id=cid)
     await wait_stage(env, cid, Stage.AWAITING_APPROVAL)
     keyed = await mgr._keyed(cid, intake)
     return mgr, {lead.email: lead.lead_id for lead in keyed}
@@ -206,7 +209,7 @@ async def test_expired_and_rejected_campaigns_settle_every_row(
         ts_env, settings, store, prefix, run_workers):
     """An expired campaign's rows end `not_approved`, a rejected one's `rejected`."""
     async with run_workers(ts_env.client):
-        mgr, _ = await started(ts_env, settings, store, prefix, "c-exp", approval_timeout_seconds=60)
+        mgr, _ = await started(ts_env, settings, store, prefix, "c-exp", approval_timeout="1m")
         await ts_env.sleep(timedelta(minutes=2))
         expired = await finish(ts_env, "c-exp", DAY)
         mgr, _ = await started(ts_env, settings, store, prefix, "c-rej")

@@ -29,6 +29,7 @@ from campaign_core.replies import ReplyDesk
 from campaign_core.store.base import Store
 from campaign_core.temporal import run_history_lengths
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions, EngineTuning
 from tests.doubles import fast_agents
 from tests.sequence_scale import run_sequence
 from tests.test_orchestration import finish, handle, wait_stage
@@ -38,12 +39,14 @@ DAY = timedelta(days=1)
 
 
 async def started(env: WorkflowEnvironment, settings: Any, store: Store, prefix: str, cid: str,
-                  rows: list[dict[str, Any]], **kw: Any) -> tuple[CampaignManager, list[str]]:
-    """Start, wait for the drafts, approve everything; the manager and the lead ids."""
+                  rows: list[dict[str, Any]], tuning: EngineTuning | None = None,
+                  **options: Any) -> tuple[CampaignManager, list[str]]:
+    """Start with these `CampaignOptions` fields, wait for the drafts, approve everything;
+    the manager and the lead ids."""
     mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix=prefix,
                           use_search_attributes=False)
     intake = parse_lead_rows(enumerate(rows, start=2), cid)
-    await mgr.start(intake, name=cid, campaign_id=cid, **kw)
+    await mgr.start(intake, CampaignOptions(**options), name=cid, campaign_id=cid, tuning=tuning)
     await wait_stage(env, cid, Stage.AWAITING_APPROVAL)
     assert await mgr.approve(cid, by="tester") == len(rows)
     await wait_stage(env, cid, Stage.DELIVERING)
@@ -81,9 +84,8 @@ async def test_reply_stops_the_sequence_out_of_office_does_not_unsubscribe_stops
 ):
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        _, (replier, ooo, leaver, quiet) = await started(
-            ts_env, settings, store, prefix, "c-seq", rows(4),
-            follow_up_seconds=[1 * 86400, 2 * 86400])
+        _, (replier, ooo, leaver, quiet) = await started(ts_env, settings, store, prefix, "c-seq", rows(4),
+                                                         follow_ups=["1d", "2d"])
         await sent_count(store, "c-seq", 4)  # step 1 to everyone
         await reply(ts_env, "c-seq", replier)
         await reply(ts_env, "c-seq", ooo, "auto_reply")  # out of office: recorded, no stop
@@ -126,8 +128,7 @@ async def test_replies_and_bounces_go_to_the_delivery_run_not_the_campaign_histo
     sent: list[str] = []
     n = 48
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        mgr, ids = await started(ts_env, settings, store, prefix, "c-flat", rows(n),
-                                 follow_up_seconds=[86400])
+        mgr, ids = await started(ts_env, settings, store, prefix, "c-flat", rows(n), follow_ups=["1d"])
         await sent_count(store, "c-flat", n)
         before = await run_history_lengths(ts_env.client, campaign_workflow_id("c-flat"))
         delivery_before = await run_history_lengths(ts_env.client,
@@ -172,7 +173,7 @@ async def test_a_follow_up_due_while_step_1_is_still_going_out_is_sent_on_time(
     gap, first, second = 600, 1500, 3600
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
         _, ids = await started(ts_env, settings, store, prefix, "c-due", rows(5),
-                               follow_up_seconds=[first, second], send_rate_per_second=1 / gap)
+                               follow_ups=[f"{first}s", f"{second}s"], send_rate=1 / gap)
         final = await finish(ts_env, "c-due", timedelta(minutes=5))
     assert final.stage is Stage.COMPLETED
     assert sorted(sent) == sorted(ids + [f"{lid}#{s}" for lid in ids for s in (2, 3)])
@@ -197,10 +198,9 @@ async def test_pause_holds_follow_ups_and_cancel_stops_them(
 ):
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        mgr, held = await started(ts_env, settings, store, prefix, "c-hold", rows(2),
-                                  follow_up_seconds=[86400])
+        mgr, held = await started(ts_env, settings, store, prefix, "c-hold", rows(2), follow_ups=["1d"])
         mgr2, cut = await started(ts_env, settings, store, prefix, "c-cut", rows(2, "x{i}.example"),
-                                  follow_up_seconds=[86400])
+                                  follow_ups=["1d"])
         await sent_count(store, "c-hold", 2)
         await sent_count(store, "c-cut", 2)
         await mgr.control("c-hold", "pause")
@@ -248,8 +248,8 @@ async def test_follow_ups_falling_due_together_are_spread_over_runs(
     n, per_run, delay = 20, 5, 15
     async with run_workers(dev_env.client, overrides=fast_agents(store, sent)):
         mgr, ids = await started(dev_env, settings, store, prefix, "c-bunch", rows(n),
-                                 follow_up_seconds=[delay], leads_per_run=per_run,
-                                 page_size=per_run)
+                                 follow_ups=[f"{delay}s"],
+                                 tuning=EngineTuning(leads_per_run=per_run, page_size=per_run))
         await sent_count(store, "c-bunch", n)
         await mgr.control("c-bunch", "pause")
         assert len(sent) == n  # step 1 only: the pause came before any step 2 was due
@@ -275,8 +275,8 @@ async def test_continue_as_new_in_the_middle_of_a_sequence_sends_every_step_once
     sent: list[str] = []
     n = 24
     async with run_workers(dev_env.client, overrides=fast_agents(store, sent)):
-        _, ids = await started(dev_env, settings, store, prefix, "c-can", rows(n),
-                               follow_up_seconds=[2, 3], leads_per_run=5, page_size=5)
+        _, ids = await started(dev_env, settings, store, prefix, "c-can", rows(n), follow_ups=["2s", "3s"],
+                               tuning=EngineTuning(leads_per_run=5, page_size=5))
         final = await asyncio.wait_for(handle(dev_env, "c-can").result(), 240)
     assert final.stage is Stage.COMPLETED
     expected = ids + [f"{lid}#{step}" for lid in ids for step in (2, 3)]
@@ -295,9 +295,9 @@ async def test_step_2_is_a_reply_in_the_thread_of_step_1(
     """Real agents (offline writer, outbox): the follow-up's .eml names step 1's Message-ID."""
     async with run_workers(ts_env.client):
         _, _ids = await started(ts_env, settings, store, prefix, "c-thread",
-                                      [{"email": "ana@northwind.example", "first_name": "Ana",
-                                        "company": "Northwind"}],
-                                      follow_up_seconds=[3600, 7200])
+                                [{"email": "ana@northwind.example", "first_name": "Ana",
+                                  "company": "Northwind"}],
+                                follow_ups=["1h", "2h"])
         final = await finish(ts_env, "c-thread", timedelta(minutes=30))
     assert final.counts.sent == 3
     drafts = {d.step: d for d in await store.list_drafts("c-thread")}

@@ -46,6 +46,7 @@ from campaign_core.leads import (
 from campaign_core.models import Channel, DeliverInput, Stage
 from campaign_core.ports import free_port
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.smtp_server import SmtpSink
 from tests.test_campaign_workflow import wait_stage
@@ -258,9 +259,10 @@ async def test_campaign_over_smtp_without_smtputf8_reports_the_failure(
             mgr = CampaignManager(settings, client=ts_env.client, store=store,
                                   queue_prefix=prefix, use_search_attributes=False)
             intake = parse_lead_rows(enumerate(ROWS, start=2), cid)
-            started = await mgr.start(intake, name="utf8", brief="Book a call.", kb_dir=KB,
-                                      campaign_id=cid, channel=Channel.SMTP,
-                                      follow_up_seconds=[3600, 3600])
+            started = await mgr.start(intake,
+                                      CampaignOptions(brief="Book a call.", kb=str(KB),
+                                                      channel=Channel.SMTP, follow_ups=["1h", "1h"]),
+                                      name="utf8", campaign_id=cid)
             assert [a.model_dump() for a in started.leads_needing_smtputf8] == [
                 {"row": 3, "email": JOSE}]
             await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)

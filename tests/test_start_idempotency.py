@@ -33,6 +33,7 @@ from starter.api import create_app
 from starter.cli import app as cli_app
 from starter.manager import TEMPLATE_ID_PREFIX, CampaignManager, Conflict, campaign_id_for
 from starter.schedules import ScheduleManager, template_id_for
+from starter.start_options import CampaignOptions, ScheduleOptions
 from tests.webhook_signing import INBOUND_SECRET, signed_headers
 
 TOKEN = "idempotency-test-token-0123456789"
@@ -108,8 +109,9 @@ async def schedule_template(api_settings: Settings, dev_env: WorkflowEnvironment
                                 queue_prefix=prefix)
     name = f"idem-{prefix.rstrip('-')}"
     tid = template_id_for(name)
-    await schedules.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid), template_id=tid,
-                           cron="0 9 * * MON", paused=True, budget_usd=5.0)
+    await schedules.create(name, parse_lead_rows(enumerate(ROWS, start=2), tid),
+                           ScheduleOptions(cron="0 9 * * MON", paused=True, budget_usd=5.0),
+                           template_id=tid)
     return schedules, name, tid
 
 
@@ -123,20 +125,23 @@ async def test_same_options_return_the_campaign_and_other_options_are_refused(
     def intake(rows: list[dict[str, str]]) -> Any:
         return parse_lead_rows(enumerate(rows, start=2), cid)
 
-    first = await manager.start(intake(ROWS), name="Q4", brief="Say hello.", campaign_id=cid,
-                                budget_usd=2.0, follow_up_seconds=[86400])
+    first = await manager.start(intake(ROWS),
+                                CampaignOptions(brief="Say hello.", budget_usd=2.0, follow_ups=["1d"]),
+                                name="Q4", campaign_id=cid)
     assert not first.already_running and first.leads_accepted == 2
     # The same file read again, rows in another order: the same start.
-    again = await manager.start(intake(list(reversed(ROWS))), name="Q4", brief="Say hello.",
-                                campaign_id=cid, budget_usd=2.0, follow_up_seconds=[86400])
+    again = await manager.start(intake(list(reversed(ROWS))),
+                                CampaignOptions(brief="Say hello.", budget_usd=2.0, follow_ups=["1d"]),
+                                name="Q4", campaign_id=cid)
     assert again.already_running and again.campaign_id == cid and again.leads_accepted == 2
 
     with pytest.raises(Conflict, match=r"other options \(budget_usd differ\)"):
-        await manager.start(intake(ROWS), name="Q4", brief="Say hello.", campaign_id=cid,
-                            budget_usd=50.0, follow_up_seconds=[86400])
+        await manager.start(intake(ROWS),
+                            CampaignOptions(brief="Say hello.", budget_usd=50.0, follow_ups=["1d"]),
+                            name="Q4", campaign_id=cid)
     with pytest.raises(Conflict, match=r"\(brief, follow_ups, leads differ\)"):
-        await manager.start(intake([*ROWS, INTRUDER]), name="Q4", brief="Other.",
-                            campaign_id=cid, budget_usd=2.0)
+        await manager.start(intake([*ROWS, INTRUDER]), CampaignOptions(brief="Other.", budget_usd=2.0),
+                            name="Q4", campaign_id=cid)
     # Nothing of the refused starts was kept.
     assert await emails(store, cid) == ["ana@example.com", "bo@example.org"]
     assert (await store.spend(cid)).budget_usd == 2.0
@@ -149,8 +154,9 @@ async def test_a_stored_campaign_without_a_workflow_is_refused_and_left_alone(
     await purged(store, cid)
     for rows, budget in (([INTRUDER], 30.0), (ROWS, 1.0)):  # other options, or the same
         with pytest.raises(Conflict, match="has no workflow"):
-            await manager.start(parse_lead_rows(enumerate(rows, start=2), cid), name="old",
-                                brief="Said hello.", campaign_id=cid, budget_usd=budget)
+            await manager.start(parse_lead_rows(enumerate(rows, start=2), cid),
+                                CampaignOptions(brief="Said hello.", budget_usd=budget), name="old",
+                                campaign_id=cid)
     assert await emails(store, cid) == ["ana@example.com", "bo@example.org"]
     assert (await store.spend(cid)).budget_usd == 1.0
 

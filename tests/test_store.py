@@ -43,6 +43,7 @@ from campaign_core.store.factory import open_store
 from campaign_core.store.postgres import PostgresStore
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.store.supabase import SupabaseStore
+from starter.start_options import CampaignOptions
 from tests import pg_fixtures
 from tests.fake_postgrest import FakePostgrest
 
@@ -762,7 +763,7 @@ async def test_campaign_end_to_end_on_postgres(ts_env, settings: Settings, prefi
             mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
                                   use_search_attributes=False)
             intake = parse_lead_rows(enumerate(PEOPLE[:3], start=2), cid)
-            await mgr.start(intake, name="pg", brief="Book a 20-minute call.", kb_dir=KB,
+            await mgr.start(intake, CampaignOptions(brief="Book a 20-minute call.", kb=str(KB)), name="pg",
                             campaign_id=cid)
             handle: WorkflowHandle[Any, CampaignStatus] = ts_env.client.get_workflow_handle(
                 campaign_workflow_id(cid), result_type=CampaignStatus)

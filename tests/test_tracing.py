@@ -34,6 +34,7 @@ from campaign_core.tracing import (
     tracing_interceptors,
 )
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from worker_main import workflow_runner
 
@@ -102,8 +103,8 @@ async def test_a_campaign_run_exports_workflow_and_activity_spans(
     async with run_workers(client):
         mgr = CampaignManager(settings, client=client, store=store, queue_prefix=prefix,
                               use_search_attributes=False)
-        await mgr.start(parse_lead_rows(enumerate(leads, start=2), cid), name="traced",
-                        brief="Book a call.", kb_dir=KB, campaign_id=cid)
+        await mgr.start(parse_lead_rows(enumerate(leads, start=2), cid),
+                        CampaignOptions(brief="Book a call.", kb=str(KB)), name="traced", campaign_id=cid)
         handle = client.get_workflow_handle(campaign_workflow_id(cid), result_type=CampaignStatus)
         for _ in range(400):
             st = await handle.query("status", result_type=CampaignStatus)

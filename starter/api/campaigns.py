@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from campaign_core.ids import CAMPAIGN_ID_PATTERN
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import CampaignStatus, Channel, Stage
-from campaign_core.sequence import MAX_FOLLOW_UPS, FollowUpError, follow_up_seconds
+from campaign_core.models import CampaignStatus, Stage
 from campaign_core.store.rows import AuditEntry, CampaignRow, ReportRow
 from starter.actor import acting_as
 from starter.api.deps import AUTHORISED, Manager
@@ -24,7 +23,6 @@ from starter.manager import (
     Conflict,
     NotFound,
     campaign_id_for,
-    parse_duration,
 )
 from starter.start_options import CampaignOptions, KbOutsideRoot
 
@@ -35,8 +33,8 @@ router = APIRouter(dependencies=AUTHORISED)
 
 
 class StartRequest(CampaignOptions):
-    """`POST /campaigns`: the same choices as `campaign start` (the knowledge base, send
-    window and pacing come from `CampaignOptions`, shared with `POST /schedules`)."""
+    """`POST /campaigns` and the campaign webhook: the options of `campaign start`
+    (`CampaignOptions`, shared with `POST /schedules`), the name, the leads and an id."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,17 +44,10 @@ class StartRequest(CampaignOptions):
         description="Lead rows, as the CSV's columns; `row` in `leads_rejected` is the "
         "1-based position in this list.",
     )
-    brief: str = Field(default="", max_length=20_000)
-    channel: Channel = Channel.OUTBOX
+    brief: str = Field(default="", max_length=20_000, description="What the messages are "
+                       "to say.")
     id: str | None = Field(default=None, pattern=CAMPAIGN_ID_PATTERN,
                            description="Makes the start idempotent.")
-    approval_timeout: str = Field(default="72h", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$",
-                                  description="e.g. 72h, 3d, 90m.")
-    follow_ups: list[str] = Field(
-        default_factory=list, max_length=MAX_FOLLOW_UPS,
-        description="Follow-up delays, each after the previous step's send: 30s, 2m, 12h, 3d.")
-    stop_on_company_reply: bool = Field(
-        default=False, description="A reply from a company domain stops its other leads too.")
 
 
 class StartResponse(BaseModel):
@@ -242,19 +233,7 @@ async def campaign_control(campaign_id: str, action: Literal["pause", "resume", 
 async def start(m: CampaignManager, body: StartRequest, response: Response) -> dict[str, Any]:
     """Validate the leads like the CLI does, then start (idempotently with an id)."""
     try:
-        timeout = parse_duration(body.approval_timeout)
-    except BadInput as err:
-        raise HTTPException(422, [{"loc": ["body", "approval_timeout"], "type": "value_error",
-                                   "msg": str(err)}]) from err
-    delays: list[int] = []
-    for i, text in enumerate(body.follow_ups):
-        try:
-            delays.append(follow_up_seconds(text))
-        except FollowUpError as err:
-            raise HTTPException(422, [{"loc": ["body", "follow_ups", i], "type": "value_error",
-                                       "msg": str(err)}]) from err
-    try:
-        options = body.start_kwargs(m.settings.kb_root)  # kb, send window, pacing
+        options = CampaignOptions.of(body).under_kb_root(m.settings.kb_root)
     except KbOutsideRoot as err:
         raise HTTPException(422, [{"loc": ["body", "kb"], "type": "value_error",
                                    "msg": str(err)}]) from err
@@ -266,10 +245,7 @@ async def start(m: CampaignManager, body: StartRequest, response: Response) -> d
             for r in intake.rejected[:100]
         ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
     try:
-        result = await m.start(intake, name=body.name, brief=body.brief, channel=body.channel,
-                               campaign_id=cid, approval_timeout_seconds=timeout,
-                               follow_up_seconds=delays,
-                               stop_on_company_reply=body.stop_on_company_reply, **options)
+        result = await m.start(intake, options, name=body.name, campaign_id=cid)
     except (NotFound, Conflict):  # 409: the id is taken with other options, or reserved
         raise
     except BadInput as err:

@@ -7,16 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from campaign_core.leads import parse_lead_rows
-from campaign_core.models import Channel
-from campaign_core.send_window import zone
 from starter.api.deps import AUTHORISED, Schedules
 from starter.api.errors import invalid
-from starter.manager import BadInput, Conflict, NotFound, parse_duration
+from starter.manager import BadInput, Conflict, NotFound
 from starter.schedules import SCHEDULE_NAME_PATTERN, BadCron, template_id_for
-from starter.start_options import ApprovalTimeout, CampaignOptions, KbOutsideRoot
+from starter.start_options import KbOutsideRoot, ScheduleOptions
 
 router = APIRouter(dependencies=AUTHORISED)
 
@@ -27,32 +25,17 @@ ScheduleName = Annotated[str, Path(pattern=SCHEDULE_NAME_PATTERN,
 # -- bodies and answers -------------------------------------------------------------------------
 
 
-class ScheduleRequest(CampaignOptions):
-    """`POST /schedules`: the same choices as `campaign schedule create`."""
+class ScheduleRequest(ScheduleOptions):
+    """`POST /schedules`: the options of `campaign schedule create` (`ScheduleOptions`: the
+    cron and those of every campaign it starts), the name and the leads."""
 
     name: str = Field(pattern=SCHEDULE_NAME_PATTERN, description="1-40 letters, digits, '.', "
                       "'_' or '-'; each campaign it starts is named NAME-YYYYMMDD-HHMMSS.")
-    cron: str = Field(min_length=1, max_length=200, description="When to fire, e.g. "
-                      "'0 9 * * MON'; @daily, @weekly and '@every 24h' work too.")
-    cron_timezone: str = Field(default="UTC", max_length=100,
-                               description="IANA zone the cron expression is read in.")
     leads: list[dict[str, Any]] = Field(
         min_length=1, max_length=100_000,
         description="Lead rows, stored once; `row` in `leads_rejected` is the 1-based position.")
-    brief: str = Field(default="", max_length=20_000)
-    channel: Channel = Channel.OUTBOX
-    approval_timeout: ApprovalTimeout
-    paused: bool = Field(default=False, description="Create it paused (resume to start).")
-    total_budget_usd: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False,
-        description="Cap on what all the schedule's campaigns spend on the LLM together: once "
-        "spent, no firing starts a campaign and the schedule pauses.")
-
-    @field_validator("cron_timezone")
-    @classmethod
-    def _known_cron_zone(cls, value: str) -> str:
-        zone(value)
-        return value
+    brief: str = Field(default="", max_length=20_000, description="What the messages are "
+                       "to say.")
 
 
 class ScheduleNote(BaseModel):
@@ -117,11 +100,7 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
     """Store the leads once and start a new campaign from them on every cron tick (as
     `campaign schedule create --json`); the knowledge base lies under CAMPAIGN_KB_ROOT."""
     try:
-        timeout = parse_duration(body.approval_timeout)
-    except BadInput as err:
-        raise invalid("approval_timeout", err) from err
-    try:
-        options = body.start_kwargs(s.settings.kb_root)
+        options = ScheduleOptions.of(body).under_kb_root(s.settings.kb_root)
     except KbOutsideRoot as err:
         raise invalid("kb", err) from err
     template_id = template_id_for(body.name)
@@ -132,11 +111,8 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
             for r in intake.rejected[:100]
         ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
     try:
-        created = await s.create(
-            body.name, intake, template_id=template_id, cron=body.cron,
-            cron_timezone=body.cron_timezone, brief=body.brief, channel=body.channel,
-            approval_timeout_seconds=timeout, paused=body.paused, source="api",
-            total_budget_usd=body.total_budget_usd, **options)
+        created = await s.create(body.name, intake, options, template_id=template_id,
+                                 source="api")
     except (NotFound, Conflict):
         raise
     except BadCron as err:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -24,13 +25,12 @@ from rich.table import Table
 from campaign_core.codec import EncryptionKeyError
 from campaign_core.leads import LeadsFileError
 from campaign_core.models import Channel
-from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings, load_settings
 from campaign_core.store.base import StoreError
 from campaign_core.store.rows import ReportRow
 from campaign_core.temporal import TemporalConfigError, TemporalUnreachable
 from starter.manager import BadInput, CampaignManager
-from starter.start_options import MIN_SEND_RATE, parse_send_window
+from starter.start_options import MIN_SEND_RATE, CampaignOptions
 
 app = typer.Typer(
     name="campaign",
@@ -46,6 +46,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, emoji=
 err = Console(stderr=True, soft_wrap=True, emoji=False)
 log = logging.getLogger("campaign")
 T = TypeVar("T")
+Opts = TypeVar("Opts", bound=CampaignOptions)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 CampaignId = Annotated[str, typer.Argument(metavar="ID")]
@@ -139,22 +140,44 @@ def run(coro: Coroutine[Any, Any, T], *, hints: dict[type[BadInput], str] | None
         fail(1, f"{exc.__class__.__name__}: {exc}")
 
 
-def brief_and_window(brief: str | None, brief_file: Path | None, send_window: str | None,
-                     timezone: str) -> tuple[str | None, SendWindow | None]:
-    """The `--brief`/`--brief-file` text and the parsed `--send-window`, or exit 2 naming
-    the option (shared by `start` and `schedule create`)."""
+def read_brief(brief: str | None, brief_file: Path | None) -> str:
+    """The `--brief` or `--brief-file` text (shared by `start` and `schedule create`), or
+    exit 2 naming the option."""
     if brief is not None and brief_file is not None:
         fail(2, "give --brief or --brief-file, not both")
     if brief_file is not None:
         try:
-            brief = brief_file.read_text(encoding="utf-8")
+            return brief_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             fail(2, f"--brief-file {brief_file}: cannot read ({exc})")
+    return brief or ""
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag of a `CampaignOptions` field: `send_rate` -> `--send-rate`."""
+    return FLAG_OF_FIELD.get(option, "--" + option.replace("_", "-"))
+
+
+def options_message(error: ValidationError) -> str:
+    """What is wrong with the options, each line naming its flag (and which repeat of a
+    repeated one): the CLI's words for the errors the API reports by body field."""
+    lines = []
+    for e in error.errors(include_url=False, include_input=False):
+        field, *rest = e["loc"]
+        flag = flag_of(str(field))
+        message = str(e["msg"]).removeprefix("Value error, ").removeprefix(f"{field}: ")
+        where = "".join(f"{flag.lstrip('-')} {i + 1}: " for i in rest if isinstance(i, int))
+        lines.append(f"{flag}: {where}{message}")
+    return "\n".join(lines)
+
+
+def build_options(model: type[Opts], **values: Any) -> Opts:
+    """The start options the flags give (`CampaignOptions`, `ScheduleOptions`), validated
+    as the API validates them; exit 2 naming the flag of each that is wrong."""
     try:
-        window = parse_send_window(send_window, timezone)
-    except ValueError as exc:
-        fail(2, f"--send-window/--timezone: {exc}")
-    return brief, window
+        return model(**values)
+    except ValidationError as exc:
+        fail(2, options_message(exc))
 
 
 def emit_json(data: Any) -> None:

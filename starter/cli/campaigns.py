@@ -29,19 +29,20 @@ from starter.cli.app import (
     SendRate,
     SendWindowOption,
     StopOnCompanyReply,
-    brief_and_window,
+    build_options,
     emit_json,
     err,
     fail,
     manager,
     out,
+    read_brief,
     report_table,
     run,
     shown,
     with_logging,
 )
-from starter.manager import budget_option, campaign_id_for, follow_up_delays, parse_duration
-from starter.start_options import DEFAULT_DOMAIN_LIMIT
+from starter.manager import campaign_id_for
+from starter.start_options import DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DOMAIN_LIMIT, CampaignOptions
 
 
 def warn_smtputf8(leads: Path, addresses: list[Utf8Address]) -> None:
@@ -63,7 +64,7 @@ def start(
     campaign_id: Annotated[str | None, typer.Option(
         "--id", help="Idempotent campaign id: the same start again returns the campaign; an id "
         "taken with other options, or without a workflow, is refused (exit 2).")] = None,
-    approval_timeout: ApprovalTimeout = "72h",
+    approval_timeout: ApprovalTimeout = DEFAULT_APPROVAL_TIMEOUT,
     send_window: SendWindowOption = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Zone for leads without one.")] = "UTC",
     domain_limit: DomainLimit = DEFAULT_DOMAIN_LIMIT,
@@ -74,26 +75,21 @@ def start(
     as_json: JsonFlag = False,
 ) -> None:
     """Validate the leads, start one campaign, return at once."""
-    brief, window = brief_and_window(brief, brief_file, send_window, timezone)
+    options = build_options(
+        CampaignOptions, brief=read_brief(brief, brief_file), kb=kb, channel=channel,
+        approval_timeout=approval_timeout, timezone=timezone, send_window=send_window,
+        domain_limit=domain_limit, send_rate=send_rate, follow_ups=follow_up or [],
+        stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd)
 
     async def go() -> None:
         mgr = manager()
-        timeout = parse_duration(approval_timeout)
-        delays = follow_up_delays(follow_up)
-        budget_option(budget_usd)
         cname = name or leads.stem
         cid = campaign_id_for(cname, campaign_id)
         intake = read_leads_file(leads, cid)
         for rej in intake.rejected:
             err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
                       highlight=False)
-        result = await mgr.start(
-            intake, name=cname, brief=brief or "", kb_dir=kb, channel=channel,
-            campaign_id=cid, approval_timeout_seconds=timeout, send_window=window,
-            domain_limit_per_minute=domain_limit, send_rate_per_second=send_rate,
-            follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
-            budget_usd=budget_usd,
-        )
+        result = await mgr.start(intake, options, name=cname, campaign_id=cid)
         warn_smtputf8(leads, result.leads_needing_smtputf8)
         if as_json:
             emit_json(result.to_json())

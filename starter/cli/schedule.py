@@ -28,16 +28,17 @@ from starter.cli.app import (
     SendRate,
     SendWindowOption,
     StopOnCompanyReply,
-    brief_and_window,
+    build_options,
     emit_json,
     err,
     out,
+    read_brief,
     run,
     shown,
 )
-from starter.manager import BadInput, Conflict, NotFound, follow_up_delays, parse_duration
+from starter.manager import BadInput, Conflict, NotFound
 from starter.schedules import ScheduleManager, template_id_for
-from starter.start_options import DEFAULT_DOMAIN_LIMIT
+from starter.start_options import DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DOMAIN_LIMIT, ScheduleOptions
 
 schedule_app = typer.Typer(
     help="Recurring campaigns on Temporal Schedules: each firing starts a new campaign "
@@ -77,7 +78,7 @@ def create(
     brief_file: BriefFile = None,
     kb: KbDir = None,
     channel: ChannelOption = Channel.OUTBOX,
-    approval_timeout: ApprovalTimeout = "72h",
+    approval_timeout: ApprovalTimeout = DEFAULT_APPROVAL_TIMEOUT,
     send_window: SendWindowOption = None,
     timezone: Annotated[str, typer.Option(
         "--timezone", help="Send-window zone for leads without one.")] = "UTC",
@@ -91,26 +92,24 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick."""
-    brief, window = brief_and_window(brief, brief_file, send_window, timezone)
+    options = build_options(
+        ScheduleOptions, cron=cron, cron_timezone=cron_timezone, paused=paused,
+        total_budget_usd=total_budget_usd, brief=read_brief(brief, brief_file), kb=kb,
+        channel=channel, approval_timeout=approval_timeout, timezone=timezone,
+        send_window=send_window, domain_limit=domain_limit, send_rate=send_rate,
+        follow_ups=follow_up or [], stop_on_company_reply=stop_on_company_reply,
+        budget_usd=budget_usd)
 
     async def go() -> None:
         mgr = _manager()
         try:
-            timeout = parse_duration(approval_timeout)
-            delays = follow_up_delays(follow_up)
             template_id = template_id_for(name)
             intake = read_leads_file(leads, template_id)
             for rej in intake.rejected:
                 err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
                           highlight=False)
-            result = await mgr.create(
-                name, intake, template_id=template_id, cron=cron, cron_timezone=cron_timezone,
-                brief=brief or "", kb_dir=kb, channel=channel, approval_timeout_seconds=timeout,
-                send_window=window, domain_limit_per_minute=domain_limit,
-                send_rate_per_second=send_rate, paused=paused, source=leads.name,
-                follow_up_seconds=delays, stop_on_company_reply=stop_on_company_reply,
-                budget_usd=budget_usd, total_budget_usd=total_budget_usd,
-            )
+            result = await mgr.create(name, intake, options, template_id=template_id,
+                                      source=leads.name)
         finally:
             await mgr.close()
         data = result.to_json()

@@ -49,6 +49,7 @@ from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
 from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions, EngineTuning
 from tests.llm_server import LLMTestServer
 from worker_main import build_workers
 from workflows.scheduled import ScheduledCampaign
@@ -133,7 +134,7 @@ async def budget(env: WorkflowEnvironment, settings: Settings, store: SqliteStor
         async with contextlib.AsyncExitStack() as stack:
             for w in build_workers(env.client, store, priced, prefix="recb-"):
                 await stack.enter_async_context(w)
-            await mgr.start(intake, name="budget", campaign_id=cid, budget_usd=0.006)
+            await mgr.start(intake, CampaignOptions(budget_usd=0.006), name="budget", campaign_id=cid)
             for _ in range(600):
                 st = await mgr.status(cid)
                 if st.paused and (st.paused_reason or "").startswith("budget"):
@@ -165,8 +166,8 @@ async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """Leads added while drafting; bounces trip the breaker; a person resumes."""
     cid = "rec-signals"
     rows = [{"email": f"s{i}@d{i}.example", "company": f"Co {i}"} for i in range(22)]
-    await mgr.start(parse_lead_rows(enumerate(rows[:20], start=2), cid), name="signals",
-                    campaign_id=cid, send_rate_per_second=0.1, leads_per_run=15, page_size=5)
+    await mgr.start(parse_lead_rows(enumerate(rows[:20], start=2), cid), CampaignOptions(send_rate=0.1),
+                    name="signals", campaign_id=cid, tuning=EngineTuning(leads_per_run=15, page_size=5))
     await mgr.control(cid, "pause")
     await mgr.add_leads(cid, parse_lead_rows(enumerate(rows[20:], start=2), cid))
     await mgr.control(cid, "resume")
@@ -200,7 +201,7 @@ async def reviewed(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """Edits and exclusions through the campaign's Updates, then approval and delivery."""
     cid = "rec-reviewed"
     intake = parse_lead_rows(enumerate(LEADS[:3], start=2), cid)
-    await mgr.start(intake, name="reviewed", kb_dir=KB, campaign_id=cid)
+    await mgr.start(intake, CampaignOptions(kb=str(KB)), name="reviewed", campaign_id=cid)
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
     first, second, third = (lead.lead_id for lead in intake.leads)
     await mgr.edit_draft(cid, first, subject="A reviewed note", body=REVIEWED_BODY, by="recorder")
@@ -219,7 +220,8 @@ async def approved_and_sent(env: WorkflowEnvironment, mgr: CampaignManager, cid:
                             intake: IntakeResult, follow_ups: list[int]) -> None:
     """Start a sequence of the intake's leads, approve it, wait for every first step."""
     name = cid.removeprefix("rec-")
-    await mgr.start(intake, name=name, kb_dir=KB, campaign_id=cid, follow_up_seconds=follow_ups)
+    await mgr.start(intake, CampaignOptions(kb=str(KB), follow_ups=[f"{s}s" for s in follow_ups]),
+                    name=name, campaign_id=cid)
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
     await mgr.approve(cid, by="recorder")
     await wait_stage(env.client, cid, Stage.DELIVERING)
@@ -264,8 +266,8 @@ async def paced_sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None
     to the delivery run."""
     cid = "rec-paced"
     intake = parse_lead_rows(enumerate(LEADS[:4], start=2), cid)
-    await mgr.start(intake, name="paced", campaign_id=cid, follow_up_seconds=[1500, 1500],
-                    send_rate_per_second=1 / 600, leads_per_run=5, page_size=2)
+    await mgr.start(intake, CampaignOptions(follow_ups=["25m", "25m"], send_rate=1 / 600), name="paced",
+                    campaign_id=cid, tuning=EngineTuning(leads_per_run=5, page_size=2))
     await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
     await mgr.approve(cid, by="recorder")
     await wait_stage(env.client, cid, Stage.DELIVERING)
@@ -307,8 +309,8 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
     """Approved (send window, small pages, continue-as-new), rejected, expired."""
     # Approved, with a send window, small pages and continue-as-new.
     intake = parse_lead_rows(enumerate(LEADS, start=2), "rec-approve")
-    await mgr.start(intake, name="approve", kb_dir=KB, campaign_id="rec-approve",
-                    send_window=window, leads_per_run=2, page_size=2)
+    await mgr.start(intake, CampaignOptions(kb=str(KB), send_window=window.spec()), name="approve",
+                    campaign_id="rec-approve", tuning=EngineTuning(leads_per_run=2, page_size=2))
     await wait_stage(env.client, "rec-approve", Stage.AWAITING_APPROVAL)
     await mgr.approve("rec-approve", by="recorder", note="recorded")
     await wait_stage(env.client, "rec-approve", Stage.DELIVERING)
@@ -322,15 +324,14 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
     await save(env.client, delivery_workflow_id("rec-approve"), "delivery_windowed")
     # Rejected.
     intake = parse_lead_rows(enumerate(LEADS[:2], start=2), "rec-reject")
-    await mgr.start(intake, name="reject", kb_dir=KB, campaign_id="rec-reject")
+    await mgr.start(intake, CampaignOptions(kb=str(KB)), name="reject", campaign_id="rec-reject")
     await wait_stage(env.client, "rec-reject", Stage.AWAITING_APPROVAL)
     await mgr.reject("rec-reject", by="recorder", reason="recorded")
     await wait_stage(env.client, "rec-reject", Stage.REJECTED)
     await save(env.client, campaign_workflow_id("rec-reject"), "campaign_rejected")
     # Expired.
     intake = parse_lead_rows(enumerate(LEADS[:1], start=2), "rec-expire")
-    await mgr.start(intake, name="expire", campaign_id="rec-expire",
-                    approval_timeout_seconds=3600)
+    await mgr.start(intake, CampaignOptions(approval_timeout="1h"), name="expire", campaign_id="rec-expire")
     await wait_stage(env.client, "rec-expire", Stage.AWAITING_APPROVAL)
     await env.sleep(timedelta(hours=2))
     await wait_stage(env.client, "rec-expire", Stage.EXPIRED)
