@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
@@ -38,12 +39,9 @@ COMMAND = re.compile(r"`campaign [a-z]|\bcampaign (start|schedule|add-leads|forg
 
 
 def _routes(routes: list[Any]) -> Iterator[Any]:
-    """The app's routes, those of included routers too (FastAPI nests them)."""
-    for route in routes:
-        if hasattr(route, "effective_route_contexts"):
-            yield from route.effective_route_contexts()
-        else:
-            yield route
+    """The app's routes, those of included routers too (FastAPI 0.165+ nests them)."""
+    flat = getattr(fastapi.routing, "iter_route_contexts", lambda routes: routes)
+    yield from flat(routes)
 
 
 def _app() -> Any:

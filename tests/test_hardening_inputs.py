@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
+import fastapi.routing
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -150,7 +151,9 @@ async def test_made_up_methods_and_paths_do_not_grow_the_metrics(
                     values.add(sample.labels[name])
     assert labels["method"] <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
                                 "OTHER"}, labels["method"]
-    templates = {getattr(r, "path", None) for r in app.routes}
+    # FastAPI 0.165+ nests an included router's routes; iter_route_contexts flattens them.
+    flat = getattr(fastapi.routing, "iter_route_contexts", lambda routes: routes)
+    templates = {getattr(r, "path", None) for r in flat(app.routes)}
     assert labels["route"] <= templates | {"unmatched"}, labels["route"] - templates
     assert all(s.isdigit() and len(s) == 3 for s in labels["status"]), labels["status"]
 
