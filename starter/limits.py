@@ -1,6 +1,6 @@
 """Bounds on what comes in from outside: numbers that reach the store, text a reviewer edits.
 
-One module so the API (`starter/api.py`), the review pages (`starter/review_pages.py`) and the
+One module so the API (`starter/api/`), the review pages (`starter/api/review_pages.py`) and the
 manager share the same figures: an edit the API refuses is refused by the form too, and a page
 or step number too large for the store's 64-bit integers is refused (422) before the store is
 asked, rather than raising `OverflowError` (a 500).
