@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from temporalio.client import (
@@ -66,38 +66,13 @@ from campaign_core.store.rows import AuditEntry, CampaignRow, DraftRow, DraftVie
 from campaign_core.temporal import connect
 from campaign_core.unsubscribe import BadToken, Claims, read_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
+from starter.errors import BadInput as BadInput
+from starter.errors import Conflict as Conflict
+from starter.errors import NotFound as NotFound
 from starter.limits import MAX_BODY, MAX_SUBJECT
+from starter.start_options import CampaignOptions, EngineTuning
 from workflows.campaign import CampaignWorkflow, search_attributes
 from workflows.signals import TemporalCampaignSignals
-
-if TYPE_CHECKING:  # start_options builds on this module's errors
-    from starter.start_options import CampaignOptions, EngineTuning
-
-
-class BadInput(Exception):
-    """The user asked for something invalid (exit 2, HTTP 4xx).
-
-    `field` names the input at fault by its JSON name (`id`, `channel`, `budget_usd`, ...)
-    and `value` what was given, when the error is about one: each door phrases them for its
-    caller (the CLI as its flag, the API as the body's field), so no message here speaks of
-    one door's spelling. `str()` is the API's phrasing: "field value: message".
-    """
-
-    def __init__(self, message: str, *, field: str | None = None,
-                 value: str | None = None) -> None:
-        self.reason, self.field, self.value = message, field, value
-        named = " ".join(part for part in (field, value) if part)
-        super().__init__(f"{named}: {message}" if named else message)
-
-
-class NotFound(BadInput):
-    """No such campaign (exit 2, HTTP 404)."""
-
-
-class Conflict(BadInput):
-    """The campaign's state refuses the request: not awaiting approval, already decided,
-    an edit after approval, or a draft edited since the version given (exit 2, HTTP 409)."""
-
 
 #: The most drafts one page may hold.
 MAX_PAGE = 1000
@@ -327,7 +302,6 @@ class CampaignManager(ControlPlane):
         the leads to whatever the row is), or when it is in the schedules' reserved prefix.
         """
         if options is None:
-            from starter.start_options import CampaignOptions
             options = CampaignOptions()
         check_start_id(campaign_id)
         self.check_options(options.channel, options.kb_dir())

@@ -41,7 +41,7 @@ from campaign_core.leads import IntakeResult
 from campaign_core.models import DEFAULT_APPROVAL_TIMEOUT_SECONDS, CampaignInput, Channel
 from campaign_core.send_window import SendWindow, zone
 from campaign_core.sequence import MAX_FOLLOW_UPS, follow_up_seconds
-from starter.manager import BadInput
+from starter.errors import BadInput
 
 #: Sends a minute to one recipient domain, unless the start says otherwise.
 DEFAULT_DOMAIN_LIMIT = 20

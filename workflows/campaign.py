@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from campaign_core.queues import WORKFLOW_QUEUE, queue_name
     from campaign_core.review import CONFLICT, DraftEditRef, DraftVersionRef, Exclusion
     from workflows.agents import call_agent
+    from workflows.breaker import BreakerListener
     from workflows.delivery import DeliveryOrchestrator
     from workflows.lead import LeadOrchestrator
 
@@ -78,7 +79,7 @@ def search_attributes(campaign_id: str, flow: str, stage: Stage | None = None) -
 
 
 @workflow.defn(name="CampaignWorkflow")
-class CampaignWorkflow:
+class CampaignWorkflow(BreakerListener):
     @workflow.init
     def __init__(self, inp: CampaignInput) -> None:
         """The state a run starts from, set before any signal or update of the run's first
@@ -297,9 +298,9 @@ class CampaignWorkflow:
         once, so a follow-up already waiting for its due time never fires."""
         await self._forward(DeliveryOrchestrator.reply, signal)
 
-    @workflow.signal(name="circuit_breaker")
-    def circuit_breaker(self, reason: str) -> None:
-        """The delivery orchestrator paused itself: record why, for `status` and the UI."""
+    def breaker_opened(self, reason: str) -> None:
+        """The delivery orchestrator paused itself (`circuit_breaker`): record why, for
+        `status` and the UI."""
         self._carry.paused = True
         self._carry.paused_reason = reason
         self._details(reason)

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from campaign_core.send_window import next_open
     from workflows.agents import call_agent
+    from workflows.breaker import BreakerListener
     from workflows.lead import failure_reason
     from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, RunState, run_is_full
 
@@ -106,13 +107,8 @@ class DeliveryOrchestrator:
         self._details()
         parent = workflow.info().parent
         if parent is not None:
-            with workflow.unsafe.imports_passed_through():
-                # The parent's handler, by reference; imported here, not at the top of this
-                # module, because workflows.campaign imports this module.
-                from workflows.campaign import CampaignWorkflow
-            await workflow.get_external_workflow_handle_for(
-                CampaignWorkflow.run, parent.workflow_id).signal(
-                CampaignWorkflow.circuit_breaker, reason)
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                BreakerListener.circuit_breaker, reason)
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
