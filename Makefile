@@ -105,7 +105,7 @@ bench: $(DEV_STAMP) pg-server bytecode
 	fi
 
 # The generated parts of docs/cli.md and docs/configuration.md, from the Typer app and the
-# settings model; tests/test_docs_current.py fails while they are stale.
+# settings model; tests/shape/test_docs_current.py fails while they are stale.
 docs: $(STAMP)
 	$(BIN)/python docs/generate.py
 

@@ -7,7 +7,7 @@ heartbeats the UID it reached. See campaign_core/imap.py for how each message is
 processed exactly once.
 
 The signals go by the workflows' handler references, which an activity may not import
-(tests/test_layering.py): the worker gives the agent how to make them
+(tests/shape/test_layering.py): the worker gives the agent how to make them
 (`workflows.signals.TemporalCampaignSignals`, in worker_main.build_agents).
 """
 

@@ -25,7 +25,7 @@ from campaign_core.temporal import run_history_lengths
 from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from starter.start_options import EngineTuning
-from tests.doubles import fast_agents
+from tests.fakes.doubles import fast_agents
 from worker_main import build_workers
 
 

@@ -15,7 +15,7 @@ a message costs before the store is touched:
 
 Each figure is the fastest of `--repeat` runs; the ratio is each size's time over the
 previous size's (sizes double: about 2 is linear, about 4 quadratic). Not part of the
-test suite (tests/test_inbound_hostile.py bounds the same inputs).
+test suite (tests/inbound/test_inbound_hostile.py bounds the same inputs).
 
     .venv/bin/python -m bench.bench_inbound_parse [--sizes 128 256 512 1024] [--repeat 5] [--write]
 """

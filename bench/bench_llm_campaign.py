@@ -44,7 +44,7 @@ from campaign_core.store.sqlite import SqliteStore  # noqa: E402
 from starter.devstack import in_memory_dev_server  # noqa: E402
 from starter.manager import CampaignManager  # noqa: E402
 from starter.start_options import CampaignOptions  # noqa: E402
-from tests.llm_server import LLMTestServer  # noqa: E402
+from tests.fakes.llm_server import LLMTestServer  # noqa: E402
 from worker_main import build_agents, build_workers  # noqa: E402
 
 KB = REPO / "starter" / "demo_data" / "kb"

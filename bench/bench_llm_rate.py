@@ -40,7 +40,7 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions
-from tests.llm_server import LLMTestServer
+from tests.fakes.llm_server import LLMTestServer
 from worker_main import WINDOW_S  # the window the worker keeps the limit over
 
 ROOT = Path(__file__).resolve().parent.parent

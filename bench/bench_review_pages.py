@@ -33,7 +33,7 @@ from starter.api import create_app
 from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from starter.review_auth import SESSION_COOKIE, Reviewers, session_signer
-from tests.doubles import fast_agents
+from tests.fakes.doubles import fast_agents
 from worker_main import build_workers
 
 TARGET_MS = 300.0

@@ -3,7 +3,7 @@
 Prints the events of every delivery run (the bound is 10,000 per run), the campaign run's
 events, the elapsed time, and checks that nobody who replied got a follow-up. Runs on the
 time-skipping server by default, with follow-ups a day and two days apart; the wait for the
-result unlocks its clock (`tests.time_skipping.TimeSkippingServer.unlocked`: a handle from
+result unlocks its clock (`tests.fakes.time_skipping.TimeSkippingServer.unlocked`: a handle from
 `get_workflow_handle` waits with the clock locked, which once looked like a server that
 stopped skipping after a child continued as new). `--dev-server` uses the real dev server,
 with follow-ups two minutes apart in real time.
@@ -21,8 +21,8 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from starter.devstack import in_memory_dev_server
-from tests.sequence_scale import run_sequence
-from tests.time_skipping import TimeSkippingServer
+from tests.fakes.sequence_scale import run_sequence
+from tests.fakes.time_skipping import TimeSkippingServer
 
 
 async def main(n: int, dev_server: bool) -> None:

@@ -41,7 +41,7 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import in_memory_dev_server
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions
-from tests.smtp_server import SmtpSink, smtp_server
+from tests.fakes.smtp_server import SmtpSink, smtp_server
 
 REPO = Path(__file__).resolve().parent.parent
 KB = REPO / "starter" / "demo_data" / "kb"

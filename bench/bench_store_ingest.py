@@ -40,7 +40,7 @@ from campaign_core.leads import Lead, parse_lead_rows  # noqa: E402
 from campaign_core.store.base import Store  # noqa: E402
 from campaign_core.store.postgres import PostgresStore  # noqa: E402
 from campaign_core.store.sqlite import SqliteStore  # noqa: E402
-from tests.pg_fixtures import TempPostgres, find_pg_bin  # noqa: E402
+from tests.fakes.pg_fixtures import TempPostgres, find_pg_bin  # noqa: E402
 
 CAMPAIGN = "bench-ingest"
 

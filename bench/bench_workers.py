@@ -40,7 +40,7 @@ from campaign_core.store.factory import open_store
 from starter.devstack import embedded_stack
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions
-from tests.pg_fixtures import TempPostgres
+from tests.fakes.pg_fixtures import TempPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The peak RSS a worker process should stay under on a 20,000-lead campaign (issue 14).

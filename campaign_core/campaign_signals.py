@@ -1,7 +1,7 @@
 """What tells a running campaign of a reply or a delivery event from outside: the port
 `CampaignSignals`, which `ReplyDesk` and `apply_delivery_event` are given.
 
-The core knows no workflow (tests/test_layering.py), so it cannot name their signal
+The core knows no workflow (tests/shape/test_layering.py), so it cannot name their signal
 handlers; the implementation that signals by handler reference is the workflows' own:
 `workflows.signals.TemporalCampaignSignals`, built by whoever holds a Temporal client (the
 control plane, the worker). Which workflow each signal goes to, and why, is said there.

@@ -4,7 +4,7 @@ orchestrator moves between versions on a deploy.
 Off unless CAMPAIGN_DEPLOYMENT_VERSION is set (then workers are unversioned, as before).
 Campaigns and their delivery wait days for approval and follow-ups, so they AUTO_UPGRADE:
 they move to the current version at their next workflow task, and every change to their
-code is guarded with `workflow.patched` and held by tests/test_replay.py. Per-lead
+code is guarded with `workflow.patched` and held by tests/workflows/test_replay.py. Per-lead
 drafting, a schedule's firing and a mailbox poll take minutes at most, so they are PINNED:
 each finishes on the version that started it. Why, and the procedure: README "Deploying a
 new version" and docs/architecture.md ("Safe deploys").
@@ -72,7 +72,7 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     if version is None:
         return None
     # Each orchestrator's versioned twin declares its behavior (workflows/versioned.py); this
-    # default only covers a workflow added without one (tests/test_deploys.py fails for that).
+    # default only covers a workflow added without one (tests/ops/test_deploys.py fails for that).
     return WorkerDeploymentConfig(version=version, use_worker_versioning=True,
                                   default_versioning_behavior=LONG_RUNNING)
 

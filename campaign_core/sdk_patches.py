@@ -35,10 +35,10 @@ version: on another minor it logs a warning naming both and gives the SDK's own 
 and payload walks, so the worker runs correctly, only slower. Both patches change speed,
 not results, and a worker that refused to start over a speed-up would be the worse
 failure. An SDK that has dropped the private names fails the import of this module with a
-message naming both versions. To move to a new minor version: run tests/test_sandbox_runner.py
-and tests/test_payload_walks.py against it, then raise `WRITTEN_FOR` with the pin.
+message naming both versions. To move to a new minor version: run tests/workflows/test_sandbox_runner.py
+and tests/workflows/test_payload_walks.py against it, then raise `WRITTEN_FOR` with the pin.
 
-Only worker_main.py imports this module (and the tests of it): tests/test_layering.py
+Only worker_main.py imports this module (and the tests of it): tests/shape/test_layering.py
 holds that, so no CLI command or API process patches the SDK.
 """
 

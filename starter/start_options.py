@@ -8,7 +8,7 @@ keeps the names recorded in its histories (`follow_up_seconds`, `approval_timeou
 the one place that maps the first onto the second, and `CampaignOptions.stored` what the
 store's campaign row keeps (the brief, the knowledge base, the budget). A new option is a
 field here, a line in one of those two, and its flag and body key at the doors;
-tests/test_start_options_reach_workflow.py fails until it reaches the workflow.
+tests/workflows/test_start_options_reach_workflow.py fails until it reaches the workflow.
 
 One validator per option, so the CLI and the API accept and refuse the same values with the
 same words (the CLI names the flag, the API the body field: `cli_message`, FastAPI's 422).

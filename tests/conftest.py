@@ -22,8 +22,8 @@ from temporalio.worker import Worker
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import in_memory_dev_server
-from tests.time_skipping import TimeSkippingServer
-from tests.webhook_receiver import Hook
+from tests.fakes.time_skipping import TimeSkippingServer
+from tests.fakes.webhook_receiver import Hook
 from worker_main import build_workers
 
 REPO = Path(__file__).resolve().parent.parent

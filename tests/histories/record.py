@@ -50,7 +50,7 @@ from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions, EngineTuning
-from tests.llm_server import LLMTestServer
+from tests.fakes.llm_server import LLMTestServer
 from worker_main import build_workers
 from workflows.scheduled import ScheduledCampaign
 from workflows.signals import TemporalCampaignSignals

@@ -1,0 +1,180 @@
+"""/metrics: a campaign moves the engine's counters by exactly its own counts.
+
+A worker process's runtime exports the SDK's metrics and the engine's on one Prometheus
+listener; the test runs a campaign against the real dev server with workers on such a
+runtime, an LLM test server behind the real openai client, then scrapes the endpoint
+and reads it with Prometheus' own text parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+from temporalio.testing import WorkflowEnvironment
+
+from campaign_core.events import DeliveryEvent
+from campaign_core.ids import campaign_workflow_id
+from campaign_core.leads import parse_lead_rows
+from campaign_core.metrics import install, metrics_address, telemetry_runtime, watch_backlog
+from campaign_core.models import CampaignStatus, DeliveryEventKind, Stage
+from campaign_core.ports import free_port
+from campaign_core.settings import Settings
+from starter.manager import CampaignManager
+from starter.start_options import CampaignOptions
+from tests.conftest import KB
+from tests.fakes.llm_server import LLMTestServer
+
+BRIEF = "Book a 20-minute intro call. Every claim must cite the knowledge base."
+LEADS = [
+    {"email": "ana@example.com", "first_name": "Ana", "company": "Northwind Freight"},
+    {"email": "bo@example.org", "first_name": "Bo", "company": "Ledgerly"},
+    {"email": "cy@example.net", "first_name": "Cy", "company": "Carely"},
+    {"email": "di@example.io", "first_name": "Di", "company": "Datawise"},
+]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def llm() -> Iterator[LLMTestServer]:
+    with LLMTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def runtime(settings: Settings, port: int) -> AsyncIterator[Runtime]:
+    """A runtime exporting to Prometheus, installed as the process's for this test only."""
+    rt = telemetry_runtime(settings, metrics_address("127.0.0.1", port))
+    assert rt is not None
+    install(rt)
+    yield rt
+    install(None)
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = frozenset((k, v) for k, v in s.labels.items()
+                               if k in {"outcome", "channel", "direction", "purpose", "kind",
+                                        "task_queue", "route", "status"})
+            out[(s.name, labels)] = out.get((s.name, labels), 0.0) + s.value
+    return out
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of `name` over every series whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+async def wait_stage(client: Client, cid: str, stages: set[Stage]) -> None:
+    handle = client.get_workflow_handle(campaign_workflow_id(cid))
+    for _ in range(1200):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return
+        status = await handle.query("status", result_type=CampaignStatus)
+        if status.stage in stages:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cid} never reached {stages}")
+
+
+async def test_campaign_moves_the_counters_by_its_counts(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Any, prefix: str,
+    run_workers: Any, llm: LLMTestServer, runtime: Runtime, port: int,
+) -> None:
+    llm.script("bad_citation", "bad_citation", match="first_name: Bo")  # repair, then fails
+    llm.script("bad_citation", match="first_name: Cy")  # repaired
+    llm_settings = settings.model_copy(update={
+        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
+        "openai_base_url": llm.base_url, "llm_model": "test-model",
+        "llm_price_input": 1.0, "llm_price_output": 2.0,
+    })
+    client = await Client.connect(dev_env.client.service_client.config.target_host,
+                                  data_converter=pydantic_data_converter, runtime=runtime)
+    from worker_main import build_agents
+
+    mgr = CampaignManager(llm_settings, client=client, store=store, queue_prefix=prefix,
+                          use_search_attributes=False)
+    cid = "metrics-1"
+    async with run_workers(client, agents=build_agents(store, llm_settings)):
+        await mgr.start(parse_lead_rows(enumerate(LEADS, start=2), cid),
+                        CampaignOptions(brief=BRIEF, kb=str(KB)), name="m", campaign_id=cid)
+        await wait_stage(client, cid, {Stage.AWAITING_APPROVAL})
+        await mgr.approve(cid, by="tester")
+        await wait_stage(client, cid, {Stage.COMPLETED})
+        status = await mgr.status(cid)
+        report = {r.email: r for r in await store.report(cid)}
+        await mgr.delivery_event(DeliveryEvent(type=DeliveryEventKind.COMPLAINT,
+                                               email="ana@example.com",
+                                               message_id=report["ana@example.com"].message_id),
+                                 source="test")
+        await asyncio.sleep(1.5)  # let the exporter see the last points
+        samples = scrape(port)
+
+    c = status.counts
+    assert (c.drafted, c.draft_failed, c.sent) == (3, 1, 3)
+    assert total(samples, "campaign_leads_drafted_total") == c.drafted
+    assert total(samples, "campaign_leads_draft_failed_total") == c.draft_failed
+    assert total(samples, "campaign_drafts_approved_total") == c.approved
+    assert total(samples, "campaign_messages_total", channel="outbox", outcome="sent") == c.sent
+    # Status, report and metrics agree: the counts are the report's tallies (issue 24).
+    assert total(samples, "campaign_messages_total", outcome="suppressed") == c.suppressed
+    assert total(samples, "campaign_messages_total", outcome="failed") == c.send_failed
+    assert c.sent == sum(r.delivery_status == "sent" for r in report.values())
+    assert (c.pending, c.held, report["bo@example.org"].delivery_status) == (0, 1, "not_approved")
+    assert total(samples, "campaign_complaints_total") == 1
+    calls = llm.calls()
+    assert total(samples, "campaign_llm_calls_total") == len(calls)
+    assert total(samples, "campaign_llm_calls_total", purpose="repair") == 2
+    assert total(samples, "campaign_guardrail_repairs_total") == 2
+    assert total(samples, "campaign_guardrail_failures_total") == 1
+    assert total(samples, "campaign_llm_tokens_total", direction="input") > 0
+    spend = sum(float((d.provenance or {}).get("cost_usd") or 0.0)
+                for d in await store.list_drafts(cid))
+    assert total(samples, "campaign_llm_cost_usd_sum") >= spend - 1e-9 > 0  # float sums
+    # The SDK's own metrics share the listener.
+    assert any(name.startswith("temporal_") for name, _ in samples)
+
+
+async def test_backlog_gauge_reads_the_servers_task_queue_statistics(
+    dev_env: WorkflowEnvironment, runtime: Runtime, port: int, prefix: str,
+) -> None:
+    client = await Client.connect(dev_env.client.service_client.config.target_host,
+                                  runtime=runtime)
+    queue = f"{prefix}backlog"
+    for i in range(3):  # nobody polls this queue: the tasks wait in its backlog
+        await client.start_workflow("Nobody", id=f"{prefix}wf-{i}", task_queue=queue,
+                                    execution_timeout=timedelta(minutes=5))
+    stop = asyncio.Event()
+    seen = 0.0
+    for _ in range(40):  # the server's statistics lag a little behind
+        watcher = asyncio.create_task(watch_backlog(client, [queue], stop, every=0.1))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await watcher
+        stop.clear()
+        await asyncio.sleep(1.2)
+        seen = total(scrape(port), "campaign_task_queue_backlog", task_queue=queue,
+                     kind="workflow")
+        if seen == 3:
+            break
+    assert seen == 3
