@@ -111,7 +111,7 @@ def server_rate(limit: float | None) -> float | None:
     five seconds can carry six seconds of tasks and one: 1.2 times the rate (what was measured:
     docs/performance.md, "Rate limits that hold over five seconds"). With r = (5.5 * limit - 1) / 6,
     6 * r + 1 is 5.5 * limit, so no window passes 1.1 times the limit; a saturated queue
-    then averages r (0.90 of a limit of 10). tests/test_copywriter.py holds this against the
+    then averages r (0.90 of a limit of 10). tests/drafting/test_copywriter.py holds this against the
     server's limiter written out as arithmetic. Under about 1/s a single burst task
     dominates, and half the limit is the floor.
     """

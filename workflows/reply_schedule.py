@@ -3,7 +3,7 @@ CAMPAIGN_IMAP_POLL_SECONDS.
 
 The worker of the workflow queue makes it (or brings it to the current settings) when it
 starts, so it sits beside the workflow it starts rather than in the control plane: the
-worker imports nothing of `starter/` (tests/test_layering.py).
+worker imports nothing of `starter/` (tests/shape/test_layering.py).
 """
 
 from __future__ import annotations
