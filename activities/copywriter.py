@@ -66,11 +66,12 @@ class PromptTemplate:
     sections: dict[str, str]
 
     @classmethod
-    def load(cls, name: str, folder: Path = PROMPTS_DIR) -> PromptTemplate:
+    def load(cls, name: str, folder: Path = PROMPTS_DIR,
+             required: tuple[str, ...] = ("system", "user", "repair")) -> PromptTemplate:
         raw = (folder / f"{name}.md").read_text(encoding="utf-8")
         parts = _SECTION.split(re.sub(r"(?s)\A\s*<!--.*?-->", "", raw))
         sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
-        missing = {"system", "user", "repair"} - set(sections)
+        missing = set(required) - set(sections)
         if missing:
             raise ValueError(f"prompt {name}: missing section(s) {', '.join(sorted(missing))}")
         return cls(name, "sha256:" + sha256(raw.encode()).hexdigest(), sections)

@@ -25,6 +25,7 @@ from activities.copywriter import CopywriterAgent
 from activities.delivery import DeliveryAgent
 from activities.knowledge import KnowledgeAgent
 from activities.replies import ReplyAgent
+from activities.reply_intents import ReplyIntentAgent
 from activities.schedule_agent import ScheduleAgent
 from activities.sequence_agent import SequenceAgent
 from activities.store_agent import StoreAgent
@@ -42,7 +43,7 @@ PERMANENT_ERRORS = ["InvalidInput", "NotFound", "GuardrailViolation", "LLMAuthEr
 #: load none of them). The worker imports them when it builds its workers (`preload`), as
 #: it did when they were top-level imports: the first activity of a fresh worker does not
 #: stall the event loop, which also runs workflow tasks and heartbeats, on an import.
-IMPLEMENTATION_LIBRARIES = ("openai", "numpy", "bm25s", "aiosmtplib", "phonenumbers")
+IMPLEMENTATION_LIBRARIES = ("openai", "numpy", "bm25s", "aiosmtplib", "phonenumbers", "dateparser")
 
 
 def preload() -> None:
@@ -103,6 +104,7 @@ def _store(fn: AgentMethod, *, local: bool = False) -> AgentSpec:
 #: The classes whose methods are agents; the worker makes one instance of each.
 AGENT_CLASSES: tuple[type[Agent], ...] = (
     StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent, SequenceAgent,
+    ReplyIntentAgent,
 )
 
 #: `local=True`: short, idempotent store steps, run as local activities (AgentSpec.local).
@@ -134,6 +136,10 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
                   _AGENT_RETRY, heartbeat=timedelta(seconds=30)),
         # Up to two LLM calls (draft + one repair), each bounded by CAMPAIGN_LLM_TIMEOUT.
         AgentSpec(CopywriterAgent.write_draft, "llm", timedelta(minutes=3), _AGENT_RETRY,
+                  heartbeat=timedelta(seconds=30)),
+        # One reply's intent: the rules, and at most one LLM call bounded by
+        # CAMPAIGN_LLM_TIMEOUT; on the llm queue, so the provider's rate limit covers it.
+        AgentSpec(ReplyIntentAgent.classify_reply, "llm", timedelta(minutes=2), _AGENT_RETRY,
                   heartbeat=timedelta(seconds=30)),
         # The heartbeat lets a send on a worker that died be retried after 20 s
         # instead of the full minute; the retry is safe (see activities/delivery).

@@ -7,6 +7,8 @@ the same way; secrets are `SecretStr` so they never show up in a repr or a log l
 from __future__ import annotations
 
 import json
+import re
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -100,6 +102,12 @@ class Settings(BaseSettings):
     llm_price_output: float | None = Field(
         default=None, ge=0, alias="CAMPAIGN_LLM_PRICE_OUTPUT",
         description="USD per million completion tokens; overrides the built-in price table.",
+    )
+    intent_min_confidence: float = Field(
+        default=0.7, ge=0.0, le=1.0, alias="CAMPAIGN_INTENT_MIN_CONFIDENCE",
+        description="A reply's intent read with less confidence than this (by the LLM or the "
+        "offline rules) is treated as `unclear` and left for a person; an unsubscribe is "
+        "honoured whatever its confidence (docs/replies.md).",
     )
     embedding_model: str | None = Field(
         default=None, alias="CAMPAIGN_EMBEDDING_MODEL",
@@ -243,6 +251,14 @@ class Settings(BaseSettings):
         "firing starts a new campaign with a budget of its own.",
     )
 
+    reply_cooldown: str = Field(
+        default="90d", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$", alias="CAMPAIGN_REPLY_COOLDOWN",
+        description="How long after a person's reply (not an automatic one) a new campaign, "
+        "`add-leads` or a schedule's firing skips them, e.g. 90d, 12w, 48h; 0 skips nobody for "
+        "a reply. People in another campaign's sequence still going on are skipped too; "
+        "`--allow-overlap` keeps both.",
+    )
+
     deployment_version: str | None = Field(
         default=None, alias="CAMPAIGN_DEPLOYMENT_VERSION",
         description="Worker Versioning: the build id (or deployment:build id) every worker "
@@ -307,6 +323,15 @@ class Settings(BaseSettings):
         CAMPAIGN_PUBLIC_URL is set (`campaign api --host --port`)."""
         if "public_url" not in self.model_fields_set:
             self.public_url = base
+
+    @property
+    def reply_cooldown_delta(self) -> timedelta:
+        """CAMPAIGN_REPLY_COOLDOWN as a timedelta (`90d`, `12w`, `48h`, `3600` seconds)."""
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", self.reply_cooldown.lower())
+        if match is None:  # the field's pattern refused it already
+            raise ValueError(f"CAMPAIGN_REPLY_COOLDOWN: {self.reply_cooldown!r} is not a duration")
+        units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        return timedelta(seconds=int(match.group(1)) * units[match.group(2)])
 
     @property
     def resolved_llm_provider(self) -> str:

@@ -21,6 +21,12 @@ Actions: `ok`, `429`, `500`, `503`, `408`, `409`, `400`, `401`, `403`, `404`, `4
 `bad_citation` (cites a passage that was not retrieved), `placeholder` (leaves
 `{first_name}` and `[Company]` in), `refusal`, `length` (cut off at the token limit).
 
+A request for the reply-intent schema (`ReplyIntentOutput`, activities/reply_intents.py)
+gets a classification instead of a draft: `unsubscribe` when the fenced reply asks to be
+removed, `question` when it asks something, else `interested`; the action
+`intent:<label>:<confidence>` answers that label, `off_label` a label outside the enum;
+`refusal`, `malformed` and the status actions behave as for drafts.
+
 Run it alone with `python -m tests.fakes.llm_server --port 8900 --p429 0.2` to point a
 `campaign dev` at it (OPENAI_BASE_URL=http://127.0.0.1:8900/v1).
 """
@@ -44,6 +50,9 @@ EMBED_DIM = 256
 INVENTED_PASSAGE = "kb/invented.md#9-deadbeef"
 _PASSAGE = re.compile(r'<passage id="([^"]+)"[^>]*>\n(.*?)\n</passage>', re.S)
 _WORD = re.compile(r"[a-z0-9]+")
+#: The reply-intent request's schema name, and the fenced reply in its prompt.
+INTENT_SCHEMA = "ReplyIntentOutput"
+_REPLY = re.compile(r"<reply>\n(.*?)\n</reply>", re.S)
 _STATUS_ACTIONS = {"400", "401", "403", "404", "408", "409", "422", "429", "500", "503"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
                 404: "not_found", 408: "timeout", 409: "conflict", 422: "unprocessable_entity",
@@ -288,6 +297,9 @@ class LLMTestServer:
 
     def _completion(self, body: dict[str, Any], action: str) -> dict[str, Any]:
         messages = body.get("messages", [])
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if schema == INTENT_SCHEMA:
+            return self._intent_completion(body, action)
         user = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         passages = _PASSAGE.findall(user)
         first = _field(user, "first_name")
@@ -327,6 +339,45 @@ class LLMTestServer:
             "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
                          "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+
+    def _intent_completion(self, body: dict[str, Any], action: str) -> dict[str, Any]:
+        """A reply-intent answer (see the module's docstring)."""
+        messages = body.get("messages", [])
+        user = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+        found = _REPLY.search(user)
+        reply = (found.group(1) if found else user).lower()
+        label, confidence = "interested", 0.9
+        if re.search(r"unsubscribe|remove me|take me off", reply):
+            label, confidence = "unsubscribe", 0.96
+        elif "?" in reply:
+            label, confidence = "question", 0.85
+        if action.startswith("intent:"):
+            _, label, conf = action.split(":", 2)
+            confidence = float(conf)
+        elif action == "off_label":
+            label = "positive"
+        answer: dict[str, Any] = {"intent": label, "confidence": confidence,
+                                  "why": f"test server: {label}", "date": None,
+                                  "referral_name": None, "referral_email": None}
+        content: str | None = json.dumps(answer)
+        refusal = None
+        if action == "malformed":
+            content = "I think this reply is " + label
+        elif action == "refusal":
+            content, refusal = None, "I can't help with that request."
+        prompt_tokens = sum(len(str(m.get("content") or "")) for m in messages) // 4
+        completion_tokens = len(content or refusal or "") // 4
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+        return {
+            "id": f"chatcmpl-{digest}", "object": "chat.completion", "created": 1700000000,
+            "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content,
+                                     "refusal": refusal}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }

@@ -42,7 +42,7 @@ SDK_PATCHES = "campaign_core.sdk_patches"
 PATCHERS = frozenset({"worker_main"})
 
 #: What the agents import where the work is done, and the CLI must not load for nothing.
-HEAVY = ("openai", "bm25s", "numpy", "aiosmtplib", "phonenumbers")
+HEAVY = ("openai", "bm25s", "numpy", "aiosmtplib", "phonenumbers", "dateparser")
 
 #: `campaign` commands that run no worker (each a help page: parsing, no connection).
 LIGHT_COMMANDS = (
