@@ -166,7 +166,7 @@ async def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         if drafted.stage is not Stage.AWAITING_APPROVAL:
             print(f"drafting ended {drafted.stage.value}: {drafted.error}", file=sys.stderr)
             return 1
-        await store.add_suppressions(sorted(suppressed), "bench")
+        await store.add_suppressions(sorted(suppressed), "bench", source="manual")
         n_approved = await mgr.approve(cid, lead_ids=approved if unapproved else None,
                                        by="bench")
         t2 = time.monotonic()

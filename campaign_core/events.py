@@ -115,7 +115,9 @@ async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: st
         process_metrics().delivery_event(event.type.value)
     suppressed = False
     if counts:
-        suppressed = await store.add_suppressions([email], f"{event.type.value} ({source})") > 0
+        suppressed = await store.add_suppressions(
+            [email], f"{event.type.value} ({source})",
+            source="complaint" if event.type is DeliveryEventKind.COMPLAINT else "bounce") > 0
     signalled = False
     if new and counts and campaign_id and lead_id and await _first_for_lead(
             store, campaign_id, lead_id, event.type, stored_id):

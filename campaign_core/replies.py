@@ -331,7 +331,8 @@ class ReplyDesk:
             return InboundResult(message_id=msg.key, kind="unsubscribe", status="unmatched",
                                  reason="unsubscribe by mail with a key that is not ours")
         cid, lid = delivery.campaign_id, delivery.lead_id
-        added = await self.store.add_suppressions([lead.email], f"unsubscribe (mailto, {cid})") > 0
+        added = await self.store.add_suppressions([lead.email], f"unsubscribe (mailto, {cid})",
+                                                 source="mailto") > 0
         new = await self.store.record_delivery_event(
             event_id=f"{MAILTO_SOURCE}:{key}", kind=DeliveryEventKind.UNSUBSCRIBE.value,
             email=lead.email, source=MAILTO_SOURCE, campaign_id=cid, lead_id=lid,

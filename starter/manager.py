@@ -728,15 +728,20 @@ class CampaignManager(ControlPlane):
         confirmation page shows (a GET must not act: mail link scanners fetch every link)."""
         return (await self._unsubscribe_claims(token))[1]
 
-    async def unsubscribe(self, token: str) -> str:
+    async def unsubscribe(self, token: str, *,
+                          one_click: bool = False) -> str:
         """Suppress the address an unsubscribe link was made for; returns the address.
+        `one_click`: the RFC 8058 POST of a mail client (the entry's source `one_click`),
+        not the confirmation page's button (`unsubscribe_link`).
 
         Suppression is checked at the moment of sending, so this stops every pending
         send to the address, in every campaign, from now on. Idempotent: a second
         POST (the page's button pressed twice, or after the one-click POST) changes nothing.
         """
         claims, email = await self._unsubscribe_claims(token)
-        await self.store.add_suppressions([email], f"unsubscribe ({claims.campaign_id})")
+        await self.store.add_suppressions(
+            [email], f"unsubscribe ({claims.campaign_id})",
+            source="one_click" if one_click else "unsubscribe_link")
         key = message_key(claims.campaign_id, claims.lead_id, claims.step)
         new = await self.store.record_delivery_event(
             event_id=f"unsubscribe:{key}", kind=DeliveryEventKind.UNSUBSCRIBE.value,

@@ -1,5 +1,11 @@
-"""The suppression list and erasure requests, for `campaign suppress` / `campaign forget` and
-`POST /suppressions` / `POST /erasure` alike.
+"""The suppression list and erasure requests, for `campaign suppress` / `suppressions` /
+`unsuppress` / `forget` and `POST /suppressions` / `GET /suppressions` /
+`DELETE /suppressions/{email}` / `POST /erasure` alike.
+
+Lifting a suppression (`unsuppress`) is refused for an erased person (the entry is what
+keeps the erasure) and leaves an audit entry naming who lifted it and why: one in each
+campaign that has the person as a lead, and one without the address in the suppression
+list's own trail (`SUPPRESSION_TRAIL`).
 
 Erasure lets the store erase (`Store.forget`), then deletes the outbox `.eml` copies
 addressed to the person, and reports what went in one JSON document.
@@ -7,6 +13,7 @@ addressed to the person, and reports what went in one JSON document.
 
 from __future__ import annotations
 
+from datetime import datetime
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -14,14 +21,34 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import Lead, address_forms, valid_email
+from campaign_core.models import Stage
 from campaign_core.settings import Settings
-from campaign_core.store.base import Store
-from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
-from starter.manager import BadInput
+from campaign_core.store.base import Store, now_utc
+from campaign_core.store.erasure import ERASURE_SOURCE, FORGOTTEN_REASON, redact, subject_digest
+from campaign_core.store.rows import SuppressionRow
+from starter.errors import BadInput, Conflict, NotFound
 
 #: The reason recorded for addresses suppressed by hand (CLI or API).
 MANUAL_REASON = "manual"
+
+#: Where the suppression list's own audit entries are kept: a reserved campaign id, which no
+#: campaign can have (campaign ids begin with a letter or a digit).
+SUPPRESSION_TRAIL = "_suppressions"
+#: The longest reason a lift may give.
+MAX_LIFT_REASON = 1000
+
+
+class Unsuppressed(BaseModel):
+    """What lifting a suppression did: the address, who lifted it and why, and the entries
+    removed (more than one when older rows held other spellings of the address)."""
+
+    email: str
+    by: str
+    reason: str
+    removed: list[SuppressionRow]
+    audited_campaigns: int
 
 
 class SuppressionResult(BaseModel):
@@ -53,8 +80,61 @@ def valid_addresses(emails: list[str], what: str) -> list[str]:
 async def suppress(store: Store, emails: list[str]) -> SuppressionResult:
     """Add the (valid, normalised) addresses to the suppression list, never sent to again."""
     addresses = valid_addresses(emails, "suppress")
-    added = await store.add_suppressions(addresses, MANUAL_REASON)
+    added = await store.add_suppressions(addresses, MANUAL_REASON, source="manual")
     return SuppressionResult(added=added, already_suppressed=len(addresses) - added)
+
+
+async def list_suppressions(store: Store) -> list[SuppressionRow]:
+    """The suppression list, newest first."""
+    return await store.list_suppressions()
+
+
+async def unsuppress(store: Store, email: str, *, reason: str, by: str) -> Unsuppressed:
+    """Lift the address's suppression (every stored spelling of it), with audit entries
+    naming `by` and `reason`. NotFound when it is not on the list; Conflict for an erased
+    person's address, whose suppression is never lifted."""
+    [address] = valid_addresses([email], "unsuppress")
+    reason = reason.strip()
+    if not reason:
+        raise BadInput("say why the suppression is lifted", field="reason")
+    if len(reason) > MAX_LIFT_REASON:
+        raise BadInput(f"at most {MAX_LIFT_REASON} characters", field="reason")
+    asked = email.strip()  # its own forms too: older rows kept a trimmed, lower-cased spelling
+    entry = await store.get_suppression(asked)
+    if entry is None:
+        raise NotFound(f"{address} is not on the suppression list")
+    removed = [] if entry.source == ERASURE_SOURCE else await store.lift_suppression(asked)
+    if not removed:  # erased, or lifted by someone else since it was read
+        entry = await store.get_suppression(asked)
+        if entry is None:
+            raise NotFound(f"{address} is not on the suppression list")
+        raise Conflict(f"{address} was erased at the person's request (campaign forget): its "
+                       "suppression is what keeps the erasure and is never lifted")
+    at = now_utc()
+    data: dict[str, Any] = {
+        "status": "unsuppressed", "by": by, "reason": reason,
+        "previous": [{"reason": r.reason, "source": r.source, "created_at": r.created_at}
+                     for r in removed]}
+    leads = await store.find_leads_by_email(asked, [s.value for s in Stage])
+    for campaign_id, lead_id in leads:
+        await store.save_envelope(_lift_record(campaign_id, subject_digest(address), data, at),
+                                  lead_id)
+    # The list's own trail holds no address (a later erasure could not find it there).
+    trail = redact(data, [], address_forms(asked)) | {"subject": subject_digest(address)}
+    await store.save_envelope(_lift_record(SUPPRESSION_TRAIL, subject_digest(address), trail, at))
+    return Unsuppressed(email=address, by=by, reason=reason, removed=removed,
+                        audited_campaigns=len({cid for cid, _ in leads}))
+
+
+def _lift_record(campaign_id: str, subject: str, data: dict[str, Any], at: datetime) -> Envelope:
+    """The audit entry of a lifted suppression."""
+    return Envelope(
+        metadata=EnvelopeMetadata(campaign_id=campaign_id, run_id="control-plane",
+                                  agent="control_plane.unsuppress", agent_version="1",
+                                  attempt=1, started_at=at, ended_at=at),
+        records=[Record(kind="unsuppressed", key=subject, data=data, provenance=Provenance(
+            source="request:unsuppress", agent="control_plane", created_at=at,
+            inputs_digest=digest([subject, data, at.isoformat()])))])
 
 
 async def forget(settings: Settings, store: Store, email: str) -> ErasureReport:

@@ -36,10 +36,12 @@ from campaign_core.store.rows import (
     Row,
     SequenceStepRow,
     Spend,
+    SuppressionRow,
+    SuppressionSource,
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -239,9 +241,27 @@ class Store(Protocol):
         """Leads whose step 1 is approved, in lead-id order after `after`."""
         ...
 
-    async def add_suppressions(self, emails: list[str], reason: str) -> int: ...
+    async def add_suppressions(self, emails: list[str], reason: str, *,
+                               source: SuppressionSource) -> int:
+        """Put the addresses on the suppression list (normalised) with `reason` and where
+        the entry came from (`source`); an address already there keeps its entry. Returns
+        how many were added."""
+        ...
 
     async def is_suppressed(self, email: str) -> bool: ...
+
+    async def list_suppressions(self) -> list[SuppressionRow]:
+        """The whole suppression list, newest first (then by address)."""
+        ...
+
+    async def get_suppression(self, email: str) -> SuppressionRow | None:
+        """The address's entry (under any of its stored forms), or None."""
+        ...
+
+    async def lift_suppression(self, email: str) -> list[SuppressionRow]:
+        """Remove the address's entries (every stored form) unless one was made by an
+        erasure request: then nothing is removed. Returns the entries removed."""
+        ...
 
     async def get_delivery(self, message_key: str) -> DeliveryRow | None: ...
 
@@ -423,6 +443,12 @@ class Store(Protocol):
 
     async def get_reply(self, reply_id: str) -> ReplyRow | None:
         """One recorded message by its id."""
+        ...
+
+    async def record_reply_intent(self, reply_id: str, intent: str, confidence: float | None,
+                                  action: str | None) -> bool:
+        """Record what the reply classifier made of a reply (schema 14), replacing an
+        earlier reading; False when there is no such reply."""
         ...
 
     async def confirm_reply(self, reply_id: str) -> bool:
@@ -690,6 +716,16 @@ def event_row(row: dict[str, Any]) -> DeliveryEventRow:
 
 def reply_row(row: dict[str, Any]) -> ReplyRow:
     return typed(ReplyRow, row, "replies", str(row.get("reply_id")))
+
+
+def suppression_row(row: dict[str, Any]) -> SuppressionRow:
+    return typed(SuppressionRow, row, "suppressions", str(row.get("email")))
+
+
+def first_suppression(rows: list[SuppressionRow]) -> SuppressionRow | None:
+    """The entry that speaks for an address stored under several forms: an erasure's (it
+    may never be lifted), else the oldest."""
+    return min(rows, key=lambda r: (r.source != "erasure", r.created_at), default=None)
 
 
 def audit_entry(row: dict[str, Any]) -> AuditEntry:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.leads import address_forms, lead_id_for, normalise_email
@@ -26,6 +26,8 @@ from campaign_core.store.base import DerivedHashes, StoreError, now_utc, parse_l
 
 #: The suppression reason `forget` writes (an earlier reason is replaced by this one).
 FORGOTTEN_REASON = "forgotten (erasure request)"
+#: The suppression source `forget` writes (schema 14): such an entry is never lifted.
+ERASURE_SOURCE: Final = "erasure"
 
 #: What redacted text is replaced with.
 ERASED = "[erased]"

@@ -23,6 +23,14 @@ DeliveryOutcomeName = Literal["sent", "suppressed", "not_approved", "failed", "p
                               "stopped", "excluded", "rejected"]
 #: A follow-up's state in the store's schedule (`sequence_steps`).
 StepState = Literal["scheduled", "sent", "stopped", "failed"]
+#: Where a suppression-list entry came from (schema 14): an unsubscribe asked for in a reply,
+#: the unsubscribe link's confirmation page, its RFC 8058 one-click POST, mail to the
+#: List-Unsubscribe address, a hard bounce, a complaint, by hand, or an erasure request.
+SuppressionSource = Literal["reply", "unsubscribe_link", "one_click", "mailto", "bounce",
+                            "complaint", "manual", "erasure"]
+SUPPRESSION_SOURCES: tuple[SuppressionSource, ...] = (
+    "reply", "unsubscribe_link", "one_click", "mailto", "bounce", "complaint", "manual",
+    "erasure")
 
 
 class Row(BaseModel):
@@ -159,6 +167,21 @@ class ReplyRow(Row):
     #: False: matched by an address nobody vouched for (no passing, aligned
     #: Authentication-Results from CAMPAIGN_TRUSTED_AUTHSERV_ID); it changed nothing (schema 13).
     verified: bool = True
+    #: What the reply classifier made of it (schema 14): its intent, how sure it was, and
+    #: the action taken; None until it has read the reply.
+    intent: str | None = None
+    confidence: float | None = None
+    action: str | None = None
+
+
+class SuppressionRow(Row):
+    """An address on the suppression list (never sent to, in any campaign): why, where the
+    entry came from (schema 14), and since when."""
+
+    email: str
+    reason: str
+    source: SuppressionSource
+    created_at: str
 
 
 class DraftView(Row):

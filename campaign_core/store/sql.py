@@ -36,6 +36,7 @@ from campaign_core.store.base import (
     draft_edit_row,
     draft_row,
     event_row,
+    first_suppression,
     iso,
     migrations,
     normalise_address,
@@ -48,9 +49,16 @@ from campaign_core.store.base import (
     reply_row,
     reviewer_row,
     step_row,
+    suppression_row,
     trace_fields,
 )
-from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.erasure import (
+    ERASURE_SOURCE,
+    FORGOTTEN_REASON,
+    Erasure,
+    Mention,
+    Pairs,
+)
 from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
 from campaign_core.store.review import (
     SEARCHED,
@@ -73,6 +81,8 @@ from campaign_core.store.rows import (
     ReviewPage,
     SequenceStepRow,
     Spend,
+    SuppressionRow,
+    SuppressionSource,
 )
 
 #: The facts `outcomes.report_rows` reads about each (lead, step): the lead, its draft, the
@@ -567,11 +577,34 @@ class SqlStore(Erasure[Scope]):
             "AND lead_id > ? ORDER BY lead_id LIMIT ?", (campaign_id, after or "", limit))
         return [r["lead_id"] for r in rows]
 
-    async def add_suppressions(self, emails: list[str], reason: str) -> int:
-        rows = [(e, reason) for e in dict.fromkeys(normalise_address(e) for e in emails)]
+    async def add_suppressions(self, emails: list[str], reason: str, *,
+                               source: SuppressionSource) -> int:
+        rows = [(e, reason, source) for e in dict.fromkeys(normalise_address(e) for e in emails)]
         async with self._conn("suppressions", f"{len(emails)} address(es)") as c:
-            return await self._insert_many(c, "suppressions", ("email", "reason"), rows,
+            return await self._insert_many(c, "suppressions", ("email", "reason", "source"), rows,
                                            "ON CONFLICT (email) DO NOTHING", ("created_at",))
+
+    async def list_suppressions(self) -> list[SuppressionRow]:
+        rows = await self._all("SELECT email, reason, source, created_at FROM suppressions "
+                               "ORDER BY created_at DESC, email")
+        return [suppression_row(r) for r in rows]
+
+    async def get_suppression(self, email: str) -> SuppressionRow | None:
+        forms = address_forms(email)
+        rows = await self._all("SELECT email, reason, source, created_at FROM suppressions "
+                               f"WHERE email IN ({marks(forms)})", forms)
+        return first_suppression([suppression_row(r) for r in rows])
+
+    async def lift_suppression(self, email: str) -> list[SuppressionRow]:
+        """One statement: an entry made by an erasure request (under any form) keeps them all."""
+        forms = address_forms(email)
+        async with self._conn("suppressions", "lift", write=True) as c:
+            rows = await c.all(
+                f"DELETE FROM suppressions WHERE email IN ({marks(forms)}) AND NOT EXISTS "
+                f"(SELECT 1 FROM suppressions e WHERE e.email IN ({marks(forms)}) "
+                "AND e.source = 'erasure') RETURNING email, reason, source, created_at",
+                (*forms, *forms))
+        return [suppression_row(r) for r in rows]
 
     async def is_suppressed(self, email: str) -> bool:
         forms = address_forms(email)  # older rows may hold an earlier normal form
@@ -790,6 +823,12 @@ class SqlStore(Erasure[Scope]):
         row = await self._one("SELECT * FROM replies WHERE reply_id = ?", (reply_id,))
         return reply_row(row) if row is not None else None
 
+    async def record_reply_intent(self, reply_id: str, intent: str, confidence: float | None,
+                                  action: str | None) -> bool:
+        return await self._run("UPDATE replies SET intent = ?, confidence = ?, action = ? "
+                               "WHERE reply_id = ?", (intent, confidence, action, reply_id),
+                               "replies", reply_id) > 0
+
     async def confirm_reply(self, reply_id: str) -> bool:
         return await self._run("UPDATE replies SET verified = TRUE WHERE reply_id = ? "
                                "AND verified = FALSE", (reply_id,), "replies", reply_id) > 0
@@ -978,9 +1017,11 @@ class SqlStore(Erasure[Scope]):
 
     async def _erase_suppress(self, tx: Scope, address: str) -> int:
         return await tx.c.run(
-            "INSERT INTO suppressions(email, reason, created_at) VALUES (?, ?, now()) "
-            "ON CONFLICT (email) DO UPDATE SET reason = excluded.reason "
-            "WHERE suppressions.reason IS DISTINCT FROM excluded.reason", (address, FORGOTTEN_REASON))
+            "INSERT INTO suppressions(email, reason, source, created_at) VALUES (?, ?, ?, now()) "
+            "ON CONFLICT (email) DO UPDATE SET reason = excluded.reason, source = excluded.source "
+            "WHERE suppressions.reason IS DISTINCT FROM excluded.reason "
+            "OR suppressions.source IS DISTINCT FROM excluded.source",
+            (address, FORGOTTEN_REASON, ERASURE_SOURCE))
 
     async def _erase_campaign_ids(self, tx: Scope) -> list[tuple[str, str | None]]:
         return [(r["campaign_id"], r["lead_id_salt"])

@@ -42,6 +42,7 @@ from campaign_core.store.base import (
     draft_edit_row,
     draft_row,
     event_row,
+    first_suppression,
     iso,
     normalise_address,
     now_utc,
@@ -52,9 +53,16 @@ from campaign_core.store.base import (
     reply_row,
     reviewer_row,
     step_row,
+    suppression_row,
     trace_fields,
 )
-from campaign_core.store.erasure import FORGOTTEN_REASON, Erasure, Mention, Pairs
+from campaign_core.store.erasure import (
+    ERASURE_SOURCE,
+    FORGOTTEN_REASON,
+    Erasure,
+    Mention,
+    Pairs,
+)
 from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
 from campaign_core.store.review import (
     STEP_STATUSES,
@@ -77,7 +85,12 @@ from campaign_core.store.rows import (
     ReviewPage,
     SequenceStepRow,
     Spend,
+    SuppressionRow,
+    SuppressionSource,
 )
+
+#: The columns of a suppression-list entry.
+SUPPRESSION_COLUMNS = "email,reason,source,created_at"
 
 HOW_TO_MIGRATE = (
     "apply supabase/migrations/ with the Supabase CLI (`supabase db push`), or run "
@@ -601,9 +614,10 @@ class SupabaseStore(Erasure[Pairs]):
         rows = (await self._run(build, "drafts", campaign_id)).data
         return [str(r["lead_id"]) for r in rows]
 
-    async def add_suppressions(self, emails: list[str], reason: str) -> int:
+    async def add_suppressions(self, emails: list[str], reason: str, *,
+                               source: SuppressionSource) -> int:
         """New addresses only are returned by an ignore-duplicates upsert: that is the count."""
-        rows = [{"email": e, "reason": reason}
+        rows = [{"email": e, "reason": reason, "source": source}
                 for e in dict.fromkeys(normalise_address(e) for e in emails)]
         if not rows:
             return 0
@@ -616,6 +630,29 @@ class SupabaseStore(Erasure[Pairs]):
         res = await self._run(lambda db: db.table("suppressions").select("email")
                               .in_("email", address_forms(email)).limit(1), "suppressions")
         return bool(res.data)
+
+    async def list_suppressions(self) -> list[SuppressionRow]:
+        rows = await self._pages("suppressions", SUPPRESSION_COLUMNS, lambda q: q, ["email"])
+        found = [suppression_row(r) for r in rows]
+        found.sort(key=lambda r: r.email)
+        return sorted(found, key=lambda r: r.created_at, reverse=True)
+
+    async def get_suppression(self, email: str) -> SuppressionRow | None:
+        return first_suppression(await self._suppressions_of(email))
+
+    async def _suppressions_of(self, email: str) -> list[SuppressionRow]:
+        res = await self._run(lambda db: db.table("suppressions").select(SUPPRESSION_COLUMNS)
+                              .in_("email", address_forms(email)), "suppressions")
+        return [suppression_row(r) for r in res.data]
+
+    async def lift_suppression(self, email: str) -> list[SuppressionRow]:
+        """No transaction over REST: the delete itself spares an erasure's entry, so an
+        erasure that lands between the check and the delete keeps its entry."""
+        if any(r.source == ERASURE_SOURCE for r in await self._suppressions_of(email)):
+            return []
+        rows = await self._delete("suppressions", "lift", lambda q: q.in_(
+            "email", address_forms(email)).neq("source", ERASURE_SOURCE))
+        return [suppression_row({k: r[k] for k in SUPPRESSION_COLUMNS.split(",")}) for r in rows]
 
     async def get_delivery(self, message_key: str) -> DeliveryRow | None:
         res = await self._run(lambda db: db.table("deliveries").select("*")
@@ -931,6 +968,13 @@ class SupabaseStore(Erasure[Pairs]):
                               .eq("reply_id", reply_id).limit(1), "replies", reply_id)
         return reply_row(res.data[0]) if res.data else None
 
+    async def record_reply_intent(self, reply_id: str, intent: str, confidence: float | None,
+                                  action: str | None) -> bool:
+        res = await self._run(lambda db: db.table("replies").update(
+            {"intent": intent, "confidence": confidence, "action": action},
+            returning=ReturnMethod.representation).eq("reply_id", reply_id), "replies", reply_id)
+        return bool(res.data)
+
     async def confirm_reply(self, reply_id: str) -> bool:
         """An update returns the rows it changed: that says whether it was unverified."""
         res = await self._run(lambda db: db.table("replies").update(
@@ -999,13 +1043,14 @@ class SupabaseStore(Erasure[Pairs]):
         return nullcontext(set())  # no transaction: the pairs in scope, once known
 
     async def _erase_suppress(self, tx: Pairs, address: str) -> int:
-        res = await self._run(lambda db: db.table("suppressions").select("reason")
+        res = await self._run(lambda db: db.table("suppressions").select("reason,source")
                               .eq("email", address).limit(1), "suppressions")
         if not res.data:
-            return await self.add_suppressions([address], FORGOTTEN_REASON)
-        if res.data[0]["reason"] == FORGOTTEN_REASON:
+            return await self.add_suppressions([address], FORGOTTEN_REASON, source=ERASURE_SOURCE)
+        if (res.data[0]["reason"], res.data[0]["source"]) == (FORGOTTEN_REASON, ERASURE_SOURCE):
             return 0
-        await self._patch("suppressions", address, {"reason": FORGOTTEN_REASON},
+        await self._patch("suppressions", address,
+                          {"reason": FORGOTTEN_REASON, "source": ERASURE_SOURCE},
                           _match(eq={"email": address}))
         return 1
 

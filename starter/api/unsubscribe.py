@@ -40,7 +40,7 @@ async def unsubscribe_one_click(request: Request, m: Manager,
     confirmation page's button: either suppresses the address."""
     page = await unsub_pages.from_the_page(request)
     try:
-        email = await m.unsubscribe(token)
+        email = await m.unsubscribe(token, one_click=not page)
     except BadInput as err:
         code = 404 if isinstance(err, NotFound) else 400
         if page:

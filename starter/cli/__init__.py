@@ -41,6 +41,8 @@ for _name, _command in (
     ("audit", campaigns.audit),
     ("replies", replies.replies),
     ("suppress", suppression.suppress),
+    ("suppressions", suppression.suppressions),
+    ("unsuppress", suppression.unsuppress),
     ("demo", stack.demo),
 ):
     app.command(_name)(_command)

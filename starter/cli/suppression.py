@@ -1,4 +1,5 @@
-"""`campaign suppress` and `campaign forget`: the suppression list and erasure requests.
+"""`campaign suppress`, `suppressions`, `unsuppress` and `forget`: the suppression list and
+erasure requests. They need the store alone (Temporal need not run).
 
 `forget` validates the address, asks before erasing, then erases through
 `starter.suppression.forget` (as `POST /erasure` does) and says what went.
@@ -10,23 +11,27 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from campaign_core.settings import load_settings
 from campaign_core.store.erasure import FORGOTTEN_REASON
 from campaign_core.store.factory import open_store
+from campaign_core.store.rows import SuppressionRow
 from starter import suppression
 from starter.cli.app import JsonFlag, emit_json, err, fail, out, run, shown
-from starter.manager import BadInput
+from starter.cli.campaigns import os_user
+from starter.errors import BadInput, Conflict, NotFound
 from starter.suppression import (  # re-exported: the erasure's parts, named as before
     ErasureReport,
     SuppressionResult,
+    Unsuppressed,
     erase_outbox,
     lead_text_hashes,
     valid_addresses,
 )
 
 __all__ = ["FORGET_HELP", "erase_outbox", "forget", "lead_text_hashes", "stdin_is_tty",
-           "suppress"]
+           "suppress", "suppressions", "unsuppress"]
 
 FORGET_HELP = "\n\n".join((
     "Erase a person's data from the store and suppress the address.",
@@ -72,6 +77,61 @@ def suppress(
         return
     err.print(f"{result.added} address(es) added to the suppression list "
               f"({result.already_suppressed} already there)")
+
+
+def suppressions(as_json: JsonFlag = False) -> None:
+    """The suppression list, newest first: each address, why, where from (reply,
+    unsubscribe_link, one_click, mailto, bounce, complaint, manual, erasure) and since when."""
+
+    async def go() -> list[SuppressionRow]:
+        store = open_store(load_settings())
+        try:
+            return await suppression.list_suppressions(store)
+        finally:
+            await store.close()
+
+    rows = run(go())
+    if as_json:
+        emit_json([r.model_dump() for r in rows])
+        return
+    table = Table("email", "source", "reason", "since")
+    for r in rows:
+        table.add_row(shown(r.email), shown(r.source), shown(r.reason),
+                      shown(r.created_at[:19].replace("T", " ")))
+    out.print(table)
+    err.print(f"{len(rows)} address(es) on the suppression list")
+
+
+def unsuppress(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address to lift.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the suppression is lifted "
+                                        "(kept in the audit trail).")],
+    by: Annotated[str | None, typer.Option(
+        "--by", help="Who lifts it (default: the OS user name).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Lift an address's suppression, so campaigns may email it again (audited; refused for
+    an erased person)."""
+    try:
+        valid_addresses([email], "unsuppress")
+    except BadInput as exc:
+        fail(2, f"{exc}; nothing was lifted")
+
+    async def go() -> Unsuppressed:
+        store = open_store(load_settings())
+        try:
+            return await suppression.unsuppress(store, email, reason=reason, by=by or os_user())
+        finally:
+            await store.close()
+
+    result = run(go(), hints={NotFound: "see `campaign suppressions`",
+                              Conflict: "nothing was lifted"})
+    if as_json:
+        emit_json(result.model_dump())
+        return
+    was = ", ".join(f"{r.source}: {r.reason}" for r in result.removed)
+    out.print(f"{shown(result.email)} is no longer suppressed (it was: {shown(was)}); "
+              f"lifted by {shown(result.by)}.", highlight=False)
 
 
 def forget(

@@ -88,7 +88,7 @@ def fail_once(monkeypatch, store, status: str) -> list[str]:
 async def test_smtp_one_message_per_approved_lead_none_to_suppressed(store, settings):
     cid = "c-smtp"
     leads = await seed(store, cid, parsed_leads(cid))
-    await store.add_suppressions(["bo@example.org"], "test")
+    await store.add_suppressions(["bo@example.org"], "test", source="manual")
     with smtp_server(user="mailer", password="s3cr:t") as (sink, url):
         settings.smtp_url = SecretStr(url.replace("s3cr:t", "s3cr%3At"))
         outcomes = [await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)

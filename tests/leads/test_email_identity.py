@@ -51,8 +51,10 @@ def test_a_leads_file_with_four_spellings_yields_two_leads(tmp_path: Path) -> No
 async def test_suppressing_one_spelling_suppresses_the_others(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "campaign.db")
     await store.migrate()
-    assert await store.add_suppressions([JANE_FULLWIDTH, USER_PUNYCODE], "manual") == 2
-    assert await store.add_suppressions([JANE, USER_IDN], "manual") == 0  # already there
+    assert await store.add_suppressions([JANE_FULLWIDTH, USER_PUNYCODE], "manual",
+                                        source="manual") == 2
+    assert await store.add_suppressions([JANE, USER_IDN], "manual",
+                                        source="manual") == 0  # already there
     for address in (JANE, JANE_FULLWIDTH, USER_IDN, USER_PUNYCODE):
         assert await store.is_suppressed(address), address
     assert not await store.is_suppressed("jane+news@example.com")

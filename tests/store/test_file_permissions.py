@@ -46,7 +46,7 @@ def fresh_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 async def test_store_open_creates_a_private_home_and_database(fresh_home: Path) -> None:
     store = open_store(Settings())
     await store.migrate()
-    await store.add_suppressions(["ana@example.com"], "manual")
+    await store.add_suppressions(["ana@example.com"], "manual", source="manual")
     await store.close()
     db = fresh_home / "campaign.db"
     assert mode(fresh_home) == 0o700

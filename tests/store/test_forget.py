@@ -232,7 +232,7 @@ async def test_forget_finds_rows_written_after_the_lead_was_gone(backend: Backen
 
 async def test_forget_marks_an_already_suppressed_address_as_forgotten(backend: Backend) -> None:
     s = backend.store
-    await s.add_suppressions([ZELDA["email"]], "manual")
+    await s.add_suppressions([ZELDA["email"]], "manual", source="manual")
     first = await s.forget(ZELDA["email"].upper())
     assert first == {**dict.fromkeys(FORGET_KEYS, 0), "suppressions": 1}
     rows = (await dump(backend))["suppressions"]

@@ -89,7 +89,7 @@ async def test_report_has_a_row_per_lead_and_step_with_stop_reasons(backend: Bac
 async def test_suppression_reason_and_leads_at_a_domain(backend: Backend) -> None:
     s = backend.store
     leads = await new_campaign(s, n=3)
-    await s.add_suppressions([leads[0].email], "unsubscribe (c1)")
+    await s.add_suppressions([leads[0].email], "unsubscribe (c1)", source="unsubscribe_link")
     assert await s.suppression_reason(leads[0].email.upper()) == "unsubscribe (c1)"
     assert await s.suppression_reason(leads[1].email) is None
     domain = leads[0].email.rpartition("@")[2]

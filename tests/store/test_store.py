@@ -293,8 +293,10 @@ async def test_delivery_is_unique_per_message_key_and_keeps_its_message_id(backe
 
 async def test_suppressions_count_new_addresses_only(backend: Backend) -> None:
     s = backend.store
-    assert await s.add_suppressions(["Ana@Example.com", "ana@example.com ", "bo@example.org"], "manual") == 2
-    assert await s.add_suppressions(["bo@example.org", "cy@example.net"], "unsubscribe") == 1
+    assert await s.add_suppressions(["Ana@Example.com", "ana@example.com ", "bo@example.org"],
+                                    "manual", source="manual") == 2
+    assert await s.add_suppressions(["bo@example.org", "cy@example.net"], "unsubscribe",
+                                    source="unsubscribe_link") == 1
     assert await s.is_suppressed(" ANA@example.com")
     assert not await s.is_suppressed("di@example.com")
     assert await backend.rows("suppressions") == 3

@@ -70,7 +70,7 @@ async def test_status_report_watch_page_and_metrics_agree(
         ids = {lead.email: lead.lead_id for lead in await mgr._keyed(cid, intake)}
         await wait_stage(client, cid, {Stage.AWAITING_APPROVAL})
         await mgr.set_excluded(cid, ids[ANA], excluded=True, by="rita")
-        await store.add_suppressions([BO], "manual")
+        await store.add_suppressions([BO], "manual", source="manual")
         await mgr.approve(cid, by="rita")
 
         async def cy_sent() -> bool:

@@ -98,7 +98,8 @@ async def test_reply_stops_the_sequence_out_of_office_does_not_unsubscribe_stops
         await sent_count(store, "c-seq", 7)  # step 2 to the three others
         lead = await store.get_lead("c-seq", leaver)
         assert lead is not None
-        await store.add_suppressions([lead.email], "unsubscribe (c-seq)")  # after step 2
+        await store.add_suppressions([lead.email], "unsubscribe (c-seq)",
+                                     source="unsubscribe_link")  # after step 2
         final = await finish(ts_env, "c-seq", DAY)
     assert final.stage is Stage.COMPLETED
     got = Counter(sent)
