@@ -293,7 +293,8 @@ async def test_an_unsubscribe_link_stops_a_pending_send_in_another_campaign(
         assert not await store.is_suppressed("ana@example.com"), "a GET changes nothing"
         done = await client.post(link, data={"confirm": "page"})  # the page's button
         assert done.status_code == 200 and "You are unsubscribed" in done.text
-        assert await store.is_suppressed("ana@example.com")
+        entry = await store.get_suppression("ana@example.com")
+        assert entry is not None and entry.source == "unsubscribe_link"
         final = await finish(ts_env, "c-b", timedelta(hours=6))
     assert (final.counts.sent, final.counts.suppressed) == (1, 1)
     report = {r.email: r.delivery_status for r in await store.report("c-b")}
@@ -313,7 +314,8 @@ async def test_one_click_post_unsubscribes(manager, store) -> None:
         r = await client.post("/unsubscribe", params={"token": token},
                               data={"List-Unsubscribe": "One-Click"})
         assert r.status_code == 200 and r.json() == {"unsubscribed": True}
-        assert await store.is_suppressed("bo@example.org")
+        entry = await store.get_suppression("bo@example.org")
+        assert entry is not None and entry.source == "one_click"
         forged = make_token(b"another key", Claims("c-post", leads[0].lead_id))
         assert (await client.post("/unsubscribe", params={"token": forged})).status_code == 400
     events = await store.list_delivery_events("c-post")
@@ -387,8 +389,9 @@ async def test_bounces_suppress_and_trip_the_circuit_breaker(
         assert r.status_code == 202
         final = await finish(ts_env, "c-bounce", timedelta(seconds=20))
     assert final.counts.sent == 30 and final.paused_reason is None
-    for row in sent[:1] + sent[2:5]:
-        assert await store.is_suppressed(row.email)
+    sources = [(e.source if (e := await store.get_suppression(row.email)) else None)
+               for row in sent[:1] + sent[2:5]]
+    assert sources == ["bounce", "bounce", "complaint", "bounce"]
     kinds = sorted(e.kind for e in await store.list_delivery_events("c-bounce"))
     assert kinds == ["bounce"] * 4 + ["complaint"]  # the soft bounce is recorded too
 

@@ -404,6 +404,8 @@ async def unsubscribed_once(store: Store, lead: Lead, cid: str = "c1") -> None:
     """One suppression saying mailto, one `unsubscribe` event from source `mailto`, one audit
     entry; no reply recorded, nothing replied, nothing stopped as replied."""
     assert await store.suppression_reason(lead.email) == f"unsubscribe (mailto, {cid})"
+    entry = await store.get_suppression(lead.email)
+    assert entry is not None and entry.source == "mailto"
     events = await store.list_delivery_events(cid)
     assert [(e.kind, e.source, e.lead_id, e.message_key) for e in events] == [
         ("unsubscribe", "mailto", lead.lead_id, message_key(cid, lead.lead_id))]
