@@ -12,6 +12,12 @@ schedule's campaigns have spent (and hold for calls in flight): when that reache
 it starts no campaign and fails for good (`ScheduleBudgetExhausted`), which pauses the
 schedule (its policy pauses on a failed firing); otherwise its campaign's budget is what is
 left of the total, or the schedule's per-campaign budget if smaller.
+
+Unless the schedule allows overlap, each firing leaves out the people in another campaign's
+sequence still going on (an earlier firing's, say) or who replied within
+CAMPAIGN_REPLY_COOLDOWN (campaign_core/overlap.py), one store query per page of leads; the
+firing's audit record counts them (no address). A firing that leaves out everyone starts
+no campaign: its row is marked `completed` and the firing returns 0 leads.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from campaign_core.budget import from_nano, to_nano, usd
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import lead_id_for
-from campaign_core.models import CopyLeadsInput
+from campaign_core.models import CopyLeadsInput, Stage
+from campaign_core.overlap import without_overlap
 from campaign_core.store.base import new_lead_id_salt
 from campaign_core.store.rows import AuditEntry
 
@@ -74,6 +81,7 @@ class ScheduleAgent(Agent):
         details = activity.info().heartbeat_details
         after: str | None = str(details[0]) if len(details) >= 2 and details[0] else None
         copied = int(details[1]) if len(details) >= 2 else 0
+        skipped: dict[str, int] = dict(details[2]) if len(details) >= 3 else {}
         while True:
             ids = await self.store.list_lead_ids(inp.template_id, after, inp.page_size)
             batch = []
@@ -82,23 +90,33 @@ class ScheduleAgent(Agent):
                 if lead is not None:
                     batch.append(lead.model_copy(
                         update={"lead_id": lead_id_for(inp.campaign_id, lead.email, salt)}))
+            if batch and not inp.allow_overlap:
+                batch, left_out = await without_overlap(
+                    self.store, batch, campaign_id=inp.campaign_id,
+                    cooldown=self.settings.reply_cooldown_delta)
+                for s in left_out:
+                    skipped[s.reason] = skipped.get(s.reason, 0) + 1
             if batch:
                 await self.store.upsert_leads(inp.campaign_id, batch)
             copied += len(batch)
             after = ids[-1] if ids else after
-            activity.heartbeat(after, copied)
+            activity.heartbeat(after, copied, skipped)
             if len(ids) < inp.page_size:
                 break
-        if copied == 0:
+        if copied == 0 and not skipped:
             raise permanent("InvalidInput", f"schedule template {inp.template_id!r} has no leads")
         record = Record(
             kind="leads_copied",
             key=inp.campaign_id,
-            data={"template_id": inp.template_id, "schedule": inp.schedule, "leads": copied},
+            data={"template_id": inp.template_id, "schedule": inp.schedule, "leads": copied,
+                  "skipped": skipped},
             provenance=self.provenance(f"campaign:{inp.template_id}", inp.model_dump(mode="json")),
         )
+        note = f", {sum(skipped.values())} skipped ({skipped})" if skipped else ""
+        if copied == 0:  # everyone is in another active sequence or replied: no campaign
+            await self.store.set_stage(inp.campaign_id, Stage.COMPLETED.value)
         await self.keep(self.envelope(inp.campaign_id, [record], started), None,
-                        f"{copied} leads copied")
+                        f"{copied} leads copied{note}")
         return copied
 
     async def _within_total(self, inp: CopyLeadsInput, budget_usd: float | None) -> float | None:

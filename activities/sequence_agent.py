@@ -14,10 +14,10 @@ from temporalio import activity
 
 from activities.base import Agent
 from campaign_core.envelope import Record, now_utc
-from campaign_core.leads import Lead
+from campaign_core.leads import Lead, normalise_email
 from campaign_core.models import DueRequest, DueStep, NextDueRequest, StepFailure, StopSequence
-from campaign_core.sequence import company_domain, stop_reason_for_suppression
-from campaign_core.store.base import Store
+from campaign_core.sequence import company_domain, replied_in, stop_reason_for_suppression
+from campaign_core.store.base import Store, as_time
 from campaign_core.store.rows import DraftRow
 
 
@@ -26,8 +26,10 @@ async def stop_reason_at_due(store: Store, campaign_id: str, lead: Lead, step: i
     """Why the follow-up `step` of `lead` must not be sent now, or None to send it.
 
     Read at the moment the step is due: a stop already recorded (a reply signal, a
-    cancel), exclusion, a reply (the lead's own, or a colleague's with `company`), then
-    the suppression list (unsubscribe, hard bounce, complaint, manual suppression).
+    cancel), exclusion, a reply (the lead's own, or a colleague's with `company`), the
+    person's reply to another campaign since this one was created (issue 27: the signal
+    that stops it at once can find no delivery running, before approval), then the
+    suppression list (unsubscribe, hard bounce, complaint, manual suppression).
     """
     row = await store.get_step(campaign_id, lead.lead_id, step)
     if row is not None and row.status == "stopped":
@@ -40,6 +42,13 @@ async def stop_reason_at_due(store: Store, campaign_id: str, lead: Lead, step: i
         for other in await store.lead_ids_at_domain(campaign_id, domain):
             if other != lead.lead_id and await store.lead_replied(campaign_id, other):
                 return "replied"
+    campaign = await store.get_campaign(campaign_id)
+    created = as_time(campaign.created_at) if campaign is not None else None
+    if created is not None:
+        elsewhere = await store.emails_replied_since([lead.email], created)
+        replied_to = elsewhere.get(normalise_email(lead.email))
+        if replied_to is not None and replied_to != campaign_id:
+            return replied_in(replied_to)
     reason = await store.suppression_reason(lead.email)
     if reason is not None:
         return stop_reason_for_suppression(reason)

@@ -131,8 +131,9 @@ async def run_layout(name: str, n: int, settings: Settings, client: Client, stor
         pg0 = postgres_cpu(pg)
         w0 = [cpu_seconds(p.pid) for p in procs]
         t0 = time.monotonic()
-        await mgr.start(intake, CampaignOptions(brief="Book a short intro call."), name=cid,
-                        campaign_id=cid)
+        # Each layout's campaign takes the same people while the last may still be going on.
+        await mgr.start(intake, CampaignOptions(brief="Book a short intro call.",
+                                                allow_overlap=True), name=cid, campaign_id=cid)
         while True:
             if (await mgr.status(cid)).stage is not Stage.DRAFTING:
                 break

@@ -279,6 +279,9 @@ class ReplySignal(BaseModel):
     lead_id: str
     kind: Literal["reply", "auto_reply", "bounce"]
     reply_id: str
+    #: The person replied to another campaign (this id), not to this one: their sequence
+    #: here stops too (issue 27), with a stop reason naming that campaign.
+    from_campaign: str | None = None
 
 
 class PageRequest(BaseModel):
@@ -353,6 +356,9 @@ class ScheduledCampaignInput(BaseModel):
     schedule: str
     template_id: str
     campaign: CampaignInput
+    allow_overlap: bool = Field(
+        default=False, description="Keep the people in another campaign's active sequence "
+        "or who replied within CAMPAIGN_REPLY_COOLDOWN (each firing skips them otherwise).")
 
 
 class CopyLeadsInput(BaseModel):
@@ -363,6 +369,7 @@ class CopyLeadsInput(BaseModel):
     name: str
     schedule: str | None = None
     page_size: int = Field(default=500, ge=1, le=1000)
+    allow_overlap: bool = False  # see ScheduledCampaignInput
 
 
 class ScheduledRun(BaseModel):

@@ -87,6 +87,9 @@ class ReplyMatch(BaseModel):
     duplicate: bool = Field(description="Recorded before (the same message processed again).")
     notified: bool = Field(description="A running workflow of the campaign (its delivery "
                                        "orchestrator, else the campaign) was signalled.")
+    elsewhere: list[str] = Field(default_factory=list, description="The other campaigns "
+                                 "still sending to this person that were told to stop their "
+                                 "sequence (a person's reply stops it in every campaign).")
 
 
 class UnsubscribeResult(BaseModel):
@@ -200,9 +203,11 @@ class ReplyDesk:
                 # record and the signal; the workflow's handler is idempotent per reply id.
                 notified = await self._tell(cid, lid, c.kind, reply_id,
                                             permanent=c.permanent_bounce)
+            elsewhere = (await self._tell_elsewhere(cid, lid, reply_id, {m[0] for m in found.matches})
+                         if found.verified and c.kind == "reply" else [])
             results.append(ReplyMatch(campaign_id=cid, lead_id=lid, reply_id=reply_id, step=step,
                                       matched_by=how, verified=found.verified,
-                                      duplicate=not new, notified=notified))
+                                      duplicate=not new, notified=notified, elsewhere=elsewhere))
         log.info("inbound %s: %s matched %d lead(s) (%s)%s", self.source, c.kind, len(results),
                  c.reason, "" if found.verified else f", unverified: {found.trust}")
         return InboundResult(message_id=mid, kind=c.kind, reason=c.reason, status="matched",
@@ -231,6 +236,9 @@ class ReplyDesk:
                 row.lead_id)
         notified = await self._tell(row.campaign_id, row.lead_id, row.kind, reply_id,
                                     permanent=False)
+        if row.kind == "reply":
+            await self._tell_elsewhere(row.campaign_id, row.lead_id, reply_id,
+                                       {row.campaign_id})
         log.info("reply %s confirmed by %s (%s)", reply_id, by,
                  "newly" if confirmed else "already verified")
         return ConfirmResult(reply_id=reply_id, campaign_id=row.campaign_id, lead_id=row.lead_id,
@@ -245,6 +253,31 @@ class ReplyDesk:
             campaign_id,
             ReplySignal(lead_id=lead_id, kind="bounce" if kind == "bounce" else "reply",
                         reply_id=reply_id))
+
+    async def _tell_elsewhere(self, campaign_id: str, lead_id: str, reply_id: str,
+                              matched: set[str]) -> list[str]:
+        """A person's trusted reply to `campaign_id` stops their sequence in every other
+        campaign still sending to their address (issue 27), not only the one it answered:
+        each is signalled (`from_campaign`: its stop reason names the campaign replied to).
+        Campaigns the message `matched` itself are told by their own signal. The signal is
+        what stops a step already waiting; the delivery agent also reads such a reply when
+        a follow-up falls due (`activities.sequence_agent.stop_reason_at_due`). Returns the
+        campaigns signalled."""
+        lead = await self.store.get_lead(campaign_id, lead_id)
+        if lead is None:
+            return []
+        told = []
+        for cid, lid in await self.store.find_leads_by_email(lead.email, SENDING_STAGES):
+            if cid in matched:
+                continue
+            if await self.signals.reply(cid, ReplySignal(lead_id=lid, kind="reply",
+                                                         reply_id=reply_id,
+                                                         from_campaign=campaign_id)):
+                told.append(cid)
+        if told:
+            log.info("reply %s to %s: the person's sequence stops in %d other campaign(s)",
+                     reply_id, campaign_id, len(told))
+        return told
 
     async def _match(self, msg: InboundMessage, c: Classification) -> _Found:
         """By a Message-ID of ours that the message answers (returned too); else, for a

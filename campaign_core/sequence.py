@@ -96,6 +96,12 @@ def company_domain(email: str) -> str | None:
     return domain
 
 
+def replied_in(campaign_id: str) -> str:
+    """The stop reason of a sequence stopped by the person's reply to another campaign
+    (issue 27): `replied in campaign <id>`; `report --json` shows it as `stop_reason`."""
+    return f"replied in campaign {campaign_id}"
+
+
 def stop_reason_for_suppression(reason: str | None) -> str:
     """The stop reason behind a suppression-list entry (its `reason` text)."""
     text = (reason or "").lower()

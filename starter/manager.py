@@ -56,6 +56,7 @@ from campaign_core.models import (
     Rejection,
     Stage,
 )
+from campaign_core.overlap import SkippedLead, describe_skipped, without_overlap
 from campaign_core.queues import WORKFLOW_QUEUE, queue_name
 from campaign_core.review import CONFLICT, DraftEditRef, Exclusion
 from campaign_core.sequence import describe_seconds
@@ -180,6 +181,8 @@ class AddLeadsResult:
     leads_rejected: list[RejectedRow] = field(default_factory=list)
     #: Accepted addresses that only an SMTP server offering SMTPUTF8 can take.
     leads_needing_smtputf8: list[Utf8Address] = field(default_factory=list)
+    #: People left out: in another campaign's active sequence, or replied within the cooldown.
+    leads_skipped: list[SkippedLead] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,6 +191,7 @@ class AddLeadsResult:
             "leads_already_present": self.leads_already_present,
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
             "leads_needing_smtputf8": [a.model_dump() for a in self.leads_needing_smtputf8],
+            "leads_skipped": [s.model_dump() for s in self.leads_skipped],
         }
 
 
@@ -202,6 +206,9 @@ class StartResult:
     #: Accepted addresses that only an SMTP server offering SMTPUTF8 can take (a key
     #: added to the contract's start JSON; the others are unchanged).
     leads_needing_smtputf8: list[Utf8Address] = field(default_factory=list)
+    #: People left out unless the start allows overlap (issue 27): in another campaign's
+    #: active sequence, or replied within CAMPAIGN_REPLY_COOLDOWN.
+    leads_skipped: list[SkippedLead] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -211,6 +218,7 @@ class StartResult:
             "leads_accepted": self.leads_accepted,
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
             "leads_needing_smtputf8": [a.model_dump() for a in self.leads_needing_smtputf8],
+            "leads_skipped": [s.model_dump() for s in self.leads_skipped],
         }
 
 
@@ -300,6 +308,11 @@ class CampaignManager(ControlPlane):
         store without a workflow (Temporal's retention purged it, or it never started: the
         store's row would otherwise be silently reused, dropping the options given and adding
         the leads to whatever the row is), or when it is in the schedules' reserved prefix.
+
+        Unless `options.allow_overlap`, the people in another campaign's sequence still
+        going on, or who replied within CAMPAIGN_REPLY_COOLDOWN, are left out and listed in
+        `leads_skipped` (campaign_core/overlap.py); BadInput when that leaves nobody. A
+        retry is recognised by the leads given, whatever was skipped.
         """
         if options is None:
             options = CampaignOptions()
@@ -320,6 +333,7 @@ class CampaignManager(ControlPlane):
                            "for it (its history was deleted after the retention period, or it "
                            "never started): it cannot be started again; choose another id",
                            field="id")
+        skipped = await self._overlap(cid, intake.leads, options.allow_overlap)
         stored = options.stored()
         await self.store.upsert_campaign(
             campaign_id=cid, name=name, workflow_id=wid,
@@ -332,7 +346,8 @@ class CampaignManager(ControlPlane):
             # not written (the upsert keeps the first row), and neither are our leads.
             raise Conflict(f"campaign {cid!r} is being started by another request with "
                            "other options; choose another id", field="id")
-        leads = await self._keyed(cid, intake)
+        gone = {s.email for s in skipped}
+        leads = [lead for lead in await self._keyed(cid, intake) if lead.email not in gone]
         await self.store.upsert_leads(cid, leads)
         inp = options.campaign_input(campaign_id=cid, name=name, queue_prefix=self.queue_prefix,
                                      use_search_attributes=self.use_search_attributes,
@@ -368,7 +383,21 @@ class CampaignManager(ControlPlane):
                                field="id") from None
             return await self._same_start(cid, described, row, wanted)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected),
-                           leads_needing_smtputf8=needs_smtputf8_leads(leads))
+                           leads_needing_smtputf8=needs_smtputf8_leads(leads),
+                           leads_skipped=skipped)
+
+    async def _overlap(self, campaign_id: str, leads: list[Lead], allow: bool
+                       ) -> list[SkippedLead]:
+        """Who of `leads` to leave out (none when overlap is allowed); BadInput naming
+        `allow_overlap` when that is every one of them."""
+        if allow:
+            return []
+        kept, skipped = await without_overlap(self.store, leads, campaign_id=campaign_id,
+                                              cooldown=self.settings.reply_cooldown_delta)
+        if not kept:
+            raise BadInput(f"every lead was skipped ({describe_skipped(skipped)}); allow "
+                           "overlap to keep them", field="allow_overlap")
+        return skipped
 
     async def _keyed(self, campaign_id: str, intake: IntakeResult) -> list[Lead]:
         """The intake's leads with the ids of the stored campaign's lead-id scheme: salted
@@ -647,14 +676,17 @@ class CampaignManager(ControlPlane):
         await self._update(campaign_id, CampaignWorkflow.reject_update,
                            Rejection(by=IN_THE_STORE, request_id=request), action="reject")
 
-    async def add_leads(self, campaign_id: str, intake: IntakeResult) -> AddLeadsResult:
+    async def add_leads(self, campaign_id: str, intake: IntakeResult, *,
+                        allow_overlap: bool = False) -> AddLeadsResult:
         """Add leads to a campaign that is still drafting; they are drafted like the rest.
 
         Leads already in the campaign (same normalised email, hence same id) are not
         added twice. The new leads are stored first, then handed to the workflow's
         `add_leads` Update (ids only, in chunks). Should the campaign leave drafting in
         between, the Update refuses and the stored leads are marked `failed` with the
-        reason, so the record says what happened to every lead.
+        reason, so the record says what happened to every lead. Unless `allow_overlap`,
+        the people in another campaign's active sequence or who replied within the cooldown
+        are left out (`leads_skipped`), as at the start.
         """
         await self._require(campaign_id)
         if not intake.leads:
@@ -667,10 +699,16 @@ class CampaignManager(ControlPlane):
         keyed = await self._keyed(campaign_id, intake)
         new = [lead for lead in keyed
                if await self.store.get_lead(campaign_id, lead.lead_id) is None]
+        present = len(intake.leads) - len(new)
+        skipped: list[SkippedLead] = []
+        if new and not allow_overlap:
+            new, skipped = await without_overlap(self.store, new, campaign_id=campaign_id,
+                                                 cooldown=self.settings.reply_cooldown_delta)
         result = AddLeadsResult(campaign_id=campaign_id, leads_accepted=len(new),
-                                leads_already_present=len(intake.leads) - len(new),
+                                leads_already_present=present,
                                 leads_rejected=list(intake.rejected),
-                                leads_needing_smtputf8=needs_smtputf8_leads(new))
+                                leads_needing_smtputf8=needs_smtputf8_leads(new),
+                                leads_skipped=skipped)
         if not new:
             return result
         await self.store.upsert_leads(campaign_id, new)

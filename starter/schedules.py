@@ -352,13 +352,15 @@ class ScheduleManager(ControlPlane):
             "follow_ups": [describe_seconds(s) for s in campaign.follow_up_seconds],
             "stop_on_company_reply": campaign.stop_on_company_reply,
             "budget_usd": options.budget_usd, "total_budget_usd": total_budget_usd,
+            "allow_overlap": options.allow_overlap,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
         schedule = Schedule(
             action=ScheduleActionStartWorkflow(
                 ScheduledCampaign.run,
-                ScheduledCampaignInput(schedule=name, template_id=template_id, campaign=campaign),
+                ScheduledCampaignInput(schedule=name, template_id=template_id, campaign=campaign,
+                                       allow_overlap=options.allow_overlap),
                 id=kickoff_workflow_id(name),
                 task_queue=queue_name(WORKFLOW_QUEUE, self.queue_prefix),
                 execution_timeout=FIRING_TIMEOUT,

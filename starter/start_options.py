@@ -173,6 +173,11 @@ class CampaignOptions(BaseModel):
     budget_usd: Annotated[Budget, _budget("budget_usd")] = Field(
         default=None, description="Cap on the campaign's LLM spend in USD: drafting pauses "
         "before a call that could pass it (`resume` with a higher budget goes on).")
+    allow_overlap: bool = Field(
+        default=False, description="Keep the people who are in another campaign's sequence "
+        "still going on, or who replied within CAMPAIGN_REPLY_COOLDOWN; without it they are "
+        "skipped and listed in `leads_skipped`. Applied where the leads are taken in (the "
+        "start, each schedule firing), so it reaches no campaign workflow.")
 
     @field_validator("kb", mode="before")
     @classmethod

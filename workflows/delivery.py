@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         StopSequence,
     )
     from campaign_core.send_window import next_open
+    from campaign_core.sequence import replied_in
     from workflows.agents import call_agent
     from workflows.breaker import BreakerListener
     from workflows.lead import failure_reason
@@ -124,6 +125,9 @@ class DeliveryOrchestrator:
         inp = self._inp
         if reason is None or not inp.follow_up_seconds:
             return
+        if (reason == "replied" and signal.from_campaign is not None
+                and signal.from_campaign != inp.campaign_id):
+            reason = replied_in(signal.from_campaign)  # a reply to another campaign (issue 27)
         self._stopped[signal.lead_id] = reason
         self._state.stop_queue.setdefault(reason, []).append(signal.lead_id)
 

@@ -29,6 +29,10 @@ with workflow.unsafe.imports_passed_through():
 #: Set by Temporal on every workflow a schedule starts: the firing's nominal time.
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 SCHEDULE_ID_PREFIX = "campaign-schedule:"
+#: `workflow.patched` id: a firing whose every lead was skipped (in another campaign's active
+#: sequence, or replied within the cooldown) starts no campaign. Before it, a firing with
+#: no lead never got this far (the copy failed).
+FIRING_WITHOUT_LEADS = "firing-without-leads"
 
 
 def schedule_id(name: str) -> str:
@@ -62,7 +66,7 @@ class ScheduledCampaign:
             leads = await call_agent(
                 ScheduleAgent.copy_template_leads,
                 CopyLeadsInput(template_id=inp.template_id, campaign_id=cid, name=name,
-                               schedule=inp.schedule),
+                               schedule=inp.schedule, allow_overlap=inp.allow_overlap),
                 prefix=prefix, summary=f"copy the leads of {inp.template_id} to {cid}",
             )
         except ActivityError as err:
@@ -74,6 +78,10 @@ class ScheduledCampaign:
                 raise ApplicationError(err.cause.message, type=SCHEDULE_BUDGET_EXHAUSTED,
                                        non_retryable=True) from None
             raise
+        if leads == 0 and workflow.patched(FIRING_WITHOUT_LEADS):
+            workflow.set_current_details(f"every lead was skipped (in another campaign's active "
+                                         f"sequence, or replied): no campaign `{cid}` started")
+            return ScheduledRun(schedule=inp.schedule, campaign_id=cid, leads=0)
         campaign = inp.campaign.model_copy(update={"campaign_id": cid, "name": name, "carry": None})
         already = False
         try:

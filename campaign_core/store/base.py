@@ -11,14 +11,14 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from campaign_core.envelope import Envelope, digest
-from campaign_core.leads import Lead, campaign_salt, normalise_email
+from campaign_core.leads import Lead, address_forms, campaign_salt, normalise_email
 from campaign_core.models import Counts
 from campaign_core.store.outcomes import DECIDED
 from campaign_core.store.rows import (
@@ -42,6 +42,17 @@ from campaign_core.store.rows import (
 
 #: The schema this code reads and writes: the highest migration number shipped.
 SCHEMA_VERSION = 14
+
+#: Addresses per statement of the overlap queries (`emails_in_active_sequences`,
+#: `emails_replied_since`): each address is looked up under its stored forms too.
+OVERLAP_BATCH = 500
+#: The campaigns whose leads may be in a sequence still going on (a schedule's template
+#: is in none: its id starts with `SCHEDULE_TEMPLATE_PREFIX`).
+ACTIVE_STAGES = ("drafting", "awaiting_approval", "delivering")
+#: Reply intents (schema 14) that say no person wrote the reply: it counts for no cooldown.
+MACHINE_INTENTS = ("out_of_office", "auto_reply", "bounce")
+#: The reserved prefix of the schedules' template campaigns (starter/schedules.py).
+SCHEDULE_TEMPLATE_PREFIX = "sched-"
 
 #: The statuses a review page filters by: a lead's drafting status, or its first draft's
 #: state (approved, excluded, edited by a reviewer).
@@ -470,6 +481,26 @@ class Store(Protocol):
         campaigns at one of `stages`: never by recomputing lead ids."""
         ...
 
+    async def emails_in_active_sequences(self, emails: Sequence[str], *,
+                                         exclude_campaign: str | None = None) -> dict[str, str]:
+        """Of `emails` (addresses, normalised here), those that are a lead of a campaign
+        other than `exclude_campaign` whose sequence is not over: the campaign is drafting
+        or awaiting approval (the lead's drafting did not fail), or it is delivering and
+        the lead's step 1 is approved and not yet sent, or a follow-up is still scheduled.
+        Schedule templates (`SCHEDULE_TEMPLATE_PREFIX`) are no campaign. Each address (as
+        normalised) maps to one such campaign's id. One query per `OVERLAP_BATCH`
+        addresses, not one per address."""
+        ...
+
+    async def emails_replied_since(self, emails: Sequence[str], since: datetime
+                                   ) -> dict[str, str]:
+        """Of `emails` (normalised here), those from which a person's verified reply (not
+        an automatic one, not a bounce, not an unverified match, not one the classifier read
+        as `MACHINE_INTENTS`) to one of our campaigns
+        was received at or after `since`: each address maps to the campaign of its latest
+        such reply. One query per `OVERLAP_BATCH` addresses."""
+        ...
+
     async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
         """(UIDVALIDITY, last UID processed) of an IMAP mailbox, if it was polled before."""
         ...
@@ -595,6 +626,28 @@ def reply_id_for(message_id: str, campaign_id: str | None, lead_id: str | None) 
 def bare_message_id(message_id: str) -> str:
     """A Message-ID as stored, without the angle brackets providers often drop or add."""
     return message_id.strip().removeprefix("<").removesuffix(">")
+
+
+def overlap_forms(emails: Sequence[str]) -> list[dict[str, str]]:
+    """`emails` in batches of `OVERLAP_BATCH`, each as {stored form: normalised address}:
+    what the overlap queries look up, and how a row found maps back to the address asked
+    about. An address that does not normalise is left out (it is no lead's)."""
+    by_address: dict[str, list[str]] = {}
+    for raw in dict.fromkeys(emails):
+        try:
+            canonical = normalise_email(raw)
+        except ValueError:
+            continue
+        by_address.setdefault(canonical, []).extend(address_forms(raw))
+    addresses = list(by_address)
+    batches: list[dict[str, str]] = []
+    for start in range(0, len(addresses), OVERLAP_BATCH):
+        forms: dict[str, str] = {}
+        for canonical in addresses[start:start + OVERLAP_BATCH]:
+            for form in by_address[canonical]:
+                forms.setdefault(form, canonical)
+        batches.append(forms)
+    return batches
 
 
 def normalise_address(email: str) -> str:

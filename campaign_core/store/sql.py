@@ -23,7 +23,9 @@ from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
     APPROVALS,
+    MACHINE_INTENTS,
     REVIEW_STATUSES,
+    SCHEDULE_TEMPLATE_PREFIX,
     SCHEMA_VERSION,
     StoreError,
     as_time,
@@ -42,6 +44,7 @@ from campaign_core.store.base import (
     normalise_address,
     now_utc,
     original_edit_id,
+    overlap_forms,
     parse_envelope,
     parse_json,
     parse_lead,
@@ -853,6 +856,48 @@ class SqlStore(Erasure[Scope]):
             f"ON c.campaign_id = l.campaign_id WHERE l.email IN ({marks(forms)}) "
             f"AND c.stage IN ({marks(wanted)}) ORDER BY l.campaign_id, l.lead_id", (*forms, *wanted))
         return [(r["campaign_id"], r["lead_id"]) for r in rows]
+
+    async def emails_in_active_sequences(self, emails: Sequence[str], *,
+                                         exclude_campaign: str | None = None) -> dict[str, str]:
+        found: dict[str, str] = {}
+        lead = "s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id"
+        sql = (
+            "SELECT l.email, l.campaign_id FROM leads l JOIN campaigns c "
+            "ON c.campaign_id = l.campaign_id WHERE l.email IN ({forms}) "
+            "AND l.campaign_id <> ? AND lower(c.campaign_id) NOT LIKE ? AND ("
+            "(c.stage IN ('drafting', 'awaiting_approval') AND l.draft_status <> 'failed') "
+            "OR (c.stage = 'delivering' AND ("
+            f"EXISTS (SELECT 1 FROM sequence_steps s WHERE {lead} AND s.status = 'scheduled') "
+            f"OR (EXISTS (SELECT 1 FROM drafts s WHERE {lead} AND s.step = 1 "
+            "AND s.approved = TRUE) "
+            f"AND NOT EXISTS (SELECT 1 FROM deliveries s WHERE {lead} AND s.step = 1 "
+            "AND s.status IN ('sent', 'suppressed', 'failed')))))) "
+            "ORDER BY l.campaign_id")
+        for forms in overlap_forms(emails):
+            rows = await self._all(sql.format(forms=marks(list(forms))),
+                                   (*forms, exclude_campaign or "",
+                                    SCHEDULE_TEMPLATE_PREFIX + "%"), "leads")
+            for r in rows:
+                email = forms.get(r["email"])
+                if email is not None:
+                    found.setdefault(email, r["campaign_id"])
+        return found
+
+    async def emails_replied_since(self, emails: Sequence[str], since: datetime
+                                   ) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for forms in overlap_forms(emails):
+            rows = await self._all(
+                f"SELECT email, campaign_id FROM replies WHERE email IN ({marks(list(forms))}) "
+                "AND kind = 'reply' AND verified = TRUE AND campaign_id IS NOT NULL "
+                f"AND (intent IS NULL OR intent NOT IN ({marks(MACHINE_INTENTS)})) "
+                "AND received_at >= ? ORDER BY received_at DESC, reply_id",
+                (*forms, *MACHINE_INTENTS, iso(since)), "replies")
+            for r in rows:
+                email = forms.get(r["email"])
+                if email is not None:
+                    found.setdefault(email, r["campaign_id"])
+        return found
 
     async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
         row = await self._one("SELECT uidvalidity, last_uid FROM imap_state WHERE mailbox = ?",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Any, ClassVar
@@ -26,8 +26,11 @@ from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
+    ACTIVE_STAGES,
     APPROVALS,
+    MACHINE_INTENTS,
     REVIEW_STATUSES,
+    SCHEDULE_TEMPLATE_PREFIX,
     SCHEMA_VERSION,
     TIME_COLUMNS,
     StoreError,
@@ -47,6 +50,7 @@ from campaign_core.store.base import (
     normalise_address,
     now_utc,
     original_edit_id,
+    overlap_forms,
     parse_envelope,
     parse_lead,
     reply_id_for,
@@ -1011,6 +1015,80 @@ class SupabaseStore(Erasure[Pairs]):
                 within={"campaign_id": campaigns[i:i + 100], "stage": wanted}), ["campaign_id"])
             sending |= {r["campaign_id"] for r in rows}
         return [(r["campaign_id"], r["lead_id"]) for r in leads if r["campaign_id"] in sending]
+
+    async def emails_in_active_sequences(self, emails: Sequence[str], *,
+                                         exclude_campaign: str | None = None) -> dict[str, str]:
+        """PostgREST cannot say EXISTS: per batch, the leads with those addresses, their
+        campaigns' stages, then (for delivering campaigns) their open steps, approved
+        first drafts and finished first sends: a few requests a batch, none per lead."""
+        found: dict[str, str] = {}
+        for forms in overlap_forms(emails):
+            leads = [r for r in await self._pages(
+                "leads", "campaign_id,lead_id,email,draft_status",
+                _match(within={"email": list(forms)}), self._KEYS["leads"])
+                if r["campaign_id"] != exclude_campaign
+                and not str(r["campaign_id"]).lower().startswith(SCHEDULE_TEMPLATE_PREFIX)]
+            stages: dict[str, str] = {}
+            campaigns = sorted({r["campaign_id"] for r in leads})
+            for i in range(0, len(campaigns), 100):
+                for row in await self._pages("campaigns", "campaign_id,stage", _match(
+                        within={"campaign_id": campaigns[i:i + 100],
+                                "stage": list(ACTIVE_STAGES)}), ["campaign_id"]):
+                    stages[row["campaign_id"]] = row["stage"]
+            delivering = [r for r in leads if stages.get(r["campaign_id"]) == "delivering"]
+            pairs = await self._delivering_open(delivering)
+            for r in sorted(leads, key=lambda r: str(r["campaign_id"])):
+                stage = stages.get(r["campaign_id"])
+                active = (stage in ("drafting", "awaiting_approval")
+                          and r["draft_status"] != "failed") or (
+                    stage == "delivering" and (r["campaign_id"], r["lead_id"]) in pairs)
+                email = forms.get(r["email"])
+                if active and email is not None:
+                    found.setdefault(email, r["campaign_id"])
+        return found
+
+    async def _delivering_open(self, leads: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Of these leads of delivering campaigns, (campaign, lead) of those whose sequence
+        is not over: a follow-up scheduled, or step 1 approved and not sent yet."""
+        if not leads:
+            return set()
+        wanted = {(r["campaign_id"], r["lead_id"]) for r in leads}
+        ids = sorted({r["lead_id"] for r in leads})
+        campaigns = sorted({r["campaign_id"] for r in leads})
+
+        async def pairs(table: str, columns: str, eq: dict[str, Any],
+                        within: dict[str, list[str]] | None = None) -> set[tuple[str, str]]:
+            out: set[tuple[str, str]] = set()
+            for i in range(0, len(ids), 100):
+                rows = await self._pages(table, f"campaign_id,lead_id,{columns}", _match(
+                    eq=eq, within={"campaign_id": campaigns, "lead_id": ids[i:i + 100],
+                                   **(within or {})}), ["campaign_id", "lead_id"])
+                out |= {(r["campaign_id"], r["lead_id"]) for r in rows}
+            return out & wanted
+
+        scheduled = await pairs("sequence_steps", "step", {"status": "scheduled"})
+        approved = await pairs("drafts", "step", {"step": 1, "approved": True})
+        finished = await pairs("deliveries", "status", {"step": 1},
+                               {"status": ["sent", "suppressed", "failed"]})
+        return scheduled | (approved - finished)
+
+    async def emails_replied_since(self, emails: Sequence[str], since: datetime
+                                   ) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for forms in overlap_forms(emails):
+            def where(q: Query, forms: dict[str, str] = forms) -> Query:
+                return (q.in_("email", list(forms)).eq("kind", "reply").eq("verified", True)
+                        .gte("received_at", iso(since)))
+            rows = await self._pages("replies", "reply_id,email,campaign_id,received_at,intent", where,
+                                     ["reply_id"])
+            for r in sorted(rows, key=lambda r: (iso(r["received_at"]), r["reply_id"]),
+                            reverse=True):
+                email = forms.get(r["email"])
+                if r.get("intent") in MACHINE_INTENTS:  # the classifier says a machine wrote it
+                    continue
+                if email is not None and r["campaign_id"] is not None:  # matched a lead
+                    found.setdefault(email, r["campaign_id"])
+        return found
 
     async def get_imap_state(self, mailbox: str) -> tuple[int, int] | None:
         res = await self._run(lambda db: db.table("imap_state").select("uidvalidity,last_uid")

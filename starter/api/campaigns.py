@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from campaign_core.ids import CAMPAIGN_ID_PATTERN
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
+from campaign_core.overlap import SkippedLead
 from campaign_core.store.rows import AuditEntry, CampaignRow, ReportRow
 from starter.actor import acting_as
 from starter.api.deps import AUTHORISED, Manager
@@ -59,6 +60,10 @@ class StartResponse(BaseModel):
     leads_needing_smtputf8: list[dict[str, Any]] = Field(
         default_factory=list, description="Accepted addresses not ASCII before the @ "
         "(`row`, `email`): delivered only if the SMTP server offers SMTPUTF8.")
+    leads_skipped: list[SkippedLead] = Field(
+        default_factory=list, description="People left out (unless `allow_overlap`): "
+        "`reason` `active_sequence` (in the sequence still going on of `campaign_id`) or "
+        "`replied` (replied to `campaign_id` within CAMPAIGN_REPLY_COOLDOWN).")
 
 
 class AddLeadsRequest(BaseModel):
@@ -67,6 +72,9 @@ class AddLeadsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     leads: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    allow_overlap: bool = Field(default=False, description="Keep the people in another "
+                                "campaign's active sequence or who replied within the "
+                                "cooldown (skipped otherwise, as at the start).")
 
 
 class ApprovalRequest(BaseModel):
@@ -116,6 +124,8 @@ class AddLeadsResponse(BaseModel):
     leads_rejected: list[dict[str, Any]]
     leads_needing_smtputf8: list[dict[str, Any]] = Field(
         default_factory=list, description="As in the start response.")
+    leads_skipped: list[SkippedLead] = Field(default_factory=list,
+                                             description="As in the start response.")
 
 
 class CampaignSummary(BaseModel):
@@ -212,7 +222,8 @@ async def campaign_add_leads(campaign_id: str, body: AddLeadsRequest,
         raise HTTPException(422, [
             {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
             for r in intake.rejected[:100]])
-    return (await m.add_leads(campaign_id, intake)).to_json()
+    return (await m.add_leads(campaign_id, intake,
+                              allow_overlap=body.allow_overlap)).to_json()
 
 
 @router.post("/campaigns/{campaign_id}/{action}", status_code=202,

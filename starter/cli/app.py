@@ -70,6 +70,10 @@ StopOnCompanyReply = Annotated[bool, typer.Option(
     "the company's other leads too (freemail domains never count).")]
 SendRate = Annotated[float | None, typer.Option(
     "--send-rate", min=MIN_SEND_RATE, help="This campaign's sends per second.")]
+AllowOverlap = Annotated[bool, typer.Option(
+    "--allow-overlap", help="Keep the people in another campaign's sequence still going on, "
+    "or who replied within CAMPAIGN_REPLY_COOLDOWN (default 90d): without it they are "
+    "skipped and listed (`leads_skipped` in --json).")]
 BudgetUsd = Annotated[float | None, typer.Option(
     "--budget-usd", help="Cap on the campaign's LLM spend in USD: drafting pauses before a "
     "call that could pass it; `campaign resume ID --budget-usd M` raises it.")]

@@ -14,7 +14,9 @@ from rich.table import Table
 from campaign_core.budget import usd
 from campaign_core.leads import SMTPUTF8_WARNING, Utf8Address, read_leads_file
 from campaign_core.models import Channel
+from campaign_core.overlap import SkippedLead
 from starter.cli.app import (
+    AllowOverlap,
     ApprovalTimeout,
     BriefFile,
     BriefText,
@@ -53,6 +55,21 @@ def warn_smtputf8(leads: Path, addresses: list[Utf8Address]) -> None:
                   highlight=False)
 
 
+#: How a skipped lead's reason is said (`leads_skipped` in --json has the reason's name).
+SKIP_REASONS = {"active_sequence": "in the sequence still going on of campaign",
+                "replied": "replied within CAMPAIGN_REPLY_COOLDOWN to campaign"}
+
+
+def tell_skipped(skipped: list[SkippedLead]) -> None:
+    """Name each person left out, and why (--allow-overlap keeps them)."""
+    for s in skipped:
+        err.print(f"[yellow]{shown(s.email)}: skipped: {SKIP_REASONS[s.reason]} "
+                  f"{shown(s.campaign_id)}[/]", highlight=False)
+    if skipped:
+        err.print(f"[yellow]{len(skipped)} lead(s) skipped; --allow-overlap keeps them[/]",
+                  highlight=False)
+
+
 @with_logging
 def start(
     leads: LeadsFile,
@@ -72,14 +89,18 @@ def start(
     follow_up: FollowUpOption = None,
     stop_on_company_reply: StopOnCompanyReply = False,
     budget_usd: BudgetUsd = None,
+    allow_overlap: AllowOverlap = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Validate the leads, start one campaign, return at once."""
+    """Validate the leads, start one campaign, return at once. People in another campaign's
+    sequence still going on, or who replied within CAMPAIGN_REPLY_COOLDOWN, are skipped
+    unless --allow-overlap."""
     options = build_options(
         CampaignOptions, brief=read_brief(brief, brief_file), kb=kb, channel=channel,
         approval_timeout=approval_timeout, timezone=timezone, send_window=send_window,
         domain_limit=domain_limit, send_rate=send_rate, follow_ups=follow_up or [],
-        stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd)
+        stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd,
+        allow_overlap=allow_overlap)
 
     async def go() -> None:
         mgr = manager()
@@ -94,32 +115,38 @@ def start(
         if as_json:
             emit_json(result.to_json())
             return
+        tell_skipped(result.leads_skipped)
         verb = "already running" if result.already_running else "started"
+        skipped = f", {len(result.leads_skipped)} skipped" if result.leads_skipped else ""
         out.print(f"Campaign [bold]{shown(result.campaign_id)}[/] {verb}: "
-                  f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected",
-                  highlight=False)
+                  f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected"
+                  f"{skipped}", highlight=False)
         out.print(f"Watch it: {shown(result.ui_url)}", highlight=False)
 
     run(go())
 
 
 @with_logging
-def add_leads(campaign_id: CampaignId, leads: LeadsFile, as_json: JsonFlag = False) -> None:
-    """Add leads to a campaign that is still drafting."""
+def add_leads(campaign_id: CampaignId, leads: LeadsFile, allow_overlap: AllowOverlap = False,
+              as_json: JsonFlag = False) -> None:
+    """Add leads to a campaign that is still drafting (people in another active sequence or
+    who replied within the cooldown are skipped unless --allow-overlap)."""
 
     async def go() -> None:
         intake = read_leads_file(leads, campaign_id)
         for rej in intake.rejected:
             err.print(f"[yellow]{shown(leads)}: row {rej.row}: {shown(rej.error)}[/]",
                       highlight=False)
-        result = await manager().add_leads(campaign_id, intake)
+        result = await manager().add_leads(campaign_id, intake, allow_overlap=allow_overlap)
         warn_smtputf8(leads, result.leads_needing_smtputf8)
         if as_json:
             emit_json(result.to_json())
             return
+        tell_skipped(result.leads_skipped)
+        skipped = f", {len(result.leads_skipped)} skipped" if result.leads_skipped else ""
         out.print(f"Campaign [bold]{shown(campaign_id)}[/]: {result.leads_accepted} leads added, "
                   f"{result.leads_already_present} already in it, "
-                  f"{len(result.leads_rejected)} rejected", highlight=False)
+                  f"{len(result.leads_rejected)} rejected{skipped}", highlight=False)
 
     run(go())
 

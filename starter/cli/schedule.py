@@ -15,6 +15,7 @@ from campaign_core.leads import read_leads_file
 from campaign_core.models import Channel
 from campaign_core.settings import load_settings
 from starter.cli.app import (
+    AllowOverlap,
     ApprovalTimeout,
     BriefFile,
     BriefText,
@@ -89,16 +90,19 @@ def create(
     stop_on_company_reply: StopOnCompanyReply = False,
     budget_usd: BudgetUsd = None,
     total_budget_usd: TotalBudgetUsd = None,
+    allow_overlap: AllowOverlap = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Store the leads once and fire a new campaign from them on every cron tick."""
+    """Store the leads once and fire a new campaign from them on every cron tick. Each
+    firing skips the people in another campaign's sequence still going on, or who replied
+    within CAMPAIGN_REPLY_COOLDOWN, unless --allow-overlap."""
     options = build_options(
         ScheduleOptions, cron=cron, cron_timezone=cron_timezone, paused=paused,
         total_budget_usd=total_budget_usd, brief=read_brief(brief, brief_file), kb=kb,
         channel=channel, approval_timeout=approval_timeout, timezone=timezone,
         send_window=send_window, domain_limit=domain_limit, send_rate=send_rate,
         follow_ups=follow_up or [], stop_on_company_reply=stop_on_company_reply,
-        budget_usd=budget_usd)
+        budget_usd=budget_usd, allow_overlap=allow_overlap)
 
     async def go() -> None:
         mgr = _manager()

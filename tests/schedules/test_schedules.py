@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from typer.testing import CliRunner
 
+from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import lead_id_for, parse_lead_rows, read_leads_file
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.settings import Settings
@@ -26,7 +28,7 @@ from campaign_core.store.sqlite import SqliteStore
 from starter.cli import app
 from starter.manager import BadInput, CampaignManager, NotFound
 from starter.schedules import ScheduleManager, ScheduleSummary, template_id_for
-from starter.start_options import ScheduleOptions
+from starter.start_options import CampaignOptions, ScheduleOptions
 from tests.conftest import KB
 from tests.fakes.doubles import fast_agents
 from workflows.scheduled import ScheduledCampaign, schedule_id
@@ -112,7 +114,10 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
     mgr = schedules(dev_env, settings, store, prefix)
     camp = CampaignManager(settings, client=dev_env.client, store=store, queue_prefix=prefix)
     name = f"weekly-{prefix.rstrip('-')}"
-    tid = await create(mgr, name, brief="Say hello.", approval_timeout="1h", budget_usd=7.5)
+    # Overlap allowed: the second firing takes the people still in the first's sequence
+    # (test_a_firing_skips_people_in_another_active_sequence is the default).
+    tid = await create(mgr, name, brief="Say hello.", approval_timeout="1h", budget_usd=7.5,
+                       allow_overlap=True)
     summary = await mgr.describe(name)
     assert (summary.paused, summary.leads, summary.cron) == (False, 4, "0 9 * * MON")
     assert summary.next_runs and summary.next_runs[0].weekday() == 0
@@ -156,6 +161,61 @@ async def test_each_firing_is_a_new_campaign_with_the_templates_leads(
         history = await dev_env.client.get_workflow_handle(
             action.action.workflow_id).fetch_history()
         await replayer.replay_workflow(history)
+    await mgr.delete(name)
+
+
+async def test_a_firing_skips_people_in_another_active_sequence(
+    dev_env, settings, store, prefix, run_workers
+):
+    """Issue 27: by default each firing leaves out the people in another campaign's sequence
+    still going on (counted in its audit, no address); a firing that leaves out everyone
+    starts no campaign. The firings replay deterministically."""
+    mgr = schedules(dev_env, settings, store, prefix)
+    camp = CampaignManager(settings, client=dev_env.client, store=store, queue_prefix=prefix)
+    name = f"skip-{prefix.rstrip('-')}"
+    other = f"{prefix}other"
+    async with run_workers(dev_env.client, overrides=fast_agents(store)):
+        await camp.start(parse_lead_rows(enumerate(ROWS[:2], start=2), other),
+                         CampaignOptions(), name=other, campaign_id=other)
+        await wait_stage(camp, other, Stage.AWAITING_APPROVAL)
+        await create(mgr, name)
+        summary = await mgr.describe(name)
+        await mgr.trigger(name)
+        first = (await eventually(lambda: _recent(mgr, name, 1), "the first firing"))[0]
+        st = await wait_stage(camp, first, Stage.AWAITING_APPROVAL)
+        assert st.counts.leads == 2  # p0 and p1 are in `other`'s sequence
+        assert sorted(r.email for r in await store.report(first)) == [
+            ROWS[2]["email"], ROWS[3]["email"]]
+        copied = [r["data"] for e in await store.audit(first)
+                  for r in e.envelope["records"] if r["kind"] == "leads_copied"]
+        assert copied and copied[0]["skipped"] == {"active_sequence": 2}
+        assert "@" not in json.dumps(copied)
+
+        # Everyone is now in `other`'s or the first firing's sequence: no campaign.
+        await asyncio.sleep(1.1)  # firings are named to the second
+        await mgr.trigger(name)
+        second = (await eventually(lambda: _recent(mgr, name, 2), "the second firing"))[0]
+        assert second != first
+
+        async def closed() -> Any:
+            row = await store.get_campaign(second)
+            return row is not None and row.stage == "completed"
+        await eventually(closed, "the empty firing's campaign marked completed")
+        assert (await store.counts(second)).leads == 0
+        with pytest.raises(RPCError, match="not found"):  # no campaign workflow started
+            await dev_env.client.get_workflow_handle(campaign_workflow_id(second)).describe()
+        await camp.reject(first, by="tester")
+        await camp.reject(other, by="tester")
+
+    desc = await dev_env.client.get_schedule_handle(schedule_id(name)).describe()
+    replayer = Replayer(workflows=[ScheduledCampaign], data_converter=pydantic_data_converter)
+    runs = []
+    for action in desc.info.recent_actions:
+        handle = dev_env.client.get_workflow_handle(action.action.workflow_id)
+        runs.append(await handle.result())
+        await replayer.replay_workflow(await handle.fetch_history())
+    assert sorted(r["leads"] if isinstance(r, dict) else r.leads for r in runs) == [0, 2]
+    assert summary.leads == 4
     await mgr.delete(name)
 
 

@@ -57,6 +57,10 @@ EXPECTED: dict[str, set[str]] = {
     "stop_on_company_reply": {"CampaignInput.stop_on_company_reply",
                               "DeliveryInput.stop_on_company_reply"},
     "budget_usd": {"store.budget_usd"},
+    # Applied where the leads are taken in (the start, add-leads, each schedule firing's
+    # copy: `ScheduledCampaignInput.allow_overlap`), so no campaign workflow needs it:
+    # test_allow_overlap_is_applied_at_intake checks where it does land.
+    "allow_overlap": set(),
 }
 
 
@@ -100,11 +104,22 @@ def reached(name: str) -> set[str]:
 @pytest.mark.parametrize("name", list(CampaignOptions.model_fields))
 def test_every_option_reaches_the_workflow_or_the_store(name: str) -> None:
     where = reached(name)
-    assert where, (f"option {name!r} reaches neither the workflow's input nor the store: map "
-                   "it in CampaignOptions.campaign_input (and CampaignInput.delivery_input if "
-                   "delivery needs it) or CampaignOptions.stored")
+    assert where or EXPECTED.get(name) == set(), (
+        f"option {name!r} reaches neither the workflow's input nor the store: map it in "
+        "CampaignOptions.campaign_input (and CampaignInput.delivery_input if delivery needs "
+        "it) or CampaignOptions.stored (or, for an option applied at intake only, say so in "
+        "EXPECTED with an empty set and test where it lands)")
     if name in EXPECTED:
         assert where == EXPECTED[name]
+
+
+def test_allow_overlap_is_applied_at_intake() -> None:
+    """`allow_overlap` reaches no campaign workflow: the control plane applies it to the
+    leads it stores; a schedule keeps it in its firings' input, for the copy of the leads."""
+    assert "allow_overlap" not in CampaignInput.model_fields
+    assert "allow_overlap" not in DeliveryInput.model_fields
+    assert "allow_overlap" in CampaignOptions().digest_values()  # a retry must repeat it
+    assert ScheduleOptions(cron="@daily", allow_overlap=True).campaign_options().allow_overlap
 
 
 def test_the_delivery_input_carries_every_setting_it_shares_with_the_campaigns() -> None:
