@@ -123,7 +123,9 @@ async def run_demo(settings: Settings, *, auto_approve: bool, n_leads: int) -> N
     intake = read_leads_file(leads_file, cid)
     brief = (demo_data() / "brief.md").read_text()
     async with stack_for_demo(settings) as (mgr, ui_url):
-        started = await mgr.start(intake, CampaignOptions(brief=brief, kb=str(demo_data() / "kb")),
+        # The sample people again: a demo left unfinished earlier must not skip them all.
+        started = await mgr.start(intake, CampaignOptions(brief=brief, kb=str(demo_data() / "kb"),
+                                                          allow_overlap=True),
                                   name="Relay demo", campaign_id=cid)
         console.print(f"Campaign [bold]{cid}[/]: {started.leads_accepted} leads")
         console.print(f"Follow it in the Temporal UI: {started.ui_url}")
