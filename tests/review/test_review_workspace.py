@@ -215,6 +215,19 @@ async def rows_text(page: Any) -> list[str]:
     return [t.strip() for t in await page.locator("tbody a").all_inner_texts()]
 
 
+async def left_live_page(page: Any) -> Any:
+    """A new tab in `page`'s browser context (same sign-in), `page` closed.
+
+    A page showing a drafting or delivering campaign reloads itself (meta refresh, every
+    LIVE_REFRESH seconds). A test that waits for the campaign to finish and then calls
+    `goto` on that page races the page's own reload, and Chromium reports the `goto` as
+    "interrupted by another navigation". A fresh tab has no reload pending.
+    """
+    fresh = await page.context.new_page()
+    await page.close()
+    return fresh
+
+
 async def steps_of(page: Any, who: str) -> list[str]:
     """The lines of one lead's steps on the campaign page."""
     row = page.locator("tbody tr", has=page.get_by_role("link", name=who))
@@ -454,6 +467,7 @@ async def test_preview_confirmation_approver_and_outcomes(
 
             final = await finish(ts_env, "c-send", DAY)
             assert final.stage is Stage.COMPLETED
+            page = await left_live_page(page)
             await page.goto(f"{base}/review/campaigns/c-send")
             for who in (JOSE, ANA):
                 lines = await steps_of(page, who)
@@ -611,6 +625,7 @@ async def test_a_three_step_campaign_through_the_review(
                 report = (await api.get(f"/campaigns/{cid}/report")).json()
 
                 # The page shows each lead's outcome per step.
+                page = await left_live_page(page)
                 await page.goto(campaign_url)
                 for who in (ana, cy, di, flo):
                     lines = await steps_of(page, who)
