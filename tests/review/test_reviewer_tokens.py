@@ -63,10 +63,10 @@ async def test_decisions_with_a_reviewer_token_are_the_reviewers_whatever_by_say
 ) -> None:
     token = await Reviewers(store).add("rita")
     bearer = {"Authorization": f"Bearer {token}"}
-    leads = [{"email": f"p{i}@example.com"} for i in range(3)]
     async with run_workers(ts_env.client, overrides=fast_agents(store)), \
             serve(manager) as client:
-        for cid in ("c-rev-a", "c-rev-b"):
+        for cid in ("c-rev-a", "c-rev-b"):  # other people each (one person is skipped)
+            leads = [{"email": f"p{i}@{cid}.example"} for i in range(3)]
             await manager.start(parse_lead_rows(enumerate(leads, start=2), cid), name=cid,
                                 campaign_id=cid)
             await wait_stage(ts_env, cid, Stage.AWAITING_APPROVAL)
