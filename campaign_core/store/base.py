@@ -28,6 +28,9 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    InboxAnswer,
+    InboxItem,
+    ReplyAnswerRow,
     ReplyRow,
     ReportRow,
     Reservation,
@@ -36,12 +39,13 @@ from campaign_core.store.rows import (
     Row,
     SequenceStepRow,
     Spend,
+    SuggestedLeadRow,
     SuppressionRow,
     SuppressionSource,
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 #: Addresses per statement of the overlap queries (`emails_in_active_sequences`,
 #: `emails_replied_since`): each address is looked up under its stored forms too.
@@ -51,6 +55,14 @@ OVERLAP_BATCH = 500
 ACTIVE_STAGES = ("drafting", "awaiting_approval", "delivering")
 #: Reply intents (schema 14) that say no person wrote the reply: it counts for no cooldown.
 MACHINE_INTENTS = ("out_of_office", "auto_reply", "bounce")
+#: The intents (schema 14) of the replies that need a person: listed in the inbox (schema 15),
+#: with the snoozed ones that are due and the unverified matches awaiting confirmation.
+INBOX_INTENTS = ("interested", "meeting_request", "question", "unclear", "referral")
+#: The action recorded for a reply matched by an address nobody vouched for: nothing is done
+#: until a person confirms it (it is listed in the inbox meanwhile).
+AWAITING_CONFIRMATION = "awaiting_confirmation"
+#: How much of a reply's text an inbox item carries.
+EXCERPT_CHARS = 500
 #: The reserved prefix of the schedules' template campaigns (starter/schedules.py).
 SCHEDULE_TEMPLATE_PREFIX = "sched-"
 
@@ -78,6 +90,10 @@ class StoreError(Exception):
         super().__init__(message)
         self.table = table
         self.key = key
+
+
+class AnswerConflict(StoreError):
+    """The answer to a reply is being sent or was sent: it can no longer be changed."""
 
 
 class StoreUnavailable(Exception):
@@ -444,12 +460,13 @@ class Store(Protocol):
         self, *, message_id: str, kind: str, email: str, source: str,
         campaign_id: str | None = None, lead_id: str | None = None, step: int | None = None,
         subject: str = "", text: str = "", matched_by: str | None = None,
-        verified: bool = True,
+        verified: bool = True, headers: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
         """Record a message that came back, once per (Message-ID, campaign, lead):
         returns its `reply_id` and whether it was new. No lead: an unmatched message.
         `verified` False: matched by an address nobody vouched for; such a row counts for
-        nothing (not replied, no stop) until `confirm_reply`."""
+        nothing (not replied, no stop) until `confirm_reply`. `headers`: those the
+        classifier reads (schema 15), kept as JSON."""
         ...
 
     async def get_reply(self, reply_id: str) -> ReplyRow | None:
@@ -460,6 +477,68 @@ class Store(Protocol):
                                   action: str | None) -> bool:
         """Record what the reply classifier made of a reply (schema 14), replacing an
         earlier reading; False when there is no such reply."""
+        ...
+
+    # -- what is done with a reply (schema 15) -------------------------------------------
+
+    async def snooze_reply(self, reply_id: str, until: datetime) -> bool:
+        """List the reply in the inbox again from `until` (a `not_now` with a date); False
+        when there is no such reply."""
+        ...
+
+    async def mark_reply_done(self, reply_id: str, *, by: str) -> bool:
+        """A person took the reply off the inbox; False when there is no such reply."""
+        ...
+
+    async def set_reply_intent_by_person(self, reply_id: str, intent: str, *, by: str) -> bool:
+        """A person's reading of the reply (confidence 1, the action to be taken again by
+        the reply action workflow: None until then); False when there is no such reply."""
+        ...
+
+    async def inbox(self, *, campaign_id: str | None, intents: list[str] | None,
+                    now: datetime) -> list[InboxItem]:
+        """The replies that need a person, newest first: a person's reply (not done) whose
+        intent is one of `INBOX_INTENTS`, or that is snoozed until `now` or earlier, or that
+        awaits a person's confirmation (`AWAITING_CONFIRMATION`); of the campaign and the
+        `intents` given (None: all). Each with its answer, if one was drafted."""
+        ...
+
+    async def save_reply_answer(self, reply_id: str, *, subject: str, body: str,
+                                by: str | None, drafted: bool = False) -> None:
+        """Store the answer to a reply: the agent's draft (`drafted`, `by` names the writer;
+        a person's edit already there is kept) or a person's edit (`by`). AnswerConflict
+        once it is being sent or was sent; StoreError when there is no such reply."""
+        ...
+
+    async def get_reply_answer(self, reply_id: str) -> ReplyAnswerRow | None: ...
+
+    async def claim_answer_send(self, reply_id: str, *, by: str) -> ReplyAnswerRow | None:
+        """Mark a drafted answer `sending` for this caller alone (atomic) and return it;
+        None when there is none, or it is already being sent or sent."""
+        ...
+
+    async def release_answer_send(self, reply_id: str) -> bool:
+        """Put an answer whose send failed back to `drafted` (a sent one stays sent)."""
+        ...
+
+    async def mark_answer_sent(self, reply_id: str, *, message_id: str, by: str) -> None:
+        """Record the answer sent, with its Message-ID (idempotent: a sent one stays as it was)."""
+        ...
+
+    async def add_suggested_lead(self, *, campaign_id: str | None, reply_id: str,
+                                 referred_by: str | None, name: str | None,
+                                 email: str | None) -> tuple[str, bool]:
+        """Record a contact a reply named, once per reply and contact: its id and whether it
+        was new. Nothing is sent to them."""
+        ...
+
+    async def list_suggested_leads(self, campaign_id: str | None = None
+                                   ) -> list[SuggestedLeadRow]:
+        """The suggested leads (of the campaign, or all), newest first."""
+        ...
+
+    async def mark_suggested_lead_added(self, suggestion_id: str, campaign_id: str) -> bool:
+        """Record that a person added the suggested lead to `campaign_id`."""
         ...
 
     async def confirm_reply(self, reply_id: str) -> bool:
@@ -594,7 +673,8 @@ def now_utc() -> datetime:
 
 #: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
 TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at",
-                          "removed_at", "expires_at", "received_at", "due_at"})
+                          "removed_at", "expires_at", "received_at", "due_at",
+                          "snooze_until", "done_at", "drafted_at", "edited_at", "sent_at"})
 
 
 def iso(value: Any) -> Any:
@@ -768,7 +848,70 @@ def event_row(row: dict[str, Any]) -> DeliveryEventRow:
 
 
 def reply_row(row: dict[str, Any]) -> ReplyRow:
-    return typed(ReplyRow, row, "replies", str(row.get("reply_id")))
+    return typed(ReplyRow, {"headers": None, **row}, "replies", str(row.get("reply_id")),
+                 ("headers",))
+
+
+def headers_json(headers: dict[str, str] | None) -> str | None:
+    """The classifier's headers as stored (JSON text, keys sorted), or None."""
+    return None if headers is None else json.dumps(dict(headers), sort_keys=True)
+
+
+def answer_row(row: dict[str, Any]) -> ReplyAnswerRow:
+    return typed(ReplyAnswerRow, row, "reply_answers", str(row.get("reply_id")))
+
+
+def suggested_lead_row(row: dict[str, Any]) -> SuggestedLeadRow:
+    return typed(SuggestedLeadRow, row, "suggested_leads", str(row.get("id")))
+
+
+def suggested_lead_id(reply_id: str, name: str | None, email: str | None) -> str:
+    """One suggestion per reply and contact: the same referral applied twice is recorded once."""
+    who = (email or "").strip().lower() or (name or "").strip().lower()
+    return "sug_" + hashlib.sha256(f"{reply_id}\n{who}".encode()).hexdigest()[:24]
+
+
+def suggested_email(email: str | None) -> str | None:
+    """A suggested lead's address as stored: normalised like a lead's, None when it is none."""
+    if not email or not email.strip():
+        return None
+    try:
+        return normalise_email(email)
+    except ValueError:
+        return None
+
+
+def needs_person(reply: ReplyRow, now: datetime) -> bool:
+    """Whether `Store.inbox` lists the reply (before the campaign and intent filters)."""
+    if reply.done_at is not None or reply.kind != "reply":
+        return False
+    until = as_time(reply.snooze_until)
+    snoozed = until is not None and until <= now
+    return (reply.intent in INBOX_INTENTS or snoozed
+            or reply.action == AWAITING_CONFIRMATION)
+
+
+def inbox_item(reply: ReplyRow, answer: ReplyAnswerRow | None) -> InboxItem:
+    return InboxItem(
+        reply_id=reply.reply_id, campaign_id=reply.campaign_id, lead_id=reply.lead_id,
+        email=reply.email, intent=reply.intent, confidence=reply.confidence,
+        action=reply.action, received_at=reply.received_at,
+        excerpt=reply.text[:EXCERPT_CHARS], verified=reply.verified, subject=reply.subject,
+        step=reply.step, snooze_until=reply.snooze_until,
+        answer=InboxAnswer() if answer is None else InboxAnswer(
+            status=answer.status, subject=answer.subject, body=answer.body))
+
+
+def inbox_of(replies: Iterable[ReplyRow], answers: dict[str, ReplyAnswerRow], *,
+             campaign_id: str | None, intents: list[str] | None, now: datetime
+             ) -> list[InboxItem]:
+    """The inbox from candidate replies (every backend filters the same way here)."""
+    wanted = None if intents is None else set(intents)
+    chosen = [r for r in replies if needs_person(r, now)
+              and (campaign_id is None or r.campaign_id == campaign_id)
+              and (wanted is None or r.intent in wanted)]
+    chosen.sort(key=lambda r: (r.received_at, r.reply_id), reverse=True)
+    return [inbox_item(r, answers.get(r.reply_id)) for r in chosen]
 
 
 def suppression_row(row: dict[str, Any]) -> SuppressionRow:

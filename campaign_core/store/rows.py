@@ -172,6 +172,81 @@ class ReplyRow(Row):
     intent: str | None = None
     confidence: float | None = None
     action: str | None = None
+    #: The headers the classifier reads (Date, Auto-Submitted, X-Autoreply...), as the desk
+    #: recorded them (schema 15); None for a reply recorded before.
+    headers: dict[str, str] | None = None
+    #: Listed in the inbox again from then (a `not_now` with a date), schema 15.
+    snooze_until: str | None = None
+    #: A person took it off the inbox.
+    done_at: str | None = None
+    done_by: str | None = None
+    #: The person who set `intent` by hand (None: the classifier's reading).
+    intent_by: str | None = None
+
+
+#: An answer's state (schema 15): drafted (by the agent or edited by a person), being sent
+#: by one caller, or sent.
+AnswerStatus = Literal["drafted", "sending", "sent"]
+
+
+class ReplyAnswerRow(Row):
+    """The answer to a reply (schema 15): the agent's draft, a person's edit, then sent once."""
+
+    reply_id: str
+    campaign_id: str | None = None
+    lead_id: str | None = None
+    subject: str = ""
+    body: str = ""
+    status: AnswerStatus
+    drafted_by: str | None = None  # the writer that drafted it (copywriter, offline writer)
+    drafted_at: str | None = None
+    edited_by: str | None = None
+    edited_at: str | None = None
+    sent_by: str | None = None
+    sent_at: str | None = None
+    message_id: str | None = None
+    updated_at: str
+
+
+class SuggestedLeadRow(Row):
+    """A contact a reply named (a referral, schema 15): nothing is sent to them until a
+    person adds them to a campaign (`added_campaign_id`)."""
+
+    id: str
+    campaign_id: str | None = None
+    reply_id: str | None = None
+    referred_by: str | None = None  # the address of the person who named them
+    name: str | None = None
+    email: str | None = None
+    created_at: str
+    added_campaign_id: str | None = None
+
+
+class InboxAnswer(Row):
+    """An inbox item's answer: `none` when nothing was drafted."""
+
+    status: Literal["none", "drafted", "sending", "sent"] = "none"
+    subject: str = ""
+    body: str = ""
+
+
+class InboxItem(Row):
+    """A reply that needs a person (`Store.inbox`)."""
+
+    reply_id: str
+    campaign_id: str | None = None
+    lead_id: str | None = None
+    email: str
+    intent: str | None = None
+    confidence: float | None = None
+    action: str | None = None
+    received_at: str
+    excerpt: str = ""
+    verified: bool = True
+    subject: str = ""
+    step: int | None = None
+    snooze_until: str | None = None
+    answer: InboxAnswer = InboxAnswer()
 
 
 class SuppressionRow(Row):

@@ -23,11 +23,15 @@ from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
 from campaign_core.store.base import (
     APPROVALS,
+    AWAITING_CONFIRMATION,
+    INBOX_INTENTS,
     MACHINE_INTENTS,
     REVIEW_STATUSES,
     SCHEDULE_TEMPLATE_PREFIX,
     SCHEMA_VERSION,
+    AnswerConflict,
     StoreError,
+    answer_row,
     as_time,
     as_version,
     audit_entry,
@@ -39,6 +43,8 @@ from campaign_core.store.base import (
     draft_row,
     event_row,
     first_suppression,
+    headers_json,
+    inbox_of,
     iso,
     migrations,
     normalise_address,
@@ -52,6 +58,9 @@ from campaign_core.store.base import (
     reply_row,
     reviewer_row,
     step_row,
+    suggested_email,
+    suggested_lead_id,
+    suggested_lead_row,
     suppression_row,
     trace_fields,
 )
@@ -77,6 +86,8 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    InboxItem,
+    ReplyAnswerRow,
     ReplyRow,
     ReportRow,
     Reservation,
@@ -84,6 +95,7 @@ from campaign_core.store.rows import (
     ReviewPage,
     SequenceStepRow,
     Spend,
+    SuggestedLeadRow,
     SuppressionRow,
     SuppressionSource,
 )
@@ -810,15 +822,17 @@ class SqlStore(Erasure[Scope]):
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
                            campaign_id: str | None = None, lead_id: str | None = None,
                            step: int | None = None, subject: str = "", text: str = "",
-                           matched_by: str | None = None, verified: bool = True
-                           ) -> tuple[str, bool]:
+                           matched_by: str | None = None, verified: bool = True,
+                           headers: dict[str, str] | None = None) -> tuple[str, bool]:
         reply_id = reply_id_for(message_id, campaign_id, lead_id)
         new = await self._run(
             "INSERT INTO replies(reply_id, message_id, campaign_id, lead_id, step, kind, email, "
-            "subject, text, matched_by, source, verified, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT (reply_id) DO NOTHING",
+            "subject, text, matched_by, source, verified, headers, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) "
+            "ON CONFLICT (reply_id) DO NOTHING",
             (reply_id, bare_message_id(message_id), campaign_id, lead_id, step, kind,
-             normalise_address(email), subject, text, matched_by, source, verified),
+             normalise_address(email), subject, text, matched_by, source, verified,
+             headers_json(headers)),
             "replies", reply_id)
         return reply_id, new > 0
 
@@ -831,6 +845,121 @@ class SqlStore(Erasure[Scope]):
         return await self._run("UPDATE replies SET intent = ?, confidence = ?, action = ? "
                                "WHERE reply_id = ?", (intent, confidence, action, reply_id),
                                "replies", reply_id) > 0
+
+    # -- what is done with a reply (schema 15) -------------------------------------------
+
+    async def snooze_reply(self, reply_id: str, until: datetime) -> bool:
+        return await self._run("UPDATE replies SET snooze_until = ? WHERE reply_id = ?",
+                               (iso(until), reply_id), "replies", reply_id) > 0
+
+    async def mark_reply_done(self, reply_id: str, *, by: str) -> bool:
+        return await self._run("UPDATE replies SET done_at = now(), done_by = ? "
+                               "WHERE reply_id = ?", (by, reply_id), "replies", reply_id) > 0
+
+    async def set_reply_intent_by_person(self, reply_id: str, intent: str, *, by: str) -> bool:
+        return await self._run(
+            "UPDATE replies SET intent = ?, confidence = 1.0, action = NULL, intent_by = ?, "
+            "done_at = NULL, done_by = NULL WHERE reply_id = ?", (intent, by, reply_id),
+            "replies", reply_id) > 0
+
+    #: The replies `inbox` looks at (alias r); it filters them further (`inbox_of`).
+    _INBOX_WHERE = (
+        "r.done_at IS NULL AND r.kind = 'reply' AND (r.intent IN ({intents}) "
+        "OR r.snooze_until IS NOT NULL OR r.action = ?)")
+
+    async def inbox(self, *, campaign_id: str | None, intents: list[str] | None,
+                    now: datetime) -> list[InboxItem]:
+        where = self._INBOX_WHERE.format(intents=marks(INBOX_INTENTS))
+        args: list[Any] = [*INBOX_INTENTS, AWAITING_CONFIRMATION]
+        if campaign_id is not None:
+            where += " AND r.campaign_id = ?"
+            args.append(campaign_id)
+        async with self._conn("replies") as c:
+            replies = await c.all(f"SELECT r.* FROM replies r WHERE {where}", args)
+            answers = await c.all("SELECT a.* FROM reply_answers a JOIN replies r "
+                                  f"ON r.reply_id = a.reply_id WHERE {where}", args)
+        return inbox_of([reply_row(r) for r in replies],
+                        {a["reply_id"]: answer_row(a) for a in answers},
+                        campaign_id=campaign_id, intents=intents, now=now)
+
+    async def save_reply_answer(self, reply_id: str, *, subject: str, body: str,
+                                by: str | None, drafted: bool = False) -> None:
+        if drafted:  # the agent's draft: a person's edit already there is kept
+            update = ("subject = excluded.subject, body = excluded.body, "
+                      "drafted_by = excluded.drafted_by, drafted_at = now(), updated_at = now() "
+                      "WHERE reply_answers.status = 'drafted' AND reply_answers.edited_by IS NULL")
+            who: tuple[str | None, str | None] = (by, None)
+        else:
+            update = ("subject = excluded.subject, body = excluded.body, "
+                      "edited_by = excluded.edited_by, edited_at = now(), updated_at = now() "
+                      "WHERE reply_answers.status = 'drafted'")
+            who = (None, by)
+        async with self._conn("reply_answers", reply_id, write=True) as c:
+            changed = await c.run(
+                "INSERT INTO reply_answers(reply_id, campaign_id, lead_id, subject, body, "
+                "status, drafted_by, drafted_at, edited_by, edited_at, updated_at) "
+                "SELECT reply_id, campaign_id, lead_id, ?, ?, 'drafted', ?, "
+                f"{'now()' if drafted else 'NULL'}, ?, {'NULL' if drafted else 'now()'}, now() "
+                "FROM replies WHERE reply_id = ? "
+                f"ON CONFLICT (reply_id) DO UPDATE SET {update}",
+                (subject, body, *who, reply_id))
+            if changed:
+                return
+            rows = await c.all("SELECT status FROM reply_answers WHERE reply_id = ?", (reply_id,))
+        if not rows:
+            raise StoreError("no such reply", table="replies", key=reply_id)
+        if rows[0]["status"] != "drafted":
+            raise AnswerConflict(f"the answer is {rows[0]['status']}: it can no longer change",
+                                 table="reply_answers", key=reply_id)
+
+    async def get_reply_answer(self, reply_id: str) -> ReplyAnswerRow | None:
+        row = await self._one("SELECT * FROM reply_answers WHERE reply_id = ?", (reply_id,),
+                              "reply_answers", reply_id)
+        return answer_row(row) if row is not None else None
+
+    async def claim_answer_send(self, reply_id: str, *, by: str) -> ReplyAnswerRow | None:
+        async with self._conn("reply_answers", reply_id, write=True) as c:
+            claimed = await c.run("UPDATE reply_answers SET status = 'sending', sent_by = ?, "
+                                  "updated_at = now() WHERE reply_id = ? AND status = 'drafted'",
+                                  (by, reply_id))
+            if not claimed:
+                return None
+            rows = await c.all("SELECT * FROM reply_answers WHERE reply_id = ?", (reply_id,))
+        return answer_row(rows[0])
+
+    async def release_answer_send(self, reply_id: str) -> bool:
+        return await self._run("UPDATE reply_answers SET status = 'drafted', sent_by = NULL, "
+                               "updated_at = now() WHERE reply_id = ? AND status = 'sending'",
+                               (reply_id,), "reply_answers", reply_id) > 0
+
+    async def mark_answer_sent(self, reply_id: str, *, message_id: str, by: str) -> None:
+        await self._run("UPDATE reply_answers SET status = 'sent', message_id = ?, sent_by = ?, "
+                        "sent_at = now(), updated_at = now() "
+                        "WHERE reply_id = ? AND status <> 'sent'",
+                        (message_id, by, reply_id), "reply_answers", reply_id)
+
+    async def add_suggested_lead(self, *, campaign_id: str | None, reply_id: str,
+                                 referred_by: str | None, name: str | None,
+                                 email: str | None) -> tuple[str, bool]:
+        sid = suggested_lead_id(reply_id, name, email)
+        new = await self._run(
+            "INSERT INTO suggested_leads(id, campaign_id, reply_id, referred_by, name, email, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, now()) ON CONFLICT (id) DO NOTHING",
+            (sid, campaign_id, reply_id, referred_by, name, suggested_email(email)),
+            "suggested_leads", sid)
+        return sid, new > 0
+
+    async def list_suggested_leads(self, campaign_id: str | None = None
+                                   ) -> list[SuggestedLeadRow]:
+        where, args = ("WHERE campaign_id = ? ", (campaign_id,)) if campaign_id else ("", ())
+        rows = await self._all(f"SELECT * FROM suggested_leads {where}"
+                               "ORDER BY created_at DESC, id", args, "suggested_leads")
+        return [suggested_lead_row(r) for r in rows]
+
+    async def mark_suggested_lead_added(self, suggestion_id: str, campaign_id: str) -> bool:
+        return await self._run("UPDATE suggested_leads SET added_campaign_id = ? WHERE id = ?",
+                               (campaign_id, suggestion_id), "suggested_leads",
+                               suggestion_id) > 0
 
     async def confirm_reply(self, reply_id: str) -> bool:
         return await self._run("UPDATE replies SET verified = TRUE WHERE reply_id = ? "

@@ -33,8 +33,10 @@ from campaign_core.store.base import (
     SCHEDULE_TEMPLATE_PREFIX,
     SCHEMA_VERSION,
     TIME_COLUMNS,
+    AnswerConflict,
     StoreError,
     StoreUnavailable,
+    answer_row,
     as_time,
     as_version,
     audit_entry,
@@ -46,6 +48,8 @@ from campaign_core.store.base import (
     draft_row,
     event_row,
     first_suppression,
+    headers_json,
+    inbox_of,
     iso,
     normalise_address,
     now_utc,
@@ -57,6 +61,9 @@ from campaign_core.store.base import (
     reply_row,
     reviewer_row,
     step_row,
+    suggested_email,
+    suggested_lead_id,
+    suggested_lead_row,
     suppression_row,
     trace_fields,
 )
@@ -82,6 +89,8 @@ from campaign_core.store.rows import (
     DeliveryRow,
     DraftEditRow,
     DraftRow,
+    InboxItem,
+    ReplyAnswerRow,
     ReplyRow,
     ReportRow,
     Reservation,
@@ -89,6 +98,7 @@ from campaign_core.store.rows import (
     ReviewPage,
     SequenceStepRow,
     Spend,
+    SuggestedLeadRow,
     SuppressionRow,
     SuppressionSource,
 )
@@ -954,14 +964,15 @@ class SupabaseStore(Erasure[Pairs]):
     async def record_reply(self, *, message_id: str, kind: str, email: str, source: str,
                            campaign_id: str | None = None, lead_id: str | None = None,
                            step: int | None = None, subject: str = "", text: str = "",
-                           matched_by: str | None = None, verified: bool = True
-                           ) -> tuple[str, bool]:
+                           matched_by: str | None = None, verified: bool = True,
+                           headers: dict[str, str] | None = None) -> tuple[str, bool]:
         """An ignore-duplicates upsert returns only new rows: that says whether it was new."""
         reply_id = reply_id_for(message_id, campaign_id, lead_id)
         row = {"reply_id": reply_id, "message_id": bare_message_id(message_id),
                "campaign_id": campaign_id, "lead_id": lead_id, "step": step, "kind": kind,
                "email": normalise_address(email), "subject": subject, "text": text,
-               "matched_by": matched_by, "source": source, "verified": verified}
+               "matched_by": matched_by, "source": source, "verified": verified,
+               "headers": headers_json(headers)}
         res = await self._run(lambda db: db.table("replies").upsert(
             row, on_conflict="reply_id", ignore_duplicates=True,
             returning=ReturnMethod.representation), "replies", reply_id)
@@ -978,6 +989,128 @@ class SupabaseStore(Erasure[Pairs]):
             {"intent": intent, "confidence": confidence, "action": action},
             returning=ReturnMethod.representation).eq("reply_id", reply_id), "replies", reply_id)
         return bool(res.data)
+
+    # -- what is done with a reply (schema 15) -------------------------------------------
+
+    async def _update_reply(self, table: str, key: str, values: dict[str, Any],
+                            where: Callable[[Query], Query]) -> list[dict[str, Any]]:
+        """A conditional update; the rows it changed (PostgREST applies it atomically)."""
+        res = await self._run(lambda db: where(db.table(table).update(
+            values, returning=ReturnMethod.representation)), table, key)
+        return list(res.data)
+
+    async def snooze_reply(self, reply_id: str, until: datetime) -> bool:
+        return bool(await self._update_reply("replies", reply_id, {"snooze_until": iso(until)},
+                                             _match(eq={"reply_id": reply_id})))
+
+    async def mark_reply_done(self, reply_id: str, *, by: str) -> bool:
+        return bool(await self._update_reply("replies", reply_id,
+                                             {"done_at": _now(), "done_by": by},
+                                             _match(eq={"reply_id": reply_id})))
+
+    async def set_reply_intent_by_person(self, reply_id: str, intent: str, *, by: str) -> bool:
+        return bool(await self._update_reply(
+            "replies", reply_id, {"intent": intent, "confidence": 1.0, "action": None,
+                                  "intent_by": by, "done_at": None, "done_by": None},
+            _match(eq={"reply_id": reply_id})))
+
+    async def inbox(self, *, campaign_id: str | None, intents: list[str] | None,
+                    now: datetime) -> list[InboxItem]:
+        """The replies not done are read (of the campaign) and filtered here (`inbox_of`)."""
+        eq: dict[str, Any] = {"kind": "reply"}
+        if campaign_id is not None:
+            eq["campaign_id"] = campaign_id
+        rows = await self._pages("replies", "*", _match(eq=eq, null=("done_at",)),
+                                 ["received_at", "reply_id"])
+        items = inbox_of([reply_row(r) for r in rows], {}, campaign_id=campaign_id,
+                         intents=intents, now=now)
+        ids = [i.reply_id for i in items]
+        answers: dict[str, ReplyAnswerRow] = {}
+        for start in range(0, len(ids), 200):
+            chunk = ids[start:start + 200]
+            for a in await self._pages("reply_answers", "*", _match(within={"reply_id": chunk}),
+                                       ["reply_id"]):
+                answers[a["reply_id"]] = answer_row(a)
+        chosen = [r for r in (reply_row(r) for r in rows) if r.reply_id in set(ids)]
+        return inbox_of(chosen, answers, campaign_id=campaign_id, intents=intents, now=now)
+
+    async def save_reply_answer(self, reply_id: str, *, subject: str, body: str,
+                                by: str | None, drafted: bool = False) -> None:
+        """A sequence of conditional requests: insert if there is none, else update it while
+        it is still drafted (the agent's draft: while no person edited it)."""
+        reply = await self.get_reply(reply_id)
+        if reply is None:
+            raise StoreError("no such reply", table="replies", key=reply_id)
+        now = _now()
+        who = ({"drafted_by": by, "drafted_at": now} if drafted
+               else {"edited_by": by, "edited_at": now})
+        row = {"reply_id": reply_id, "campaign_id": reply.campaign_id, "lead_id": reply.lead_id,
+               "subject": subject, "body": body, "status": "drafted", "updated_at": now, **who}
+        res = await self._run(lambda db: db.table("reply_answers").upsert(
+            row, on_conflict="reply_id", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "reply_answers", reply_id)
+        if res.data:
+            return
+        null = ("edited_by",) if drafted else ()
+        if await self._update_reply(
+                "reply_answers", reply_id,
+                {"subject": subject, "body": body, "updated_at": now, **who},
+                _match(eq={"reply_id": reply_id, "status": "drafted"}, null=null)):
+            return
+        answer = await self.get_reply_answer(reply_id)
+        if answer is not None and answer.status != "drafted":
+            raise AnswerConflict(f"the answer is {answer.status}: it can no longer change",
+                                 table="reply_answers", key=reply_id)
+
+    async def get_reply_answer(self, reply_id: str) -> ReplyAnswerRow | None:
+        res = await self._run(lambda db: db.table("reply_answers").select("*")
+                              .eq("reply_id", reply_id).limit(1), "reply_answers", reply_id)
+        return answer_row(res.data[0]) if res.data else None
+
+    async def claim_answer_send(self, reply_id: str, *, by: str) -> ReplyAnswerRow | None:
+        rows = await self._update_reply(
+            "reply_answers", reply_id, {"status": "sending", "sent_by": by, "updated_at": _now()},
+            _match(eq={"reply_id": reply_id, "status": "drafted"}))
+        return answer_row(rows[0]) if rows else None
+
+    async def release_answer_send(self, reply_id: str) -> bool:
+        return bool(await self._update_reply(
+            "reply_answers", reply_id, {"status": "drafted", "sent_by": None,
+                                        "updated_at": _now()},
+            _match(eq={"reply_id": reply_id, "status": "sending"})))
+
+    async def mark_answer_sent(self, reply_id: str, *, message_id: str, by: str) -> None:
+        now = _now()
+        await self._update_reply(
+            "reply_answers", reply_id, {"status": "sent", "message_id": message_id,
+                                        "sent_by": by, "sent_at": now, "updated_at": now},
+            lambda q: q.eq("reply_id", reply_id).neq("status", "sent"))
+
+    async def add_suggested_lead(self, *, campaign_id: str | None, reply_id: str,
+                                 referred_by: str | None, name: str | None,
+                                 email: str | None) -> tuple[str, bool]:
+        sid = suggested_lead_id(reply_id, name, email)
+        row = {"id": sid, "campaign_id": campaign_id, "reply_id": reply_id,
+               "referred_by": referred_by, "name": name, "email": suggested_email(email),
+               "created_at": _now()}
+        res = await self._run(lambda db: db.table("suggested_leads").upsert(
+            row, on_conflict="id", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "suggested_leads", sid)
+        return sid, bool(res.data)
+
+    async def list_suggested_leads(self, campaign_id: str | None = None
+                                   ) -> list[SuggestedLeadRow]:
+        where = _match(eq={"campaign_id": campaign_id} if campaign_id else None)
+        rows = await self._pages("suggested_leads", "*", where, ["created_at", "id"])
+        found = [suggested_lead_row(r) for r in rows]
+        found.sort(key=lambda r: r.id)
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found
+
+    async def mark_suggested_lead_added(self, suggestion_id: str, campaign_id: str) -> bool:
+        return bool(await self._update_reply(
+            "suggested_leads", suggestion_id, {"added_campaign_id": campaign_id},
+            _match(eq={"id": suggestion_id})))
 
     async def confirm_reply(self, reply_id: str) -> bool:
         """An update returns the rows it changed: that says whether it was unverified."""
