@@ -282,6 +282,33 @@ class ReplySignal(BaseModel):
     #: The person replied to another campaign (this id), not to this one: their sequence
     #: here stops too (issue 27), with a stop reason naming that campaign.
     from_campaign: str | None = None
+    #: The stop reason, when the reply action workflow read the reply (issue 27): its
+    #: intent (`not_interested`, `unsubscribe`...). None: `replied` (or `bounced`).
+    reason: str | None = Field(default=None, max_length=100)
+
+
+class OutOfOfficeSignal(BaseModel):
+    """An out-of-office reply from one lead (issue 27): its next step moves to `not_before`
+    (the day after the return date, or CAMPAIGN_OOO_DEFAULT_DELAY from now); nothing stops.
+    Sent to the delivery orchestrator as signal "out_of_office": ids and a time only."""
+
+    lead_id: str
+    reply_id: str
+    not_before: datetime
+
+
+class StepMove(BaseModel):
+    """Move a lead's open follow-up to `not_before` (only ever later)."""
+
+    lead_id: str
+    not_before: datetime
+
+
+class MoveSteps(BaseModel):
+    """The out-of-office moves a delivery run records in one store call."""
+
+    campaign_id: str
+    moves: list[StepMove] = Field(default_factory=list, max_length=1000)
 
 
 class PageRequest(BaseModel):

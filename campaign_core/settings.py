@@ -258,6 +258,12 @@ class Settings(BaseSettings):
         "a reply. People in another campaign's sequence still going on are skipped too; "
         "`--allow-overlap` keeps both.",
     )
+    ooo_default_delay: str = Field(
+        default="7d", pattern=r"^\s*\d+\s*[smhdwSMHDW]?\s*$", alias="CAMPAIGN_OOO_DEFAULT_DELAY",
+        description="How far an out-of-office reply that gives no return date moves the "
+        "lead's next step, e.g. 7d, 1w, 48h (with a date: to the day after it). The sequence "
+        "does not stop.",
+    )
 
     deployment_version: str | None = Field(
         default=None, alias="CAMPAIGN_DEPLOYMENT_VERSION",
@@ -330,6 +336,16 @@ class Settings(BaseSettings):
         match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", self.reply_cooldown.lower())
         if match is None:  # the field's pattern refused it already
             raise ValueError(f"CAMPAIGN_REPLY_COOLDOWN: {self.reply_cooldown!r} is not a duration")
+        units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        return timedelta(seconds=int(match.group(1)) * units[match.group(2)])
+
+    @property
+    def ooo_default_delay_delta(self) -> timedelta:
+        """CAMPAIGN_OOO_DEFAULT_DELAY as a timedelta (`7d`, `1w`, `48h`, `3600` seconds)."""
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", self.ooo_default_delay.lower())
+        if match is None:  # the field's pattern refused it already
+            raise ValueError(f"CAMPAIGN_OOO_DEFAULT_DELAY: {self.ooo_default_delay!r} is not a "
+                             "duration")
         units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
         return timedelta(seconds=int(match.group(1)) * units[match.group(2)])
 

@@ -341,6 +341,12 @@ class Store(Protocol):
     async def get_step(self, campaign_id: str, lead_id: str, step: int) -> SequenceStepRow | None:
         ...
 
+    async def move_open_step(self, campaign_id: str, lead_id: str, not_before: datetime
+                             ) -> bool:
+        """Move the lead's scheduled follow-up to `not_before` if it is due earlier (an
+        out-of-office reply, schema 10's rows); True when one moved. Never earlier."""
+        ...
+
     async def set_step_status(self, campaign_id: str, lead_id: str, step: int, status: str,
                               stop_reason: str | None = None) -> None:
         """Record a follow-up `sent`, `stopped` (with its reason) or `failed`; a step that
@@ -548,7 +554,8 @@ class Store(Protocol):
 
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
         """Whether a person's verified reply (not an automatic one, not a bounce, not one
-        matched by an address nobody vouched for) is recorded for the lead."""
+        matched by an address nobody vouched for, not one the classifier read as
+        `MACHINE_INTENTS`: an out-of-office stops nothing) is recorded for the lead."""
         ...
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:

@@ -967,8 +967,9 @@ class SqlStore(Erasure[Scope]):
 
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
         return await self._one("SELECT 1 AS x FROM replies WHERE campaign_id = ? AND lead_id = ? "
-                               "AND kind = 'reply' AND verified = TRUE LIMIT 1",
-                               (campaign_id, lead_id)) is not None
+                               "AND kind = 'reply' AND verified = TRUE AND (intent IS NULL OR "
+                               f"intent NOT IN ({marks(MACHINE_INTENTS)})) LIMIT 1",
+                               (campaign_id, lead_id, *MACHINE_INTENTS)) is not None
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
         where = "campaign_id = ?" if campaign_id is not None else "campaign_id IS NULL"
@@ -1053,6 +1054,14 @@ class SqlStore(Erasure[Scope]):
             "ON CONFLICT (campaign_id, lead_id, step) DO NOTHING",
             (campaign_id, lead_id, step, iso(due_at)), "sequence_steps",
             f"{campaign_id}/{lead_id}/{step}")
+
+    async def move_open_step(self, campaign_id: str, lead_id: str, not_before: datetime
+                             ) -> bool:
+        return await self._run(
+            "UPDATE sequence_steps SET due_at = ?, updated_at = now() WHERE campaign_id = ? "
+            "AND lead_id = ? AND status = 'scheduled' AND due_at < ?",
+            (iso(not_before), campaign_id, lead_id, iso(not_before)), "sequence_steps",
+            f"{campaign_id}/{lead_id}") > 0
 
     async def get_step(self, campaign_id: str, lead_id: str, step: int) -> SequenceStepRow | None:
         row = await self._one("SELECT * FROM sequence_steps WHERE campaign_id = ? AND lead_id = ? "

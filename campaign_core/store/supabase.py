@@ -1120,11 +1120,10 @@ class SupabaseStore(Erasure[Pairs]):
         return bool(res.data)
 
     async def lead_replied(self, campaign_id: str, lead_id: str) -> bool:
-        res = await self._run(lambda db: db.table("replies").select("reply_id")
-                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id)
-                              .eq("kind", "reply").eq("verified", True).limit(1), "replies",
-                              f"{campaign_id}/{lead_id}")
-        return bool(res.data)
+        rows = await self._pages("replies", "reply_id,intent", lambda q: q.eq(
+            "campaign_id", campaign_id).eq("lead_id", lead_id).eq("kind", "reply").eq(
+            "verified", True), ["reply_id"])
+        return any(r.get("intent") not in MACHINE_INTENTS for r in rows)
 
     async def list_replies(self, campaign_id: str | None) -> list[ReplyRow]:
         def where(q: Query) -> Query:
@@ -1359,6 +1358,16 @@ class SupabaseStore(Erasure[Pairs]):
 
     def _step_key(self, campaign_id: str, lead_id: str, step: int) -> Callable[[Query], Query]:
         return lambda q: q.eq("campaign_id", campaign_id).eq("lead_id", lead_id).eq("step", step)
+
+    async def move_open_step(self, campaign_id: str, lead_id: str, not_before: datetime
+                             ) -> bool:
+        """One conditional update: only a scheduled step due before `not_before` moves."""
+        when = iso(not_before)
+        res = await self._run(lambda db: db.table("sequence_steps").update(
+            {"due_at": when, "updated_at": _now()}, returning=ReturnMethod.representation)
+            .eq("campaign_id", campaign_id).eq("lead_id", lead_id).eq("status", "scheduled")
+            .lt("due_at", when), "sequence_steps", f"{campaign_id}/{lead_id}")
+        return bool(res.data)
 
     async def schedule_step(self, campaign_id: str, lead_id: str, step: int,
                             due_at: datetime) -> None:

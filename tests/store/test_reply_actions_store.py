@@ -185,3 +185,26 @@ async def test_forget_takes_the_answers_and_suggestions_with_the_replies(backend
     assert await store.get_reply_answer(rid) is None
     assert await store.list_suggested_leads() == []
     assert await backend.rows("reply_answers") == 0
+
+
+async def test_an_out_of_office_moves_the_open_step_later_and_stops_nothing(backend: Backend
+                                                                            ) -> None:
+    store = backend.store
+    ana, bo = (await new_campaign(store, "c1"))[:2]
+    due = datetime(2027, 1, 9, 9, 0, tzinfo=UTC)
+    await store.schedule_step("c1", ana.lead_id, 2, due)
+    back = datetime(2027, 1, 13, 0, 0, tzinfo=UTC)
+    assert await store.move_open_step("c1", ana.lead_id, back)
+    assert not await store.move_open_step("c1", ana.lead_id, due)  # never earlier
+    assert not await store.move_open_step("c1", bo.lead_id, back)  # nothing scheduled
+    row = await store.get_step("c1", ana.lead_id, 2)
+    assert row is not None and row.due_at == back.isoformat(timespec="microseconds")
+    await store.set_step_status("c1", ana.lead_id, 2, "sent")
+    assert not await store.move_open_step("c1", ana.lead_id, back + timedelta(days=1))
+
+    rid = await _reply(backend, "c1", 0, "ooo1", text="I am out of office until 12 January")
+    assert await store.lead_replied("c1", ana.lead_id)  # not read yet: a person's reply
+    await store.record_reply_intent(rid, "out_of_office", 0.95, "moved")
+    assert not await store.lead_replied("c1", ana.lead_id)  # an out-of-office stops nothing
+    await store.record_reply_intent(rid, "not_interested", 0.95, "stopped")
+    assert await store.lead_replied("c1", ana.lead_id)
