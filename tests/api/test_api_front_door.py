@@ -41,10 +41,13 @@ from workflows.scheduled import schedule_id
 __all__ = ["api_settings"]  # a fixture, used by name
 
 KB_FILES = {p.name for p in KB.iterdir()}
+# With overlap allowed: both doors start a campaign with the same person (issue 27).
 OPTIONS: dict[str, Any] = {"send_window": "09:00-17:00 Mon-Fri", "timezone": "Europe/Berlin",
-           "domain_limit": 7, "send_rate": 2.5, "approval_timeout": "2h"}
+           "domain_limit": 7, "send_rate": 2.5, "approval_timeout": "2h",
+           "allow_overlap": True}
 CLI_OPTIONS = ["--send-window", "09:00-17:00 Mon-Fri", "--timezone", "Europe/Berlin",
-               "--domain-limit", "7", "--send-rate", "2.5", "--approval-timeout", "2h"]
+               "--domain-limit", "7", "--send-rate", "2.5", "--approval-timeout", "2h",
+               "--allow-overlap"]
 
 
 @pytest.fixture
