@@ -37,6 +37,7 @@ from campaign_core.store.base import Store
 from campaign_core.store.factory import open_store
 from campaign_core.temporal import connect
 from campaign_core.tracing import is_traced
+from workflows.answer import AnswerWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
@@ -47,7 +48,7 @@ from workflows.signals import TemporalCampaignSignals
 
 #: Every orchestrator; they all run on the workflow queue.
 WORKFLOWS: tuple[type, ...] = (CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator,
-                               ScheduledCampaign, ReplyMailboxPoll)
+                               ScheduledCampaign, ReplyMailboxPoll, AnswerWorkflow)
 
 log = logging.getLogger("campaign.worker")
 

@@ -40,6 +40,14 @@ from activities.rendering import (
     unsubscribe_url,
 )
 from activities.sequence_agent import stop_reason_at_due
+from campaign_core.answers import (
+    ANSWER_COMMITTING,
+    ANSWER_SENT,
+    AnswerInput,
+    AnswerOutcome,
+    answer_key,
+    reply_subject,
+)
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
@@ -203,6 +211,109 @@ class DeliveryAgent(Agent):
         if inp.channel is Channel.OUTBOX:
             data = {"file": f"{key}.eml"}
         return await finish(message_id, data)
+
+    @activity.defn(name="send_answer")
+    async def send_answer(self, inp: AnswerInput) -> AnswerOutcome:
+        """Send a person's answer to a reply, once: the inbox claimed it (`sending`) before
+        starting the workflow; this renders it in their thread (`In-Reply-To` their
+        Message-ID, `Re:` their subject unless the reviewer wrote another), sends it over
+        the campaign's channel from CAMPAIGN_FROM, records it sent and writes the audit
+        naming who sent it. A retry after the SMTP commit point (recorded in the audit)
+        does not send again. The text and the address never reach history."""
+        started = now_utc()
+        answer = await self.store.get_reply_answer(inp.reply_id)
+        if answer is None:
+            raise permanent("NotFound", f"no answer to reply {inp.reply_id}")
+        if answer.status == "sent":
+            return AnswerOutcome(reply_id=inp.reply_id, status="already_sent",
+                                 message_id=answer.message_id)
+        reply = await self.store.get_reply(inp.reply_id)
+        if reply is None or reply.campaign_id is None or reply.lead_id is None:
+            raise permanent("NotFound", f"reply {inp.reply_id} matched no lead")
+        campaign = await self.store.get_campaign(reply.campaign_id)
+        lead = await self.store.get_lead(reply.campaign_id, reply.lead_id)
+        if campaign is None or lead is None:
+            raise permanent("NotFound", f"reply {inp.reply_id}: its campaign or lead is gone")
+        channel = Channel(campaign.channel)
+        if channel is Channel.WEBHOOK:
+            raise permanent("InvalidInput", "answers go by smtp or outbox; this campaign's "
+                                            "channel is webhook")
+        by = getattr(answer, "sent_by", None) or answer.edited_by or "unknown"
+        key = answer_key(inp.reply_id)
+        step = reply.step or 1
+        ours = await self.store.get_delivery(message_key(reply.campaign_id, reply.lead_id, step))
+        references = [m for m in (ours.message_id if ours else None, reply.message_id) if m]
+        name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
+        link = unsubscribe_url(self.settings.resolved_public_url, make_token(
+            await self._signing_key(), Claims(reply.campaign_id, reply.lead_id, step)))
+        try:
+            msg = render_message(
+                key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
+                subject=answer.subject.strip() or reply_subject(reply.subject),
+                body=answer.body, unsubscribe_url=link,
+                mailto=unsubscribe_mailto(self.settings.mail_from, key),
+                postal_address=self.settings.postal_address, references=references)
+        except (ValueError, MessageError) as err:
+            raise PrivateReasonError(
+                f"{NOT_RENDERABLE}: the answer cannot be built", type=NOT_RENDERABLE,
+                private=f"{type(err).__name__}: {err}") from err
+        message_id = str(msg["Message-ID"])
+        campaign_id, lead_id = reply.campaign_id, reply.lead_id
+        common = {"reply_id": inp.reply_id, "campaign_id": campaign_id, "lead_id": lead_id,
+                  "channel": channel.value}
+
+        async def audit(kind: str, data: dict[str, Any]) -> None:
+            record = Record(kind=kind, key=inp.reply_id,
+                            data={**common, "message_id": message_id, "by": by, **data},
+                            provenance=self.provenance(f"reply:{inp.reply_id}", common))
+            await self.keep(self.envelope(campaign_id, [record], started), lead_id, kind)
+
+        async def finish(data: dict[str, Any]) -> AnswerOutcome:
+            await self.store.mark_answer_sent(inp.reply_id, message_id=message_id, by=by)
+            await audit(ANSWER_SENT, {"status": "sent", **data})
+            return AnswerOutcome(reply_id=inp.reply_id, status="sent", message_id=message_id,
+                                 channel=channel.value)
+
+        if await self._answer_committing(reply.campaign_id, reply.lead_id, inp.reply_id):
+            # An earlier attempt issued the final `.` and never recorded the reply.
+            return await finish({"unconfirmed": True})
+        if await self.store.is_suppressed(lead.email):
+            raise permanent("Suppressed", "the address is on the suppression list: the "
+                                          "answer is not sent")
+        self._check_channel(channel)
+        if channel is Channel.OUTBOX:
+            write_outbox(self.settings.outbox_dir, key, msg)
+            return await finish({"file": f"{key}.eml"})
+        config = self._smtp_config()
+
+        async def before_data() -> None:
+            await audit(ANSWER_COMMITTING, {"status": "committing"})
+
+        async def data_refused(reason: str) -> None:
+            del reason
+
+        try:
+            accepted = await heartbeating(
+                send_smtp(config, msg, recipient=lead.email, before_data=before_data,
+                          data_refused=data_refused), details="sending the answer via smtp")
+        except SmtpUtf8Required as err:
+            raise permanent(SMTPUTF8_REQUIRED, str(err)) from err
+        except ChannelRefused as err:
+            raise PrivateReasonError(
+                f"{err.summary}: the answer was refused"
+                + ("" if err.permanent else " for now (retried)"),
+                type="DeliveryRejected" if err.permanent else "ChannelRefused",
+                private=str(err), non_retryable=err.permanent) from err
+        return await finish({"provider_id": accepted.provider_id, **accepted.detail})
+
+    async def _answer_committing(self, campaign_id: str, lead_id: str, reply_id: str) -> bool:
+        """Whether an attempt recorded the SMTP commit point of this answer."""
+        for entry in await self.store.audit(campaign_id, lead_id):
+            for record in entry.envelope.get("records", []):
+                if (isinstance(record, dict) and record.get("kind") == ANSWER_COMMITTING
+                        and record.get("key") == reply_id):
+                    return True
+        return False
 
     async def _sequence_sent(self, inp: DeliverInput) -> None:
         """Record a sent follow-up and put the next step on the schedule (idempotent)."""

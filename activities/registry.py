@@ -145,6 +145,10 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         # instead of the full minute; the retry is safe (see activities/delivery).
         AgentSpec(DeliveryAgent.deliver_message, "delivery", timedelta(minutes=1),
                   _DELIVERY_RETRY, heartbeat=timedelta(seconds=20)),
+        # A person's answer to a reply: the same queue, rate and retries as a campaign's
+        # sends, and as safe to retry (the SMTP commit point is recorded in the audit).
+        AgentSpec(DeliveryAgent.send_answer, "delivery", timedelta(minutes=1),
+                  _DELIVERY_RETRY, heartbeat=timedelta(seconds=20)),
         # Pages through a schedule template's leads; heartbeats carry the cursor so a
         # retry resumes where the last attempt stopped.
         AgentSpec(ScheduleAgent.copy_template_leads, "store", timedelta(minutes=30),

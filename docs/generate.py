@@ -86,7 +86,7 @@ def cli_reference() -> str:
         if _is_group(command):
             out += ["Subcommands: " + ", ".join(
                 f"`{name}`" for name in command.list_commands(sub_ctx)) + ".", ""]
-            continue
+            # A group that does something itself (`campaign inbox` lists) has options too.
         rows = [p.get_help_record(sub_ctx) for p in command.params]
         rows = [r for r in rows if r is not None]
         if rows:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from campaign_core.answers import AnswerInput, AnswerOutcome
     from campaign_core.deployment import LONG_RUNNING, SHORT_LIVED
     from campaign_core.imap import PollSummary, ReplyPollInput
     from campaign_core.models import (
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduledRun,
     )
 
+from workflows.answer import AnswerWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
@@ -71,6 +73,13 @@ class VersionedReplyMailboxPoll(ReplyMailboxPoll):
         return await super().run(inp)
 
 
+@workflow.defn(name="AnswerWorkflow", versioning_behavior=SHORT_LIVED)
+class VersionedAnswerWorkflow(AnswerWorkflow):
+    @workflow.run
+    async def run(self, inp: AnswerInput) -> AnswerOutcome:
+        return await super().run(inp)
+
+
 #: Each orchestrator's versioned twin, by the plain class (worker_main.WORKFLOWS).
 VERSIONED: dict[type, type] = {
     CampaignWorkflow: VersionedCampaignWorkflow,
@@ -78,4 +87,5 @@ VERSIONED: dict[type, type] = {
     LeadOrchestrator: VersionedLeadOrchestrator,
     ScheduledCampaign: VersionedScheduledCampaign,
     ReplyMailboxPoll: VersionedReplyMailboxPoll,
+    AnswerWorkflow: VersionedAnswerWorkflow,
 }

@@ -41,7 +41,7 @@ PUBLIC_PATHS: frozenset[str] = frozenset({"/health", "/unsubscribe"})
 #: The review pages: public to the gate, each page checks its session itself.
 PAGES_PREFIX = "/review"
 #: What a reviewer's token may reach: reading campaigns, drafts, report and audit;
-#: editing, excluding and including drafts; approving or rejecting.
+#: editing, excluding and including drafts; approving or rejecting; the inbox.
 REVIEW_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
     (frozenset(methods), re.compile(pattern)) for methods, pattern in (
         ({"GET", "HEAD"}, r"/campaigns/?"),
@@ -50,6 +50,9 @@ REVIEW_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ({"PATCH"}, r"/campaigns/[^/]+/drafts/[^/]+/?"),
         ({"POST"}, r"/campaigns/[^/]+/drafts/[^/]+/(exclude|include)/?"),
         ({"POST"}, r"/campaigns/[^/]+/approval/?"),
+        # The inbox: reviewers read and answer the replies of every campaign (issue 27).
+        ({"GET", "HEAD"}, r"/inbox/?"),
+        ({"POST"}, r"/inbox/[^/]+/(answer|intent|done)/?"),
     ))
 #: The name of a reviewer's token, or None when it is no (active) reviewer's.
 ReviewerLookup = Callable[[str], Awaitable[str | None]]
@@ -146,7 +149,7 @@ class RequestGate:
                 return unauthorised
             if not is_review_route(scope.get("method", ""), path):
                 return (403, f"a reviewer's token reaches the review routes only (campaigns, "
-                             f"drafts, report, audit, edits and decisions), not "
+                             f"drafts, report, audit, edits, decisions, inbox), not "
                              f"{scope.get('method', '')} {path}", {})
             scope.setdefault("state", {})["reviewer"] = name
             return None

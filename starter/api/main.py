@@ -20,6 +20,7 @@ from starter.api import (
     drafts,
     errors,
     health,
+    inbox,
     review_pages,
     schedules,
     suppressions,
@@ -34,7 +35,7 @@ from starter.review_auth import TOKEN_PREFIX
 #: The routers, in matching order (a path two could match goes to the first: see campaigns.py).
 ROUTERS: tuple[APIRouter, ...] = (
     review_pages.router, campaigns.router, drafts.router, schedules.router,
-    suppressions.router, webhooks.router, unsubscribe.router, health.router,
+    suppressions.router, inbox.router, webhooks.router, unsubscribe.router, health.router,
 )
 
 

@@ -914,3 +914,129 @@ async def approve_lead(request: Request, campaign_id: str, lead_id: str) -> Resp
             error="Not approved: a step of this lead failed. Fix it by an edit, or tick "
                   "\"Send the passing steps\" to send the others.")
     return RedirectResponse(_lead_url(campaign_id, lead_id, "lead_approved"), status_code=303)
+
+
+# -- the inbox (issue 27) ----------------------------------------------------------------------
+
+_INBOX_DONE = {"saved": "Answer saved.", "sent": "Answer sent.",
+               "already_sent": "The answer was sent already: nothing more was sent.",
+               "sending": "The answer is being sent.", "intent": "Intent changed: its action "
+               "follows.", "done": "Reply done: it is off the inbox."}
+
+
+def _inbox_url(reply_id: str, done: str = "") -> str:
+    return f"/review/inbox/{quote(reply_id, safe='')}" + (f"?done={done}" if done else "")
+
+
+@router.get("/inbox")
+async def inbox_page(request: Request, intent: str = "", campaign: str = "",
+                     done: str = "") -> Response:
+    """The replies that need a person, filterable by intent and campaign."""
+    from campaign_core.intents import ReplyIntent
+    from starter import inbox
+
+    viewer = await _viewer(request)
+    m = _manager(request)
+    intents = [i.value for i in ReplyIntent]
+    if intent and intent not in intents:
+        raise PageRefusal(422, f"intent: {intent!r} is not one of {', '.join(intents)}",
+                          "/review/inbox")
+    campaign = campaign[:64]
+    try:
+        items = await inbox.inbox(m, campaign_id=campaign or None,
+                                  intents=[intent] if intent else None)
+    except NotFound as err:
+        raise PageRefusal(404, str(err), "/review/inbox") from err
+    return _render("inbox.html", viewer=viewer, items=items, intents=intents,
+                   campaigns=await m.store.list_campaigns(), filter_intent=intent,
+                   filter_campaign=campaign, when=_when, message=_INBOX_DONE.get(done))
+
+
+@router.get("/inbox/{reply_id}")
+async def inbox_reply_page(request: Request, reply_id: str, done: str = "") -> Response:
+    viewer = await _viewer(request)
+    return await _inbox_reply(request, viewer, reply_id, message=_INBOX_DONE.get(done))
+
+
+async def _inbox_reply(request: Request, viewer: Viewer, reply_id: str, *, status: int = 200,
+                       message: str | None = None, error: str | None = None,
+                       form: dict[str, str] | None = None) -> HTMLResponse:
+    from campaign_core.answers import reply_subject
+    from campaign_core.intents import ReplyIntent
+    from starter import inbox
+
+    m = _manager(request)
+    reply = await m.store.get_reply(reply_id[:200])
+    if reply is None:
+        raise PageRefusal(404, f"No reply {reply_id!r}.", "/review/inbox")
+    answer = await m.store.get_reply_answer(reply.reply_id)
+    campaign = await m.store.get_campaign(reply.campaign_id) if reply.campaign_id else None
+    subject = answer.subject if answer else reply_subject(reply.subject)
+    return _render(
+        "inbox_reply.html", status_code=status, viewer=viewer, reply=reply, answer=answer,
+        rid_url=quote(reply.reply_id, safe=""), thread=await inbox.thread(m, reply),
+        why=await inbox.why(m, reply), when=_when, channel=campaign.channel if campaign else "",
+        all_intents=[i.value for i in ReplyIntent], stale_form=form is not None,
+        form_subject=(form or {}).get("subject", subject),
+        form_body=(form or {}).get("body", answer.body if answer else ""),
+        max_subject=MAX_SUBJECT, max_body=MAX_BODY, message=message, error=error)
+
+
+@router.post("/inbox/{reply_id}/answer")
+async def inbox_answer(request: Request, reply_id: str) -> Response:
+    """Save the edited answer, or send it (once, however often the button is pressed)."""
+    from starter import inbox
+
+    viewer, form = await _checked_post(request)
+    too_long = _too_long(form)
+    if too_long:
+        return await _inbox_reply(request, viewer, reply_id, status=422,
+                                  error=f"Not saved: {too_long}")
+    m = _manager(request)
+    subject = form.get("subject") or None
+    body = form.get("body") or None
+    done: str
+    try:
+        if form.get("action") == "send":
+            sent = await inbox.send_answer(m, reply_id, by=viewer.reviewer, subject=subject,
+                                           body=body)
+            done = sent.status
+        else:
+            await inbox.save_answer(m, reply_id, subject=subject, body=body, by=viewer.reviewer)
+            done = "saved"
+    except BadInput as err:
+        if isinstance(err, NotFound):
+            raise PageRefusal(404, str(err), "/review/inbox") from err
+        what = "sent" if form.get("action") == "send" else "saved"
+        return await _inbox_reply(request, viewer, reply_id,
+                                  status=409 if isinstance(err, Conflict) else 422,
+                                  error=f"Not {what}: {err}", form=form)
+    return RedirectResponse(_inbox_url(reply_id, done), status_code=303)
+
+
+@router.post("/inbox/{reply_id}/intent")
+async def inbox_intent(request: Request, reply_id: str) -> Response:
+    from starter import inbox
+
+    viewer, form = await _checked_post(request)
+    try:
+        await inbox.change_intent(_manager(request), reply_id, form.get("intent", ""),
+                                  by=viewer.reviewer)
+    except BadInput as err:
+        if isinstance(err, NotFound):
+            raise PageRefusal(404, str(err), "/review/inbox") from err
+        return await _inbox_reply(request, viewer, reply_id, status=409,
+                                  error=f"Intent not changed: {err}")
+    return RedirectResponse(_inbox_url(reply_id, "intent"), status_code=303)
+
+
+@router.post("/inbox/{reply_id}/done")
+async def inbox_done(request: Request, reply_id: str) -> Response:
+    from starter import inbox
+
+    viewer, _ = await _checked_post(request)
+    try:
+        await inbox.mark_done(_manager(request), reply_id, by=viewer.reviewer)
+    except NotFound as err:
+        raise PageRefusal(404, str(err), "/review/inbox") from err
+    return RedirectResponse("/review/inbox?done=done", status_code=303)

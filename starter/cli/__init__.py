@@ -18,6 +18,7 @@ from campaign_core.tracing import flush_tracing
 from starter.cli import campaigns, codec, replies, stack, suppression
 from starter.cli.app import app
 from starter.cli.db import db_app
+from starter.cli.inbox import inbox_app
 from starter.cli.reviewers import reviewer_app
 from starter.cli.schedule import schedule_app
 
@@ -51,6 +52,7 @@ app.command("codec-server")(codec.codec_server)
 app.add_typer(db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(reviewer_app, name="reviewer")
+app.add_typer(inbox_app, name="inbox")
 
 __all__ = ["app", "main"]
 

@@ -30,7 +30,7 @@ from starter.manager import BadInput, Conflict, NotFound
 ROOT = Path(__file__).resolve().parents[2]
 #: The services every door shares: their messages must suit every door.
 SERVICES = ("manager.py", "schedules.py", "suppression.py", "replies.py", "review_auth.py",
-            "start_options.py", "actor.py", "limits.py")
+            "start_options.py", "actor.py", "limits.py", "inbox.py")
 #: A CLI flag (`--id`, `--send-passing`), not a decrement or an SQL comment's dashes.
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
 #: A CLI command as advice (`campaign schedule list`, "see campaign add-leads").
