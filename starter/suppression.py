@@ -108,7 +108,7 @@ async def unsuppress(store: Store, email: str, *, reason: str, by: str) -> Unsup
         entry = await store.get_suppression(asked)
         if entry is None:
             raise NotFound(f"{address} is not on the suppression list")
-        raise Conflict(f"{address} was erased at the person's request (an erasure): its "
+        raise Conflict(f"{address} was erased at the person's request: its "
                        "suppression is what keeps the erasure and is never lifted")
     at = now_utc()
     data: dict[str, Any] = {
