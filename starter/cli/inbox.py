@@ -29,19 +29,22 @@ ReplyId = Annotated[str, typer.Argument(metavar="REPLY_ID",
                                         help="The reply's id (`campaign inbox --json`).")]
 #: Lines of a reply's text shown in the table (`--json` has the excerpt in full).
 LINES_SHOWN = 3
-#: The service's field names as this command's options and arguments.
-_WORDS = {"intent": "INTENT", "body": "--body-file", "subject": "--subject",
+#: The service's field names as these commands' options and arguments.
+_WORDS = {"intent": "--intent", "body": "--body-file", "subject": "--subject",
           "campaign": "--campaign"}
 
 
-async def _with(act: Callable[[CampaignManager], Awaitable[T]]) -> T:
+async def _with(act: Callable[[CampaignManager], Awaitable[T]], **words: str) -> T:
+    """Run `act` on a manager; a BadInput naming a field is said with this command's own
+    option or argument for it (`words` overrides `_WORDS`)."""
     mgr = manager()
+    named = _WORDS | words
     try:
         try:
             return await act(mgr)
         except BadInput as exc:
-            if exc.field in _WORDS:  # said with this command's own option names
-                raise type(exc)(f"{_WORDS[exc.field]}: {exc.reason}") from exc
+            if exc.field in named:
+                raise type(exc)(f"{named[exc.field]}: {exc.reason}") from exc
             raise
     finally:
         await mgr.close()
@@ -172,7 +175,7 @@ def intent(
     from starter import inbox as service
 
     result = run(_with(lambda m: service.change_intent(m, reply_id, new_intent,
-                                                       by=by or os_user())))
+                                                       by=by or os_user()), intent="INTENT"))
     if as_json:
         emit_json(result.model_dump())
         return

@@ -154,7 +154,7 @@ async def test_inbox_lists_filters_edits_and_sends_an_answer_once(
             assert late.status_code == 409, late.text
             row = await store.get_reply_answer(reply_id)
             assert row is not None and (row.status, row.sent_by) == ("sent", "rita")
-            audit = (await api.get(f"/campaigns/c-inbox/audit", params={"lead_id": ana})).json()
+            audit = (await api.get("/campaigns/c-inbox/audit", params={"lead_id": ana})).json()
             sent_records = [r for e in audit for r in e["envelope"]["records"]
                             if r["kind"] == "answer_sent"]
             assert [(r["data"]["by"], r["data"]["message_id"]) for r in sent_records] == [
