@@ -287,21 +287,21 @@ async def change_intent(m: CampaignManager, reply_id: str, intent: str, *, by: s
     if reply.campaign_id is None or reply.lead_id is None:
         raise Conflict("this message matched no lead: nothing follows from its intent")
     await m.store.set_reply_intent_by_person(reply_id, value, by=by)
-    started = await _start_reply_action(m, reply_id, value)
+    started = await _start_reply_action(m, reply, value, by)
     return IntentChanged(reply_id=reply_id, intent=value, by=by, action_started=started)
 
 
-async def _start_reply_action(m: CampaignManager, reply_id: str, intent: str) -> bool:
+async def _start_reply_action(m: CampaignManager, reply: ReplyRow, intent: str, by: str
+                              ) -> bool:
     """Part D's entry point: the reply action workflow for the person's intent."""
-    from starter import replies
-
-    start: Any = getattr(replies, "start_reply_action", None)
-    if start is None:
+    try:
+        from workflows.reply_actions import start_reply_action
+    except ImportError as err:  # a tree without the reply actions
         raise Conflict("the reply actions are not available in this version: the intent is "
-                       "recorded, nothing follows from it", field="intent")
-    result = await start(m.store, await m.client(), reply_id, intent_override=intent,
-                         queue_prefix=m.queue_prefix)
-    return bool(result) if result is not None else True
+                       "recorded, nothing follows from it", field="intent") from err
+    return await start_reply_action(await m.client(), reply.reply_id, ReplyIntent(intent),
+                                    campaign_id=reply.campaign_id, by=by,
+                                    prefix=m.queue_prefix)
 
 
 async def thread(m: CampaignManager, reply: ReplyRow) -> list[ThreadMessage]:

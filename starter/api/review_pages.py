@@ -971,7 +971,7 @@ async def _inbox_reply(request: Request, viewer: Viewer, reply_id: str, *, statu
         raise PageRefusal(404, f"No reply {reply_id!r}.", "/review/inbox")
     answer = await m.store.get_reply_answer(reply.reply_id)
     campaign = await m.store.get_campaign(reply.campaign_id) if reply.campaign_id else None
-    subject = answer.subject if answer else reply_subject(reply.subject)
+    subject = (answer.subject if answer else "") or reply_subject(reply.subject)
     return _render(
         "inbox_reply.html", status_code=status, viewer=viewer, reply=reply, answer=answer,
         rid_url=quote(reply.reply_id, safe=""), thread=await inbox.thread(m, reply),
