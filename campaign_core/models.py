@@ -239,6 +239,18 @@ class DeliveryInput(BaseModel):
         "follow-ups as they fall due.")
 
 
+class StepFigures(BaseModel):
+    """One step of a campaign's sequence in `status`: messages sent, positive replies."""
+
+    step: int
+    sent: int = Field(default=0, description="Messages of this step sent (the report's `sent` "
+                      "rows of this step).")
+    positive_replies: int = Field(
+        default=0, description="Replies read as interested, meeting_request or question that "
+        "answered this step (the step whose message they replied to, else the lead's last "
+        "step sent before).")
+
+
 class CampaignStatus(BaseModel):
     campaign_id: str
     stage: Stage
@@ -257,6 +269,15 @@ class CampaignStatus(BaseModel):
         default=None, description="Who wrote the drafts, from their provenance: `offline` (the "
         "template writer, used when no LLM is configured) or `openai:<model>`; None before "
         "the first draft.")
+    replies_by_intent: dict[str, int] = Field(
+        default_factory=dict, description="The campaign's verified replies (messages, a "
+        "person's and automatic ones) by intent; `unclassified` while the classifier has not "
+        "read a person's reply. Only intents with a reply are listed.")
+    positive_reply_rate: float | None = Field(
+        default=None, description="Positive replies (interested, meeting_request, question) "
+        "over first steps sent; None while no first step has been sent.")
+    steps: list[StepFigures] = Field(
+        default_factory=list, description="Each step of the sequence: sent, positive replies.")
 
 
 class DeliveryEventKind(StrEnum):

@@ -447,7 +447,8 @@ class CampaignManager(ControlPlane):
         return StartResult(campaign_id, wid, self.ui_url(wid), counts.leads, [], True)
 
     async def status(self, campaign_id: str) -> CampaignStatus:
-        """Stage from the workflow (or the store once it has closed), counts from the store."""
+        """Stage from the workflow (or the store once it has closed), counts and the reply
+        figures from the store (`outcomes.status_figures`)."""
         campaign = await self.store.get_campaign(campaign_id)
         exec_status = await self._describe_status(campaign_id)
         if campaign is None and exec_status is None:
@@ -467,12 +468,15 @@ class CampaignManager(ControlPlane):
             stage = Stage.CANCELLED
         elif exec_status not in (None, WorkflowExecutionStatus.COMPLETED):
             stage = Stage.FAILED
-        counts = await self.store.counts(campaign_id)
+        counts, replies = await self.store.status_figures(campaign_id)
         spend = await self.store.spend(campaign_id)
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason,
                               spend_usd=spend.spent_usd, budget_usd=spend.budget_usd,
-                              writer=await self.writer(campaign_id))
+                              writer=await self.writer(campaign_id),
+                              replies_by_intent=replies.replies_by_intent,
+                              positive_reply_rate=replies.positive_reply_rate,
+                              steps=replies.steps)
 
     async def writer(self, campaign_id: str) -> str | None:
         """Who wrote the campaign's drafts, read from the first draft's provenance (the

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead, address_forms, campaign_salt, normalise_email
 from campaign_core.models import Counts
-from campaign_core.store.outcomes import DECIDED
+from campaign_core.store.outcomes import DECIDED, ReplyFigures
 from campaign_core.store.rows import (
     AuditEntry,
     CampaignRow,
@@ -379,6 +379,12 @@ class Store(Protocol):
         ...
 
     async def counts(self, campaign_id: str) -> Counts: ...
+
+    async def status_figures(self, campaign_id: str) -> tuple[Counts, ReplyFigures]:
+        """`counts` and the reply figures `status` shows (replies by intent, the positive
+        rate, each step's sent and positive replies), computed by `outcomes.status_figures`
+        from one read of the report's facts and one grouped read of the replies."""
+        ...
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         """The leads a failed step holds (`outcomes.held_lead_ids`), in report order."""

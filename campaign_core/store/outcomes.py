@@ -4,6 +4,9 @@
 metrics all read these two functions, so what one says cannot disagree with another: the
 counts are tallies of the report's rows. Every backend feeds them the same joined facts
 (`OutcomeFacts` below), so every backend reports the same outcome for the same facts.
+`status_figures` adds what `status` says of replies (by intent, the positive reply rate,
+each step's sent and positive replies) from the same pass, so a step's `sent` is the
+report's `sent` rows of that step.
 
 The rule that no campaign ends with a row `pending` lives here: once a campaign is
 decided and no longer delivering, every row has one of the terminal outcomes (`sent`,
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any
+from typing import Any, NamedTuple
 
-from campaign_core.models import Counts
+from campaign_core.intents import POSITIVE_INTENTS
+from campaign_core.models import Counts, StepFigures
 from campaign_core.store.rows import DeliveryOutcomeName, DraftOutcome, ReportRow
 
 #: Stages in which a person has decided and delivery has started or will never start.
@@ -141,8 +146,20 @@ def report_rows(rows: Iterable[Mapping[str, Any]], stage: str | None) -> list[Re
     return [ReportRow.model_construct(
         lead_id=str(r["lead_id"]), email=str(r["email"]), draft_status=draft_status,
         delivery_status=delivery, message_id=r.get("message_id"), error=error, step=step,
-        stop_reason=reason) for r, step, draft_status, delivery, error, reason in
-        _outcomes(rows, stage)]
+        stop_reason=reason, due_at=_due_at(r, delivery)) for r, step, draft_status, delivery,
+        error, reason in _outcomes(rows, stage)]
+
+
+def _due_at(r: Mapping[str, Any], delivery: DeliveryOutcomeName) -> str | None:
+    """When a step not yet sent is due (ISO 8601, UTC): its `sequence_steps` row's time
+    while it is scheduled; None for any other row (step 1 has no schedule row)."""
+    due = r.get("due_at")
+    if delivery != "pending" or due is None or r.get("step_status") != "scheduled":
+        return None
+    when = due if isinstance(due, datetime) else datetime.fromisoformat(str(due))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def counts_of(rows: Iterable[Mapping[str, Any]], stage: str | None, *, leads: int,
@@ -150,13 +167,86 @@ def counts_of(rows: Iterable[Mapping[str, Any]], stage: str | None, *, leads: in
     """A campaign's counts: the drafting figures as given, every message's figure tallied
     from the outcomes `report_rows` gives the same facts (without building its rows)."""
     facts = list(rows)
-    tally = Counter(outcome[3] for outcome in _outcomes(facts, stage))
+    tally: Counter[str] = Counter(outcome[3] for outcome in _outcomes(facts, stage))
+    return _counts(facts, tally, leads=leads, drafted=drafted, draft_failed=draft_failed,
+                   approved=approved, replied=replied)
+
+
+def _counts(facts: list[Mapping[str, Any]], tally: Counter[str], *, leads: int, drafted: int,
+            draft_failed: int, approved: int, replied: int) -> Counts:
     return Counts(leads=leads, drafted=drafted, draft_failed=draft_failed, approved=approved,
                   replied=replied, sent=tally["sent"], suppressed=tally["suppressed"],
                   send_failed=tally["failed"], stopped=tally["stopped"],
                   excluded=tally["excluded"], not_approved=tally["not_approved"] + tally[
                       "rejected"], pending=tally["pending"], messages=sum(tally.values()),
                   held=len(held_lead_ids(facts)))
+
+
+#: The key of a person's reply the classifier has not read yet, in `replies_by_intent`.
+UNCLASSIFIED = "unclassified"
+#: The keys of `replies_by_intent` that count as positive.
+POSITIVE = frozenset(i.value for i in POSITIVE_INTENTS)
+
+
+class ReplyFigures(NamedTuple):
+    """What `status` says about a campaign's replies, beside its counts."""
+
+    replies_by_intent: dict[str, int]
+    positive_reply_rate: float | None
+    steps: list[StepFigures]
+
+
+def reply_key(intent: str | None, kind: str | None) -> str:
+    """A reply's key in `replies_by_intent`: its intent once read; a machine's message by
+    its kind (`auto_reply`, `bounce`); else `unclassified`."""
+    if intent:
+        return str(intent)
+    return str(kind) if kind in {"auto_reply", "bounce"} else UNCLASSIFIED
+
+
+def status_figures(rows: Iterable[Mapping[str, Any]], stage: str | None,
+                   replies: Iterable[Mapping[str, Any]], *, leads: int, drafted: int,
+                   draft_failed: int, approved: int, replied: int,
+                   ) -> tuple[Counts, ReplyFigures]:
+    """`counts_of` and the reply figures from one pass over the same facts.
+
+    `replies`: the campaign's verified replies grouped by `intent`, `kind`, `step` (the step
+    whose Message-ID they answered, or None) and, where `step` is None, `lead_id`, each with
+    its count `n`. A reply without a step is attributed to the lead's last step sent (its
+    `sent` row with the highest step), else to step 1. Each step's `sent` is its `sent`
+    rows, so the steps add up to the report's and the counts' `sent`; the rate is the
+    positive replies over step 1's `sent`.
+    """
+    facts = list(rows)
+    tally: Counter[str] = Counter()
+    sent: Counter[int] = Counter()
+    last_sent: dict[str, int] = {}
+    steps: set[int] = set()
+    for r, step, _, delivery, _, _ in _outcomes(facts, stage):
+        tally[delivery] += 1
+        if r.get("step") is not None:
+            steps.add(step)
+        if delivery == "sent":
+            sent[step] += 1
+            lead = str(r["lead_id"])
+            last_sent[lead] = max(step, last_sent.get(lead, 0))
+    counts = _counts(facts, tally, leads=leads, drafted=drafted, draft_failed=draft_failed,
+                     approved=approved, replied=replied)
+    by_intent: Counter[str] = Counter()
+    positive: Counter[int] = Counter()
+    for g in replies:
+        key, n = reply_key(g.get("intent"), g.get("kind")), int(g["n"])
+        by_intent[key] += n
+        if key in POSITIVE:
+            answered = g.get("step")
+            step = int(answered) if answered is not None else last_sent.get(
+                str(g.get("lead_id")), 1)
+            positive[step] += n
+            steps.add(step)
+    rate = (sum(positive.values()) / sent[1]) if sent[1] else None
+    return counts, ReplyFigures(
+        dict(sorted(by_intent.items())), None if rate is None else round(rate, 4),
+        [StepFigures(step=s, sent=sent[s], positive_replies=positive[s]) for s in sorted(steps)])
 
 
 def held_lead_ids(rows: Iterable[Mapping[str, Any]]) -> list[str]:

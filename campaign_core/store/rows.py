@@ -142,6 +142,9 @@ class ReportRow(Row):
     error: str | None = None
     step: int = 1
     stop_reason: str | None = None
+    #: When a step not yet sent is due (ISO 8601, UTC, `...Z`): a scheduled follow-up's
+    #: time; None for every other row (step 1 waits for approval, not for a time).
+    due_at: str | None = None
 
 
 class ReplyRow(Row):

@@ -71,7 +71,13 @@ from campaign_core.store.erasure import (
     Mention,
     Pairs,
 )
-from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
+from campaign_core.store.outcomes import (
+    ReplyFigures,
+    counts_of,
+    held_lead_ids,
+    report_rows,
+    status_figures,
+)
 from campaign_core.store.review import (
     SEARCHED,
     STEP_STATUSES,
@@ -105,13 +111,22 @@ from campaign_core.store.rows import (
 #: select them (the page with more columns) from the same joins.
 FACT_COLUMNS = ("l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, d.approved, "
                 "d.excluded, d.failed_reason, x.status AS delivery, x.message_id, "
-                "x.error AS delivery_error, s.status AS step_status, s.stop_reason")
+                "x.error AS delivery_error, s.status AS step_status, s.stop_reason, s.due_at")
 FACTS_FROM = ("FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
               "AND d.lead_id = l.lead_id "
               "LEFT JOIN deliveries x ON x.campaign_id = l.campaign_id AND x.lead_id = l.lead_id "
               "AND x.step = COALESCE(d.step, 1) "
               "LEFT JOIN sequence_steps s ON s.campaign_id = l.campaign_id "
               "AND s.lead_id = l.lead_id AND s.step = d.step ")
+
+#: A campaign's verified replies grouped as `outcomes.status_figures` reads them: by intent,
+#: kind and the step answered, and by lead where no step is known (the lead's last step
+#: sent is then the one it answered). One grouped query however many replies there are.
+REPLY_TALLY = (
+    "SELECT intent, kind, step, CASE WHEN step IS NULL THEN lead_id END AS lead_id, "
+    "count(*) AS n FROM replies WHERE campaign_id = ? AND lead_id IS NOT NULL "
+    "AND verified = TRUE AND kind <> 'unparseable' "
+    "GROUP BY intent, kind, step, CASE WHEN step IS NULL THEN lead_id END")
 
 #: Rows per statement where a list becomes `IN (?, ...)` (SQLite caps parameters).
 CHUNK = 500
@@ -1125,6 +1140,19 @@ class SqlStore(Erasure[Scope]):
     async def counts(self, campaign_id: str) -> Counts:
         """Drafting figures counted here; every message's figure tallied from the report's
         rows (`outcomes.counts_of`), so status and report cannot disagree."""
+        figures = await self._drafting_figures(campaign_id)
+        facts, stage = await self._report_facts(campaign_id)
+        return counts_of(facts, stage, **figures)
+
+    async def status_figures(self, campaign_id: str) -> tuple[Counts, ReplyFigures]:
+        """The counts and the reply figures, from one read of the report's facts and one
+        grouped query over the replies (`outcomes.status_figures`)."""
+        figures = await self._drafting_figures(campaign_id)
+        facts, stage = await self._report_facts(campaign_id)
+        replies = await self._all(REPLY_TALLY, (campaign_id,), "replies", campaign_id)
+        return status_figures(facts, stage, replies, **figures)
+
+    async def _drafting_figures(self, campaign_id: str) -> dict[str, int]:
         of = {"leads": ("leads", ""), "drafted": ("leads", "draft_status = 'drafted'"),
               "draft_failed": ("leads", "draft_status = 'failed'"),
               "approved": ("drafts", "approved = TRUE AND step = 1")}
@@ -1134,9 +1162,7 @@ class SqlStore(Erasure[Scope]):
         row = await self._one("SELECT " + ", ".join([*(
             f"(SELECT count(*) FROM {table} WHERE campaign_id = ?{' AND ' + cond if cond else ''}) AS {name}"
             for name, (table, cond) in of.items()), replied]), [campaign_id] * (len(of) + 1))
-        figures = {k: int(v) for k, v in (row or {}).items()}
-        facts, stage = await self._report_facts(campaign_id)
-        return counts_of(facts, stage, **figures)
+        return {k: int(v) for k, v in (row or {}).items()}
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         facts, _ = await self._report_facts(campaign_id)

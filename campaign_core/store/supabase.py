@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
@@ -74,7 +75,13 @@ from campaign_core.store.erasure import (
     Mention,
     Pairs,
 )
-from campaign_core.store.outcomes import counts_of, held_lead_ids, report_rows
+from campaign_core.store.outcomes import (
+    ReplyFigures,
+    counts_of,
+    held_lead_ids,
+    report_rows,
+    status_figures,
+)
 from campaign_core.store.review import (
     STEP_STATUSES,
     lead_fields,
@@ -1445,6 +1452,31 @@ class SupabaseStore(Erasure[Pairs]):
     async def counts(self, campaign_id: str) -> Counts:
         """Drafting figures counted here; every message's figure tallied from the report's
         rows (`outcomes.counts_of`), so status and report cannot disagree."""
+        figures = await self._drafting_figures(campaign_id)
+        replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
+            "campaign_id", campaign_id).eq("kind", "reply").eq("verified", True), ["reply_id"])
+        facts, stage = await self._report_facts(campaign_id)
+        return counts_of(facts, stage, replied=len({r["lead_id"] for r in replied}), **figures)
+
+    async def status_figures(self, campaign_id: str) -> tuple[Counts, ReplyFigures]:
+        """The counts and the reply figures (`outcomes.status_figures`): PostgREST groups
+        nothing, so the campaign's verified replies are read (five short columns) and
+        grouped here as the SQL stores' query groups them."""
+        figures = await self._drafting_figures(campaign_id)
+        replies = [r for r in await self._pages(
+            "replies", "reply_id,lead_id,kind,intent,step", lambda q: q.eq(
+                "campaign_id", campaign_id).eq("verified", True), ["reply_id"])
+            if r["lead_id"] is not None and r["kind"] != "unparseable"]
+        facts, stage = await self._report_facts(campaign_id)
+        groups: Counter[tuple[Any, Any, Any, Any]] = Counter(
+            (r["intent"], r["kind"], r["step"], r["lead_id"] if r["step"] is None else None)
+            for r in replies)
+        tally = [{"intent": i, "kind": k, "step": st, "lead_id": lead, "n": n}
+                 for (i, k, st, lead), n in groups.items()]
+        replied = len({r["lead_id"] for r in replies if r["kind"] == "reply"})
+        return status_figures(facts, stage, tally, replied=replied, **figures)
+
+    async def _drafting_figures(self, campaign_id: str) -> dict[str, int]:
         def on(table: str, **eq: Any) -> Awaitable[int]:
             def where(q: Query) -> Query:
                 q = q.eq("campaign_id", campaign_id)
@@ -1457,11 +1489,7 @@ class SupabaseStore(Erasure[Pairs]):
         values = await asyncio.gather(
             on("leads"), on("leads", draft_status="drafted"), on("leads", draft_status="failed"),
             on("drafts", approved=True, step=1))
-        replied = await self._pages("replies", "reply_id,lead_id", lambda q: q.eq(
-            "campaign_id", campaign_id).eq("kind", "reply").eq("verified", True), ["reply_id"])
-        facts, stage = await self._report_facts(campaign_id)
-        figures = dict(zip(["leads", "drafted", "draft_failed", "approved"], values, strict=True))
-        return counts_of(facts, stage, replied=len({r["lead_id"] for r in replied}), **figures)
+        return dict(zip(["leads", "drafted", "draft_failed", "approved"], values, strict=True))
 
     async def held_leads(self, campaign_id: str) -> list[str]:
         facts, _ = await self._report_facts(campaign_id)
@@ -1483,7 +1511,7 @@ class SupabaseStore(Erasure[Pairs]):
             self._pages("deliveries", "lead_id,step,status,message_id,error,message_key",
                         lambda q: q.eq("campaign_id", campaign_id),
                         ["lead_id", "step", "message_key"]),
-            self._pages("sequence_steps", "lead_id,step,status,stop_reason",
+            self._pages("sequence_steps", "lead_id,step,status,stop_reason,due_at",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]))
         by_lead: dict[str, dict[int, Any]] = {}
         for d in drafts:
@@ -1505,7 +1533,7 @@ class SupabaseStore(Erasure[Pairs]):
                     "step": step if d else None,
                     "delivery": x.get("status"), "message_id": x.get("message_id"),
                     "delivery_error": x.get("error"), "step_status": p.get("status"),
-                    "stop_reason": p.get("stop_reason"),
+                    "stop_reason": p.get("stop_reason"), "due_at": p.get("due_at"),
                 })
         return rows, campaign.stage if campaign else None
 

@@ -180,6 +180,19 @@ def status(
                   highlight=False)
         for key, value in st.counts.model_dump().items():
             out.print(f"  {shown(key):<13} {shown(value)}", highlight=False)
+        from starter.cli.watch import by_intent, positive_rate
+
+        if st.replies_by_intent:
+            out.print(f"  {'replies':<13} {by_intent(st)}", highlight=False)
+        if st.positive_reply_rate is not None:
+            first = next((s.sent for s in st.steps if s.step == 1), 0)
+            positive = sum(s.positive_replies for s in st.steps)
+            out.print(f"  {'positive rate':<13} {positive_rate(st)} ({positive} positive "
+                      f"of {first} first steps sent)", highlight=False)
+        if len(st.steps) > 1:
+            out.print(f"  {'steps':<13} " + " · ".join(
+                f"{s.step}: sent {s.sent}, positive {s.positive_replies}" for s in st.steps),
+                highlight=False)
         cap = f" of {usd(st.budget_usd)}" if st.budget_usd is not None else ""
         out.print(f"  {'LLM spend':<13} {shown(usd(st.spend_usd or 0.0) + cap)}",
                   highlight=False)

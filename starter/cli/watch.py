@@ -51,6 +51,18 @@ async def watch_json(manager: CampaignManager, campaign_id: str, interval: float
         print(json.dumps(status.model_dump(mode="json")), flush=True)
 
 
+def by_intent(status: CampaignStatus) -> str:
+    """The replies by intent, most first (`interested 2, question 1`); "" when none."""
+    ranked = sorted(status.replies_by_intent.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{shown(intent)} {n}" for intent, n in ranked)
+
+
+def positive_rate(status: CampaignStatus) -> str:
+    """The positive reply rate as a percentage (`12.5%`), or "" before any first step."""
+    rate = status.positive_reply_rate
+    return "" if rate is None else f"{rate * 100:.1f}%"
+
+
 def _line(status: CampaignStatus) -> str:
     c = status.counts
     paused = " [yellow]paused[/]" if status.paused else ""
@@ -60,11 +72,15 @@ def _line(status: CampaignStatus) -> str:
         cap = f" of {usd(status.budget_usd)}" if status.budget_usd is not None else ""
         spend = f" · LLM spend {shown(usd(status.spend_usd or 0.0) + cap)}"
     held = f" · held {c.held}" if c.held else ""
+    intents = by_intent(status)
+    rate = positive_rate(status)
+    replies = (f" · replies {intents}" + (f" (positive {rate})" if rate else "")
+               if intents else "")
     return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
             f" · drafted {c.drafted} · failed drafts {c.draft_failed}{held}"
             f" · sent {c.sent} · replied {c.replied} · stopped {c.stopped}"
             f" · suppressed {c.suppressed} · send failures {c.send_failed}"
-            f" · pending {c.pending} of {c.messages}{spend}")
+            f" · pending {c.pending} of {c.messages}{replies}{spend}")
 
 
 async def watch_progress(manager: CampaignManager, campaign_id: str, interval: float,
