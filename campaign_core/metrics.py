@@ -29,6 +29,7 @@ from temporalio.runtime import (
     TelemetryConfig,
 )
 
+from campaign_core.intents import ReplyIntent
 from campaign_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,15 @@ class EngineMetrics:
     def approved(self, drafts: int) -> None:
         self.count("drafts_approved", drafts)
 
-    def message(self, channel: str, outcome: str) -> None:
+    def message(self, channel: str, outcome: str, step: int | None = None) -> None:
         """One message's outcome: sent, suppressed, failed, or stopped (a follow-up a stop
-        condition held at its due time; not a failure)."""
-        self.count("messages", 1, {"channel": channel, "outcome": outcome})
+        condition held at its due time; not a failure); `step` its place in the sequence
+        (1 to 1 + MAX_FOLLOW_UPS, so the label stays bounded), the positive reply rate's
+        denominator being the first steps sent."""
+        attrs = {"channel": channel, "outcome": outcome}
+        if step is not None:
+            attrs["step"] = str(step)
+        self.count("messages", 1, attrs)
         if outcome == "suppressed":
             self.count("suppressed_sends")
 
@@ -138,11 +144,13 @@ class EngineMetrics:
         if name:
             self.count(name)
 
-    def reply(self, *, kind: str, matched_by: str) -> None:
-        """One received message newly recorded (never a redelivery of one already recorded):
-        `kind` reply, auto_reply or bounce; `matched_by` message_id, address, or none (no
-        lead found, so an unmatched inbox shows in the metrics too)."""
-        self.count("replies", 1, {"kind": kind, "matched_by": matched_by})
+    def reply(self, *, kind: str, matched_by: str, intent: str | None = None) -> None:
+        """One received message, counted once: `kind` reply, auto_reply or bounce;
+        `matched_by` message_id, address, or none (no lead found, so an unmatched inbox shows
+        in the metrics too); `intent` what the message means (`reply_intent_label`: one of
+        the eleven intents, else the kind of a machine's message, else `unclassified`)."""
+        self.count("replies", 1, {"kind": kind, "matched_by": matched_by,
+                                  "intent": reply_intent_label(intent, kind)})
 
     def api_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.count("api_requests", 1, {"method": method, "route": route, "status": str(status)})
@@ -155,6 +163,20 @@ class EngineMetrics:
             gauge = self._gauges["task_queue_backlog"] = self.meter.create_gauge(
                 "campaign_task_queue_backlog", _HELP["task_queue_backlog"])
         gauge.set(count, {"task_queue": task_queue, "kind": kind})
+
+
+#: The `intent` label of a person's reply the classifier has not read.
+UNCLASSIFIED = "unclassified"
+#: Every value the `intent` label can take: the eleven intents and `unclassified`.
+INTENT_LABELS = frozenset({*(i.value for i in ReplyIntent), UNCLASSIFIED})
+
+
+def reply_intent_label(intent: str | None, kind: str) -> str:
+    """The `intent` label: bounded to the enum (anything else reads `unclassified`), a
+    machine's message (auto_reply, bounce) by its kind until it is read."""
+    if intent in INTENT_LABELS:
+        return str(intent)
+    return kind if intent is None and kind in {"auto_reply", "bounce"} else UNCLASSIFIED
 
 
 _process: EngineMetrics | None = None
@@ -186,7 +208,7 @@ _HELP = {
     "leads_drafted": "Leads whose draft was stored.",
     "leads_draft_failed": "Leads that could not be drafted.",
     "drafts_approved": "Drafts approved for delivery.",
-    "messages": "Messages by channel and outcome (sent, suppressed, failed, stopped).",
+    "messages": "Messages by channel, outcome (sent, suppressed, failed, stopped) and step.",
     "suppressed_sends": "Sends skipped because the address is suppressed.",
     "llm_calls": "LLM calls made (not answered from the cache), by purpose and outcome.",
     "llm_tokens": "LLM tokens by direction (input, output).",
@@ -196,7 +218,7 @@ _HELP = {
     "bounces": "Bounces reported for our messages.",
     "complaints": "Spam complaints reported for our messages.",
     "unsubscribes": "Unsubscribes from our links.",
-    "replies": "Received messages recorded, by kind and how they matched a lead.",
+    "replies": "Received messages recorded, by kind, how they matched a lead and intent.",
     "api_requests": "HTTP API requests by method, route and status.",
     "api_request_duration": "HTTP API request latency.",
     "task_queue_backlog": "Approximate backlog of each task queue (server statistics).",

@@ -71,10 +71,12 @@ async def test_webhook_replies_are_counted_once_by_kind(
     again = await post(client, [reply, away, stranger])
     assert again.status_code == 200 and all(r["duplicate"] for r in again.json())
 
+    # Counted as received: a person's reply not yet read by the classifier (`unclassified`),
+    # a machine's by its kind.
     assert await replies_total(port) == {
-        labels(kind="reply", matched_by="message_id"): 1,
-        labels(kind="auto_reply", matched_by="address"): 1,
-        labels(kind="reply", matched_by="none"): 1,
+        labels(kind="reply", matched_by="message_id", intent="unclassified"): 1,
+        labels(kind="auto_reply", matched_by="address", intent="auto_reply"): 1,
+        labels(kind="reply", matched_by="none", intent="unclassified"): 1,
     }
 
 
@@ -99,4 +101,5 @@ async def test_mailbox_replies_are_counted_once_across_a_second_pass(
     assert second.processed == 1 and all(m.duplicate for r in second.results for m in r.matches)
     await store.close()
 
-    assert await replies_total(port) == {labels(kind="reply", matched_by="message_id"): 1}
+    assert await replies_total(port) == {
+        labels(kind="reply", matched_by="message_id", intent="unclassified"): 1}

@@ -7,6 +7,7 @@ image, give every long-running service a health check, read only variables that
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,41 @@ def test_the_temporal_server_reads_its_transfer_queue_as_the_embedded_one_does(
     config = temporal_dynamic_config(compose)
     key, value = DEV_SERVER_QUEUE_READS[1].split("=")
     assert config[key] == [{"value": int(value)}]
+
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "campaign-engine.json"
+METRIC = re.compile(r"\b(campaign_[a-z_]+)\b")
+
+
+def dashboard_queries() -> dict[str, list[str]]:
+    """Each panel's title and its PromQL expressions."""
+    data = json.loads(DASHBOARD.read_text())
+    return {p["title"]: [t["expr"] for t in p.get("targets", [])] for p in data["panels"]}
+
+
+def test_the_dashboard_queries_only_metrics_the_engine_exports() -> None:
+    """Every `campaign_*` series a panel reads is one `EngineMetrics` creates (counters
+    exported with `_total`, histograms with `_bucket`/`_sum`/`_count`), and every `intent`
+    it matches is a value the label can take."""
+    from campaign_core.metrics import _HELP, INTENT_LABELS
+
+    exported = {f"campaign_{name}{suffix}" for name in _HELP
+                for suffix in ("", "_total", "_bucket", "_sum", "_count")}
+    for title, exprs in dashboard_queries().items():
+        for expr in exprs:
+            assert set(METRIC.findall(expr)) <= exported, (title, expr)
+            for values in re.findall(r'intent=~?"([^"]*)"', expr):
+                assert set(values.split("|")) <= INTENT_LABELS, (title, expr)
+
+
+def test_the_dashboard_shows_the_positive_reply_rate() -> None:
+    """The rate `status` reports: positive replies (the three positive intents, no more)
+    over first steps sent."""
+    from campaign_core.intents import POSITIVE_INTENTS
+
+    exprs = dashboard_queries()["Positive reply rate (7 d)"]
+    assert len(exprs) == 1
+    numerator, _, denominator = exprs[0].partition(" / ")
+    wanted = re.search(r'campaign_replies_total\{[^}]*intent=~"([^"]*)"', numerator)
+    assert wanted and set(wanted.group(1).split("|")) == {i.value for i in POSITIVE_INTENTS}
+    assert 'campaign_messages_total{outcome="sent",step="1"}' in denominator

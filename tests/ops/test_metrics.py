@@ -24,8 +24,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.events import DeliveryEvent
 from campaign_core.ids import campaign_workflow_id
+from campaign_core.intents import ReplyIntent
 from campaign_core.leads import parse_lead_rows
-from campaign_core.metrics import install, metrics_address, telemetry_runtime, watch_backlog
+from campaign_core.metrics import (
+    INTENT_LABELS,
+    install,
+    metrics_address,
+    process_metrics,
+    telemetry_runtime,
+    watch_backlog,
+)
 from campaign_core.models import CampaignStatus, DeliveryEventKind, Stage
 from campaign_core.ports import free_port
 from campaign_core.settings import Settings
@@ -74,7 +82,7 @@ def scrape(port: int) -> Samples:
         for s in family.samples:
             labels = frozenset((k, v) for k, v in s.labels.items()
                                if k in {"outcome", "channel", "direction", "purpose", "kind",
-                                        "task_queue", "route", "status"})
+                                        "task_queue", "route", "status", "intent", "step"})
             out[(s.name, labels)] = out.get((s.name, labels), 0.0) + s.value
     return out
 
@@ -178,3 +186,36 @@ async def test_backlog_gauge_reads_the_servers_task_queue_statistics(
         if seen == 3:
             break
     assert seen == 3
+
+
+async def test_replies_are_counted_by_a_bounded_intent(runtime: Runtime, port: int) -> None:
+    """`campaign_replies_total{intent}` takes the eleven intents and `unclassified` only:
+    a machine's message unread is counted by its kind, a person's as `unclassified`, and a
+    value outside the enum (whatever a classifier or a caller made up) as `unclassified`."""
+    metrics = process_metrics()
+    for intent in ReplyIntent:
+        metrics.reply(kind="reply", matched_by="message_id", intent=intent.value)
+    metrics.reply(kind="reply", matched_by="message_id", intent="interested")
+    metrics.reply(kind="reply", matched_by="address")  # not read yet
+    metrics.reply(kind="auto_reply", matched_by="message_id")
+    metrics.reply(kind="bounce", matched_by="none")
+    for made_up in ("Interested", "very_interested", "<script>", ""):
+        metrics.reply(kind="reply", matched_by="address", intent=made_up)
+    metrics.message("outbox", "sent", step=1)
+    metrics.message("outbox", "sent", step=2)
+    samples: Samples = {}
+    for _ in range(20):  # the exporter catches up
+        samples = scrape(port)
+        if total(samples, "campaign_replies_total") == len(ReplyIntent) + 8:
+            break
+        await asyncio.sleep(0.2)
+    seen = {dict(labels).get("intent") for name, labels in samples
+            if name == "campaign_replies_total"}
+    assert seen == INTENT_LABELS
+    assert total(samples, "campaign_replies_total", intent="interested") == 2
+    assert total(samples, "campaign_replies_total", intent="unclassified") == 5
+    assert total(samples, "campaign_replies_total", intent="auto_reply", kind="auto_reply") == 1
+    assert total(samples, "campaign_replies_total", intent="bounce", kind="bounce") == 1
+    assert total(samples, "campaign_replies_total", intent="bounce") == 2
+    assert total(samples, "campaign_messages_total", outcome="sent", step="1") == 1
+    assert total(samples, "campaign_messages_total", outcome="sent") == 2
