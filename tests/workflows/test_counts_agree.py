@@ -85,6 +85,9 @@ async def test_status_report_watch_page_and_metrics_agree(
             "from": CY, "subject": "Re: hello", "message_id": "<r-cy@carely.example>",
             "in_reply_to": [to_cy.message_id], "text": "Yes, call me Tuesday."}))
         await wait_stage(client, cid, {Stage.COMPLETED})
+        # The reply read as interested (as the reply action's classifier records it).
+        (cy_reply,) = await store.list_replies(cid)
+        assert await store.record_reply_intent(cy_reply.reply_id, "interested", 0.9, "stop")
 
         status = await mgr.status(cid)
         report = await mgr.report(cid)
@@ -115,6 +118,14 @@ async def test_status_report_watch_page_and_metrics_agree(
     assert (tally["sent"], tally["suppressed"], tally["stopped"], tally["excluded"],
             tally["failed"], tally["pending"], len(report)) == (
         c.sent, c.suppressed, c.stopped, c.excluded, c.send_failed, c.pending, c.messages)
+    # The replies by intent and each step: sent adds up to the report's sent rows of that
+    # step; Cy's positive reply answered step 1 (its Message-ID), sent to Cy, Di and Ed.
+    assert status.replies_by_intent == {"interested": 1}
+    assert [(s.step, s.sent, s.positive_replies) for s in status.steps] == [
+        (step, sum(r.step == step and r.delivery_status == "sent" for r in report),
+         int(step == 1)) for step in (1, 2, 3)]
+    assert [s.sent for s in status.steps] == [3, 2, 2]
+    assert status.positive_reply_rate == round(1 / 3, 4)
     # --watch --json: its last document is the status.
     assert json.loads(watched[-1].model_dump_json()) == json.loads(status.model_dump_json())
     # --watch: the line says what was sent, replied and stopped, and nothing pending.
@@ -123,6 +134,7 @@ async def test_status_report_watch_page_and_metrics_agree(
                         ("suppressed", c.suppressed), ("send failures", c.send_failed)):
         assert f"{word} {value}" in last_line, last_line
     assert f"pending {c.pending} of {c.messages}" in last_line, last_line
+    assert "replies interested 1 (positive 33.3%)" in last_line, last_line
     # The campaign page: the same figures.
     for figure in (f"{c.messages} ·", f"{c.sent} sent", f"{c.pending} pending",
                    f"{c.stopped} stopped", f"{c.excluded} excluded", f"{c.replied} replied",
