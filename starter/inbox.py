@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -44,6 +44,9 @@ from starter.manager import CampaignManager
 
 #: How long a send waits for the answer workflow before saying "being sent".
 SEND_WAIT = timedelta(seconds=60)
+#: A claim with no workflow this long after it was taken is abandoned (its claimer died
+#: between claiming and starting the workflow): a later press takes it over.
+CLAIM_STALE = timedelta(minutes=2)
 
 
 class AnswerSent(BaseModel):
@@ -207,8 +210,12 @@ async def _already(m: CampaignManager, reply_id: str, *, by: str, wait: timedelt
         return AnswerSent(reply_id=reply_id, status="already_sent", message_id=row.message_id,
                           by=row.sent_by, workflow_id=wid)
     status = await _workflow_status(m, wid)
-    if status in (None, WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED,
-                  WorkflowExecutionStatus.TIMED_OUT, WorkflowExecutionStatus.CANCELED):
+    given_up = status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED,
+                          WorkflowExecutionStatus.TIMED_OUT, WorkflowExecutionStatus.CANCELED)
+    # No workflow: its claimer may be about to start it, unless the claim is old (the
+    # claimer died between claiming and starting).
+    abandoned = status is None and row is not None and _older_than(row.updated_at, CLAIM_STALE)
+    if given_up or abandoned:
         # Its sender is gone without sending: take the claim back, once, for this press.
         await m.store.release_answer_send(reply_id)
         if await m.store.claim_answer_send(reply_id, by=by) is not None:
@@ -219,6 +226,12 @@ async def _already(m: CampaignManager, reply_id: str, *, by: str, wait: timedelt
                           by=row.sent_by, workflow_id=wid)
     return AnswerSent(reply_id=reply_id, status="sending", by=row.sent_by if row else None,
                       workflow_id=wid)
+
+
+def _older_than(stamp: str | None, age: timedelta) -> bool:
+    if not stamp:
+        return True
+    return now_utc() - datetime.fromisoformat(stamp) > age
 
 
 async def _workflow_status(m: CampaignManager, wid: str) -> WorkflowExecutionStatus | None:

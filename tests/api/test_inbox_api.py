@@ -11,6 +11,7 @@ are written to the store as the reply action would write them (`seed_answer`).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from email.utils import make_msgid
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.answers import answer_key
+from campaign_core.answers import answer_key, answer_workflow_id
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.manager import CampaignManager
@@ -27,6 +28,7 @@ from starter.review_auth import Reviewers
 from tests.api.test_api import AUTH, TOKEN, serve, signed
 from tests.fakes.doubles import fast_agents
 from tests.fakes.smtp_server import Received, SmtpSink, smtp_server
+from tests.workflows.test_history_holds_no_personal_data import readable
 from tests.workflows.test_sequences import started, until
 
 ANA = {"email": "ana@northwind.example", "first_name": "Ana", "company": "Northwind"}
@@ -81,8 +83,18 @@ async def reply_by_webhook(api: httpx.AsyncClient, ours: Received, text: str) ->
     return match["reply_id"], mid
 
 
-async def seed_answer(store: SqliteStore, reply_id: str, intent: str = "interested") -> None:
-    """What the reply action writes for a positive reply: its intent and a drafted answer."""
+async def seed_answer(store: SqliteStore, reply_id: str, intent: str = "interested", *,
+                      acted_on: bool = True) -> None:
+    """What the reply action writes for a positive reply: its intent and a drafted answer.
+    Where the reply action runs (workflows/reply_actions.py), it reads the reply first (the
+    offline rules make these `unclear`): this waits for that reading, then writes over it
+    (`acted_on` False: a reply written to the store directly, which no action reads)."""
+    if acted_on and importlib.util.find_spec("workflows.reply_actions") is not None:
+        async def read() -> bool:
+            row = await store.get_reply(reply_id)
+            return row is not None and row.action is not None
+
+        await until(read, "the reply read by the reply action", 30)
     assert await store.record_reply_intent(reply_id, intent, 0.93, "answer_drafted")
     await store.save_reply_answer(reply_id, subject="Re: s", body=DRAFTED, by="copywriter",
                                   drafted=True)
@@ -159,6 +171,13 @@ async def test_inbox_lists_filters_edits_and_sends_an_answer_once(
                             if r["kind"] == "answer_sent"]
             assert [(r["data"]["by"], r["data"]["message_id"]) for r in sent_records] == [
                 ("rita", msg["Message-ID"])]
+
+            # History carries the reply's id only: no address, no text, no name.
+            history = readable((await ts_env.client.get_workflow_handle(
+                answer_workflow_id(reply_id)).fetch_history()).to_json())
+            assert reply_id in history
+            for private in (ANA["email"], "Tuesday at 10:00", "rita", "Ana"):
+                assert private not in history, private
 
             # Done: off the inbox.
             done = await api.post(f"/inbox/{reply_id}/done", json={"by": "rita"})

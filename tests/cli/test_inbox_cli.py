@@ -117,7 +117,7 @@ async def test_an_answer_in_a_webhook_campaign_is_refused(
                                       email=ANA["email"], source="webhook", campaign_id="c-hook",
                                       lead_id=lead.lead_id, step=1, subject="Re: s",
                                       text="Yes please", matched_by="message_id")
-    await seed_answer(store, rid)
+    await seed_answer(store, rid, acted_on=False)
     code, _, err = await cli(cli_env, "inbox", "answer", rid, "--send")
     assert code == 2 and "webhook" in err, err
     row = await store.get_reply_answer(rid)
