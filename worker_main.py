@@ -22,6 +22,7 @@ from activities.base import Agent
 from activities.history_guard import HistoryGuard
 from activities.registry import AGENT_CLASSES, AGENTS, AgentMethod, AgentSpec, preload
 from activities.replies import ReplyAgent
+from activities.reply_actions import ReplyActionAgent
 from campaign_core.deployment import (
     deployment_config,
     deployment_version,
@@ -42,13 +43,15 @@ from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
 from workflows.replies import ReplyMailboxPoll
+from workflows.reply_actions import ReplyActionWorkflow
 from workflows.reply_schedule import ensure_reply_schedule
 from workflows.scheduled import ScheduledCampaign
 from workflows.signals import TemporalCampaignSignals
 
 #: Every orchestrator; they all run on the workflow queue.
 WORKFLOWS: tuple[type, ...] = (CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator,
-                               ScheduledCampaign, ReplyMailboxPoll, AnswerWorkflow)
+                               ScheduledCampaign, ReplyMailboxPoll, AnswerWorkflow,
+                               ReplyActionWorkflow)
 
 log = logging.getLogger("campaign.worker")
 
@@ -57,8 +60,9 @@ def build_agents(store: Store, settings: Settings) -> dict[type[Agent], Agent]:
     """One instance of every agent class in the registry, sharing the store. The reply
     agent is also given how to signal campaigns: by the workflows' handlers, which only the
     worker knows beside the activities."""
-    return {cls: ReplyAgent(store, settings, signals=TemporalCampaignSignals)
-            if cls is ReplyAgent else cls(store, settings) for cls in AGENT_CLASSES}
+    signalling: tuple[type[Agent], ...] = (ReplyAgent, ReplyActionAgent)
+    return {cls: cls(store, settings, signals=TemporalCampaignSignals)  # type: ignore[call-arg]
+            if cls in signalling else cls(store, settings) for cls in AGENT_CLASSES}
 
 
 def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:

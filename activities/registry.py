@@ -25,6 +25,7 @@ from activities.copywriter import CopywriterAgent
 from activities.delivery import DeliveryAgent
 from activities.knowledge import KnowledgeAgent
 from activities.replies import ReplyAgent
+from activities.reply_actions import ReplyActionAgent, ReplyAnswerAgent
 from activities.reply_intents import ReplyIntentAgent
 from activities.schedule_agent import ScheduleAgent
 from activities.sequence_agent import SequenceAgent
@@ -104,7 +105,7 @@ def _store(fn: AgentMethod, *, local: bool = False) -> AgentSpec:
 #: The classes whose methods are agents; the worker makes one instance of each.
 AGENT_CLASSES: tuple[type[Agent], ...] = (
     StoreAgent, ScheduleAgent, KnowledgeAgent, CopywriterAgent, DeliveryAgent, ReplyAgent, SequenceAgent,
-    ReplyIntentAgent,
+    ReplyIntentAgent, ReplyActionAgent, ReplyAnswerAgent,
 )
 
 #: `local=True`: short, idempotent store steps, run as local activities (AgentSpec.local).
@@ -129,6 +130,9 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         _store(SequenceAgent.list_due_steps),
         _store(SequenceAgent.next_due_at),
         _store(SequenceAgent.stop_sequence),
+        _store(SequenceAgent.move_steps),
+        # What a classified reply does (issue 27): store writes and a few signals.
+        _store(ReplyActionAgent.apply_reply_intent),
         _store(SequenceAgent.record_step_failure, local=True),
         # Long enough for a first index build that embeds the whole knowledge base;
         # heartbeats (also while waiting for another lead's build) catch a dead worker.
@@ -141,6 +145,10 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         # CAMPAIGN_LLM_TIMEOUT; on the llm queue, so the provider's rate limit covers it.
         AgentSpec(ReplyIntentAgent.classify_reply, "llm", timedelta(minutes=2), _AGENT_RETRY,
                   heartbeat=timedelta(seconds=30)),
+        # The answer to a positive reply: up to two LLM calls (draft + one repair), each
+        # bounded by CAMPAIGN_LLM_TIMEOUT, on the llm queue like a draft.
+        AgentSpec(ReplyAnswerAgent.draft_reply_answer, "llm", timedelta(minutes=3),
+                  _AGENT_RETRY),
         # The heartbeat lets a send on a worker that died be retried after 20 s
         # instead of the full minute; the retry is safe (see activities/delivery).
         AgentSpec(DeliveryAgent.deliver_message, "delivery", timedelta(minutes=1),

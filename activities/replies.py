@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from temporalio import activity
-from temporalio.client import Client
 
 from activities.base import Agent, permanent
 from campaign_core.imap import (
@@ -35,9 +34,10 @@ class ReplyAgent(Agent):
     name = "replies"
 
     def __init__(self, store: Store, settings: Settings, *,
-                 signals: Callable[[Client], CampaignSignals]) -> None:
+                 signals: Callable[..., CampaignSignals]) -> None:
         super().__init__(store, settings)
-        #: How to tell campaigns through a Temporal client (the activity's, the worker's).
+        #: How to tell campaigns through a Temporal client (the activity's, the worker's),
+        #: given it and the deployment's task-queue `prefix`.
         self.signals = signals
 
     @activity.defn(name="poll_reply_mailbox")
@@ -51,7 +51,9 @@ class ReplyAgent(Agent):
             config = parse_imap_url(url)
         except ValueError as exc:
             raise permanent("InvalidInput", str(exc)) from None
-        desk = ReplyDesk(self.store, self.signals(activity.client()), source="imap",
+        # The replies' action workflows start on this deployment's queues (issue 27).
+        desk = ReplyDesk(self.store, self.signals(activity.client(), prefix=inp.queue_prefix),
+                         source="imap",
                          trusted_authserv_id=self.settings.trusted_authserv_id)
         report = await poll_mailbox(config, self.store, desk, limit=inp.limit,
                                     progress=lambda uid: activity.heartbeat(uid))

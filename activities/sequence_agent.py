@@ -15,7 +15,14 @@ from temporalio import activity
 from activities.base import Agent
 from campaign_core.envelope import Record, now_utc
 from campaign_core.leads import Lead, normalise_email
-from campaign_core.models import DueRequest, DueStep, NextDueRequest, StepFailure, StopSequence
+from campaign_core.models import (
+    DueRequest,
+    DueStep,
+    MoveSteps,
+    NextDueRequest,
+    StepFailure,
+    StopSequence,
+)
 from campaign_core.sequence import company_domain, replied_in, stop_reason_for_suppression
 from campaign_core.store.base import Store, as_time
 from campaign_core.store.rows import DraftRow
@@ -73,6 +80,23 @@ class SequenceAgent(Agent):
     @activity.defn(name="next_due_at")
     async def next_due_at(self, req: NextDueRequest) -> datetime | None:
         return await self.store.next_due_at(req.campaign_id, req.after)
+
+    @activity.defn(name="move_steps")
+    async def move_steps(self, req: MoveSteps) -> list[str]:
+        """Move each lead's scheduled follow-up to its out-of-office return (issue 27), never
+        earlier; returns the leads whose step moved (the audit says to when)."""
+        started = now_utc()
+        moved = [m for m in req.moves
+                 if await self.store.move_open_step(req.campaign_id, m.lead_id, m.not_before)]
+        for m in moved:
+            record = Record(kind="sequence", key=f"{m.lead_id}:out_of_office", data={
+                "status": "moved", "reason": "out_of_office",
+                "not_before": m.not_before.isoformat()},
+                provenance=self.provenance("reply:out_of_office",
+                                           {"lead": m.lead_id, "at": m.not_before.isoformat()}))
+            await self.keep(self.envelope(req.campaign_id, [record], started), m.lead_id,
+                            "out of office: next step moved")
+        return [m.lead_id for m in moved]
 
     @activity.defn(name="stop_sequence")
     async def stop_sequence(self, req: StopSequence) -> list[str]:

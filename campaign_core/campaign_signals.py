@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from campaign_core.models import DeliveryEventSignal, ReplySignal
+from campaign_core.models import DeliveryEventSignal, OutOfOfficeSignal, ReplySignal
 
 
 class CampaignSignals(Protocol):
@@ -24,4 +24,15 @@ class CampaignSignals(Protocol):
 
     async def delivery_event(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
         """A bounce or complaint for one of its messages (counted by the circuit breaker)."""
+        ...
+
+    async def out_of_office(self, campaign_id: str, signal: OutOfOfficeSignal) -> bool:
+        """An out-of-office reply: the lead's next step moves (issue 27); nothing stops."""
+        ...
+
+    async def reply_recorded(self, campaign_id: str, reply_id: str, *,
+                             confirmed: bool = False) -> bool:
+        """A person's (or an automatic) reply to the campaign was recorded: act on it once
+        (the reply action workflow `reply-action:<reply_id>`, or `…:confirmed` once a person
+        confirmed an unverified match). True when it was started now or before."""
         ...

@@ -6,10 +6,13 @@ answers (In-Reply-To, then References, newest first; a DSN's returned Message-ID
 else by the sender's stored address among the campaigns still sending, records one
 `replies` row per lead (idempotent by Message-ID), writes the audit entry, turns a
 bounce that arrived as mail into the same delivery event a bounce webhook makes, and
-signals each campaign (`reply`, with a `ReplySignal`) for a person's reply or a hard
-bounce (through the `CampaignSignals` it is given: `workflows.signals` says to which workflow).
-The store is the record (the send-time check reads it); the signal only makes a step
-already waiting on its timer hear of it at once.
+tells campaigns through the `CampaignSignals` it is given (`workflows.signals`): a reply
+(a person's or an automatic one) starts its reply action workflow, once per reply
+(`reply_recorded`; issue 27: it classifies the reply and acts on its intent — stops the
+person's sequences with the intent as reason, moves the next step for an out-of-office,
+suppresses an unsubscribe...), and a hard bounce signals the campaign (`reply`, a
+`ReplySignal`). The store is the record (the send-time check reads it); the signal only
+makes a step already waiting on its timer hear of it at once.
 
 Anyone can send mail to the reply mailbox, so what a message claims is believed only as
 far as it can be checked (issue 25):
@@ -53,6 +56,7 @@ from campaign_core.inbound import Classification, InboundMessage, ReplyKind, cla
 from campaign_core.leads import normalise_email
 from campaign_core.metrics import process_metrics
 from campaign_core.models import DeliveryEventKind, ReplySignal, Stage
+from campaign_core.reply_actions import kept_headers
 from campaign_core.store.base import Store
 
 log = logging.getLogger("campaign.replies")
@@ -85,11 +89,13 @@ class ReplyMatch(BaseModel):
     verified: bool = Field(default=True, description="False: matched by an address nobody "
                            "vouched for; recorded, and nothing done until confirmed.")
     duplicate: bool = Field(description="Recorded before (the same message processed again).")
-    notified: bool = Field(description="A running workflow of the campaign (its delivery "
-                                       "orchestrator, else the campaign) was signalled.")
+    notified: bool = Field(description="A person's reply: its reply action workflow was "
+                                       "started (now or before); a hard bounce: a running "
+                                       "workflow of the campaign was signalled.")
     elsewhere: list[str] = Field(default_factory=list, description="The other campaigns "
-                                 "still sending to this person that were told to stop their "
-                                 "sequence (a person's reply stops it in every campaign).")
+                                 "still sending to this person: the reply's action stops "
+                                 "their sequence there too (any intent but out-of-office "
+                                 "and auto-reply).")
 
 
 class UnsubscribeResult(BaseModel):
@@ -171,10 +177,11 @@ class ReplyDesk:
         mid = msg.key
         text = excerpt(msg.text)
         email = c.dsn.final_recipient if c.dsn and c.dsn.final_recipient else msg.from_
+        headers = kept_headers(msg.headers)
         if not found.matches:
             reply_id, new = await self.store.record_reply(
                 message_id=mid, kind=c.kind, email=email, source=self.source,
-                subject=msg.subject, text=text, verified=found.verified)
+                subject=msg.subject, text=text, verified=found.verified, headers=headers)
             if new:
                 process_metrics().reply(kind=c.kind, matched_by="none")
             log.info("inbound %s: %s matched no lead (%s)%s", self.source, c.kind, c.reason,
@@ -188,7 +195,7 @@ class ReplyDesk:
             reply_id, new = await self.store.record_reply(
                 message_id=mid, kind=c.kind, email=email, source=self.source, campaign_id=cid,
                 lead_id=lid, step=step, subject=msg.subject, text=text, matched_by=how,
-                verified=found.verified)
+                verified=found.verified, headers=headers)
             if new:
                 await self.store.save_envelope(
                     self._audit(cid, reply_id, c, step, how, found.verified, found.trust), lid)
@@ -196,14 +203,21 @@ class ReplyDesk:
                 # or a replay after a crash finds the row recorded and counts nothing.
                 process_metrics().reply(kind=c.kind, matched_by=how)
             notified = False
-            if found.verified:
+            if c.kind in ("reply", "auto_reply"):
+                # What it means and what to do is the reply action workflow's (issue 27),
+                # started once per reply: started again when recorded before (a crash may
+                # have come between the record and the start), it is not started twice.
+                # An unverified match is classified and changes nothing until confirmed.
+                started = await self.signals.reply_recorded(cid, reply_id)
+                notified = started and found.verified
+            elif found.verified:
                 if c.kind == "bounce" and bounce is None:
                     bounce = await self._bounce(c, mid, (cid, lid), found.answered)
                 # Signalled even when recorded before: a crash may have come between the
                 # record and the signal; the workflow's handler is idempotent per reply id.
                 notified = await self._tell(cid, lid, c.kind, reply_id,
                                             permanent=c.permanent_bounce)
-            elsewhere = (await self._tell_elsewhere(cid, lid, reply_id, {m[0] for m in found.matches})
+            elsewhere = (await self._elsewhere(cid, lid, {m[0] for m in found.matches})
                          if found.verified and c.kind == "reply" else [])
             results.append(ReplyMatch(campaign_id=cid, lead_id=lid, reply_id=reply_id, step=step,
                                       matched_by=how, verified=found.verified,
@@ -234,11 +248,13 @@ class ReplyDesk:
             await self.store.save_envelope(self._envelope(
                 row.campaign_id, "reply_confirmed", reply_id, data, at, source="cli"),
                 row.lead_id)
-        notified = await self._tell(row.campaign_id, row.lead_id, row.kind, reply_id,
-                                    permanent=False)
-        if row.kind == "reply":
-            await self._tell_elsewhere(row.campaign_id, row.lead_id, reply_id,
-                                       {row.campaign_id})
+        if row.kind in ("reply", "auto_reply"):
+            # The reply's action, now that it is vouched for: once per confirmation.
+            notified = await self.signals.reply_recorded(row.campaign_id, reply_id,
+                                                         confirmed=True)
+        else:
+            notified = await self._tell(row.campaign_id, row.lead_id, row.kind, reply_id,
+                                        permanent=False)
         log.info("reply %s confirmed by %s (%s)", reply_id, by,
                  "newly" if confirmed else "already verified")
         return ConfirmResult(reply_id=reply_id, campaign_id=row.campaign_id, lead_id=row.lead_id,
@@ -254,30 +270,18 @@ class ReplyDesk:
             ReplySignal(lead_id=lead_id, kind="bounce" if kind == "bounce" else "reply",
                         reply_id=reply_id))
 
-    async def _tell_elsewhere(self, campaign_id: str, lead_id: str, reply_id: str,
-                              matched: set[str]) -> list[str]:
-        """A person's trusted reply to `campaign_id` stops their sequence in every other
-        campaign still sending to their address (issue 27), not only the one it answered:
-        each is signalled (`from_campaign`: its stop reason names the campaign replied to).
-        Campaigns the message `matched` itself are told by their own signal. The signal is
-        what stops a step already waiting; the delivery agent also reads such a reply when
-        a follow-up falls due (`activities.sequence_agent.stop_reason_at_due`). Returns the
-        campaigns signalled."""
+    async def _elsewhere(self, campaign_id: str, lead_id: str, matched: set[str]) -> list[str]:
+        """The other campaigns still sending to the person who replied to `campaign_id`
+        (issue 27): the reply action (`activities.reply_actions`) stops their sequence there
+        too, signalling each with `from_campaign` (its stop reason names the campaign replied
+        to), unless the reply is an out-of-office. The delivery agent also reads such a reply
+        when a follow-up falls due (`activities.sequence_agent.stop_reason_at_due`).
+        Campaigns the message `matched` itself have their own record."""
         lead = await self.store.get_lead(campaign_id, lead_id)
         if lead is None:
             return []
-        told = []
-        for cid, lid in await self.store.find_leads_by_email(lead.email, SENDING_STAGES):
-            if cid in matched:
-                continue
-            if await self.signals.reply(cid, ReplySignal(lead_id=lid, kind="reply",
-                                                         reply_id=reply_id,
-                                                         from_campaign=campaign_id)):
-                told.append(cid)
-        if told:
-            log.info("reply %s to %s: the person's sequence stops in %d other campaign(s)",
-                     reply_id, campaign_id, len(told))
-        return told
+        return [cid for cid, _ in await self.store.find_leads_by_email(lead.email, SENDING_STAGES)
+                if cid not in matched]
 
     async def _match(self, msg: InboundMessage, c: Classification) -> _Found:
         """By a Message-ID of ours that the message answers (returned too); else, for a

@@ -65,14 +65,23 @@ class ReplyText:
 
     @classmethod
     def of_row(cls, row: ReplyRow) -> ReplyText:
-        """A stored reply: its first lines and its kind; the store keeps no headers, so
-        header-borne automatic replies are known by the kind they were recorded with."""
-        try:
-            sent: datetime | None = datetime.fromisoformat(row.received_at)
-        except ValueError:
-            sent = None
-        return cls(subject=row.subject, text=row.text, sender=row.email, sent_at=sent,
-                   kind=row.kind)
+        """A stored reply: its first lines, its kind and the headers the desk kept
+        (schema 15; none for older rows, whose header-borne automatic replies are known by
+        the kind they were recorded with). The date is the Date header's, else when it came."""
+        sent: datetime | None = None
+        headers = dict(row.headers or {})
+        if headers.get("date"):
+            try:
+                sent = parsedate_to_datetime(headers["date"])
+            except (TypeError, ValueError, IndexError):
+                sent = None
+        if sent is None:
+            try:
+                sent = datetime.fromisoformat(row.received_at)
+            except ValueError:
+                sent = None
+        return cls(subject=row.subject, text=row.text, headers=headers, sender=row.email,
+                   sent_at=sent, kind=row.kind)
 
 
 def _rx(*parts: str) -> re.Pattern[str]:

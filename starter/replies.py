@@ -71,19 +71,21 @@ def read_inbound_body(raw: bytes) -> list[InboundMessage]:
 
 
 async def process_inbound(store: Store, client: Client, messages: list[InboundMessage],
-                          *, source: str = "webhook", trusted_authserv_id: str | None = None
-                          ) -> list[InboundResult]:
+                          *, source: str = "webhook", trusted_authserv_id: str | None = None,
+                          prefix: str | None = None) -> list[InboundResult]:
     """Match, record and signal each message, in order. `trusted_authserv_id` is
     CAMPAIGN_TRUSTED_AUTHSERV_ID (None: no address-only match is verified)."""
-    desk = ReplyDesk(store, TemporalCampaignSignals(client), source=source,
+    desk = ReplyDesk(store, TemporalCampaignSignals(client, prefix=prefix), source=source,
                      trusted_authserv_id=trusted_authserv_id)
     return [await desk.process(msg) for msg in messages]
 
 
-async def confirm_reply(store: Store, client: Client, reply_id: str, *, by: str) -> ConfirmResult:
+async def confirm_reply(store: Store, client: Client, reply_id: str, *, by: str,
+                        prefix: str | None = None) -> ConfirmResult:
     """`campaign replies confirm`: a person vouches for a reply recorded unverified (see
-    `ReplyDesk.confirm`); UnknownReply / NothingToConfirm when there is nothing to confirm."""
-    desk = ReplyDesk(store, TemporalCampaignSignals(client), source="confirm")
+    `ReplyDesk.confirm`: its reply action runs); UnknownReply / NothingToConfirm when there is
+    nothing to confirm."""
+    desk = ReplyDesk(store, TemporalCampaignSignals(client, prefix=prefix), source="confirm")
     return await desk.confirm(reply_id, by=by)
 
 
@@ -93,6 +95,6 @@ async def poll_by_hand(settings: Settings, store: Store, client: Client) -> Poll
     if not url.strip():
         raise ValueError(f"{SETTING} is not set (imaps://user:password@host/INBOX)")
     config = parse_imap_url(url)
-    desk = ReplyDesk(store, TemporalCampaignSignals(client), source="imap",
-                     trusted_authserv_id=settings.trusted_authserv_id)
+    desk = ReplyDesk(store, TemporalCampaignSignals(client, prefix=settings.task_queue_prefix),
+                     source="imap", trusted_authserv_id=settings.trusted_authserv_id)
     return await poll_mailbox(config, store, desk)

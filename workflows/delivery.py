@@ -28,9 +28,12 @@ with workflow.unsafe.imports_passed_through():
         DeliveryEventSignal,
         DeliveryInput,
         DeliveryResult,
+        MoveSteps,
+        OutOfOfficeSignal,
         PageRequest,
         ReplySignal,
         StepFailure,
+        StepMove,
         StopSequence,
     )
     from campaign_core.send_window import next_open
@@ -38,7 +41,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.agents import call_agent
     from workflows.breaker import BreakerListener
     from workflows.lead import failure_reason
-    from workflows.sequence import REPLY_STOPS, STOP_BATCH, FollowUps, RunState, run_is_full
+    from workflows.sequence import (
+        OOO_MOVES,
+        REPLY_STOPS,
+        STOP_BATCH,
+        FollowUps,
+        RunState,
+        run_is_full,
+    )
 
 
 MINUTE = timedelta(minutes=1)
@@ -128,11 +138,28 @@ class DeliveryOrchestrator:
         if (reason == "replied" and signal.from_campaign is not None
                 and signal.from_campaign != inp.campaign_id):
             reason = replied_in(signal.from_campaign)  # a reply to another campaign (issue 27)
+        elif reason == "replied" and signal.reason:
+            reason = signal.reason  # the reply's intent, read by its reply action (issue 27)
+        self._state.moves.pop(signal.lead_id, None)
         self._stopped[signal.lead_id] = reason
         self._state.stop_queue.setdefault(reason, []).append(signal.lead_id)
 
+    @workflow.signal(name="out_of_office")
+    def out_of_office(self, signal: OutOfOfficeSignal) -> None:
+        """An out-of-office reply (issue 27): the lead's next step moves to `not_before`
+        (recorded by the run's loop, which the signal wakes); nothing stops. A second one
+        moves it again, never earlier."""
+        if not self._inp.follow_up_seconds or signal.lead_id in self._stopped:
+            return
+        moves = self._state.moves
+        known = moves.get(signal.lead_id)
+        moves[signal.lead_id] = (signal.not_before if known is None
+                                 else max(known, signal.not_before))
+
     async def _flush_stops(self, inp: DeliveryInput) -> None:
-        """Record the stops that replies asked for since the last flush, in batches."""
+        """Record the stops that replies asked for since the last flush, in batches, and
+        the out-of-office moves."""
+        await self._flush_moves(inp)
         queue = self._state.stop_queue
         while queue:
             reason = next(iter(queue))
@@ -144,11 +171,25 @@ class DeliveryOrchestrator:
                 SequenceAgent.stop_sequence,
                 StopSequence(campaign_id=inp.campaign_id, lead_ids=lead_ids, reason=reason,
                              steps=1 + len(inp.follow_up_seconds),
-                             company=inp.stop_on_company_reply and reason == "replied"),
+                             company=inp.stop_on_company_reply and reason != "bounced"
+                             and not reason.startswith("replied in ")),
                 prefix=inp.queue_prefix, summary=f"stop {len(lead_ids)} sequence(s): {reason}")
             for lead_id in stopped:
                 self._stopped.setdefault(lead_id, reason)
         self._details()
+
+    async def _flush_moves(self, inp: DeliveryInput) -> None:
+        """Move the next steps of the leads whose out-of-office replies came in."""
+        moves = self._state.moves
+        while moves and workflow.patched(OOO_MOVES):
+            batch = [StepMove(lead_id=lid, not_before=at)
+                     for lid, at in list(moves.items())[:STOP_BATCH]]
+            for m in batch:
+                del moves[m.lead_id]
+            await call_agent(
+                SequenceAgent.move_steps, MoveSteps(campaign_id=inp.campaign_id, moves=batch),
+                prefix=inp.queue_prefix,
+                summary=f"out of office: move {len(batch)} next step(s)")
 
     def _details(self) -> None:
         r = self._result
@@ -268,7 +309,7 @@ class DeliveryOrchestrator:
             )
         except ActivityError as err:
             self._result.failed += 1
-            EngineMetrics(workflow.metric_meter()).message(inp.channel.value, "failed")
+            EngineMetrics(workflow.metric_meter()).message(inp.channel.value, "failed", step)
             workflow.logger.warning("delivery of %sto %s failed: %s", what, lead_id,
                                     failure_reason(err))
             if step > 1:  # off the schedule, so the next page does not pick it up again
@@ -288,7 +329,7 @@ class DeliveryOrchestrator:
         else:
             self._result.failed += 1
         outcome = out.status if out.status in ("sent", "suppressed", "stopped") else "failed"
-        EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome)
+        EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome, step)
         self._details()
 
     async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None:
@@ -296,7 +337,7 @@ class DeliveryOrchestrator:
         (replies waiting to be recorded are recorded first)."""
         await self._flush_stops(inp)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        while self._state.stop_queue:  # a reply arrived during the flush
+        while self._state.stop_queue or self._state.moves:  # a reply arrived during the flush
             await self._flush_stops(inp)
         workflow.continue_as_new(inp.model_copy(update={
             "result": self._result, "runs": inp.runs + 1,
@@ -383,7 +424,7 @@ class DeliveryOrchestrator:
                 pending.add(asyncio.create_task(self._deliver(inp, lead, slots)))
                 self._after = lead.lead_id
                 self._state.sends += 1
-            if self._state.stop_queue:
+            if self._state.stop_queue or self._state.moves:
                 await self._flush_stops(inp)
             if whole_page and len(page) < inp.page_size:
                 exhausted = True
@@ -414,7 +455,7 @@ class DeliveryOrchestrator:
                 started += 1
             if page:
                 after = page[-1].lead_id
-            if self._state.stop_queue:
+            if self._state.stop_queue or self._state.moves:
                 await self._flush_stops(inp)
             if len(page) < inp.page_size:
                 break

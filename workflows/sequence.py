@@ -51,6 +51,10 @@ STOP_BATCH = 500
 #: What a reply signal's kind stops a sequence with; automatic replies stop nothing.
 REPLY_STOPS = {"reply": "replied", "bounce": "bounced"}
 
+#: `workflow.patched` id: a run records out-of-office moves (issue 27) with its stops, an
+#: activity no run before it scheduled (only runs that were sent the new signal call it).
+OOO_MOVES = "out-of-office-moves"
+
 
 def run_is_full() -> bool:
     """Time to continue as new: Temporal suggests it, or the history passed EVENTS_PER_RUN."""
@@ -68,6 +72,9 @@ class RunState:
     cancelled: bool = False
     #: Replies not yet recorded in the store, by stop reason.
     stop_queue: dict[str, list[str]] = field(default_factory=dict)
+    #: Out-of-office replies not yet recorded (issue 27): lead id -> its next step's new
+    #: earliest due time. Recorded with the stops (the orchestrator's `_flush_stops`).
+    moves: dict[str, datetime] = field(default_factory=dict)
     #: Beside step 1: continue-as-new asked for (by either loop), step 1 sent to everyone,
     #: and sends started in this run by both loops.
     handoff: bool = False
@@ -126,7 +133,7 @@ class FollowUps:
         """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
         due earlier."""
         state = self.state
-        if state.cancelled or state.stop_queue or self._handing_off():
+        if state.cancelled or state.stop_queue or state.moves or self._handing_off():
             return True
         if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
             return True
@@ -158,7 +165,7 @@ class FollowUps:
                 lambda: not state.paused or state.cancelled or self._handing_off())
             if state.cancelled or self._handing_off():
                 break
-            if state.stop_queue:
+            if state.stop_queue or state.moves:
                 await self.flush_stops()
             tick = workflow.now()
             after: str | None = None

@@ -23,17 +23,21 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from campaign_core.ids import campaign_workflow_id, delivery_workflow_id
-from campaign_core.models import DeliveryEventSignal, ReplySignal
+from campaign_core.models import DeliveryEventSignal, OutOfOfficeSignal, ReplySignal
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
+from workflows.reply_actions import start_reply_action
 
 
 class TemporalCampaignSignals:
     """Signals the campaign's running delivery orchestrator, else its campaign workflow; a
     workflow that is not running is not an error."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, prefix: str | None = None) -> None:
         self.client = client
+        #: The deployment's task-queue prefix: where a reply's action workflow starts when
+        #: its campaign's workflow does not say (`start_reply_action`).
+        self.prefix = prefix
 
     async def reply(self, campaign_id: str, signal: ReplySignal) -> bool:
         return (await self._send(delivery_workflow_id(campaign_id),
@@ -46,6 +50,16 @@ class TemporalCampaignSignals:
                                  DeliveryOrchestrator.delivery_event, signal)
                 or await self._send(campaign_workflow_id(campaign_id),
                                     CampaignWorkflow.delivery_event, signal))
+
+    async def out_of_office(self, campaign_id: str, signal: OutOfOfficeSignal) -> bool:
+        """Only a running delivery moves steps: before one runs, none is scheduled."""
+        return await self._send(delivery_workflow_id(campaign_id),
+                                DeliveryOrchestrator.out_of_office, signal)
+
+    async def reply_recorded(self, campaign_id: str, reply_id: str, *,
+                             confirmed: bool = False) -> bool:
+        return await start_reply_action(self.client, reply_id, campaign_id=campaign_id,
+                                        confirmed=confirmed, prefix=self.prefix)
 
     async def _send(self, workflow_id: str, handler: Callable[..., Any], arg: object) -> bool:
         """Signal `handler` of the workflow `workflow_id`; False when it is not running."""

@@ -29,12 +29,14 @@ with workflow.unsafe.imports_passed_through():
         ScheduledCampaignInput,
         ScheduledRun,
     )
+    from campaign_core.reply_actions import ReplyActionInput, ReplyActionResult
 
 from workflows.answer import AnswerWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
 from workflows.replies import ReplyMailboxPoll
+from workflows.reply_actions import ReplyActionWorkflow
 from workflows.scheduled import ScheduledCampaign
 
 
@@ -80,6 +82,13 @@ class VersionedAnswerWorkflow(AnswerWorkflow):
         return await super().run(inp)
 
 
+@workflow.defn(name="ReplyActionWorkflow", versioning_behavior=SHORT_LIVED)
+class VersionedReplyActionWorkflow(ReplyActionWorkflow):
+    @workflow.run
+    async def run(self, inp: ReplyActionInput) -> ReplyActionResult:
+        return await super().run(inp)
+
+
 #: Each orchestrator's versioned twin, by the plain class (worker_main.WORKFLOWS).
 VERSIONED: dict[type, type] = {
     CampaignWorkflow: VersionedCampaignWorkflow,
@@ -88,4 +97,5 @@ VERSIONED: dict[type, type] = {
     ScheduledCampaign: VersionedScheduledCampaign,
     ReplyMailboxPoll: VersionedReplyMailboxPoll,
     AnswerWorkflow: VersionedAnswerWorkflow,
+    ReplyActionWorkflow: VersionedReplyActionWorkflow,
 }

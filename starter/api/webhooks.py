@@ -119,7 +119,8 @@ async def _act_on_inbound(m: CampaignManager, raw: bytes) -> list[dict[str, Any]
     except InboundBodyError as err:
         raise HTTPException(422, err.errors) from err
     results = await process_inbound(m.store, await m.client(), messages,
-                                    trusted_authserv_id=m.settings.trusted_authserv_id)
+                                    trusted_authserv_id=m.settings.trusted_authserv_id,
+                                    prefix=m.queue_prefix)
     log.info("webhook inbound: %d message(s), %d matched", len(results),
              sum(r.status == "matched" for r in results))
     return [r.model_dump() for r in results]

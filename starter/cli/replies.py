@@ -99,7 +99,8 @@ def confirm(reply_id: str, by: str, as_json: bool) -> None:
         mgr = manager()
         try:
             try:
-                result = await confirm_reply(mgr.store, await mgr.client(), reply_id, by=by)
+                result = await confirm_reply(mgr.store, await mgr.client(), reply_id, by=by,
+                                             prefix=mgr.queue_prefix)
             except UnknownReply as exc:
                 raise NotFound(str(exc)) from exc
             except NothingToConfirm as exc:

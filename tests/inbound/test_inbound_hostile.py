@@ -59,7 +59,7 @@ from campaign_core.inbound import (
     excerpt,
     parse_raw,
 )
-from campaign_core.models import DeliveryEventSignal, ReplySignal
+from campaign_core.models import DeliveryEventSignal, OutOfOfficeSignal, ReplySignal
 from campaign_core.replies import ReplyDesk
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
@@ -396,6 +396,13 @@ class NoCampaignRuns:
     async def delivery_event(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
         return False
 
+    async def out_of_office(self, campaign_id: str, signal: OutOfOfficeSignal) -> bool:
+        return False
+
+    async def reply_recorded(self, campaign_id: str, reply_id: str, *,
+                             confirmed: bool = False) -> bool:
+        return False
+
 
 no_signal = NoCampaignRuns()
 
@@ -520,7 +527,9 @@ async def test_a_bomb_a_malformed_and_a_nested_message_do_not_stop_the_reply_beh
     assert kinds[2] == ("deep-1@elsewhere.test", "unparseable", "unmatched")
     assert kinds[3] == ("genuine-1@mail.example.com", "reply", "matched")
     assert [m.lead_id for m in report.results[3].matches] == [ids["ana"]]
-    assert report.results[3].matches[0].notified and got == [f"reply:reply:{ids['ana']}"]
+    # Its reply action workflow was started (issue 27; no worker runs it here, so the
+    # campaign hears of nothing yet).
+    assert report.results[3].matches[0].notified and got == []
     assert report.last_uid == 4 and await store.get_imap_state(report.mailbox) == (
         report.uidvalidity, 4)
     flags = dovecot.flags()

@@ -338,7 +338,8 @@ async def test_a_spoofed_reply_stops_nothing_until_a_person_confirms_it(
     assert Counter(sent) == Counter([dana, eli, f"{dana}#2", f"{eli}#2"])
     report = {(r.lead_id, r.step): (r.delivery_status, r.stop_reason)
               for r in await store.report("c-spoof")}
-    assert report[(dana, 3)] == report[(eli, 3)] == ("stopped", "replied")
+    # The stop reason is the reply's intent (issue 27): "Please stop writing to us."
+    assert report[(dana, 3)] == report[(eli, 3)] == ("stopped", "unsubscribe")
     assert final.stage == "completed" and (await store.counts("c-spoof")).replied == 1
     trail = [e.envelope["records"][0] for e in await store.audit("c-spoof")
              if e.agent == "replies.inbound"]
@@ -377,7 +378,7 @@ async def test_a_reply_the_trusted_server_vouches_for_stops_the_company(
         final = await finish(ts_env, "c-vouch", DAY)
     assert sorted(sent) == sorted([dana, eli])  # step 2 stopped for both
     report = {(r.lead_id, r.step): r.stop_reason for r in await store.report("c-vouch")}
-    assert report[(dana, 2)] == report[(eli, 2)] == "replied"
+    assert report[(dana, 2)] == report[(eli, 2)] == "unsubscribe"  # the reply's intent
     assert final.stage == "completed" and (await store.counts("c-vouch")).replied == 1
     assert [r.verified for r in await store.list_replies("c-vouch")].count(True) == 1
 

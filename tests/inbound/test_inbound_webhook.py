@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
 from campaign_core.models import DeliveryEventSignal, ReplySignal
+from campaign_core.reply_actions import reply_action_id
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
@@ -108,7 +109,8 @@ def reply_to(mid: str, sender: str = "Ana <ana@example.com>", **more: Any) -> di
             "references": mid, "headers": {}, "text": "Yes please.\n\n> Hello", **more}
 
 
-async def test_a_list_is_matched_recorded_and_signalled(api, store: SqliteStore) -> None:
+async def test_a_list_is_matched_recorded_and_signalled(api, store: SqliteStore,
+                                                        ts_env: WorkflowEnvironment) -> None:
     client, handle = api
     ids = await seed(store)
     body = [
@@ -124,10 +126,13 @@ async def test_a_list_is_matched_recorded_and_signalled(api, store: SqliteStore)
     assert [(g["kind"], g["status"]) for g in got] == [
         ("reply", "matched"), ("auto_reply", "matched"), ("reply", "matched"),
         ("reply", "unmatched")]
+    # `notified`: each reply's action workflow was started (issue 27), for a finished
+    # campaign too (an unsubscribe is honoured, an answer drafted); Bo's, matched by an
+    # address nobody vouched for, is read but changes nothing.
     assert [(m["campaign_id"], m["lead_id"], m["matched_by"], m["step"], m["notified"])
             for g in got for m in g["matches"]] == [
         ("c1", ids["ana"], "message_id", 1, True), ("c1", ids["bo"], "address", None, False),
-        ("c2", ids["cy"], "message_id", 1, False)]  # c2 has no running workflow: not an error
+        ("c2", ids["cy"], "message_id", 1, True)]
     assert got[3]["reply_id"] and not got[3]["matches"]
 
     assert await store.lead_replied("c1", ids["ana"])
@@ -140,13 +145,18 @@ async def test_a_list_is_matched_recorded_and_signalled(api, store: SqliteStore)
     trail = [e for e in await store.audit("c1") if e.agent == "replies.inbound"]
     assert sorted(e.envelope["records"][0]["data"]["status"] for e in trail) == [
         "auto_reply", "reply"]
-    assert await handle.query(Catcher.seen) == [f"reply:reply:{ids['ana']}"]
+    # The campaign is told by each reply's action workflow (no worker runs here), once.
+    assert await handle.query(Catcher.seen) == []
+    for g in got[:3]:
+        for m in g["matches"]:
+            await ts_env.client.get_workflow_handle(
+                reply_action_id(m["reply_id"])).describe()
 
 
 async def test_a_webhook_id_seen_before_changes_nothing_and_a_message_counts_once(
-        api, store: SqliteStore) -> None:
+        api, store: SqliteStore, ts_env: WorkflowEnvironment) -> None:
     client, handle = api
-    ids = await seed(store)
+    await seed(store)
     body = reply_to("<c1-ana-1@ours.test>")
     first = await post(client, body, msg_id="wh-1")
     again = await post(client, body, msg_id="wh-1")
@@ -156,8 +166,13 @@ async def test_a_webhook_id_seen_before_changes_nothing_and_a_message_counts_onc
     assert relayed_twice.json()[0]["duplicate"] is True
     assert len(await store.list_replies("c1")) == 1
     assert (await store.counts("c1")).replied == 1
-    # Signalled again: a crash may have come between the record and the first signal.
-    assert await handle.query(Catcher.seen) == [f"reply:reply:{ids['ana']}"] * 2
+    # Its reply action was started again, which starts nothing new: acted on once.
+    reply_id = relayed_twice.json()[0]["matches"][0]["reply_id"]
+    assert relayed_twice.json()[0]["matches"][0]["notified"] is True
+    started_once = await ts_env.client.get_workflow_handle(
+        reply_action_id(reply_id)).describe()
+    assert started_once.id == reply_action_id(reply_id)
+    assert await handle.query(Catcher.seen) == []
 
 
 async def test_a_dsn_is_a_bounce_like_a_bounce_webhook(api, store: SqliteStore) -> None:

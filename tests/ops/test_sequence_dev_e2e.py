@@ -233,12 +233,13 @@ async def test_three_step_sequence_on_campaign_dev_stops_on_webhook_and_imap_rep
             assert later.message["Subject"] == f"Re: {first['Subject']}"
             assert later.received_at - earlier.received_at >= GAP - 1, "the delay holds"
 
-    # `report`: both leads stopped for their later steps because they replied.
+    # `report`: both leads stopped for their later steps because they replied; the stop
+    # reason is the reply's intent (issue 27), `unclear` to the offline rules for both.
     rows = {(r["email"], r["step"]): r for r in report}
     assert {k: (r["delivery_status"], r["stop_reason"]) for k, r in rows.items()} == {
-        (ANA, 1): ("sent", None), (ANA, 2): ("stopped", "replied"),
-        (ANA, 3): ("stopped", "replied"),
-        (BO, 1): ("sent", None), (BO, 2): ("sent", None), (BO, 3): ("stopped", "replied"),
+        (ANA, 1): ("sent", None), (ANA, 2): ("stopped", "unclear"),
+        (ANA, 3): ("stopped", "unclear"),
+        (BO, 1): ("sent", None), (BO, 2): ("sent", None), (BO, 3): ("stopped", "unclear"),
         **{(a, s): ("sent", None) for a in (CY, DEE) for s in (1, 2, 3)}}
     for address in (ANA, BO, CY, DEE):
         received = [m.message["Message-ID"] for m in sent_to(sink, address)]

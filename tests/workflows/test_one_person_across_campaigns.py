@@ -104,7 +104,9 @@ async def test_a_reply_to_one_campaign_stops_the_persons_sequence_in_another(
                                      ana_b, cy, f"{cy}#2", f"{cy}#3"])
     report = {(cid, r.lead_id, r.step): (r.delivery_status, r.stop_reason)
               for cid in ("c-a", "c-b") for r in await store.report(cid)}
-    assert report[("c-a", ana_a, 2)] == ("stopped", "replied")
+    # The stop reason is the reply's intent (issue 27): the offline rules leave "Yes,
+    # Tuesday works." to a person (`unclear`).
+    assert report[("c-a", ana_a, 2)] == ("stopped", "unclear")
     assert report[("c-b", ana_b, 2)] == ("stopped", "replied in campaign c-a")
     assert report[("c-b", cy, 3)][0] == "sent"
     # The stop is in c-b's audit trail, naming the campaign replied to (no address).
