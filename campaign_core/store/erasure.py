@@ -37,7 +37,8 @@ ERASED = "[erased]"
 #: redacted), `suppressions` (1 when the address was added or its reason changed) and
 #: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
 FORGET_KEYS = ("leads", "drafts", "draft_versions", "retrievals", "deliveries",
-               "delivery_events", "audit_log", "replies", "sequence_steps", "embeddings",
+               "delivery_events", "audit_log", "replies", "sequence_steps", "suggested_leads",
+               "embeddings",
                "audit_log_redacted", "approvals", "suppressions", "campaigns")
 
 #: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
@@ -203,6 +204,11 @@ class Erasure(ABC, Generic[Tx]):
                     gone += await self._erase_delete_by_address(tx, table, addresses)
                 for of in gone:
                     tally[of or ""][table] += 1
+            # A contact someone else's reply named (schema 15): the person themself. (The
+            # suggestions their own replies made, and the answers to them, go with those
+            # replies: ON DELETE CASCADE.)
+            for of in await self._erase_delete_by_address(tx, "suggested_leads", addresses):
+                tally[of or ""]["suggested_leads"] += 1
             embeddings = await self._erase_embeddings(tx, sorted(hashes)) if hashes else 0
             per = {cid: dict(t) for cid, t in tally.items()}
             for cid in erased_campaigns(per):

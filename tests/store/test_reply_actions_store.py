@@ -181,10 +181,18 @@ async def test_forget_takes_the_answers_and_suggestions_with_the_replies(backend
                                   drafted=True)
     await store.add_suggested_lead(campaign_id="c1", reply_id=rid, referred_by="ana@example.com",
                                    name="Maria", email="maria@example.com")
+    bo_reply = await _reply(backend, "c1", 1, "f2")
+    await store.add_suggested_lead(campaign_id="c1", reply_id=bo_reply,
+                                   referred_by="bo@example.org", name="Cy",
+                                   email="cy@example.net")
     await store.forget("ana@example.com")
     assert await store.get_reply_answer(rid) is None
-    assert await store.list_suggested_leads() == []
+    assert [s.email for s in await store.list_suggested_leads()] == ["cy@example.net"]
     assert await backend.rows("reply_answers") == 0
+    # The person a reply named asks to be forgotten: the suggestion goes.
+    result = await store.forget("Cy@Example.net")
+    assert result["suggested_leads"] == 1
+    assert await store.list_suggested_leads() == []
 
 
 async def test_an_out_of_office_moves_the_open_step_later_and_stops_nothing(backend: Backend
