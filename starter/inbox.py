@@ -179,17 +179,24 @@ async def _check_sendable(m: CampaignManager, reply: ReplyRow) -> None:
 
 async def send_answer(m: CampaignManager, reply_id: str, *, by: str, subject: str | None = None,
                       body: str | None = None, wait: timedelta = SEND_WAIT) -> AnswerSent:
-    """Send the answer (after saving the edit given, if any), exactly once: see the module."""
+    """Send the answer (after saving the edit given, if any), exactly once: see the module.
+
+    A press that finds the answer being sent or sent reports it (`sending`,
+    `already_sent`) when its text is the one going out (the same form pressed twice), and
+    is refused (Conflict) when it carries another: that edit was not sent."""
     reply = await _reply(m, reply_id)
     current = await m.store.get_reply_answer(reply_id)
-    if current is not None and current.status == "sent":
-        return AnswerSent(reply_id=reply_id, status="already_sent",
-                          message_id=current.message_id, by=current.sent_by,
-                          workflow_id=answer_workflow_id(reply_id))
+    if current is not None and current.status != "drafted":
+        return await _pressed_again(m, current, subject, body, by=by, wait=wait)
     await _check_sendable(m, reply)
-    if (subject is not None or body is not None) and (current is None
-                                                      or current.status == "drafted"):
-        await save_answer(m, reply_id, subject=subject, body=body, by=by)
+    if subject is not None or body is not None:
+        try:
+            await save_answer(m, reply_id, subject=subject, body=body, by=by)
+        except Conflict:
+            row = await m.store.get_reply_answer(reply_id)
+            if row is None or row.status == "drafted":
+                raise
+            return await _pressed_again(m, row, subject, body, by=by, wait=wait)
         current = await m.store.get_reply_answer(reply_id)
     if current is None or not current.body.strip():
         raise BadInput("there is no answer to send: write one (its body) first",
@@ -198,6 +205,18 @@ async def send_answer(m: CampaignManager, reply_id: str, *, by: str, subject: st
     if claimed is None:
         return await _already(m, reply_id, by=by, wait=wait)
     return await _run(m, reply_id, by=by, wait=wait)
+
+
+async def _pressed_again(m: CampaignManager, row: ReplyAnswerRow, subject: str | None,
+                         body: str | None, *, by: str, wait: timedelta) -> AnswerSent:
+    """Send pressed on an answer already being sent or sent: the same text is the same
+    answer (reported); another text is an edit that came too late."""
+    same = ((subject is None or subject.strip() == row.subject.strip())
+            and (body is None or body.replace("\r\n", "\n") == row.body.replace("\r\n", "\n")))
+    if not same:
+        raise Conflict(f"the answer is {row.status} already, with other text: this edit was "
+                       "not sent")
+    return await _already(m, row.reply_id, by=by, wait=wait)
 
 
 async def _already(m: CampaignManager, reply_id: str, *, by: str, wait: timedelta

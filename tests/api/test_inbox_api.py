@@ -145,6 +145,12 @@ async def test_inbox_lists_filters_edits_and_sends_an_answer_once(
             assert "sent" in statuses and statuses != ["sent", "sent"], statuses
             again = await api.post(f"/inbox/{reply_id}/answer", json={"send": True})
             assert again.json()["status"] == "already_sent", again.text
+            same = await api.post(f"/inbox/{reply_id}/answer", json={"send": True,
+                                                                     "body": EDITED})
+            assert same.json()["status"] == "already_sent", same.text  # the form pressed again
+            other = await api.post(f"/inbox/{reply_id}/answer", json={"send": True,
+                                                                      "body": "Other text"})
+            assert other.status_code == 409 and "not sent" in other.text, other.text
             await until(lambda: asyncio.sleep(0, len(to(sink, ANA["email"])) >= 2),
                         "the answer at the SMTP server")
             await asyncio.sleep(0.5)  # a second message would arrive now
@@ -218,3 +224,55 @@ async def test_who_may_use_the_inbox_routes(
         assert gone.status_code == 404, gone.text
         # Not every route: the suppression list stays the service token's.
         assert (await api.get("/suppressions", headers=reviewer)).status_code == 403
+
+
+async def test_a_persons_intent_is_recorded_and_its_action_follows(
+        ts_env: WorkflowEnvironment, inbox_settings: Settings, store: SqliteStore, prefix: str,
+        run_workers: Any, smtp: tuple[SmtpSink, str]) -> None:
+    """The reply action reads "Yes, Tuesday works." as unclear (the offline rules); a person
+    says interested: an answer is drafted (the offline writer), never sent; then
+    unsubscribe: the address is suppressed."""
+    sink = smtp[0]
+    async with run_workers(ts_env.client, overrides=drafting_only(store)):
+        mgr, (ana,) = await started(ts_env, inbox_settings, store, prefix, "c-intent", [ANA],
+                                    channel="smtp")
+        await until(lambda: asyncio.sleep(0, len(sink.messages) == 1), "step 1")
+        async with serve(mgr) as api:
+            api.headers.update(AUTH)
+            reply_id, _ = await reply_by_webhook(api, to(sink, ANA["email"])[0],
+                                                 "Yes, Tuesday works.")
+
+            async def read() -> bool:
+                row = await store.get_reply(reply_id)
+                return row is not None and row.action is not None
+
+            await until(read, "the reply action's reading")
+            assert (await store.get_reply(reply_id)).intent == "unclear"  # type: ignore[union-attr]
+
+            bad = await api.post(f"/inbox/{reply_id}/intent", json={"intent": "keen"})
+            assert bad.status_code == 422 and "intent" in bad.text, bad.text
+            changed = await api.post(f"/inbox/{reply_id}/intent",
+                                     json={"intent": "interested", "by": "rita"})
+            assert changed.status_code == 200, changed.text
+            assert changed.json() == {"reply_id": reply_id, "intent": "interested", "by": "rita",
+                                      "action_started": True}
+
+            async def drafted() -> bool:
+                row = await store.get_reply_answer(reply_id)
+                return row is not None and row.status == "drafted" and bool(row.body.strip())
+
+            await until(drafted, "the answer drafted for the new intent")
+            [item] = (await api.get("/inbox", params={"intent": "interested"})).json()
+            assert (item["reply_id"], item["answer"]["status"]) == (reply_id, "drafted")
+            row = await store.get_reply(reply_id)
+            assert row is not None and (row.intent, row.intent_by) == ("interested", "rita")
+            assert len(sink.messages) == 1, "a drafted answer is never sent by itself"
+
+            unsub = await api.post(f"/inbox/{reply_id}/intent", json={"intent": "unsubscribe"})
+            assert unsub.status_code == 200, unsub.text
+
+            async def suppressed() -> bool:
+                return await store.is_suppressed(ANA["email"])
+
+            await until(suppressed, "the address suppressed")
+        del ana

@@ -1,19 +1,19 @@
 """Issue 27's "Done when" for the inbox, as a reviewer does it on `campaign dev`.
 
-`campaign dev` runs as a real subprocess (tests/fakes/dev_process.py) and delivers over SMTP
-to aiosmtpd (tests/fakes/smtp_server.py). A campaign's first message reaches Ana; she
-answers through the signed inbound webhook, in the thread. Her reply is read as
-`interested` and an answer is drafted (written to the dev stack's store as the reply action
-writes them: `seed_answer`). The reviewer signs in with the dev stack's one-time link,
-opens the inbox, filters it to `interested`, opens Ana's reply (the thread shows our message
-and hers), edits the drafted answer and presses Send in two tabs at once, then once more:
-the SMTP server receives ONE message, threaded to hers, with the edit.
+`campaign dev` runs as a real subprocess (tests/fakes/dev_process.py) with an
+OpenAI-compatible model (tests/fakes/llm_server.py) and delivers over SMTP to aiosmtpd
+(tests/fakes/smtp_server.py). A campaign's first message reaches Ana and Bo; they answer
+through the signed inbound webhook, in the thread. The reply actions read Ana's as
+`interested` and Bo's as a `question` and draft an answer to each (never sent by itself).
+The reviewer signs in with the dev stack's one-time link, opens the inbox, filters it to
+`interested`, opens Ana's reply (the thread shows our message and hers), edits the drafted
+answer and presses Send in two tabs at once, then once more: the SMTP server receives ONE
+message, threaded to hers, with the edit; Bo gets nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import time
 from email.utils import make_msgid
@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from campaign_core.answers import answer_key
-from campaign_core.store.sqlite import SqliteStore
 from tests.cli.test_cli_e2e import cli, cli_json
 from tests.conftest import KB
 from tests.fakes import dev_process
 from tests.fakes.dev_process import DevProcess
+from tests.fakes.llm_server import LLMTestServer
 from tests.fakes.smtp_server import Received, SmtpSink, smtp_server
 from tests.fakes.webhook_signing import INBOUND_SECRET, signed_headers
 from tests.review.test_review_pages import follow
@@ -40,7 +40,6 @@ TOKEN = "inbox-page-e2e-token-0123456789"
 ANA = "ana@northwind.example"
 BO = "bo@ledgerly.example"
 LEADS = f"email,first_name,company\n{ANA},Ana,Northwind Freight\n{BO},Bo,Ledgerly\n"
-DRAFTED = "Hi Ana,\n\nGreat to hear. Does Tuesday at 10:00 suit you?\n\nBest"
 EDITED = "Hi Ana,\n\nTuesday at 10:00 it is: I will send an invitation today.\n\nBest, Dev"
 
 
@@ -75,24 +74,15 @@ async def reply_by_webhook(api: httpx.AsyncClient, ours: Received, text: str
     return match["reply_id"], mid
 
 
-async def seed_answer(home: Path, reply_id: str, intent: str, body: str) -> None:
-    """What the reply action writes for a positive reply, in the dev stack's store."""
-    store = SqliteStore(home / "campaign.db")
-    try:
-        assert await store.record_reply_intent(reply_id, intent, 0.91, "answer_drafted")
-        await store.save_reply_answer(reply_id, subject="", body=body, by="copywriter",
-                                      drafted=True)
-    finally:
-        await store.close()
-
-
 @pytest.mark.timeout(300)
 async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
         dev_cli_env: dict[str, str], home: Path, tmp_path: Path, browser: Any) -> None:
     leads = tmp_path / "leads.csv"
     leads.write_text(LEADS)
-    with smtp_server() as (sink, smtp_url):
+    with smtp_server() as (sink, smtp_url), LLMTestServer() as llm:
         env = {**dev_cli_env, "CAMPAIGN_SMTP_URL": smtp_url,
+               "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": llm.base_url,
+               "CAMPAIGN_LLM_MODEL": "test-model", "CAMPAIGN_LLM_RATE_LIMIT": "50",
                "CAMPAIGN_POSTAL_ADDRESS": "Sender Inc., 1 Main St, Springfield, IL 62701, USA",
                "CAMPAIGN_WEBHOOK_SECRET": INBOUND_SECRET, "CAMPAIGN_API_TOKEN": TOKEN}
         dev = DevProcess(env, home)
@@ -114,17 +104,19 @@ async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
                 await until(lambda: bool(to(sink, ANA) and to(sink, BO)), "step 1", 60)
                 ours = to(sink, ANA)[0]
                 ana_reply, their_id = await reply_by_webhook(
-                    api, ours, "Yes, that sounds useful. Can we talk on Tuesday?")
-                bo_reply, _ = await reply_by_webhook(api, to(sink, BO)[0], "What does it cost?")
-                if importlib.util.find_spec("workflows.reply_actions") is not None:
-                    # The reply action reads each reply first (the offline rules: unclear).
-                    async def read() -> bool:
-                        items = (await api.get("/inbox")).json()
-                        return sum(i["action"] is not None for i in items) == 2
+                    api, ours, "Yes, that sounds useful. Tuesday at 10 works for me.")
+                await reply_by_webhook(api, to(sink, BO)[0], "What does it cost?")
 
-                    await until(read, "the replies read by the reply action", 60)
-                await seed_answer(home, ana_reply, "interested", DRAFTED)
-                await seed_answer(home, bo_reply, "question", "Hi Bo, it costs ...")
+                async def drafted() -> bool:
+                    items = (await api.get("/inbox")).json()
+                    return sorted((i["email"], i["intent"], i["answer"]["status"])
+                                  for i in items) == [(ANA, "interested", "drafted"),
+                                                      (BO, "question", "drafted")]
+
+                await until(drafted, "both replies read and answers drafted", 90)
+                [item] = (await api.get("/inbox", params={"intent": "interested"})).json()
+                drafted_body = item["answer"]["body"]
+                assert drafted_body.strip() and item["reply_id"] == ana_reply
 
                 context = await browser.new_context()
                 page = await context.new_page()
@@ -145,12 +137,12 @@ async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
                 reply_url = page.url
                 mine = page.get_by_label("Our message")
                 assert str(ours.message["Subject"]) in await mine.inner_text()
-                assert "Can we talk on Tuesday?" in await page.get_by_label(
+                assert "Tuesday at 10 works for me." in await page.get_by_label(
                     "Their message").inner_text()
                 assert await page.locator("#intent-now").inner_text() == "interested"
-                assert await page.get_by_label("Body").input_value() == DRAFTED
-                assert await page.get_by_label("Subject").input_value() == (
-                    "Re: " + str(ours.message["Subject"]))
+                assert await page.get_by_label("Body").input_value() == drafted_body
+                subject = await page.get_by_label("Subject").input_value()
+                assert subject == item["answer"]["subject"] and subject.startswith("Re: ")
 
                 # Edited, then Send pressed in two tabs at once, then again.
                 other = await context.new_page()
@@ -182,9 +174,9 @@ async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
     assert msg["In-Reply-To"] == their_id
     assert their_id in msg["References"].split()
     assert str(ours.message["Message-ID"]) in msg["References"].split()
-    assert msg["Subject"] == "Re: " + str(ours.message["Subject"])
+    assert msg["Subject"] == subject
     assert msg["Message-ID"] == f"<{answer_key(ana_reply)}@localhost>"
     text = msg.get_body(("plain",))
     assert text is not None and "Tuesday at 10:00 it is" in text.get_content()
-    assert "Does Tuesday at 10:00 suit you?" not in text.get_content()
+    assert drafted_body.strip() not in text.get_content(), "the edit, not the draft"
     assert len(to(sink, BO)) == 1, "Bo's question was not answered"
