@@ -15,6 +15,8 @@ the answer writer and the SQLite store are the real ones.
   between the reply and the answer lose nothing.
 - An unverified match changes nothing until a person confirms it.
 - A reply delivered twice (webhook and IMAP) is acted on once.
+- A person's intent (the inbox's `start_reply_action`) runs that intent's action: a
+  question gets an answer from the knowledge base.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import message_key
 from campaign_core.inbound import InboundMessage
+from campaign_core.intents import ReplyIntent
 from campaign_core.models import Stage
 from campaign_core.replies import ReplyDesk
 from campaign_core.settings import Settings
@@ -41,8 +45,10 @@ from tests.fakes.llm_server import LLMTestServer
 from tests.workflows.test_orchestration import finish
 from tests.workflows.test_sequences import DAY, sent_count, started, until
 from worker_main import build_workers
+from workflows.reply_actions import start_reply_action
 from workflows.signals import TemporalCampaignSignals
 
+KB = Path(__file__).resolve().parents[2] / "starter" / "demo_data" / "kb"
 ANA = {"email": "ana@northwind.example", "first_name": "Ana", "company": "Northwind"}
 BO = {"email": "bo@ledgerly.example", "first_name": "Bo", "company": "Ledgerly"}
 
@@ -299,3 +305,47 @@ async def test_a_reply_delivered_twice_is_acted_on_once(
     assert len([s for s in records(audit, "sequence_stop") if s["stop_reason"] == "unsubscribe"]
                ) == 1
 
+
+
+async def test_a_persons_intent_runs_its_action_and_a_question_is_answered_from_the_kb(
+        ts_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str,
+        run_workers: Any) -> None:
+    """The offline rules leave a question to a person (`unclear`: stopped, no answer); the
+    person reads it as a question in the inbox, which starts its action: the offline
+    writer answers from the knowledge base searched for the reply's words."""
+    sent: list[str] = []
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        _, (ana, _bo) = await started(ts_env, settings, store, prefix, "c-q", [ANA, BO],
+                                      follow_ups=["1d"], kb=str(KB))
+        await sent_count(store, "c-q", 2)
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
+        got = (await desk.process(mail(ANA["email"], (
+            "Which CRM integrations do you support, and where is our data stored?"),
+            mid="q", answers=message_key("c-q", ana)))).matches[0]
+        assert await acted(store, got.reply_id) == "stopped"
+        assert await store.get_reply_answer(got.reply_id) is None
+        assert await store.set_reply_intent_by_person(got.reply_id, "question", by="maria")
+        assert await start_reply_action(ts_env.client, got.reply_id, ReplyIntent.QUESTION,
+                                        campaign_id="c-q", by="maria")
+
+        async def answered() -> bool:
+            row = await store.get_reply(got.reply_id)
+            return row is not None and row.action == "answer_drafted"
+        await until(answered, "the person's question answered")
+        final = await finish(ts_env, "c-q", DAY)
+    assert final.stage is Stage.COMPLETED
+    row = await store.get_reply(got.reply_id)
+    assert row is not None and (row.intent, row.intent_by) == ("question", "maria")
+    answer = await store.get_reply_answer(got.reply_id)
+    assert answer is not None and answer.drafted_by == "offline-answer-v1"
+    assert answer.body.startswith("Hi Ana,") and "question" in answer.body
+    [drafted] = [d for d in records(await store.audit("c-q", ana), "reply_answer")
+                 if d["status"] == "drafted"]
+    assert drafted["passages"]  # the knowledge base, searched for the reply's words
+    cited = [c["passage_id"] for c in drafted["citations"]]
+    assert cited and set(cited) <= set(drafted["passages"])
+    kb_text = " ".join(f.read_text() for f in KB.iterdir())
+    assert any(c["claim"] in kb_text for c in drafted["citations"])
+    actions = records(await store.audit("c-q", ana), "reply_action")
+    assert [(a["intent"], a["by"]) for a in actions] == [("unclear", "classifier"),
+                                                         ("question", "maria")]
