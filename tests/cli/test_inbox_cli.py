@@ -99,6 +99,13 @@ async def test_inbox_commands_list_edit_send_once_and_done(
         code, _, err = await cli(cli_env, "inbox", "intent", rid, "keen")
         assert code == 2 and "INTENT" in err and "keen" in err, err
 
+        changed = await cli_json(cli_env, "inbox", "intent", rid, "meeting_request",
+                                 "--by", "rita")
+        assert changed == {"reply_id": rid, "intent": "meeting_request", "by": "rita",
+                           "action_started": True}
+        row = await store.get_reply(rid)
+        assert row is not None and (row.intent, row.intent_by) == ("meeting_request", "rita")
+
         done = await cli_json(cli_env, "inbox", "done", rid, "--by", "rita")
         assert (done["done"], done["by"]) == (True, "rita")
         assert rid not in [i["reply_id"] for i in await cli_json(cli_env, "inbox")]
