@@ -143,7 +143,7 @@ class ReplyActionAgent(Agent):
             out.action = "awaiting_confirmation"
             await self.store.record_reply_intent(row.reply_id, intent.value, confidence,
                                                  AWAITING_CONFIRMATION)
-            await self._audit(row, intent, out, inp, started, {})
+            await self._audit(row, intent, out, inp, started, {}, history)
             return out
         lead = await self.store.get_lead(cid, lid)
         client = self.signals(activity.client())
@@ -190,7 +190,7 @@ class ReplyActionAgent(Agent):
         out.action = action
         out.draft = intent_stops and drafts_answer(intent)
         await self.store.record_reply_intent(row.reply_id, intent.value, confidence, action)
-        await self._audit(row, intent, out, inp, started, detail)
+        await self._audit(row, intent, out, inp, started, detail, history)
         return out
 
     async def _stop(self, client: CampaignSignals, row: ReplyRow, lead: Lead | None,
@@ -214,13 +214,22 @@ class ReplyActionAgent(Agent):
         return told
 
     async def _audit(self, row: ReplyRow, intent: ReplyIntent, out: ApplyOutcome,
-                     inp: ApplyIntentInput, started: datetime, detail: dict[str, Any]) -> None:
+                     inp: ApplyIntentInput, started: datetime, detail: dict[str, Any],
+                     history: list[AuditEntry]) -> None:
         """The action in the lead's audit trail, naming the message that asked (its reply id
-        and Message-ID) and who read it (the classifier, or the person who set the intent)."""
+        and Message-ID) and who read it (the classifier, or the person who set the intent);
+        once per run (a retried attempt finds the entry of the attempt before it)."""
         assert row.campaign_id and row.lead_id
         data = {"status": out.action, "reply_id": row.reply_id, "message_id": row.message_id,
                 "intent": intent.value, "by": inp.by or "classifier",
-                "confirmed": inp.confirmed, "signalled": out.signalled, **detail}
+                "confirmed": inp.confirmed, "signalled": out.signalled,
+                "run": activity.info().workflow_run_id, **detail}
+        for entry in history:
+            for record in entry.envelope.get("records", []):
+                kept = record.get("data") or {}
+                if (record.get("kind") == "reply_action" and kept.get("run") == data["run"]
+                        and kept.get("reply_id") == row.reply_id):
+                    return
         record = Record(kind="reply_action", key=row.reply_id, data=data,
                         provenance=self.provenance(
                             f"reply:{row.reply_id}", {"reply": row.reply_id,
