@@ -5,8 +5,9 @@ step), computed in one place (`campaign_core/store/outcomes.py`), so `status` re
 row of the campaign on each call, and `status --watch` does so once a second. This seeds a
 SQLite store directly with a 3-step campaign in the middle of delivery (every lead's step 1
 sent, a third of the step 2s sent, some stopped, a few excluded and held) and times
-`counts()` and `report()`: the median of `--repeat` calls at each size. Not part of the test
-suite.
+`counts()`, `status_figures()` (what `status` reads since issue 27: the counts and the
+replies by intent and step; about a tenth of the leads replied) and `report()`: the median
+of `--repeat` calls at each size. Not part of the test suite.
 
     .venv/bin/python -m bench.bench_counts [--leads 1000 5000 10000] [--repeat 5] [--write]
 """
@@ -26,6 +27,7 @@ from campaign_core.leads import parse_lead_rows
 from campaign_core.store.sqlite import SqliteStore
 
 STEPS = 3
+INTENTS = ["interested", "not_interested", "question", "out_of_office", "unclear"]
 
 
 async def seed(store: SqliteStore, cid: str, n: int) -> None:
@@ -61,6 +63,11 @@ async def seed(store: SqliteStore, cid: str, n: int) -> None:
                                         message_id=f"<{i}-2@bench>")
         elif i % 7 == 0:
             await store.set_step_status(cid, lead.lead_id, 2, "stopped", "replied")
+            # The reply that stopped it, read; every other one by address, with no step.
+            reply_id, _ = await store.record_reply(
+                message_id=f"<r{i}@bench>", kind="reply", email=lead.email, source="webhook",
+                campaign_id=cid, lead_id=lead.lead_id, step=1 if i % 2 else None)
+            await store.record_reply_intent(reply_id, INTENTS[i % len(INTENTS)], 0.9, "stop")
 
 
 async def timed(call: object, repeat: int) -> float:
@@ -73,7 +80,7 @@ async def timed(call: object, repeat: int) -> float:
     return statistics.median(times)
 
 
-async def main(sizes: list[int], repeat: int) -> list[tuple[int, int, float, float]]:
+async def main(sizes: list[int], repeat: int) -> list[tuple[int, int, float, float, float]]:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -83,10 +90,13 @@ async def main(sizes: list[int], repeat: int) -> list[tuple[int, int, float, flo
             await seed(store, cid, n)
             rows = len(await store.report(cid))
             counts_ms = await timed(lambda cid=cid, store=store: store.counts(cid), repeat)
+            status_ms = await timed(lambda cid=cid, store=store: store.status_figures(cid),
+                                    repeat)
             report_ms = await timed(lambda cid=cid, store=store: store.report(cid), repeat)
-            print(f"{n:>6} leads, {rows:>6} rows: counts {counts_ms:7.1f} ms, "
-                  f"report {report_ms:7.1f} ms (median of {repeat})", flush=True)
-            out.append((n, rows, counts_ms, report_ms))
+            print(f"{n:>6} leads, {rows:>6} rows: counts {counts_ms:7.1f} ms, status figures "
+                  f"{status_ms:7.1f} ms, report {report_ms:7.1f} ms (median of {repeat})",
+                  flush=True)
+            out.append((n, rows, counts_ms, status_ms, report_ms))
     return out
 
 
@@ -99,11 +109,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     results = asyncio.run(main(args.leads, args.repeat))
     if args.write:
-        table = "\n".join(["| leads | rows (lead, step) | counts, ms | report, ms |",
-                           "| ---: | ---: | ---: | ---: |",
-                           *(f"| {n:,} | {rows:,} | {c:.1f} | {r:.1f} |"
-                             for n, rows, c, r in results)])
+        table = "\n".join(["| leads | rows (lead, step) | counts, ms | status figures, ms "
+                           "| report, ms |", "| ---: | ---: | ---: | ---: | ---: |",
+                           *(f"| {n:,} | {rows:,} | {c:.1f} | {f:.1f} | {r:.1f} |"
+                             for n, rows, c, f, r in results)])
         write_section(
             "bench_counts", "What status and report cost on a sequence campaign",
             f"a 3-step campaign seeded into SQLite mid-delivery; median of {args.repeat} calls "
-            "each (`status` calls `counts`, which tallies the report's rows).", table)
+            "each (`status` calls `status_figures`: the counts, which tally the report's rows, and "
+            "the replies by intent and step from one grouped query).", table)
