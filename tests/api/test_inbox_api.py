@@ -105,7 +105,7 @@ async def test_inbox_lists_filters_edits_and_sends_an_answer_once(
         run_workers: Any, smtp: tuple[SmtpSink, str]) -> None:
     sink = smtp[0]
     async with run_workers(ts_env.client, overrides=drafting_only(store)):
-        mgr, (ana, bo) = await started(ts_env, inbox_settings, store, prefix, "c-inbox",
+        mgr, (ana, _) = await started(ts_env, inbox_settings, store, prefix, "c-inbox",
                                        [ANA, BO], channel="smtp")
         await until(lambda: asyncio.sleep(0, len(sink.messages) == 2), "step 1 to both")
         async with serve(mgr) as api:
@@ -199,11 +199,19 @@ async def test_inbox_lists_filters_edits_and_sends_an_answer_once(
             assert len(to(sink, BO["email"])) == 1
             assert (await store.get_reply_answer(bo_reply)).status == "drafted"  # type: ignore[union-attr]
 
+            # A reply matched by an address nobody vouched for: no answer until confirmed.
+            doubtful, _ = await store.record_reply(
+                message_id="<doubt@northwind.example>", kind="reply", email=ANA["email"],
+                source="webhook", campaign_id="c-inbox", lead_id=ana, subject="Re: s",
+                text="Interested!", matched_by="address", verified=False)
+            await seed_answer(store, doubtful, acted_on=False)
+            unverified = await api.post(f"/inbox/{doubtful}/answer", json={"send": True})
+            assert unverified.status_code == 409 and "vouched" in unverified.text, unverified.text
+
             missing = await api.post("/inbox/rpl_nope/answer", json={"send": True})
             assert missing.status_code == 404, missing.text
             extra = await api.post(f"/inbox/{bo_reply}/answer", json={"send": True, "cc": "x"})
             assert extra.status_code == 422, extra.text
-        del bo
 
 
 async def test_who_may_use_the_inbox_routes(

@@ -163,6 +163,30 @@ async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
                 # Pressed once more (over the API): nothing more is sent.
                 again = await api.post(f"/inbox/{ana_reply}/answer", json={"send": True})
                 assert again.json()["status"] == "already_sent", again.text
+
+                # The page's forms need this session's CSRF token and this origin.
+                forged = await context.request.post(
+                    f"{dev.api}/review/inbox/{ana_reply}/done", form={"csrf": "forged"},
+                    headers={"Origin": dev.api}, max_redirects=0)
+                assert forged.status == 403 and "CSRF" in await forged.text()
+                foreign = await context.request.post(
+                    f"{dev.api}/review/inbox/{ana_reply}/done", form={"csrf": "x"},
+                    headers={"Origin": "https://elsewhere.example"}, max_redirects=0)
+                assert foreign.status == 403
+
+                # Ana's reply done: off the inbox. Bo's read again by a person: not
+                # interested, which stops his sequence and takes it off the inbox too.
+                await follow(page, page.get_by_role("button", name="Done"))
+                assert "Reply done" in await page.get_by_role("status").inner_text()
+                listed = page.get_by_role("table", name="Replies")
+                assert await listed.locator("tbody a").all_inner_texts() == [BO]
+                await follow(page, listed.get_by_role("link", name=BO))
+                await page.get_by_label("Change the intent").select_option("not_interested")
+                await follow(page, page.get_by_role("button", name="Change intent"))
+                assert "Intent changed" in await page.get_by_role("status").inner_text()
+                assert await page.locator("#intent-now").inner_text() == "not interested"
+                await page.goto(f"{dev.api}/review/inbox")
+                assert "Nothing to see to" in await page.content()
                 await asyncio.sleep(1)  # a second message would have arrived by now
         finally:
             code = await dev.stop()
