@@ -140,6 +140,7 @@ async def test_a_reviewer_answers_an_interested_reply_from_the_inbox_once(
                 assert "Tuesday at 10 works for me." in await page.get_by_label(
                     "Their message").inner_text()
                 assert await page.locator("#intent-now").inner_text() == "interested"
+                assert "test server: interested" in await page.content(), "why, from the model"
                 assert await page.get_by_label("Body").input_value() == drafted_body
                 subject = await page.get_by_label("Subject").input_value()
                 assert subject == item["answer"]["subject"] and subject.startswith("Re: ")
