@@ -143,6 +143,8 @@ async def test_status_report_watch_page_and_metrics_agree(
     assert re.search(r"\b100%", counts_text) is None or c.pending == 0
     # /metrics: this campaign ran alone on this runtime.
     assert total(samples, "campaign_messages_total", outcome="sent") == c.sent
+    for s in status.steps:  # the dashboard's denominator is step 1's
+        assert total(samples, "campaign_messages_total", outcome="sent", step=str(s.step)) == s.sent
     assert total(samples, "campaign_messages_total", outcome="suppressed") == c.suppressed
     assert total(samples, "campaign_messages_total", outcome="failed") == c.send_failed
     assert total(samples, "campaign_replies_total", kind="reply") == c.replied
