@@ -75,7 +75,11 @@ def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callab
             await store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "sent")
         if inp.next_due_at is not None and inp.step < inp.steps:
             await store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1, inp.next_due_at)
-        if sent is not None:
+        # A retried attempt (the first one's result lost: a worker under load, or the
+        # time-skipping server moving the clock past the heartbeat timeout while the attempt
+        # ran) finds the delivery recorded and sends nothing, as the real agent does; only a
+        # first send is one more message.
+        if sent is not None and done is None:
             sent.append(inp.lead_id if inp.step == 1 else f"{inp.lead_id}#{inp.step}")
         return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=key)
 
