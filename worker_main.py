@@ -66,9 +66,11 @@ def build_agents(store: Store, settings: Settings) -> dict[type[Agent], Agent]:
 
 
 def bind(fn: AgentMethod, agents: dict[type[Agent], Agent]) -> AgentMethod:
-    """The agent method `fn` bound to the instance of the class that defines it."""
+    """The agent method `fn` bound to the instance of the class that defines it (not one
+    that inherits it: `ReplyAnswerAgent` is a copywriter, but `write_draft` is the
+    copywriter's activity)."""
     for cls, agent in agents.items():
-        if getattr(cls, fn.__name__, None) is fn:
+        if vars(cls).get(fn.__name__) is fn:
             bound: AgentMethod = getattr(agent, fn.__name__)
             return bound
     raise LookupError(f"no agent instance for {fn.__qualname__}: add its class to AGENT_CLASSES")

@@ -62,7 +62,7 @@ async def test_entries_made_before_schema_14_get_the_source_their_reason_names(
         "VALUES ('rpl_1', 'm1@x', 'reply', 'ana@example.com', 'imap', '2024-05-01T09:00:00+00:00')",
         "INSERT INTO replies(reply_id, message_id, kind, email, source) "
         "VALUES ('rpl_1', 'm1@x', 'reply', 'ana@example.com', 'imap')")
-    assert await old.migrate() == SCHEMA_VERSION == 14
+    assert await old.migrate() == SCHEMA_VERSION >= 14  # migrated through 14 to the latest
     assert await old.migrate() == SCHEMA_VERSION  # again: nothing changes
     await old.close()
 

@@ -32,8 +32,10 @@ BY_REFERENCE = {"call_agent", "execute_activity", "execute_activity_method", "st
 
 
 def _activity_methods(cls: type) -> set[Any]:
-    return {fn for _, fn in inspect.getmembers(cls, inspect.isfunction)
-            if activity._Definition.from_callable(fn) is not None}
+    """The activities `cls` defines itself; one it inherits (a subclass of an agent that
+    reuses its machinery) is its base's activity, run by the base's instance."""
+    return {fn for fn in vars(cls).values()
+            if inspect.isfunction(fn) and activity._Definition.from_callable(fn) is not None}
 
 
 async def test_every_agent_has_a_worker_and_every_worker_activity_is_registered(
