@@ -54,6 +54,7 @@ from campaign_core.envelope import Record, digest, now_utc
 from campaign_core.ids import message_key
 from campaign_core.intents import ReplyClassification, ReplyIntent
 from campaign_core.leads import Lead
+from campaign_core.metrics import process_metrics
 from campaign_core.models import LeadInput, OutOfOfficeSignal, ReplySignal
 from campaign_core.replies import SENDING_STAGES
 from campaign_core.reply_actions import (
@@ -135,6 +136,11 @@ class ReplyActionAgent(Agent):
         when = inp.outcome.date if inp.outcome is not None and inp.intent_override is None \
             else None
         out = ApplyOutcome(reply_id=row.reply_id, intent=intent, action="none")
+        if row.intent is None and row.campaign_id and row.matched_by:
+            # The desk left a matched reply uncounted until it was read: counted once, at
+            # its first reading (a retry finds the intent recorded), by what it means.
+            process_metrics().reply(kind=row.kind, matched_by=row.matched_by,
+                                    intent=intent.value)
         if not (row.campaign_id and row.lead_id):  # matched no lead: nothing to act on
             await self.store.record_reply_intent(row.reply_id, intent.value, confidence, "none")
             return out

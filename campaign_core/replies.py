@@ -200,8 +200,11 @@ class ReplyDesk:
                 await self.store.save_envelope(
                     self._audit(cid, reply_id, c, step, how, found.verified, found.trust), lid)
                 # Counted once per lead and message: a provider's redelivery, a second poll
-                # or a replay after a crash finds the row recorded and counts nothing.
-                process_metrics().reply(kind=c.kind, matched_by=how)
+                # or a replay after a crash finds the row recorded and counts nothing. A
+                # reply or auto-reply is counted by the reply action instead, once it is
+                # read, so its `intent` label says what it meant.
+                if c.kind not in ("reply", "auto_reply"):
+                    process_metrics().reply(kind=c.kind, matched_by=how)
             notified = False
             if c.kind in ("reply", "auto_reply"):
                 # What it means and what to do is the reply action workflow's (issue 27),
