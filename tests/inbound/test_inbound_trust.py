@@ -93,9 +93,25 @@ async def progress(env: WorkflowEnvironment, cid: str) -> DeliveryResult:
 
 
 async def sent_rows(env: WorkflowEnvironment, store: Store, cid: str, n: int) -> list[ReportRow]:
-    """Skip workflow time until `n` messages went out (one every 10 s); those rows."""
-    while (await store.counts(cid)).sent < n:
+    """Skip workflow time until `n` messages went out (one every 10 s); those rows.
+
+    After each skip it waits (in real time, briefly) for the send that fell due to be
+    recorded before skipping again: skipping on while a send is in flight moves the server's
+    clock past the send's heartbeat timeout, and on a loaded machine the retried attempts
+    timed out in turn until the campaign stopped sending and this loop waited for ever (a
+    clean-clone run hung here for pytest-timeout's 300 s). Bounded in real time.
+    """
+    deadline = time.monotonic() + 120
+    sent = (await store.counts(cid)).sent
+    while sent < n:
+        assert time.monotonic() < deadline, f"{cid}: {sent} of {n} sent after 120 s"
         await env.sleep(timedelta(seconds=10))
+        before = sent
+        for _ in range(100):
+            sent = (await store.counts(cid)).sent
+            if sent > before:
+                break
+            await asyncio.sleep(0.05)
     return [r for r in await store.report(cid) if r.delivery_status == "sent"]
 
 
