@@ -109,6 +109,18 @@ def fail(code: int, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
+def read_body_file(body_file: Path | None) -> str | None:
+    """The text of `--body-file` (`-`: standard input), None without one; exit 2 naming the
+    file when it cannot be read. Shared by `edit` and `inbox answer`."""
+    if body_file is None:
+        return None
+    try:
+        return (typer.get_text_stream("stdin").read() if str(body_file) == "-"
+                else body_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(2, f"--body-file {body_file}: cannot read ({exc})")
+
+
 #: The options whose flag is not their field's name with dashes (see `phrased`).
 FLAG_OF_FIELD = {"follow_ups": "--follow-up"}
 

@@ -37,6 +37,7 @@ from starter.cli.app import (
     fail,
     manager,
     out,
+    read_body_file,
     read_brief,
     report_table,
     run,
@@ -263,13 +264,7 @@ def edit(
     as_json: JsonFlag = False,
 ) -> None:
     """Edit a draft while the campaign awaits approval: a new version, checked by the guardrails."""
-    body: str | None = None
-    if body_file is not None:
-        try:
-            body = (typer.get_text_stream("stdin").read() if str(body_file) == "-"
-                    else body_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(2, f"--body-file {body_file}: cannot read ({exc})")
+    body = read_body_file(body_file)
     if subject is None and body is None:
         fail(2, "give --subject, --body-file, or both")
     view = run(manager().edit_draft(campaign_id, lead, step=step, subject=subject, body=body,

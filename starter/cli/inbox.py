@@ -16,7 +16,18 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from starter.cli.app import JsonFlag, emit_json, err, fail, manager, out, run, shown, with_logging
+from starter.cli.app import (
+    JsonFlag,
+    emit_json,
+    err,
+    fail,
+    manager,
+    out,
+    read_body_file,
+    run,
+    shown,
+    with_logging,
+)
 from starter.cli.campaigns import By, os_user
 from starter.errors import BadInput
 from starter.manager import CampaignManager
@@ -110,15 +121,9 @@ def answer(
     CAMPAIGN_FROM over the campaign's channel (smtp or outbox)."""
     from starter import inbox as service
 
-    body: str | None = None
-    if body_file is not None:
-        try:
-            body = (typer.get_text_stream("stdin").read() if str(body_file) == "-"
-                    else body_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(2, f"--body-file {body_file}: cannot read ({exc})")
-        if not body.strip():
-            fail(2, f"--body-file {body_file}: the file is empty")
+    body = read_body_file(body_file)
+    if body is not None and not body.strip():
+        fail(2, f"--body-file {body_file}: the file is empty")
     if subject is not None and not subject.strip():
         fail(2, "--subject: empty")
     who = by or os_user()
