@@ -39,7 +39,7 @@ from activities.rendering import (
     unsubscribe_mailto,
     unsubscribe_url,
 )
-from activities.sequence_agent import stop_reason_at_due
+from activities.sequence_agent import stop_reason_at_due, stop_reason_before_first
 from campaign_core.answers import (
     ANSWER_COMMITTING,
     ANSWER_SENT,
@@ -134,6 +134,16 @@ class DeliveryAgent(Agent):
                 return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason)
         if draft is None or lead is None or not draft.approved:
             raise permanent("NotFound", f"no approved draft for lead {inp.lead_id}")
+        if inp.step == 1 and (done is None or done.status == "failed"):
+            # Issue 27: the person replied to another campaign while this one awaited
+            # approval (or paced its first sends): no sequence is opened. Recorded on the
+            # schedule's row of step 1 (the deliveries table holds what was sent or tried);
+            # the report reads it as `stopped` with the reason, and the later steps after it.
+            reason = await stop_reason_before_first(self.store, inp.campaign_id, lead)
+            if reason is not None:
+                await self.store.set_step_status(inp.campaign_id, inp.lead_id, 1,
+                                                 "stopped", reason)
+                return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason)
         common = {"message_key": key, "campaign_id": inp.campaign_id, "lead_id": inp.lead_id,
                   "step": inp.step, "channel": inp.channel.value}
 

@@ -2,7 +2,8 @@
 
 The delivery orchestrator pages due follow-ups and sleeps until the next due time; this
 agent answers those reads and records stops. `stop_reason_at_due` is the check the
-delivery agent makes at the moment a follow-up is due, just before it would be sent.
+delivery agent makes at the moment a follow-up is due, just before it would be sent;
+`stop_reason_before_first` the one it makes before step 1 (a reply to another campaign).
 See "Sequences" in docs/architecture.md.
 """
 
@@ -28,6 +29,32 @@ from campaign_core.store.base import Store, as_time
 from campaign_core.store.rows import DraftRow
 
 
+async def replied_elsewhere(store: Store, campaign_id: str, lead: Lead) -> str | None:
+    """`replied in campaign <id>` when the person replied (a person's reply, as
+    `emails_replied_since` counts one) to another campaign since this one was created,
+    else None (issue 27). The delivery agent reads it before step 1 too: a campaign that
+    awaited approval while the person replied elsewhere does not open a sequence."""
+    campaign = await store.get_campaign(campaign_id)
+    created = as_time(campaign.created_at) if campaign is not None else None
+    if created is None:
+        return None
+    elsewhere = await store.emails_replied_since([lead.email], created)
+    replied_to = elsewhere.get(normalise_email(lead.email))
+    if replied_to is not None and replied_to != campaign_id:
+        return replied_in(replied_to)
+    return None
+
+
+async def stop_reason_before_first(store: Store, campaign_id: str, lead: Lead) -> str | None:
+    """Why step 1 of `lead` must not be sent now, or None to send it (issue 27): a stop
+    already recorded on step 1 (a retried attempt says the same), else the person's reply
+    to another campaign since this one was created (`replied_elsewhere`)."""
+    row = await store.get_step(campaign_id, lead.lead_id, 1)
+    if row is not None and row.status == "stopped":
+        return row.stop_reason or "stopped"
+    return await replied_elsewhere(store, campaign_id, lead)
+
+
 async def stop_reason_at_due(store: Store, campaign_id: str, lead: Lead, step: int,
                              draft: DraftRow | None, *, company: bool) -> str | None:
     """Why the follow-up `step` of `lead` must not be sent now, or None to send it.
@@ -49,13 +76,9 @@ async def stop_reason_at_due(store: Store, campaign_id: str, lead: Lead, step: i
         for other in await store.lead_ids_at_domain(campaign_id, domain):
             if other != lead.lead_id and await store.lead_replied(campaign_id, other):
                 return "replied"
-    campaign = await store.get_campaign(campaign_id)
-    created = as_time(campaign.created_at) if campaign is not None else None
-    if created is not None:
-        elsewhere = await store.emails_replied_since([lead.email], created)
-        replied_to = elsewhere.get(normalise_email(lead.email))
-        if replied_to is not None and replied_to != campaign_id:
-            return replied_in(replied_to)
+    elsewhere = await replied_elsewhere(store, campaign_id, lead)
+    if elsewhere is not None:
+        return elsewhere
     reason = await store.suppression_reason(lead.email)
     if reason is not None:
         return stop_reason_for_suppression(reason)

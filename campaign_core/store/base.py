@@ -349,7 +349,8 @@ class Store(Protocol):
 
     async def set_step_status(self, campaign_id: str, lead_id: str, step: int, status: str,
                               stop_reason: str | None = None) -> None:
-        """Record a follow-up `sent`, `stopped` (with its reason) or `failed`; a step that
+        """Record a follow-up `sent`, `stopped` (with its reason) or `failed`, or step 1
+        `stopped` (the person replied to another campaign first, issue 27); a step that
         was sent stays sent whatever comes later."""
         ...
 

@@ -105,7 +105,7 @@ def _row_outcome(r: Mapping[str, Any], step: int, stage: str | None, *, decided:
     approved = bool(_fact(r, "approved"))
     if decided and not approved and _fact(r, "failed_reason") and approved_any:
         return "failed", None  # the reviewer chose to send the passing steps only
-    if step > 1 and _fact(r, "step_status") == "stopped":
+    if _fact(r, "step_status") == "stopped":  # step 1 too: a reply elsewhere came first
         return "stopped", _fact(r, "stop_reason")
     if chain is not None:
         return chain
@@ -152,7 +152,7 @@ def report_rows(rows: Iterable[Mapping[str, Any]], stage: str | None) -> list[Re
 
 def _due_at(r: Mapping[str, Any], delivery: DeliveryOutcomeName) -> str | None:
     """When a step not yet sent is due (ISO 8601, UTC): its `sequence_steps` row's time
-    while it is scheduled; None for any other row (step 1 has no schedule row)."""
+    while it is scheduled; None for any other row (step 1 is never scheduled)."""
     due = r.get("due_at")
     if delivery != "pending" or due is None or r.get("step_status") != "scheduled":
         return None

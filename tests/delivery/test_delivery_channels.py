@@ -126,6 +126,31 @@ async def test_smtp_one_message_per_approved_lead_none_to_suppressed(store, sett
     assert report["bo@example.org"].delivery_status == "suppressed"
 
 
+async def test_step_1_not_sent_to_a_person_who_replied_to_another_campaign(store, settings):
+    """Issue 27: ana replied to c-a after c-b was created (c-b awaited approval): c-b's
+    step 1 to her is not sent, recorded `stopped` naming c-a (a retry says the same); bo
+    is sent to."""
+    cid = "c-first"
+    ana, bo = await seed(store, cid, parsed_leads(cid, LEADS[:2]))
+    await store.upsert_campaign(campaign_id="c-a", name="a", brief="", channel="smtp",
+                                kb_dir=None, workflow_id="campaign:c-a")
+    (ana_a,) = parsed_leads("c-a", LEADS[:1])
+    await store.upsert_leads("c-a", [ana_a])
+    await store.record_reply(message_id="<r@x>", kind="reply", email=ana.email, source="imap",
+                             campaign_id="c-a", lead_id=ana_a.lead_id, matched_by="message_id")
+    with smtp_server() as (sink, url):
+        settings.smtp_url = SecretStr(url)
+        outcomes = [await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
+                    for lead in (ana, bo, ana)]
+    assert [(o.status, o.stop_reason) for o in outcomes] == [
+        ("stopped", "replied in campaign c-a"), ("sent", None),
+        ("stopped", "replied in campaign c-a")]
+    assert [r for m in sink.messages for r in m.rcpt_tos] == [bo.email]
+    report = {r.email: (r.delivery_status, r.stop_reason) for r in await store.report(cid)}
+    assert report == {ana.email: ("stopped", "replied in campaign c-a"),
+                      bo.email: ("sent", None)}
+
+
 async def test_smtp_crash_after_server_accepted_sends_exactly_once(store, settings, monkeypatch):
     cid = "c-crash"
     [lead] = await seed(store, cid, parsed_leads(cid, LEADS[:1]))

@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.sequence_agent import stop_reason_at_due
+from activities.sequence_agent import stop_reason_at_due, stop_reason_before_first
 from campaign_core.envelope import EnvelopeRef
 from campaign_core.ids import message_key
 from campaign_core.models import DeliverInput, DeliveryOutcome, LeadInput, StoreDraftInput
@@ -27,7 +27,8 @@ def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callab
 
     Steps after the first are drafted and delivered like the real agents do (the double
     of `deliver_message` also records the follow-up and schedules the next one; the stop
-    check is the real one), and `sent` gets `<lead>#<step>` for them.
+    checks, of step 1 and of a follow-up, are the real ones), and `sent` gets
+    `<lead>#<step>` for them.
     """
 
     @activity.defn(name="store_lead")
@@ -68,6 +69,12 @@ def fast_agents(store: Store, sent: list[str] | None = None) -> dict[str, Callab
                 await store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "stopped",
                                             reason)
                 return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason)
+        if inp.step == 1 and done is None and (
+                lead := await store.get_lead(inp.campaign_id, inp.lead_id)) is not None:
+            first = await stop_reason_before_first(store, inp.campaign_id, lead)
+            if first is not None:  # the real agent's step-1 check (issue 27)
+                await store.set_step_status(inp.campaign_id, inp.lead_id, 1, "stopped", first)
+                return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=first)
         await store.upsert_delivery(message_key=key, campaign_id=inp.campaign_id,
                                     lead_id=inp.lead_id, step=inp.step,
                                     channel=inp.channel.value, status="sent", message_id=key)

@@ -3,7 +3,8 @@
 - A person's trusted reply to one campaign stops their sequence in every other campaign
   still sending to them, with a stop reason naming the campaign replied to; an unverified
   match changes nothing. Where no delivery runs to be signalled (a campaign awaiting
-  approval), the delivery agent reads the reply when the follow-up falls due.
+  approval), the delivery agent reads the reply when the follow-up falls due, and before
+  step 1: a campaign approved after the reply sends that person nothing.
 - A new campaign skips, by default, the people in another campaign's sequence still going
   on and those who replied within CAMPAIGN_REPLY_COOLDOWN, and lists them in `start
   --json` (`leads_skipped`) and the API's answer; `--allow-overlap` (`allow_overlap`)
@@ -115,6 +116,52 @@ async def test_a_reply_to_one_campaign_stops_the_persons_sequence_in_another(
     assert [s["stop_reason"] for s in stops] == ["replied in campaign c-a"]
     # c-b recorded no reply of its own: its counts are its own.
     assert (await store.counts("c-b")).replied == 0
+
+
+async def test_a_reply_elsewhere_while_a_campaign_awaits_approval_stops_its_step_1(
+        ts_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str,
+        run_workers: Any) -> None:
+    """c-b (two steps) awaits approval when ana replies to c-a: approved later, c-b sends
+    ana nothing (step 1 `stopped`, the reason naming c-a; step 2 after it) and completes,
+    its counts agreeing with its report."""
+    sent: list[str] = []
+    async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
+        _, (ana_a,) = await started(ts_env, settings, store, prefix, "c-a", [ANA],
+                                    follow_ups=["1d"])
+        await sent_count(store, "c-a", 1)
+        mgr = CampaignManager(settings, client=ts_env.client, store=store, queue_prefix=prefix,
+                              use_search_attributes=False)
+        intake = parse_lead_rows(enumerate([ANA, CY], start=2), "c-b")
+        await mgr.start(intake, CampaignOptions(follow_ups=["1d"], allow_overlap=True),
+                        name="c-b", campaign_id="c-b")
+        await wait_stage(ts_env, "c-b", Stage.AWAITING_APPROVAL)
+        ana_b, cy = (lead.lead_id for lead in await mgr._keyed("c-b", intake))
+
+        key = message_key("c-a", ana_a, 1)
+        await store.upsert_delivery(message_key=key, campaign_id="c-a", lead_id=ana_a, step=1,
+                                    channel="outbox", status="sent",
+                                    message_id=f"<{key}@ours.test>")
+        desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
+        got = await desk.process(answer(f"<{key}@ours.test>", "yes"))
+        assert [(m.campaign_id, m.verified) for m in got.matches] == [("c-a", True)]
+
+        assert await mgr.approve("c-b", by="tester") == 2
+        final_b = await finish(ts_env, "c-b", DAY)
+        await finish(ts_env, "c-a", DAY)
+    assert final_b.stage is Stage.COMPLETED
+    assert ana_b not in sent and f"{ana_b}#2" not in sent  # nothing to ana from c-b
+    assert Counter(s for s in sent if s.startswith(cy)) == Counter([cy, f"{cy}#2"])
+    report = {(r.lead_id, r.step): (r.delivery_status, r.stop_reason)
+              for r in await store.report("c-b")}
+    assert report[(ana_b, 1)] == ("stopped", "replied in campaign c-a")
+    assert report[(ana_b, 2)][0] == "stopped"
+    assert report[(cy, 1)][0] == report[(cy, 2)][0] == "sent"
+    status = await mgr.status("c-b")
+    c = status.counts
+    tally = Counter(status for status, _ in report.values())
+    assert (c.sent, c.stopped, c.pending, c.messages) == (
+        tally["sent"], tally["stopped"], 0, len(report)) == (2, 2, 0, 4)
+    assert [(s.step, s.sent) for s in status.steps] == [(1, 1), (2, 1)]
 
 
 async def test_a_reply_elsewhere_stops_a_follow_up_when_it_falls_due(
