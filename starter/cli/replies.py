@@ -74,14 +74,17 @@ def list_replies(campaign_id: str, as_json: bool) -> None:
         if as_json:
             emit_json([r.model_dump() for r in rows])
             return
-        table = Table("time", "lead", "email", "kind", "step", "first lines")
+        table = Table("time", "lead", "email", "kind", "step", "intent", "first lines")
         for column in table.columns:
             column.overflow = "fold"
         for r in rows:
             lines = "\n".join(r.text.splitlines()[:LINES_SHOWN])
             kind = r.kind if r.verified else f"{r.kind} (unverified: {r.reply_id})"
+            # What the reply agent read and did; blank until it has read the reply.
+            intent = f"{r.intent} → {r.action}" if r.intent and r.action else (r.intent or "")
             table.add_row(shown(r.received_at[:19]), shown(r.lead_id or ""), shown(r.email),
-                          shown(kind), shown(r.step or ""), shown(lines, multiline=True))
+                          shown(kind), shown(r.step or ""), shown(intent),
+                          shown(lines, multiline=True))
         out.print(table)
         unverified = sum(not r.verified for r in rows)
         err.print(f"{len(rows)} repl{'y' if len(rows) == 1 else 'ies'}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from campaign_core.store.sqlite import SqliteStore
-from tests.cli.test_suppression_commands import cli_json
+from tests.cli.test_suppression_commands import cli, cli_json
 from tests.store.test_reply_figures import DUE, delivering_campaign, reply
 
 
@@ -18,6 +18,10 @@ async def test_replies_json_carries_intent_confidence_and_action(store: SqliteSt
     doc: list[dict[str, Any]] = await cli_json("replies", "c1")
     got = {r["lead_id"]: (r["intent"], r["confidence"], r["action"]) for r in doc}
     assert got == {ana: ("meeting_request", 0.9, "stop"), bo: (None, None, None)}
+    # The table says it too: what was read and done, blank for a reply not read yet.
+    code, out, err = await cli("replies", "c1")
+    assert code == 0, err
+    assert "meeting_request → stop" in out and out.count("→") == 1, out
 
 
 async def test_report_json_rows_of_scheduled_steps_carry_due_at(store: SqliteStore) -> None:
