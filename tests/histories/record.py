@@ -10,10 +10,13 @@ campaign) and `reviewed` (a draft edited, a lead excluded and included, another
 excluded, then approved), `sequence` (two follow-ups, one lead replying after
 step 1), `paced_sequence` (follow-ups falling due while a paced step 1 still goes out,
 beside it, across continue-as-new; a reply signalled to the delivery run), `local`
-(leads of two steps whose cheap store steps are local activities) and `budget` (the LLM
+(leads of two steps whose cheap store steps are local activities), `budget` (the LLM
 test server's priced calls, a spend cap pausing drafting, `resume --budget-usd` finishing
-it); all by default. Re-record only the scenario you added: the older files are what
-proves new code still replays runs of older code. Commit the files: CI replays
+it) and `replies` (after step 1 of two, the reply desk acts on an out-of-office with a
+return date, signalled to the delivery run, and on an interested reply, stopped and
+answered by the offline writer; the inbox sends that answer); all by default. Re-record
+only the scenario you added: the older files are what proves new code still replays runs
+of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
 that is *meant* to alter history must be versioned with `workflow.patched(...)`
 instead of re-recording.
@@ -33,7 +36,15 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from campaign_core.ids import campaign_workflow_id, delivery_workflow_id, lead_workflow_id
+from activities.reply_intents import ReplyIntentAgent
+from campaign_core.answers import answer_workflow_id
+from campaign_core.ids import (
+    campaign_workflow_id,
+    delivery_workflow_id,
+    lead_workflow_id,
+    message_key,
+)
+from campaign_core.inbound import InboundMessage
 from campaign_core.leads import IntakeResult, parse_lead_rows
 from campaign_core.models import (
     CampaignInput,
@@ -44,14 +55,17 @@ from campaign_core.models import (
     ScheduledCampaignInput,
     Stage,
 )
+from campaign_core.replies import ReplyDesk
+from campaign_core.reply_actions import reply_action_id
 from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
+from starter.inbox import send_answer
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions, EngineTuning
 from tests.fakes.llm_server import LLMTestServer
-from worker_main import build_workers
+from worker_main import build_agents, build_workers
 from workflows.scheduled import ScheduledCampaign
 from workflows.signals import TemporalCampaignSignals
 
@@ -116,6 +130,8 @@ async def main(scenarios: list[str]) -> None:
             await local(env, mgr)
         if "budget" in scenarios:
             await budget(env, settings, store)
+        if "replies" in scenarios:
+            await replies(env, settings, store)
     await env.shutdown()
 
 
@@ -160,6 +176,71 @@ async def budget(env: WorkflowEnvironment, settings: Settings, store: SqliteStor
     history = await env.client.get_workflow_handle(lead_wf, run_id=runs[0]).fetch_history()
     (HERE / "lead_budget.json").write_text(history.to_json())
     print(f"wrote lead_budget.json ({len(history.events)} events)")
+
+
+async def replies(env: WorkflowEnvironment, settings: Settings, store: SqliteStore) -> None:
+    """Two steps an hour apart; after step 1 the real reply desk records an out-of-office
+    with a return date (the offline rules read it: the reply action signals the delivery
+    run, which moves the step) and an interested reply (the LLM test server reads it: the
+    sequence stops and the offline writer drafts an answer); the inbox sends that answer
+    over the outbox channel and the campaign completes. The reply-intent agent alone is
+    given the LLM, on queues of its own (`recr-`), so the answer is the offline writer's."""
+    cid = "rec-replies"
+    with LLMTestServer() as llm:
+        reading = settings.model_copy(update={
+            "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
+            "openai_base_url": llm.base_url, "llm_model": "test-model"})
+        agents = build_agents(store, settings)
+        agents[ReplyIntentAgent] = ReplyIntentAgent(store, reading)
+        mgr = CampaignManager(settings, client=env.client, store=store, queue_prefix="recr-",
+                              use_search_attributes=False)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in build_workers(env.client, store, settings, prefix="recr-", agents=agents):
+                await stack.enter_async_context(w)
+            intake = parse_lead_rows(enumerate(LEADS[:2], start=2), cid)
+            await approved_and_sent(env, mgr, cid, intake, [3600])
+            counts = await store.counts(cid)
+            assert counts.sent == 2, f"step 1 not sent to both leads: {counts}"
+            away, keen = await store.list_lead_ids(cid, None, 10)  # the campaign's salted ids
+            desk = ReplyDesk(store, TemporalCampaignSignals(env.client), source="webhook")
+            email = {lid: lead.email for lid in (away, keen)
+                     if (lead := await store.get_lead(cid, lid)) is not None}
+
+            async def answering(lead_id: str, subject: str, text: str, mid: str) -> str:
+                sent = await store.get_delivery(message_key(cid, lead_id))
+                assert sent is not None and sent.message_id, f"step 1 to {lead_id} not sent"
+                got = await desk.process(InboundMessage.model_validate({
+                    "from": email[lead_id], "to": "replies@ours.test", "subject": subject,
+                    "message_id": f"<{mid}@mail.example>", "in_reply_to": [sent.message_id],
+                    "text": text}))
+                reply_id = got.matches[0].reply_id
+                result = await env.client.get_workflow_handle(reply_action_id(reply_id)).result()
+                print(f"reply {mid}: {result}")
+                return reply_id
+
+            back = (await env.get_current_time() + timedelta(days=4)).date()
+            ooo = await answering(away, "Automatic reply: hello", (
+                f"Thank you for your email. I am out of the office until {back:%d %B %Y} with "
+                "limited access to email."), "ooo")
+            yes = await answering(keen, "Re: hello", (
+                "Sounds good, this could help our finance team."), "yes")
+            row = await store.get_reply(ooo)
+            assert row is not None and (row.intent, row.action) == ("out_of_office", "moved")
+            row = await store.get_reply(yes)
+            assert row is not None and (row.intent, row.action) == ("interested", "answer_drafted")
+            answer = await store.get_reply_answer(yes)
+            assert answer is not None and answer.drafted_by == "offline-answer-v1"
+            sent = await send_answer(mgr, yes, by="recorder")
+            assert sent.status == "sent", sent
+            await env.sleep(timedelta(days=6))
+            await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, reply_action_id(ooo), "reply_action_ooo")
+    await save(env.client, reply_action_id(yes), "reply_action_interested")
+    await save(env.client, answer_workflow_id(yes), "answer_sent")
+    history = await env.client.get_workflow_handle(delivery_workflow_id(cid)).fetch_history()
+    assert any(e.workflow_execution_signaled_event_attributes.signal_name == "out_of_office"
+               for e in history.events), "the delivery run saved did not get the signal"
+    await save(env.client, delivery_workflow_id(cid), "delivery_out_of_office")
 
 
 async def signals(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
@@ -340,4 +421,4 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence",
-                                              "paced_sequence", "local", "budget"]))
+                                              "paced_sequence", "local", "budget", "replies"]))

@@ -14,9 +14,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.answer import AnswerWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.delivery import DeliveryOrchestrator
 from workflows.lead import LeadOrchestrator
+from workflows.reply_actions import ReplyActionWorkflow
 from workflows.scheduled import ScheduledCampaign
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
@@ -28,7 +30,8 @@ def test_histories_are_present() -> None:
             "lead_drafted", "delivery_first_run", "delivery_windowed", "campaign_added_leads",
             "delivery_breaker", "scheduled_firing", "campaign_reviewed", "delivery_sequence",
             "delivery_paced_first_run", "lead_local_store", "campaign_local_store",
-            "campaign_budget", "lead_budget"} <= names
+            "campaign_budget", "lead_budget", "reply_action_ooo", "reply_action_interested",
+            "answer_sent", "delivery_out_of_office"} <= names
 
 
 def _scheduled_and_markers(name: str) -> tuple[list[str], int]:
@@ -55,10 +58,35 @@ def test_the_local_store_steps_histories_took_the_patched_path(
     assert not gone & set(scheduled)
 
 
+@pytest.mark.parametrize(("name", "workflow", "activities", "signal"), [
+    ("reply_action_ooo", "ReplyActionWorkflow", ["classify_reply", "apply_reply_intent"], None),
+    ("reply_action_interested", "ReplyActionWorkflow",
+     ["classify_reply", "apply_reply_intent", "draft_reply_answer"], None),
+    ("answer_sent", "AnswerWorkflow", ["send_answer"], None),
+    ("delivery_out_of_office", "DeliveryOrchestrator", None, "out_of_office"),
+])
+def test_the_reply_histories_took_their_paths(
+    name: str, workflow: str, activities: list[str] | None, signal: str | None
+) -> None:
+    """The `replies` scenario's histories guard the reply workflows only if they ran their
+    steps: the reply actions (the interested one drafting), the answer's send, and the
+    delivery run that received the out_of_office signal."""
+    text = (Path(__file__).parent.parent / "histories" / f"{name}.json").read_text()
+    events = WorkflowHistory.from_json(name, text).events
+    started = events[0].workflow_execution_started_event_attributes
+    assert started.workflow_type.name == workflow
+    if activities is not None:
+        assert _scheduled_and_markers(name)[0] == activities
+    if signal is not None:
+        assert signal in {e.workflow_execution_signaled_event_attributes.signal_name
+                          for e in events}
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
     replayer = Replayer(
-        workflows=[CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator, ScheduledCampaign],
+        workflows=[CampaignWorkflow, LeadOrchestrator, DeliveryOrchestrator, ScheduledCampaign,
+                   ReplyActionWorkflow, AnswerWorkflow],
         data_converter=pydantic_data_converter,
     )
     history = WorkflowHistory.from_json(path.stem, path.read_text())
