@@ -11,12 +11,12 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from campaign_core.ids import CAMPAIGN_ID_PATTERN
-from campaign_core.leads import parse_lead_rows
 from campaign_core.models import CampaignStatus, Stage
 from campaign_core.overlap import SkippedLead
 from campaign_core.store.rows import AuditEntry, CampaignRow, ReportRow
 from starter.actor import acting_as
 from starter.api.deps import AUTHORISED, Manager
+from starter.api.errors import body_leads
 from starter.manager import (
     MAX_PAGE,
     BadInput,
@@ -217,11 +217,7 @@ async def campaign_approval(campaign_id: str, body: ApprovalRequest, request: Re
 async def campaign_add_leads(campaign_id: str, body: AddLeadsRequest,
                              m: Manager) -> dict[str, Any]:
     """Add leads to a campaign that is still drafting (as `campaign add-leads`)."""
-    intake = parse_lead_rows(enumerate(body.leads, start=1), campaign_id)
-    if not intake.leads:
-        raise HTTPException(422, [
-            {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
-            for r in intake.rejected[:100]])
+    intake = body_leads(body.leads, campaign_id)
     return (await m.add_leads(campaign_id, intake,
                               allow_overlap=body.allow_overlap)).to_json()
 
@@ -249,12 +245,7 @@ async def start(m: CampaignManager, body: StartRequest, response: Response) -> d
         raise HTTPException(422, [{"loc": ["body", "kb"], "type": "value_error",
                                    "msg": str(err)}]) from err
     cid = campaign_id_for(body.name, body.id)
-    intake = parse_lead_rows(enumerate(body.leads, start=1), cid)
-    if not intake.leads:
-        raise HTTPException(422, [
-            {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
-            for r in intake.rejected[:100]
-        ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
+    intake = body_leads(body.leads, cid)
     try:
         result = await m.start(intake, options, name=body.name, campaign_id=cid)
     except (NotFound, Conflict):  # 409: the id is taken with other options, or reserved

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from campaign_core.leads import IntakeResult, parse_lead_rows
 from campaign_core.temporal import TemporalUnreachable
 from starter.manager import BadInput, NotFound
 
@@ -46,3 +47,15 @@ def invalid(field: str | int, err: Exception, *where: str | int) -> HTTPExceptio
     """422 for one field of the body (`where` the path down to it), with the error's message."""
     return HTTPException(422, [{"loc": ["body", field, *where], "type": "value_error",
                                 "msg": str(err)}])
+
+
+def body_leads(rows: list[dict[str, Any]], campaign_id: str) -> IntakeResult:
+    """The body's `leads` read for `campaign_id` (start, add-leads, schedules); a 422 naming
+    each rejected row (the first 100) when none of them is a valid lead."""
+    intake = parse_lead_rows(enumerate(rows, start=1), campaign_id)
+    if not intake.leads:
+        raise HTTPException(422, [
+            {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
+            for r in intake.rejected[:100]
+        ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
+    return intake

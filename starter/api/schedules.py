@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from campaign_core.leads import parse_lead_rows
 from starter.api.deps import AUTHORISED, Schedules
-from starter.api.errors import invalid
+from starter.api.errors import body_leads, invalid
 from starter.manager import BadInput, Conflict, NotFound
 from starter.schedules import SCHEDULE_NAME_PATTERN, BadCron, template_id_for
 from starter.start_options import KbOutsideRoot, ScheduleOptions
@@ -104,12 +103,7 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
     except KbOutsideRoot as err:
         raise invalid("kb", err) from err
     template_id = template_id_for(body.name)
-    intake = parse_lead_rows(enumerate(body.leads, start=1), template_id)
-    if not intake.leads:
-        raise HTTPException(422, [
-            {"loc": ["body", "leads", r.row - 1], "type": "value_error", "msg": r.error}
-            for r in intake.rejected[:100]
-        ] or [{"loc": ["body", "leads"], "type": "value_error", "msg": "no valid lead"}])
+    intake = body_leads(body.leads, template_id)
     try:
         created = await s.create(body.name, intake, options, template_id=template_id,
                                  source="api")
