@@ -114,7 +114,14 @@ async def inbox(m: CampaignManager, *, campaign_id: str | None = None,
     wanted = check_intents(intents)
     if campaign_id is not None and await m.store.get_campaign(campaign_id) is None:
         raise NotFound(f"unknown campaign {campaign_id!r}", field="campaign")
-    return await m.store.inbox(campaign_id=campaign_id, intents=wanted, now=now_utc())
+    items = await m.store.inbox(campaign_id=campaign_id, intents=wanted, now=now_utc())
+    if not any(item.intent == "referral" for item in items):
+        return items
+    # A referral's item names the contact it suggested (name, address, who referred them),
+    # so a person can add them to a campaign (`campaign add-leads`) from what the inbox shows.
+    named = {s.reply_id: s for s in await m.store.list_suggested_leads(campaign_id)}
+    return [item.model_copy(update={"suggested_lead": named.get(item.reply_id)})
+            if item.intent == "referral" else item for item in items]
 
 
 async def _reply(m: CampaignManager, reply_id: str) -> ReplyRow:

@@ -250,6 +250,9 @@ class InboxItem(Row):
     step: int | None = None
     snooze_until: str | None = None
     answer: InboxAnswer = InboxAnswer()
+    #: The contact a referral named (filled by the inbox service, not a column): nothing is
+    #: sent to them until a person adds them to a campaign.
+    suggested_lead: SuggestedLeadRow | None = None
 
 
 class SuppressionRow(Row):

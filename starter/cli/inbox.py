@@ -95,6 +95,9 @@ def inbox(
             f" ({i.confidence:.2f})" if i.confidence is not None else "")
         if not i.verified:
             intent_text += ", unverified"
+        if (named := i.suggested_lead) is not None:
+            who = " ".join(p for p in (named.name, f"<{named.email}>" if named.email else "") if p)
+            intent_text += f"\nsuggests {who}"
         table.add_row(shown(i.received_at[:19].replace("T", " ")), shown(i.reply_id),
                       shown(i.campaign_id or ""), shown(i.email), shown(intent_text),
                       shown(i.answer.status), shown(lines, multiline=True))

@@ -39,6 +39,8 @@ from campaign_core.models import Stage
 from campaign_core.replies import ReplyDesk
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
+from starter import inbox as inbox_service
+from starter.api.review_pages import _templates
 from starter.start_options import EngineTuning
 from tests.fakes.doubles import fast_agents
 from tests.fakes.llm_server import LLMTestServer
@@ -183,8 +185,8 @@ async def test_a_referral_creates_a_suggested_lead_and_sends_nothing_to_it(
         run_workers: Any) -> None:
     sent: list[str] = []
     async with run_workers(ts_env.client, overrides=fast_agents(store, sent)):
-        _, (ana, bo) = await started(ts_env, settings, store, prefix, "c-ref", [ANA, BO],
-                                     follow_ups=["1d"])
+        mgr, (ana, bo) = await started(ts_env, settings, store, prefix, "c-ref", [ANA, BO],
+                                       follow_ups=["1d"])
         await sent_count(store, "c-ref", 2)
         desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="webhook")
         got = (await desk.process(mail(ANA["email"], (
@@ -202,6 +204,14 @@ async def test_a_referral_creates_a_suggested_lead_and_sends_nothing_to_it(
     assert report[(ana, 2)] == "referral"
     assert [i.reply_id for i in await store.inbox(campaign_id="c-ref", intents=["referral"],
                                                   now=datetime.now(UTC))] == [got.reply_id]
+    # The inbox names the contact the referral suggested, in its JSON and on its page.
+    [item] = await inbox_service.inbox(mgr, campaign_id="c-ref", intents=["referral"])
+    assert item.suggested_lead is not None and item.suggested_lead.email == maria.email
+    page = _templates.get_template("review/inbox.html").render(
+        viewer="rita", items=[item], intents=[], campaigns=[], filter_intent="",
+        filter_campaign="", when=str, message=None)
+    named = f"{maria.name} " if maria.name else ""  # the rules read the address, not always a name
+    assert f"suggests {named}&lt;maria.lopez@northwind.example&gt;: nothing is sent" in page
 
 
 async def test_an_interested_reply_gets_a_drafted_answer_across_a_pause_and_continue_as_new(
