@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -22,6 +23,7 @@ from temporalio.worker import Worker
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.devstack import in_memory_dev_server
+from tests.fakes.llm_server import LLMTestServer
 from tests.fakes.time_skipping import TimeSkippingServer
 from tests.fakes.webhook_receiver import Hook
 from worker_main import build_workers
@@ -70,6 +72,25 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def settings(home: Path) -> Settings:
     return Settings()
+
+
+@pytest.fixture
+def llm() -> Iterator[LLMTestServer]:
+    """The OpenAI-compatible test server (real HTTP, for the real `openai` client); a 429 it
+    is told to answer asks for a 7 s wait. A module may override it with its own server."""
+    with LLMTestServer(retry_after=7) as server:
+        yield server
+
+
+@pytest.fixture
+def llm_settings(settings: Settings, llm: LLMTestServer) -> Settings:
+    """Settings that point the real openai client at the test server, with prices, so spend
+    and budgets are counted."""
+    return settings.model_copy(update={
+        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
+        "openai_base_url": llm.base_url, "llm_model": "test-model", "llm_timeout_seconds": 5.0,
+        "llm_price_input": 1.0, "llm_price_output": 2.0,
+    })
 
 
 @pytest.fixture

@@ -34,11 +34,10 @@ from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import Lead, parse_lead_rows
 from campaign_core.models import CampaignStatus, LeadInput, Stage
 from campaign_core.queues import QUEUES, WORKFLOW_QUEUE
-from campaign_core.settings import Settings
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions
 from tests.conftest import KB
-from tests.fakes.llm_server import INVENTED_PASSAGE, LLMTestServer
+from tests.fakes.llm_server import INVENTED_PASSAGE
 from worker_main import build_agents, build_workers, server_rate
 
 BRIEF = ("Book a 20-minute intro call. Plain tone, under 120 words. "
@@ -62,20 +61,6 @@ LEADS = [
 ]
 
 
-@pytest.fixture
-def llm():
-    with LLMTestServer(retry_after=7) as server:
-        yield server
-
-
-@pytest.fixture
-def llm_settings(settings: Settings, llm: LLMTestServer) -> Settings:
-    """Settings that point the real openai client at the test server."""
-    return settings.model_copy(update={
-        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
-        "openai_base_url": llm.base_url, "llm_model": "test-model", "llm_timeout_seconds": 5.0,
-        "llm_price_input": 1.0, "llm_price_output": 2.0,
-    })
 
 
 async def seed(store, cid: str, leads=LEADS, passages=PASSAGES, kb_dir: str | None = None) -> list[Lead]:

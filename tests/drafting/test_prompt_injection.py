@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from activities.copywriter import CopywriterAgent, prompt_template
 from activities.guardrails import DraftOutput, check_draft, unsupported_contacts
 from campaign_core.leads import Lead
 from campaign_core.models import CampaignStatus, Stage
-from campaign_core.settings import Settings
 from tests.drafting.test_copywriter import (
     BRIEF,
     LEADS,
@@ -64,13 +62,6 @@ def llm() -> Iterator[InjectingServer]:
     finally:
         server.stop()
 
-
-@pytest.fixture
-def llm_settings(settings: Settings, llm: InjectingServer) -> Settings:
-    return settings.model_copy(update={
-        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
-        "openai_base_url": llm.base_url, "llm_model": "test-model", "llm_timeout_seconds": 5.0,
-    })
 
 
 # -- the prompt ------------------------------------------------------------------------------

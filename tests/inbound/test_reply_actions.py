@@ -28,8 +28,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from campaign_core.ids import message_key
@@ -78,18 +76,6 @@ def records(entries: Any, kind: str) -> list[dict[str, Any]]:
     return [r["data"] for e in entries for r in e.envelope["records"] if r["kind"] == kind]
 
 
-@pytest.fixture
-def llm():
-    with LLMTestServer() as server:
-        yield server
-
-
-@pytest.fixture
-def llm_settings(settings: Settings, llm: LLMTestServer) -> Settings:
-    return settings.model_copy(update={
-        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
-        "openai_base_url": llm.base_url, "llm_model": "test-model", "llm_timeout_seconds": 5.0,
-        "llm_price_input": 1.0, "llm_price_output": 2.0})
 
 
 async def test_an_out_of_office_moves_the_next_step_and_a_second_stops_nothing(

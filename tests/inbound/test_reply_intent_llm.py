@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -21,25 +20,10 @@ from activities.reply_intents import PROMPT_NAME, ReplyIntentAgent, intent_promp
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.intents import ClassifyReplyInput, IntentOutcome, ReplyIntent
 from campaign_core.leads import parse_lead_rows
-from campaign_core.settings import Settings
-from tests.fakes.llm_server import LLMTestServer
 
 CID = "c-intent"
 
 
-@pytest.fixture
-def llm():
-    with LLMTestServer(retry_after=7) as server:
-        yield server
-
-
-@pytest.fixture
-def llm_settings(settings: Settings, llm: LLMTestServer) -> Settings:
-    return settings.model_copy(update={
-        "llm_provider": "openai", "openai_api_key": SecretStr("test-key"),
-        "openai_base_url": llm.base_url, "llm_model": "test-model", "llm_timeout_seconds": 5.0,
-        "llm_price_input": 1.0, "llm_price_output": 2.0,
-    })
 
 
 async def reply(store, text: str, *, subject: str = "Re: A question", kind: str = "reply",
