@@ -138,6 +138,16 @@ class Settings(BaseSettings):
         description="The sender of every message; its name signs the drafts, its domain "
         "names the mailto: unsubscribe address.",
     )
+    sender_max_bounce_rate: float = Field(
+        default=0.03, gt=0, le=1, alias="CAMPAIGN_SENDER_MAX_BOUNCE_RATE",
+        description="A sender pauses itself when bounces over its last 100 sends pass this "
+        "rate (with at least 3 bounces); docs/senders.md.",
+    )
+    dns_resolver: str | None = Field(
+        default=None, alias="CAMPAIGN_DNS_RESOLVER",
+        description="host:port of the DNS resolver `campaign sender check` asks; unset: the "
+        "system's resolvers.",
+    )
     smtp_require_tls: bool | None = Field(
         default=None, alias="CAMPAIGN_SMTP_REQUIRE_TLS",
         description="Refuse to send over SMTP without TLS (smtps:// or STARTTLS); unset: on "

@@ -20,6 +20,14 @@ from typing import Any, Protocol, TypeVar
 from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead, address_forms, campaign_salt, normalise_email
 from campaign_core.models import Counts
+from campaign_core.senders import (
+    HEALTH_WINDOW,
+    SenderClaim,
+    SenderEventKind,
+    SenderHealth,
+    SenderRow,
+    WaitReason,
+)
 from campaign_core.store.outcomes import DECIDED, ReplyFigures
 from campaign_core.store.rows import (
     AuditEntry,
@@ -599,6 +607,97 @@ class Store(Protocol):
         ...
 
     async def save_imap_state(self, mailbox: str, uidvalidity: int, last_uid: int) -> None: ...
+
+    # -- senders (issue 28, schema 16): campaign_core/senders.py --------------------------
+
+    async def add_sender(self, row: SenderRow) -> bool:
+        """Insert a sender (its secrets already sealed); False when a sender of that name
+        exists and is not removed (a removed one's name may be taken again: the row is
+        replaced, its past sends stay under the name)."""
+        ...
+
+    async def get_sender(self, name: str) -> SenderRow | None:
+        """The sender of that name, removed or not (`removed_at` says)."""
+        ...
+
+    async def list_senders(self, *, include_removed: bool = False) -> list[SenderRow]:
+        """Senders by name."""
+        ...
+
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+        """Pause (with the reason and `paused_at` now) or resume (reason and time cleared)
+        a sender that is not removed; False for an unknown or removed one."""
+        ...
+
+    async def remove_sender(self, name: str) -> bool:
+        """Mark the sender removed (`removed_at`); False if unknown or already removed."""
+        ...
+
+    async def last_sender_claim(self, sender: str) -> SenderClaim | None:
+        """The sender's latest send (highest `seq`)."""
+        ...
+
+    async def sender_claims_since(self, sender: str, since: datetime) -> list[SenderClaim]:
+        """The sender's sends with `sent_at > since`, oldest first (by `seq`)."""
+        ...
+
+    async def sender_claim_for(self, message_key: str) -> SenderClaim | None:
+        """The send recorded for this message, if any (a retry's claim is already made)."""
+        ...
+
+    async def insert_sender_claim(self, claim: SenderClaim) -> bool:
+        """Append a send. False when another writer took `claim.seq` first (read the last
+        claim again and retry); True when written, or when a claim for the same
+        `message_key` already exists (idempotent)."""
+        ...
+
+    async def mark_sender_event(self, message_key: str, kind: SenderEventKind) -> str | None:
+        """Flag the send of this message bounced or complained; the sender's name, or None
+        when no send of a sender has that key."""
+        ...
+
+    async def sender_health(self, sender: str, window: int = HEALTH_WINDOW) -> SenderHealth:
+        """Sends, bounces and complaints over the sender's last `window` sends."""
+        ...
+
+    async def assign_senders(self, campaign_id: str, assignments: dict[str, str]) -> int:
+        """Give leads (id -> sender name) their sender, only where they have none yet;
+        how many were set."""
+        ...
+
+    async def lead_sender(self, campaign_id: str, lead_id: str) -> str | None:
+        """The lead's sender (None: not assigned)."""
+        ...
+
+    async def sender_assignment_counts(self, campaign_id: str) -> dict[str, int]:
+        """Leads of the campaign per assigned sender."""
+        ...
+
+    async def defer_step(self, campaign_id: str, lead_id: str, step: int, due_at: datetime,
+                         sender: str, reason: WaitReason) -> None:
+        """Put a step that cannot go now on the schedule (`sequence_steps`, status
+        `scheduled`) at `due_at`, with `sender` and `wait_reason`: inserts step 1's row,
+        moves a follow-up's row. A row already `sent`, `stopped` or `failed` is kept."""
+        ...
+
+    async def clear_step_wait(self, campaign_id: str, lead_id: str, step: int) -> None:
+        """The step went out (or stopped): its `wait_reason` is cleared."""
+        ...
+
+    async def capacity_waits(self, campaign_id: str) -> tuple[int, datetime | None]:
+        """Steps of the campaign scheduled with a `wait_reason`, and the earliest due time
+        of those waiting for capacity (`status`'s `waiting_for_capacity`, `next_slot`)."""
+        ...
+
+    async def planned_waits(self, sender: str, after: datetime) -> list[datetime]:
+        """Due times after `after` of every campaign's steps waiting for this sender's
+        capacity, oldest first: where the next waiter is planned."""
+        ...
+
+    async def release_sender_holds(self, sender: str, due_at: datetime) -> list[str]:
+        """A resumed sender: its steps held for `paused` are due at `due_at` (waiting for
+        capacity again); the campaigns they belong to."""
+        ...
 
     # -- erasure (`campaign forget`) ---------------------------------------------------
 
