@@ -12,7 +12,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 #: The folders tests live in; each is a package so same-named files cannot clash.
 SUBJECTS = {"api", "cli", "delivery", "drafting", "inbound", "leads", "ops", "review",
-            "schedules", "shape", "store", "workflows"}
+            "schedules", "senders", "shape", "store", "workflows"}
 
 
 def test_no_module_sits_flat_in_tests() -> None:
