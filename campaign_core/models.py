@@ -141,6 +141,11 @@ class CampaignInput(BaseModel):
         description="Delay of each follow-up after the previous step's send (`--follow-up`).")
     stop_on_company_reply: bool = Field(
         default=False, description="A reply from a company domain stops its other leads too.")
+    senders: list[str] | None = Field(
+        default=None, max_length=1000,
+        description="The senders (mailboxes) the leads are spread over (issue 28), resolved "
+        "at start; None: no senders (the implicit CAMPAIGN_FROM sender, the webhook channel, "
+        "or a run started before senders existed).")
 
     @property
     def steps(self) -> int:
@@ -158,7 +163,8 @@ class CampaignInput(BaseModel):
                              bounce_threshold=self.bounce_threshold,
                              bounce_min_sends=self.bounce_min_sends, paused=paused,
                              follow_up_seconds=self.follow_up_seconds,
-                             stop_on_company_reply=self.stop_on_company_reply)
+                             stop_on_company_reply=self.stop_on_company_reply,
+                             senders=self.senders)
 
 
 class LeadInput(BaseModel):
@@ -188,10 +194,14 @@ class DeliveryOutcome(BaseModel):
     """What one delivery attempt decided for one lead."""
 
     lead_id: str
-    status: str  # "sent" | "suppressed" | "failed" | "stopped"
+    status: str  # "sent" | "suppressed" | "failed" | "stopped" | "waiting" (issue 28)
     message_id: str | None = None
     error: str | None = None
     stop_reason: str | None = None
+    sender: str | None = Field(default=None, description="The sender it went (or waits) on.")
+    next_slot: datetime | None = Field(
+        default=None, description="`waiting`: when the step is planned to go (None: its "
+        "sender is paused).")
 
 
 class DeliveryResult(BaseModel):
@@ -237,6 +247,9 @@ class DeliveryInput(BaseModel):
     follow_ups_phase: bool = Field(
         default=False, description="Step 1 went to every approved lead; this run sends the "
         "follow-ups as they fall due.")
+    senders: list[str] | None = Field(
+        default=None, description="The campaign's senders (issue 28): sends wait on the "
+        "schedule for their mailbox's capacity; None: no senders.")
 
 
 class StepFigures(BaseModel):
@@ -278,6 +291,11 @@ class CampaignStatus(BaseModel):
         "over first steps sent; None while no first step has been sent.")
     steps: list[StepFigures] = Field(
         default_factory=list, description="Each step of the sequence: sent, positive replies.")
+    waiting_for_capacity: int = Field(
+        default=0, description="Sends waiting on the schedule for their mailbox's capacity or "
+        "for a paused sender to be resumed (issue 28).")
+    next_slot: datetime | None = Field(
+        default=None, description="When the next send waiting for capacity is planned to go.")
 
 
 class DeliveryEventKind(StrEnum):

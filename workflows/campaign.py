@@ -292,6 +292,12 @@ class CampaignWorkflow(BreakerListener):
         """A bounce or complaint for one of our messages (from the API's webhook)."""
         await self._forward(DeliveryOrchestrator.delivery_event, event)
 
+    @workflow.signal(name="senders_changed")
+    async def senders_changed(self) -> None:
+        """A sender was resumed (issue 28): the delivery orchestrator asks the schedule again
+        at once, so the sends its pause held go out without waiting for the next check."""
+        await self._forward(DeliveryOrchestrator.senders_changed)
+
     @workflow.signal(name="reply")
     async def reply(self, signal: ReplySignal) -> None:
         """A reply matched to one of our leads (replies ingestion): its sequence stops at

@@ -95,6 +95,12 @@ class DeliveryOrchestrator:
         self._state.paused = False
         self._breaker_tripped = False  # a person looked and chose to go on
 
+    @workflow.signal(name="senders_changed")
+    def senders_changed(self) -> None:
+        """A sender was resumed: wake the follow-up loop, whose schedule holds the sends
+        that waited for it (issue 28)."""
+        self._state.wake = True
+
     @workflow.signal(name="delivery_event")
     async def delivery_event(self, event: DeliveryEventSignal) -> None:
         """Count a bounce or complaint; trip the breaker when bounces pass the threshold."""

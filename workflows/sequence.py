@@ -80,6 +80,8 @@ class RunState:
     handoff: bool = False
     first_done: bool = False
     sends: int = 0
+    #: A sender was resumed (issue 28): the follow-up loop asks the schedule again.
+    wake: bool = False
 
 
 class FollowUps:
