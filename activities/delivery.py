@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from email.errors import MessageError
 from email.message import EmailMessage
 from typing import Any
@@ -51,6 +52,7 @@ from campaign_core.answers import (
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
+from campaign_core.senders import SenderRow, SlotGranted
 from campaign_core.unsubscribe import Claims, make_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
 
@@ -64,6 +66,9 @@ UNCONFIRMED = ("unconfirmed: the worker stopped during DATA; not sent again, "
 SMTPUTF8_REQUIRED = "SMTPUTF8Required"
 #: The error type of a message that cannot be built for its recipient (not retried).
 NOT_RENDERABLE = "MessageNotRenderable"
+#: A paused sender's waiting step is looked at again after this long even if no resume
+#: signal came (`campaign sender resume` wakes the campaigns at once).
+PAUSED_RECHECK = timedelta(hours=6)
 
 
 class DeliveryAgent(Agent):
@@ -76,9 +81,16 @@ class DeliveryAgent(Agent):
             self._key = await signing_key(self.settings, self.store)
         return self._key
 
-    def _check_channel(self, channel: Channel) -> None:
-        """Refuse, permanently, a channel this worker has no configuration for."""
-        if channel is Channel.SMTP:
+    def _check_channel(self, channel: Channel, sender: SenderRow | None = None) -> None:
+        """Refuse, permanently, a channel this worker has no configuration for (a sender
+        brings its own SMTP server: `_sender_smtp` reads it when it sends)."""
+        if channel is Channel.SMTP and sender is not None:
+            if sender.transport == "smtp":
+                try:
+                    self._sender_smtp(sender)
+                except ChannelConfigError as err:
+                    raise permanent("InvalidInput", str(err)) from err
+        elif channel is Channel.SMTP:
             if self.settings.smtp_url is None:
                 raise permanent("InvalidInput", "channel 'smtp' needs CAMPAIGN_SMTP_URL")
             try:
@@ -163,7 +175,8 @@ class DeliveryAgent(Agent):
                 provenance=self.provenance(f"draft:{draft.envelope_id}", common),
             )
             await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
-            return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id)
+            return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id,
+                                   sender=sender.name if sender is not None else None)
 
         async def failed_for_good(error: str) -> None:
             """Row `failed` with the reason, and the sequence stopped after this step:
@@ -173,15 +186,19 @@ class DeliveryAgent(Agent):
                 await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step + 1,
                                                  "stopped", f"step {inp.step} failed")
 
+        sender = await self._lead_sender(inp)
+        if isinstance(sender, DeliveryOutcome):
+            return sender  # its sender was removed: the step is stopped
+        mail_from = sender.from_addr if sender is not None else self.settings.mail_from
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         link = unsubscribe_url(self.settings.resolved_public_url, make_token(
             await self._signing_key(), Claims(inp.campaign_id, inp.lead_id, inp.step)))
-        references = await self._thread(inp)
+        references = await self._thread(inp, mail_from)
         try:
             msg = render_message(
-                key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
+                key=key, sender=mail_from, to=lead.email, to_name=name,
                 subject=await self._subject(inp, draft.subject), body=draft.body, unsubscribe_url=link,
-                mailto=unsubscribe_mailto(self.settings.mail_from, key),
+                mailto=unsubscribe_mailto(mail_from, key),
                 postal_address=self.settings.postal_address, references=references,
             )
         except (ValueError, MessageError) as err:
@@ -198,12 +215,17 @@ class DeliveryAgent(Agent):
         if await self.store.is_suppressed(lead.email):
             await mark("suppressed")
             return DeliveryOutcome(lead_id=inp.lead_id, status="suppressed")
-        self._check_channel(inp.channel)
+        self._check_channel(inp.channel, sender)
+        if sender is not None:
+            waiting = await self._claim(inp, sender, key)
+            if waiting is not None:
+                return waiting
+            self._sign(msg, sender)
         attempt = activity.info().attempt
         await mark("sending", error=(f"attempt {attempt}: retrying an unfinished send"
                                      if done and done.status == "sending" else None))
         try:
-            accepted = await heartbeating(self._send(inp, key, lead.email, msg, mark),
+            accepted = await heartbeating(self._send(inp, key, lead.email, msg, mark, sender),
                                           details=f"sending via {inp.channel.value}")
         except SmtpUtf8Required as err:
             await failed_for_good(str(err))
@@ -218,8 +240,10 @@ class DeliveryAgent(Agent):
                                      type="ChannelRefused", private=str(err),
                                      non_retryable=False) from err
         data: dict[str, Any] = {"provider_id": accepted.provider_id, **accepted.detail}
-        if inp.channel is Channel.OUTBOX:
+        if inp.channel is Channel.OUTBOX or (sender is not None and sender.transport == "outbox"):
             data = {"file": f"{key}.eml"}
+        if sender is not None:
+            data["sender"] = sender.name
         return await finish(message_id, data)
 
     @activity.defn(name="send_answer")
@@ -325,10 +349,78 @@ class DeliveryAgent(Agent):
                     return True
         return False
 
+    async def _lead_sender(self, inp: DeliverInput) -> SenderRow | DeliveryOutcome | None:
+        """The lead's sender (issue 28), or None for a campaign without senders (and the
+        webhook channel, which ignores them). A lead whose sender was removed is stopped
+        at this step: its thread cannot move to another mailbox."""
+        if not inp.senders or inp.channel is Channel.WEBHOOK:
+            return None
+        name = await self.store.lead_sender(inp.campaign_id, inp.lead_id)
+        if name is None:
+            return None  # drafted before it had one: the implicit sender
+        row = await self.store.get_sender(name)
+        if row is None or row.removed_at is not None:
+            reason = f"sender {name} removed"
+            await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "stopped",
+                                             reason)
+            return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason,
+                                   sender=name)
+        return row
+
+    async def _claim(self, inp: DeliverInput, sender: SenderRow, key: str
+                     ) -> DeliveryOutcome | None:
+        """Take a slot of the sender's capacity for this send (None: send now), or put the
+        step on the schedule until its planned slot (`waiting`): a paused sender's until it
+        is resumed, re-checked every PAUSED_RECHECK meanwhile."""
+        from campaign_core.sender_capacity import claim_slot
+
+        now = max(now_utc(), inp.now) if inp.now is not None else now_utc()
+        slot = await claim_slot(self.store, sender, message_key=key, campaign_id=inp.campaign_id,
+                                lead_id=inp.lead_id, now=now)
+        if isinstance(slot, SlotGranted):
+            return None
+        due = slot.next_slot if slot.next_slot is not None else now + PAUSED_RECHECK
+        await self.store.defer_step(inp.campaign_id, inp.lead_id, inp.step, due, sender.name,
+                                    slot.reason)
+        return DeliveryOutcome(lead_id=inp.lead_id, status="waiting", sender=sender.name,
+                               next_slot=slot.next_slot, stop_reason=slot.reason)
+
+    def _sender_smtp(self, sender: SenderRow) -> SmtpConfig:
+        """The sender's SMTP server, its URL unsealed now (ChannelConfigError if it cannot
+        be: a variable unset, a key missing)."""
+        from campaign_core.secret_refs import SecretRefError, unseal
+
+        if sender.smtp_url is None:
+            raise ChannelConfigError(f"sender {sender.name} has no SMTP URL")
+        try:
+            url = unseal(sender.smtp_url, self.settings)
+        except SecretRefError as err:
+            raise ChannelConfigError(f"sender {sender.name}: {err}") from err
+        return parse_smtp_url(url, require_tls=self.settings.smtp_require_tls)
+
+    def _sign(self, msg: EmailMessage, sender: SenderRow) -> None:
+        """DKIM-sign the message with the sender's key, after every other header is set."""
+        if sender.dkim_key is None or sender.dkim_selector is None:
+            return
+        from campaign_core.dkim_sign import sign_message
+
+        from campaign_core.secret_refs import SecretRefError, unseal
+
+        try:
+            key_pem = unseal(sender.dkim_key, self.settings)
+        except SecretRefError as err:
+            raise permanent("InvalidInput", f"sender {sender.name}'s DKIM key: {err}") from err
+        sign_message(msg, selector=sender.dkim_selector, domain=sender.domain, key_pem=key_pem)
+
     async def _sequence_sent(self, inp: DeliverInput) -> None:
         """Record a sent follow-up and put the next step on the schedule (idempotent)."""
         if inp.step > 1:
             await self.store.set_step_status(inp.campaign_id, inp.lead_id, inp.step, "sent")
+        elif inp.senders:
+            # Step 1 waited on the schedule for its mailbox: off the schedule now.
+            row = await self.store.get_step(inp.campaign_id, inp.lead_id, 1)
+            if row is not None and row.status == "scheduled":
+                await self.store.set_step_status(inp.campaign_id, inp.lead_id, 1, "sent")
         if inp.next_due_at is not None and inp.step < inp.steps:
             await self.store.schedule_step(inp.campaign_id, inp.lead_id, inp.step + 1,
                                            inp.next_due_at)
@@ -347,22 +439,25 @@ class DeliveryAgent(Agent):
                 inp.campaign_id, inp.lead_id, 1, first.approved_version) or first
         return follow_up_subject(first.subject)
 
-    async def _thread(self, inp: DeliverInput) -> list[str]:
+    async def _thread(self, inp: DeliverInput, mail_from: str) -> list[str]:
         """The Message-IDs of the earlier steps, oldest first: a follow-up replies to them."""
         ids = []
         for step in range(1, inp.step):
             earlier = await self.store.get_delivery(message_key(inp.campaign_id, inp.lead_id, step))
             ids.append(earlier.message_id if earlier and earlier.message_id else message_id_for(
-                message_key(inp.campaign_id, inp.lead_id, step), self.settings.mail_from))
+                message_key(inp.campaign_id, inp.lead_id, step), mail_from))
         return ids
 
     async def _send(self, inp: DeliverInput, key: str, recipient: str, msg: EmailMessage,
-                    mark: Callable[..., Awaitable[None]]) -> Accepted:
-        if inp.channel is Channel.OUTBOX:
+                    mark: Callable[..., Awaitable[None]], sender: SenderRow | None = None
+                    ) -> Accepted:
+        outbox = sender is not None and sender.transport == "outbox"
+        if inp.channel is Channel.OUTBOX or (inp.channel is Channel.SMTP and outbox):
             write_outbox(self.settings.outbox_dir, key, msg)
             return Accepted()
         if inp.channel is Channel.SMTP:
-            config = self._smtp_config()  # checked by _check_channel
+            # checked by _check_channel
+            config = self._sender_smtp(sender) if sender is not None else self._smtp_config()
 
             async def before_data() -> None:
                 await mark(COMMITTING)

@@ -131,6 +131,7 @@ AGENTS: dict[AgentMethod, AgentSpec] = {
         _store(SequenceAgent.next_due_at),
         _store(SequenceAgent.stop_sequence),
         _store(SequenceAgent.move_steps),
+        _store(SequenceAgent.assign_senders),
         # What a classified reply does (issue 27): store writes and a few signals.
         _store(ReplyActionAgent.apply_reply_intent),
         _store(SequenceAgent.record_step_failure, local=True),

@@ -17,6 +17,7 @@ from activities.base import Agent
 from campaign_core.envelope import Record, now_utc
 from campaign_core.leads import Lead, normalise_email
 from campaign_core.models import (
+    AssignSenders,
     DueRequest,
     DueStep,
     MoveSteps,
@@ -24,6 +25,7 @@ from campaign_core.models import (
     StepFailure,
     StopSequence,
 )
+from campaign_core.sender_assignment import assign, company_key
 from campaign_core.sequence import company_domain, replied_in, stop_reason_for_suppression
 from campaign_core.store.base import Store, as_time
 from campaign_core.store.rows import DraftRow
@@ -155,6 +157,40 @@ class SequenceAgent(Agent):
             await self.keep(self.envelope(req.campaign_id, [record], started), lead_id,
                             f"sequence stopped at step {step}: {req.reason}")
         return stopped
+
+    @activity.defn(name="assign_senders")
+    async def assign_senders(self, req: AssignSenders) -> int:
+        """Give each lead of the page that has none its sender (issue 28), before it is
+        drafted, so its drafts sign with that sender's name. Spread by capacity: a sender's
+        weight is what it may still send today plus its cap for a day (so both today and
+        the days after count); paused and removed senders get no new leads while another
+        one can take them. Returns how many leads were given one."""
+        from campaign_core.sender_capacity import sender_status
+
+        now = now_utc()
+        weights: dict[str, float] = {}
+        held: dict[str, float] = {}
+        for name in dict.fromkeys(req.senders):
+            row = await self.store.get_sender(name)
+            if row is None or row.removed_at is not None:
+                continue
+            status = await sender_status(self.store, row, self.settings, now)
+            weight = float(max(status.today_cap - status.sent_24h, 0) + status.today_cap)
+            (held if row.paused else weights)[name] = max(weight, 1.0)
+        weights = weights or held
+        if not weights:
+            return 0
+        leads = []
+        for lead_id in req.lead_ids:
+            if await self.store.lead_sender(req.campaign_id, lead_id) is not None:
+                continue
+            lead = await self.store.get_lead(req.campaign_id, lead_id)
+            if lead is not None:
+                leads.append((lead_id, company_key(lead.email, lead.company)))
+        if not leads:
+            return 0
+        counts = await self.store.sender_assignment_counts(req.campaign_id)
+        return await self.store.assign_senders(req.campaign_id, assign(leads, weights, counts))
 
     @activity.defn(name="record_step_failure")
     async def record_step_failure(self, inp: StepFailure) -> None:

@@ -402,6 +402,13 @@ class DeliverInput(BaseModel):
     stop_reason: str | None = Field(
         default=None, description="The workflow already knows the sequence stopped (a reply "
         "signal): record the step stopped, send nothing.")
+    senders: bool = Field(
+        default=False, description="The campaign sends from senders (issue 28): the lead's "
+        "mailbox, its caps and its DKIM key apply.")
+    now: datetime | None = Field(
+        default=None, description="The workflow's clock when it asked for the send: a "
+        "mailbox's caps are counted at the later of this and the worker's clock, so the "
+        "clock of a send never runs behind its workflow's (time-skipping tests run it ahead).")
 
 
 class LeadIdsCheck(BaseModel):
@@ -470,6 +477,14 @@ class NextDueRequest(BaseModel):
 
     campaign_id: str
     after: datetime
+
+
+class AssignSenders(BaseModel):
+    """Give these leads their sender, from the campaign's senders (issue 28)."""
+
+    campaign_id: str
+    lead_ids: list[str] = Field(max_length=1000)
+    senders: list[str] = Field(min_length=1, max_length=1000)
 
 
 class StopSequence(BaseModel):

@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.sequence_agent import SequenceAgent
     from activities.store_agent import StoreAgent
     from campaign_core.budget import BUDGET_REASON
     from campaign_core.ids import delivery_workflow_id, lead_workflow_id
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from campaign_core.models import (
         AddLeads,
         Approval,
+        AssignSenders,
         CampaignCarry,
         CampaignInput,
         CampaignStatus,
@@ -412,6 +414,7 @@ class CampaignWorkflow(BreakerListener):
                 PageRequest(campaign_id=inp.campaign_id, after=carry.after, limit=inp.page_size),
                 prefix=inp.queue_prefix, summary="next page of leads",
             )
+            await self._assign_senders(inp, page)
             for lead_id in page:
                 if lead_id in self._added:
                     carry.after = lead_id  # added while drafting: drafted from that list
@@ -433,6 +436,7 @@ class CampaignWorkflow(BreakerListener):
         drained = 0
         while not (carry.cancelled or self._error):
             if drained < len(carry.added_lead_ids):
+                await self._assign_senders(inp, carry.added_lead_ids[drained:drained + 1])
                 if not await self._start_lead(inp, carry.added_lead_ids[drained], pending):
                     break
                 drained += 1
@@ -451,6 +455,17 @@ class CampaignWorkflow(BreakerListener):
         self._paging_done_at_end = True
         if pending:
             await workflow.wait(pending)
+
+    async def _assign_senders(self, inp: CampaignInput, lead_ids: list[str]) -> None:
+        """Give the leads their senders before they are drafted (issue 28), so their drafts
+        sign with the sender's name; a campaign without senders calls nothing (runs before
+        senders existed replay unchanged)."""
+        if inp.senders and lead_ids:
+            await call_agent(
+                SequenceAgent.assign_senders,
+                AssignSenders(campaign_id=inp.campaign_id, lead_ids=lead_ids,
+                              senders=inp.senders),
+                prefix=inp.queue_prefix, summary=f"give {len(lead_ids)} lead(s) their sender")
 
     async def _start_lead(self, inp: CampaignInput, lead_id: str,
                           pending: set[asyncio.Task[None]], *, paged: bool = False) -> bool:

@@ -294,15 +294,19 @@ class DeliveryOrchestrator:
 
     def _deliver_input(self, inp: DeliveryInput, lead_id: str, step: int) -> DeliverInput:
         """What one send needs; in a sequence also when its next step falls due."""
+        senders = bool(inp.senders)
+        now = workflow.now() if senders else None
         if not inp.follow_up_seconds:
-            return DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel)
+            return DeliverInput(campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel,
+                                senders=senders, now=now)
         steps = 1 + len(inp.follow_up_seconds)
         return DeliverInput(
             campaign_id=inp.campaign_id, lead_id=lead_id, channel=inp.channel, step=step,
             steps=steps, stop_on_company_reply=inp.stop_on_company_reply,
             next_due_at=workflow.now() + timedelta(seconds=inp.follow_up_seconds[step - 1])
             if step < steps else None,
-            stop_reason=self._stopped.get(lead_id) if step > 1 else None,
+            stop_reason=self._stopped.get(lead_id) if step > 1 else None, senders=senders,
+            now=now,
         )
 
     async def _send(self, inp: DeliveryInput, lead_id: str, step: int = 1) -> None:
@@ -323,6 +327,13 @@ class DeliveryOrchestrator:
                     SequenceAgent.record_step_failure,
                     StepFailure(campaign_id=inp.campaign_id, lead_id=lead_id, step=step),
                     prefix=inp.queue_prefix, summary=f"step {step} of {lead_id} failed")
+            return
+        if out.status == "waiting":
+            # No capacity in its mailbox now (issue 28): the step is on the store's schedule
+            # at its planned slot; the follow-up loop sends it then.
+            if self._follow_ups is not None and out.next_slot is not None:
+                self._follow_ups.scheduled(out.next_slot)
+            self._details()
             return
         if out.status == "sent":
             self._result.sent += 1
@@ -358,15 +369,17 @@ class DeliveryOrchestrator:
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryResult:
         slots = asyncio.Semaphore(inp.in_flight)
-        if inp.follow_up_seconds and not inp.follow_ups_phase and workflow.patched(
-                FOLLOW_UPS_ALONGSIDE):
+        # A campaign with senders runs the follow-up loop even for one step: the sends
+        # that wait for their mailbox's capacity are on the store's schedule (issue 28).
+        if (inp.follow_up_seconds or inp.senders) and not inp.follow_ups_phase and (
+                workflow.patched(FOLLOW_UPS_ALONGSIDE)):
             # Follow-ups get their own window of sends, so that step 1 queued for its
             # pace does not hold the ones falling due.
             self._follow_ups = self._follow_up_loop(inp, asyncio.Semaphore(inp.in_flight))
             await self._step_1_with_follow_ups(inp, slots, self._follow_ups)
             self._details()
             return self._result
-        if inp.follow_up_seconds:
+        if inp.follow_up_seconds or inp.senders:
             self._follow_ups = self._follow_up_loop(inp, slots)
         if not inp.follow_ups_phase:
             await self._first_steps(inp, slots)

@@ -135,7 +135,8 @@ class FollowUps:
         """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
         due earlier."""
         state = self.state
-        if state.cancelled or state.stop_queue or state.moves or self._handing_off():
+        if (state.cancelled or state.stop_queue or state.moves or state.wake
+                or self._handing_off()):
             return True
         if self.new_due is not None and (self.next_due is None or self.new_due < self.next_due):
             return True
@@ -169,6 +170,7 @@ class FollowUps:
                 break
             if state.stop_queue or state.moves:
                 await self.flush_stops()
+            state.wake = False
             tick = workflow.now()
             after: str | None = None
             # Thousands of follow-ups can fall due at one tick (step 1 went out in minutes):
