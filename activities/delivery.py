@@ -375,8 +375,11 @@ class DeliveryAgent(Agent):
         from campaign_core.sender_capacity import claim_slot
 
         now = max(now_utc(), inp.now) if inp.now is not None else now_utc()
+        row = await self.store.get_step(inp.campaign_id, inp.lead_id, inp.step)
+        planned = row is not None and row.status == "scheduled" and (
+            getattr(row, "wait_reason", None) == "capacity")
         slot = await claim_slot(self.store, sender, message_key=key, campaign_id=inp.campaign_id,
-                                lead_id=inp.lead_id, now=now)
+                                lead_id=inp.lead_id, now=now, was_planned=planned)
         if isinstance(slot, SlotGranted):
             return None
         due = slot.next_slot if slot.next_slot is not None else now + PAUSED_RECHECK
@@ -403,7 +406,6 @@ class DeliveryAgent(Agent):
         if sender.dkim_key is None or sender.dkim_selector is None:
             return
         from campaign_core.dkim_sign import sign_message
-
         from campaign_core.secret_refs import SecretRefError, unseal
 
         try:

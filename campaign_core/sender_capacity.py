@@ -211,7 +211,8 @@ def plan_slot(row: SenderRow, recent: Sequence[SenderClaim], last: SenderClaim |
 
 async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
                      campaign_id: str | None, lead_id: str | None, now: datetime,
-                     rng: random.Random | None = None) -> SlotGranted | SlotWait:
+                     rng: random.Random | None = None, was_planned: bool = False
+                     ) -> SlotGranted | SlotWait:
     """Claim the sender's next send for this message, or say how long to wait.
 
     A paused sender holds every send (`paused`). A message that already has a claim is a
@@ -219,7 +220,10 @@ async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
     the last 24 hours are read and, if one more may go now, the claim is appended as
     `last.seq + 1`; a concurrent writer that took that seq first makes this read again
     (bounded: `SlotContention`). No capacity: wait until a planned slot, after every
-    waiter already planned for this sender."""
+    waiter already planned for this sender. A send that was itself planned and is now
+    due (`was_planned`) but finds the mailbox not yet free (the previous waiter went out a
+    little late) waits only until the mailbox is free, not behind every other waiter: a
+    second or two of lateness must not send a lead to the back of a queue days long."""
     if row.paused:
         return SlotWait(reason="paused", next_slot=None,
                         detail=f"sender {row.name} is paused: {row.paused_reason or 'by a person'}")
@@ -231,7 +235,12 @@ async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
     for attempt in range(CLAIM_ATTEMPTS):
         last = await store.last_sender_claim(row.name)
         recent = await store.sender_claims_since(row.name, now - DAY)
-        if earliest_send(row, recent, last, now) > now:
+        free_at = earliest_send(row, recent, last, now)
+        if free_at > now and was_planned:
+            slot = free_at + timedelta(seconds=rng.uniform(0, JITTER_FLOOR.total_seconds()))
+            return SlotWait(reason="capacity", next_slot=slot,
+                            detail=_wait_detail(row, recent, last, now, 0))
+        if free_at > now:
             planned = await store.planned_waits(row.name, now)
             slot = plan_slot(row, recent, last, planned, now, rng)
             return SlotWait(reason="capacity", next_slot=slot,
