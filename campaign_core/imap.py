@@ -120,24 +120,25 @@ class ImapConfig:
         return f"{self.user}@{self.host}:{self.port}/{self.mailbox}"
 
 
-def parse_imap_url(url: str) -> ImapConfig:
+def parse_imap_url(url: str, *, setting: str = SETTING) -> ImapConfig:
     """`imaps://user:pass@host[:port]/MAILBOX` (TLS) or `imap://...` (STARTTLS when offered);
-    the user and password percent-encoded. ValueError names the setting, never the password."""
+    the user and password percent-encoded. ValueError names the `setting` the URL came from
+    (CAMPAIGN_IMAP_URL, or a sender's imap_url), never the password."""
     parts = urlsplit(url.strip())
     if parts.scheme not in {"imap", "imaps"}:
-        raise ValueError(f"{SETTING} must start with imaps:// (or imap://), e.g. "
+        raise ValueError(f"{setting} must start with imaps:// (or imap://), e.g. "
                          "imaps://user:password@mail.example.com/INBOX")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{SETTING}: the port is not a number") from None
+        raise ValueError(f"{setting}: the port is not a number") from None
     if not parts.hostname:
-        raise ValueError(f"{SETTING}: no host")
+        raise ValueError(f"{setting}: no host")
     if not parts.username or parts.password is None:
-        raise ValueError(f"{SETTING}: give the user and password (imaps://user:password@host/INBOX)")
+        raise ValueError(f"{setting}: give the user and password (imaps://user:password@host/INBOX)")
     mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
     if not mailbox.isascii() or any(c in mailbox for c in '"\\\r\n'):
-        raise ValueError(f"{SETTING}: the mailbox name must be ASCII without quotes or backslashes")
+        raise ValueError(f"{setting}: the mailbox name must be ASCII without quotes or backslashes")
     ssl_on = parts.scheme == "imaps"
     return ImapConfig(host=parts.hostname, port=port or (993 if ssl_on else 143),
                       user=unquote(parts.username), password=unquote(parts.password),
@@ -258,8 +259,24 @@ def _clean(text: str, password: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+class MailboxPoll(BaseModel):
+    """One mailbox of a pass (issue 28): the shared one (`sender` None) or a sender's."""
+
+    sender: str | None = Field(default=None, description="None: CAMPAIGN_IMAP_URL's mailbox.")
+    mailbox: str | None = Field(default=None, description="user@host:port/MAILBOX (no "
+                                "password); None when its URL could not be read.")
+    processed: int = 0
+    last_uid: int = 0
+    more: bool = False
+    error: str | None = Field(default=None, description="Why it was skipped this time "
+                              "(never the password).")
+
+
 class PollReport(BaseModel):
-    """One pass over the mailbox."""
+    """One pass over the reply mailboxes. With only CAMPAIGN_IMAP_URL's, exactly that
+    mailbox's pass; with senders' mailboxes too (issue 28), `mailbox` names every one read,
+    `uidvalidity` and `last_uid` are the first one's, the counts and `results` are of all
+    of them, and `mailboxes` has each one's (a skipped one with its `error`)."""
 
     mailbox: str
     uidvalidity: int
@@ -267,6 +284,7 @@ class PollReport(BaseModel):
     processed: int = 0
     more: bool = Field(default=False, description="More new messages than one poll takes.")
     results: list[InboundResult] = Field(default_factory=list)
+    mailboxes: list[MailboxPoll] = Field(default_factory=list)
 
 
 async def poll_mailbox(config: ImapConfig, store: Store, desk: ReplyDesk, *,
@@ -351,7 +369,8 @@ class ReplyPollInput(BaseModel):
 
 
 class PollSummary(BaseModel):
-    """A poll as Temporal history keeps it: counts only, no address or text."""
+    """A poll as Temporal history keeps it: counts only, no address or text (a mailbox's
+    user@host, never its password; a skipped sender by name only, its reason in the log)."""
 
     mailbox: str
     processed: int
@@ -363,12 +382,19 @@ class PollSummary(BaseModel):
     last_uid: int
     unparseable: int = Field(default=0, description="Messages that could not be parsed "
                              "(recorded as such, and passed over).")
+    mailboxes: int = Field(default=1, description="Mailboxes read (issue 28: the shared one "
+                           "and each sender's).")
+    skipped: list[str] = Field(default_factory=list, description="Senders whose mailbox "
+                               "could not be read this time (the worker's log says why).")
 
     @classmethod
     def of(cls, report: PollReport) -> PollSummary:
         kinds = [r.kind for r in report.results]
+        read = [m for m in report.mailboxes if m.error is None]
         return cls(mailbox=report.mailbox, processed=report.processed,
                    replies=kinds.count("reply"), auto_replies=kinds.count("auto_reply"),
                    bounces=kinds.count("bounce"), unparseable=kinds.count("unparseable"),
                    unmatched=sum(r.status == "unmatched" for r in report.results),
-                   more=report.more, last_uid=report.last_uid)
+                   more=report.more, last_uid=report.last_uid,
+                   mailboxes=len(read) if report.mailboxes else 1,
+                   skipped=[m.sender or "" for m in report.mailboxes if m.error is not None])

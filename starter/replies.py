@@ -1,6 +1,7 @@
 """Replies in, on the control plane: the inbound webhook's body, polling by hand, listing,
 and confirming a reply nobody vouched for. The Temporal Schedule that polls the IMAP reply
-mailbox is the worker's to make: workflows/reply_schedule.py.
+mailboxes (CAMPAIGN_IMAP_URL's and the senders') is the worker's to make:
+workflows/reply_schedule.py.
 
 The matching itself is `campaign_core.replies.ReplyDesk`, the same for the webhook, the
 schedule's activity and `campaign replies poll`.
@@ -15,9 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from campaign_core.imap import SETTING, PollReport, parse_imap_url, poll_mailbox
+from campaign_core.imap import PollReport
 from campaign_core.inbound import InboundMessage, with_report
 from campaign_core.replies import ConfirmResult, InboundResult, ReplyDesk
+from campaign_core.reply_mailboxes import poll_reply_mailboxes
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from workflows.signals import TemporalCampaignSignals
@@ -90,11 +92,10 @@ async def confirm_reply(store: Store, client: Client, reply_id: str, *, by: str,
 
 
 async def poll_by_hand(settings: Settings, store: Store, client: Client) -> PollReport:
-    """`campaign replies poll`: one pass over the mailbox, as the schedule's would do."""
-    url = settings.imap_url.get_secret_value() if settings.imap_url else ""
-    if not url.strip():
-        raise ValueError(f"{SETTING} is not set (imaps://user:password@host/INBOX)")
-    config = parse_imap_url(url)
+    """`campaign replies poll`: one pass over the reply mailboxes, as the schedule's would
+    do: CAMPAIGN_IMAP_URL's and each sender's own (issue 28). ValueError when there is no
+    mailbox to read; a sender's mailbox that cannot be read is skipped, its reason in the
+    report's `mailboxes` (and the log)."""
     desk = ReplyDesk(store, TemporalCampaignSignals(client, prefix=settings.task_queue_prefix),
                      source="imap", trusted_authserv_id=settings.trusted_authserv_id)
-    return await poll_mailbox(config, store, desk)
+    return await poll_reply_mailboxes(store, settings, desk)

@@ -1,5 +1,7 @@
-"""The Temporal Schedule that polls the IMAP reply mailbox: one `ReplyMailboxPoll` every
-CAMPAIGN_IMAP_POLL_SECONDS.
+"""The Temporal Schedule that polls the IMAP reply mailboxes: one `ReplyMailboxPoll` every
+CAMPAIGN_IMAP_POLL_SECONDS, reading CAMPAIGN_IMAP_URL's mailbox and each sender's own
+(issue 28). It exists when there is a mailbox to read: CAMPAIGN_IMAP_URL is set, or a
+sender has a reply mailbox.
 
 The worker of the workflow queue makes it (or brings it to the current settings) when it
 starts, so it sits beside the workflow it starts rather than in the control plane: the
@@ -28,7 +30,9 @@ from temporalio.client import (
 
 from campaign_core.imap import SETTING, ReplyPollInput, parse_imap_url
 from campaign_core.queues import WORKFLOW_QUEUE, queue_name
+from campaign_core.reply_mailboxes import senders_with_mailbox
 from campaign_core.settings import Settings
+from campaign_core.store.base import Store
 from workflows.replies import ReplyMailboxPoll, reply_schedule_id
 
 log = logging.getLogger("campaign.replies")
@@ -46,21 +50,26 @@ def reply_schedule(settings: Settings, prefix: str) -> Schedule:
             ReplyMailboxPoll.run, ReplyPollInput(queue_prefix=prefix),
             id=reply_schedule_id(prefix), task_queue=queue_name(WORKFLOW_QUEUE, prefix),
             execution_timeout=POLL_TIMEOUT,
-            static_summary=f"Poll the reply mailbox (every {every})",
+            static_summary=f"Poll the reply mailboxes (every {every})",
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
-        state=ScheduleState(note=f"reads {SETTING} every {every}, marks messages seen, "
-                                 "never deletes"),
+        state=ScheduleState(note=f"reads {SETTING} and the senders' reply mailboxes every "
+                                 f"{every}, marks messages seen, never deletes"),
     )
 
 
-async def ensure_reply_schedule(client: Client, settings: Settings, prefix: str) -> bool:
+async def ensure_reply_schedule(client: Client, settings: Settings, prefix: str, *,
+                                store: Store | None = None) -> bool:
     """Create the reply-mailbox schedule, or bring an existing one to the current settings
-    (keeping its paused state); False when CAMPAIGN_IMAP_URL is not set. Idempotent."""
-    if settings.imap_url is None or not settings.imap_url.get_secret_value().strip():
+    (keeping its paused state); False when there is no mailbox to poll: CAMPAIGN_IMAP_URL
+    is not set and (given the `store`) no sender has a reply mailbox of its own (issue 28).
+    Idempotent."""
+    url = settings.imap_url.get_secret_value() if settings.imap_url else ""
+    if url.strip():
+        parse_imap_url(url)  # a bad URL stops the worker here
+    elif store is None or not await senders_with_mailbox(store):
         return False
-    parse_imap_url(settings.imap_url.get_secret_value())  # a bad URL stops the worker here
     schedule = reply_schedule(settings, prefix)
     sid = reply_schedule_id(prefix)
     try:

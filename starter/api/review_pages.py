@@ -5,8 +5,10 @@ when it goes or went, what happened), finds leads by name, email, company or tit
 (ignoring case and accents) and by step status, and acts on a selection (approve, with
 "send the passing steps" for held leads; exclude; include). The lead page shows every
 step with its own editor, guardrail result, versions and a preview of the message as
-the recipient gets it. Approving the campaign goes through a confirmation page that
-names the held leads (a failed step) it will not send.
+the recipient gets it (with the From of the lead's sender). Approving the campaign goes
+through a confirmation page that names the held leads (a failed step) it will not send.
+Each lead shows its sender, and the campaign page the senders' capacity for today
+(issue 28, review_senders.py).
 
 Server-rendered (Jinja2, autoescaped) over the same `CampaignManager` as the CLI and the
 API, so the campaign workflow's Update validators guard every decision and edit. A page
@@ -39,6 +41,8 @@ from campaign_core.unsubscribe import Claims, make_token, signing_key
 from starter.api.deps import manager_of
 from starter.api.errors import Handler
 from starter.api.page_headers import html_page
+from starter.api.review_senders import LeadSenders
+from starter.api.review_senders import capacity as sender_capacity
 from starter.limits import MAX_BODY, MAX_FORM_BYTES, MAX_PAGE_NUMBER, MAX_STEP, MAX_SUBJECT, MAX_VERSION
 from starter.manager import BadInput, CampaignManager, Conflict, NotFound
 from starter.review_auth import (
@@ -424,8 +428,12 @@ async def campaign_page(request: Request, campaign_id: str, page: int = 1, statu
         return _campaign_url(campaign_id, **extra, page=number)
 
     first = (page - 1) * PAGE_SIZE + 1
+    lead_senders = LeadSenders(m.store, campaign)
+    senders = {i.lead_id: await lead_senders.of(i.lead_id) for i in found.items}
     return _render(
         "campaign.html", viewer=viewer, campaign=campaign, status=current,
+        senders=senders, show_senders=any(v is not None for v in senders.values()),
+        capacity=await sender_capacity(m.store, m.settings, campaign_id),
         cid_url=quote(campaign_id, safe=""), page=found, page_no=page, pages=pages, link=link,
         first=first, last=first + len(found.items) - 1, statuses=REVIEW_STATUSES,
         step_statuses=STEP_STATUSES, filter_status=status, filter_step=step_status, search=q,
@@ -654,11 +662,12 @@ class Preview:
     html: Markup
 
 
-async def _preview(m: CampaignManager, lead: Any, draft: DraftRow, first: DraftRow | None
-                   ) -> Preview | None:
-    """Render the step as `DeliveryAgent.deliver_message` does: this server's sender,
-    postal address and unsubscribe link, a follow-up's `Re:` subject from step 1's (as
-    approved), citation markers removed. None when the step has no text to send."""
+async def _preview(m: CampaignManager, lead: Any, draft: DraftRow, first: DraftRow | None,
+                   from_addr: str | None = None) -> Preview | None:
+    """Render the step as `DeliveryAgent.deliver_message` does: the lead's sender's From
+    (`from_addr`; this server's CAMPAIGN_FROM when the lead has no sender yet), this
+    server's postal address and unsubscribe link, a follow-up's `Re:` subject from step 1's
+    (as approved), citation markers removed. None when the step has no text to send."""
     from activities.copywriter import follow_up_subject  # the workers' code, loaded on use
     from activities.delivery import RE_PREFIX
     from activities.rendering import render_message, unsubscribe_mailto, unsubscribe_url
@@ -676,11 +685,12 @@ async def _preview(m: CampaignManager, lead: Any, draft: DraftRow, first: DraftR
     token = make_token(await signing_key(settings, m.store),
                        Claims(draft.campaign_id, draft.lead_id, draft.step))
     name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
+    sender = from_addr or settings.mail_from
     try:
         msg = render_message(
-            key=key, sender=settings.mail_from, to=lead.email, to_name=name, subject=subject,
+            key=key, sender=sender, to=lead.email, to_name=name, subject=subject,
             body=draft.body, unsubscribe_url=unsubscribe_url(settings.resolved_public_url, token),
-            mailto=unsubscribe_mailto(settings.mail_from, key),
+            mailto=unsubscribe_mailto(sender, key),
             postal_address=settings.postal_address)
     except (ValueError, MessageError):
         return None
@@ -722,7 +732,8 @@ class StepView:
 
 async def _step_view(m: CampaignManager, lead: Any, draft: DraftRow, first: DraftRow | None,
                      summary: ReviewStep | None, passages: dict[str, dict[str, Any]],
-                     stage: Stage, form: dict[str, str] | None, error: str | None) -> StepView:
+                     stage: Stage, form: dict[str, str] | None, error: str | None,
+                     from_addr: str | None = None) -> StepView:
     data: dict[str, Any] = {}
     if draft.envelope_id:
         envelope = await m.store.get_envelope(draft.envelope_id)
@@ -738,7 +749,7 @@ async def _step_view(m: CampaignManager, lead: Any, draft: DraftRow, first: Draf
     mine = form is not None and _step_or_none(form) == draft.step
     return StepView(
         draft=draft, line=step_line(summary, stage) if summary else None, summary=summary,
-        guardrails=guardrails, preview=await _preview(m, lead, draft, first),
+        guardrails=guardrails, preview=await _preview(m, lead, draft, first, from_addr),
         citations=_citations(draft, claims, passages), notes=_notes(draft, data),
         personal_points=[str(p) for p in data.get("personal_points", [])],
         versions=await m.store.list_draft_versions(draft.campaign_id, draft.lead_id, draft.step),
@@ -776,13 +787,15 @@ async def _lead_response(request: Request, viewer: Viewer, campaign_id: str, lea
     passages = {str(p.get("passage_id")): p
                 for p in await m.store.get_retrieval(campaign_id, lead_id)}
     first = next((d for d in drafts if d.step == 1), None)
+    sender = await LeadSenders(m.store, campaign).of(lead_id)
+    from_addr = sender.from_addr if sender is not None and sender.from_addr else None
     steps = [await _step_view(m, lead, d, first, summaries.get(d.step), passages, current.stage,
-                              form, error) for d in drafts]
+                              form, error, from_addr) for d in drafts]
     failed = [s for s in steps if s.draft.failed_reason and not s.draft.excluded]
     return _render(
         "lead.html", status_code=status, viewer=viewer, campaign=campaign, lead=lead,
         cid_url=quote(campaign_id, safe=""), lid_url=quote(lead_id, safe=""),
-        fields=_lead_fields(lead), steps=steps, failed=failed, item=item,
+        fields=_lead_fields(lead), sender=sender, steps=steps, failed=failed, item=item,
         held=bool(item and item.held), any_included=any(not d.excluded for d in drafts),
         any_excluded=any(d.excluded for d in drafts),
         editable=current.stage is Stage.AWAITING_APPROVAL, stage=current.stage.value,
