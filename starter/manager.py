@@ -71,7 +71,8 @@ from starter.errors import BadInput as BadInput
 from starter.errors import Conflict as Conflict
 from starter.errors import NotFound as NotFound
 from starter.limits import MAX_BODY, MAX_SUBJECT
-from starter.start_options import CampaignOptions, EngineTuning
+from starter.senders import preflight, resolve
+from starter.start_options import DIGESTED_WHEN_SET, CampaignOptions, EngineTuning
 from workflows.campaign import CampaignWorkflow, search_attributes
 from workflows.signals import TemporalCampaignSignals
 
@@ -209,6 +210,11 @@ class StartResult:
     #: People left out unless the start allows overlap (issue 27): in another campaign's
     #: active sequence, or replied within CAMPAIGN_REPLY_COOLDOWN.
     leads_skipped: list[SkippedLead] = field(default_factory=list)
+    #: What the start went on despite (issue 28): a chosen sender failing its DNS check, a
+    #: named sender that is paused.
+    warnings: list[str] = field(default_factory=list)
+    #: The senders the campaign started with (None: none, the implicit sender).
+    senders: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +225,8 @@ class StartResult:
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
             "leads_needing_smtputf8": [a.model_dump() for a in self.leads_needing_smtputf8],
             "leads_skipped": [s.model_dump() for s in self.leads_skipped],
+            "senders": self.senders,
+            "warnings": self.warnings,
         }
 
 
@@ -248,13 +256,15 @@ class ControlPlane:
         if self._owns_store:
             await self.store.close()
 
-    def check_options(self, channel: Channel, kb_dir: Path | None) -> None:
+    def check_options(self, channel: Channel, kb_dir: Path | None, *,
+                      senders: list[str] | None = None) -> None:
         """Refuse (BadInput, exit 2) a channel without its settings or a missing --kb.
 
         The smtp and webhook channels reach real people, so they need a postal address
-        for the footer; the outbox (files for review) may go without.
+        for the footer; the outbox (files for review) may go without. The smtp channel
+        needs CAMPAIGN_SMTP_URL only when it has no `senders` (each sends its own way).
         """
-        if channel is Channel.SMTP and self.settings.smtp_url is None:
+        if channel is Channel.SMTP and self.settings.smtp_url is None and not senders:
             raise BadInput("set CAMPAIGN_SMTP_URL (smtp://user:pass@host:port, or smtps:// "
                            "for TLS)", field="channel", value="smtp")
         if channel is Channel.WEBHOOK and not self.settings.webhook_url:
@@ -317,7 +327,8 @@ class CampaignManager(ControlPlane):
         if options is None:
             options = CampaignOptions()
         check_start_id(campaign_id)
-        self.check_options(options.channel, options.kb_dir())
+        senders = await resolve(self.store, options.channel, options.senders)
+        self.check_options(options.channel, options.kb_dir(), senders=senders)
         if not intake.leads:
             raise BadInput("no valid lead to start a campaign with")
         cid = campaign_id
@@ -333,6 +344,8 @@ class CampaignManager(ControlPlane):
                            "for it (its history was deleted after the retention period, or it "
                            "never started): it cannot be started again; choose another id",
                            field="id")
+        warnings = await preflight(self.settings, self.store, senders,
+                                   strict=options.strict_senders)
         skipped = await self._overlap(cid, intake.leads, options.allow_overlap)
         stored = options.stored()
         await self.store.upsert_campaign(
@@ -349,9 +362,9 @@ class CampaignManager(ControlPlane):
         gone = {s.email for s in skipped}
         leads = [lead for lead in await self._keyed(cid, intake) if lead.email not in gone]
         await self.store.upsert_leads(cid, leads)
-        inp = options.campaign_input(campaign_id=cid, name=name, queue_prefix=self.queue_prefix,
-                                     use_search_attributes=self.use_search_attributes,
-                                     tuning=tuning)
+        inp = options.model_copy(update={"senders": senders}).campaign_input(
+            campaign_id=cid, name=name, queue_prefix=self.queue_prefix,
+            use_search_attributes=self.use_search_attributes, tuning=tuning)
         follow_ups = inp.follow_up_seconds
         try:
             await client.start_workflow(
@@ -370,6 +383,7 @@ class CampaignManager(ControlPlane):
                        + (" (a company reply stops colleagues)" if inp.stop_on_company_reply
                           else "")
                        if follow_ups else "")
+                    + (f"\n* senders: {', '.join(senders)}" if senders else "")
                 ),
                 search_attributes=search_attributes(cid, "campaign", Stage.DRAFTING)
                 if self.use_search_attributes else None,
@@ -384,7 +398,7 @@ class CampaignManager(ControlPlane):
             return await self._same_start(cid, described, row, wanted)
         return StartResult(cid, wid, self.ui_url(wid), len(leads), list(intake.rejected),
                            leads_needing_smtputf8=needs_smtputf8_leads(leads),
-                           leads_skipped=skipped)
+                           leads_skipped=skipped, warnings=warnings, senders=senders)
 
     async def _overlap(self, campaign_id: str, leads: list[Lead], allow: bool
                        ) -> list[SkippedLead]:
@@ -438,6 +452,8 @@ class CampaignManager(ControlPlane):
         options = memo.get("options") if isinstance(memo, dict) else None
         have: dict[str, str] = options if isinstance(options, dict) else stored_digests(row)
         differ = [key for key in have if wanted.get(key) != have[key]]
+        if isinstance(options, dict):  # a memo leaves out an option at its default
+            differ += [key for key in DIGESTED_WHEN_SET if key in wanted and key not in have]
         if differ:
             raise Conflict(f"campaign {campaign_id!r} already exists with other options "
                            f"({', '.join(differ)} differ): starting it again must repeat its "
@@ -470,13 +486,15 @@ class CampaignManager(ControlPlane):
             stage = Stage.FAILED
         counts, replies = await self.store.status_figures(campaign_id)
         spend = await self.store.spend(campaign_id)
+        waiting, next_slot = await self.store.capacity_waits(campaign_id)
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason,
                               spend_usd=spend.spent_usd, budget_usd=spend.budget_usd,
                               writer=await self.writer(campaign_id),
                               replies_by_intent=replies.replies_by_intent,
                               positive_reply_rate=replies.positive_reply_rate,
-                              steps=replies.steps)
+                              steps=replies.steps, waiting_for_capacity=waiting,
+                              next_slot=next_slot)
 
     async def writer(self, campaign_id: str) -> str | None:
         """Who wrote the campaign's drafts, read from the first draft's provenance (the

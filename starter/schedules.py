@@ -44,6 +44,7 @@ from starter.manager import (
     ControlPlane,
     NotFound,
 )
+from starter.senders import preflight, resolve
 from starter.start_options import ScheduleOptions
 from workflows.campaign import search_attributes
 from workflows.scheduled import (
@@ -238,6 +239,10 @@ class ScheduleCreated:
     ui_url: str
     leads_accepted: int
     leads_rejected: list[RejectedRow] = field(default_factory=list)
+    #: The senders every firing's campaign starts with (issue 28), resolved at creation.
+    senders: list[str] | None = None
+    #: What the creation went on despite (a chosen sender failing its DNS check).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -246,6 +251,7 @@ class ScheduleCreated:
             "next_runs": [t.isoformat() for t in self.next_runs], "ui_url": self.ui_url,
             "leads_accepted": self.leads_accepted,
             "leads_rejected": [r.model_dump() for r in self.leads_rejected],
+            "senders": self.senders, "warnings": self.warnings,
         }
 
 
@@ -330,16 +336,22 @@ class ScheduleManager(ControlPlane):
             raise BadCron(f"unknown time zone {cron_timezone!r}", field="cron_timezone") from exc
         kb_dir = options.kb_dir()
         channel = options.channel
-        self.check_options(channel, kb_dir)
+        # A firing starts its campaign from the input stored here, so the senders are
+        # resolved now (every active one by default): a sender added later is not used.
+        senders = await resolve(self.store, channel, options.senders)
+        self.check_options(channel, kb_dir, senders=senders)
         minimum = min_interval(self.settings.schedule_min_interval)
         self._refuse_short_gap(cron, cron_gap(cron), minimum)
         if not intake.leads:
             raise BadInput("no valid lead to schedule campaigns with")
+        warnings = await preflight(self.settings, self.store, senders,
+                                   strict=options.strict_senders)
 
         sid = schedule_id(name)
         leads = len(intake.leads)
         paused, total_budget_usd = options.paused, options.total_budget_usd
-        campaign = options.campaign_options().campaign_input(
+        campaign = options.campaign_options().model_copy(
+            update={"senders": senders}).campaign_input(
             campaign_id=template_id, name=name, queue_prefix=self.queue_prefix,
             use_search_attributes=self.use_search_attributes)
         window = campaign.send_window.describe() if campaign.send_window else "any time"
@@ -352,7 +364,7 @@ class ScheduleManager(ControlPlane):
             "follow_ups": [describe_seconds(s) for s in campaign.follow_up_seconds],
             "stop_on_company_reply": campaign.stop_on_company_reply,
             "budget_usd": options.budget_usd, "total_budget_usd": total_budget_usd,
-            "allow_overlap": options.allow_overlap,
+            "allow_overlap": options.allow_overlap, "senders": senders,
         }
         summary = (f"Recurring campaign {name!r}: {leads} leads, {channel.value}, "
                    f"cron {cron!r} ({cron_timezone})")
@@ -419,6 +431,7 @@ class ScheduleManager(ControlPlane):
             timezone=cron_timezone, paused=paused,
             next_runs=[] if paused else list(desc.info.next_action_times[:NEXT_RUNS_SHOWN]),
             ui_url=self.ui_url(sid), leads_accepted=leads, leads_rejected=list(intake.rejected),
+            senders=senders, warnings=warnings,
         )
 
     @staticmethod

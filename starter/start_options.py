@@ -40,6 +40,7 @@ from campaign_core.envelope import digest
 from campaign_core.leads import IntakeResult
 from campaign_core.models import DEFAULT_APPROVAL_TIMEOUT_SECONDS, CampaignInput, Channel
 from campaign_core.send_window import SendWindow, zone
+from campaign_core.senders import SENDER_NAME
 from campaign_core.sequence import MAX_FOLLOW_UPS, follow_up_seconds
 from starter.errors import BadInput
 
@@ -53,6 +54,13 @@ KB_ROOT_VARIABLE = "CAMPAIGN_KB_ROOT"
 DURATION_PATTERN = r"^\s*\d+\s*[smhdwSMHDW]?\s*$"
 #: The approval timeout of a start that gives none ("72h").
 DEFAULT_APPROVAL_TIMEOUT = f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS // 3600}h"
+#: The most senders one start may name.
+MAX_SENDERS = 1000
+#: Options a start's idempotency digests leave out while at their default, so the digests
+#: (and the start memo) of a start that does not use them stay what they were before the
+#: option existed (issue 28): a retry of such a start still matches, and a memo without
+#: the key means the default (`CampaignManager._same_start`).
+DIGESTED_WHEN_SET: dict[str, Any] = {"senders": None, "strict_senders": False}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -74,6 +82,32 @@ def _duration(text: str) -> str:
 def _follow_up(text: str) -> str:
     follow_up_seconds(text)
     return text
+
+
+def sender_names(value: Any) -> Any:
+    """`--senders a,b` (or the flag repeated, or a JSON list whose items may hold commas)
+    as a list of names, in the order given, each once; ValueError naming a bad name."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value  # pydantic says what type it wants
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            return value
+        for name in (part.strip() for part in item.split(",")):
+            if not SENDER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a sender's name (lower-case letters, "
+                                 "digits, - and _)")
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError("name at least one sender, or leave the option out for every "
+                         "active sender")
+    if len(names) > MAX_SENDERS:
+        raise ValueError(f"at most {MAX_SENDERS} senders, got {len(names)}")
+    return names
 
 
 def _budget(field: str) -> AfterValidator:
@@ -178,6 +212,15 @@ class CampaignOptions(BaseModel):
         "still going on, or who replied within CAMPAIGN_REPLY_COOLDOWN; without it they are "
         "skipped and listed in `leads_skipped`. Applied where the leads are taken in (the "
         "start, each schedule firing), so it reaches no campaign workflow.")
+    senders: list[str] | None = Field(
+        default=None, json_schema_extra={"maxItems": MAX_SENDERS},
+        description="The senders (mailboxes, `GET /senders`) the leads are spread over, for "
+        "the smtp and outbox channels; each must exist and not be removed. Default: every "
+        "sender that is not paused or removed (none defined: CAMPAIGN_FROM over "
+        "CAMPAIGN_SMTP_URL or the outbox, as before senders). The webhook channel ignores it.")
+    strict_senders: bool = Field(
+        default=False, description="Refuse the start when a chosen smtp sender fails its DNS "
+        "check (MX, SPF, DKIM, DMARC); without it a failing check is a warning.")
 
     @field_validator("kb", mode="before")
     @classmethod
@@ -198,6 +241,11 @@ class CampaignOptions(BaseModel):
         if value is not None and timezone is not None:  # a bad zone is reported on its own
             parse_send_window(value, timezone)
         return value
+
+    @field_validator("senders", mode="before")
+    @classmethod
+    def _sender_names(cls, value: Any) -> Any:
+        return sender_names(value)
 
     @field_validator("follow_ups", mode="before")
     @classmethod
@@ -240,7 +288,11 @@ class CampaignOptions(BaseModel):
                        tuning: EngineTuning | None = None) -> CampaignInput:
         """The campaign workflow's input these options stand for, under the names its
         recorded histories hold (the delivery workflow's input is derived from this one:
-        `CampaignInput.delivery_input`)."""
+        `CampaignInput.delivery_input`).
+
+        `senders` passes as it is: the control plane resolves it against the store first
+        (the named senders checked, or every active one: `starter.senders.resolve`) and
+        maps the options with the resolved list in it; the webhook channel has none."""
         shape = tuning or EngineTuning()
         return CampaignInput(
             campaign_id=campaign_id, name=name, channel=self.channel,
@@ -251,7 +303,8 @@ class CampaignOptions(BaseModel):
             domain_limit_per_minute=self.domain_limit if shape.per_domain_pacing else None,
             send_rate_per_second=self.send_rate, use_search_attributes=use_search_attributes,
             follow_up_seconds=self.follow_up_seconds(),
-            stop_on_company_reply=self.stop_on_company_reply)
+            stop_on_company_reply=self.stop_on_company_reply,
+            senders=None if self.channel is Channel.WEBHOOK else self.senders)
 
     def stored(self) -> dict[str, Any]:
         """What the store's campaign row keeps of these options (`upsert_campaign`'s
@@ -271,10 +324,13 @@ class CampaignOptions(BaseModel):
             "approval_timeout": self.approval_timeout_seconds(),
             "send_window": window.model_dump(mode="json") if window else None,
             "follow_ups": self.follow_up_seconds(),
+            "senders": sorted(self.senders) if self.senders is not None else None,
         }
         plain = self.model_dump(mode="json")
         return {option: canonical[option] if option in canonical else plain[option]
-                for option in type(self).model_fields if option != "timezone"}
+                for option in type(self).model_fields if option != "timezone"
+                and not (option in DIGESTED_WHEN_SET
+                         and getattr(self, option) == DIGESTED_WHEN_SET[option])}
 
     def digests(self, intake: IntakeResult, *, name: str) -> dict[str, str]:
         """One digest per option of a start with these options, keyed by the option's name

@@ -64,6 +64,12 @@ class StartResponse(BaseModel):
         default_factory=list, description="People left out (unless `allow_overlap`): "
         "`reason` `active_sequence` (in the sequence still going on of `campaign_id`) or "
         "`replied` (replied to `campaign_id` within CAMPAIGN_REPLY_COOLDOWN).")
+    senders: list[str] | None = Field(
+        default=None, description="The senders the campaign started with (null: no sender "
+        "is defined, or the webhook channel: CAMPAIGN_FROM as before senders).")
+    warnings: list[str] = Field(
+        default_factory=list, description="What the start went on despite: a chosen sender "
+        "failing its DNS check (`strict_senders` refuses instead), a named sender paused.")
 
 
 class AddLeadsRequest(BaseModel):
@@ -251,8 +257,8 @@ async def start(m: CampaignManager, body: StartRequest, response: Response) -> d
     except (NotFound, Conflict):  # 409: the id is taken with other options, or reserved
         raise
     except BadInput as err:
-        raise HTTPException(422, [{"loc": ["body"], "type": "value_error",
-                                   "msg": str(err)}]) from err
+        raise HTTPException(422, [{"loc": ["body", *([err.field] if err.field else [])],
+                                   "type": "value_error", "msg": str(err)}]) from err
     if result.already_running:
         response.status_code = 200
     return result.to_json()

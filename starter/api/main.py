@@ -23,6 +23,7 @@ from starter.api import (
     inbox,
     review_pages,
     schedules,
+    senders,
     suppressions,
     unsubscribe,
     webhooks,
@@ -35,7 +36,7 @@ from starter.review_auth import TOKEN_PREFIX
 #: The routers, in matching order (a path two could match goes to the first: see campaigns.py).
 ROUTERS: tuple[APIRouter, ...] = (
     review_pages.router, campaigns.router, drafts.router, schedules.router,
-    suppressions.router, inbox.router, webhooks.router, unsubscribe.router, health.router,
+    suppressions.router, senders.router, inbox.router, webhooks.router, unsubscribe.router, health.router,
 )
 
 

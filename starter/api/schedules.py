@@ -58,6 +58,12 @@ class ScheduleCreatedResponse(BaseModel):
     ui_url: str
     leads_accepted: int
     leads_rejected: list[dict[str, Any]]
+    senders: list[str] | None = Field(
+        default=None, description="The senders every firing's campaign starts with, "
+        "resolved at creation (null: none defined, or the webhook channel).")
+    warnings: list[str] = Field(
+        default_factory=list, description="A chosen sender failing its DNS check "
+        "(`strict_senders` refuses instead), a named sender paused.")
 
 
 class ScheduleResponse(BaseModel):
@@ -111,8 +117,8 @@ async def create_schedule(body: ScheduleRequest, s: Schedules) -> dict[str, Any]
         raise
     except BadCron as err:
         raise invalid("cron", err) from err
-    except BadInput as err:  # the channel's settings
-        raise invalid("channel", err) from err
+    except BadInput as err:  # the channel's settings, the senders
+        raise invalid(err.field or "channel", err) from err
     return created.to_json()
 
 

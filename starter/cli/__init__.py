@@ -21,6 +21,7 @@ from starter.cli.db import db_app
 from starter.cli.inbox import inbox_app
 from starter.cli.reviewers import reviewer_app
 from starter.cli.schedule import schedule_app
+from starter.cli.senders import sender_app
 
 for _name, _command in (
     ("dev", stack.dev),
@@ -51,6 +52,7 @@ app.command("forget", help=suppression.FORGET_HELP)(suppression.forget)
 app.command("codec-server")(codec.codec_server)
 app.add_typer(db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(sender_app, name="sender")
 app.add_typer(reviewer_app, name="reviewer")
 app.add_typer(inbox_app, name="inbox")
 

@@ -74,6 +74,14 @@ AllowOverlap = Annotated[bool, typer.Option(
     "--allow-overlap", help="Keep the people in another campaign's sequence still going on, "
     "or who replied within CAMPAIGN_REPLY_COOLDOWN (default 90d): without it they are "
     "skipped and listed (`leads_skipped` in --json).")]
+SendersOption = Annotated[list[str] | None, typer.Option(
+    "--senders", help="The senders (mailboxes) to spread the leads over, e.g. --senders ana,bo "
+    "(or the flag repeated); each must exist (`campaign sender list`). Default: every sender "
+    "neither paused nor removed; none defined: CAMPAIGN_FROM as before. smtp and outbox "
+    "channels; the webhook channel ignores senders.")]
+StrictSenders = Annotated[bool, typer.Option(
+    "--strict-senders", help="Refuse the start (exit 2) when a chosen smtp sender fails its "
+    "DNS check (`campaign sender check`); without it a failing check is a warning.")]
 BudgetUsd = Annotated[float | None, typer.Option(
     "--budget-usd", help="Cap on the campaign's LLM spend in USD: drafting pauses before a "
     "call that could pass it; `campaign resume ID --budget-usd M` raises it.")]

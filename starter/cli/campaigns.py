@@ -28,9 +28,11 @@ from starter.cli.app import (
     JsonFlag,
     KbDir,
     LeadsFile,
+    SendersOption,
     SendRate,
     SendWindowOption,
     StopOnCompanyReply,
+    StrictSenders,
     build_options,
     emit_json,
     err,
@@ -91,17 +93,21 @@ def start(
     stop_on_company_reply: StopOnCompanyReply = False,
     budget_usd: BudgetUsd = None,
     allow_overlap: AllowOverlap = False,
+    senders: SendersOption = None,
+    strict_senders: StrictSenders = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate the leads, start one campaign, return at once. People in another campaign's
     sequence still going on, or who replied within CAMPAIGN_REPLY_COOLDOWN, are skipped
-    unless --allow-overlap."""
+    unless --allow-overlap. The leads are spread over the senders (all active ones, or
+    --senders); a chosen sender failing its DNS check is a warning (--strict-senders
+    refuses)."""
     options = build_options(
         CampaignOptions, brief=read_brief(brief, brief_file), kb=kb, channel=channel,
         approval_timeout=approval_timeout, timezone=timezone, send_window=send_window,
         domain_limit=domain_limit, send_rate=send_rate, follow_ups=follow_up or [],
         stop_on_company_reply=stop_on_company_reply, budget_usd=budget_usd,
-        allow_overlap=allow_overlap)
+        allow_overlap=allow_overlap, senders=senders, strict_senders=strict_senders)
 
     async def go() -> None:
         mgr = manager()
@@ -113,6 +119,7 @@ def start(
                       highlight=False)
         result = await mgr.start(intake, options, name=cname, campaign_id=cid)
         warn_smtputf8(leads, result.leads_needing_smtputf8)
+        tell_warnings(result.warnings)
         if as_json:
             emit_json(result.to_json())
             return
@@ -122,9 +129,20 @@ def start(
         out.print(f"Campaign [bold]{shown(result.campaign_id)}[/] {verb}: "
                   f"{result.leads_accepted} leads accepted, {len(result.leads_rejected)} rejected"
                   f"{skipped}", highlight=False)
+        if result.senders:
+            out.print(f"Senders: {shown(', '.join(result.senders))}", highlight=False)
         out.print(f"Watch it: {shown(result.ui_url)}", highlight=False)
 
     run(go())
+
+
+def tell_warnings(warnings: list[str]) -> None:
+    """What a start went on despite (a chosen sender failing its DNS check), on stderr."""
+    for line in warnings:
+        err.print(f"[yellow]warning: {shown(line)}[/]", highlight=False)
+    if any("check failed" in line for line in warnings):
+        err.print("[yellow]`campaign sender check NAME` says what to publish; --strict-senders "
+                  "refuses such a start[/]", highlight=False)
 
 
 @with_logging
@@ -194,6 +212,10 @@ def status(
             out.print(f"  {'steps':<13} " + " · ".join(
                 f"{s.step}: sent {s.sent}, positive {s.positive_replies}" for s in st.steps),
                 highlight=False)
+        if st.waiting_for_capacity:
+            from starter.cli.watch import capacity_wait
+
+            out.print(f"  {'senders':<13} {capacity_wait(st)}", highlight=False)
         cap = f" of {usd(st.budget_usd)}" if st.budget_usd is not None else ""
         out.print(f"  {'LLM spend':<13} {shown(usd(st.spend_usd or 0.0) + cap)}",
                   highlight=False)

@@ -26,9 +26,11 @@ from starter.cli.app import (
     JsonFlag,
     KbDir,
     LeadsFile,
+    SendersOption,
     SendRate,
     SendWindowOption,
     StopOnCompanyReply,
+    StrictSenders,
     build_options,
     emit_json,
     err,
@@ -37,6 +39,7 @@ from starter.cli.app import (
     run,
     shown,
 )
+from starter.cli.campaigns import tell_warnings
 from starter.manager import BadInput, Conflict, NotFound
 from starter.schedules import ScheduleManager, template_id_for
 from starter.start_options import DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DOMAIN_LIMIT, ScheduleOptions
@@ -91,18 +94,22 @@ def create(
     budget_usd: BudgetUsd = None,
     total_budget_usd: TotalBudgetUsd = None,
     allow_overlap: AllowOverlap = False,
+    senders: SendersOption = None,
+    strict_senders: StrictSenders = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Store the leads once and fire a new campaign from them on every cron tick. Each
     firing skips the people in another campaign's sequence still going on, or who replied
-    within CAMPAIGN_REPLY_COOLDOWN, unless --allow-overlap."""
+    within CAMPAIGN_REPLY_COOLDOWN, unless --allow-overlap. Every firing uses the senders
+    chosen now (--senders, or every active one at creation)."""
     options = build_options(
         ScheduleOptions, cron=cron, cron_timezone=cron_timezone, paused=paused,
         total_budget_usd=total_budget_usd, brief=read_brief(brief, brief_file), kb=kb,
         channel=channel, approval_timeout=approval_timeout, timezone=timezone,
         send_window=send_window, domain_limit=domain_limit, send_rate=send_rate,
         follow_ups=follow_up or [], stop_on_company_reply=stop_on_company_reply,
-        budget_usd=budget_usd, allow_overlap=allow_overlap)
+        budget_usd=budget_usd, allow_overlap=allow_overlap, senders=senders,
+        strict_senders=strict_senders)
 
     async def go() -> None:
         mgr = _manager()
@@ -117,6 +124,7 @@ def create(
         finally:
             await mgr.close()
         data = result.to_json()
+        tell_warnings(result.warnings)
         if as_json:
             emit_json(data)
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 from rich.console import Console
 from rich.progress import (
@@ -63,6 +64,17 @@ def positive_rate(status: CampaignStatus) -> str:
     return "" if rate is None else f"{rate * 100:.1f}%"
 
 
+def capacity_wait(status: CampaignStatus) -> str:
+    """`27 waiting for capacity, next slot 2026-12-08 09:14 UTC` (issue 28): the sends that
+    wait for their mailbox's capacity or for a paused sender; "" when none wait."""
+    if not status.waiting_for_capacity:
+        return ""
+    slot = status.next_slot
+    when = (f", next slot {slot.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if slot is not None
+            else " (their senders are paused: `campaign sender resume NAME`)")
+    return f"{status.waiting_for_capacity} waiting for capacity{when}"
+
+
 def _line(status: CampaignStatus) -> str:
     c = status.counts
     paused = " [yellow]paused[/]" if status.paused else ""
@@ -76,6 +88,8 @@ def _line(status: CampaignStatus) -> str:
     rate = positive_rate(status)
     replies = (f" · replies {intents}" + (f" (positive {rate})" if rate else "")
                if intents else "")
+    waiting = capacity_wait(status)
+    replies += f" · {waiting}" if waiting else ""
     return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
             f" · drafted {c.drafted} · failed drafts {c.draft_failed}{held}"
             f" · sent {c.sent} · replied {c.replied} · stopped {c.stopped}"

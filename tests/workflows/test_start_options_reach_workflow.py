@@ -39,6 +39,7 @@ SAMPLES: dict[str, Any] = {
     "timezone": "Europe/Berlin",
     "send_window": "08:00-12:00 Tue,Thu",
     "follow_ups": ["2d", "5d"],
+    "senders": ["ana", "bo"],
 }
 #: What an option needs beside it to have an effect (a zone reads a window).
 CONTEXT: dict[str, dict[str, Any]] = {"timezone": {"send_window": "09:00-17:00 Mon-Fri"}}
@@ -61,6 +62,12 @@ EXPECTED: dict[str, set[str]] = {
     # copy: `ScheduledCampaignInput.allow_overlap`), so no campaign workflow needs it:
     # test_allow_overlap_is_applied_at_intake checks where it does land.
     "allow_overlap": set(),
+    # Resolved against the store at the start (the named ones checked, or every active
+    # sender), then mapped with the rest: test_senders_reach_the_workflow_resolved.
+    "senders": {"CampaignInput.senders", "DeliveryInput.senders"},
+    # Applied at the start (each chosen sender's DNS check refuses it), so it reaches no
+    # workflow: test_strict_senders_is_applied_at_the_start.
+    "strict_senders": set(),
 }
 
 
@@ -129,7 +136,8 @@ def test_the_delivery_input_carries_every_setting_it_shares_with_the_campaigns()
         "channel": Channel.WEBHOOK, "queue_prefix": "q-", "page_size": 7,
         "send_window": SendWindow.parse("10:00-11:00 Wed", "Asia/Tokyo"), "sends_per_run": 9,
         "domain_limit_per_minute": 4, "send_rate_per_second": 0.5, "bounce_threshold": 0.2,
-        "bounce_min_sends": 5, "follow_up_seconds": [60, 120], "stop_on_company_reply": True}
+        "bounce_min_sends": 5, "follow_up_seconds": [60, 120], "stop_on_company_reply": True,
+        "senders": ["ana", "bo"]}
     assert shared - {"campaign_id"} == set(values), "give the new shared field a value here"
     inp = CampaignInput(campaign_id="c-2", name="x", **values)
     delivery = inp.delivery_input(paused=True)
