@@ -47,7 +47,7 @@ Name = Annotated[str, typer.Argument(metavar="NAME", help="The sender's name.")]
 LISTED: dict[type[BadInput], str] = {NotFound: "see `campaign sender list`"}
 TAKEN: dict[type[BadInput], str] = {Conflict: "`campaign sender remove NAME` frees the name"}
 #: The CLI's flag for a field of the sender's body, where it is not the field's own name.
-FLAG_OF_FIELD = {"from_": "--from", "from": "--from", "transport": "--smtp-url / --outbox",
+FLAG_OF_FIELD = {"name": "NAME", "from_": "--from", "from": "--from", "transport": "--smtp-url / --outbox",
                  "min_gap_seconds": "--min-gap", "dkim_key": "--dkim-key"}
 
 
