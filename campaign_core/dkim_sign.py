@@ -118,9 +118,22 @@ def load_dkim_key(pem: str) -> DkimKey:
             serialization.NoEncryption())
         return DkimKey("ed25519", base64.b64encode(raw_public).decode("ascii"), 256,
                        base64.b64encode(raw_private))
-    kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "") or "other"
-    raise ValueError(f"the DKIM key is an {kind} key: DKIM signs with RSA "
+    raise ValueError(f"the DKIM key is {_kind(key)}: DKIM signs with RSA "
                      f"({MIN_RSA_BITS} bits or more) or Ed25519")
+
+
+def _kind(key: object) -> str:
+    """"an EC key (secp256r1)", "a DSA key", ...: what a refused key is, in a few words."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, x448, x25519
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"an EC key ({key.curve.name})"
+    if isinstance(key, dsa.DSAPrivateKey):
+        return "a DSA key"
+    for module, name in ((ed448, "Ed448"), (x25519, "X25519"), (x448, "X448")):
+        if isinstance(key, getattr(module, f"{name}PrivateKey")):
+            return f"an {name} key"
+    return "a key of another type"
 
 
 def same_public_key(published: str, configured: str) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,3 +216,24 @@ def silent_resolver(host: str = "127.0.0.1") -> Iterator[str]:
         return
     raise RuntimeError("no free port for the silent resolver")
 
+
+
+def dkim_dnsfunc(address: str) -> Callable[..., bytes]:
+    """`dkim.verify(..., dnsfunc=...)` asking the resolver at "host:port" through
+    dnspython: the TXT record of the name, its character-strings joined (b"" if none)."""
+    import dns.exception
+    import dns.resolver
+
+    host, _, port = address.rpartition(":")
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host]
+        resolver.port = int(port)
+        try:
+            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=timeout)
+        except dns.exception.DNSException:  # NXDOMAIN, no TXT, no answer: no key
+            return b""
+        return b"".join(b"".join(rdata.strings) for rdata in answer)
+
+    return dnsfunc
