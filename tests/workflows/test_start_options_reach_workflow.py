@@ -129,6 +129,53 @@ def test_allow_overlap_is_applied_at_intake() -> None:
     assert ScheduleOptions(cron="@daily", allow_overlap=True).campaign_options().allow_overlap
 
 
+#: The options a start's idempotency digests held before issue 28: a start leaving the
+#: senders options at their defaults digests exactly these, with the same values.
+DIGESTED_BEFORE_SENDERS = {"brief", "kb", "channel", "approval_timeout", "send_window",
+                           "domain_limit", "send_rate", "follow_ups", "stop_on_company_reply",
+                           "budget_usd", "allow_overlap"}
+
+
+def test_senders_reach_the_workflow_resolved() -> None:
+    """`senders` is mapped as the control plane resolved it (starter.senders.resolve, tested
+    in tests/senders/test_start_senders.py); `--senders a,b`, the flag repeated and a JSON
+    list are the same names, once each; the webhook channel has none."""
+    assert CampaignOptions(senders="ana, bo").senders == ["ana", "bo"]
+    assert CampaignOptions(senders=["ana,bo", "ana", "cy"]).senders == ["ana", "bo", "cy"]
+    inp = CampaignOptions(senders=["ana", "bo"]).campaign_input(campaign_id="c", name="n")
+    assert inp.senders == ["ana", "bo"] == inp.delivery_input().senders
+    hooked = CampaignOptions(channel=Channel.WEBHOOK, senders=["ana"])
+    assert hooked.campaign_input(campaign_id="c", name="n").senders is None
+    for bad in ("Ana", "ana,,bo", "", ["a b"]):
+        with pytest.raises(ValueError, match="sender"):
+            CampaignOptions(senders=bad)
+
+
+def test_strict_senders_is_applied_at_the_start() -> None:
+    """`strict_senders` decides whether a failing DNS check refuses the start (the
+    manager's preflight); no workflow reads it. A retry must repeat it once it is set."""
+    assert "strict_senders" not in CampaignInput.model_fields
+    assert "strict_senders" not in DeliveryInput.model_fields
+    assert "strict_senders" in CampaignOptions(strict_senders=True).digest_values()
+
+
+def test_the_digests_of_a_start_without_senders_are_unchanged() -> None:
+    """Both options at their defaults leave no key in the digests (so a campaign started
+    before senders existed is retried as before); set, each is one, names in any order."""
+    intake = IntakeResult(leads=[], rejected=[])
+    plain = CampaignOptions(brief="Hi.", follow_ups=["2d"])
+    assert set(plain.digest_values()) == DIGESTED_BEFORE_SENDERS
+    assert set(plain.digests(intake, name="Q4")) == DIGESTED_BEFORE_SENDERS | {"name", "leads"}
+    named = plain.model_copy(update={"senders": ["bo", "ana"], "strict_senders": True})
+    assert set(named.digest_values()) == DIGESTED_BEFORE_SENDERS | {"senders",
+                                                                   "strict_senders"}
+    assert (CampaignOptions(senders=["bo", "ana"]).digests(intake, name="x")["senders"]
+            == CampaignOptions(senders="ana,bo").digests(intake, name="x")["senders"])
+    assert plain.digests(intake, name="Q4") == {
+        key: value for key, value in named.digests(intake, name="Q4").items()
+        if key not in ("senders", "strict_senders")}
+
+
 def test_the_delivery_input_carries_every_setting_it_shares_with_the_campaigns() -> None:
     """`CampaignInput.delivery_input` passes on each field both inputs have (by name)."""
     shared = set(CampaignInput.model_fields) & set(DeliveryInput.model_fields) - {"carry"}
