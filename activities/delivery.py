@@ -412,7 +412,11 @@ class DeliveryAgent(Agent):
             key_pem = unseal(sender.dkim_key, self.settings)
         except SecretRefError as err:
             raise permanent("InvalidInput", f"sender {sender.name}'s DKIM key: {err}") from err
-        sign_message(msg, selector=sender.dkim_selector, domain=sender.domain, key_pem=key_pem)
+        try:
+            sign_message(msg, selector=sender.dkim_selector, domain=sender.domain,
+                         key_pem=key_pem)
+        except ValueError as err:  # an unusable key: no retry fixes it
+            raise permanent("InvalidInput", f"sender {sender.name}'s DKIM key: {err}") from err
 
     async def _sequence_sent(self, inp: DeliverInput) -> None:
         """Record a sent follow-up and put the next step on the schedule (idempotent)."""
