@@ -22,22 +22,24 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import IntakeResult, parse_lead_rows
-from campaign_core.models import CampaignInput, Channel
+from campaign_core.models import CampaignInput, Channel, ScheduledCampaignInput
 from campaign_core.senders import SenderRow, SenderTransport
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
 from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager, Conflict
+from starter.schedules import ScheduleManager, template_id_for
 from starter.senders import Senders
-from starter.start_options import CampaignOptions
+from starter.start_options import CampaignOptions, ScheduleOptions
 from tests.fakes.dns_server import dns_server
+from workflows.scheduled import schedule_id
 
 TOKEN = "senders-start-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -310,3 +312,36 @@ async def test_resume_releases_the_held_sends_and_tells_the_campaign(
     await store.defer_step(cid, ana_lead, 1, now + timedelta(days=1), "ana", "paused")
     again = await Senders(manager.settings, store, manager.client).resume("ana", by="maria")
     assert again.campaigns_signalled == []
+
+
+# -- schedules: every firing starts with the senders resolved at creation -----------------------
+
+
+async def test_a_schedule_resolves_its_senders_when_it_is_created(
+        start_settings: Settings, store: SqliteStore, client: httpx.AsyncClient,
+        dev_env: WorkflowEnvironment, prefix: str) -> None:
+    await add(store, "ana")
+    await add(store, "bo", paused=True)
+    schedules = ScheduleManager(start_settings, client=dev_env.client, store=store,
+                                queue_prefix=prefix)
+    name = f"snd-{prefix.rstrip('-')}"
+    tid = template_id_for(name)
+    created = await schedules.create(name, intake(tid), ScheduleOptions(
+        cron="0 9 * * MON", paused=True), template_id=tid)
+    assert (created.senders, created.warnings) == (["ana"], [])
+    desc = await dev_env.client.get_schedule_handle(schedule_id(name)).describe()
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [firing] = await dev_env.client.data_converter.decode(action.args, [ScheduledCampaignInput])
+    assert isinstance(firing, ScheduledCampaignInput) and firing.campaign.senders == ["ana"]
+    await schedules.delete(name)
+
+    other = template_id_for(f"{name}-x")
+    with pytest.raises(BadInput, match="no sender 'zed'") as err:
+        await schedules.create(f"{name}-x", intake(other), ScheduleOptions(
+            cron="0 9 * * MON", paused=True, senders=["zed"]), template_id=other)
+    assert err.value.field == "senders" and await store.get_campaign(other) is None
+    r = await client.post("/schedules", headers=AUTH, json={
+        "name": f"{name}-y", "cron": "0 9 * * MON", "paused": True, "leads": ROWS,
+        "senders": ["zed"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "senders"], r.text
