@@ -319,7 +319,8 @@ class Senders:
         return SenderChange(name=name, action="resume", campaigns_signalled=told)
 
     async def remove(self, name: str, *, by: str) -> SenderChange:
-        """Mark a sender removed: no new start uses it; its past sends stay on record."""
+        """Mark a sender removed: no new start uses it, and the steps still to go from it
+        in running campaigns are stopped when they fall due; its past sends stay on record."""
         await self._row(name)
         if not await self.store.remove_sender(name):
             raise NotFound(f"no sender {name!r}")

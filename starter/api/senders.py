@@ -97,7 +97,8 @@ async def resume_sender(name: SenderName, request: Request, m: Manager) -> Sende
 
 @router.delete("/senders/{name}", response_model=SenderChange, responses=UNKNOWN)
 async def remove_sender(name: SenderName, request: Request, m: Manager) -> SenderChange:
-    """Remove the sender: no new start uses it; its past sends stay on record."""
+    """Remove the sender: no new start uses it, and the steps still to go from it in
+    running campaigns are stopped; its past sends stay on record."""
     return await _senders(m).remove(name, by=acting_as(request, None))
 
 

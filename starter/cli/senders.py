@@ -239,7 +239,8 @@ def resume(name: Name, by: By = None) -> None:
 
 @sender_app.command("remove")
 def remove(name: Name, by: By = None) -> None:
-    """Remove a sender: no new campaign uses it; its past sends stay on record."""
+    """Remove a sender: no new campaign uses it, and the steps still to go from it in
+    running campaigns are stopped; its past sends stay on record (the name may be reused)."""
     run(_with_senders(lambda s: s.remove(name, by=by or os_user())), hints=LISTED)
     err.print(f"Removed sender {shown(name)}.", highlight=False)
 
