@@ -30,7 +30,7 @@ from campaign_core.deployment import (
     set_current_command,
     set_current_version,
 )
-from campaign_core.metrics import install, telemetry_runtime, watch_backlog
+from campaign_core.metrics import install, telemetry_runtime, watch_backlog, watch_senders
 from campaign_core.queues import QUEUES, WORKFLOW_QUEUE, queue_name
 from campaign_core.sdk_patches import activity_name, sandbox_runner
 from campaign_core.settings import Settings, load_settings
@@ -219,8 +219,11 @@ async def run_workers(
             log.exception("could not make %s current: %s", describe(version),
                           set_current_command(version))
     backlog = asyncio.create_task(watch_backlog(client, [w.task_queue for w in workers], stop))
+    # The senders' capacity and paused gauges describe the shared store: every process
+    # serving /metrics refreshes them in the background (a scrape never waits for it).
+    senders = asyncio.create_task(watch_senders(store, settings, stop))
     await stop.wait()
-    await backlog
+    await asyncio.gather(backlog, senders)
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()

@@ -361,12 +361,15 @@ async def watch_senders(store: Store, settings: Settings, stop: asyncio.Event,
     from campaign_core.sender_capacity import sender_status
 
     metrics = process_metrics()
+    failing = False
     while not stop.is_set():
         try:
             now = datetime.now(UTC)
             metrics.senders([await sender_status(store, row, settings, now)
                              for row in await store.list_senders()])
-        except Exception as exc:  # a gauge is best effort
-            log.warning("sender gauges not refreshed: %s", exc)
+            failing = False
+        except Exception as exc:  # a gauge is best effort; said once per run of failures
+            (log.debug if failing else log.warning)("sender gauges not refreshed: %s", exc)
+            failing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
