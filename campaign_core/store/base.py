@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from campaign_core.envelope import Envelope, digest
 from campaign_core.leads import Lead, address_forms, campaign_salt, normalise_email
 from campaign_core.models import Counts
@@ -44,7 +46,6 @@ from campaign_core.store.rows import (
     Reservation,
     ReviewerRow,
     ReviewPage,
-    Row,
     SequenceStepRow,
     Spend,
     SuggestedLeadRow,
@@ -53,7 +54,7 @@ from campaign_core.store.rows import (
 )
 
 #: The schema this code reads and writes: the highest migration number shipped.
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 #: Addresses per statement of the overlap queries (`emails_in_active_sequences`,
 #: `emails_replied_since`): each address is looked up under its stored forms too.
@@ -787,7 +788,8 @@ def now_utc() -> datetime:
 #: Columns holding times; rows from every backend carry them as ISO 8601 text in UTC.
 TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "ended_at", "applied_at",
                           "removed_at", "expires_at", "received_at", "due_at",
-                          "snooze_until", "done_at", "drafted_at", "edited_at", "sent_at"})
+                          "snooze_until", "done_at", "drafted_at", "edited_at", "sent_at",
+                          "paused_at"})
 
 
 def iso(value: Any) -> Any:
@@ -909,7 +911,7 @@ def plain_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: iso(v) if k in TIME_COLUMNS else v for k, v in row.items()}
 
 
-R = TypeVar("R", bound=Row)
+R = TypeVar("R", bound=BaseModel)
 
 
 def typed(model: type[R], row: dict[str, Any], table: str, key: str,
@@ -1052,6 +1054,27 @@ async def new_lead_id_salt(store: Store, campaign_id: str) -> str:
     """
     secret = await store.get_or_create_secret(LEAD_ID_SECRET, secrets.token_urlsafe(32))
     return campaign_salt(secret, campaign_id)
+def sender_row(row: dict[str, Any]) -> SenderRow:
+    return typed(SenderRow, row, "senders", str(row.get("name")))
+
+
+def sender_claim(row: dict[str, Any]) -> SenderClaim:
+    return typed(SenderClaim, row, "sender_sends", f"{row.get('sender')}/{row.get('seq')}")
+
+
+def sender_values(row: SenderRow) -> dict[str, Any]:
+    """A sender as its `senders` columns (times as ISO text): what every backend writes."""
+    values = row.model_dump()
+    for col in ("created_at", "paused_at", "removed_at"):
+        values[col] = iso(values[col]) if values[col] is not None else None
+    return values
+
+
+def claim_values(claim: SenderClaim) -> dict[str, Any]:
+    """A send as its `sender_sends` columns."""
+    return {**claim.model_dump(), "sent_at": iso(claim.sent_at)}
+
+
 def step_row(row: dict[str, Any]) -> SequenceStepRow:
     key = f"{row.get('campaign_id')}/{row.get('lead_id')}/{row.get('step')}"
     return typed(SequenceStepRow, row, "sequence_steps", key)

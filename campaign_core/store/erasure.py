@@ -34,12 +34,14 @@ ERASED = "[erased]"
 
 #: The keys of the dict `forget` returns, in order: rows deleted per table, then
 #: `audit_log_redacted` (campaign-level entries redacted), `approvals` (decisions
-#: redacted), `suppressions` (1 when the address was added or its reason changed) and
-#: `campaigns` (how many campaigns held the person's data: each got an erasure entry).
+#: redacted), `sender_sends_unlinked` (a mailbox's sends to the person, kept without
+#: their lead id), `suppressions` (1 when the address was added or its reason changed)
+#: and `campaigns` (how many campaigns held the person's data: each got an erasure entry).
 FORGET_KEYS = ("leads", "drafts", "draft_versions", "retrievals", "deliveries",
                "delivery_events", "audit_log", "replies", "sequence_steps", "suggested_leads",
                "embeddings",
-               "audit_log_redacted", "approvals", "suppressions", "campaigns")
+               "audit_log_redacted", "approvals", "sender_sends_unlinked", "suppressions",
+               "campaigns")
 
 #: The tables whose rows belong to one lead, found by (campaign_id, lead_id); `leads`
 #: is deleted last, so an erasure cut short is still found (by address) when it is re-run.
@@ -47,6 +49,11 @@ LEAD_TABLES = ("drafts", "draft_versions", "retrievals", "deliveries", "audit_lo
                "delivery_events", "replies", "sequence_steps", "leads")
 #: The tables also searched by address: a reply that matched no lead is found this way.
 ADDRESS_TABLES = frozenset({"leads", "delivery_events", "replies"})
+#: The tables whose rows of a lead are kept, its lead id cleared (schema 16): a mailbox's
+#: sends (`sender_sends`) hold no address, and its caps and health must go on counting
+#: every send it made, so they stay, linked to no lead. (The lead's assigned sender,
+#: `leads.sender`, goes with its lead row.)
+UNLINKED_TABLES = ("sender_sends",)
 
 def forget_addresses(email: str) -> list[str]:
     """The forms an address may be stored under: normalised first, then older forms."""
@@ -182,7 +189,8 @@ class Erasure(ABC, Generic[Tx]):
             ids: dict[str, set[str]] = defaultdict(set)
             for cid, lid in pairs:
                 ids[cid].add(lid)
-            found = {table: await self._erase_find(tx, table) for table in LEAD_TABLES}
+            found = {table: await self._erase_find(tx, table)
+                     for table in LEAD_TABLES + UNLINKED_TABLES}
             affected = {cid for rows in found.values() for cid, _ in rows}
             affected |= await self._erase_event_campaigns(tx, addresses)
             hashes: set[str] = set()
@@ -197,7 +205,11 @@ class Erasure(ABC, Generic[Tx]):
                     continue
                 await self._erase_patch(tx, m, redact(m.value, ids[m.campaign_id], addresses))
                 tally[m.campaign_id]["audit_log_redacted" if m.table == "audit_log" else m.table] += 1
-            # Delete the lead's rows, the lead itself last.
+            # Keep the rows that must stay, linked to no lead; then delete the lead's rows,
+            # the lead itself last.
+            for table in UNLINKED_TABLES:
+                for of in await self._erase_unlink(tx, table, found[table]):
+                    tally[of or ""][f"{table}_unlinked"] += 1
             for table in LEAD_TABLES:
                 gone = await self._erase_delete(tx, table, found[table])
                 if table in ADDRESS_TABLES:  # by address too
@@ -263,6 +275,10 @@ class Erasure(ABC, Generic[Tx]):
     @abstractmethod
     async def _erase_delete(self, tx: Tx, table: str, found: Pairs) -> list[str | None]:
         """Delete the lead's rows of `table`; the campaign id of each row deleted."""
+
+    @abstractmethod
+    async def _erase_unlink(self, tx: Tx, table: str, found: Pairs) -> list[str | None]:
+        """Clear the lead id of the lead's rows of `table` (kept); the campaign id of each."""
 
     @abstractmethod
     async def _erase_delete_by_address(self, tx: Tx, table: str, addresses: list[str]

@@ -132,9 +132,10 @@ def _outcomes(rows: Iterable[Mapping[str, Any]], stage: str | None) -> Iterator[
 def report_rows(rows: Iterable[Mapping[str, Any]], stage: str | None) -> list[ReportRow]:
     """One outcome per lead and step, in the contract's shape, from the joined store rows.
 
-    Each input row has: lead_id, email, draft_status, draft_error, and for a lead with
-    drafts step, approved, excluded, failed_reason (the draft), delivery, message_id,
-    delivery_error (the delivery row), step_status, stop_reason (the `sequence_steps` row).
+    Each input row has: lead_id, email, draft_status, draft_error, sender (the lead's,
+    schema 16), and for a lead with drafts step, approved, excluded, failed_reason (the
+    draft), delivery, message_id, delivery_error (the delivery row), step_status,
+    stop_reason, due_at (the `sequence_steps` row).
     Rows come ordered by lead, then step. A lead with no draft has one row (step None).
 
     A lead with a failed step is held: none of its rows is sent (`not_approved`, the
@@ -146,13 +147,15 @@ def report_rows(rows: Iterable[Mapping[str, Any]], stage: str | None) -> list[Re
     return [ReportRow.model_construct(
         lead_id=str(r["lead_id"]), email=str(r["email"]), draft_status=draft_status,
         delivery_status=delivery, message_id=r.get("message_id"), error=error, step=step,
-        stop_reason=reason, due_at=_due_at(r, delivery)) for r, step, draft_status, delivery,
-        error, reason in _outcomes(rows, stage)]
+        stop_reason=reason, due_at=_due_at(r, delivery), sender=r.get("sender"))
+        for r, step, draft_status, delivery, error, reason in _outcomes(rows, stage)]
 
 
 def _due_at(r: Mapping[str, Any], delivery: DeliveryOutcomeName) -> str | None:
     """When a step not yet sent is due (ISO 8601, UTC): its `sequence_steps` row's time
-    while it is scheduled; None for any other row (step 1 is never scheduled)."""
+    while it is scheduled (a follow-up's, or the planned slot of a step 1 waiting for its
+    sender's capacity: schema 16); None for any other row. A scheduled row changes no
+    outcome: the step stays `pending` until it is sent, stopped or settled by the stage."""
     due = r.get("due_at")
     if delivery != "pending" or due is None or r.get("step_status") != "scheduled":
         return None

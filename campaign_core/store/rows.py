@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from campaign_core.models import DeliveryEventKind, Stage
+from campaign_core.senders import WaitReason
 
 #: A lead's drafting status in the store.
 LeadStatus = Literal["pending", "drafting", "drafted", "failed"]
@@ -119,7 +120,13 @@ class AuditEntry(Row):
 
 
 class SequenceStepRow(Row):
-    """One follow-up in the schedule: due at `due_at`, then sent, stopped or failed."""
+    """One step in the schedule: due at `due_at`, then sent, stopped or failed.
+
+    Follow-ups are scheduled when the step before is sent; step 1 has a row once it went
+    out or stopped, or while it waits for its sender's capacity (schema 16). `sender` and
+    `wait_reason` (schema 16) say which mailbox a waiting send waits for and why:
+    `capacity` (until `due_at`, its planned slot) or `paused` (until the sender is
+    resumed); None once it is no longer waiting."""
 
     campaign_id: str
     lead_id: str
@@ -129,6 +136,8 @@ class SequenceStepRow(Row):
     stop_reason: str | None = None
     created_at: str
     updated_at: str
+    sender: str | None = None
+    wait_reason: WaitReason | None = None
 
 
 class ReportRow(Row):
@@ -143,8 +152,12 @@ class ReportRow(Row):
     step: int = 1
     stop_reason: str | None = None
     #: When a step not yet sent is due (ISO 8601, UTC, `...Z`): a scheduled follow-up's
-    #: time; None for every other row (step 1 waits for approval, not for a time).
+    #: time, or the planned slot of a step 1 waiting for its sender's capacity; None for
+    #: every other row (step 1 otherwise waits for approval, not for a time).
     due_at: str | None = None
+    #: The lead's assigned sender (schema 16), or None: not assigned (no senders, or not
+    #: yet drafted).
+    sender: str | None = None
 
 
 class ReplyRow(Row):

@@ -21,6 +21,14 @@ from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
+from campaign_core.senders import (
+    HEALTH_WINDOW,
+    SenderClaim,
+    SenderEventKind,
+    SenderHealth,
+    SenderRow,
+    WaitReason,
+)
 from campaign_core.store.base import (
     APPROVALS,
     AWAITING_CONFIRMATION,
@@ -38,6 +46,7 @@ from campaign_core.store.base import (
     bare_message_id,
     campaign_row,
     check_version,
+    claim_values,
     delivery_row,
     draft_edit_row,
     draft_row,
@@ -57,6 +66,9 @@ from campaign_core.store.base import (
     reply_id_for,
     reply_row,
     reviewer_row,
+    sender_claim,
+    sender_row,
+    sender_values,
     step_row,
     suggested_email,
     suggested_lead_id,
@@ -106,10 +118,11 @@ from campaign_core.store.rows import (
     SuppressionSource,
 )
 
-#: The facts `outcomes.report_rows` reads about each (lead, step): the lead, its draft, the
-#: draft's delivery and its place on the schedule. `report`, `counts` and the review page
+#: The facts `outcomes.report_rows` reads about each (lead, step): the lead (and its sender),
+#: its draft, the draft's delivery and its place on the schedule. `report`, `counts` and the review page
 #: select them (the page with more columns) from the same joins.
-FACT_COLUMNS = ("l.lead_id, l.email, l.draft_status, l.error AS draft_error, d.step, d.approved, "
+FACT_COLUMNS = ("l.lead_id, l.email, l.draft_status, l.error AS draft_error, l.sender, "
+                "d.step, d.approved, "
                 "d.excluded, d.failed_reason, x.status AS delivery, x.message_id, "
                 "x.error AS delivery_error, s.status AS step_status, s.stop_reason, s.due_at")
 FACTS_FROM = ("FROM leads l LEFT JOIN drafts d ON d.campaign_id = l.campaign_id "
@@ -1090,7 +1103,8 @@ class SqlStore(Erasure[Scope]):
             "INSERT INTO sequence_steps(campaign_id, lead_id, step, due_at, status, stop_reason, "
             "created_at, updated_at) VALUES (?, ?, ?, now(), ?, ?, now(), now()) "
             "ON CONFLICT (campaign_id, lead_id, step) DO UPDATE SET status = excluded.status, "
-            "stop_reason = excluded.stop_reason, updated_at = excluded.updated_at" + keep_sent,
+            "stop_reason = excluded.stop_reason, wait_reason = NULL, "
+            "updated_at = excluded.updated_at" + keep_sent,
             (campaign_id, lead_id, step, status, stop_reason), "sequence_steps",
             f"{campaign_id}/{lead_id}/{step}")
 
@@ -1111,8 +1125,9 @@ class SqlStore(Erasure[Scope]):
 
     async def stop_open_steps(self, campaign_id: str, reason: str) -> int:
         return await self._run(
-            "UPDATE sequence_steps SET status = 'stopped', stop_reason = ?, updated_at = now() "
-            "WHERE campaign_id = ? AND status = 'scheduled'", (reason, campaign_id),
+            "UPDATE sequence_steps SET status = 'stopped', stop_reason = ?, wait_reason = NULL, "
+            "updated_at = now() WHERE campaign_id = ? AND status = 'scheduled'",
+            (reason, campaign_id),
             "sequence_steps", campaign_id)
 
     async def last_sent_step(self, campaign_id: str, lead_id: str) -> int:
@@ -1134,6 +1149,166 @@ class SqlStore(Erasure[Scope]):
             f"SELECT reason FROM suppressions WHERE email IN ({', '.join('?' * len(forms))}) "
             "ORDER BY created_at LIMIT 1", forms)
         return str(row["reason"]) if row else None
+
+    # -- senders (issue 28, schema 16) ---------------------------------------------------
+
+    _SENDER_COLUMNS = ("name", "from_addr", "transport", "smtp_url", "imap_url", "daily_cap",
+                       "hourly_cap", "min_gap_seconds", "ramp_start", "ramp_step",
+                       "dkim_selector", "dkim_key", "paused", "paused_reason", "paused_at",
+                       "created_at", "removed_at")
+    _CLAIM_COLUMNS = ("sender", "seq", "message_key", "campaign_id", "lead_id", "sent_at",
+                      "day_number", "bounced", "complained")
+
+    async def add_sender(self, row: SenderRow) -> bool:
+        """One statement: a new name is inserted, a removed sender's row taken over (only
+        while it is still removed), an active one left alone."""
+        values = sender_values(row)
+        cols = self._SENDER_COLUMNS
+        return await self._run(
+            f"INSERT INTO senders({', '.join(cols)}) VALUES ({marks(cols)}) "
+            "ON CONFLICT (name) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+            + " WHERE senders.removed_at IS NOT NULL",
+            [values[c] for c in cols], "senders", row.name) > 0
+
+    async def get_sender(self, name: str) -> SenderRow | None:
+        row = await self._one("SELECT * FROM senders WHERE name = ?", (name,), "senders", name)
+        return sender_row(row) if row else None
+
+    async def list_senders(self, *, include_removed: bool = False) -> list[SenderRow]:
+        active = "" if include_removed else " WHERE removed_at IS NULL"
+        rows = await self._all(f"SELECT * FROM senders{active} ORDER BY name", (), "senders")
+        return [sender_row(r) for r in rows]
+
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+        return await self._run(
+            "UPDATE senders SET paused = ?, paused_reason = ?, "
+            f"paused_at = {'now()' if paused else 'NULL'} "
+            "WHERE name = ? AND removed_at IS NULL",
+            (paused, reason if paused else None, name), "senders", name) > 0
+
+    async def remove_sender(self, name: str) -> bool:
+        return await self._run("UPDATE senders SET removed_at = now() WHERE name = ? "
+                               "AND removed_at IS NULL", (name,), "senders", name) > 0
+
+    async def last_sender_claim(self, sender: str) -> SenderClaim | None:
+        row = await self._one("SELECT * FROM sender_sends WHERE sender = ? ORDER BY seq DESC "
+                              "LIMIT 1", (sender,), "sender_sends", sender)
+        return sender_claim(row) if row else None
+
+    async def sender_claims_since(self, sender: str, since: datetime) -> list[SenderClaim]:
+        rows = await self._all("SELECT * FROM sender_sends WHERE sender = ? AND sent_at > ? "
+                               "ORDER BY seq", (sender, iso(since)), "sender_sends", sender)
+        return [sender_claim(r) for r in rows]
+
+    async def sender_claim_for(self, message_key: str) -> SenderClaim | None:
+        row = await self._one("SELECT * FROM sender_sends WHERE message_key = ?",
+                              (message_key,), "sender_sends", message_key)
+        return sender_claim(row) if row else None
+
+    async def insert_sender_claim(self, claim: SenderClaim) -> bool:
+        """One statement, outside any transaction: a claim for a `message_key` already
+        there writes nothing (`ON CONFLICT (message_key) DO NOTHING`); a taken
+        (sender, seq) is a key violation. After a violation the rows say which it was
+        (whichever key the engine checked first): the message's claim exists -> True; the
+        seq is taken -> False; else (a missing value) the StoreError it always is."""
+        values = claim_values(claim)
+        cols = self._CLAIM_COLUMNS
+        async with self._conn("sender_sends", f"{claim.sender}/{claim.seq}") as c:
+            try:
+                await c.run(f"INSERT INTO sender_sends({', '.join(cols)}) VALUES ({marks(cols)}) "
+                            "ON CONFLICT (message_key) DO NOTHING", [values[k] for k in cols])
+            except self.REJECTED:
+                if await c.all("SELECT 1 AS x FROM sender_sends WHERE message_key = ?",
+                               (claim.message_key,)):
+                    return True
+                if await c.all("SELECT 1 AS x FROM sender_sends WHERE sender = ? AND seq = ?",
+                               (claim.sender, claim.seq)):
+                    return False
+                raise
+        return True
+
+    async def mark_sender_event(self, message_key: str, kind: SenderEventKind) -> str | None:
+        column = {"bounce": "bounced", "complaint": "complained"}[kind]
+        async with self._conn("sender_sends", message_key, write=True) as c:
+            rows = await c.all(f"UPDATE sender_sends SET {column} = TRUE WHERE message_key = ? "
+                               "RETURNING sender", (message_key,))
+        return str(rows[0]["sender"]) if rows else None
+
+    async def sender_health(self, sender: str, window: int = HEALTH_WINDOW) -> SenderHealth:
+        row = await self._one(
+            "SELECT count(*) AS sends, COALESCE(SUM(CASE WHEN bounced THEN 1 ELSE 0 END), 0) "
+            "AS bounces, COALESCE(SUM(CASE WHEN complained THEN 1 ELSE 0 END), 0) AS complaints "
+            "FROM (SELECT bounced, complained FROM sender_sends WHERE sender = ? "
+            "ORDER BY seq DESC LIMIT ?) AS w", (sender, max(window, 0)), "sender_sends", sender)
+        return SenderHealth(**{k: int(v) for k, v in (row or {}).items()})
+
+    async def assign_senders(self, campaign_id: str, assignments: dict[str, str]) -> int:
+        """One transaction, a statement per sender (and `CHUNK` leads); a lead that has a
+        sender keeps it."""
+        by_sender: dict[str, list[str]] = {}
+        for lead_id, sender in assignments.items():
+            by_sender.setdefault(sender, []).append(lead_id)
+        changed = 0
+        async with self._conn("leads", campaign_id, write=True) as c:
+            for sender, lead_ids in sorted(by_sender.items()):
+                for part in chunks(sorted(lead_ids)):
+                    changed += await c.run(
+                        "UPDATE leads SET sender = ?, updated_at = now() WHERE campaign_id = ? "
+                        f"AND sender IS NULL AND lead_id IN ({marks(part)})",
+                        (sender, campaign_id, *part))
+        return changed
+
+    async def lead_sender(self, campaign_id: str, lead_id: str) -> str | None:
+        row = await self._one("SELECT sender FROM leads WHERE campaign_id = ? AND lead_id = ?",
+                              (campaign_id, lead_id), "leads", f"{campaign_id}/{lead_id}")
+        return row["sender"] if row else None
+
+    async def sender_assignment_counts(self, campaign_id: str) -> dict[str, int]:
+        rows = await self._all("SELECT sender, count(*) AS n FROM leads WHERE campaign_id = ? "
+                               "AND sender IS NOT NULL GROUP BY sender ORDER BY sender",
+                               (campaign_id,), "leads", campaign_id)
+        return {str(r["sender"]): int(r["n"]) for r in rows}
+
+    async def defer_step(self, campaign_id: str, lead_id: str, step: int, due_at: datetime,
+                         sender: str, reason: WaitReason) -> None:
+        await self._run(
+            "INSERT INTO sequence_steps(campaign_id, lead_id, step, due_at, status, sender, "
+            "wait_reason, created_at, updated_at) VALUES (?, ?, ?, ?, 'scheduled', ?, ?, now(), "
+            "now()) ON CONFLICT (campaign_id, lead_id, step) DO UPDATE SET "
+            "due_at = excluded.due_at, sender = excluded.sender, "
+            "wait_reason = excluded.wait_reason, updated_at = excluded.updated_at "
+            "WHERE sequence_steps.status = 'scheduled'",
+            (campaign_id, lead_id, step, iso(due_at), sender, reason), "sequence_steps",
+            f"{campaign_id}/{lead_id}/{step}")
+
+    async def clear_step_wait(self, campaign_id: str, lead_id: str, step: int) -> None:
+        await self._run(
+            "UPDATE sequence_steps SET wait_reason = NULL, updated_at = now() "
+            "WHERE campaign_id = ? AND lead_id = ? AND step = ? AND wait_reason IS NOT NULL",
+            (campaign_id, lead_id, step), "sequence_steps", f"{campaign_id}/{lead_id}/{step}")
+
+    async def capacity_waits(self, campaign_id: str) -> tuple[int, datetime | None]:
+        row = await self._one(
+            "SELECT count(*) AS n, MIN(CASE WHEN wait_reason = 'capacity' THEN due_at END) "
+            "AS t FROM sequence_steps WHERE campaign_id = ? AND status = 'scheduled' "
+            "AND wait_reason IS NOT NULL", (campaign_id,), "sequence_steps", campaign_id)
+        return (int(row["n"]), as_time(row["t"])) if row else (0, None)
+
+    async def planned_waits(self, sender: str, after: datetime) -> list[datetime]:
+        rows = await self._all(
+            "SELECT due_at FROM sequence_steps WHERE sender = ? AND wait_reason = 'capacity' "
+            "AND due_at > ? AND status = 'scheduled' ORDER BY due_at",
+            (sender, iso(after)), "sequence_steps", sender)
+        return [t for t in (as_time(r["due_at"]) for r in rows) if t is not None]
+
+    async def release_sender_holds(self, sender: str, due_at: datetime) -> list[str]:
+        async with self._conn("sequence_steps", sender, write=True) as c:
+            rows = await c.all(
+                "UPDATE sequence_steps SET wait_reason = 'capacity', due_at = ?, "
+                "updated_at = now() WHERE sender = ? AND wait_reason = 'paused' "
+                "AND status = 'scheduled' RETURNING campaign_id", (iso(due_at), sender))
+        return sorted({str(r["campaign_id"]) for r in rows})
 
     # -- read models ----------------------------------------------------------------
 
@@ -1291,6 +1466,13 @@ class SqlStore(Erasure[Scope]):
             return []
         rows = await tx.c.all(f"DELETE FROM {table} WHERE (campaign_id, lead_id) IN {tx.pairs} "
                               "RETURNING campaign_id", tx.args)
+        return [r["campaign_id"] for r in rows]
+
+    async def _erase_unlink(self, tx: Scope, table: str, found: Pairs) -> list[str | None]:
+        if not found:
+            return []
+        rows = await tx.c.all(f"UPDATE {table} SET lead_id = NULL WHERE (campaign_id, lead_id) "
+                              f"IN {tx.pairs} RETURNING campaign_id", tx.args)
         return [r["campaign_id"] for r in rows]
 
     async def _erase_delete_by_address(self, tx: Scope, table: str, addresses: list[str]

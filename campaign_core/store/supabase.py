@@ -1254,7 +1254,7 @@ class SupabaseStore(Erasure[Pairs]):
         "draft_versions": ["edit_id"],
         "retrievals": ["campaign_id", "lead_id"], "deliveries": ["message_key"],
         "audit_log": ["envelope_id"], "delivery_events": ["event_id"], "replies": ["reply_id"],
-        "sequence_steps": ["campaign_id", "lead_id", "step"]}
+        "sequence_steps": ["campaign_id", "lead_id", "step"], "sender_sends": ["sender", "seq"]}
 
     def _erasing(self, subject: str) -> AbstractAsyncContextManager[Pairs]:
         return nullcontext(set())  # no transaction: the pairs in scope, once known
@@ -1335,6 +1335,15 @@ class SupabaseStore(Erasure[Pairs]):
         for cid, lids in _by_campaign(found).items():
             rows = await self._delete(table, cid, _match(eq={"campaign_id": cid}, within={"lead_id": lids}))
             gone += [cid] * len(rows)
+        return gone
+
+    async def _erase_unlink(self, tx: Pairs, table: str, found: Pairs) -> list[str | None]:
+        gone: list[str | None] = []
+        for cid, lids in _by_campaign(found).items():
+            res = await self._run(lambda db, cid=cid, lids=lids: db.table(table).update(
+                {"lead_id": None}, returning=ReturnMethod.representation)
+                .eq("campaign_id", cid).in_("lead_id", lids), table, cid)
+            gone += [cid] * len(res.data)
         return gone
 
     async def _erase_delete_by_address(self, tx: Pairs, table: str, addresses: list[str]
