@@ -30,6 +30,7 @@ from campaign_core.models import Channel
 from campaign_core.senders import SenderRow, SenderSpec, SenderStatus
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
+from campaign_core.temporal import TemporalUnreachable
 from starter.errors import BadInput, Conflict, NotFound
 from workflows.campaign import CampaignWorkflow
 
@@ -76,6 +77,10 @@ class SenderChange(BaseModel):
     campaigns_signalled: list[str] = Field(
         default_factory=list, description="resume: the running campaigns whose held sends "
         "were released and told so.")
+    campaigns_not_told: list[str] = Field(
+        default_factory=list, description="resume: campaigns whose held sends were released "
+        "but which could not be told (Temporal not reachable): they send them when their "
+        "schedule next wakes.")
 
 
 # -- checks of what is given -------------------------------------------------------------------
@@ -312,11 +317,19 @@ class Senders:
         row = await self._row(name)
         if not await self.store.set_sender_paused(name, False, None):
             raise NotFound(f"no sender {name!r}")
-        campaigns = await self.store.release_sender_holds(name, _now())
-        told = [cid for cid in dict.fromkeys(campaigns) if await self._tell(cid)]
+        campaigns = list(dict.fromkeys(await self.store.release_sender_holds(name, _now())))
+        told, not_told = [], []
+        for cid in campaigns:
+            try:
+                if await self._tell(cid):
+                    told.append(cid)
+            except TemporalUnreachable as err:
+                log.warning("sender %s resumed; campaign %s not told: %s", name, cid, err)
+                not_told.append(cid)
         await self._audit("sender_resumed", name, by, {
-            "was": row.paused_reason, "campaigns_released": sorted(set(campaigns))})
-        return SenderChange(name=name, action="resume", campaigns_signalled=told)
+            "was": row.paused_reason, "campaigns_released": sorted(campaigns)})
+        return SenderChange(name=name, action="resume", campaigns_signalled=told,
+                            campaigns_not_told=not_told)
 
     async def remove(self, name: str, *, by: str) -> SenderChange:
         """Mark a sender removed: no new start uses it, and the steps still to go from it

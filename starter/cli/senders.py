@@ -235,6 +235,10 @@ def resume(name: Name, by: By = None) -> None:
     told = (f"; told campaign(s) {shown(', '.join(change.campaigns_signalled))}"
             if change.campaigns_signalled else "")
     err.print(f"Resumed sender {shown(name)}{told}.", highlight=False)
+    if change.campaigns_not_told:
+        err.print(f"[yellow]Temporal is not reachable: campaign(s) "
+                  f"{shown(', '.join(change.campaigns_not_told))} were not told; they send "
+                  "the held messages when their schedule next wakes[/]", highlight=False)
 
 
 @sender_app.command("remove")

@@ -78,7 +78,7 @@ async def test_senders_over_http(api_settings: Settings, store: SqliteStore) -> 
         r = await client.post("/senders/ana/resume", headers=AUTH)
         assert r.status_code == 200 and r.json() == {
             "name": "ana", "action": "resume", "paused_reason": None,
-            "campaigns_signalled": []}, r.text
+            "campaigns_signalled": [], "campaigns_not_told": []}, r.text
         r = await client.delete("/senders/test", headers=AUTH)
         assert r.status_code == 200 and r.json()["action"] == "remove", r.text
         assert [s["name"] for s in (await client.get("/senders", headers=AUTH)).json()] == ["ana"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,21 @@ async def test_check_reports_each_record_and_exits_1_when_one_fails(
         code, out, err = await cli("sender", "check", "bo")
         assert code == 1
         assert "fail" in out and "dmarc" in out and "s1._domainkey.bo.test" in out
+
+
+async def test_resume_with_temporal_down_resumes_and_says_who_was_not_told(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender is resumed in the store and its held sends released either way; a
+    campaign that cannot be told (Temporal down) is named, not a failure of the command."""
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+    assert (await cli("sender", "add", "ana", "--from", "ana@acme.test", "--outbox"))[0] == 0
+    assert (await cli("sender", "pause", "ana"))[0] == 0
+    await store.defer_step("c1", "ld_1", 1, datetime.now(UTC) + timedelta(days=1), "ana",
+                           "paused")
+    code, _, err = await cli("sender", "resume", "ana")
+    assert code == 0, err
+    assert "Temporal is not reachable: campaign(s) c1 were not told" in err.replace("\n", " ")
+    row = await store.get_sender("ana")
+    assert row is not None and not row.paused
+    waiting, next_slot = await store.capacity_waits("c1")
+    assert waiting == 1 and next_slot is not None and next_slot <= datetime.now(UTC)
