@@ -9,18 +9,30 @@ provider's own format is mapped onto it by whatever relays the webhook.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from campaign_core.envelope import digest
+from campaign_core.envelope import (
+    Envelope,
+    EnvelopeMetadata,
+    Provenance,
+    Record,
+    digest,
+    now_utc,
+)
 from campaign_core.leads import normalise_email, valid_email
 from campaign_core.metrics import process_metrics
 from campaign_core.models import DeliveryEventKind, DeliveryEventSignal
 
 if TYPE_CHECKING:
+    from campaign_core.sender_capacity import SenderPause
+    from campaign_core.senders import SenderEventKind
     from campaign_core.store.base import Store
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryEvent(BaseModel):
@@ -65,6 +77,8 @@ class DeliveryEventResult(BaseModel):
     campaign_id: str | None = None
     lead_id: str | None = None
     campaign_notified: bool = False
+    sender_paused: str | None = Field(
+        default=None, description="The sender this event paused (its health passed a limit).")
 
 
 #: Signals a running campaign; False when it no longer runs.
@@ -77,8 +91,10 @@ NOT_THE_RECIPIENT = " (not the recipient of the message it names: nothing done)"
 
 
 async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: str,
-                               tell: TellCampaign) -> DeliveryEventResult:
-    """Record a bounce or complaint, suppress the address, and tell its campaign.
+                               tell: TellCampaign,
+                               max_bounce_rate: float | None = None) -> DeliveryEventResult:
+    """Record a bounce or complaint, suppress the address, tell its campaign, and count it
+    against the sender the message left from.
 
     Hard bounces and complaints suppress the address for every campaign; a soft
     (temporary) bounce is recorded only. When the event names one of our messages
@@ -90,6 +106,13 @@ async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: st
     cannot put an address that never received our message on the suppression list, nor
     trip a campaign's breaker. One path for webhook events and bounces that arrive as
     mail (DSNs).
+
+    An event that counts also flags the send in the sender's health (`sender_capacity.
+    record_sender_event`), which pauses the sender when its bounces pass `max_bounce_rate`
+    (CAMPAIGN_SENDER_MAX_BOUNCE_RATE; None: read that setting now) or its complaints pass
+    0.1% over its last 100 sends; the pause is audited in the message's campaign, logged and
+    counted. A message sent by the implicit sender (no senders defined) has no send on
+    record, and nothing changes.
     """
     email = normalise_email(event.email)
     delivery = (await store.find_delivery_by_message_id(event.message_id)
@@ -118,13 +141,55 @@ async def apply_delivery_event(store: Store, event: DeliveryEvent, *, source: st
         suppressed = await store.add_suppressions(
             [email], f"{event.type.value} ({source})",
             source="complaint" if event.type is DeliveryEventKind.COMPLAINT else "bounce") > 0
+    paused: SenderPause | None = None
+    if new and counts and delivery is not None and campaign_id and lead_id:
+        paused = await _count_for_sender(store, event, source, delivery.message_key,
+                                         campaign_id, lead_id, max_bounce_rate)
     signalled = False
     if new and counts and campaign_id and lead_id and await _first_for_lead(
             store, campaign_id, lead_id, event.type, stored_id):
         signalled = await tell(campaign_id, DeliveryEventSignal(kind=event.type, lead_id=lead_id))
     return DeliveryEventResult(event_id=event_id, duplicate=not new, suppressed=suppressed,
                                campaign_id=campaign_id, lead_id=lead_id,
-                               campaign_notified=signalled)
+                               campaign_notified=signalled,
+                               sender_paused=paused.sender if paused else None)
+
+
+async def _count_for_sender(store: Store, event: DeliveryEvent, source: str, message_key: str,
+                            campaign_id: str, lead_id: str,
+                            max_bounce_rate: float | None) -> SenderPause | None:
+    """Flag the message's send as bounced or complained; when that pauses its sender, put
+    the pause in the campaign's audit trail (the figures and the reason; no address), warn
+    and count it. Recorded after the event, so a crash in between leaves the event recorded
+    and its sender unflagged: a provider's retry of the same event is a duplicate and does
+    not flag it again (the health then undercounts by one; it never double-counts)."""
+    from campaign_core.sender_capacity import record_sender_event
+
+    if max_bounce_rate is None:
+        from campaign_core.settings import load_settings
+
+        max_bounce_rate = load_settings().sender_max_bounce_rate
+    at = now_utc()
+    kind: SenderEventKind = ("complaint" if event.type is DeliveryEventKind.COMPLAINT
+                             else "bounce")
+    pause = await record_sender_event(store, message_key, kind,
+                                      max_bounce_rate=max_bounce_rate, now=at)
+    if pause is None:
+        return None
+    data = {"sender": pause.sender, "by": "health", "reason": pause.reason,
+            "bounces": pause.bounces, "complaints": pause.complaints, "sends": pause.sends,
+            "max_bounce_rate": max_bounce_rate, "event": event.type.value, "source": source,
+            "message_key": message_key}
+    await store.save_envelope(Envelope(
+        metadata=EnvelopeMetadata(campaign_id=campaign_id, run_id=f"sender-health-{source}",
+                                  agent="sender_health", agent_version="1", attempt=1,
+                                  started_at=at, ended_at=at),
+        records=[Record(kind="sender_paused", key=pause.sender, data=data, provenance=Provenance(
+            source=f"delivery_event:{source}", agent="sender_health", created_at=at,
+            inputs_digest=digest([pause.sender, message_key, event.type.value])))]), lead_id)
+    log.warning("sender %s paused itself: %s", pause.sender, pause.reason)
+    process_metrics().sender_paused(pause.sender)
+    return pause
 
 
 async def _first_for_lead(store: Store, campaign_id: str, lead_id: str, kind: DeliveryEventKind,

@@ -162,11 +162,14 @@ class ReplyDesk:
     """
 
     def __init__(self, store: Store, signals: CampaignSignals, *, source: str,
-                 trusted_authserv_id: str | None = None) -> None:
+                 trusted_authserv_id: str | None = None,
+                 max_bounce_rate: float | None = None) -> None:
         self.store = store
         self.signals = signals
         self.source = source  # "webhook" or "imap", for the record
         self.trusted_authserv_id = trusted_authserv_id
+        #: CAMPAIGN_SENDER_MAX_BOUNCE_RATE, for a DSN's sender (None: read the setting then).
+        self.max_bounce_rate = max_bounce_rate
 
     async def process(self, msg: InboundMessage) -> InboundResult:
         unsubscribed = await self._mailto_unsubscribe(msg)
@@ -344,7 +347,8 @@ class ReplyDesk:
                      self.source)
             return None
         return await apply_delivery_event(self.store, event, source=DSN_SOURCE,
-                                          tell=self.signals.delivery_event)
+                                          tell=self.signals.delivery_event,
+                                          max_bounce_rate=self.max_bounce_rate)
 
     async def _mailto_unsubscribe(self, msg: InboundMessage) -> InboundResult | None:
         """Mail to the List-Unsubscribe `mailto:`: its subject names the message key of the

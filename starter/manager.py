@@ -813,9 +813,12 @@ class CampaignManager(ControlPlane):
 
     async def delivery_event(self, event: DeliveryEvent, *, source: str) -> DeliveryEventResult:
         """Record a bounce or complaint, suppress the address, and tell its campaign
-        (`campaign_core.events.apply_delivery_event`, shared with bounces that arrive as mail)."""
-        return await apply_delivery_event(self.store, event, source=source,
-                                          tell=self._tell_campaign)
+        (`campaign_core.events.apply_delivery_event`, shared with bounces that arrive as mail);
+        the send is counted against its sender, which pauses itself past
+        CAMPAIGN_SENDER_MAX_BOUNCE_RATE or 0.1% complaints."""
+        return await apply_delivery_event(
+            self.store, event, source=source, tell=self._tell_campaign,
+            max_bounce_rate=self.settings.sender_max_bounce_rate)
 
     async def _tell_campaign(self, campaign_id: str, signal: DeliveryEventSignal) -> bool:
         """Signal a running campaign (its delivery orchestrator while that runs, so the
