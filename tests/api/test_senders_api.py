@@ -158,7 +158,7 @@ async def test_check_over_http(api_settings: Settings, store: SqliteStore) -> No
     pem = rsa_pem()
     record = load_dkim_key(pem).public_record()
     other = load_dkim_key(rsa_pem()).public_record()  # published, but not the configured key
-    records = {
+    records: dict[str, dict[str, list[Any]]] = {
         "acme.test": {"MX": [(10, "mx.acme.test")], "TXT": ["v=spf1 mx -all"]},
         "mx.acme.test": {"A": ["192.0.2.10"]},
         "s1._domainkey.acme.test": {"TXT": [other]},
