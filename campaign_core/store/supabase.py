@@ -26,6 +26,14 @@ from campaign_core.decisions import REQUEST_AGENT
 from campaign_core.envelope import Envelope
 from campaign_core.leads import Lead, address_forms
 from campaign_core.models import Counts
+from campaign_core.senders import (
+    HEALTH_WINDOW,
+    SenderClaim,
+    SenderEventKind,
+    SenderHealth,
+    SenderRow,
+    WaitReason,
+)
 from campaign_core.store.base import (
     ACTIVE_STAGES,
     APPROVALS,
@@ -44,6 +52,7 @@ from campaign_core.store.base import (
     bare_message_id,
     campaign_row,
     check_version,
+    claim_values,
     delivery_row,
     draft_edit_row,
     draft_row,
@@ -61,6 +70,9 @@ from campaign_core.store.base import (
     reply_id_for,
     reply_row,
     reviewer_row,
+    sender_claim,
+    sender_row,
+    sender_values,
     step_row,
     suggested_email,
     suggested_lead_id,
@@ -919,7 +931,8 @@ class SupabaseStore(Erasure[Pairs]):
             return q.eq("campaign_id", campaign_id).in_("lead_id", ids or [""])
 
         reads = [
-            self._pages("leads", "lead_id,email,data,draft_status,error", within, ["lead_id"]),
+            self._pages("leads", "lead_id,email,data,draft_status,error,sender", within,
+                        ["lead_id"]),
             self._pages("drafts", "lead_id,step,subject,version,edited_by,approved,excluded,"
                         "failed_reason", within, ["lead_id", "step"]),
             self._pages("deliveries", "lead_id,step,status,message_id,error,updated_at,"
@@ -942,7 +955,8 @@ class SupabaseStore(Erasure[Pairs]):
         due = {(str(x["lead_id"]), int(x["step"])): x for x in planned}
         rows = {str(r["lead_id"]): {
             "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
-            "error": r.get("error"), **lead_fields(r.get("data"))} for r in leads}
+            "error": r.get("error"), "sender": r.get("sender"), **lead_fields(r.get("data"))}
+            for r in leads}
         facts = []
         for lead_id in sorted(rows):
             r = rows[lead_id]
@@ -953,7 +967,7 @@ class SupabaseStore(Erasure[Pairs]):
                 p = due.get((lead_id, step), {})
                 facts.append({
                     "lead_id": lead_id, "email": r["email"], "draft_status": r["draft_status"],
-                    "draft_error": r["error"], "step": step if d else None,
+                    "draft_error": r["error"], "sender": r["sender"], "step": step if d else None,
                     "approved": d.get("approved"), "excluded": d.get("excluded"),
                     "failed_reason": d.get("failed_reason"), "subject": d.get("subject"),
                     "version": d.get("version"), "edited_by": d.get("edited_by"),
@@ -1340,10 +1354,12 @@ class SupabaseStore(Erasure[Pairs]):
     async def _erase_unlink(self, tx: Pairs, table: str, found: Pairs) -> list[str | None]:
         gone: list[str | None] = []
         for cid, lids in _by_campaign(found).items():
-            res = await self._run(lambda db, cid=cid, lids=lids: db.table(table).update(
-                {"lead_id": None}, returning=ReturnMethod.representation)
-                .eq("campaign_id", cid).in_("lead_id", lids), table, cid)
-            gone += [cid] * len(res.data)
+            def build(db: AsyncClient, cid: str = cid, lids: list[str] = lids) -> Query:
+                return (db.table(table).update({"lead_id": None},
+                                               returning=ReturnMethod.representation)
+                        .eq("campaign_id", cid).in_("lead_id", lids))
+
+            gone += [cid] * len((await self._run(build, table, cid)).data)
         return gone
 
     async def _erase_delete_by_address(self, tx: Pairs, table: str, addresses: list[str]
@@ -1410,7 +1426,8 @@ class SupabaseStore(Erasure[Pairs]):
             returning=MINIMAL), "sequence_steps", ident)
         key = self._step_key(campaign_id, lead_id, step)
         await self._patch("sequence_steps", ident, {
-            "status": status, "stop_reason": stop_reason, "updated_at": _now(),
+            "status": status, "stop_reason": stop_reason, "wait_reason": None,
+            "updated_at": _now(),
         }, key if status == "sent" else (lambda q: key(q).neq("status", "sent")))
 
     async def due_steps(self, campaign_id: str, before: datetime, after: str | None,
@@ -1431,7 +1448,8 @@ class SupabaseStore(Erasure[Pairs]):
 
     async def stop_open_steps(self, campaign_id: str, reason: str) -> int:
         res = await self._run(lambda db: db.table("sequence_steps").update(
-            {"status": "stopped", "stop_reason": reason, "updated_at": _now()},
+            {"status": "stopped", "stop_reason": reason, "wait_reason": None,
+             "updated_at": _now()},
             returning=ReturnMethod.representation).eq("campaign_id", campaign_id)
             .eq("status", "scheduled"), "sequence_steps", campaign_id)
         return len(res.data)
@@ -1455,6 +1473,187 @@ class SupabaseStore(Erasure[Pairs]):
                               .in_("email", address_forms(email)).order("created_at").limit(1),
                               "suppressions")
         return str(res.data[0]["reason"]) if res.data else None
+
+    # -- senders (issue 28, schema 16) ---------------------------------------------------
+
+    async def add_sender(self, row: SenderRow) -> bool:
+        """An ignore-duplicates insert says whether the name was free; a removed sender's
+        row is then taken over (only while it is still the removed row read)."""
+        values = sender_values(row)
+        res = await self._run(lambda db: db.table("senders").upsert(
+            values, on_conflict="name", ignore_duplicates=True,
+            returning=ReturnMethod.representation), "senders", row.name)
+        if res.data:
+            return True
+        found = await self._run(lambda db: db.table("senders").select("removed_at")
+                                .eq("name", row.name).limit(1), "senders", row.name)
+        if not found.data or found.data[0]["removed_at"] is None:
+            return False
+        res = await self._run(lambda db: db.table("senders").update(
+            {k: v for k, v in values.items() if k != "name"},
+            returning=ReturnMethod.representation).eq("name", row.name)
+            .eq("removed_at", found.data[0]["removed_at"]), "senders", row.name)
+        return bool(res.data)
+
+    async def get_sender(self, name: str) -> SenderRow | None:
+        res = await self._run(lambda db: db.table("senders").select("*").eq("name", name)
+                              .limit(1), "senders", name)
+        return sender_row(res.data[0]) if res.data else None
+
+    async def list_senders(self, *, include_removed: bool = False) -> list[SenderRow]:
+        where = _match() if include_removed else _match(null=("removed_at",))
+        return [sender_row(r) for r in await self._pages("senders", "*", where, ["name"])]
+
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+        values = {"paused": paused, "paused_reason": reason if paused else None,
+                  "paused_at": _now() if paused else None}
+        return await self._update_sender(name, values)
+
+    async def remove_sender(self, name: str) -> bool:
+        return await self._update_sender(name, {"removed_at": _now()})
+
+    async def _update_sender(self, name: str, values: dict[str, Any]) -> bool:
+        """Change a sender that is not removed; whether there was one."""
+        res = await self._run(lambda db: db.table("senders").update(
+            values, returning=ReturnMethod.representation).eq("name", name)
+            .is_("removed_at", "null"), "senders", name)
+        return bool(res.data)
+
+    async def last_sender_claim(self, sender: str) -> SenderClaim | None:
+        res = await self._run(lambda db: db.table("sender_sends").select("*").eq("sender", sender)
+                              .order("seq", desc=True).limit(1), "sender_sends", sender)
+        return sender_claim(res.data[0]) if res.data else None
+
+    async def sender_claims_since(self, sender: str, since: datetime) -> list[SenderClaim]:
+        rows = await self._pages("sender_sends", "*", lambda q: q.eq("sender", sender)
+                                 .gt("sent_at", iso(since)), ["seq"])
+        return [sender_claim(r) for r in rows]
+
+    async def sender_claim_for(self, message_key: str) -> SenderClaim | None:
+        res = await self._run(lambda db: db.table("sender_sends").select("*")
+                              .eq("message_key", message_key).limit(1), "sender_sends",
+                              message_key)
+        return sender_claim(res.data[0]) if res.data else None
+
+    async def insert_sender_claim(self, claim: SenderClaim) -> bool:
+        """One insert that ignores a duplicate `message_key` (PostgREST's `ON CONFLICT
+        (message_key) DO NOTHING`): a taken (sender, seq) is then a unique violation
+        (23505), the answer False. After a violation the rows say which key it was, as
+        in the SQL stores: the message's claim exists -> True; the seq is taken -> False."""
+        key = f"{claim.sender}/{claim.seq}"
+        try:
+            await self._run(lambda db: db.table("sender_sends").upsert(
+                claim_values(claim), on_conflict="message_key", ignore_duplicates=True,
+                returning=MINIMAL), "sender_sends", key)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, APIError) and cause.code == "23505"):
+                raise
+            if await self.sender_claim_for(claim.message_key) is not None:
+                return True
+            taken = await self._run(lambda db: db.table("sender_sends").select("seq")
+                                    .eq("sender", claim.sender).eq("seq", claim.seq).limit(1),
+                                    "sender_sends", key)
+            if taken.data:
+                return False
+            raise
+        return True
+
+    async def mark_sender_event(self, message_key: str, kind: SenderEventKind) -> str | None:
+        column = {"bounce": "bounced", "complaint": "complained"}[kind]
+        res = await self._run(lambda db: db.table("sender_sends").update(
+            {column: True}, returning=ReturnMethod.representation)
+            .eq("message_key", message_key), "sender_sends", message_key)
+        return str(res.data[0]["sender"]) if res.data else None
+
+    async def sender_health(self, sender: str, window: int = HEALTH_WINDOW) -> SenderHealth:
+        """The last `window` sends' two flags (a window is far below a page's `max_rows`)."""
+        res = await self._run(lambda db: db.table("sender_sends").select("bounced,complained")
+                              .eq("sender", sender).order("seq", desc=True)
+                              .limit(max(window, 0)), "sender_sends", sender)
+        rows = res.data if window > 0 else []
+        return SenderHealth(sends=len(rows), bounces=sum(1 for r in rows if r["bounced"]),
+                            complaints=sum(1 for r in rows if r["complained"]))
+
+    async def assign_senders(self, campaign_id: str, assignments: dict[str, str]) -> int:
+        """A conditional update per sender and 100 leads (only where `sender` is null):
+        the rows it returns are the leads that got their sender."""
+        by_sender: dict[str, list[str]] = {}
+        for lead_id, name in assignments.items():
+            by_sender.setdefault(name, []).append(lead_id)
+        changed = 0
+        now = _now()
+        for name, lead_ids in sorted(by_sender.items()):
+            ids = sorted(lead_ids)
+            for i in range(0, len(ids), 100):
+                def build(db: AsyncClient, name: str = name,
+                          part: list[str] = ids[i:i + 100]) -> Query:
+                    return (db.table("leads").update({"sender": name, "updated_at": now},
+                                                     returning=ReturnMethod.representation)
+                            .eq("campaign_id", campaign_id).is_("sender", "null")
+                            .in_("lead_id", part))
+
+                changed += len((await self._run(build, "leads", campaign_id)).data)
+        return changed
+
+    async def lead_sender(self, campaign_id: str, lead_id: str) -> str | None:
+        res = await self._run(lambda db: db.table("leads").select("sender")
+                              .eq("campaign_id", campaign_id).eq("lead_id", lead_id).limit(1),
+                              "leads", f"{campaign_id}/{lead_id}")
+        return res.data[0]["sender"] if res.data else None
+
+    async def sender_assignment_counts(self, campaign_id: str) -> dict[str, int]:
+        """Counted here: PostgREST groups nothing (two short columns a lead)."""
+        rows = await self._pages("leads", "lead_id,sender",
+                                 lambda q: q.eq("campaign_id", campaign_id), ["lead_id"])
+        counted = Counter(str(r["sender"]) for r in rows if r["sender"] is not None)
+        return dict(sorted(counted.items()))
+
+    async def defer_step(self, campaign_id: str, lead_id: str, step: int, due_at: datetime,
+                         sender: str, reason: WaitReason) -> None:
+        """Insert the row if it is missing, then move it while it is scheduled (a row
+        sent, stopped or failed is kept)."""
+        ident = f"{campaign_id}/{lead_id}/{step}"
+        when = iso(due_at)
+        row = {"campaign_id": campaign_id, "lead_id": lead_id, "step": step, "due_at": when,
+               "status": "scheduled", "sender": sender, "wait_reason": reason}
+        await self._run(lambda db: db.table("sequence_steps").upsert(
+            row, on_conflict="campaign_id,lead_id,step", ignore_duplicates=True,
+            returning=MINIMAL), "sequence_steps", ident)
+        key = self._step_key(campaign_id, lead_id, step)
+        await self._patch("sequence_steps", ident, {
+            "due_at": when, "sender": sender, "wait_reason": reason, "updated_at": _now(),
+        }, lambda q: key(q).eq("status", "scheduled"))
+
+    async def clear_step_wait(self, campaign_id: str, lead_id: str, step: int) -> None:
+        key = self._step_key(campaign_id, lead_id, step)
+        await self._patch("sequence_steps", f"{campaign_id}/{lead_id}/{step}",
+                          {"wait_reason": None, "updated_at": _now()},
+                          lambda q: key(q).in_("wait_reason", ["capacity", "paused"]))
+
+    async def capacity_waits(self, campaign_id: str) -> tuple[int, datetime | None]:
+        rows = await self._pages(
+            "sequence_steps", "lead_id,step,due_at,wait_reason",
+            lambda q: q.eq("campaign_id", campaign_id).eq("status", "scheduled")
+            .in_("wait_reason", ["capacity", "paused"]), ["lead_id", "step"])
+        due = [t for r in rows if r["wait_reason"] == "capacity"
+               if (t := as_time(r["due_at"])) is not None]
+        return len(rows), min(due, default=None)
+
+    async def planned_waits(self, sender: str, after: datetime) -> list[datetime]:
+        rows = await self._pages(
+            "sequence_steps", "campaign_id,lead_id,step,due_at",
+            lambda q: q.eq("sender", sender).eq("wait_reason", "capacity")
+            .eq("status", "scheduled").gt("due_at", iso(after)),
+            ["due_at", "campaign_id", "lead_id", "step"])
+        return [t for t in (as_time(r["due_at"]) for r in rows) if t is not None]
+
+    async def release_sender_holds(self, sender: str, due_at: datetime) -> list[str]:
+        res = await self._run(lambda db: db.table("sequence_steps").update(
+            {"wait_reason": "capacity", "due_at": iso(due_at), "updated_at": _now()},
+            returning=ReturnMethod.representation).eq("sender", sender)
+            .eq("wait_reason", "paused").eq("status", "scheduled"), "sequence_steps", sender)
+        return sorted({str(r["campaign_id"]) for r in res.data})
 
     # -- read models ---------------------------------------------------------------
 
@@ -1513,7 +1712,7 @@ class SupabaseStore(Erasure[Pairs]):
         """The rows `outcomes.report_rows` reads: four paged reads joined here."""
         campaign, leads, drafts, deliveries, steps = await asyncio.gather(
             self.get_campaign(campaign_id),
-            self._pages("leads", "lead_id,email,draft_status,error,created_at",
+            self._pages("leads", "lead_id,email,draft_status,error,created_at,sender",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id"]),
             self._pages("drafts", "lead_id,step,approved,excluded,failed_reason",
                         lambda q: q.eq("campaign_id", campaign_id), ["lead_id", "step"]),
@@ -1537,7 +1736,8 @@ class SupabaseStore(Erasure[Pairs]):
                 p = planned.get((r["lead_id"], step), {})
                 rows.append({
                     "lead_id": r["lead_id"], "email": r["email"], "draft_status": r["draft_status"],
-                    "draft_error": r["error"], "approved": d.get("approved"),
+                    "draft_error": r["error"], "sender": r.get("sender"),
+                    "approved": d.get("approved"),
                     "excluded": d.get("excluded"), "failed_reason": d.get("failed_reason"),
                     "step": step if d else None,
                     "delivery": x.get("status"), "message_id": x.get("message_id"),

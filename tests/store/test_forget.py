@@ -28,6 +28,7 @@ from activities.retrieval.dense import text_hash
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.ids import message_key
 from campaign_core.leads import Lead, parse_lead_rows
+from campaign_core.senders import SenderClaim
 from campaign_core.store.base import Store
 from campaign_core.store.erasure import FORGET_KEYS, FORGOTTEN_REASON, subject_digest
 from campaign_core.store.sqlite import SqliteStore
@@ -71,6 +72,7 @@ def _envelope(cid: str, agent: str, data: dict[str, Any], key: str) -> Envelope:
 async def seed(store: Store) -> dict[str, dict[str, Lead]]:
     """Both people in both campaigns, every kind of row; returns {campaign: {name: lead}}."""
     leads: dict[str, dict[str, Lead]] = {}
+    seq = 0
     for cid in CAMPAIGNS:
         await store.upsert_campaign(campaign_id=cid, name=cid, brief="Book a call.",
                                     channel="outbox", kb_dir=None, workflow_id=f"campaign:{cid}")
@@ -94,6 +96,10 @@ async def seed(store: Store) -> dict[str, dict[str, Lead]]:
             await store.record_delivery_event(
                 event_id=f"bounce:{key}", kind="bounce", email=lead.email, source="bounce",
                 campaign_id=cid, lead_id=lid, message_key=key, detail=f"550 {lead.email} unknown")
+            seq += 1  # the mailbox's send (schema 16): it stays, linked to no lead
+            await store.insert_sender_claim(SenderClaim(
+                sender="ana", seq=seq, message_key=key, campaign_id=cid, lead_id=lid,
+                sent_at=datetime(2024, 5, 1, 10, seq, tzinfo=UTC)))
         z, b = leads[cid]["zelda"].lead_id, leads[cid]["bo"].lead_id
         await store.record_decision(campaign_id=cid, decision_id="d1", decision="approve",
                                     lead_ids=[z, b], by="Ops", note="fine")
@@ -142,7 +148,8 @@ async def approvals(b: Backend) -> dict[str, Any]:
 def expected_total() -> dict[str, int]:
     return {**dict.fromkeys(FORGET_KEYS, 0), "leads": 2, "drafts": 3, "retrievals": 2,
             "deliveries": 2, "delivery_events": 3, "audit_log": 2, "embeddings": 1,
-            "audit_log_redacted": 2, "approvals": 2, "suppressions": 1, "campaigns": 2}
+            "audit_log_redacted": 2, "approvals": 2, "sender_sends_unlinked": 2,
+            "suppressions": 1, "campaigns": 2}
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -194,6 +201,12 @@ async def test_forget_erases_the_person_everywhere_and_nothing_else(backend: Bac
     assert not await s.is_suppressed(BO["email"])
     for table in ("campaigns", "signing_keys"):
         assert after.get(table) == before.get(table)
+    # The mailbox's sends to her stay (its caps and health count them), linked to no lead.
+    sends = await s.sender_claims_since("ana", datetime(2024, 1, 1, tzinfo=UTC))
+    assert [c.seq for c in sends] == [1, 2, 3, 4]
+    assert {c.message_key: c.lead_id for c in sends} == {
+        message_key(cid, leads[cid][n].lead_id): (leads[cid]["bo"].lead_id if n == "bo" else None)
+        for cid in CAMPAIGNS for n in ("zelda", "bo")}
 
     # The erasure is on record in each campaign, without anything about her.
     for cid in CAMPAIGNS:
@@ -205,6 +218,7 @@ async def test_forget_erases_the_person_everywhere_and_nothing_else(backend: Bac
         assert record["data"]["reason"] == FORGOTTEN_REASON
         assert record["data"]["rows"]["leads"] == 1
         assert record["data"]["rows"]["drafts"] == (2 if cid == "c1" else 1)
+        assert record["data"]["rows"]["sender_sends_unlinked"] == 1
 
     # Forgetting twice is harmless: nothing more to erase, nothing new recorded.
     again = await s.forget(ZELDA["email"], derived_text_hashes=lead_text_hashes)

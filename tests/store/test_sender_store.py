@@ -17,6 +17,7 @@ from campaign_core.store.postgres import PostgresStore
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.store.supabase import SupabaseStore
 from tests.fakes import pg_fixtures
+from tests.fakes.fake_postgrest import FakePostgrest
 from tests.store import test_store
 from tests.store.test_store import (
     SERVICE_KEY,
@@ -31,6 +32,7 @@ pg_cluster = pg_fixtures.pg_cluster
 pg_url = pg_fixtures.pg_url
 backend = test_store.backend
 migrating = test_store.migrating
+fake_supabase = test_store.fake_supabase
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
@@ -382,3 +384,27 @@ async def test_a_store_with_data_migrates_from_15_to_16(migrating: tuple[str, st
         assert [r.sender for r in await store.report("c1")] == ["ana"]
     finally:
         await store.close()
+
+
+# -- Supabase specifics -------------------------------------------------------------------------
+
+
+async def test_supabase_pages_the_sends_and_waits_and_names_the_message_as_the_conflict(
+        fake_supabase: tuple[SupabaseStore, FakePostgrest]) -> None:
+    """With two rows a page, every read that pages gets every row; a claim is an insert
+    that ignores only a duplicate `message_key` (a taken seq must fail, not be ignored)."""
+    s, fake = fake_supabase
+    leads = await new_campaign(s, n=5)
+    for seq in range(1, 6):
+        assert await s.insert_sender_claim(claim(seq)) is True
+    (insert, *_) = fake.calls_to("sender_sends", "POST")
+    assert insert.param("on_conflict") == "message_key"
+    assert "resolution=ignore-duplicates" in insert.prefer
+    assert [c.seq for c in await s.sender_claims_since("ana", T0)] == [1, 2, 3, 4, 5]
+    assert await s.assign_senders("c1", {lead.lead_id: ("ana", "bo")[i % 2]
+                                         for i, lead in enumerate(leads)}) == 5
+    assert await s.sender_assignment_counts("c1") == {"ana": 3, "bo": 2}
+    for i, lead in enumerate(leads):
+        await s.defer_step("c1", lead.lead_id, 1, T0 + timedelta(hours=5 - i), "ana", "capacity")
+    assert await s.capacity_waits("c1") == (5, T0 + timedelta(hours=1))
+    assert await s.planned_waits("ana", T0) == [T0 + timedelta(hours=h) for h in range(1, 6)]
