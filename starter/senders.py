@@ -86,9 +86,11 @@ class SenderChange(BaseModel):
 # -- checks of what is given -------------------------------------------------------------------
 
 
-def check_url(value: str, field: str, schemes: tuple[str, ...]) -> None:
+def check_url(value: str, field: str, schemes: tuple[str, ...], *,
+              login: bool = False) -> None:
     """BadInput naming `field` unless `value` is `env:VAR` or a `scheme://host[:port]` URL
-    of one of `schemes` (never echoing the value, which may hold a password)."""
+    of one of `schemes`, with a user and password if `login` (an IMAP mailbox); never
+    echoing the value, which may hold a password."""
     if value.startswith("env:"):
         return  # secret_refs.seal checks the variable's name
     parts = urlsplit(value.strip())
@@ -101,6 +103,9 @@ def check_url(value: str, field: str, schemes: tuple[str, ...]) -> None:
         _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise BadInput("the URL's port is not a number from 0 to 65535", field=field) from None
+    if login and (not parts.username or parts.password is None):
+        raise BadInput("give the mailbox's user and password in the URL "
+                       "(imaps://user:password@host/INBOX)", field=field)
 
 
 def dkim_public_value(pem: str) -> tuple[str, str]:
@@ -263,7 +268,7 @@ class Senders:
         if spec.smtp_url is not None:
             check_url(spec.smtp_url, "smtp_url", ("smtp", "smtps"))
         if spec.imap_url is not None:
-            check_url(spec.imap_url, "imap_url", ("imap", "imaps"))
+            check_url(spec.imap_url, "imap_url", ("imap", "imaps"), login=True)
         if spec.dkim_key is not None:
             try:
                 dkim_public_value(spec.dkim_key)

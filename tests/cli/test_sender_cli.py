@@ -148,6 +148,7 @@ async def test_a_url_in_clear_needs_the_encryption_key_and_is_never_shown(
     (["--smtp-url", "smtp://"], "--smtp-url: the URL has no host"),
     (["--smtp-url", "env:1BAD"], "--smtp-url:"),
     (["--outbox", "--imap-url", "http://imap.acme.test"], "--imap-url: must be a URL"),
+    (["--outbox", "--imap-url", "imaps://imap.acme.test/INBOX"], "--imap-url: give the mailbox"),
     ([], "--smtp-url / --outbox: give one of them"),
     (["--outbox", "--smtp-url", "env:X"], "--smtp-url / --outbox: give one of them"),
     (["--outbox", "--ramp-start", "5"], "give ramp_start and ramp_step together"),
