@@ -298,6 +298,13 @@ class CopywriterAgent(Agent):
             earlier.append(draft)
         return earlier
 
+    async def _signer(self, campaign_id: str, lead_id: str) -> str:
+        """Who the lead's drafts are signed by: its sender's display name (issue 28: the
+        review shows exactly what is sent), else CAMPAIGN_FROM's."""
+        name = await self.store.lead_sender(campaign_id, lead_id)
+        row = await self.store.get_sender(name) if name else None
+        return signature_name(row.from_addr if row is not None else self.settings.mail_from)
+
     # -- offline ---------------------------------------------------------------------
 
     async def _write_offline(
@@ -310,7 +317,8 @@ class CopywriterAgent(Agent):
         cached = self._cached_draft(history, prompt_hash)
         if cached is not None:
             return cached
-        draft = offline_draft(lead, passages, brief, sender=signature_name(self.settings.mail_from))
+        draft = offline_draft(lead, passages, brief,
+                              sender=await self._signer(inp.campaign_id, inp.lead_id))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief, grounding=[OFFLINE_ASK])
         failed = failed_reason(reasons, "guardrail")
         if failed:  # deterministic: a repair would produce the same text
@@ -338,7 +346,7 @@ class CopywriterAgent(Agent):
             return cached
         draft = offline_follow_up(lead, passages, earlier, inp.step, inp.steps,
                                   subject=follow_up_subject(earlier[0].subject), brief=brief,
-                                  sender=signature_name(self.settings.mail_from))
+                                  sender=await self._signer(inp.campaign_id, inp.lead_id))
         reasons = check_draft(draft, passages=passages, lead=lead, brief=brief,
                               grounding=[OFFLINE_FOLLOW_UP_ASK, OFFLINE_LAST_NOTE])
         failed = failed_reason(reasons, f"guardrail (step {inp.step})")
