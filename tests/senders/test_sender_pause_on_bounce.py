@@ -7,9 +7,9 @@ that counts is counted against the message's sender: 3 bounces in its last 50 se
 CAMPAIGN_SENDER_MAX_BOUNCE_RATE (3%) and pause it, with the reason on the sender, an
 entry in the campaign's audit trail (`campaign audit`, `GET /campaigns/{id}/audit`) and
 `campaign_sender_auto_pauses_total` on /metrics; 2 bounces (and the same message bouncing
-twice) do not; one complaint does; a message of the implicit sender changes nothing.
-The campaign's own bounce breaker is untouched (its campaigns do not run here: the signal
-finds no workflow on the time-skipping server and says so)."""
+twice) do not; one complaint does; DSNs found in the reply mailbox count as the webhooks
+do; a message of the implicit sender changes nothing. The campaigns do not run here: the
+signal to their bounce breaker finds no workflow on the time-skipping server and says so."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from pydantic import SecretStr
 from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 
+from campaign_core.inbound import InboundMessage
 from campaign_core.metrics import install, metrics_address, telemetry_runtime
 from campaign_core.ports import free_port
+from campaign_core.replies import ReplyDesk
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
@@ -35,6 +37,8 @@ from starter.manager import CampaignManager
 from tests.fakes.sender_sends import Sent, add_sender, sent_campaign
 from tests.fakes.served import serving
 from tests.fakes.webhook_signing import INBOUND_SECRET, signed_headers
+from tests.inbound.test_inbound import DSN_TEXT
+from workflows.signals import TemporalCampaignSignals
 
 TOKEN = "sender-health-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -198,3 +202,31 @@ async def test_a_message_of_the_implicit_sender_changes_no_sender(
     row = await store.get_sender("ana")
     assert row is not None and not row.paused
     assert await pauses_entries(api, "c-plain") == []
+
+
+async def test_dsns_in_the_reply_mailbox_pause_the_sender_too(
+        api: httpx.AsyncClient, store: SqliteStore, ts_env: WorkflowEnvironment,
+        metrics_port: int) -> None:
+    """The reply desk reads three DSNs returning three of the sender's 50 messages: the
+    third pauses it, audited with source `dsn`, as a bounce webhook would."""
+    await add_sender(store, "cy", START)
+    sent = await sent_campaign(store, "c-cy", 50, START, sender="cy")
+    desk = ReplyDesk(store, TemporalCampaignSignals(ts_env.client), source="imap",
+                     max_bounce_rate=0.03)
+    results = []
+    for i in range(3):
+        got = await desk.process(InboundMessage.model_validate({
+            "from": "Mail Delivery System <MAILER-DAEMON@mx.example.com>",
+            "subject": "Undelivered Mail Returned to Sender",
+            "message_id": f"<dsn-{i}@mx.example.com>",
+            "headers": {"Content-Type": "multipart/report; report-type=delivery-status"},
+            "text": DSN_TEXT.replace("Gone@Example.com", sent[i].email)
+            + f"Original-Message-ID: {sent[i].message_id}\n"}))
+        assert got.bounce is not None and got.bounce.suppressed, got
+        results.append(got.bounce.sender_paused)
+    assert results == [None, None, "cy"]
+    row = await store.get_sender("cy")
+    assert row is not None and row.paused
+    [record] = await pauses_entries(api, "c-cy")
+    assert record["data"]["source"] == "dsn" and record["data"]["bounces"] == 3
+    assert await auto_pauses(metrics_port, "cy", 1) == 1
