@@ -6,7 +6,8 @@ recorded and signalled like the shared mailbox's, by hand (`poll_by_hand`, what 
 replies poll` runs) and by the schedule's workflow on real workers. A sender whose mailbox
 cannot be read (its variable unset, a refused login) is skipped and the others are still
 read; it is read once it is fixed. A removed sender's mailbox is not read. No password is
-in the logs, the report or Temporal history.
+in the logs, the report or Temporal history. The schedule is made when only a sender has a
+mailbox (and not when none has).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from tests.inbound.test_inbound import dsn_bytes, raw_reply
 from tests.inbound.test_inbound_webhook import Catcher, seed
 from tests.workflows.test_sequences import until
 from worker_main import build_workers
-from workflows.replies import ReplyMailboxPoll
+from workflows.replies import ReplyMailboxPoll, reply_schedule_id
+from workflows.reply_schedule import ensure_reply_schedule
 
 dovecot = dovecot_fixture.dovecot
 
@@ -192,3 +194,24 @@ async def test_the_schedules_poll_reads_the_senders_mailboxes_without_a_shared_o
     assert sorted((r.lead_id, r.kind) for r in await store.list_replies("c1")) == sorted([
         (ids["ana"], "reply"), (ids["bo"], "bounce")])
     no_password_in(json.dumps(history.to_json_dict()))
+
+
+async def test_the_schedule_is_made_when_only_a_sender_has_a_mailbox(
+        dev_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str) -> None:
+    settings.imap_url = None
+    client = dev_env.client
+    assert not await ensure_reply_schedule(client, settings, prefix, store=store)
+    assert await store.add_sender(sender("fay", None))  # no mailbox: still none to poll
+    assert not await ensure_reply_schedule(client, settings, prefix, store=store)
+    assert await store.add_sender(sender("ana", "env:ANA_IMAP_URL"))
+    assert not await ensure_reply_schedule(client, settings, prefix)  # the store not given
+    assert await ensure_reply_schedule(client, settings, prefix, store=store)
+    handle = client.get_schedule_handle(reply_schedule_id(prefix))
+    try:
+        described = await handle.describe()
+        assert "senders' reply mailboxes" in (described.schedule.state.note or "")
+        assert await ensure_reply_schedule(client, settings, prefix, store=store)  # idempotent
+    finally:
+        await handle.delete()
+    assert await store.remove_sender("ana")
+    assert not await ensure_reply_schedule(client, settings, prefix, store=store)
