@@ -9,9 +9,10 @@ and reads it with Prometheus' own text parser.
 from __future__ import annotations
 
 import asyncio
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,10 +30,12 @@ from campaign_core.leads import parse_lead_rows
 from campaign_core.metrics import (
     INTENT_LABELS,
     install,
+    listener_of,
     metrics_address,
     process_metrics,
     telemetry_runtime,
     watch_backlog,
+    watch_senders,
 )
 from campaign_core.models import CampaignStatus, DeliveryEventKind, Stage
 from campaign_core.ports import free_port
@@ -41,6 +44,7 @@ from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions
 from tests.conftest import KB
 from tests.fakes.llm_server import LLMTestServer
+from tests.fakes.sender_sends import add_sender, sent_campaign
 
 BRIEF = "Book a 20-minute intro call. Every claim must cite the knowledge base."
 LEADS = [
@@ -82,7 +86,8 @@ def scrape(port: int) -> Samples:
         for s in family.samples:
             labels = frozenset((k, v) for k, v in s.labels.items()
                                if k in {"outcome", "channel", "direction", "purpose", "kind",
-                                        "task_queue", "route", "status", "intent", "step"})
+                                        "task_queue", "route", "status", "intent", "step",
+                                        "sender"})
             out[(s.name, labels)] = out.get((s.name, labels), 0.0) + s.value
     return out
 
@@ -219,3 +224,91 @@ async def test_replies_are_counted_by_a_bounded_intent(runtime: Runtime, port: i
     assert total(samples, "campaign_replies_total", intent="bounce") == 2
     assert total(samples, "campaign_messages_total", outcome="sent", step="1") == 1
     assert total(samples, "campaign_messages_total", outcome="sent") == 2
+
+
+async def test_messages_are_counted_by_sender(runtime: Runtime, port: int) -> None:
+    """`campaign_messages_total{sender}`: the mailbox a message left from, "" for the
+    implicit sender (no senders defined), so the label has one value per mailbox."""
+    metrics = process_metrics()
+    metrics.message("smtp", "sent", step=1, sender="ana")
+    metrics.message("smtp", "sent", step=2, sender="ana")
+    metrics.message("outbox", "sent", step=1, sender="bo")
+    metrics.message("smtp", "failed", step=1, sender="bo")
+    metrics.message("smtp", "sent", step=1)  # the implicit sender
+    samples: Samples = {}
+    for _ in range(20):  # the exporter catches up
+        samples = scrape(port)
+        if total(samples, "campaign_messages_total") == 5:
+            break
+        await asyncio.sleep(0.2)
+    by_sender = {dict(labels)["sender"]: 0.0 for name, labels in samples
+                 if name == "campaign_messages_total"}
+    for sender in by_sender:
+        by_sender[sender] = total(samples, "campaign_messages_total", outcome="sent",
+                                  sender=sender)
+    assert by_sender == {"ana": 2, "bo": 1, "": 1}
+    assert total(samples, "campaign_messages_total", outcome="failed", sender="bo") == 1
+
+
+async def test_sender_gauges_describe_the_store(
+        runtime: Runtime, port: int, store: Any, settings: Settings) -> None:
+    """Two senders with sends in the store: /metrics shows each one's capacity left in the
+    rolling 24 hours (today's cap minus its sends in them; 0 while paused) and whether it is
+    paused, refreshed in the background; a sender resumed reads its capacity again, and a
+    removed one's series are gone from the next scrape."""
+    now = datetime.now(UTC)
+    await add_sender(store, "ana", now - timedelta(days=3), daily_cap=40)
+    await add_sender(store, "bo", now - timedelta(days=3), daily_cap=20)
+    await sent_campaign(store, "c-ana", 10, now - timedelta(hours=3), sender="ana")
+    # bo: 25 sends a day and a half ago (outside the rolling 24 hours), 5 in it.
+    await sent_campaign(store, "c-bo-old", 25, now - timedelta(hours=36), sender="bo")
+    await sent_campaign(store, "c-bo", 5, now - timedelta(hours=2), sender="bo", first_seq=26)
+    assert await store.set_sender_paused("bo", True, "paused by ops")
+
+    def gauges() -> dict[str, dict[str, float]]:
+        samples = scrape_senders(port)
+        return {name: {s: v for (n, s), v in samples.items() if n == f"campaign_sender_{name}"}
+                for name in ("capacity_remaining", "paused")}
+
+    async def seen(want: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        got: dict[str, dict[str, float]] = {}
+        for _ in range(100):  # the watcher reads the store every 0.05 s
+            got = gauges()
+            if got == want:
+                break
+            await asyncio.sleep(0.05)
+        return got
+
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_senders(store, settings, stop, every=0.05))
+    try:
+        assert await seen({"capacity_remaining": {"ana": 30, "bo": 0},
+                           "paused": {"ana": 0, "bo": 1}}) == {
+            "capacity_remaining": {"ana": 30, "bo": 0}, "paused": {"ana": 0, "bo": 1}}
+        assert await store.set_sender_paused("bo", False, None)
+        assert await store.remove_sender("ana")
+        assert await seen({"capacity_remaining": {"bo": 15}, "paused": {"bo": 0}}) == {
+            "capacity_remaining": {"bo": 15}, "paused": {"bo": 0}}
+    finally:
+        stop.set()
+        await watcher
+
+
+def scrape_senders(port: int) -> dict[tuple[str, str], float]:
+    """The `campaign_sender_*` gauges on /metrics by (name, sender)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {(s.name, s.labels["sender"]): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name.startswith("campaign_sender_") and family.type == "gauge"}
+
+
+def test_the_listener_serves_only_metrics(runtime: Runtime, port: int) -> None:
+    """/metrics is served in front of the runtime's exporter, which listens elsewhere; any
+    other path is a 404."""
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+    assert err.value.code == 404
+    listener = listener_of(runtime)
+    assert listener is not None and listener.port == port
+    assert not listener.upstream_url.endswith(f":{port}/metrics")
