@@ -176,7 +176,7 @@ class DeliveryAgent(Agent):
             )
             await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id, "sent")
             return DeliveryOutcome(lead_id=inp.lead_id, status="sent", message_id=message_id,
-                                   sender=sender.name if sender is not None else None)
+                                   sender=sending_from.name if sending_from is not None else None)
 
         async def failed_for_good(error: str) -> None:
             """Row `failed` with the reason, and the sequence stopped after this step:
@@ -189,6 +189,7 @@ class DeliveryAgent(Agent):
         sender = await self._lead_sender(inp)
         if isinstance(sender, DeliveryOutcome):
             return sender  # its sender was removed: the step is stopped
+        sending_from: SenderRow | None = sender  # what `finish` reports
         mail_from = sender.from_addr if sender is not None else self.settings.mail_from
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         link = unsubscribe_url(self.settings.resolved_public_url, make_token(

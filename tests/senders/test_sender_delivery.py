@@ -30,7 +30,7 @@ from campaign_core.store.base import Store
 from campaign_core.temporal import run_history_lengths
 from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions, EngineTuning
-from tests.workflows.test_orchestration import finish, handle, query_status, wait_stage
+from tests.workflows.test_orchestration import finish, handle, wait_stage
 from tests.workflows.test_sequences import started
 from workflows.campaign import CampaignWorkflow
 
@@ -56,7 +56,7 @@ def people(n: int, company: str | None = None, first: int = 0) -> list[dict[str,
 
 
 def outbox(settings: Settings) -> list[email.message.EmailMessage]:
-    return [email.message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
+    return [email.message_from_bytes(p.read_bytes(), policy=policy.default)
             for p in Path(settings.outbox_dir).glob("*.eml")]
 
 
@@ -215,7 +215,7 @@ async def test_continue_as_new_while_sends_wait_for_their_mailbox_loses_and_doub
         final = await asyncio.wait_for(handle(dev_env, "c-gap").result(), 120)
     assert final.stage is Stage.COMPLETED and final.counts.sent == 12
     claims = await sends(store, "gap")
-    assert sorted(c.lead_id for c in claims) == sorted(ids)  # each lead once
+    assert sorted(str(c.lead_id) for c in claims) == sorted(ids)  # each lead once
     assert_caps(claims, daily=100, hourly=100, gap=1)
     assert len(outbox(settings)) == 12
     runs = await run_history_lengths(dev_env.client, delivery_workflow_id("c-gap"))
