@@ -237,3 +237,20 @@ def test_the_dashboard_shows_the_positive_reply_rate() -> None:
     wanted = re.search(r'campaign_replies_total\{[^}]*intent=~"([^"]*)"', numerator)
     assert wanted and set(wanted.group(1).split("|")) == {i.value for i in POSITIVE_INTENTS}
     assert 'campaign_messages_total{outcome="sent",step="1"}' in denominator
+
+
+def test_the_dashboard_has_a_senders_row() -> None:
+    """A "Senders" row (issue 28) with messages sent by sender, each sender's capacity left
+    and the paused ones; the gauges describe the shared store, which every process exports
+    alike, so they are read with `max by (sender)`, never summed over processes."""
+    data = json.loads(DASHBOARD.read_text())
+    titles = [p["title"] for p in data["panels"]]
+    row = titles.index("Senders")
+    assert data["panels"][row]["type"] == "row"
+    below = {p["title"]: [t["expr"] for t in p.get("targets", [])]
+             for p in data["panels"][row + 1:]}
+    exprs = [e for es in below.values() for e in es]
+    assert any("sum by (sender) (rate(campaign_messages_total" in e for e in exprs), exprs
+    for gauge in ("campaign_sender_capacity_remaining", "campaign_sender_paused"):
+        assert f"max by (sender) ({gauge})" in exprs, gauge
+        assert not any(f"sum by (sender) ({gauge})" in e or f"sum({gauge}" in e for e in exprs)
