@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -61,14 +61,14 @@ def sender(name: str, imap_url: str | None) -> SenderRow:
 
 
 @contextlib.asynccontextmanager
-async def campaign_c1(client: Client) -> AsyncIterator[Catcher]:
+async def campaign_c1(client: Client) -> AsyncIterator[WorkflowHandle[Catcher, None]]:
     """A stand-in for campaign c1's workflow, recording the signals it gets."""
     queue = f"catch-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[Catcher]):
         handle = await client.start_workflow(Catcher.run, id=campaign_workflow_id("c1"),
                                              task_queue=queue)
         try:
-            yield handle  # type: ignore[misc]
+            yield handle
         finally:
             await handle.terminate()
 
