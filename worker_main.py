@@ -204,7 +204,7 @@ async def run_workers(
     await store.ensure_schema()
     workers = build_workers(client, store, settings, queues=queues)
     if (not queues or WORKFLOW_QUEUE in queues) and await ensure_reply_schedule(
-            client, settings, settings.task_queue_prefix):
+            client, settings, settings.task_queue_prefix, store=store):
         log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)

@@ -346,7 +346,8 @@ class DeliveryOrchestrator:
         else:
             self._result.failed += 1
         outcome = out.status if out.status in ("sent", "suppressed", "stopped") else "failed"
-        EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome, step)
+        EngineMetrics(workflow.metric_meter()).message(inp.channel.value, outcome, step,
+                                                       sender=out.sender)
         self._details()
 
     async def _continue_as_new(self, inp: DeliveryInput, **update: object) -> None:
