@@ -296,6 +296,9 @@ class CampaignStatus(BaseModel):
         "for a paused sender to be resumed (issue 28).")
     next_slot: datetime | None = Field(
         default=None, description="When the next send waiting for capacity is planned to go.")
+    paused_senders: dict[str, str] = Field(
+        default_factory=dict, description="The campaign's senders that are paused (issue 28), "
+        "each with why: their leads wait until `campaign sender resume`.")
 
 
 class DeliveryEventKind(StrEnum):

@@ -487,6 +487,11 @@ class CampaignManager(ControlPlane):
         counts, replies = await self.store.status_figures(campaign_id)
         spend = await self.store.spend(campaign_id)
         waiting, next_slot = await self.store.capacity_waits(campaign_id)
+        paused_senders = {}
+        for name in sorted(await self.store.sender_assignment_counts(campaign_id)):
+            sender = await self.store.get_sender(name)
+            if sender is not None and sender.paused and sender.removed_at is None:
+                paused_senders[name] = sender.paused_reason or "paused"
         return CampaignStatus(campaign_id=campaign_id, stage=stage, counts=counts,
                               paused=paused, error=error, paused_reason=reason,
                               spend_usd=spend.spent_usd, budget_usd=spend.budget_usd,
@@ -494,7 +499,7 @@ class CampaignManager(ControlPlane):
                               replies_by_intent=replies.replies_by_intent,
                               positive_reply_rate=replies.positive_reply_rate,
                               steps=replies.steps, waiting_for_capacity=waiting,
-                              next_slot=next_slot)
+                              next_slot=next_slot, paused_senders=paused_senders)
 
     async def writer(self, campaign_id: str) -> str | None:
         """Who wrote the campaign's drafts, read from the first draft's provenance (the

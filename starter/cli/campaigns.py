@@ -216,6 +216,8 @@ def status(
             from starter.cli.watch import capacity_wait
 
             out.print(f"  {'senders':<13} {capacity_wait(st)}", highlight=False)
+        for name, why in st.paused_senders.items():
+            out.print(f"  {'paused sender':<13} {shown(name)}: {shown(why)}", highlight=False)
         cap = f" of {usd(st.budget_usd)}" if st.budget_usd is not None else ""
         out.print(f"  {'LLM spend':<13} {shown(usd(st.spend_usd or 0.0) + cap)}",
                   highlight=False)

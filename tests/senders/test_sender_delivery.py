@@ -186,6 +186,7 @@ async def test_a_paused_sender_holds_its_leads_and_resuming_it_releases_them(
         assert status.stage is Stage.DELIVERING
         assert status.counts.sent == 6 - held
         assert status.waiting_for_capacity == held
+        assert status.paused_senders == {"held": "paused by tester"}
         # Resumed: what `campaign sender resume` does — the store releases the holds and
         # the campaigns are told.
         assert await store.set_sender_paused("held", False, None)
@@ -195,6 +196,7 @@ async def test_a_paused_sender_holds_its_leads_and_resuming_it_releases_them(
             CampaignWorkflow.senders_changed)
         final = await finish(ts_env, "c-hold", HOUR, limit=timedelta(minutes=3))
     assert final.counts.sent == 6
+    assert (await mgr.status("c-hold")).paused_senders == {}
     assert len(await sends(store, "held")) == held
     froms = Counter(parseaddr(m["From"])[1] for m in outbox(settings))
     assert froms == {"held@acme.example": held, "free@acme.example": 6 - held}
