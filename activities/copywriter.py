@@ -31,6 +31,7 @@ from activities.offline_writer import (  # OFFLINE_ASK: the edit check grounds o
 from activities.offline_writer import (
     OFFLINE_FOLLOW_UP_ASK,
     OFFLINE_LAST_NOTE,
+    SIGN_OFF,
     TEMPLATE_VERSION,
     offline_draft,
     offline_follow_up,
@@ -146,6 +147,16 @@ def interpret(outcome: CallOutcome) -> tuple[DraftOutput | None, str | None]:
         errors = "; ".join(
             f"{'.'.join(str(x) for x in e['loc']) or 'output'}: {e['msg']}" for e in exc.errors()[:5])
         return None, f"the output is not valid JSON for the draft schema ({errors})"
+
+
+def signed(body: str, name: str) -> str:
+    """An LLM draft signed by the lead's sender (issue 28): the prompt asks for no
+    signature, so the mailbox's name is added as the offline writer signs, unless the
+    model already ended with it; the review then shows exactly who the message is from."""
+    text = body.rstrip()
+    if not text or text.splitlines()[-1].strip() == name:
+        return body
+    return f"{text}\n\n{SIGN_OFF}\n{name}"
 
 
 def judge(
@@ -298,12 +309,17 @@ class CopywriterAgent(Agent):
             earlier.append(draft)
         return earlier
 
+    async def _sender_name(self, campaign_id: str, lead_id: str) -> str | None:
+        """The display name of the lead's sender (issue 28), None without one."""
+        name = await self.store.lead_sender(campaign_id, lead_id)
+        row = await self.store.get_sender(name) if name else None
+        return signature_name(row.from_addr) if row is not None else None
+
     async def _signer(self, campaign_id: str, lead_id: str) -> str:
         """Who the lead's drafts are signed by: its sender's display name (issue 28: the
         review shows exactly what is sent), else CAMPAIGN_FROM's."""
-        name = await self.store.lead_sender(campaign_id, lead_id)
-        row = await self.store.get_sender(name) if name else None
-        return signature_name(row.from_addr if row is not None else self.settings.mail_from)
+        return (await self._sender_name(campaign_id, lead_id)
+                or signature_name(self.settings.mail_from))
 
     # -- offline ---------------------------------------------------------------------
 
@@ -415,6 +431,8 @@ class CopywriterAgent(Agent):
         if draft is None:  # no usable answer at all: an empty step for the reviewer to write
             draft = DraftOutput.model_construct(subject="", body="", citations=[],
                                                 personal_points=[])
+        elif (signer := await self._sender_name(inp.campaign_id, inp.lead_id)) is not None:
+            draft = draft.model_copy(update={"body": signed(draft.body, signer)})
         data = self._draft_data(draft, prompt_hash=prompt_hash, template=prompt.name,
                                 template_hash=prompt.sha256, calls=calls, cached_calls=reused,
                                 step=inp.step, failed_reason=failed)

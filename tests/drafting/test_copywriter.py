@@ -502,3 +502,23 @@ async def test_crash_after_the_call_reuses_the_draft_in_a_campaign(
     assert isinstance(final, CampaignStatus) and final.counts.drafted == len(LEADS)
     for lead in ("Ana", "Bo", "Cy"):
         assert len(llm.calls(lead=lead)) == 1, f"{lead}: one paid call despite the retry"
+
+
+async def test_an_llm_draft_is_signed_by_the_leads_sender(store, llm, llm_settings):
+    """Issue 28: the review shows who the message is from — a lead given a sender gets its
+    LLM draft signed with the sender's display name; a lead without one is left as the
+    model wrote it."""
+    from datetime import UTC, datetime
+
+    from campaign_core.senders import SenderRow
+
+    leads = await seed(store, "c-signed")
+    await store.add_sender(SenderRow(name="ana", from_addr="Ana Ruiz <ana@acme.example>",
+                                     transport="outbox", created_at=datetime.now(UTC)))
+    await store.assign_senders("c-signed", {leads[0].lead_id: "ana"})
+    agent = CopywriterAgent(store, llm_settings)
+    signed = await draft_record(store, await run_write(agent, "c-signed", leads[0].lead_id))
+    plain = await draft_record(store, await run_write(agent, "c-signed", leads[1].lead_id))
+    assert signed["body"].endswith("\n\nBest regards,\nAna Ruiz")
+    assert signed["body"].startswith("Hi Ana,")
+    assert "Ana Ruiz" not in plain["body"]
