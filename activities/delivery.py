@@ -252,8 +252,8 @@ class DeliveryAgent(Agent):
         """Send a person's answer to a reply, once: the inbox claimed it (`sending`) before
         starting the workflow; this renders it in their thread (`In-Reply-To` their
         Message-ID, `Re:` their subject unless the reviewer wrote another), sends it over
-        the campaign's channel from CAMPAIGN_FROM, records it sent and writes the audit
-        naming who sent it. A retry after the SMTP commit point (recorded in the audit)
+        the campaign's channel from the lead's sender (else CAMPAIGN_FROM), records it sent
+        and writes the audit naming who sent it. A retry after the SMTP commit point (recorded in the audit)
         does not send again. The text and the address never reach history."""
         started = now_utc()
         answer = await self.store.get_reply_answer(inp.reply_id)
@@ -281,12 +281,14 @@ class DeliveryAgent(Agent):
         name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or None
         link = unsubscribe_url(self.settings.resolved_public_url, make_token(
             await self._signing_key(), Claims(reply.campaign_id, reply.lead_id, step)))
+        sender = await self._answer_sender(reply.campaign_id, reply.lead_id)
+        mail_from = sender.from_addr if sender is not None else self.settings.mail_from
         try:
             msg = render_message(
-                key=key, sender=self.settings.mail_from, to=lead.email, to_name=name,
+                key=key, sender=mail_from, to=lead.email, to_name=name,
                 subject=answer.subject.strip() or reply_subject(reply.subject),
                 body=answer.body, unsubscribe_url=link,
-                mailto=unsubscribe_mailto(self.settings.mail_from, key),
+                mailto=unsubscribe_mailto(mail_from, key),
                 postal_address=self.settings.postal_address, references=references)
         except (ValueError, MessageError) as err:
             raise PrivateReasonError(
@@ -315,11 +317,13 @@ class DeliveryAgent(Agent):
         if await self.store.is_suppressed(lead.email):
             raise permanent("Suppressed", "the address is on the suppression list: the "
                                           "answer is not sent")
-        self._check_channel(channel)
-        if channel is Channel.OUTBOX:
+        self._check_channel(channel, sender)
+        if sender is not None:
+            self._sign(msg, sender)
+        if channel is Channel.OUTBOX or (sender is not None and sender.transport == "outbox"):
             write_outbox(self.settings.outbox_dir, key, msg)
             return await finish({"file": f"{key}.eml"})
-        config = self._smtp_config()
+        config = self._sender_smtp(sender) if sender is not None else self._smtp_config()
 
         async def before_data() -> None:
             await audit(ANSWER_COMMITTING, {"status": "committing"})
@@ -340,6 +344,15 @@ class DeliveryAgent(Agent):
                 type="DeliveryRejected" if err.permanent else "ChannelRefused",
                 private=str(err), non_retryable=err.permanent) from err
         return await finish({"provider_id": accepted.provider_id, **accepted.detail})
+
+    async def _answer_sender(self, campaign_id: str, lead_id: str) -> SenderRow | None:
+        """The mailbox an answer leaves from (issue 28): the lead's sender, so the answer
+        stays in the thread the person replied to; None (CAMPAIGN_FROM) without one, or
+        when it was removed. An answer takes no slot of the mailbox's caps: a person chose
+        to send it now, to someone who wrote to us."""
+        name = await self.store.lead_sender(campaign_id, lead_id)
+        row = await self.store.get_sender(name) if name else None
+        return row if row is not None and row.removed_at is None else None
 
     async def _answer_committing(self, campaign_id: str, lead_id: str, reply_id: str) -> bool:
         """Whether an attempt recorded the SMTP commit point of this answer."""

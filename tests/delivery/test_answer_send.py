@@ -122,3 +122,29 @@ async def test_a_suppressed_address_or_a_webhook_campaign_is_refused(
         await ActivityEnvironment().run(agent.send_answer, AnswerInput(reply_id=hook))
     assert (webhook.value.type, webhook.value.non_retryable) == ("InvalidInput", True)
     assert smtp[0].messages == []
+
+
+async def test_the_answer_leaves_from_the_leads_own_sender(
+        agent: DeliveryAgent, store: SqliteStore, smtp: tuple[SmtpSink, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28: the lead was written to from a sender's mailbox, so the answer goes from
+    that mailbox (its From, its server), not from CAMPAIGN_FROM."""
+    from datetime import UTC, datetime
+
+    from campaign_core.senders import SenderRow
+
+    with smtp_server() as (own, url):
+        monkeypatch.setenv("ANA_SENDER_URL", url)
+        await store.add_sender(SenderRow(
+            name="maya", from_addr="Maya Lind <maya@mailbox.example>", transport="smtp",
+            smtp_url="env:ANA_SENDER_URL", created_at=datetime.now(UTC)))
+        rid = await claimed_reply(store, "c-own")
+        reply = await store.get_reply(rid)
+        assert reply is not None and reply.lead_id is not None
+        await store.assign_senders("c-own", {reply.lead_id: "maya"})
+        out = await ActivityEnvironment().run(agent.send_answer, AnswerInput(reply_id=rid))
+    assert out.status == "sent" and smtp[0].messages == []  # not the shared server
+    [got] = own.messages
+    assert got.mail_from == "maya@mailbox.example"
+    assert str(got.message["From"]) == "Maya Lind <maya@mailbox.example>"
+    assert out.message_id == f"<{answer_key(rid)}@mailbox.example>"
