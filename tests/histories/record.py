@@ -14,7 +14,8 @@ beside it, across continue-as-new; a reply signalled to the delivery run), `loca
 test server's priced calls, a spend cap pausing drafting, `resume --budget-usd` finishing
 it) and `replies` (after step 1 of two, the reply desk acts on an out-of-office with a
 return date, signalled to the delivery run, and on an interested reply, stopped and
-answered by the offline writer; the inbox sends that answer); all by default. Re-record
+answered by the offline writer; the inbox sends that answer) and `senders` (leads spread
+over two capped senders, one waiting a day on the schedule for its mailbox); all by default. Re-record
 only the scenario you added: the older files are what proves new code still replays runs
 of older code. Commit the files: CI replays
 them, so a change that would break campaigns already running fails the build. A change
@@ -58,6 +59,7 @@ from campaign_core.models import (
 from campaign_core.replies import ReplyDesk
 from campaign_core.reply_actions import reply_action_id
 from campaign_core.send_window import SendWindow
+from campaign_core.senders import SenderRow
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from campaign_core.temporal import test_server_path
@@ -66,6 +68,7 @@ from starter.manager import CampaignManager
 from starter.start_options import CampaignOptions, EngineTuning
 from tests.fakes.llm_server import LLMTestServer
 from worker_main import build_agents, build_workers
+from workflows.campaign import CampaignWorkflow
 from workflows.scheduled import ScheduledCampaign
 from workflows.signals import TemporalCampaignSignals
 
@@ -132,6 +135,8 @@ async def main(scenarios: list[str]) -> None:
             await budget(env, settings, store)
         if "replies" in scenarios:
             await replies(env, settings, store)
+        if "senders" in scenarios:
+            await senders(env, mgr)
     await env.shutdown()
 
 
@@ -327,6 +332,35 @@ async def sequence(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     await save(env.client, delivery_workflow_id(cid), "delivery_sequence")
 
 
+async def senders(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
+    """Issue 28: four leads of one step spread over two outbox senders capped at 1 and 2 a
+    day: three go out on the first day, the fourth waits on the schedule for its mailbox
+    and goes the next day; a `senders_changed` signal (a sender resumed) wakes the run."""
+    cid = "rec-senders"
+    for name, cap in (("rec-a", 1), ("rec-b", 2)):
+        await mgr.store.add_sender(SenderRow(
+            name=name, from_addr=f"{name} <{name}@senders.example>", transport="outbox",
+            daily_cap=cap, hourly_cap=cap, min_gap_seconds=0,
+            created_at=await env.get_current_time()))
+    intake = parse_lead_rows(enumerate(LEADS[:4], start=2), cid)
+    await mgr.start(intake, CampaignOptions(kb=str(KB), senders=["rec-a", "rec-b"]),
+                    name="senders", campaign_id=cid)
+    await wait_stage(env.client, cid, Stage.AWAITING_APPROVAL)
+    await mgr.approve(cid, by="recorder")
+    await wait_stage(env.client, cid, Stage.DELIVERING)
+    for _ in range(600):
+        if (await mgr.store.counts(cid)).sent >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await env.client.get_workflow_handle(campaign_workflow_id(cid)).signal(
+        CampaignWorkflow.senders_changed)
+    await asyncio.sleep(1)
+    await env.sleep(timedelta(days=1, hours=1))
+    await wait_stage(env.client, cid, Stage.COMPLETED)
+    await save(env.client, campaign_workflow_id(cid), "campaign_senders")
+    await save(env.client, delivery_workflow_id(cid), "delivery_senders")
+
+
 async def local(env: WorkflowEnvironment, mgr: CampaignManager) -> None:
     """Two leads of two steps after the `local-store-steps` patch: the cheap store steps
     are local activities (marker events) in the campaign and the leads; both steps sent."""
@@ -421,4 +455,5 @@ async def basic(env: WorkflowEnvironment, mgr: CampaignManager, window: SendWind
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1:] or ["basic", "signals", "scheduled", "reviewed", "sequence",
-                                              "paced_sequence", "local", "budget", "replies"]))
+                                              "paced_sequence", "local", "budget", "replies",
+                                              "senders"]))

@@ -31,7 +31,8 @@ def test_histories_are_present() -> None:
             "delivery_breaker", "scheduled_firing", "campaign_reviewed", "delivery_sequence",
             "delivery_paced_first_run", "lead_local_store", "campaign_local_store",
             "campaign_budget", "lead_budget", "reply_action_ooo", "reply_action_interested",
-            "answer_sent", "delivery_out_of_office"} <= names
+            "answer_sent", "delivery_out_of_office", "campaign_senders",
+            "delivery_senders"} <= names
 
 
 def _scheduled_and_markers(name: str) -> tuple[list[str], int]:
@@ -56,6 +57,23 @@ def test_the_local_store_steps_histories_took_the_patched_path(
     assert markers >= 3
     assert kept <= set(scheduled)
     assert not gone & set(scheduled)
+
+
+def test_the_senders_histories_took_their_path() -> None:
+    """Issue 28: the campaign gave its leads their senders before drafting, and its one-step
+    delivery ran the schedule loop (the send that waited for its mailbox's capacity went
+    out from it the next day) and was woken by `senders_changed`."""
+    campaign, _ = _scheduled_and_markers("campaign_senders")
+    delivery, _ = _scheduled_and_markers("delivery_senders")
+    assert "assign_senders" in campaign
+    assert delivery.count("deliver_message") == 5  # 4 leads, one of them twice (waited)
+    assert "list_due_steps" in delivery and "next_due_at" in delivery
+    text = (Path(__file__).parent.parent / "histories" / "delivery_senders.json").read_text()
+    history = WorkflowHistory.from_json("delivery_senders", text)
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name
+               for e in history.events
+               if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert "senders_changed" in signals
 
 
 @pytest.mark.parametrize(("name", "workflow", "activities", "signal"), [
