@@ -101,14 +101,6 @@ class SenderSpec(BaseModel):
             raise ValueError("give dkim_key and dkim_selector together")
         return self
 
-    @property
-    def address(self) -> str:
-        return parseaddr(self.from_)[1]
-
-    @property
-    def display_name(self) -> str:
-        return parseaddr(self.from_)[0]
-
 
 class SenderRow(BaseModel):
     """A sender as the store holds it: secrets sealed (`env:VAR` or `enc:...`)."""

@@ -36,6 +36,26 @@ def find_dovecot() -> Path | None:
     return Path(found) if found else None
 
 
+@contextlib.contextmanager
+def imap_session(port: int, user: str, password: str) -> Iterator[imaplib.IMAP4]:
+    """A plain IMAP session on the test server as `user`, INBOX selected."""
+    conn = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    try:
+        conn.login(user, password)
+        conn.select("INBOX")
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            conn.logout()
+
+
+def imap_append(port: int, user: str, password: str, raw: bytes) -> None:
+    """Deliver `raw` into `user`'s INBOX (as mail arriving would)."""
+    with imap_session(port, user, password) as conn:
+        typ, data = conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+        assert typ == "OK", data
+
+
 @dataclass
 class Dovecot:
     base: Path
@@ -46,22 +66,12 @@ class Dovecot:
     def url(self) -> str:
         return f"imap://{USER}:{PASSWORD}@127.0.0.1:{self.port}/INBOX"
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[imaplib.IMAP4]:
+    def session(self) -> contextlib.AbstractContextManager[imaplib.IMAP4]:
         """A plain IMAP session as the test user (the test's own view of the mailbox)."""
-        conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.login(USER, PASSWORD)
-            conn.select("INBOX")
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.logout()
+        return imap_session(self.port, USER, PASSWORD)
 
     def append(self, raw: bytes) -> None:
-        with self.session() as conn:
-            typ, data = conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
-            assert typ == "OK", data
+        imap_append(self.port, USER, PASSWORD, raw)
 
     def flags(self) -> dict[int, set[str]]:
         """UID -> flags of every message in the mailbox."""

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from tests.fakes.dovecot import Dovecot
+from tests.fakes.dovecot import Dovecot, imap_append, imap_session
 
 
 @dataclass(frozen=True)
@@ -29,21 +27,11 @@ class ImapUser:
         return (f"imap://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
                 f"@127.0.0.1:{self.server.port}/INBOX")
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[imaplib.IMAP4]:
-        conn = imaplib.IMAP4("127.0.0.1", self.server.port, timeout=10)
-        try:
-            conn.login(self.user, self.password)
-            conn.select("INBOX")
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.logout()
+    def session(self) -> contextlib.AbstractContextManager[imaplib.IMAP4]:
+        return imap_session(self.server.port, self.user, self.password)
 
     def append(self, raw: bytes) -> None:
-        with self.session() as conn:
-            typ, data = conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
-            assert typ == "OK", data
+        imap_append(self.server.port, self.user, self.password, raw)
 
     def seen(self) -> dict[int, bool]:
         """UID -> whether the message is flagged \\Seen."""

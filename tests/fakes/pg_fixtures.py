@@ -19,13 +19,14 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from campaign_core.ports import free_port
+from campaign_core.store.base import Store
 
 PG_USER = "postgres"
 
@@ -235,3 +236,20 @@ def pgvector_cluster() -> Iterator[TempPostgres]:
 def pgvector_url(pgvector_cluster: TempPostgres) -> str:
     """A fresh, empty database on a server with pgvector (the extension is not created)."""
     return pgvector_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated store on SQLite, then on a fresh PostgreSQL database (`pg_url` must be
+    bound in the module too): the sender tests run against both SQL backends."""
+    from campaign_core.store.postgres import PostgresStore
+    from campaign_core.store.sqlite import SqliteStore
+
+    s: Store
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "campaign.db")
+    else:
+        s = PostgresStore(request.getfixturevalue("pg_url"))
+    await s.migrate()
+    yield s
+    await s.close()

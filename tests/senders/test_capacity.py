@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -34,8 +32,6 @@ from campaign_core.sender_capacity import (
 from campaign_core.senders import SenderClaim, SenderRow, SlotGranted, SlotWait
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
-from campaign_core.store.postgres import PostgresStore
-from campaign_core.store.sqlite import SqliteStore
 from tests.fakes import pg_fixtures
 
 pg_cluster = pg_fixtures.pg_cluster
@@ -273,16 +269,7 @@ def test_jitter_keeps_sends_off_exact_minutes() -> None:
 # -- against the real stores ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store
-    if request.param == "sqlite":
-        s = SqliteStore(tmp_path / "campaign.db")
-    else:
-        s = PostgresStore(request.getfixturevalue("pg_url"))
-    await s.migrate()
-    yield s
-    await s.close()
+store = pg_fixtures.sql_store  # SQLite, then PostgreSQL
 
 
 async def campaign_with_leads(store: Store, cid: str, n: int) -> list[str]:

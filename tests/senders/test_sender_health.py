@@ -6,11 +6,7 @@ pause once (the caller audits and meters it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from campaign_core.sender_capacity import (
     SenderPause,
@@ -26,8 +22,6 @@ from campaign_core.senders import (
     SlotWait,
 )
 from campaign_core.store.base import Store
-from campaign_core.store.postgres import PostgresStore
-from campaign_core.store.sqlite import SqliteStore
 from tests.fakes import pg_fixtures
 
 pg_cluster = pg_fixtures.pg_cluster
@@ -37,16 +31,7 @@ START = datetime(2025, 3, 3, 7, 30, tzinfo=UTC)
 MAX_BOUNCE_RATE = 0.03
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store
-    if request.param == "sqlite":
-        s = SqliteStore(tmp_path / "campaign.db")
-    else:
-        s = PostgresStore(request.getfixturevalue("pg_url"))
-    await s.migrate()
-    yield s
-    await s.close()
+store = pg_fixtures.sql_store  # SQLite, then PostgreSQL
 
 
 async def sender_with_sends(store: Store, name: str, sends: int) -> SenderRow:
