@@ -246,7 +246,8 @@ async def test_a_worker_killed_while_sends_wait_for_their_slot_loses_and_doubles
     mail = outbox(home)
     assert len(mail) == 10, [str(m["To"]) for m in mail]
     assert len({str(m["Message-ID"]) for m in mail}) == 10
-    assert sorted(parseaddr(str(m["To"]))[1] for m in mail) == sorted(f"p{i}@co{i}.example" for i in range(10))
+    assert sorted(parseaddr(str(m["To"]))[1] for m in mail) == sorted(
+        f"p{i}@co{i}.example" for i in range(10))
     assert {str(m["From"]) for m in mail} == {"GAP <gap@acme.example>"}
 
     assert status["stage"] == "completed", status
