@@ -99,7 +99,9 @@ class SequenceAgent(Agent):
             lead = await self.store.get_lead(req.campaign_id, row.lead_id)
             out.append(DueStep(lead_id=row.lead_id, step=row.step,
                                timezone=lead.timezone if lead else None,
-                               domain=lead.email.rpartition("@")[2] if lead else None))
+                               domain=lead.email.rpartition("@")[2] if lead else None,
+                               sender=row.sender or await self.store.lead_sender(
+                                   req.campaign_id, row.lead_id)))
         return out
 
     @activity.defn(name="next_due_at")

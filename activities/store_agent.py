@@ -195,6 +195,7 @@ class StoreAgent(Agent):
                 lead_id=lead_id,
                 timezone=lead.timezone if lead else None,
                 domain=domain_key(page.campaign_id, lead.email) if lead else None,
+                sender=await self.store.lead_sender(page.campaign_id, lead_id),
             ))
         return out
 

@@ -188,6 +188,9 @@ class ApprovedLead(BaseModel):
     lead_id: str
     timezone: str | None = None
     domain: str | None = Field(default=None, description="Recipient domain, for per-domain pacing.")
+    sender: str | None = Field(
+        default=None, description="The lead's sender (issue 28): one send of a mailbox at a "
+        "time per delivery run, so each sees the waits planned before it.")
 
 
 class DeliveryOutcome(BaseModel):

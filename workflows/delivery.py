@@ -81,6 +81,11 @@ class DeliveryOrchestrator:
         self._after: str | None = None
         #: Follow-ups waiting for the campaign pace: step 1 lets them go first.
         self._follow_ups_pacing = 0
+        #: One send of a mailbox at a time in this run (issue 28): each send's claim, or
+        #: its planned wait, sees the waits planned before it, so a run's many sends of one
+        #: mailbox are not all planned into the same slot (a mailbox sends one at a time
+        #: anyway, its minimum gap apart).
+        self._sender_locks: dict[str, asyncio.Lock] = {}
 
     @workflow.query(name="progress")
     def progress(self) -> DeliveryResult:
@@ -236,7 +241,7 @@ class DeliveryOrchestrator:
             await workflow.wait_condition(lambda: not self._state.paused or self._state.cancelled)
             if self._state.cancelled:
                 return
-            async with slots:
+            async with self._one_per_sender(lead.sender), slots:
                 window = inp.send_window
                 if window is not None and next_open(workflow.now(), window, lead.timezone) > (
                     workflow.now()
@@ -248,6 +253,14 @@ class DeliveryOrchestrator:
                     continue  # paused (by a person or the breaker) while waiting its turn
                 await self._send(inp, lead.lead_id, step)
                 return
+
+    def _one_per_sender(self, sender: str | None) -> contextlib.AbstractAsyncContextManager[
+            object]:
+        """The lock of the lead's mailbox (taken before a slot of the window, so a send
+        waiting for it holds no slot); no lock for a lead without a sender."""
+        if sender is None:
+            return contextlib.nullcontext()
+        return self._sender_locks.setdefault(sender, asyncio.Lock())
 
     def _pace_wait(self, inp: DeliveryInput, domain: str | None) -> timedelta:
         """How long until this send keeps both the campaign pace and the domain limit."""

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovedLead,
         DeliveryInput,
         DueRequest,
+        DueStep,
         NextDueRequest,
         StopSequence,
     )
@@ -123,13 +124,12 @@ class FollowUps:
         return (f"; follow-ups: {len(self.in_flight)} in flight, next due "
                 f"{self.next_due.isoformat(timespec='seconds')}")
 
-    async def _one(self, lead_id: str, step: int, timezone: str | None, domain: str | None
-                   ) -> None:
+    async def _one(self, due: DueStep) -> None:
         try:
-            await self.send(ApprovedLead(lead_id=lead_id, timezone=timezone, domain=domain),
-                            step)
+            await self.send(ApprovedLead(lead_id=due.lead_id, timezone=due.timezone,
+                                         domain=due.domain, sender=due.sender), due.step)
         finally:
-            self.in_flight.pop(lead_id, None)
+            self.in_flight.pop(due.lead_id, None)
 
     def _woken(self) -> bool:
         """Wake before the timer: cancelled, a reply to record, or a send scheduled a step
@@ -194,8 +194,7 @@ class FollowUps:
                         _, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                         pending = set(rest)
                     self.in_flight[due.lead_id] = due.step
-                    pending.add(asyncio.create_task(
-                        self._one(due.lead_id, due.step, due.timezone, due.domain)))
+                    pending.add(asyncio.create_task(self._one(due)))
                     started += 1
                     if alongside:
                         state.sends += 1
