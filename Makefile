@@ -101,6 +101,7 @@ bench: $(DEV_STAMP) pg-server bytecode
 	$(BIN)/python -m bench.bench_workers --leads $(BENCH_LEADS) --write
 	$(BIN)/python -m bench.bench_latency --runs 50 --write
 	$(BIN)/python -m bench.bench_reply_intents --write
+	$(BIN)/python -m bench.bench_sender_capacity --write
 	@if [ "$(BENCH_RSS_LEADS)" -gt 0 ]; then \
 	  $(BIN)/python -m bench.bench_workers --peak-rss --leads $(BENCH_RSS_LEADS) --write; \
 	fi

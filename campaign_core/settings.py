@@ -145,8 +145,8 @@ class Settings(BaseSettings):
     )
     dns_resolver: str | None = Field(
         default=None, alias="CAMPAIGN_DNS_RESOLVER",
-        description="host:port of the DNS resolver `campaign sender check` asks; unset: the "
-        "system's resolvers.",
+        description="host:port of the DNS resolver that `campaign sender check` and the "
+        "sender check of `campaign start` ask; unset: the system's resolvers.",
     )
     smtp_require_tls: bool | None = Field(
         default=None, alias="CAMPAIGN_SMTP_REQUIRE_TLS",
