@@ -207,18 +207,41 @@ async def test_continue_as_new_while_sends_wait_for_their_mailbox_loses_and_doub
     run_workers: Any
 ) -> None:
     """On the dev server in real time (continue-as-new on the time-skipping server is not
-    reliable: tests/workflows/test_sequences.py says why): a 1 s gap makes most of 12 sends
-    wait on the schedule while runs of 4 continue as new."""
+    reliable: tests/workflows/test_sequences.py says why): a 1 s gap makes most of 6 sends
+    wait on the schedule while runs of 2 continue as new."""
     await add_sender(store, "gap", daily=100, hourly=100, gap=1)
     async with run_workers(dev_env.client):
-        _, ids = await started(dev_env, settings, store, prefix, "c-gap", people(12),
+        _, ids = await started(dev_env, settings, store, prefix, "c-gap", people(6),
                                senders=["gap"],
-                               tuning=EngineTuning(leads_per_run=4, page_size=4))
+                               tuning=EngineTuning(leads_per_run=2, page_size=2))
         final = await asyncio.wait_for(handle(dev_env, "c-gap").result(), 120)
-    assert final.stage is Stage.COMPLETED and final.counts.sent == 12
+    assert final.stage is Stage.COMPLETED and final.counts.sent == 6
     claims = await sends(store, "gap")
     assert sorted(str(c.lead_id) for c in claims) == sorted(ids)  # each lead once
     assert_caps(claims, daily=100, hourly=100, gap=1)
-    assert len(outbox(settings)) == 12
+    assert len(outbox(settings)) == 6
     runs = await run_history_lengths(dev_env.client, delivery_workflow_id("c-gap"))
     assert len(runs) >= 2, runs
+
+
+async def test_a_send_planned_outside_the_send_window_waits_for_the_window_too(
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store, prefix: str, run_workers: Any
+) -> None:
+    """One send an hour from a mailbox, and a send window one hour a day wide: the second
+    lead's slot (an hour after the first send) falls after the window closes, so it goes in
+    the next day's window, not at its slot."""
+    now = await ts_env.get_current_time()
+    opens = (now + HOUR).replace(minute=0, second=0, microsecond=0)
+    window = f"{opens:%H}:00-{opens:%H}:59"  # every day, UTC (the leads have no zone)
+    await add_sender(store, "hourly", daily=10, hourly=1, gap=60)
+    async with run_workers(ts_env.client):
+        await started(ts_env, settings, store, prefix, "c-win", people(3), senders=["hourly"],
+                      send_window=window)
+        final = await finish(ts_env, "c-win", 2 * HOUR, limit=timedelta(minutes=4))
+    assert final.counts.sent == 3
+    claims = await sends(store, "hourly")
+    assert len(claims) == 3
+    assert_caps(claims, daily=10, hourly=1, gap=60)
+    for c in claims:  # every send inside the window
+        assert c.sent_at.astimezone(UTC).hour == opens.hour, c.sent_at
+    assert len({c.sent_at.date() for c in claims}) == 3  # one a day: the window is an hour
