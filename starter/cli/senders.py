@@ -11,6 +11,7 @@ linter's), 0 when every check is ok or a warning; 2 for an unknown name, as ever
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +87,10 @@ def spec_message(error: ValidationError) -> str:
         field = str(e["loc"][0]) if e["loc"] else ""
         flag = FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-")) if field else ""
         message = str(e["msg"]).removeprefix("Value error, ")
+        if not flag:  # a rule over several fields names them as the body does: say flags
+            message = re.sub(r"\b(" + "|".join(SenderSpec.model_fields) + r")\b",
+                             lambda m: FLAG_OF_FIELD.get(m[1], "--" + m[1].replace("_", "-")),
+                             message)
         lines.append(f"{flag}: {message}" if flag else message)
     return "\n".join(lines)
 

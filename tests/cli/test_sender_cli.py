@@ -151,9 +151,9 @@ async def test_a_url_in_clear_needs_the_encryption_key_and_is_never_shown(
     (["--outbox", "--imap-url", "imaps://imap.acme.test/INBOX"], "--imap-url: give the mailbox"),
     ([], "--smtp-url / --outbox: give one of them"),
     (["--outbox", "--smtp-url", "env:X"], "--smtp-url / --outbox: give one of them"),
-    (["--outbox", "--ramp-start", "5"], "give ramp_start and ramp_step together"),
+    (["--outbox", "--ramp-start", "5"], "give --ramp-start and --ramp-step together"),
     (["--outbox", "--min-gap", "soon"], "--min-gap: 'soon' is not a duration"),
-    (["--outbox", "--dkim-selector", "s1"], "give dkim_key and dkim_selector together"),
+    (["--outbox", "--dkim-selector", "s1"], "give --dkim-key and --dkim-selector together"),
 ])
 async def test_bad_flags_are_refused_naming_them(store: SqliteStore, args: list[str],
                                                  says: str) -> None:
