@@ -27,8 +27,9 @@ def assign(leads: Sequence[tuple[str, str]], weights: Mapping[str, float],
     """`leads`: (lead id, company key) in order; `weights`: sender -> capacity (> 0);
     `counts`: leads each sender already has in the campaign. Returns lead id -> sender.
 
-    The load of a sender is (its leads + 1) / weight, multiplied by 1 + its leads of the
-    lead's company (in this call): ties go to the sender named first."""
+    The load of a sender is (its leads + 1/2) / weight (Sainte-Laguë's divisor, which keeps
+    the shares closest to the weights), multiplied by 1 + its leads of the lead's company
+    (in this call): ties go to the sender named first."""
     if not weights:
         return {}
     names = sorted(weights)
@@ -39,7 +40,7 @@ def assign(leads: Sequence[tuple[str, str]], weights: Mapping[str, float],
         mine = by_company.setdefault(company, {})
 
         def cost(name: str, mine: dict[str, int] = mine) -> tuple[float, str]:
-            return ((load[name] + 1) / weights[name] * (1 + mine.get(name, 0)), name)
+            return ((load[name] + 0.5) / weights[name] * (1 + mine.get(name, 0)), name)
 
         chosen = min(names, key=cost)
         out[lead_id] = chosen
