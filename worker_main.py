@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -203,8 +204,9 @@ async def run_workers(
     # (`campaign db migrate`): a worker never changes a schema other workers use.
     await store.ensure_schema()
     workers = build_workers(client, store, settings, queues=queues)
-    if (not queues or WORKFLOW_QUEUE in queues) and await ensure_reply_schedule(
-            client, settings, settings.task_queue_prefix, store=store):
+    polling = (not queues or WORKFLOW_QUEUE in queues) and await ensure_reply_schedule(
+        client, settings, settings.task_queue_prefix, store=store)
+    if polling:
         log.info("reply mailbox: polled every %ss", settings.imap_poll_seconds)
     names = ", ".join(w.task_queue for w in workers)
     log.info("workers polling: %s", names)
@@ -222,11 +224,34 @@ async def run_workers(
     # The senders' capacity and paused gauges describe the shared store: every process
     # serving /metrics refreshes them in the background (a scrape never waits for it).
     senders = asyncio.create_task(watch_senders(store, settings, stop))
+    mailboxes = asyncio.create_task(
+        reply_schedule_when_needed(client, settings, store, stop)
+        if not polling and (not queues or WORKFLOW_QUEUE in queues) else stop.wait())
     await stop.wait()
-    await asyncio.gather(backlog, senders)
+    await asyncio.gather(backlog, senders, mailboxes)
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
+
+
+async def reply_schedule_when_needed(client: Client, settings: Settings, store: Store,
+                                     stop: asyncio.Event, every: float = 60.0) -> None:
+    """No mailbox to poll when the worker started: create the reply-poll schedule once a
+    sender with a reply mailbox is added (issue 28), without a restart. One store read a
+    minute until then; a failure is logged and tried again."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        if stop.is_set():
+            return
+        try:
+            if await ensure_reply_schedule(client, settings, settings.task_queue_prefix,
+                                           store=store):
+                log.info("reply mailbox: a sender's mailbox appeared; polled every %ss",
+                         settings.imap_poll_seconds)
+                return
+        except Exception:
+            log.exception("reply mailbox: could not create the poll schedule; trying again")
 
 
 def serving_line(settings: Settings) -> str:

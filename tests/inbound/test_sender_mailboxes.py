@@ -12,6 +12,7 @@ mailbox (and not when none has).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -213,3 +214,28 @@ async def test_the_schedule_is_made_when_only_a_sender_has_a_mailbox(
         await handle.delete()
     assert await store.remove_sender("ana")
     assert not await ensure_reply_schedule(client, settings, prefix, store=store)
+
+
+async def test_a_running_worker_makes_the_schedule_once_a_senders_mailbox_is_added(
+        dev_env: WorkflowEnvironment, settings: Settings, store: SqliteStore, prefix: str) -> None:
+    """No mailbox when the worker started: the worker's watch creates the poll schedule as
+    soon as a sender with a reply mailbox is added, without a restart."""
+    from worker_main import reply_schedule_when_needed
+
+    settings.imap_url = None
+    settings.task_queue_prefix = prefix
+    stop = asyncio.Event()
+    watch = asyncio.create_task(
+        reply_schedule_when_needed(dev_env.client, settings, store, stop, every=0.05))
+    await asyncio.sleep(0.3)
+    assert not watch.done()  # nothing to poll yet: still watching
+    handle = dev_env.client.get_schedule_handle(reply_schedule_id(prefix))
+    assert await store.add_sender(sender("ana", "env:ANA_IMAP_URL"))
+    try:
+        await asyncio.wait_for(watch, 10)  # made it, and stopped watching
+        described = await handle.describe()
+        assert "senders' reply mailboxes" in (described.schedule.state.note or "")
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await handle.delete()
