@@ -343,7 +343,7 @@ async def record_sender_event(store: Store, message_key: str, kind: SenderEventK
     row = await store.get_sender(sender)
     if row is None or row.paused or row.removed_at is not None:
         return None
-    if not await store.set_sender_paused(sender, True, reason):
-        return None
+    if not await store.set_sender_paused(sender, True, reason, if_not_paused=True):
+        return None  # another event paused it first: that one reports the pause
     return SenderPause(sender=sender, reason=reason, bounces=health.bounces,
                        complaints=health.complaints, sends=health.sends, paused_at=_utc(now))

@@ -625,9 +625,12 @@ class Store(Protocol):
         """Senders by name."""
         ...
 
-    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None, *,
+                                if_not_paused: bool = False) -> bool:
         """Pause (with the reason and `paused_at` now) or resume (reason and time cleared)
-        a sender that is not removed; False for an unknown or removed one."""
+        a sender that is not removed; False for an unknown or removed one, and with
+        `if_not_paused` for one already paused (so of two events that pause it at once,
+        one only reports the pause)."""
         ...
 
     async def remove_sender(self, name: str) -> bool:

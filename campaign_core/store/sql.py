@@ -1180,11 +1180,13 @@ class SqlStore(Erasure[Scope]):
         rows = await self._all(f"SELECT * FROM senders{active} ORDER BY name", (), "senders")
         return [sender_row(r) for r in rows]
 
-    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None, *,
+                                if_not_paused: bool = False) -> bool:
         return await self._run(
             "UPDATE senders SET paused = ?, paused_reason = ?, "
             f"paused_at = {'now()' if paused else 'NULL'} "
-            "WHERE name = ? AND removed_at IS NULL",
+            "WHERE name = ? AND removed_at IS NULL"
+            + (" AND paused = FALSE" if if_not_paused else ""),
             (paused, reason if paused else None, name), "senders", name) > 0
 
     async def remove_sender(self, name: str) -> bool:

@@ -1504,19 +1504,26 @@ class SupabaseStore(Erasure[Pairs]):
         where = _match() if include_removed else _match(null=("removed_at",))
         return [sender_row(r) for r in await self._pages("senders", "*", where, ["name"])]
 
-    async def set_sender_paused(self, name: str, paused: bool, reason: str | None) -> bool:
+    async def set_sender_paused(self, name: str, paused: bool, reason: str | None, *,
+                                if_not_paused: bool = False) -> bool:
         values = {"paused": paused, "paused_reason": reason if paused else None,
                   "paused_at": _now() if paused else None}
-        return await self._update_sender(name, values)
+        return await self._update_sender(name, values, only_active=if_not_paused)
 
     async def remove_sender(self, name: str) -> bool:
         return await self._update_sender(name, {"removed_at": _now()})
 
-    async def _update_sender(self, name: str, values: dict[str, Any]) -> bool:
-        """Change a sender that is not removed; whether there was one."""
-        res = await self._run(lambda db: db.table("senders").update(
-            values, returning=ReturnMethod.representation).eq("name", name)
-            .is_("removed_at", "null"), "senders", name)
+    async def _update_sender(self, name: str, values: dict[str, Any], *,
+                             only_active: bool = False) -> bool:
+        """Change a sender that is not removed (and, `only_active`, not paused); whether
+        there was one."""
+        def update(db: Any) -> Any:
+            query = db.table("senders").update(
+                values, returning=ReturnMethod.representation).eq("name", name).is_(
+                "removed_at", "null")
+            return query.eq("paused", False) if only_active else query
+
+        res = await self._run(update, "senders", name)
         return bool(res.data)
 
     async def last_sender_claim(self, sender: str) -> SenderClaim | None:

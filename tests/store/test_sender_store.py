@@ -88,6 +88,12 @@ async def test_a_sender_is_added_once_listed_paused_resumed_and_removed(backend:
     assert resumed is not None and (resumed.paused, resumed.paused_reason,
                                     resumed.paused_at) == (False, None, None)
     assert await s.set_sender_paused("nobody", True, "x") is False
+    # Two events pausing it at once: only the first one pauses it (and reports it).
+    assert await s.set_sender_paused("ana", True, "first", if_not_paused=True) is True
+    assert await s.set_sender_paused("ana", True, "second", if_not_paused=True) is False
+    again = await s.get_sender("ana")
+    assert again is not None and again.paused_reason == "first"
+    assert await s.set_sender_paused("ana", False, None)
 
     assert await s.remove_sender("bo") is True
     assert await s.remove_sender("bo") is False
