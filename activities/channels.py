@@ -48,11 +48,15 @@ class ChannelConfigError(ValueError):
 class ChannelRefused(Exception):
     """The provider answered and refused: `permanent` when it will never accept it."""
 
-    def __init__(self, message: str, *, permanent: bool, summary: str | None = None) -> None:
+    def __init__(self, message: str, *, permanent: bool, summary: str | None = None,
+                 mailbox: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         #: The answer without the provider's text (which may quote the address): for history.
         self.summary = summary or message.split(":", 1)[0]
+        #: Refused for the sending mailbox, not for this recipient: the login, or MAIL FROM.
+        #: Every message of the mailbox would be refused alike (issue 28 pauses the sender).
+        self.mailbox = mailbox
 
 
 @dataclass(frozen=True)
@@ -207,9 +211,10 @@ def _tls_failure(config: SmtpConfig, err: ssl.SSLError) -> SmtpTlsError:
                         "Nothing was sent; the send is retried.")
 
 
-def _refused(err: aiosmtplib.SMTPResponseException) -> ChannelRefused:
+def _refused(err: aiosmtplib.SMTPResponseException, *, mailbox: bool = False
+             ) -> ChannelRefused:
     return ChannelRefused(f"SMTP {err.code}: {err.message}", permanent=500 <= err.code < 600,
-                          summary=f"SMTP {err.code}")
+                          summary=f"SMTP {err.code}", mailbox=mailbox)
 
 
 async def send_smtp(
@@ -266,10 +271,13 @@ async def send_smtp(
             options.append("SMTPUTF8")
             if smtp.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")  # the UTF-8 headers are 8-bit data
-        if config.username:
-            await smtp.login(config.username, config.password or "")
-        encoding = "utf-8" if utf8 else "ascii"
-        await smtp.mail(sender, options=options, encoding=encoding)
+        try:
+            if config.username:
+                await smtp.login(config.username, config.password or "")
+            encoding = "utf-8" if utf8 else "ascii"
+            await smtp.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as err:
+            raise _refused(err, mailbox=True) from err  # the mailbox's login or address
         await smtp.rcpt(recipient, encoding=encoding)
     except aiosmtplib.SMTPResponseException as err:
         raise _refused(err) from err

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.errors import MessageError
 from email.message import EmailMessage
 from typing import Any
@@ -51,6 +51,7 @@ from campaign_core.answers import (
 )
 from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
+from campaign_core.metrics import process_metrics
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
 from campaign_core.senders import SenderRow, SlotGranted
 from campaign_core.unsubscribe import Claims, make_token, signing_key
@@ -232,6 +233,10 @@ class DeliveryAgent(Agent):
             await failed_for_good(str(err))
             raise permanent(SMTPUTF8_REQUIRED, str(err)) from err
         except ChannelRefused as err:
+            if err.permanent and err.mailbox and sender is not None:
+                # The login or the mailbox's address refused: every message of this mailbox
+                # would fail alike. Pause the sender and hold the step, not fail the lead.
+                return await self._mailbox_refused(inp, sender, err, mark, started)
             if err.permanent:
                 await failed_for_good(str(err))  # the provider's whole reply: store only
                 raise PrivateReasonError(
@@ -401,6 +406,33 @@ class DeliveryAgent(Agent):
                                     slot.reason)
         return DeliveryOutcome(lead_id=inp.lead_id, status="waiting", sender=sender.name,
                                next_slot=slot.next_slot, stop_reason=slot.reason)
+
+    async def _mailbox_refused(self, inp: DeliverInput, sender: SenderRow,
+                               err: ChannelRefused, mark: Callable[..., Awaitable[None]],
+                               started: datetime) -> DeliveryOutcome:
+        """The sender's SMTP server refused the mailbox itself (its login, or MAIL FROM):
+        a password changed or revoked, a From the server will not send as. Instead of
+        failing every lead of the mailbox one by one, the sender pauses itself (the reason
+        in `sender list`, `status`, the audit and the metric; the provider's words stay in
+        the delivery record) and this step waits with its mailbox's other sends until a
+        person fixes it and runs `campaign sender resume`."""
+        reason = (f"its SMTP server refused the mailbox ({err.summary} at login or MAIL "
+                  "FROM): every message would be refused; fix its login or address, then "
+                  f"`campaign sender resume {sender.name}`")
+        await mark("sending", error=f"held: sender {sender.name} paused: {err}")
+        if await self.store.set_sender_paused(sender.name, True, reason, if_not_paused=True):
+            record = Record(kind="sender_paused", key=sender.name, data={
+                "sender": sender.name, "by": "delivery", "reason": reason,
+                "smtp": err.summary}, provenance=self.provenance(
+                    f"smtp:{err.summary}", {"sender": sender.name, "lead": inp.lead_id}))
+            await self.keep(self.envelope(inp.campaign_id, [record], started), inp.lead_id,
+                            f"sender {sender.name} paused: {err.summary}")
+            activity.logger.warning("sender %s paused itself: %s", sender.name, err.summary)
+            process_metrics().sender_paused(sender.name)
+        await self.store.defer_step(inp.campaign_id, inp.lead_id, inp.step,
+                                    now_utc() + PAUSED_RECHECK, sender.name, "paused")
+        return DeliveryOutcome(lead_id=inp.lead_id, status="waiting", sender=sender.name,
+                               stop_reason="paused")
 
     def _sender_smtp(self, sender: SenderRow) -> SmtpConfig:
         """The sender's SMTP server, its URL unsealed now (ChannelConfigError if it cannot

@@ -150,3 +150,40 @@ async def test_past_its_cap_a_send_waits_on_the_schedule_and_a_removed_senders_l
     assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 2  # the third is not sent
     fourth = await deliver(store, settings, cid, leads[3].lead_id, Channel.OUTBOX)
     assert (fourth.status, fourth.stop_reason) == ("stopped", "sender gone removed")
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+async def test_a_mailbox_its_server_refuses_pauses_its_sender_instead_of_failing_leads(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revoked password (535 at login) would refuse every message of the mailbox: the
+    sender pauses itself and the lead waits; fixed and resumed, it is sent once."""
+    settings.postal_address = POSTAL
+    cid = "c-revoked"
+    leads = await seeded(store, cid, Channel.SMTP)
+    with smtp_server(user="ana", password="right") as (sink, url):
+        monkeypatch.setenv("ANA_SMTP_URL", url.replace("right", "revoked"))
+        await store.add_sender(sender("ana", smtp_url="env:ANA_SMTP_URL", min_gap_seconds=0))
+        await store.assign_senders(cid, {leads[0].lead_id: "ana", leads[1].lead_id: "ana"})
+        held = await deliver(store, settings, cid, leads[0].lead_id, Channel.SMTP)
+        assert (held.status, held.sender, held.stop_reason) == ("waiting", "ana", "paused")
+        row = await store.get_sender("ana")
+        assert row is not None and row.paused and "SMTP 535" in str(row.paused_reason)
+        assert "revoked" not in str(row.paused_reason)
+        step = await store.get_step(cid, leads[0].lead_id, 1)
+        assert step is not None and step.wait_reason == "paused"
+        second = await deliver(store, settings, cid, leads[1].lead_id, Channel.SMTP)
+        assert second.status == "waiting"  # held without trying the server again
+        assert [r.delivery_status for r in await store.report(cid)
+                if r.lead_id in (leads[0].lead_id, leads[1].lead_id)] == ["pending"] * 2
+        audit = [r for e in await store.audit(cid) for r in e.envelope["records"]
+                 if r["kind"] == "sender_paused"]
+        assert len(audit) == 1 and audit[0]["data"]["smtp"] == "SMTP 535"
+        # A person fixes the login and resumes the sender: the held sends go, once each.
+        monkeypatch.setenv("ANA_SMTP_URL", url)
+        assert await store.set_sender_paused("ana", False, None)
+        assert await store.release_sender_holds("ana", datetime.now(UTC)) == [cid]
+        outs = [await deliver(store, settings, cid, lead.lead_id, Channel.SMTP)
+                for lead in leads[:2]]
+    assert [o.status for o in outs] == ["sent", "sent"]
+    assert len(sink.messages) == 2
