@@ -90,6 +90,8 @@ def _line(status: CampaignStatus) -> str:
                if intents else "")
     waiting = capacity_wait(status)
     replies += f" · {waiting}" if waiting else ""
+    for name, why in status.paused_senders.items():
+        replies += f" · [yellow]sender {shown(name)} paused[/] ({shown(why)})"
     return (f"[bold]{shown(status.campaign_id)}[/]: {shown(status.stage.value)}{paused}{reason}"
             f" · drafted {c.drafted} · failed drafts {c.draft_failed}{held}"
             f" · sent {c.sent} · replied {c.replied} · stopped {c.stopped}"

@@ -88,3 +88,23 @@ async def test_progress_bars_follow_drafting_and_delivery(
     text = console.export_text()
     assert "drafting" in text and "12/12" in text
     assert "delivery" in text and "awaiting_approval" in text and "completed" in text
+
+
+def test_the_watch_line_shows_the_sends_waiting_for_their_mailbox_and_paused_senders() -> None:
+    """Issue 28: `status --watch` says how many sends wait for capacity, when the next one
+    is due, and which of the campaign's senders are paused, and why."""
+    from datetime import UTC, datetime
+
+    from campaign_core.models import CampaignStatus, Counts
+    from starter.cli.watch import _line
+
+    status = CampaignStatus(
+        campaign_id="c1", stage=Stage.DELIVERING, counts=Counts(sent=13),
+        waiting_for_capacity=27, next_slot=datetime(2026, 12, 8, 9, 14, 30, tzinfo=UTC),
+        paused_senders={"ana": "bounces: 4 of the last 100 sends"})
+    line = _line(status)
+    assert "sent 13" in line
+    assert "27 waiting for capacity, next slot 2026-12-08 09:14 UTC" in line
+    assert "sender ana paused[/] (bounces: 4 of the last 100 sends)" in line
+    quiet = _line(status.model_copy(update={"waiting_for_capacity": 0, "paused_senders": {}}))
+    assert "waiting for capacity" not in quiet and "paused" not in quiet
