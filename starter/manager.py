@@ -71,7 +71,7 @@ from starter.errors import BadInput as BadInput
 from starter.errors import Conflict as Conflict
 from starter.errors import NotFound as NotFound
 from starter.limits import MAX_BODY, MAX_SUBJECT
-from starter.senders import preflight, resolve
+from starter.senders import one_mailbox_warning, preflight, resolve
 from starter.start_options import DIGESTED_WHEN_SET, CampaignOptions, EngineTuning
 from workflows.campaign import CampaignWorkflow, search_attributes
 from workflows.signals import TemporalCampaignSignals
@@ -346,6 +346,8 @@ class CampaignManager(ControlPlane):
                            field="id")
         warnings = await preflight(self.settings, self.store, senders,
                                    strict=options.strict_senders)
+        if (crowded := one_mailbox_warning(options.channel, senders, len(intake.leads))):
+            warnings.append(crowded)
         skipped = await self._overlap(cid, intake.leads, options.allow_overlap)
         stored = options.stored()
         await self.store.upsert_campaign(

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from campaign_core.envelope import Envelope, EnvelopeMetadata, Provenance, Record, digest
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.models import Channel
-from campaign_core.senders import SenderRow, SenderSpec, SenderStatus
+from campaign_core.senders import DEFAULT_DAILY_CAP, SenderRow, SenderSpec, SenderStatus
 from campaign_core.settings import Settings
 from campaign_core.store.base import Store
 from campaign_core.temporal import TemporalUnreachable
@@ -191,6 +191,18 @@ async def resolve(store: Store, channel: Channel, names: Sequence[str] | None) -
                        "to start with (a named paused sender holds its leads until resumed)",
                        field="senders")
     return active
+
+
+def one_mailbox_warning(channel: Channel, senders: Sequence[str] | None, leads: int) -> str | None:
+    """A warning for a start that would send more than a mailbox's default day from the one
+    implicit sender (no sender defined): nothing caps it, and providers flag a mailbox that
+    sends hundreds a day (issue 28: "nothing tells them so")."""
+    if channel is not Channel.SMTP or senders is not None or leads <= DEFAULT_DAILY_CAP:
+        return None
+    return (f"{leads} leads will all be sent from one mailbox (CAMPAIGN_FROM), with no daily "
+            f"cap: mail providers flag a mailbox that sends more than about "
+            f"{DEFAULT_DAILY_CAP} cold messages a day; define senders (mailboxes with caps "
+            "and warm-up) to spread them, see docs/senders.md")
 
 
 async def preflight(settings: Settings, store: Store, names: Sequence[str] | None, *,

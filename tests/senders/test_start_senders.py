@@ -36,7 +36,7 @@ from starter.api import create_app
 from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager, Conflict
 from starter.schedules import ScheduleManager, template_id_for
-from starter.senders import Senders
+from starter.senders import Senders, one_mailbox_warning
 from starter.start_options import CampaignOptions, ScheduleOptions
 from tests.fakes.dns_server import dns_server
 from workflows.scheduled import schedule_id
@@ -345,3 +345,29 @@ async def test_a_schedule_resolves_its_senders_when_it_is_created(
         "name": f"{name}-y", "cron": "0 9 * * MON", "paused": True, "leads": ROWS,
         "senders": ["zed"]})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "senders"], r.text
+
+
+def test_a_big_smtp_start_without_senders_is_warned_about_its_one_mailbox() -> None:
+    """Issue 28: "a 20,000-lead campaign from one mailbox ... nothing tells them so"."""
+
+
+    line = one_mailbox_warning(Channel.SMTP, None, 20_000)
+    assert line is not None and line.startswith("20000 leads will all be sent from one mailbox")
+    assert "docs/senders.md" in line
+    assert one_mailbox_warning(Channel.SMTP, None, 40) is None  # a day of one mailbox
+    assert one_mailbox_warning(Channel.SMTP, ["ana"], 20_000) is None  # senders: capped
+    assert one_mailbox_warning(Channel.OUTBOX, None, 20_000) is None  # nothing is mailed
+
+
+async def test_the_start_says_so_when_many_leads_go_from_the_one_implicit_mailbox(
+        manager: CampaignManager, start_settings: Settings, dev_env: WorkflowEnvironment,
+        prefix: str) -> None:
+    start_settings.smtp_url = SecretStr("smtp://127.0.0.1:2525")  # CAMPAIGN_SMTP_URL, no sender
+    cid = f"{prefix}crowded"
+    rows = [{"email": f"p{i}@co{i}.example"} for i in range(41)]
+    result = await manager.start(parse_lead_rows(enumerate(rows, start=2), cid),
+                                 opts(channel=Channel.SMTP), name="crowded", campaign_id=cid)
+    assert result.senders is None
+    assert [w for w in result.warnings if "from one mailbox" in w] == [
+        one_mailbox_warning(Channel.SMTP, None, 41)]
+    await done(dev_env.client, cid)
