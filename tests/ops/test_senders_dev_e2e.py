@@ -140,7 +140,7 @@ async def test_three_outbox_senders_capped_5_5_3_send_13_of_40_and_the_rest_wait
             listed_at = datetime.now(UTC)
 
             # Nothing more goes out while they wait (the next slot is a day away).
-            await asyncio.sleep(max(0.0, 15 - (time.time() - seen_waiting)))
+            await asyncio.sleep(max(0.0, 8 - (time.time() - seen_waiting)))
             later = await cli_json(env, "status", cid)
             mail = outbox(home)
             sends = sender_sends(home)
