@@ -11,7 +11,6 @@ server does not have).
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
-from typer.testing import CliRunner
 
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import parse_lead_rows
@@ -29,12 +27,12 @@ from campaign_core.send_window import SendWindow
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
-from starter.cli import app as cli_app
 from starter.manager import CampaignManager
 from starter.review_auth import Reviewers
 from starter.schedules import MEMO_KEY
 from tests.api.test_api import AUTH, LEADS, api_settings, serve, signed, wait_http_stage
 from tests.conftest import KB
+from tests.fakes.cli_runner import cli_json
 from tests.workflows.test_orchestration import result_of
 from workflows.scheduled import schedule_id
 
@@ -80,18 +78,6 @@ def dev_manager(dev_env: Any, api_settings: Settings, store: SqliteStore, prefix
     monkeypatch.setenv("TEMPORAL_UI_URL", "http://ui.test:8233")
     api_settings.temporal_ui_url = "http://ui.test:8233"
     return CampaignManager(api_settings, client=dev_env.client, store=store, queue_prefix=prefix)
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    """`campaign ARGS` in a thread (the CLI runs its own event loop)."""
-    result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-async def cli_json(*args: str) -> Any:
-    code, out, err = await cli(*args, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 async def workflow_input(client: Client, campaign_id: str) -> CampaignInput:

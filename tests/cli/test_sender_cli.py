@@ -11,7 +11,6 @@ password or a DKIM key never reaches the output, the store in clear or the audit
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
@@ -21,12 +20,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from typer.testing import CliRunner
 
 from campaign_core.dkim_sign import load_dkim_key
 from campaign_core.store.sqlite import SqliteStore
-from starter.cli import app as cli_app
 from starter.senders import SENDER_TRAIL
+from tests.fakes.cli_runner import cli, cli_json
 from tests.fakes.dns_server import dns_server
 
 PASSWORD = "Pa55-w0rd-never-shown"
@@ -34,17 +32,6 @@ SMTP_URL = f"smtps://ana%40acme.test:{PASSWORD}@smtp.acme.test:465"
 #: What `sender list --json` gives for each sender (CONTRACT.md, Senders), at least.
 CONTRACT_KEYS = {"name", "from", "daily_cap", "hourly_cap", "today_cap", "sent_24h", "sent_1h",
                  "next_slot", "bounce_rate", "complaint_rate", "paused", "paused_reason"}
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-async def cli_json(*args: str) -> Any:
-    code, out, err = await cli(*args, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def pem_of(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:

@@ -7,29 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from campaign_core.leads import parse_lead_rows
 from campaign_core.store.erasure import FORGOTTEN_REASON, subject_digest
 from campaign_core.store.sqlite import SqliteStore
-from starter.cli import app as cli_app
 from starter.suppression import SUPPRESSION_TRAIL
+from tests.fakes.cli_runner import cli, cli_json
 
 ANA, BO, ZED = "ana@example.com", "bo@example.org", "zed@example.com"
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-async def cli_json(*args: str) -> Any:
-    code, out, err = await cli(*args, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 async def seed(store: SqliteStore) -> str:

@@ -11,7 +11,6 @@ running campaign (`senders_changed`, in its history); `status` counts the waits.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,6 @@ from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner
 
 from campaign_core.ids import campaign_workflow_id
 from campaign_core.leads import IntakeResult, parse_lead_rows
@@ -33,11 +31,11 @@ from campaign_core.senders import SenderRow, SenderTransport
 from campaign_core.settings import Settings
 from campaign_core.store.sqlite import SqliteStore
 from starter.api import create_app
-from starter.cli import app as cli_app
 from starter.manager import BadInput, CampaignManager, Conflict
 from starter.schedules import ScheduleManager, template_id_for
 from starter.senders import Senders, one_mailbox_warning
 from starter.start_options import CampaignOptions, ScheduleOptions
+from tests.fakes.cli_runner import cli
 from tests.fakes.dns_server import dns_server
 from workflows.scheduled import schedule_id
 
@@ -108,11 +106,6 @@ async def started_input(client: Client, cid: str) -> CampaignInput:
 async def done(client: Client, *cids: str) -> None:
     for cid in cids:
         await client.get_workflow_handle(campaign_workflow_id(cid)).terminate("test done")
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 # -- resolution ---------------------------------------------------------------------------------
