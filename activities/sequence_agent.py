@@ -165,8 +165,10 @@ class SequenceAgent(Agent):
         """Give each lead of the page that has none its sender (issue 28), before it is
         drafted, so its drafts sign with that sender's name. Spread by capacity: a sender's
         weight is what it may still send today plus its cap for a day (so both today and
-        the days after count); paused and removed senders get no new leads while another
-        one can take them. Returns how many leads were given one."""
+        the days after count), less the sends already waiting for it from any campaign (a
+        mailbox shared with a big campaign is fuller than its cap says); paused and removed
+        senders get no new leads while another one can take them. Returns how many leads
+        were given one."""
         from campaign_core.sender_capacity import sender_status
 
         now = now_utc()
@@ -177,7 +179,9 @@ class SequenceAgent(Agent):
             if row is None or row.removed_at is not None:
                 continue
             status = await sender_status(self.store, row, self.settings, now)
-            weight = float(max(status.today_cap - status.sent_24h, 0) + status.today_cap)
+            backlog = len(await self.store.planned_waits(name, now))  # any campaign's
+            weight = float(max(status.today_cap - status.sent_24h, 0) + status.today_cap
+                           - backlog)
             (held if row.paused else weights)[name] = max(weight, 1.0)
         weights = weights or held
         if not weights:

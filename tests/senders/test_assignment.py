@@ -4,8 +4,17 @@ spread by capacity, one company's leads over several mailboxes, the same on ever
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+from temporalio.testing import ActivityEnvironment
+
+from activities.sequence_agent import SequenceAgent
+from campaign_core.leads import parse_lead_rows
+from campaign_core.models import AssignSenders
 from campaign_core.sender_assignment import assign, company_key
+from campaign_core.senders import SenderRow
+from campaign_core.settings import Settings
+from campaign_core.store.sqlite import SqliteStore
 
 
 def test_leads_are_spread_in_proportion_to_capacity() -> None:
@@ -38,3 +47,29 @@ def test_colleagues_are_known_by_company_name_else_by_domain() -> None:
     assert company_key("ana@northwind.example", "Northwind  Freight") == "northwind freight"
     assert company_key("bo@Northwind.Example", None) == "northwind.example"
     assert company_key("cy@x.example", "  ") == "x.example"
+
+
+async def test_a_mailbox_with_sends_already_waiting_gets_fewer_new_leads(
+        store: SqliteStore, settings: Settings) -> None:
+    """Two mailboxes with the same caps; one already has 70 sends of another campaign
+    waiting for it: the new campaign's leads go mostly to the other (the agent reads the
+    real store)."""
+    now = datetime.now(UTC)
+    for name in ("busy", "free"):
+        assert await store.add_sender(SenderRow(
+            name=name, from_addr=f"{name} <{name}@acme.example>", transport="outbox",
+            daily_cap=40, created_at=now))
+    for i in range(70):
+        await store.defer_step("other", f"o{i}", 1, now + timedelta(hours=1, minutes=i), "busy",
+                               "capacity")
+    rows = [{"email": f"p{i}@co{i}.example"} for i in range(20)]
+    leads = parse_lead_rows(enumerate(rows, start=2), "c-new").leads
+    await store.upsert_campaign(campaign_id="c-new", name="n", brief="", channel="outbox",
+                                kb_dir=None, workflow_id="campaign:c-new")
+    await store.upsert_leads("c-new", leads)
+    agent = SequenceAgent(store, settings)
+    given = await ActivityEnvironment().run(agent.assign_senders, AssignSenders(
+        campaign_id="c-new", lead_ids=[lead.lead_id for lead in leads], senders=["busy", "free"]))
+    assert given == 20
+    counts = await store.sender_assignment_counts("c-new")
+    assert counts["free"] >= 18 and counts.get("busy", 0) <= 2, counts  # weights 80 vs 10
