@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from campaign_core.store.sqlite import SqliteStore
-from tests.cli.test_suppression_commands import cli, cli_json
+from tests.fakes.cli_runner import cli, cli_json
 from tests.store.test_reply_figures import DUE, delivering_campaign, reply
 
 
