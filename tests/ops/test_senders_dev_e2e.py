@@ -12,9 +12,9 @@ recorded for each mailbox (`sender_sends`, read-only), never the engine's counte
    sends, and nothing more goes out while they wait. The senders take `--min-gap 1s` (the
    default 60 s would make the 5 sends of one mailbox take five minutes of real time).
 2. The README's split flow (`campaign dev --no-worker` and a `campaign worker` beside it):
-   one outbox sender with a 2 s gap sends a 10-lead campaign one lead at a time; after 2 or
+   one outbox sender with a 2 s gap sends a 6-lead campaign one lead at a time; after 2 or
    3 are out, with the rest waiting on the schedule for their slot, the worker is killed
-   with SIGKILL and a new one started. Exactly 10 messages go out, each lead once.
+   with SIGKILL and a new one started. Exactly 6 messages go out, each lead once.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ pytestmark = pytest.mark.slow
 
 dev_cli_env = dev_process.dev_cli_env
 
+#: Leads of the kill test: a send every 2 s or more (the gap plus up to 5 s of jitter).
+N_KILL = 6
 TOKEN = "senders-e2e-api-token-0123456789"
 CAPS = {"a": 5, "b": 5, "c": 3}
 DAY = timedelta(hours=24)
@@ -198,7 +200,7 @@ async def test_three_outbox_senders_capped_5_5_3_send_13_of_40_and_the_rest_wait
 async def test_a_worker_killed_while_sends_wait_for_their_slot_loses_and_doubles_nothing(
         dev_cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
     env = {**dev_cli_env, "CAMPAIGN_API_TOKEN": TOKEN}
-    leads = leads_csv(tmp_path / "ten.csv", 10)
+    leads = leads_csv(tmp_path / "leads.csv", N_KILL)
     dev = ServerOnly(env, home)
     first, second = Worker(env), Worker(env)
     killed_at: dict[str, Any] = {}
@@ -224,10 +226,10 @@ async def test_a_worker_killed_while_sends_wait_for_their_slot_loses_and_doubles
             async def some_out_the_rest_waiting() -> bool:
                 status = await api_status(api, cid)
                 killed_at.update(status=status, files=len(eml_files(home)))
-                return bool(2 <= killed_at["files"] <= 8 and status["waiting_for_capacity"])
+                return bool(2 <= killed_at["files"] <= N_KILL - 2 and status["waiting_for_capacity"])
 
             await until(some_out_the_rest_waiting,
-                        f"2-8 sent and the rest waiting for their slot (last: {killed_at})", 120)
+                        f"2-{N_KILL - 2} sent and the rest waiting for their slot (last: {killed_at})", 120)
             os.kill(first.proc.pid, signal.SIGKILL)
             assert await asyncio.wait_for(first.proc.wait(), 30) == -signal.SIGKILL
             await first.stop()  # its output read to the end; nothing left to signal
@@ -240,28 +242,28 @@ async def test_a_worker_killed_while_sends_wait_for_their_slot_loses_and_doubles
             senders = await cli_json(env, "sender", "list")
     assert second.proc is not None and second.proc.returncode == 0, second.text()
     assert dev.proc is not None and dev.proc.returncode == 0, "".join(dev.lines)
-    assert killed_at["files_after_kill"] < 10, (
+    assert killed_at["files_after_kill"] < N_KILL, (
         f"every message went out before the kill; nothing was waiting: {killed_at}")
 
     mail = outbox(home)
-    assert len(mail) == 10, [str(m["To"]) for m in mail]
-    assert len({str(m["Message-ID"]) for m in mail}) == 10
+    assert len(mail) == N_KILL, [str(m["To"]) for m in mail]
+    assert len({str(m["Message-ID"]) for m in mail}) == N_KILL
     assert sorted(parseaddr(str(m["To"]))[1] for m in mail) == sorted(
-        f"p{i}@co{i}.example" for i in range(10))
+        f"p{i}@co{i}.example" for i in range(N_KILL))
     assert {str(m["From"]) for m in mail} == {"GAP <gap@acme.example>"}
 
     assert status["stage"] == "completed", status
-    assert (status["counts"]["sent"], status["waiting_for_capacity"]) == (10, 0), status
-    assert len(report) == 10
+    assert (status["counts"]["sent"], status["waiting_for_capacity"]) == (N_KILL, 0), status
+    assert len(report) == N_KILL
     assert all((r["delivery_status"], r["sender"]) == ("sent", "gap") for r in report), report
     assert sorted(r["message_id"] for r in report) == sorted(str(m["Message-ID"]) for m in mail)
 
     # The mailbox counted each lead once, in order, the gap kept across the kill.
     sends = sender_sends(home)
-    assert [(s, q) for s, q, *_ in sends] == [("gap", q) for q in range(1, 11)], sends
-    assert len({lead for *_, lead, _ in sends}) == 10
+    assert [(s, q) for s, q, *_ in sends] == [("gap", q) for q in range(1, N_KILL + 1)], sends
+    assert len({lead for *_, lead, _ in sends}) == N_KILL
     times = [at for *_, at in sends]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert all(g >= 2 for g in gaps), gaps
     [listed] = senders
-    assert (listed["name"], listed["sent_24h"]) == ("gap", 10), listed
+    assert (listed["name"], listed["sent_24h"]) == ("gap", N_KILL), listed
