@@ -53,6 +53,7 @@ from campaign_core.envelope import Record, now_utc
 from campaign_core.ids import message_key
 from campaign_core.metrics import process_metrics
 from campaign_core.models import Channel, DeliverInput, DeliveryOutcome
+from campaign_core.sender_assignment import assign, company_key
 from campaign_core.senders import SenderRow, SlotGranted
 from campaign_core.unsubscribe import Claims, make_token, signing_key
 from campaign_core.webhook_signature import DELIVERY_SECRET, WebhookSecretError, signer
@@ -376,7 +377,9 @@ class DeliveryAgent(Agent):
             return None
         name = await self.store.lead_sender(inp.campaign_id, inp.lead_id)
         if name is None:
-            return None  # drafted before it had one: the implicit sender
+            name = await self._assign_at_send(inp)
+        if name is None:
+            return None  # no sender of the campaign can take it: the implicit sender
         row = await self.store.get_sender(name)
         if row is None or row.removed_at is not None:
             reason = f"sender {name} removed"
@@ -385,6 +388,25 @@ class DeliveryAgent(Agent):
             return DeliveryOutcome(lead_id=inp.lead_id, status="stopped", stop_reason=reason,
                                    sender=name)
         return row
+
+    async def _assign_at_send(self, inp: DeliverInput) -> str | None:
+        """A lead that got no sender when it was drafted (none of the campaign's senders
+        could take one then) gets one now, from the mailboxes its campaign's other leads
+        use that are neither paused nor removed ("assigned at send" on the review pages);
+        kept for its whole sequence. None when there is none: CAMPAIGN_FROM sends it."""
+        counts = await self.store.sender_assignment_counts(inp.campaign_id)
+        usable = []
+        for name in counts:
+            row = await self.store.get_sender(name)
+            if row is not None and row.removed_at is None and not row.paused:
+                usable.append(name)
+        lead = await self.store.get_lead(inp.campaign_id, inp.lead_id)
+        if not usable or lead is None:
+            return None
+        chosen = assign([(inp.lead_id, company_key(lead.email, lead.company))],
+                        dict.fromkeys(usable, 1.0), counts)
+        await self.store.assign_senders(inp.campaign_id, chosen)  # only if still none
+        return await self.store.lead_sender(inp.campaign_id, inp.lead_id)
 
     async def _claim(self, inp: DeliverInput, sender: SenderRow, key: str
                      ) -> DeliveryOutcome | None:

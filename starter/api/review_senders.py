@@ -3,8 +3,8 @@ mailboxes' capacity for today.
 
 A lead is given its sender when it is drafted and keeps it for its whole sequence, so a
 reviewer sees which mailbox each lead's messages leave from, and with which From. A lead
-without one, in a campaign that sends through senders (the smtp and outbox channels, with
-senders defined), gets its sender when its first step goes out: "assigned at send". The
+without one, in a campaign that sends through senders (the smtp and outbox channels, some of
+its leads given one), gets its sender when its first step goes out: "assigned at send". The
 campaign page also shows, for each mailbox its leads use, how much of today's cap is left
 (every campaign's sends count against a shared mailbox's cap), so a reviewer approving
 a campaign sees when it can go out.
@@ -69,10 +69,12 @@ class LeadSenders:
 
     async def _through_senders(self) -> bool:
         """Whether the campaign's messages leave through senders: its channel takes them
-        and at least one sender is defined (else the implicit CAMPAIGN_FROM sends)."""
+        and some of its leads were given one (a campaign started without senders, before
+        any was defined or on the webhook channel, sends as CAMPAIGN_FROM: nothing to show,
+        whatever senders exist now)."""
         if self._pool is None:
             self._pool = self.campaign.channel in SENDER_CHANNELS and bool(
-                await self.store.list_senders())
+                await self.store.sender_assignment_counts(self.campaign.campaign_id))
         return self._pool
 
     async def of(self, lead_id: str) -> LeadSender | None:

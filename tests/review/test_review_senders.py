@@ -101,3 +101,31 @@ async def test_the_pages_show_each_leads_sender_and_the_senders_capacity(
         assert await mail_from(page) == settings.mail_from
 
         await manager.reject("c-snd", by="test")
+
+
+async def test_a_campaign_started_without_senders_shows_no_sender_whatever_exists_now(
+        store: Any) -> None:
+    """A campaign that sends as CAMPAIGN_FROM (started before any sender was defined) shows
+    no sender and no "assigned at send", even once senders exist; one whose leads were
+    given senders shows "assigned at send" for a lead that has none yet."""
+    from campaign_core.leads import parse_lead_rows
+    from starter.api.review_senders import LeadSenders
+
+    ids: dict[str, list[str]] = {}
+    for cid in ("c-plain", "c-senders"):
+        await store.upsert_campaign(campaign_id=cid, name=cid, brief="", channel="outbox",
+                                    kb_dir=None, workflow_id=f"campaign:{cid}")
+        leads = parse_lead_rows(enumerate([{"email": "a@example.com"}, {"email": "b@example.org"}],
+                                          start=2), cid).leads
+        await store.upsert_leads(cid, leads)
+        ids[cid] = [lead.lead_id for lead in leads]
+    await store.add_sender(SenderRow(name="ana", from_addr="Ana <ana@acme.test>",
+                                     transport="outbox", created_at=now_utc()))
+    assert await store.assign_senders("c-senders", {ids["c-senders"][0]: "ana"}) == 1
+    plain = LeadSenders(store, await store.get_campaign("c-plain"))
+    assert await plain.of(ids["c-plain"][0]) is None
+    with_senders = LeadSenders(store, await store.get_campaign("c-senders"))
+    got = await with_senders.of(ids["c-senders"][0])
+    pending = await with_senders.of(ids["c-senders"][1])
+    assert got is not None and got.name == "ana"
+    assert pending is not None and pending.name is None  # "assigned at send"

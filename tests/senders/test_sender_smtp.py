@@ -187,3 +187,27 @@ async def test_a_mailbox_its_server_refuses_pauses_its_sender_instead_of_failing
                 for lead in leads[:2]]
     assert [o.status for o in outs] == ["sent", "sent"]
     assert len(sink.messages) == 2
+
+
+async def test_a_lead_drafted_without_a_sender_is_assigned_one_at_send(
+    store: Store, settings: Settings
+) -> None:
+    """"Assigned at send": a lead of a campaign with senders that got none when drafted
+    takes one of the mailboxes its campaign uses (not a paused or removed one) when its
+    first step goes out, and keeps it; with none usable, CAMPAIGN_FROM sends it."""
+    cid = "c-at-send"
+    leads = await seeded(store, cid, Channel.OUTBOX)
+    for name in ("ana", "bo", "cy"):
+        await store.add_sender(sender(name, transport="outbox", min_gap_seconds=0))
+    await store.assign_senders(cid, {leads[0].lead_id: "ana", leads[1].lead_id: "bo"})
+    assert await store.set_sender_paused("bo", True, "paused by tester")
+    out = await deliver(store, settings, cid, leads[2].lead_id, Channel.OUTBOX)
+    assert (out.status, out.sender) == ("sent", "ana")  # bo is paused; cy is not the campaign's
+    assert await store.lead_sender(cid, leads[2].lead_id) == "ana"
+    assert await store.remove_sender("ana")
+    implicit = await deliver(store, settings, cid, leads[3].lead_id, Channel.OUTBOX)
+    assert (implicit.status, implicit.sender) == ("sent", None)
+    assert await store.lead_sender(cid, leads[3].lead_id) is None
+    froms = sorted(p.read_bytes().split(b"From: ", 1)[1].split(b"\n", 1)[0].strip()
+                   for p in Path(settings.outbox_dir).glob("*.eml"))
+    assert froms == [b"Ana Ruiz <ana@acme.example>", b"Campaigns <campaigns@localhost>"]
