@@ -379,6 +379,17 @@ class CopywriterAgent(Agent):
 
     # -- LLM -------------------------------------------------------------------------
 
+    def _repair_request(self, messages: list[dict[str, str]], first: CallOutcome,
+                        prompt: PromptTemplate, reasons: list[str]) -> dict[str, Any]:
+        """The one repair: the model sees its own answer and exactly what was wrong with it
+        (the prompt's `repair` section)."""
+        return self._request([
+            *messages,
+            {"role": "assistant", "content": first.content or first.refusal or "(no output)"},
+            {"role": "user", "content": prompt.render(
+                "repair", reasons="\n".join(f"- {r}" for r in reasons))},
+        ])
+
     def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         """Everything that determines the answer; its digest is the request's identity."""
         return {"model": self.model, "messages": messages, "max_completion_tokens":
@@ -414,13 +425,7 @@ class CopywriterAgent(Agent):
         calls = [first]
         draft, reasons = judge(first, passages=passages, lead=lead, brief=brief, subject=subject)
         if reasons:
-            # One repair: the model sees its own answer and exactly what was wrong with it.
-            repair = self._request([
-                *messages,
-                {"role": "assistant", "content": first.content or first.refusal or "(no output)"},
-                {"role": "user", "content": prompt.render(
-                    "repair", reasons="\n".join(f"- {r}" for r in reasons))},
-            ])
+            repair = self._repair_request(messages, first, prompt, reasons)
             second, reused_again = await self._complete(inp, repair, "repair", history)
             calls.append(second)
             reused += reused_again

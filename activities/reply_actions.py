@@ -49,6 +49,7 @@ from activities.offline_writer import (
     passage_facts,
     signature_name,
 )
+from activities.reply_intents import reply_and_history
 from campaign_core.campaign_signals import CampaignSignals
 from campaign_core.envelope import Record, digest, now_utc
 from campaign_core.ids import message_key
@@ -121,11 +122,7 @@ class ReplyActionAgent(Agent):
         each step is idempotent (a suppression, snooze or suggestion already there stays,
         a stop or move signalled twice is recorded once)."""
         started = now_utc()
-        row = await self.store.get_reply(inp.reply_id)
-        if row is None:
-            raise permanent("NotFound", f"reply {inp.reply_id} not found")
-        history = (await self.store.audit(row.campaign_id, row.lead_id)
-                   if row.campaign_id and row.lead_id else [])
+        row, history = await reply_and_history(self.store, inp.reply_id)
         reading = None if inp.intent_override is not None else reply_audit(row, history)
         if inp.intent_override is not None:
             intent, confidence = inp.intent_override, 1.0
@@ -384,11 +381,7 @@ class ReplyAnswerAgent(CopywriterAgent):
         calls = [first]
         draft, reasons = judge(first, passages=passages, lead=lead, brief=brief, subject=subject)
         if reasons:
-            repair = self._request([
-                *messages,
-                {"role": "assistant", "content": first.content or first.refusal or "(no output)"},
-                {"role": "user", "content": prompt.render(
-                    "repair", reasons="\n".join(f"- {r}" for r in reasons))}])
+            repair = self._repair_request(messages, first, prompt, reasons)
             second, _ = await self._complete(inp, repair, "reply_answer_repair", history)
             calls.append(second)
             draft, reasons = judge(second, passages=passages, lead=lead, brief=brief,

@@ -71,6 +71,17 @@ class ReplyIntentOutput(BaseModel):
     referral_email: str | None = Field(description="referral: their address, else null.")
 
 
+async def reply_and_history(store: Store, reply_id: str) -> tuple[ReplyRow, list[AuditEntry]]:
+    """The stored reply and its lead's audit trail (empty when it matched no lead): what the
+    reply agents read first (NotFound, not retried, for an unknown reply)."""
+    row = await store.get_reply(reply_id)
+    if row is None:
+        raise permanent("NotFound", f"reply {reply_id} not found")
+    history = (await store.audit(row.campaign_id, row.lead_id)
+               if row.campaign_id and row.lead_id else [])
+    return row, history
+
+
 @cache
 def intent_prompt(name: str = PROMPT_NAME) -> PromptTemplate:
     return PromptTemplate.load(name, required=("system", "user"))
@@ -127,11 +138,7 @@ class ReplyIntentAgent(Agent):
     async def classify_reply(self, inp: ClassifyReplyInput) -> IntentOutcome:
         """Classify the stored reply `inp.reply_id`; the reading goes to the audit log."""
         started = now_utc()
-        row = await self.store.get_reply(inp.reply_id)
-        if row is None:
-            raise permanent("NotFound", f"reply {inp.reply_id} not found")
-        history = (await self.store.audit(row.campaign_id, row.lead_id)
-                   if row.campaign_id and row.lead_id else [])
+        row, history = await reply_and_history(self.store, inp.reply_id)
         found = _find(history, "reply_intent", "reply_id", row.reply_id, self.model)
         if found is not None:  # classified before (a retry after the record was written)
             entry, kept_record = found

@@ -225,11 +225,18 @@ def with_logging(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def report_table(rows: list[ReportRow]) -> Table:
-    """`campaign report` (and the demo's closing report) as a table."""
-    table = Table("lead", "email", "draft", "delivery", "message id / error")
+def folded_table(*headers: str) -> Table:
+    """A table whose long cells (ids, addresses, URLs) fold onto more lines rather than
+    being cut with an ellipsis: the user must be able to copy them whole."""
+    table = Table(*headers)
     for column in table.columns:
         column.overflow = "fold"
+    return table
+
+
+def report_table(rows: list[ReportRow]) -> Table:
+    """`campaign report` (and the demo's closing report) as a table."""
+    table = folded_table("lead", "email", "draft", "delivery", "message id / error")
     for r in rows:
         table.add_row(shown(r.lead_id), shown(r.email), shown(r.draft_status),
                       shown(r.delivery_status), shown(r.message_id or r.error or ""))

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.table import Table
 
 from starter.cli.app import (
     JsonFlag,
     emit_json,
     err,
     fail,
+    folded_table,
     manager,
     out,
     read_body_file,
@@ -86,9 +86,7 @@ def inbox(
     if as_json:
         emit_json([i.model_dump() for i in items])
         return
-    table = Table("received", "reply", "campaign", "email", "intent", "answer", "first lines")
-    for column in table.columns:
-        column.overflow = "fold"
+    table = folded_table("received", "reply", "campaign", "email", "intent", "answer", "first lines")
     for i in items:
         lines = "\n".join(i.excerpt.splitlines()[:LINES_SHOWN])
         intent_text = (i.intent or "not read yet") + (

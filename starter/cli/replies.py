@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from campaign_core.settings import load_settings
 from starter.cli.app import (
@@ -15,6 +14,7 @@ from starter.cli.app import (
     emit_json,
     err,
     fail,
+    folded_table,
     manager,
     out,
     run,
@@ -74,9 +74,7 @@ def list_replies(campaign_id: str, as_json: bool) -> None:
         if as_json:
             emit_json([r.model_dump() for r in rows])
             return
-        table = Table("time", "lead", "email", "kind", "step", "intent", "first lines")
-        for column in table.columns:
-            column.overflow = "fold"
+        table = folded_table("time", "lead", "email", "kind", "step", "intent", "first lines")
         for r in rows:
             lines = "\n".join(r.text.splitlines()[:LINES_SHOWN])
             kind = r.kind if r.verified else f"{r.kind} (unverified: {r.reply_id})"

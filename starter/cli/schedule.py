@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from campaign_core.leads import read_leads_file
 from campaign_core.models import Channel
@@ -34,6 +33,7 @@ from starter.cli.app import (
     build_options,
     emit_json,
     err,
+    folded_table,
     out,
     read_brief,
     run,
@@ -149,9 +149,7 @@ def list_(as_json: JsonFlag = False) -> None:
         out.print("No schedules. Create one with `campaign schedule create NAME --cron ... "
                   "--leads FILE`.")
         return
-    table = Table("name", "cron", "state", "leads", "next runs", "recent campaigns")
-    for column in table.columns:
-        column.overflow = "fold"
+    table = folded_table("name", "cron", "state", "leads", "next runs", "recent campaigns")
     for s in summaries:
         data = s.to_json()
         state = "paused" + (f" ({s.note})" if s.note else "") if s.paused else "active"

@@ -19,7 +19,6 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from campaign_core.senders import (
     DEFAULT_DAILY_CAP,
@@ -30,7 +29,7 @@ from campaign_core.senders import (
 )
 from campaign_core.sequence import FollowUpError, follow_up_seconds
 from campaign_core.settings import load_settings
-from starter.cli.app import JsonFlag, emit_json, err, fail, out, run, shown
+from starter.cli.app import JsonFlag, emit_json, err, fail, folded_table, out, run, shown
 from starter.cli.campaigns import By, os_user
 from starter.errors import BadInput, Conflict, NotFound
 from starter.manager import ControlPlane
@@ -203,10 +202,8 @@ def list_senders(as_json: JsonFlag = False) -> None:
         out.print("No senders: campaigns send as CAMPAIGN_FROM. Add one with `campaign sender "
                   "add NAME --from ... --smtp-url ...`.")
         return
-    table = Table("name", "from", "caps (day/hour/gap)", "today's cap", "sent 24h/1h",
+    table = folded_table("name", "from", "caps (day/hour/gap)", "today's cap", "sent 24h/1h",
                   "next slot", "bounces", "complaints", "paused")
-    for column in table.columns:
-        column.overflow = "fold"
     for r in rows:
         ramp = f", ramp {r.ramp_start}+{r.ramp_step}/day" if r.ramp_start is not None else ""
         paused = ("yes" + (f": {r.paused_reason}" if r.paused_reason else "")) if r.paused else ""
