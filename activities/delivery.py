@@ -417,8 +417,7 @@ class DeliveryAgent(Agent):
 
         now = max(now_utc(), inp.now) if inp.now is not None else now_utc()
         row = await self.store.get_step(inp.campaign_id, inp.lead_id, inp.step)
-        planned = row is not None and row.status == "scheduled" and (
-            getattr(row, "wait_reason", None) == "capacity")
+        planned = row is not None and row.status == "scheduled" and row.wait_reason == "capacity"
         slot = await claim_slot(self.store, sender, message_key=key, campaign_id=inp.campaign_id,
                                 lead_id=inp.lead_id, now=now, was_planned=planned)
         if isinstance(slot, SlotGranted):

@@ -222,8 +222,10 @@ async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
     (bounded: `SlotContention`). No capacity: wait until a planned slot, after every
     waiter already planned for this sender. A send that was itself planned and is now
     due (`was_planned`) but finds the mailbox not yet free (the previous waiter went out a
-    little late) waits only until the mailbox is free, not behind every other waiter: a
-    second or two of lateness must not send a lead to the back of a queue days long."""
+    little late, or a resumed sender's held sends were all released at once) goes behind
+    only the waiters packed back to back from the moment the mailbox frees (`packed_from`),
+    not behind every other waiter: a second or two of lateness must not send a lead to the
+    back of a queue days long."""
     if row.paused:
         return SlotWait(reason="paused", next_slot=None,
                         detail=f"sender {row.name} is paused: {row.paused_reason or 'by a person'}")
@@ -236,12 +238,10 @@ async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
         last = await store.last_sender_claim(row.name)
         recent = await store.sender_claims_since(row.name, now - DAY)
         free_at = earliest_send(row, recent, last, now)
-        if free_at > now and was_planned:
-            slot = free_at + timedelta(seconds=rng.uniform(0, JITTER_FLOOR.total_seconds()))
-            return SlotWait(reason="capacity", next_slot=slot,
-                            detail=_wait_detail(row, recent, last, now, 0))
         if free_at > now:
             planned = await store.planned_waits(row.name, now)
+            if was_planned:
+                planned = packed_from(row, free_at, planned)
             slot = plan_slot(row, recent, last, planned, now, rng)
             return SlotWait(reason="capacity", next_slot=slot,
                             detail=_wait_detail(row, recent, last, now, len(planned)))
@@ -256,6 +256,25 @@ async def claim_slot(store: Store, row: SenderRow, *, message_key: str,
     raise SlotContention(
         f"sender {row.name}: {CLAIM_ATTEMPTS} concurrent sends took the next slot first; "
         "retrying")
+
+
+def packed_from(row: SenderRow, free_at: datetime, planned: Sequence[datetime]
+                ) -> list[datetime]:
+    """The waiters planned back to back from the moment the mailbox frees (each within a
+    gap and its jitter of the one before), which a planned send that found its mailbox
+    taken goes behind: the first free place, not the back of a queue days long (a waiter a
+    second late), and not the same instant as every other (a resumed sender's held sends,
+    all released at once, then spread out a gap apart instead of all retrying together)."""
+    step = timedelta(seconds=row.min_gap_seconds) + max(
+        JITTER_SHARE * timedelta(seconds=row.min_gap_seconds), JITTER_FLOOR) + PLAN_SPACING
+    run: list[datetime] = []
+    end = _utc(free_at) + step
+    for at in sorted(_utc(p) for p in planned):
+        if at > end:
+            break
+        run.append(at)
+        end = at + step
+    return run
 
 
 def _wait_detail(row: SenderRow, recent: Sequence[SenderClaim], last: SenderClaim | None,

@@ -335,6 +335,10 @@ class Senders:
         if not await self.store.set_sender_paused(name, False, None):
             raise NotFound(f"no sender {name!r}")
         campaigns = list(dict.fromkeys(await self.store.release_sender_holds(name, _now())))
+        # Recorded before the campaigns are told: the resume has happened whatever telling
+        # them does (a campaign not told finds its sends due on its next check anyway).
+        await self._audit("sender_resumed", name, by, {
+            "was": row.paused_reason, "campaigns_released": sorted(campaigns)})
         told, not_told = [], []
         for cid in campaigns:
             try:
@@ -343,8 +347,6 @@ class Senders:
             except TemporalUnreachable as err:
                 log.warning("sender %s resumed; campaign %s not told: %s", name, cid, err)
                 not_told.append(cid)
-        await self._audit("sender_resumed", name, by, {
-            "was": row.paused_reason, "campaigns_released": sorted(campaigns)})
         return SenderChange(name=name, action="resume", campaigns_signalled=told,
                             campaigns_not_told=not_told)
 

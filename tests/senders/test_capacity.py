@@ -12,6 +12,7 @@ ramp on the n-th UTC day the sender sent anything.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -416,3 +417,35 @@ def test_waiters_stay_apart_without_a_gap_or_jitter() -> None:
         slots.append(plan_slot(row, sends, sends[-1], slots, START, NoJitter()))
     assert slots == sorted(set(slots))
     assert slots[0] == START + HOUR
+
+
+async def test_sends_released_at_once_spread_out_instead_of_retrying_together(
+        store: Store) -> None:
+    """A resumed sender's 20 held sends all fall due at one instant, each a planned waiter.
+    Served one at a time as the delivery loop does (the earliest due first, the clock at its
+    due time), they go out a gap apart with a few claims each, not 20 x 20: each waiter that
+    finds the mailbox taken goes behind the ones planned around that moment."""
+    row = sender(daily_cap=1000, hourly_cap=1000, min_gap_seconds=60)
+    assert await store.add_sender(row)
+    leads = await campaign_with_leads(store, "c-held", 20)
+    due = {lid: START for lid in leads}  # released: all due now
+    rng = random.Random(7)
+    calls = 0
+    while due:
+        lid = min(due, key=lambda k: (due[k], k))
+        now = due.pop(lid)
+        calls += 1
+        got = await claim_slot(store, row, message_key=message_key("c-held", lid, 1),
+                               campaign_id="c-held", lead_id=lid, now=now, rng=rng,
+                               was_planned=True)
+        if isinstance(got, SlotWait):
+            assert got.next_slot is not None and got.next_slot > now
+            await store.defer_step("c-held", lid, 1, got.next_slot, row.name, "capacity")
+            due[lid] = got.next_slot
+        else:
+            await store.clear_step_wait("c-held", lid, 1)
+    sends = await store.sender_claims_since(row.name, START - DAY)
+    assert len(sends) == 20
+    gaps = [(b.sent_at - a.sent_at).total_seconds() for a, b in itertools.pairwise(sends)]
+    assert min(gaps) >= 60
+    assert calls <= 3 * 20, calls  # all retrying together took 20 + 19 + ... = 210
