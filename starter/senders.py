@@ -106,6 +106,13 @@ def check_url(value: str, field: str, schemes: tuple[str, ...], *,
     if login and (not parts.username or parts.password is None):
         raise BadInput("give the mailbox's user and password in the URL "
                        "(imaps://user:password@host/INBOX)", field=field)
+    if login:  # the reply poller's own parser: what it refuses is refused here, not later
+        from campaign_core.imap import parse_imap_url
+
+        try:
+            parse_imap_url(value, setting=field)
+        except ValueError as err:
+            raise BadInput(str(err).removeprefix(f"{field}: "), field=field) from None
 
 
 def dkim_public_value(pem: str) -> tuple[str, str]:

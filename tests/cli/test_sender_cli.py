@@ -136,6 +136,8 @@ async def test_a_url_in_clear_needs_the_encryption_key_and_is_never_shown(
     (["--smtp-url", "env:1BAD"], "--smtp-url:"),
     (["--outbox", "--imap-url", "http://imap.acme.test"], "--imap-url: must be a URL"),
     (["--outbox", "--imap-url", "imaps://imap.acme.test/INBOX"], "--imap-url: give the mailbox"),
+    (["--outbox", "--imap-url", 'imaps://u:p@imap.acme.test/IN"BOX'],
+     "--imap-url: the mailbox name must be ASCII"),
     ([], "--smtp-url / --outbox: give one of them"),
     (["--outbox", "--smtp-url", "env:X"], "--smtp-url / --outbox: give one of them"),
     (["--outbox", "--ramp-start", "5"], "give --ramp-start and --ramp-step together"),
